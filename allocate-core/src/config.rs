@@ -1,0 +1,44 @@
+//! The engine's settings: leases, timeouts and limits.
+
+use crate::json::Limits;
+use serde::{Deserialize, Serialize};
+
+/// Settings the operator chooses; every field has a sensible default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Lease length when a request names no `expires`.
+    pub lease_secs_default: u64,
+    /// Longest lease; a later `expires` is capped to now plus this.
+    pub lease_secs_max: u64,
+    /// Longest `allocation_timeout_seconds` a request may ask for.
+    pub wait_secs_max: u64,
+    /// How long an agent has to answer a provision before the resource goes to `error`.
+    pub provision_timeout_ms: u64,
+    /// How long an agent has to acknowledge a release before the resource goes to `error`.
+    pub release_timeout_ms: u64,
+    /// How many ended allocations stay queryable; the oldest are forgotten first.
+    pub ended_allocations_max: usize,
+    /// How many candidates (the best by default fit) a matching policy is shown per placement.
+    pub policy_candidates_max: usize,
+    /// Whether every accepted input is kept as a [`crate::Record`] for [`crate::Engine::take_records`].
+    pub record_inputs: bool,
+    /// Size limits on client input.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lease_secs_default: 3600,
+            lease_secs_max: 7 * 24 * 3600,
+            wait_secs_max: 24 * 3600,
+            provision_timeout_ms: 30_000,
+            release_timeout_ms: 30_000,
+            ended_allocations_max: 10_000,
+            policy_candidates_max: 64,
+            record_inputs: false,
+            limits: Limits::default(),
+        }
+    }
+}

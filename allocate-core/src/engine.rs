@@ -1,0 +1,549 @@
+//! The engine: a deterministic state machine fed with `now` and inputs, drained of outputs.
+//!
+//! Every mutator takes `now`, first fires the deadlines that are due by then, then applies its
+//! input. Outputs accumulate until drained with [`Engine::poll_output`]; [`Engine::poll_timeout`]
+//! says when to call [`Engine::handle_timeout`] next. A refused input changes nothing.
+
+mod lifecycle;
+pub(crate) mod snapshot;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::hash::FxMap;
+use crate::ids::IdSource;
+use crate::inventory::{Inventory, Resource};
+use crate::model::{Connection, Requirements, ResourceSpec};
+use crate::output::Output;
+use crate::policy::MatchPolicy;
+use crate::queue::Queue;
+use crate::record::{Input, ProvisionResult, Record};
+use crate::shape::Criteria;
+use crate::time::Timestamp;
+use crate::view::{AllocationInfo, AllocationState, InventoryEntry, ResourceState};
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub use snapshot::Snapshot;
+
+/// What a deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    /// The allocation's wait, provision or lease deadline (which one follows from its state).
+    Allocation(Uuid),
+    /// An unacknowledged release of this resource gives up.
+    Release(Uuid),
+}
+
+/// A request or allocation and where it stands.
+#[derive(Clone, Debug)]
+struct Allocation {
+    id: Uuid,
+    requirements: Requirements,
+    criteria: Criteria,
+    /// Arrival order: its place in the queue, kept when it goes back after a failed provision.
+    seq: u64,
+    created: Timestamp,
+    /// The lease end (effective, after capping).
+    expires: Timestamp,
+    /// When waiting in the queue gives up.
+    wait_until: Timestamp,
+    state: AllocationState,
+    inventory_id: Option<Uuid>,
+    connection: Option<Connection>,
+    /// The pending timer of this allocation, if any.
+    deadline: Option<Timestamp>,
+}
+
+/// Counts for metrics and dashboards.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Resources in each state, in the order of [`ResourceState::ALL`].
+    pub resources_by_state: [u64; 5],
+    /// Requests waiting in the queue.
+    pub queued: u64,
+    /// Allocations being provisioned.
+    pub provisioning: u64,
+    /// Allocations that are ready.
+    pub ready: u64,
+    /// Agents with an open socket.
+    pub agents_online: u64,
+}
+
+/// The allocation engine. See the module docs for how to drive it.
+pub struct Engine {
+    config: Config,
+    now: Timestamp,
+    next_seq: u64,
+    inventory: Inventory,
+    allocations: FxMap<Uuid, Allocation>,
+    /// Ended allocations, oldest first, kept for queries up to `ended_allocations_max`.
+    ended: VecDeque<Uuid>,
+    /// Allocation -> resource, for releases waiting on an agent's acknowledgement.
+    releases: FxMap<Uuid, Uuid>,
+    queue: Queue,
+    timers: BTreeSet<(Timestamp, Timer)>,
+    outputs: VecDeque<Output>,
+    records: Vec<Record>,
+    ids: Box<dyn IdSource>,
+    policy: Option<Arc<dyn MatchPolicy>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("now", &self.now)
+            .field("resources", &self.inventory.len())
+            .field("allocations", &self.allocations.len())
+            .field("queued", &self.queue.len())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What applying an input returned.
+enum Reply {
+    Nothing,
+    InventoryIds(Vec<Uuid>),
+    Expires(u64),
+}
+
+impl Engine {
+    /// An empty engine with these settings, drawing allocation ids from `ids`.
+    pub fn new(config: Config, ids: Box<dyn IdSource>) -> Self {
+        Engine {
+            config,
+            now: Timestamp::default(),
+            next_seq: 0,
+            inventory: Inventory::default(),
+            allocations: FxMap::default(),
+            ended: VecDeque::new(),
+            releases: FxMap::default(),
+            queue: Queue::default(),
+            timers: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            records: Vec::new(),
+            ids,
+            policy: None,
+        }
+    }
+
+    /// Installs a matching policy (replacing any earlier one); `None` restores plain best fit.
+    pub fn set_policy(&mut self, policy: Option<Arc<dyn MatchPolicy>>) {
+        self.policy = policy;
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The latest time the engine has been given.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// An agent registers (or replaces) its resource list; returns their ids in order.
+    pub fn register_agent(
+        &mut self,
+        now: Timestamp,
+        agent_id: Uuid,
+        resources: Vec<ResourceSpec>,
+    ) -> Result<Vec<Uuid>> {
+        match self.handle(
+            now,
+            Input::Register {
+                agent_id,
+                resources,
+            },
+        )? {
+            Reply::InventoryIds(ids) => Ok(ids),
+            _ => unreachable!("register replies with ids"),
+        }
+    }
+
+    /// An agent's socket closed: its resources go offline.
+    pub fn disconnect_agent(&mut self, now: Timestamp, agent_id: Uuid) -> Result<()> {
+        self.handle(now, Input::Disconnect { agent_id }).map(drop)
+    }
+
+    /// A user asks for an allocation; returns its id. Outputs say what became of it.
+    pub fn request(&mut self, now: Timestamp, requirements: Requirements) -> Result<Uuid> {
+        let allocation_id = self.ids.next_id();
+        self.handle(
+            now,
+            Input::Request {
+                allocation_id,
+                requirements,
+            },
+        )?;
+        Ok(allocation_id)
+    }
+
+    /// An agent answers a provision.
+    pub fn provisioned(
+        &mut self,
+        now: Timestamp,
+        agent_id: Uuid,
+        allocation_id: Uuid,
+        result: ProvisionResult,
+    ) -> Result<()> {
+        let input = Input::Provisioned {
+            agent_id,
+            allocation_id,
+            result,
+        };
+        self.handle(now, input).map(drop)
+    }
+
+    /// An agent acknowledges a release: the resource is free again.
+    pub fn release_acknowledged(
+        &mut self,
+        now: Timestamp,
+        agent_id: Uuid,
+        allocation_id: Uuid,
+    ) -> Result<()> {
+        self.handle(
+            now,
+            Input::ReleaseAcknowledged {
+                agent_id,
+                allocation_id,
+            },
+        )
+        .map(drop)
+    }
+
+    /// Frees an allocation or cancels a waiting request (the contract's DELETE).
+    pub fn release(&mut self, now: Timestamp, allocation_id: Uuid) -> Result<()> {
+        self.handle(now, Input::Release { allocation_id }).map(drop)
+    }
+
+    /// The requesting client's socket closed: cancels a waiting request, and ends a held
+    /// allocation that asked for `release_on_disconnect`. An ended allocation is left as it is.
+    pub fn client_gone(&mut self, now: Timestamp, allocation_id: Uuid) -> Result<()> {
+        self.handle(now, Input::ClientGone { allocation_id })
+            .map(drop)
+    }
+
+    /// Moves a live allocation's lease end (unix seconds); returns the effective, capped value.
+    pub fn set_expires(
+        &mut self,
+        now: Timestamp,
+        allocation_id: Uuid,
+        expires: u64,
+    ) -> Result<u64> {
+        match self.handle(
+            now,
+            Input::SetExpires {
+                allocation_id,
+                expires,
+            },
+        )? {
+            Reply::Expires(e) => Ok(e),
+            _ => unreachable!("set_expires replies with the lease end"),
+        }
+    }
+
+    /// Takes a resource out of service once its lease ends (`Some(reason)`), or returns it
+    /// to service and clears any error (`None`).
+    pub fn set_maintenance(
+        &mut self,
+        now: Timestamp,
+        inventory_id: Uuid,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.handle(
+            now,
+            Input::SetMaintenance {
+                inventory_id,
+                reason,
+            },
+        )
+        .map(drop)
+    }
+
+    /// Fires every deadline due by `now`. Calling it early or twice is harmless.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.advance(now);
+    }
+
+    /// Applies a recorded input (replay from a journal). Its time must not go backwards.
+    pub fn apply(&mut self, record: &Record) -> Result<()> {
+        self.handle(record.now, record.input.clone()).map(drop)
+    }
+
+    // ---- outputs ------------------------------------------------------------------------
+
+    /// The next thing to tell a client or agent, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] should next be called, if anything is pending.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// The inputs accepted since the last call (only when `record_inputs` is on).
+    pub fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.records)
+    }
+
+    // ---- queries ------------------------------------------------------------------------
+
+    /// Every resource, in registration order.
+    pub fn inventory(&self) -> impl Iterator<Item = InventoryEntry> + '_ {
+        self.inventory.iter().map(entry_of)
+    }
+
+    /// One resource.
+    pub fn resource(&self, inventory_id: &Uuid) -> Option<InventoryEntry> {
+        self.inventory
+            .slot_of(inventory_id)
+            .map(|s| entry_of(self.inventory.get(s)))
+    }
+
+    /// Number of registered resources.
+    pub fn resource_count(&self) -> usize {
+        self.inventory.len()
+    }
+
+    /// One allocation (live, or ended and still remembered).
+    pub fn allocation(&self, allocation_id: &Uuid) -> Option<AllocationInfo> {
+        self.allocations.get(allocation_id).map(|a| self.info_of(a))
+    }
+
+    /// Every remembered allocation, live ones first by arrival, then ended ones oldest first.
+    pub fn allocations(&self) -> Vec<AllocationInfo> {
+        let mut live: Vec<&Allocation> = self
+            .allocations
+            .values()
+            .filter(|a| !a.state.is_terminal())
+            .collect();
+        live.sort_unstable_by_key(|a| a.seq);
+        let ended = self.ended.iter().filter_map(|id| self.allocations.get(id));
+        live.into_iter()
+            .chain(ended)
+            .map(|a| self.info_of(a))
+            .collect()
+    }
+
+    /// Counts of resources and allocations by state.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        for r in self.inventory.iter() {
+            let i = ResourceState::ALL
+                .iter()
+                .position(|s| *s == state_of(r))
+                .unwrap_or(0);
+            stats.resources_by_state[i] += 1;
+        }
+        for a in self.allocations.values() {
+            match a.state {
+                AllocationState::Queued => stats.queued += 1,
+                AllocationState::Provisioning => stats.provisioning += 1,
+                AllocationState::Ready => stats.ready += 1,
+                _ => {}
+            }
+        }
+        stats.agents_online = self
+            .inventory
+            .agent_ids()
+            .iter()
+            .filter(|id| self.inventory.agent(id).is_some_and(|a| a.online))
+            .count() as u64;
+        stats
+    }
+
+    fn info_of(&self, a: &Allocation) -> AllocationInfo {
+        AllocationInfo {
+            allocation_id: a.id,
+            inventory_id: a.inventory_id,
+            username: a.requirements.username.clone(),
+            state: a.state,
+            created: a.created.as_secs(),
+            expires: a.expires.as_secs(),
+            connection: a.connection.clone(),
+            position: (a.state == AllocationState::Queued)
+                .then(|| self.queue.position_sent(a.seq))
+                .flatten(),
+            created_at: a.created,
+        }
+    }
+
+    // ---- the loop -----------------------------------------------------------------------
+
+    fn handle(&mut self, now: Timestamp, input: Input) -> Result<Reply> {
+        let now = self.advance(now);
+        let reply = self.apply_input(&input)?;
+        self.fire_due();
+        self.report_positions();
+        if self.config.record_inputs {
+            self.records.push(Record { now, input });
+        }
+        Ok(reply)
+    }
+
+    /// Moves time forward (never back) and fires what is due; a firing is recorded as a tick.
+    fn advance(&mut self, now: Timestamp) -> Timestamp {
+        self.now = self.now.max(now);
+        if self.fire_due() {
+            self.report_positions();
+            if self.config.record_inputs {
+                self.records.push(Record {
+                    now: self.now,
+                    input: Input::Tick,
+                });
+            }
+        }
+        self.now
+    }
+
+    /// Fires due timers in deadline order; returns whether any fired.
+    fn fire_due(&mut self) -> bool {
+        let mut fired = false;
+        while let Some(&(t, timer)) = self.timers.first() {
+            if t > self.now {
+                break;
+            }
+            self.timers.pop_first();
+            fired = true;
+            match timer {
+                Timer::Allocation(id) => {
+                    if let Some(a) = self.allocations.get_mut(&id) {
+                        a.deadline = None;
+                    }
+                    self.allocation_deadline(id);
+                }
+                Timer::Release(inventory_id) => self.release_deadline(inventory_id),
+            }
+        }
+        fired
+    }
+
+    fn apply_input(&mut self, input: &Input) -> Result<Reply> {
+        match input {
+            Input::Register {
+                agent_id,
+                resources,
+            } => self
+                .do_register(*agent_id, resources)
+                .map(Reply::InventoryIds),
+            Input::Disconnect { agent_id } => {
+                self.do_disconnect(*agent_id).map(|()| Reply::Nothing)
+            }
+            Input::Request {
+                allocation_id,
+                requirements,
+            } => self
+                .do_request(*allocation_id, requirements)
+                .map(|()| Reply::Nothing),
+            Input::Provisioned {
+                agent_id,
+                allocation_id,
+                result,
+            } => self
+                .do_provisioned(*agent_id, *allocation_id, result)
+                .map(|()| Reply::Nothing),
+            Input::ReleaseAcknowledged {
+                agent_id,
+                allocation_id,
+            } => self
+                .do_release_acknowledged(*agent_id, *allocation_id)
+                .map(|()| Reply::Nothing),
+            Input::Release { allocation_id } => {
+                self.do_release(*allocation_id).map(|()| Reply::Nothing)
+            }
+            Input::ClientGone { allocation_id } => {
+                self.do_client_gone(*allocation_id).map(|()| Reply::Nothing)
+            }
+            Input::SetExpires {
+                allocation_id,
+                expires,
+            } => self
+                .do_set_expires(*allocation_id, *expires)
+                .map(Reply::Expires),
+            Input::SetMaintenance {
+                inventory_id,
+                reason,
+            } => self
+                .do_set_maintenance(*inventory_id, reason.as_deref())
+                .map(|()| Reply::Nothing),
+            Input::Tick => Ok(Reply::Nothing),
+        }
+    }
+
+    fn set_timer(&mut self, id: Uuid, at: Option<Timestamp>) {
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("timer for a known allocation");
+        if let Some(old) = a.deadline.take() {
+            self.timers.remove(&(old, Timer::Allocation(id)));
+        }
+        a.deadline = at;
+        if let Some(at) = at {
+            self.timers.insert((at, Timer::Allocation(id)));
+        }
+    }
+
+    fn live(&self, id: Uuid) -> Result<&Allocation> {
+        self.allocations
+            .get(&id)
+            .filter(|a| !a.state.is_terminal())
+            .ok_or_else(|| Error::not_found("allocation", id))
+    }
+
+    fn report_positions(&mut self) {
+        for (id, position) in self.queue.position_changes() {
+            let criteria = self.allocations[&id].criteria.clone();
+            let (matching_resources, eta) = self.inventory.outlook(&criteria);
+            self.outputs.push_back(Output::Queued {
+                allocation_id: id,
+                position,
+                matching_resources,
+                eta: eta.map(Timestamp::as_secs),
+            });
+        }
+    }
+}
+
+fn state_of(r: &Resource) -> ResourceState {
+    if !r.online {
+        ResourceState::Offline
+    } else if r.occupant.is_some() {
+        ResourceState::Allocated
+    } else if r.maintenance.is_some() {
+        ResourceState::Maintenance
+    } else if r.error.is_some() {
+        ResourceState::Error
+    } else {
+        ResourceState::Free
+    }
+}
+
+fn entry_of(r: &Resource) -> InventoryEntry {
+    let state = state_of(r);
+    let reason = match state {
+        ResourceState::Maintenance => r.maintenance.clone(),
+        ResourceState::Error => r.error.clone(),
+        _ => None,
+    };
+    InventoryEntry {
+        inventory_id: r.id,
+        labels: r.spec.labels.clone(),
+        cpu_count: r.spec.cpu_count,
+        memory_gb: r.spec.memory_gb,
+        gpu: r.spec.gpu.clone(),
+        kind: r.spec.kind.clone(),
+        agent_id: r.agent_id,
+        state,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests;

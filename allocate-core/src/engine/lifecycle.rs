@@ -1,0 +1,536 @@
+//! How requests become allocations and end: placement, provisioning, leases, releases.
+
+use super::{Allocation, Engine};
+use crate::error::{Error, Result};
+use crate::inventory::{Inventory, Slot};
+use crate::model::{Connection, Requirements, ResourceSpec};
+use crate::output::Output;
+use crate::policy::{Candidate, MatchPolicy};
+use crate::record::ProvisionResult;
+use crate::shape::Criteria;
+use crate::time::Timestamp;
+use crate::validate;
+use crate::view::AllocationState;
+use uuid::Uuid;
+
+impl Engine {
+    pub(super) fn do_register(
+        &mut self,
+        agent_id: Uuid,
+        specs: &[ResourceSpec],
+    ) -> Result<Vec<Uuid>> {
+        validate::registration(specs, &self.config.limits)?;
+        let was_online = self.inventory.agent(&agent_id).is_some_and(|a| a.online);
+        let registered = self
+            .inventory
+            .register(agent_id, specs.to_vec(), &mut self.next_seq)?;
+        let slots = self.inventory.set_agent_online(agent_id, true);
+        for slot in slots {
+            if !was_online {
+                self.came_online(slot);
+            }
+            self.inventory.settle(slot);
+            self.offer(slot);
+        }
+        Ok(registered.ids)
+    }
+
+    /// A resource's agent is back: tell its holder, and resend a release it never answered.
+    fn came_online(&mut self, slot: Slot) {
+        let r = self.inventory.get(slot);
+        let Some(occupant) = r.occupant else { return };
+        if r.releasing {
+            let (agent_id, inventory_id) = (r.agent_id, r.id);
+            self.send_release(slot, agent_id, occupant, inventory_id);
+        } else if self
+            .allocations
+            .get(&occupant)
+            .is_some_and(|a| a.state == AllocationState::Ready)
+        {
+            self.outputs.push_back(Output::Online {
+                allocation_id: occupant,
+            });
+        }
+    }
+
+    pub(super) fn do_disconnect(&mut self, agent_id: Uuid) -> Result<()> {
+        let agent = self
+            .inventory
+            .agent(&agent_id)
+            .ok_or_else(|| Error::not_found("agent", agent_id))?;
+        if !agent.online {
+            return Ok(());
+        }
+        for slot in self.inventory.set_agent_online(agent_id, false) {
+            self.inventory.settle(slot);
+            let r = self.inventory.get_mut(slot);
+            let Some(occupant) = r.occupant else { continue };
+            if r.releasing {
+                // The release is resent, with a fresh deadline, when the agent is back.
+                if let Some(t) = r.release_deadline.take() {
+                    let id = r.id;
+                    self.timers.remove(&(t, super::Timer::Release(id)));
+                }
+                continue;
+            }
+            match self.allocations.get(&occupant).map(|a| a.state) {
+                Some(AllocationState::Provisioning) => self.provision_failed(occupant, None),
+                Some(AllocationState::Ready) => self.outputs.push_back(Output::Offline {
+                    allocation_id: occupant,
+                }),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_request(&mut self, id: Uuid, req: &Requirements) -> Result<()> {
+        if self.allocations.contains_key(&id) {
+            return Err(Error::Conflict(format!(
+                "allocation id {id} is already in use"
+            )));
+        }
+        validate::requirements(req, &self.config.limits)?;
+        if req.allocation_timeout_seconds > self.config.wait_secs_max {
+            return Err(Error::invalid(format!(
+                "requirements.allocation_timeout_seconds {} is more than the limit of {}",
+                req.allocation_timeout_seconds, self.config.wait_secs_max
+            )));
+        }
+        let expires = self.lease_end(req.expires, "requirements.expires")?;
+        self.next_seq += 1;
+        let allocation = Allocation {
+            id,
+            requirements: req.clone(),
+            criteria: Criteria::of(req),
+            seq: self.next_seq,
+            created: self.now,
+            expires,
+            wait_until: self.now.add_secs(req.allocation_timeout_seconds),
+            state: AllocationState::Queued,
+            inventory_id: None,
+            connection: None,
+            deadline: None,
+        };
+        self.allocations.insert(id, allocation);
+        self.place_or_queue(id);
+        Ok(())
+    }
+
+    /// The effective lease end for a requested one: in the future, capped by the maximum lease.
+    fn lease_end(&self, expires: Option<u64>, field: &str) -> Result<Timestamp> {
+        let max = self.now.add_secs(self.config.lease_secs_max);
+        let Some(secs) = expires else {
+            return Ok(self.now.add_secs(self.config.lease_secs_default).min(max));
+        };
+        let at = Timestamp::from_secs(secs);
+        if at <= self.now {
+            return Err(Error::invalid(format!(
+                "{field} {secs} is in the past (now is {})",
+                self.now.as_secs()
+            )));
+        }
+        Ok(at.min(max))
+    }
+
+    /// Places a waiting request on the best free resource, or queues it, or times it out.
+    fn place_or_queue(&mut self, id: Uuid) {
+        let a = &self.allocations[&id];
+        if let Some(slot) = choose(
+            &mut self.inventory,
+            self.policy.as_deref(),
+            self.config.policy_candidates_max,
+            a,
+        ) {
+            return self.assign(id, slot);
+        }
+        let give_up = a.wait_until.min(a.expires);
+        if give_up <= self.now {
+            return self.end(id, AllocationState::TimedOut, true);
+        }
+        let (seq, criteria) = (a.seq, a.criteria.clone());
+        self.queue.push(seq, id, &criteria, 0);
+        self.set_timer(id, Some(give_up));
+    }
+
+    /// Gives `slot` to request `id`: ready at once with static details, else provision.
+    fn assign(&mut self, id: Uuid, slot: Slot) {
+        let r = self.inventory.get_mut(slot);
+        r.occupant = Some(id);
+        let (inventory_id, agent_id, connection) = (r.id, r.agent_id, r.spec.connection.clone());
+        self.inventory.settle(slot);
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("assigned allocation exists");
+        a.inventory_id = Some(inventory_id);
+        match connection {
+            Some(connection) => self.make_ready(id, slot, connection),
+            None => {
+                a.state = AllocationState::Provisioning;
+                let (username, expires) = (a.requirements.username.clone(), a.expires.as_secs());
+                self.outputs.push_back(Output::Provision {
+                    agent_id,
+                    allocation_id: id,
+                    inventory_id,
+                    username,
+                    expires,
+                });
+                let at = self.now.add_millis(self.config.provision_timeout_ms);
+                self.set_timer(id, Some(at));
+            }
+        }
+    }
+
+    fn make_ready(&mut self, id: Uuid, slot: Slot, connection: Connection) {
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("ready allocation exists");
+        a.state = AllocationState::Ready;
+        a.connection = Some(connection.clone());
+        let (expires, inventory_id) = (
+            a.expires,
+            a.inventory_id.expect("ready allocation holds a resource"),
+        );
+        self.inventory.set_lease(slot, Some(expires));
+        self.set_timer(id, Some(expires));
+        self.outputs.push_back(Output::Ready {
+            allocation_id: id,
+            inventory_id,
+            connection,
+            expires: expires.as_secs(),
+        });
+    }
+
+    /// Offers a resource that may have become free to the earliest waiting request it suits.
+    pub(super) fn offer(&mut self, slot: Slot) {
+        if self.queue.len() == 0 || !self.inventory.get(slot).placeable() {
+            return;
+        }
+        let (inventory, allocations, policy) = (&self.inventory, &self.allocations, &self.policy);
+        let r = inventory.get(slot);
+        let candidate = Candidate {
+            inventory_id: r.id,
+            agent_id: r.agent_id,
+            spec: &r.spec,
+        };
+        let accept = |id: Uuid| {
+            policy
+                .as_ref()
+                .is_none_or(|p| !p.veto(&allocations[&id].requirements, &candidate))
+        };
+        let Some((seq, id, criteria)) = self
+            .queue
+            .first_waiting(|c| inventory.satisfies(slot, c), accept)
+        else {
+            return;
+        };
+        let criteria = criteria.clone();
+        self.queue.remove(seq, id, &criteria);
+        self.set_timer(id, None);
+        self.assign(id, slot);
+    }
+
+    /// Ends a live allocation in `state`, starting the release of whatever it held.
+    pub(super) fn end(&mut self, id: Uuid, state: AllocationState, notify: bool) {
+        self.set_timer(id, None);
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("ended allocation exists");
+        let prior = std::mem::replace(&mut a.state, state);
+        let (seq, criteria, inventory_id) = (a.seq, a.criteria.clone(), a.inventory_id);
+        if prior == AllocationState::Queued {
+            self.queue.remove(seq, id, &criteria);
+        }
+        if notify {
+            self.outputs.push_back(match state {
+                AllocationState::TimedOut => Output::TimedOut { allocation_id: id },
+                AllocationState::Expired => Output::Expired { allocation_id: id },
+                _ => Output::Released { allocation_id: id },
+            });
+        }
+        if let Some(slot) = inventory_id.and_then(|i| self.inventory.slot_of(&i)) {
+            if self.inventory.get(slot).occupant == Some(id) {
+                self.inventory.set_lease(slot, None);
+                self.begin_release(slot, id);
+            }
+        }
+        self.remember_ended(id);
+    }
+
+    fn remember_ended(&mut self, id: Uuid) {
+        self.ended.push_back(id);
+        while self.ended.len() > self.config.ended_allocations_max {
+            let Some(old) = self.ended.pop_front() else {
+                break;
+            };
+            self.allocations.remove(&old);
+        }
+    }
+
+    fn begin_release(&mut self, slot: Slot, id: Uuid) {
+        let r = self.inventory.get_mut(slot);
+        if r.spec.connection.is_some() {
+            return self.free(slot);
+        }
+        r.releasing = true;
+        let (agent_id, inventory_id, online) = (r.agent_id, r.id, r.online);
+        self.releases.insert(id, inventory_id);
+        if online {
+            self.send_release(slot, agent_id, id, inventory_id);
+        }
+    }
+
+    fn send_release(
+        &mut self,
+        slot: Slot,
+        agent_id: Uuid,
+        allocation_id: Uuid,
+        inventory_id: Uuid,
+    ) {
+        let at = self.now.add_millis(self.config.release_timeout_ms);
+        self.inventory.get_mut(slot).release_deadline = Some(at);
+        self.timers
+            .insert((at, super::Timer::Release(inventory_id)));
+        self.outputs.push_back(Output::Release {
+            agent_id,
+            allocation_id,
+            inventory_id,
+        });
+    }
+
+    /// The resource no longer belongs to anyone: retire it, or offer it to the queue.
+    fn free(&mut self, slot: Slot) {
+        let r = self.inventory.get_mut(slot);
+        if let Some(occupant) = r.occupant.take() {
+            self.releases.remove(&occupant);
+        }
+        r.releasing = false;
+        if let Some(t) = r.release_deadline.take() {
+            let id = r.id;
+            self.timers.remove(&(t, super::Timer::Release(id)));
+        }
+        if self.inventory.get(slot).retiring {
+            return self.inventory.remove(slot);
+        }
+        self.inventory.settle(slot);
+        self.offer(slot);
+    }
+
+    /// Provisioning did not work out: mark the resource (`Some(reason)`: error; `None`: it went
+    /// offline) and put the request back in front, or time it out if its wait is over.
+    fn provision_failed(&mut self, id: Uuid, reason: Option<String>) {
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("provisioning allocation exists");
+        a.state = AllocationState::Queued;
+        let inventory_id = a.inventory_id.take();
+        self.set_timer(id, None);
+        if let Some(slot) = inventory_id.and_then(|i| self.inventory.slot_of(&i)) {
+            let r = self.inventory.get_mut(slot);
+            r.occupant = None;
+            if reason.is_some() {
+                r.error = reason;
+            }
+            if r.retiring {
+                self.inventory.remove(slot);
+            } else {
+                self.inventory.settle(slot);
+            }
+        }
+        self.place_or_queue(id);
+    }
+
+    pub(super) fn allocation_deadline(&mut self, id: Uuid) {
+        match self.allocations.get(&id).map(|a| a.state) {
+            Some(AllocationState::Queued) => self.end(id, AllocationState::TimedOut, true),
+            Some(AllocationState::Ready) => self.end(id, AllocationState::Expired, true),
+            Some(AllocationState::Provisioning) => {
+                let reason = format!(
+                    "agent did not answer the provision of allocation {id} within {} ms",
+                    self.config.provision_timeout_ms
+                );
+                self.provision_failed(id, Some(reason));
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn release_deadline(&mut self, inventory_id: Uuid) {
+        let Some(slot) = self.inventory.slot_of(&inventory_id) else {
+            return;
+        };
+        let r = self.inventory.get_mut(slot);
+        r.release_deadline = None;
+        if let Some(occupant) = r.occupant.take() {
+            r.error = Some(format!(
+                "agent did not acknowledge the release of allocation {occupant} within {} ms",
+                self.config.release_timeout_ms
+            ));
+            self.releases.remove(&occupant);
+        }
+        r.releasing = false;
+        if r.retiring {
+            self.inventory.remove(slot);
+        } else {
+            self.inventory.settle(slot);
+        }
+    }
+
+    pub(super) fn do_provisioned(
+        &mut self,
+        agent_id: Uuid,
+        id: Uuid,
+        result: &ProvisionResult,
+    ) -> Result<()> {
+        let a = self.live(id)?;
+        if a.state != AllocationState::Provisioning {
+            return Err(Error::Conflict(format!(
+                "allocation {id} is not being provisioned (it is {})",
+                a.state.as_str()
+            )));
+        }
+        let slot = a
+            .inventory_id
+            .and_then(|i| self.inventory.slot_of(&i))
+            .expect("a provisioning allocation holds a resource");
+        if self.inventory.get(slot).agent_id != agent_id {
+            return Err(Error::Forbidden(format!(
+                "allocation {id} is not on a resource of agent {agent_id}"
+            )));
+        }
+        match result {
+            ProvisionResult::Connection(connection) => {
+                validate::connection(connection, "connection", &self.config.limits)?;
+                self.make_ready(id, slot, connection.clone());
+            }
+            ProvisionResult::Failed(why) => {
+                let why = validate::clip(why, self.config.limits.string_chars_max);
+                self.provision_failed(id, Some(format!("provisioning failed: {why}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_release_acknowledged(&mut self, agent_id: Uuid, id: Uuid) -> Result<()> {
+        let inventory_id = *self
+            .releases
+            .get(&id)
+            .ok_or_else(|| Error::not_found("pending release of allocation", id))?;
+        let slot = self
+            .inventory
+            .slot_of(&inventory_id)
+            .expect("a pending release refers to a live resource");
+        if self.inventory.get(slot).agent_id != agent_id {
+            return Err(Error::Forbidden(format!(
+                "allocation {id} is not on a resource of agent {agent_id}"
+            )));
+        }
+        self.free(slot);
+        Ok(())
+    }
+
+    pub(super) fn do_release(&mut self, id: Uuid) -> Result<()> {
+        self.live(id)?;
+        self.end(id, AllocationState::Released, true);
+        Ok(())
+    }
+
+    pub(super) fn do_client_gone(&mut self, id: Uuid) -> Result<()> {
+        let a = self
+            .allocations
+            .get(&id)
+            .ok_or_else(|| Error::not_found("allocation", id))?;
+        match a.state {
+            AllocationState::Queued => self.end(id, AllocationState::Cancelled, false),
+            AllocationState::Provisioning | AllocationState::Ready
+                if a.requirements.release_on_disconnect =>
+            {
+                self.end(id, AllocationState::Released, false)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_set_expires(&mut self, id: Uuid, expires: u64) -> Result<u64> {
+        self.live(id)?;
+        let at = self.lease_end(Some(expires), "expires")?;
+        let a = self.allocations.get_mut(&id).expect("live allocation");
+        a.expires = at;
+        match a.state {
+            AllocationState::Queued => {
+                let give_up = a.wait_until.min(at);
+                self.set_timer(id, Some(give_up));
+            }
+            AllocationState::Ready => {
+                let slot = a
+                    .inventory_id
+                    .and_then(|i| self.inventory.slot_of(&i))
+                    .expect("a ready allocation holds a resource");
+                self.inventory.set_lease(slot, Some(at));
+                self.set_timer(id, Some(at));
+            }
+            _ => {}
+        }
+        Ok(at.as_secs())
+    }
+
+    pub(super) fn do_set_maintenance(
+        &mut self,
+        inventory_id: Uuid,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        if let Some(reason) = reason {
+            validate::text(reason, "reason", &self.config.limits)?;
+        }
+        let slot = self
+            .inventory
+            .slot_of(&inventory_id)
+            .ok_or_else(|| Error::not_found("resource", inventory_id))?;
+        let r = self.inventory.get_mut(slot);
+        match reason {
+            Some(reason) => r.maintenance = Some(reason.to_owned()),
+            None => {
+                r.maintenance = None;
+                r.error = None;
+            }
+        }
+        self.inventory.settle(slot);
+        self.offer(slot);
+        Ok(())
+    }
+}
+
+/// The free resource a request should get: best fit, refined by the policy if one is set.
+fn choose(
+    inventory: &mut Inventory,
+    policy: Option<&dyn MatchPolicy>,
+    limit: usize,
+    a: &Allocation,
+) -> Option<Slot> {
+    let Some(policy) = policy else {
+        return inventory.best_free(&a.criteria);
+    };
+    let mut best: Option<(Option<i64>, Slot)> = None;
+    for slot in inventory.candidates(&a.criteria, limit) {
+        let r = inventory.get(slot);
+        let candidate = Candidate {
+            inventory_id: r.id,
+            agent_id: r.agent_id,
+            spec: &r.spec,
+        };
+        if policy.veto(&a.requirements, &candidate) {
+            continue;
+        }
+        let score = policy.score(&a.requirements, &candidate);
+        // Candidates come best fit first, so only a strictly higher score displaces.
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, slot));
+        }
+    }
+    best.map(|(_, slot)| slot)
+}

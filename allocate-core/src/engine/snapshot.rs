@@ -1,0 +1,301 @@
+//! The whole state as plain data, and an engine rebuilt from it.
+
+use super::{Allocation, Engine, Timer};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ids::IdSource;
+use crate::model::{Connection, Requirements, ResourceSpec};
+use crate::shape::Criteria;
+use crate::time::Timestamp;
+use crate::view::AllocationState;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Everything the engine knows, in a canonical order: equal states give equal snapshots.
+///
+/// Take it after draining [`Engine::poll_output`]: outputs not yet drained are not part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// The settings.
+    pub config: Config,
+    /// The latest time the engine was given.
+    pub now: Timestamp,
+    /// The last arrival/registration order number handed out.
+    pub next_seq: u64,
+    /// Agents by id, each with its resources in its registration order.
+    pub agents: Vec<AgentSnapshot>,
+    /// Live allocations by arrival, then remembered ended ones, oldest end first.
+    pub allocations: Vec<AllocationSnapshot>,
+}
+
+/// An agent and its resources.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSnapshot {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Whether its socket is open.
+    pub online: bool,
+    /// Its resources.
+    pub resources: Vec<ResourceSnapshot>,
+}
+
+/// A resource and its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSnapshot {
+    /// What was registered, with its `inventory_id`.
+    pub spec: ResourceSpec,
+    /// Registration order.
+    pub seq: u64,
+    /// The allocation holding it.
+    pub occupant: Option<Uuid>,
+    /// Waiting for the agent to acknowledge a release.
+    pub releasing: bool,
+    /// When that wait gives up.
+    pub release_deadline: Option<Timestamp>,
+    /// Why it is in error.
+    pub error: Option<String>,
+    /// Why it is in maintenance.
+    pub maintenance: Option<String>,
+    /// Left its agent's list while held.
+    pub retiring: bool,
+}
+
+/// An allocation and its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationSnapshot {
+    /// Its id.
+    pub allocation_id: Uuid,
+    /// What was asked.
+    pub requirements: Requirements,
+    /// Arrival order.
+    pub seq: u64,
+    /// When it was asked.
+    pub created: Timestamp,
+    /// The effective lease end.
+    pub expires: Timestamp,
+    /// When waiting gives up.
+    pub wait_until: Timestamp,
+    /// Where it stands.
+    pub state: AllocationState,
+    /// The resource it holds or held.
+    pub inventory_id: Option<Uuid>,
+    /// Its connection details once ready.
+    pub connection: Option<Connection>,
+    /// Its pending deadline.
+    pub deadline: Option<Timestamp>,
+    /// The queue position it was last told, while queued.
+    pub position: Option<u32>,
+}
+
+fn corrupt(what: String) -> Error {
+    Error::invalid(format!("snapshot is inconsistent: {what}"))
+}
+
+impl Engine {
+    /// The whole state as plain data.
+    pub fn snapshot(&self) -> Snapshot {
+        let agents = self
+            .inventory
+            .agent_ids()
+            .into_iter()
+            .map(|agent_id| {
+                let agent = self
+                    .inventory
+                    .agent(&agent_id)
+                    .expect("listed agent exists");
+                let resources = agent
+                    .slots
+                    .iter()
+                    .map(|&s| {
+                        let r = self.inventory.get(s);
+                        ResourceSnapshot {
+                            spec: r.spec.clone(),
+                            seq: r.seq,
+                            occupant: r.occupant,
+                            releasing: r.releasing,
+                            release_deadline: r.release_deadline,
+                            error: r.error.clone(),
+                            maintenance: r.maintenance.clone(),
+                            retiring: r.retiring,
+                        }
+                    })
+                    .collect();
+                AgentSnapshot {
+                    agent_id,
+                    online: agent.online,
+                    resources,
+                }
+            })
+            .collect();
+        let mut live: Vec<&Allocation> = self
+            .allocations
+            .values()
+            .filter(|a| !a.state.is_terminal())
+            .collect();
+        live.sort_unstable_by_key(|a| a.seq);
+        let ended = self.ended.iter().filter_map(|id| self.allocations.get(id));
+        let allocations = live
+            .into_iter()
+            .chain(ended)
+            .map(|a| AllocationSnapshot {
+                allocation_id: a.id,
+                requirements: a.requirements.clone(),
+                seq: a.seq,
+                created: a.created,
+                expires: a.expires,
+                wait_until: a.wait_until,
+                state: a.state,
+                inventory_id: a.inventory_id,
+                connection: a.connection.clone(),
+                deadline: a.deadline,
+                position: self
+                    .queue
+                    .position_sent(a.seq)
+                    .filter(|_| a.state == AllocationState::Queued),
+            })
+            .collect();
+        Snapshot {
+            config: self.config.clone(),
+            now: self.now,
+            next_seq: self.next_seq,
+            agents,
+            allocations,
+        }
+    }
+
+    /// An engine in the state `snapshot` describes, drawing new ids from `ids`.
+    pub fn restore(snapshot: &Snapshot, ids: Box<dyn IdSource>) -> Result<Engine> {
+        let mut engine = Engine::new(snapshot.config.clone(), ids);
+        engine.now = snapshot.now;
+        engine.next_seq = snapshot.next_seq;
+        for agent in &snapshot.agents {
+            engine.restore_agent(agent)?;
+        }
+        for a in &snapshot.allocations {
+            engine.restore_allocation(a)?;
+        }
+        for agent in &snapshot.agents {
+            for r in &agent.resources {
+                engine.check_occupant(r)?;
+            }
+        }
+        Ok(engine)
+    }
+
+    fn restore_agent(&mut self, agent: &AgentSnapshot) -> Result<()> {
+        let mut slots = Vec::with_capacity(agent.resources.len());
+        for r in &agent.resources {
+            let id = r
+                .spec
+                .inventory_id
+                .ok_or_else(|| corrupt("a resource has no inventory_id".into()))?;
+            if self.inventory.slot_of(&id).is_some() {
+                return Err(corrupt(format!("resource {id} appears twice")));
+            }
+            let slot = self
+                .inventory
+                .add(id, agent.agent_id, r.seq, r.spec.clone());
+            let res = self.inventory.get_mut(slot);
+            res.online = agent.online;
+            res.occupant = r.occupant;
+            res.releasing = r.releasing;
+            res.release_deadline = r.release_deadline;
+            res.error = r.error.clone();
+            res.maintenance = r.maintenance.clone();
+            res.retiring = r.retiring;
+            if let Some(t) = r.release_deadline {
+                self.timers.insert((t, Timer::Release(id)));
+            }
+            if let (true, Some(occupant)) = (r.releasing, r.occupant) {
+                self.releases.insert(occupant, id);
+            }
+            self.inventory.settle(slot);
+            slots.push(slot);
+        }
+        self.inventory
+            .set_agent(agent.agent_id, agent.online, slots);
+        Ok(())
+    }
+
+    fn restore_allocation(&mut self, s: &AllocationSnapshot) -> Result<()> {
+        let id = s.allocation_id;
+        let criteria = Criteria::of(&s.requirements);
+        if self.allocations.contains_key(&id) {
+            return Err(corrupt(format!("allocation {id} appears twice")));
+        }
+        let holds = matches!(
+            s.state,
+            AllocationState::Provisioning | AllocationState::Ready
+        );
+        if holds {
+            let slot = s
+                .inventory_id
+                .and_then(|i| self.inventory.slot_of(&i))
+                .ok_or_else(|| corrupt(format!("allocation {id} holds an unknown resource")))?;
+            if self.inventory.get(slot).occupant != Some(id) {
+                return Err(corrupt(format!(
+                    "allocation {id} holds a resource that does not name it"
+                )));
+            }
+            if s.state == AllocationState::Ready {
+                self.inventory.set_lease(slot, Some(s.expires));
+            }
+        }
+        match s.state {
+            AllocationState::Queued => {
+                self.queue
+                    .push(s.seq, id, &criteria, s.position.unwrap_or(0))
+            }
+            state if state.is_terminal() => self.ended.push_back(id),
+            _ => {}
+        }
+        if let Some(t) = s.deadline {
+            self.timers.insert((t, Timer::Allocation(id)));
+        }
+        self.allocations.insert(
+            id,
+            Allocation {
+                id,
+                requirements: s.requirements.clone(),
+                criteria,
+                seq: s.seq,
+                created: s.created,
+                expires: s.expires,
+                wait_until: s.wait_until,
+                state: s.state,
+                inventory_id: s.inventory_id,
+                connection: s.connection.clone(),
+                deadline: s.deadline,
+            },
+        );
+        Ok(())
+    }
+
+    fn check_occupant(&self, r: &ResourceSnapshot) -> Result<()> {
+        let Some(occupant) = r.occupant else {
+            return Ok(());
+        };
+        let known = self.allocations.get(&occupant);
+        let consistent = if r.releasing {
+            known.is_none_or(|a| a.state.is_terminal())
+        } else {
+            known.is_some_and(|a| {
+                matches!(
+                    a.state,
+                    AllocationState::Provisioning | AllocationState::Ready
+                )
+            })
+        };
+        if consistent {
+            Ok(())
+        } else {
+            Err(corrupt(format!(
+                "a resource names allocation {occupant} in the wrong state"
+            )))
+        }
+    }
+}

@@ -1,0 +1,677 @@
+//! Scenario tests of the engine's lifecycle rules.
+
+use super::*;
+use crate::ids::SeededIds;
+use crate::model::{Gpu, GpuRequirement};
+use crate::policy::Candidate;
+
+const T0: u64 = 1_700_000_000;
+
+fn at(secs: u64) -> Timestamp {
+    Timestamp::from_secs(T0 + secs)
+}
+
+fn engine() -> Engine {
+    let config = Config {
+        provision_timeout_ms: 5_000,
+        release_timeout_ms: 5_000,
+        record_inputs: true,
+        ..Config::default()
+    };
+    Engine::new(config, Box::new(SeededIds::new(42)))
+}
+
+fn conn(host: &str) -> Connection {
+    Connection {
+        host: host.into(),
+        username: "lab".into(),
+        password: "secret".into(),
+    }
+}
+
+fn res(labels: &[&str], cpu: u64, gpus: &[(&str, u64)], static_host: Option<&str>) -> ResourceSpec {
+    ResourceSpec {
+        inventory_id: None,
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        cpu_count: cpu,
+        memory_gb: 16,
+        gpu: gpus
+            .iter()
+            .map(|(l, m)| Gpu {
+                label: l.to_string(),
+                memory_gb: *m,
+            })
+            .collect(),
+        kind: "VM".into(),
+        connection: static_host.map(conn),
+    }
+}
+
+fn want(tags: &[&str], timeout: u64) -> Requirements {
+    let mut r = Requirements::for_user("ci");
+    r.tags = tags.iter().map(|s| s.to_string()).collect();
+    r.allocation_timeout_seconds = timeout;
+    r
+}
+
+fn drain(e: &mut Engine) -> Vec<Output> {
+    std::iter::from_fn(|| e.poll_output()).collect()
+}
+
+fn agent(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn ready_on(outputs: &[Output], id: Uuid) -> Option<Uuid> {
+    outputs.iter().find_map(|o| match o {
+        Output::Ready {
+            allocation_id,
+            inventory_id,
+            ..
+        } if *allocation_id == id => Some(*inventory_id),
+        _ => None,
+    })
+}
+
+#[test]
+fn static_resource_is_ready_at_once_with_best_fit_and_earliest_tie() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(
+            at(0),
+            agent(1),
+            vec![
+                res(&["nvidia"], 32, &[("RTX 4090", 24)], Some("big")),
+                res(&["nvidia"], 8, &[("RTX 2080", 8)], Some("small-a")),
+                res(&["nvidia"], 8, &[("RTX 2080", 8)], Some("small-b")),
+            ],
+        )
+        .unwrap();
+    let mut r = want(&["nvidia"], 0);
+    r.gpu = Some(GpuRequirement {
+        label: None,
+        min_memory_gb: 8,
+        count: 1,
+    });
+    let a = e.request(at(0), r.clone()).unwrap();
+    let out = drain(&mut e);
+    assert_eq!(out.len(), 1, "no queued message before ready: {out:?}");
+    assert_eq!(
+        ready_on(&out, a),
+        Some(ids[1]),
+        "least excess GPU memory, earliest registered"
+    );
+    let b = e.request(at(0), r.clone()).unwrap();
+    assert_eq!(ready_on(&drain(&mut e), b), Some(ids[2]));
+    let c = e.request(at(0), r).unwrap();
+    assert_eq!(
+        ready_on(&drain(&mut e), c),
+        Some(ids[0]),
+        "the big one only when the small are taken"
+    );
+    assert_eq!(e.resource(&ids[0]).unwrap().state, ResourceState::Allocated);
+}
+
+#[test]
+fn zero_timeout_answers_408_at_once_and_unknown_tags_wait_with_zero_matching() {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["cpu"], 4, &[], Some("h"))])
+        .unwrap();
+    let a = e.request(at(0), want(&["nvidia"], 0)).unwrap();
+    assert_eq!(drain(&mut e), vec![Output::TimedOut { allocation_id: a }]);
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::TimedOut);
+    let b = e.request(at(0), want(&["nvidia"], 20)).unwrap();
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::Queued {
+            allocation_id: b,
+            position: 1,
+            matching_resources: 0,
+            eta: None
+        }]
+    );
+}
+
+#[test]
+fn wait_times_out_exactly_at_its_deadline() {
+    let mut e = engine();
+    let a = e.request(at(0), want(&["x"], 20)).unwrap();
+    drain(&mut e);
+    assert_eq!(e.poll_timeout(), Some(at(20)));
+    e.handle_timeout(Timestamp::from_millis(at(20).as_millis() - 1));
+    assert!(
+        drain(&mut e).is_empty(),
+        "nothing fires before the deadline"
+    );
+    e.handle_timeout(at(20));
+    assert_eq!(drain(&mut e), vec![Output::TimedOut { allocation_id: a }]);
+    assert_eq!(e.poll_timeout(), None);
+}
+
+#[test]
+fn wait_ends_when_expires_passes_first() {
+    let mut e = engine();
+    let mut r = want(&["x"], 600);
+    r.expires = Some(T0 + 30);
+    let a = e.request(at(0), r).unwrap();
+    drain(&mut e);
+    assert_eq!(e.poll_timeout(), Some(at(30)));
+    e.handle_timeout(at(30));
+    assert_eq!(drain(&mut e), vec![Output::TimedOut { allocation_id: a }]);
+}
+
+#[test]
+fn lease_expires_exactly_at_expires_and_the_queue_gets_the_resource() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], Some("h"))])
+        .unwrap();
+    let mut r = want(&["x"], 600);
+    r.expires = Some(T0 + 100);
+    let a = e.request(at(0), r).unwrap();
+    let b = e.request(at(1), want(&["x"], 600)).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        matches!(out[1], Output::Queued { allocation_id, position: 1, matching_resources: 1, eta: Some(eta) }
+        if allocation_id == b && eta == T0 + 100),
+        "{out:?}"
+    );
+    e.handle_timeout(at(99));
+    assert!(drain(&mut e).is_empty());
+    e.handle_timeout(at(100));
+    let out = drain(&mut e);
+    assert_eq!(out[0], Output::Expired { allocation_id: a });
+    assert_eq!(ready_on(&out, b), Some(ids[0]));
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Expired);
+}
+
+#[test]
+fn expires_is_capped_defaulted_and_refused_in_the_past() {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&[], 4, &[], Some("h"))])
+        .unwrap();
+    let mut r = want(&[], 0);
+    r.expires = Some(T0);
+    let err = e.request(at(0), r.clone()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("requirements.expires {T0} is in the past (now is {T0})")
+    );
+    r.expires = Some(T0 + 10 * 24 * 3600);
+    let a = e.request(at(0), r).unwrap();
+    let max = e.config().lease_secs_max;
+    assert!(matches!(drain(&mut e)[0], Output::Ready { expires, .. } if expires == T0 + max));
+    e.release(at(1), a).unwrap();
+    let b = e.request(at(1), want(&[], 0)).unwrap();
+    assert_eq!(
+        e.allocation(&b).unwrap().expires,
+        T0 + 1 + e.config().lease_secs_default
+    );
+}
+
+#[test]
+fn a_big_waiting_request_does_not_block_a_small_one() {
+    let mut e = engine();
+    e.register_agent(
+        at(0),
+        agent(1),
+        vec![
+            res(&["gpu"], 4, &[("T4", 16)], Some("g")),
+            res(&["cpu"], 4, &[], Some("c")),
+        ],
+    )
+    .unwrap();
+    let g1 = e.request(at(0), want(&["gpu"], 60)).unwrap();
+    let g2 = e.request(at(0), want(&["gpu"], 60)).unwrap();
+    let c = e.request(at(0), want(&["cpu"], 60)).unwrap();
+    let out = drain(&mut e);
+    assert!(ready_on(&out, g1).is_some());
+    assert!(ready_on(&out, g2).is_none());
+    assert!(
+        ready_on(&out, c).is_some(),
+        "the CPU request is served past the waiting GPU one"
+    );
+    e.release(at(1), c).unwrap();
+    let out = drain(&mut e);
+    assert_eq!(
+        out,
+        vec![Output::Released { allocation_id: c }],
+        "a freed CPU box does not suit g2"
+    );
+    e.release(at(2), g1).unwrap();
+    assert!(ready_on(&drain(&mut e), g2).is_some());
+}
+
+#[test]
+fn fifo_among_waiters_and_positions_are_resent_when_they_change() {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], Some("h"))])
+        .unwrap();
+    let holder = e.request(at(0), want(&["x"], 60)).unwrap();
+    let w: Vec<Uuid> = (0..3)
+        .map(|i| e.request(at(i), want(&["x"], 60)).unwrap())
+        .collect();
+    drain(&mut e);
+    e.client_gone(at(5), w[0]).unwrap();
+    let out = drain(&mut e);
+    let positions: Vec<(Uuid, u32)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Queued {
+                allocation_id,
+                position,
+                ..
+            } => Some((*allocation_id, *position)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(positions, vec![(w[1], 1), (w[2], 2)]);
+    assert_eq!(
+        e.allocation(&w[0]).unwrap().state,
+        AllocationState::Cancelled
+    );
+    e.release(at(6), holder).unwrap();
+    let out = drain(&mut e);
+    assert!(ready_on(&out, w[1]).is_some());
+    assert!(out.contains(&Output::Queued {
+        allocation_id: w[2],
+        position: 1,
+        matching_resources: 1,
+        eta: Some(T0 + 1 + 3600)
+    }));
+}
+
+#[test]
+fn provisioning_round_trip_and_failure_requeues_in_front() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(
+            at(0),
+            agent(1),
+            vec![res(&["x"], 4, &[], None), res(&["x"], 4, &[], None)],
+        )
+        .unwrap();
+    let a = e.request(at(0), want(&["x"], 60)).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        matches!(&out[0], Output::Provision { agent_id, allocation_id, inventory_id, username, .. }
+        if *agent_id == agent(1) && *allocation_id == a && *inventory_id == ids[0] && username == "ci")
+    );
+    assert_eq!(
+        e.allocation(&a).unwrap().state,
+        AllocationState::Provisioning
+    );
+    let err = e
+        .provisioned(at(1), agent(2), a, ProvisionResult::Failed("x".into()))
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        crate::ErrorCode::Forbidden,
+        "only the owning agent may answer"
+    );
+    e.provisioned(
+        at(1),
+        agent(1),
+        a,
+        ProvisionResult::Failed("disk full".into()),
+    )
+    .unwrap();
+    let out = drain(&mut e);
+    assert!(matches!(&out[0], Output::Provision { inventory_id, .. } if *inventory_id == ids[1]));
+    let failed = e.resource(&ids[0]).unwrap();
+    assert_eq!(failed.state, ResourceState::Error);
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("provisioning failed: disk full")
+    );
+    e.provisioned(at(2), agent(1), a, ProvisionResult::Connection(conn("h2")))
+        .unwrap();
+    assert_eq!(ready_on(&drain(&mut e), a), Some(ids[1]));
+    assert_eq!(e.allocation(&a).unwrap().connection, Some(conn("h2")));
+    let again = e.provisioned(at(2), agent(1), a, ProvisionResult::Connection(conn("h2")));
+    assert_eq!(again.unwrap_err().code(), crate::ErrorCode::Conflict);
+}
+
+#[test]
+fn unanswered_provision_times_out_and_the_request_keeps_its_deadline() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    let a = e.request(at(0), want(&["x"], 8)).unwrap();
+    drain(&mut e);
+    e.handle_timeout(at(5));
+    let out = drain(&mut e);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(matches!(out[0], Output::Queued { position: 1, .. }));
+    assert_eq!(e.resource(&ids[0]).unwrap().state, ResourceState::Error);
+    e.set_maintenance(at(6), ids[0], None).unwrap();
+    assert!(
+        matches!(drain(&mut e)[0], Output::Provision { .. }),
+        "clearing the error serves the queue"
+    );
+    e.handle_timeout(at(8));
+    assert_eq!(
+        e.allocation(&a).unwrap().state,
+        AllocationState::Provisioning,
+        "its wait is over, its provision is not"
+    );
+    e.handle_timeout(at(11));
+    // The provision failed again at 11, past the wait deadline of 8: the request times out.
+    assert!(drain(&mut e).contains(&Output::TimedOut { allocation_id: a }));
+}
+
+#[test]
+fn release_waits_for_the_agent_and_gives_up_into_error() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    let a = e.request(at(0), want(&["x"], 60)).unwrap();
+    e.provisioned(at(0), agent(1), a, ProvisionResult::Connection(conn("h")))
+        .unwrap();
+    let b = e.request(at(0), want(&["x"], 60)).unwrap();
+    drain(&mut e);
+    e.release(at(1), a).unwrap();
+    let out = drain(&mut e);
+    assert_eq!(out[0], Output::Released { allocation_id: a });
+    assert!(matches!(out[1], Output::Release { allocation_id, .. } if allocation_id == a));
+    assert_eq!(
+        e.resource(&ids[0]).unwrap().state,
+        ResourceState::Allocated,
+        "busy until acknowledged"
+    );
+    e.release_acknowledged(at(2), agent(1), a).unwrap();
+    assert!(
+        matches!(drain(&mut e)[0], Output::Provision { allocation_id, .. } if allocation_id == b)
+    );
+    e.provisioned(at(2), agent(1), b, ProvisionResult::Connection(conn("h")))
+        .unwrap();
+    e.release(at(3), b).unwrap();
+    drain(&mut e);
+    e.handle_timeout(at(8));
+    let r = e.resource(&ids[0]).unwrap();
+    assert_eq!(r.state, ResourceState::Error);
+    assert!(r
+        .reason
+        .unwrap()
+        .contains("did not acknowledge the release"));
+    assert!(
+        e.release_acknowledged(at(9), agent(1), b).is_err(),
+        "too late"
+    );
+}
+
+#[test]
+fn agent_disconnect_and_reconnect() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(
+            at(0),
+            agent(1),
+            vec![res(&["x"], 4, &[], Some("h")), res(&["x"], 4, &[], None)],
+        )
+        .unwrap();
+    let a = e.request(at(0), want(&["x"], 60)).unwrap();
+    let b = e.request(at(0), want(&["x"], 60)).unwrap();
+    drain(&mut e);
+    assert_eq!(
+        e.allocation(&b).unwrap().state,
+        AllocationState::Provisioning
+    );
+    e.disconnect_agent(at(1), agent(1)).unwrap();
+    let out = drain(&mut e);
+    assert!(out.contains(&Output::Offline { allocation_id: a }));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Queued { allocation_id, position: 1, .. } if *allocation_id == b)
+    ));
+    assert_eq!(e.resource(&ids[1]).unwrap().state, ResourceState::Offline);
+    assert_eq!(
+        e.allocation(&a).unwrap().state,
+        AllocationState::Ready,
+        "the lease lives on"
+    );
+    let again = e.register_agent(
+        at(2),
+        agent(1),
+        vec![res(&["x"], 4, &[], Some("h")), res(&["x"], 4, &[], None)],
+    );
+    assert_eq!(again.unwrap(), ids, "same agent, same list, same ids");
+    let out = drain(&mut e);
+    assert!(out.contains(&Output::Online { allocation_id: a }));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Provision { allocation_id, .. } if *allocation_id == b)));
+}
+
+#[test]
+fn reregistration_keeps_ids_and_retires_held_resources_after_release() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(
+            at(0),
+            agent(1),
+            vec![
+                res(&["a"], 4, &[], Some("h")),
+                res(&["b"], 4, &[], Some("h")),
+            ],
+        )
+        .unwrap();
+    let a = e.request(at(0), want(&["a"], 0)).unwrap();
+    drain(&mut e);
+    let new = e
+        .register_agent(at(1), agent(1), vec![res(&["b"], 4, &[], Some("h"))])
+        .unwrap();
+    assert_eq!(new, vec![ids[1]]);
+    assert_eq!(e.resource_count(), 2, "held resource stays until released");
+    assert!(e.request(at(1), want(&["a"], 0)).is_ok());
+    assert!(
+        matches!(drain(&mut e)[0], Output::TimedOut { .. }),
+        "a retiring resource takes no one new"
+    );
+    e.release(at(2), a).unwrap();
+    assert_eq!(e.resource_count(), 1);
+    assert!(e.resource(&ids[0]).is_none());
+}
+
+#[test]
+fn agents_may_choose_ids_but_not_take_another_agents() {
+    let mut e = engine();
+    let mut spec = res(&[], 1, &[], Some("h"));
+    let mine = Uuid::from_u128(99);
+    spec.inventory_id = Some(mine);
+    assert_eq!(
+        e.register_agent(at(0), agent(1), vec![spec.clone()])
+            .unwrap(),
+        vec![mine]
+    );
+    let err = e
+        .register_agent(at(0), agent(2), vec![spec.clone()])
+        .unwrap_err();
+    assert_eq!(err.code(), crate::ErrorCode::Conflict);
+    let err = e
+        .register_agent(at(0), agent(1), vec![spec.clone(), spec])
+        .unwrap_err();
+    assert!(err.to_string().contains("appears twice"));
+    assert_eq!(
+        e.resource_count(),
+        1,
+        "a refused registration changes nothing"
+    );
+}
+
+#[test]
+fn maintenance_waits_for_the_lease_and_clearing_returns_the_resource() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(at(0), agent(1), vec![res(&[], 4, &[], Some("h"))])
+        .unwrap();
+    let a = e.request(at(0), want(&[], 0)).unwrap();
+    e.set_maintenance(at(1), ids[0], Some("fan broken".into()))
+        .unwrap();
+    assert_eq!(e.resource(&ids[0]).unwrap().state, ResourceState::Allocated);
+    e.release(at(2), a).unwrap();
+    let r = e.resource(&ids[0]).unwrap();
+    assert_eq!(
+        (r.state, r.reason.as_deref()),
+        (ResourceState::Maintenance, Some("fan broken"))
+    );
+    let b = e.request(at(3), want(&[], 60)).unwrap();
+    e.set_maintenance(at(4), ids[0], None).unwrap();
+    assert!(ready_on(&drain(&mut e), b).is_some());
+    assert!(e.set_maintenance(at(4), Uuid::nil(), None).is_err());
+}
+
+#[test]
+fn deleting_a_queued_request_tells_it_released_and_client_gone_respects_release_on_disconnect() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(at(0), agent(1), vec![res(&[], 4, &[], Some("h"))])
+        .unwrap();
+    let mut r = want(&[], 60);
+    r.release_on_disconnect = true;
+    let holder = e.request(at(0), r).unwrap();
+    let waiter = e.request(at(0), want(&[], 60)).unwrap();
+    drain(&mut e);
+    e.release(at(1), waiter).unwrap();
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::Released {
+            allocation_id: waiter
+        }]
+    );
+    assert_eq!(
+        e.release(at(1), waiter).unwrap_err().code(),
+        crate::ErrorCode::NotFound
+    );
+    e.client_gone(at(2), holder).unwrap();
+    assert_eq!(
+        e.allocation(&holder).unwrap().state,
+        AllocationState::Released
+    );
+    assert_eq!(e.resource(&ids[0]).unwrap().state, ResourceState::Free);
+    let keep = e.request(at(3), want(&[], 60)).unwrap();
+    e.client_gone(at(4), keep).unwrap();
+    assert_eq!(e.allocation(&keep).unwrap().state, AllocationState::Ready);
+}
+
+#[test]
+fn leases_can_be_extended_and_shortened() {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&[], 4, &[], Some("h"))])
+        .unwrap();
+    let a = e.request(at(0), want(&[], 0)).unwrap();
+    assert_eq!(e.set_expires(at(1), a, T0 + 7200).unwrap(), T0 + 7200);
+    assert_eq!(e.poll_timeout(), Some(at(7200)));
+    assert_eq!(e.set_expires(at(1), a, T0 + 10).unwrap(), T0 + 10);
+    assert!(
+        e.set_expires(at(20), a, T0 + 15).is_err()
+            || e.allocation(&a).unwrap().state == AllocationState::Expired
+    );
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Expired);
+    assert_eq!(
+        e.set_expires(at(21), a, T0 + 100).unwrap_err().code(),
+        crate::ErrorCode::NotFound
+    );
+}
+
+#[derive(Debug)]
+struct PreferHost(&'static str);
+
+impl MatchPolicy for PreferHost {
+    fn veto(&self, request: &Requirements, candidate: &Candidate<'_>) -> bool {
+        request.username == "banned" && candidate.spec.cpu_count > 0
+    }
+
+    fn score(&self, _request: &Requirements, candidate: &Candidate<'_>) -> Option<i64> {
+        let host = &candidate.spec.connection.as_ref()?.host;
+        Some(i64::from(host == self.0))
+    }
+}
+
+#[test]
+fn a_policy_can_veto_and_reorder() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(
+            at(0),
+            agent(1),
+            vec![res(&[], 4, &[], Some("a")), res(&[], 64, &[], Some("b"))],
+        )
+        .unwrap();
+    e.set_policy(Some(Arc::new(PreferHost("b"))));
+    let a = e.request(at(0), want(&[], 0)).unwrap();
+    assert_eq!(
+        ready_on(&drain(&mut e), a),
+        Some(ids[1]),
+        "score beats best fit"
+    );
+    let mut banned = want(&[], 0);
+    banned.username = "banned".into();
+    let b = e.request(at(0), banned).unwrap();
+    assert_eq!(drain(&mut e), vec![Output::TimedOut { allocation_id: b }]);
+    e.set_policy(None);
+    let c = e.request(at(0), want(&[], 0)).unwrap();
+    assert_eq!(ready_on(&drain(&mut e), c), Some(ids[0]));
+}
+
+#[test]
+fn snapshot_restore_and_replay_reproduce_the_state() {
+    let mut e = engine();
+    e.register_agent(
+        at(0),
+        agent(1),
+        vec![res(&["x"], 4, &[], None), res(&["x"], 8, &[], Some("h"))],
+    )
+    .unwrap();
+    let before = e.snapshot();
+    let start_records = e.take_records();
+    assert_eq!(start_records.len(), 1);
+    let a = e.request(at(1), want(&["x"], 60)).unwrap();
+    let _b = e.request(at(1), want(&["x"], 60)).unwrap();
+    let _c = e.request(at(2), want(&["x"], 60)).unwrap();
+    e.provisioned(at(3), agent(1), a, ProvisionResult::Connection(conn("p")))
+        .unwrap();
+    e.disconnect_agent(at(4), agent(1)).unwrap();
+    e.handle_timeout(at(70));
+    drain(&mut e);
+    let records = e.take_records();
+    let mut replayed = Engine::restore(&before, Box::new(SeededIds::new(0))).unwrap();
+    for r in &records {
+        replayed.apply(r).unwrap();
+    }
+    assert_eq!(replayed.snapshot(), e.snapshot());
+    let json = serde_json::to_string(&e.snapshot()).unwrap();
+    let back: Snapshot = serde_json::from_str(&json).unwrap();
+    let restored = Engine::restore(&back, Box::new(SeededIds::new(0))).unwrap();
+    assert_eq!(restored.snapshot(), e.snapshot());
+    assert_eq!(restored.poll_timeout(), e.poll_timeout());
+}
+
+#[test]
+fn a_corrupt_snapshot_is_refused() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(at(0), agent(1), vec![res(&[], 4, &[], Some("h"))])
+        .unwrap();
+    e.request(at(0), want(&[], 0)).unwrap();
+    let mut snap = e.snapshot();
+    snap.agents[0].resources[0].occupant = None;
+    assert!(Engine::restore(&snap, Box::new(SeededIds::new(0))).is_err());
+    let mut snap = e.snapshot();
+    let dup = snap.agents[0].resources[0].clone();
+    snap.agents[0].resources.push(dup);
+    let err = Engine::restore(&snap, Box::new(SeededIds::new(0))).unwrap_err();
+    assert!(err
+        .to_string()
+        .contains(&format!("resource {} appears twice", ids[0])));
+}
+
+#[test]
+fn time_never_goes_backwards() {
+    let mut e = engine();
+    e.handle_timeout(at(10));
+    e.request(at(5), want(&[], 30)).unwrap();
+    assert_eq!(e.now(), at(10));
+    assert_eq!(e.poll_timeout(), Some(at(40)));
+}

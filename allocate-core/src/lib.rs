@@ -1,0 +1,73 @@
+//! `allocate-core`: the deterministic engine behind `allocate`, which hands out dedicated lab
+//! hardware (machines, GPUs, devices) to people and test harnesses.
+//!
+//! The engine holds the inventory that agents register, matches requests against it (labels,
+//! type, CPU, memory, GPU model, memory and count), queues what cannot be served yet, and runs
+//! each allocation's life: queued, provisioning, ready, then released or expired.
+//!
+//! It does no IO, starts no threads, and never reads the clock or a random source: every
+//! mutator takes `now`, and allocation ids come from the [`IdSource`] given at construction
+//! (`clippy.toml` forbids `SystemTime::now`, `Instant::now`, `Uuid::new_v4` and std's seeded
+//! hash maps here). The same inputs at the same times give the same state and outputs, so a
+//! journal of [`Record`]s replayed over a [`Snapshot`] reproduces the state exactly.
+//!
+//! Driving it: feed inputs ([`Engine::register_agent`], [`Engine::request`], ...), drain
+//! [`Engine::poll_output`] and deliver each [`Output`] to its [`Recipient`], and call
+//! [`Engine::handle_timeout`] at [`Engine::poll_timeout`].
+//!
+//! ```
+//! use allocate_core::{Config, Engine, Output, Requirements, ResourceSpec, SeededIds, Timestamp, Connection};
+//! use uuid::Uuid;
+//!
+//! let mut engine = Engine::new(Config::default(), Box::new(SeededIds::new(1)));
+//! let now = Timestamp::from_secs(1_700_000_000);
+//! let machine = ResourceSpec {
+//!     inventory_id: None, labels: vec!["nvidia".into()], cpu_count: 12, memory_gb: 32,
+//!     gpu: vec![], kind: "VM".into(),
+//!     connection: Some(Connection { host: "10.0.0.7".into(), username: "lab".into(), password: "pw".into() }),
+//! };
+//! engine.register_agent(now, Uuid::from_u128(1), vec![machine]).unwrap();
+//! let mut wants = Requirements::for_user("ci-runner-7");
+//! wants.tags = vec!["nvidia".into()];
+//! let id = engine.request(now, wants).unwrap();
+//! assert!(matches!(engine.poll_output(), Some(Output::Ready { allocation_id, .. }) if allocation_id == id));
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod engine;
+mod error;
+mod hash;
+mod ids;
+mod inventory;
+mod json;
+mod model;
+mod output;
+mod policy;
+mod protocol;
+mod queue;
+mod record;
+mod shape;
+mod time;
+mod validate;
+mod view;
+
+pub use config::Config;
+pub use engine::snapshot::{AgentSnapshot, AllocationSnapshot, ResourceSnapshot};
+pub use engine::{Engine, Snapshot, Stats};
+pub use error::{Error, ErrorCode, Result};
+pub use ids::{IdSource, SeededIds};
+pub use json::{parse_json, parse_uuid, Limits};
+pub use model::{
+    Connection, Gpu, GpuRequirement, Requirements, ResourceSpec, DEFAULT_ALLOCATION_TIMEOUT_SECS,
+};
+pub use output::{error_envelope, ok_envelope, Output, Recipient};
+pub use policy::{BestFit, Candidate, MatchPolicy};
+pub use protocol::{
+    parse_allocate_request, parse_expires_patch, parse_maintenance_patch, AgentMessage,
+};
+pub use record::{Input, ProvisionResult, Record};
+pub use time::Timestamp;
+pub use view::{AllocationInfo, AllocationState, InventoryEntry, ResourceState};

@@ -1,0 +1,212 @@
+//! What the engine asks its caller to do, as plain data drained with [`crate::Engine::poll_output`].
+
+use crate::error::ErrorCode;
+use crate::model::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// One thing to tell a client or an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "output", rename_all = "snake_case")]
+pub enum Output {
+    /// Tell a waiting client its place in the queue (sent again when it changes).
+    Queued {
+        /// The request.
+        allocation_id: Uuid,
+        /// 1-based place among all waiting requests.
+        position: u32,
+        /// Registered resources that could ever satisfy it.
+        matching_resources: u64,
+        /// The earliest known lease end (unix seconds) among matching resources that are held.
+        eta: Option<u64>,
+    },
+    /// The allocation is ready: hand the client its connection.
+    Ready {
+        /// The allocation.
+        allocation_id: Uuid,
+        /// The resource it holds.
+        inventory_id: Uuid,
+        /// How to reach it.
+        connection: Connection,
+        /// When the lease ends (unix seconds).
+        expires: u64,
+    },
+    /// Nothing became free before the request's wait ended: answer 408 and close.
+    TimedOut {
+        /// The request.
+        allocation_id: Uuid,
+    },
+    /// The lease ended: tell the client and close.
+    Expired {
+        /// The allocation.
+        allocation_id: Uuid,
+    },
+    /// Someone released the allocation (or cancelled the request): tell the client and close.
+    Released {
+        /// The allocation.
+        allocation_id: Uuid,
+    },
+    /// The resource's agent went away during the lease.
+    Offline {
+        /// The allocation.
+        allocation_id: Uuid,
+    },
+    /// The resource's agent came back during the lease.
+    Online {
+        /// The allocation.
+        allocation_id: Uuid,
+    },
+    /// Ask an agent to prepare a resource for a user.
+    Provision {
+        /// The agent to ask.
+        agent_id: Uuid,
+        /// The allocation being prepared.
+        allocation_id: Uuid,
+        /// The resource.
+        inventory_id: Uuid,
+        /// Who will hold it.
+        username: String,
+        /// When the lease ends (unix seconds).
+        expires: u64,
+    },
+    /// Ask an agent to clean up a resource after an allocation.
+    Release {
+        /// The agent to ask.
+        agent_id: Uuid,
+        /// The allocation that ended.
+        allocation_id: Uuid,
+        /// The resource.
+        inventory_id: Uuid,
+    },
+}
+
+/// Who an output is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    /// The client waiting on or holding this allocation.
+    Client(Uuid),
+    /// This agent.
+    Agent(Uuid),
+}
+
+/// The success envelope `{"status": 200, "data": ...}`.
+pub fn ok_envelope(data: Value) -> Value {
+    json!({"status": 200, "data": data})
+}
+
+/// The failure envelope `{"status": <code>, "error": {"code", "message"}}`.
+pub fn error_envelope(code: ErrorCode, message: &str) -> Value {
+    json!({"status": code.http_status(), "error": {"code": code.as_str(), "message": message}})
+}
+
+impl Output {
+    /// Who should receive this output.
+    pub fn recipient(&self) -> Recipient {
+        match self {
+            Output::Provision { agent_id, .. } | Output::Release { agent_id, .. } => {
+                Recipient::Agent(*agent_id)
+            }
+            Output::Queued { allocation_id, .. }
+            | Output::Ready { allocation_id, .. }
+            | Output::TimedOut { allocation_id }
+            | Output::Expired { allocation_id }
+            | Output::Released { allocation_id }
+            | Output::Offline { allocation_id }
+            | Output::Online { allocation_id } => Recipient::Client(*allocation_id),
+        }
+    }
+
+    /// Whether the client's socket should be closed after this output.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Output::TimedOut { .. } | Output::Expired { .. } | Output::Released { .. }
+        )
+    }
+
+    /// The message the contract sends for this output, as an envelope.
+    pub fn to_wire(&self) -> Value {
+        match self {
+            Output::Queued {
+                allocation_id,
+                position,
+                matching_resources,
+                eta,
+            } => ok_envelope(json!({"status": "queued", "allocation_id": allocation_id, "position": position,
+                                    "matching_resources": matching_resources, "eta": eta})),
+            Output::Ready {
+                allocation_id,
+                inventory_id,
+                connection,
+                expires,
+            } => ok_envelope(json!({"status": "ready", "allocation_id": allocation_id, "inventory_id": inventory_id,
+                                    "connection": connection, "expires": expires})),
+            Output::TimedOut { allocation_id } => error_envelope(
+                ErrorCode::AllocationTimeout,
+                &format!("allocation {allocation_id}: no matching resource became free before allocation_timeout_seconds or expires passed"),
+            ),
+            Output::Expired { allocation_id } => client_status("expired", allocation_id),
+            Output::Released { allocation_id } => client_status("released", allocation_id),
+            Output::Offline { allocation_id } => client_status("offline", allocation_id),
+            Output::Online { allocation_id } => client_status("online", allocation_id),
+            Output::Provision {
+                allocation_id,
+                inventory_id,
+                username,
+                expires,
+                ..
+            } => ok_envelope(json!({"action": "provision", "allocation_id": allocation_id,
+                                    "inventory_id": inventory_id, "username": username, "expires": expires})),
+            Output::Release {
+                allocation_id,
+                inventory_id,
+                ..
+            } => ok_envelope(json!({"action": "release", "allocation_id": allocation_id, "inventory_id": inventory_id})),
+        }
+    }
+}
+
+fn client_status(status: &str, allocation_id: &Uuid) -> Value {
+    ok_envelope(json!({"status": status, "allocation_id": allocation_id}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_forms_follow_the_contract() {
+        let id = Uuid::from_u128(7);
+        let ready = Output::Ready {
+            allocation_id: id,
+            inventory_id: id,
+            connection: Connection {
+                host: "1.2.3.4".into(),
+                username: "test".into(),
+                password: "foo".into(),
+            },
+            expires: 1576688942,
+        };
+        let wire = ready.to_wire();
+        assert_eq!(wire["status"], 200);
+        assert_eq!(wire["data"]["status"], "ready");
+        assert_eq!(wire["data"]["connection"]["password"], "foo");
+        assert_eq!(wire["data"]["expires"], 1576688942);
+        let timeout = Output::TimedOut { allocation_id: id }.to_wire();
+        assert_eq!(timeout["status"], 408);
+        assert_eq!(timeout["error"]["code"], "allocation_timeout");
+        assert!(Output::TimedOut { allocation_id: id }.is_final());
+        assert_eq!(
+            Output::Online { allocation_id: id }.recipient(),
+            Recipient::Client(id)
+        );
+        let release = Output::Release {
+            agent_id: id,
+            allocation_id: id,
+            inventory_id: id,
+        };
+        assert_eq!(release.to_wire()["data"]["action"], "release");
+        assert_eq!(release.recipient(), Recipient::Agent(id));
+    }
+}

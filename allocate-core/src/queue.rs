@@ -1,0 +1,132 @@
+//! Requests waiting for a resource: arrival order overall, grouped by what they need.
+
+use crate::hash::FxMap;
+use crate::shape::Criteria;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+/// The waiting requests.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    /// Arrival order -> (request, the position it was last told).
+    order: BTreeMap<u64, (Uuid, u32)>,
+    /// Requests with equal needs, by arrival order. Groups are never empty.
+    groups: FxMap<Criteria, BTreeSet<(u64, Uuid)>>,
+    /// Some position may have changed since positions were last reported.
+    dirty: bool,
+}
+
+impl Queue {
+    /// Number of waiting requests.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Adds a request; `seq` is its arrival order, kept across a failed provision so it goes back in front.
+    pub fn push(&mut self, seq: u64, id: Uuid, criteria: &Criteria, position_sent: u32) {
+        self.order.insert(seq, (id, position_sent));
+        self.groups
+            .entry(criteria.clone())
+            .or_default()
+            .insert((seq, id));
+        self.dirty = true;
+    }
+
+    /// Removes a request.
+    pub fn remove(&mut self, seq: u64, id: Uuid, criteria: &Criteria) {
+        self.order.remove(&seq);
+        if let Some(group) = self.groups.get_mut(criteria) {
+            group.remove(&(seq, id));
+            if group.is_empty() {
+                self.groups.remove(criteria);
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// The earliest waiting request whose needs pass `fits` and that `accept` takes.
+    pub fn first_waiting(
+        &self,
+        fits: impl Fn(&Criteria) -> bool,
+        mut accept: impl FnMut(Uuid) -> bool,
+    ) -> Option<(u64, Uuid, &Criteria)> {
+        let mut best: Option<(u64, Uuid, &Criteria)> = None;
+        for (criteria, group) in &self.groups {
+            if !fits(criteria) {
+                continue;
+            }
+            let bound = best.map_or(u64::MAX, |b| b.0);
+            let first = group
+                .iter()
+                .take_while(|(seq, _)| *seq < bound)
+                .find(|(_, id)| accept(*id));
+            if let Some(&(seq, id)) = first {
+                best = Some((seq, id, criteria));
+            }
+        }
+        best
+    }
+
+    /// The requests whose position changed since the last call, with their new position.
+    pub fn position_changes(&mut self) -> Vec<(Uuid, u32)> {
+        if !std::mem::take(&mut self.dirty) {
+            return Vec::new();
+        }
+        let mut changes = Vec::new();
+        for (i, (id, sent)) in self.order.values_mut().enumerate() {
+            let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if *sent != position {
+                *sent = position;
+                changes.push((*id, position));
+            }
+        }
+        changes
+    }
+
+    /// The position last reported to a request.
+    pub fn position_sent(&self, seq: u64) -> Option<u32> {
+        self.order.get(&seq).map(|&(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Requirements;
+
+    fn criteria(tag: &str) -> Criteria {
+        let mut r = Requirements::for_user("u");
+        r.tags = vec![tag.into()];
+        Criteria::of(&r)
+    }
+
+    #[test]
+    fn earliest_fitting_request_wins_across_groups() {
+        let mut q = Queue::default();
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        q.push(1, a, &criteria("big"), 0);
+        q.push(2, b, &criteria("small"), 0);
+        q.push(3, c, &criteria("small"), 0);
+        let hit = q.first_waiting(|c| c.tags == ["small"], |_| true).unwrap();
+        assert_eq!((hit.0, hit.1), (2, b));
+        let hit = q.first_waiting(|_| true, |id| id != a).unwrap();
+        assert_eq!(hit.1, b, "a vetoed request is skipped");
+        assert_eq!(q.first_waiting(|_| true, |_| true).unwrap().1, a);
+    }
+
+    #[test]
+    fn positions_are_reported_once_per_change() {
+        let mut q = Queue::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        q.push(1, a, &criteria("x"), 0);
+        q.push(2, b, &criteria("x"), 0);
+        assert_eq!(q.position_changes(), vec![(a, 1), (b, 2)]);
+        assert!(q.position_changes().is_empty());
+        q.remove(1, a, &criteria("x"));
+        assert_eq!(q.position_changes(), vec![(b, 1)]);
+        assert_eq!(q.len(), 1);
+        q.remove(2, b, &criteria("x"));
+        assert!(q.first_waiting(|_| true, |_| true).is_none());
+        assert!(q.groups.is_empty());
+    }
+}

@@ -1,0 +1,102 @@
+//! The contract's limits, checked on typed values, so Rust, C and Python callers get the same
+//! refusals as JSON clients.
+
+use crate::error::{Error, Result};
+use crate::json::Limits;
+use crate::model::{Connection, Requirements, ResourceSpec};
+
+/// A string within the length limit.
+pub(crate) fn text(s: &str, path: &str, limits: &Limits) -> Result<()> {
+    let chars = s.chars().count();
+    if chars > limits.string_chars_max {
+        return Err(Error::invalid(format!(
+            "{path} is {chars} characters long, more than the limit of {}",
+            limits.string_chars_max
+        )));
+    }
+    Ok(())
+}
+
+/// A list no longer than `len_max`.
+pub(crate) fn list_len(len: usize, len_max: usize, path: &str) -> Result<()> {
+    if len > len_max {
+        return Err(Error::invalid(format!(
+            "{path} has {len} entries, more than the limit of {len_max}"
+        )));
+    }
+    Ok(())
+}
+
+/// A list of non-empty tags or labels within the limits.
+pub(crate) fn tags(list: &[String], path: &str, limits: &Limits) -> Result<()> {
+    list_len(list.len(), limits.list_len_max, path)?;
+    for (i, tag) in list.iter().enumerate() {
+        if tag.is_empty() {
+            return Err(Error::invalid(format!("{path}[{i}] must not be empty")));
+        }
+        text(tag, &format!("{path}[{i}]"), limits)?;
+    }
+    Ok(())
+}
+
+/// Connection details within the limits.
+pub(crate) fn connection(c: &Connection, path: &str, limits: &Limits) -> Result<()> {
+    text(&c.host, &format!("{path}.host"), limits)?;
+    text(&c.username, &format!("{path}.username"), limits)?;
+    text(&c.password, &format!("{path}.password"), limits)
+}
+
+/// A whole registration within the limits.
+pub(crate) fn registration(specs: &[ResourceSpec], limits: &Limits) -> Result<()> {
+    list_len(
+        specs.len(),
+        limits.resources_per_registration_max,
+        "resources",
+    )?;
+    for (i, spec) in specs.iter().enumerate() {
+        let path = format!("resources[{i}]");
+        tags(&spec.labels, &format!("{path}.labels"), limits)?;
+        text(&spec.kind, &format!("{path}.type"), limits)?;
+        list_len(spec.gpu.len(), limits.list_len_max, &format!("{path}.gpu"))?;
+        for (j, gpu) in spec.gpu.iter().enumerate() {
+            text(&gpu.label, &format!("{path}.gpu[{j}].label"), limits)?;
+        }
+        if let Some(c) = &spec.connection {
+            connection(c, &format!("{path}.connection"), limits)?;
+        }
+    }
+    Ok(())
+}
+
+/// Requirements within the limits, with a username.
+pub(crate) fn requirements(r: &Requirements, limits: &Limits) -> Result<()> {
+    if r.username.trim().is_empty() {
+        return Err(Error::invalid("requirements.username must not be empty"));
+    }
+    text(&r.username, "requirements.username", limits)?;
+    tags(&r.tags, "requirements.tags", limits)?;
+    tags(&r.exclude_tags, "requirements.exclude_tags", limits)?;
+    if let Some(kind) = &r.kind {
+        text(kind, "requirements.type", limits)?;
+    }
+    if let Some(gpu) = &r.gpu {
+        if gpu.count == 0 || gpu.count as usize > limits.list_len_max {
+            return Err(Error::invalid(format!(
+                "requirements.gpu.count must be between 1 and {}, got {}",
+                limits.list_len_max, gpu.count
+            )));
+        }
+        if let Some(label) = &gpu.label {
+            text(label, "requirements.gpu.label", limits)?;
+        }
+    }
+    Ok(())
+}
+
+/// `s` cut to at most `chars_max` characters (for reasons an agent sends).
+pub(crate) fn clip(s: &str, chars_max: usize) -> String {
+    match s.char_indices().nth(chars_max) {
+        Some((cut, _)) => s[..cut].to_owned(),
+        None => s.to_owned(),
+    }
+}

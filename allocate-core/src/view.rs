@@ -1,0 +1,143 @@
+//! Read-only views of the state, in the contract's shapes.
+
+use crate::model::{Connection, Gpu};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Where a resource stands, as inventory shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceState {
+    /// Can be allocated now.
+    Free,
+    /// Held by an allocation (or being provisioned or released for one).
+    Allocated,
+    /// Its agent is disconnected.
+    Offline,
+    /// Provisioning or release failed; see `reason`.
+    Error,
+    /// Taken out of service by an admin; see `reason`.
+    Maintenance,
+}
+
+impl ResourceState {
+    /// Every state, in a fixed order.
+    pub const ALL: [ResourceState; 5] = [
+        ResourceState::Free,
+        ResourceState::Allocated,
+        ResourceState::Offline,
+        ResourceState::Error,
+        ResourceState::Maintenance,
+    ];
+
+    /// The state's name in the contract.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResourceState::Free => "free",
+            ResourceState::Allocated => "allocated",
+            ResourceState::Offline => "offline",
+            ResourceState::Error => "error",
+            ResourceState::Maintenance => "maintenance",
+        }
+    }
+
+    /// Parses a state name (for the `?state=` filter).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// One inventory entry, as `GET /inventory/` shows it (never with credentials).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    /// The resource's id.
+    pub inventory_id: Uuid,
+    /// Its labels, as registered.
+    pub labels: Vec<String>,
+    /// CPUs.
+    pub cpu_count: u64,
+    /// Memory in GB.
+    pub memory_gb: u64,
+    /// GPUs.
+    pub gpu: Vec<Gpu>,
+    /// Free-text type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The agent that owns it.
+    pub agent_id: Uuid,
+    /// Where it stands.
+    pub state: ResourceState,
+    /// Why it is in `error` or `maintenance`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where an allocation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationState {
+    /// Waiting for a resource.
+    Queued,
+    /// A resource is chosen; its agent is preparing it.
+    Provisioning,
+    /// The holder can use the resource.
+    Ready,
+    /// Freed (or cancelled with DELETE) before its lease ended.
+    Released,
+    /// Its lease ended.
+    Expired,
+    /// Nothing became free before its wait ended.
+    TimedOut,
+    /// Its client left while it was still waiting.
+    Cancelled,
+}
+
+impl AllocationState {
+    /// Whether the allocation has ended.
+    pub const fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            AllocationState::Queued | AllocationState::Provisioning | AllocationState::Ready
+        )
+    }
+
+    /// The state's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AllocationState::Queued => "queued",
+            AllocationState::Provisioning => "provisioning",
+            AllocationState::Ready => "ready",
+            AllocationState::Released => "released",
+            AllocationState::Expired => "expired",
+            AllocationState::TimedOut => "timed_out",
+            AllocationState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One allocation, as `GET /allocate/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationInfo {
+    /// The allocation's id.
+    pub allocation_id: Uuid,
+    /// The resource it holds or held, if any.
+    pub inventory_id: Option<Uuid>,
+    /// Who asked.
+    pub username: String,
+    /// Where it stands.
+    pub state: AllocationState,
+    /// When it was requested (unix seconds).
+    pub created: u64,
+    /// When its lease ends or ended (unix seconds).
+    pub expires: u64,
+    /// Connection details once ready; shells show them only to the owner or an admin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
+    /// 1-based place in the queue while queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+    /// When it was requested, to the millisecond (not part of the wire form).
+    #[serde(skip)]
+    pub created_at: Timestamp,
+}
