@@ -1,0 +1,3 @@
+//! The allocate server and the reference agent.
+
+pub mod agent;
