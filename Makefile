@@ -23,7 +23,7 @@ export PATH := $(TOOLS_DIR)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help run shell venv tools lint test tests test-complexity test-security \
-	test-lint-shellcheck clean bench
+	test-lint-shellcheck clean bench test-c header
 
 help: ## Show this list of targets (the default)
 	@echo 'Usage: make TARGET'
@@ -55,8 +55,9 @@ lint: ## cargo fmt --check, and clippy on all targets with warnings denied
 
 # Further test suites (the allocate-py wheel with maturin + pytest in .venv)
 # are appended to this recipe; give `test` the $(VENV_STAMP) prerequisite then.
-test: ## Run the test suites: cargo test --workspace --locked
+test: ## Run the test suites: cargo tests, then the C API's tests (test-c)
 	cargo test --workspace --locked
+	$(MAKE) --no-print-directory test-c
 
 tests: test lint test-complexity test-security test-lint-shellcheck ## test + every linter: lint, test-complexity, test-security, test-lint-shellcheck
 
@@ -69,6 +70,40 @@ test-security: $(CARGO_DENY_STAMP) ## cargo-deny licenses/bans/sources; advisori
 
 test-lint-shellcheck: $(VENV_STAMP) ## shellcheck .ci/run, scripts/*.sh and every *.sh in git
 	SHELLCHECK=$(VENV)/bin/shellcheck scripts/shellcheck-all.sh
+
+# The C API: static and shared library, the header, pkg-config, C and C++ programs.
+C_OUT := $(CURDIR)/target/c
+C_LIB_DIR := $(CURDIR)/target/debug
+CFLAGS_C := -std=c11 -Wall -Wextra -Werror -g
+VALGRIND := valgrind --quiet --error-exitcode=1 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
+
+header: ## Regenerate include/allocate.h with cbindgen (a test fails when it is stale)
+	ALLOCATE_BLESS=1 cargo test -p allocate-c --test header --locked
+
+test-c: ## Build the C library; compile examples/c and the C tests (-Werror, static and shared), C++ too; run them, also under valgrind
+	cargo build -p allocate-c --locked
+	command -v valgrind >/dev/null || scripts/apt-install.sh valgrind
+	command -v pkg-config >/dev/null || scripts/apt-install.sh pkg-config
+	mkdir -p $(C_OUT)
+	sed -e 's|@PREFIX@|$(CURDIR)|' -e 's|@LIBDIR@|$(C_LIB_DIR)|' -e 's|@INCLUDEDIR@|$(CURDIR)/include|' \
+		-e 's|@VERSION@|$(shell cargo pkgid -p allocate-c | sed 's/.*[#@]//')|' allocate-c/allocate.pc.in > $(C_OUT)/allocate.pc
+	set -e; export PKG_CONFIG_PATH=$(C_OUT); \
+	for prog in examples/c/lab.c allocate-c/tests/c/test_allocate.c; do \
+		name=$$(basename $$prog .c); \
+		cc $(CFLAGS_C) $$(pkg-config --cflags allocate) $$prog $(C_LIB_DIR)/liballocate.a \
+			$$(pkg-config --libs-only-l --static allocate | sed 's/-lallocate//') -o $(C_OUT)/$$name-static; \
+		cc $(CFLAGS_C) $$(pkg-config --cflags allocate) $$prog $$(pkg-config --libs allocate) \
+			-Wl,-rpath,$(C_LIB_DIR) -o $(C_OUT)/$$name-shared; \
+	done
+	c++ -std=c++17 -Wall -Wextra -Werror -I include allocate-c/tests/c/compile_check.cpp \
+		-L $(C_LIB_DIR) -lallocate -Wl,-rpath,$(C_LIB_DIR) -o $(C_OUT)/compile_check
+	$(C_OUT)/compile_check
+	$(C_OUT)/test_allocate-static
+	$(C_OUT)/test_allocate-shared
+	$(C_OUT)/lab-static > $(C_OUT)/lab.out && cat $(C_OUT)/lab.out
+	$(VALGRIND) $(C_OUT)/test_allocate-static
+	$(VALGRIND) $(C_OUT)/lab-shared > /dev/null
 
 clean: ## cargo clean, and remove .venv and .tools
 	cargo clean

@@ -69,6 +69,9 @@ pub struct Stats {
     pub ready: u64,
     /// Agents with an open socket.
     pub agents_online: u64,
+    /// Allocations ended since the engine was created (counters), in the order of
+    /// [`AllocationState::ENDED`].
+    pub ended_by_state: [u64; 4],
 }
 
 /// The allocation engine. See the module docs for how to drive it.
@@ -88,6 +91,8 @@ pub struct Engine {
     records: Vec<Record>,
     ids: Box<dyn IdSource>,
     policy: Option<Arc<dyn MatchPolicy>>,
+    /// Allocations ended so far, in the order of [`AllocationState::ENDED`].
+    ended_total: [u64; 4],
 }
 
 impl fmt::Debug for Engine {
@@ -126,6 +131,7 @@ impl Engine {
             records: Vec::new(),
             ids,
             policy: None,
+            ended_total: [0; 4],
         }
     }
 
@@ -349,6 +355,7 @@ impl Engine {
                 _ => {}
             }
         }
+        stats.ended_by_state = self.ended_total;
         stats.agents_online = self
             .inventory
             .agent_ids()

@@ -39,6 +39,7 @@
 mod config;
 mod engine;
 mod error;
+mod filter;
 mod hash;
 mod ids;
 mod inventory;
@@ -58,6 +59,7 @@ pub use config::Config;
 pub use engine::snapshot::{AgentSnapshot, AllocationSnapshot, ResourceSnapshot};
 pub use engine::{Engine, Snapshot, Stats};
 pub use error::{Error, ErrorCode, Result};
+pub use filter::InventoryFilter;
 pub use ids::{IdSource, SeededIds};
 pub use json::{parse_json, parse_uuid, Limits};
 pub use model::{
@@ -66,7 +68,8 @@ pub use model::{
 pub use output::{error_envelope, ok_envelope, Output, Recipient};
 pub use policy::{BestFit, Candidate, MatchPolicy};
 pub use protocol::{
-    parse_allocate_request, parse_expires_patch, parse_maintenance_patch, AgentMessage,
+    parse_allocate_request, parse_expires_patch, parse_maintenance_patch, parse_resources,
+    AgentMessage,
 };
 pub use record::{Input, ProvisionResult, Record};
 pub use time::Timestamp;

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::json::{parse_json, Fields, Limits};
 use crate::model::{Connection, Requirements, ResourceSpec};
 use crate::record::ProvisionResult;
+use crate::validate;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -42,17 +43,10 @@ impl AgentMessage {
         let has = |k: &str| value.get(k).is_some();
         if has("resources") || has("agent_id") {
             let f = Fields::new(value, "", &["agent_id", "resources"], limits)?;
-            let items = f
-                .opt_list("resources", limits.resources_per_registration_max)?
-                .ok_or_else(|| f.missing("resources"))?;
-            let resources = items
-                .iter()
-                .enumerate()
-                .map(|(i, r)| ResourceSpec::from_json(r, &format!("resources[{i}]"), limits))
-                .collect::<Result<Vec<_>>>()?;
+            let resources = f.value("resources").ok_or_else(|| f.missing("resources"))?;
             return Ok(AgentMessage::Register {
                 agent_id: f.uuid("agent_id")?,
-                resources,
+                resources: parse_resources(resources, limits)?,
             });
         }
         if has("released") {
@@ -80,6 +74,23 @@ impl AgentMessage {
             result,
         })
     }
+}
+
+/// Reads a registration's `resources` list.
+pub fn parse_resources(value: &Value, limits: &Limits) -> Result<Vec<ResourceSpec>> {
+    let Value::Array(items) = value else {
+        return Err(Error::invalid("resources must be a list"));
+    };
+    validate::list_len(
+        items.len(),
+        limits.resources_per_registration_max,
+        "resources",
+    )?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ResourceSpec::from_json(r, &format!("resources[{i}]"), limits))
+        .collect()
 }
 
 /// Reads the message a client sends on `/allocate/`: `{"requirements": {...}}`.

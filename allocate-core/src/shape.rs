@@ -150,7 +150,10 @@ impl Criteria {
 
     /// The label to look up in the label index: the required tag that fewest shapes carry.
     pub fn rarest_tag(&self, shapes_with: impl Fn(&str) -> usize) -> Option<&str> {
-        self.tags.iter().min_by_key(|t| shapes_with(t)).map(String::as_str)
+        self.tags
+            .iter()
+            .min_by_key(|t| shapes_with(t))
+            .map(String::as_str)
     }
 }
 

@@ -94,6 +94,14 @@ pub enum AllocationState {
 }
 
 impl AllocationState {
+    /// The states an allocation ends in, in a fixed order.
+    pub const ENDED: [AllocationState; 4] = [
+        AllocationState::Released,
+        AllocationState::Expired,
+        AllocationState::TimedOut,
+        AllocationState::Cancelled,
+    ];
+
     /// Whether the allocation has ended.
     pub const fn is_terminal(self) -> bool {
         !matches!(

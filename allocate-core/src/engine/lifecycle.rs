@@ -257,6 +257,9 @@ impl Engine {
                 self.begin_release(slot, id);
             }
         }
+        if let Some(i) = AllocationState::ENDED.iter().position(|s| *s == state) {
+            self.ended_total[i] += 1;
+        }
         self.remember_ended(id);
     }
 

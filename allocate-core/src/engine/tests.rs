@@ -675,3 +675,35 @@ fn time_never_goes_backwards() {
     assert_eq!(e.now(), at(10));
     assert_eq!(e.poll_timeout(), Some(at(40)));
 }
+
+#[test]
+fn stats_count_allocations_by_how_they_ended() {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["a"], 1, &[], Some("h"))])
+        .unwrap();
+    let held = e.request(at(0), want(&["a"], 0)).unwrap();
+    e.request(at(0), want(&["a"], 0)).unwrap(); // nothing free: timed out
+    let waiting = e.request(at(0), want(&["a"], 10)).unwrap();
+    e.client_gone(at(1), waiting).unwrap(); // cancelled
+    e.release(at(2), held).unwrap();
+    let mut short = want(&["a"], 0);
+    short.expires = Some(T0 + 5);
+    e.request(at(3), short).unwrap();
+    e.handle_timeout(at(5)); // expired
+    let stats = e.stats();
+    let by_state: Vec<(&str, u64)> = AllocationState::ENDED
+        .iter()
+        .map(|s| s.as_str())
+        .zip(stats.ended_by_state)
+        .collect();
+    assert_eq!(
+        by_state,
+        [
+            ("released", 1),
+            ("expired", 1),
+            ("timed_out", 1),
+            ("cancelled", 1)
+        ]
+    );
+    assert_eq!(stats.resources_by_state[0], 1);
+}

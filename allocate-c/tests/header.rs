@@ -1,0 +1,26 @@
+//! The committed header must be exactly what cbindgen generates from the current source.
+
+use std::path::Path;
+
+#[test]
+fn committed_header_matches_a_fresh_generation() {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config =
+        cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml parses");
+    let bindings = cbindgen::Builder::new()
+        .with_crate(crate_dir)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen generates the header");
+    let mut fresh = Vec::new();
+    bindings.write(&mut fresh);
+    let header = crate_dir.join("../include/allocate.h");
+    if std::env::var_os("ALLOCATE_BLESS").is_some() {
+        std::fs::write(&header, &fresh).expect("write include/allocate.h");
+    }
+    let committed = std::fs::read(&header).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "include/allocate.h differs from a fresh cbindgen run: run `make header` and commit it"
+    );
+}
