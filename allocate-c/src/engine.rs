@@ -26,8 +26,9 @@ pub struct allocate_engine {
 #[derive(Debug)]
 struct Inner {
     engine: Engine,
-    /// The strings of the last polled output, kept alive for the caller.
-    output_strings: [CString; 3],
+    /// The NUL-terminated strings of the last polled output, kept alive for the caller
+    /// (buffers reused from output to output).
+    output_strings: [Vec<u8>; 3],
 }
 
 impl allocate_engine {
@@ -472,11 +473,15 @@ pub unsafe extern "C" fn allocate_engine_poll_output_json(
     })
 }
 
-fn cstring(s: &str) -> CString {
-    CString::new(s.replace('\0', "")).unwrap_or_default()
+/// Copies `s` into `buf` as a C string (dropping any NUL bytes) and returns a pointer to it.
+fn c_string_in(buf: &mut Vec<u8>, s: &str) -> *const c_char {
+    buf.clear();
+    buf.extend(s.bytes().filter(|&b| b != 0));
+    buf.push(0);
+    buf.as_ptr().cast()
 }
 
-fn flatten(output: &Output, strings: &mut [CString; 3]) -> allocate_output {
+fn flatten(output: &Output, strings: &mut [Vec<u8>; 3]) -> allocate_output {
     let mut o = allocate_output {
         kind: allocate_output_kind::ALLOCATE_OUTPUT_RELEASED,
         allocation_id: allocate_uuid::default(),
@@ -516,14 +521,10 @@ fn flatten(output: &Output, strings: &mut [CString; 3]) -> allocate_output {
             o.allocation_id = (*allocation_id).into();
             o.inventory_id = (*inventory_id).into();
             o.expires = *expires;
-            *strings = [
-                cstring(&connection.host),
-                cstring(&connection.username),
-                cstring(&connection.password),
-            ];
-            o.host = strings[0].as_ptr();
-            o.username = strings[1].as_ptr();
-            o.password = strings[2].as_ptr();
+            let [host, username, password] = strings;
+            o.host = c_string_in(host, &connection.host);
+            o.username = c_string_in(username, &connection.username);
+            o.password = c_string_in(password, &connection.password);
         }
         Output::Provision {
             agent_id,
@@ -537,8 +538,7 @@ fn flatten(output: &Output, strings: &mut [CString; 3]) -> allocate_output {
             o.allocation_id = (*allocation_id).into();
             o.inventory_id = (*inventory_id).into();
             o.expires = *expires;
-            strings[1] = cstring(username);
-            o.username = strings[1].as_ptr();
+            o.username = c_string_in(&mut strings[1], username);
         }
         Output::Release {
             agent_id,

@@ -1,6 +1,7 @@
 //! Result codes, the thread-local last error, and the guard every exported function runs in.
 
 use allocate_core::ErrorCode;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::c_char;
 
@@ -58,11 +59,11 @@ impl From<ErrorCode> for allocate_result {
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub code: allocate_result,
-    pub message: String,
+    pub message: Cow<'static, str>,
 }
 
 impl Failure {
-    pub(crate) fn new(code: allocate_result, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: allocate_result, message: impl Into<Cow<'static, str>>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -70,14 +71,14 @@ impl Failure {
     }
 
     /// A quiet outcome that is not an error (`ALLOCATE_EMPTY`).
-    pub(crate) fn empty(what: &str) -> Self {
+    pub(crate) fn empty(what: &'static str) -> Self {
         Failure::new(allocate_result::ALLOCATE_EMPTY, what)
     }
 }
 
 impl From<allocate_core::Error> for Failure {
     fn from(e: allocate_core::Error) -> Self {
-        Failure::new(e.code().into(), e.to_string())
+        Failure::new(e.code().into(), Cow::Owned(e.to_string()))
     }
 }
 
@@ -88,8 +89,11 @@ thread_local! {
 fn set_last_error(message: &str) {
     LAST_ERROR.with(|m| {
         let mut m = m.borrow_mut();
-        m.clear();
-        m.push_str(message);
+        // Reuses the buffer: the hot path (success, or "no output") allocates nothing here.
+        if !(m.is_empty() && message.is_empty()) {
+            m.clear();
+            m.push_str(message);
+        }
     });
 }
 
