@@ -6,7 +6,7 @@ use crate::ids::derive_inventory_id;
 use crate::model::ResourceSpec;
 use crate::shape::{Criteria, Fit, Shape};
 use crate::time::Timestamp;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -312,8 +312,9 @@ impl Inventory {
             out.ids.push(id);
             slots.push(slot);
         }
+        let kept: BTreeSet<Slot> = slots.iter().copied().collect();
         for slot in old {
-            if slots.contains(&slot) {
+            if kept.contains(&slot) {
                 continue;
             }
             if self.get(slot).occupant.is_some() {
@@ -367,20 +368,21 @@ impl Inventory {
             }
             plan[i] = Some((id, existing));
         }
+        // The agent's unclaimed resources by shape, in its list order: reused first come, first served.
+        let mut reusable: FxMap<&str, VecDeque<Slot>> = FxMap::default();
+        for &slot in mine.iter().filter(|s| !claimed.contains(s)) {
+            let key = self.shape_ref(self.get(slot).shape).shape.key.as_str();
+            reusable.entry(key).or_default().push_back(slot);
+        }
         let mut occurrences: FxMap<String, u32> = FxMap::default();
         for (i, spec) in specs.iter().enumerate() {
             if plan[i].is_some() {
                 continue;
             }
             let key = Shape::of(spec).key;
-            let reuse = mine.iter().copied().find(|&s| {
-                !claimed.contains(&s) && self.shape_ref(self.get(s).shape).shape.key == key
-            });
+            let reuse = reusable.get_mut(key.as_str()).and_then(VecDeque::pop_front);
             let entry = match reuse {
-                Some(slot) => {
-                    claimed.insert(slot);
-                    (self.get(slot).id, Some(slot))
-                }
+                Some(slot) => (self.get(slot).id, Some(slot)),
                 None => {
                     let n = occurrences.entry(key.clone()).or_insert(0);
                     let id = loop {
