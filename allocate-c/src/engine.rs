@@ -56,6 +56,22 @@ fn uuid_arg(p: *const allocate_uuid, name: &str) -> Result<Uuid, Failure> {
     Ok(Uuid::from(unsafe { &*non_null(p, name)? }))
 }
 
+/// Runs `f` on the engine with the time and one id argument: the shape of most calls.
+fn with_id<T>(
+    engine: *mut allocate_engine,
+    now_ms: u64,
+    id: *const allocate_uuid,
+    name: &str,
+    f: impl FnOnce(&mut Engine, Timestamp, Uuid) -> allocate_core::Result<T>,
+) -> Result<T, Failure> {
+    let id = uuid_arg(id, name)?;
+    Ok(f(
+        &mut lock(engine)?.engine,
+        Timestamp::from_millis(now_ms),
+        id,
+    )?)
+}
+
 /// Hands a string to the caller, who frees it with `allocate_string_free`.
 fn give_string(s: String, out_ptr: *mut *mut c_char, name: &str) -> Result<(), Failure> {
     // SAFETY: forwarded from the caller's contract for the out-parameter.
@@ -184,10 +200,13 @@ pub unsafe extern "C" fn allocate_engine_disconnect(
     agent_id: *const allocate_uuid,
 ) -> allocate_result {
     guard(|| {
-        let agent_id = uuid_arg(agent_id, "agent_id")?;
-        Ok(lock(engine)?
-            .engine
-            .disconnect_agent(Timestamp::from_millis(now_ms), agent_id)?)
+        with_id(
+            engine,
+            now_ms,
+            agent_id,
+            "agent_id",
+            Engine::disconnect_agent,
+        )
     })
 }
 
@@ -311,10 +330,13 @@ pub unsafe extern "C" fn allocate_engine_release(
     allocation_id: *const allocate_uuid,
 ) -> allocate_result {
     guard(|| {
-        let id = uuid_arg(allocation_id, "allocation_id")?;
-        Ok(lock(engine)?
-            .engine
-            .release(Timestamp::from_millis(now_ms), id)?)
+        with_id(
+            engine,
+            now_ms,
+            allocation_id,
+            "allocation_id",
+            Engine::release,
+        )
     })
 }
 
@@ -330,10 +352,13 @@ pub unsafe extern "C" fn allocate_engine_client_gone(
     allocation_id: *const allocate_uuid,
 ) -> allocate_result {
     guard(|| {
-        let id = uuid_arg(allocation_id, "allocation_id")?;
-        Ok(lock(engine)?
-            .engine
-            .client_gone(Timestamp::from_millis(now_ms), id)?)
+        with_id(
+            engine,
+            now_ms,
+            allocation_id,
+            "allocation_id",
+            Engine::client_gone,
+        )
     })
 }
 
@@ -351,11 +376,13 @@ pub unsafe extern "C" fn allocate_engine_set_expires(
     expires_out: *mut u64,
 ) -> allocate_result {
     guard(|| {
-        let id = uuid_arg(allocation_id, "allocation_id")?;
-        let effective =
-            lock(engine)?
-                .engine
-                .set_expires(Timestamp::from_millis(now_ms), id, expires)?;
+        let effective = with_id(
+            engine,
+            now_ms,
+            allocation_id,
+            "allocation_id",
+            |e, now, id| e.set_expires(now, id, expires),
+        )?;
         if !expires_out.is_null() {
             // SAFETY: non-null and writable per the caller's contract.
             unsafe { *expires_out = effective };
@@ -377,12 +404,15 @@ pub unsafe extern "C" fn allocate_engine_set_maintenance(
     reason: *const c_char,
 ) -> allocate_result {
     guard(|| {
-        let id = uuid_arg(inventory_id, "inventory_id")?;
         // SAFETY: the caller's contract.
         let reason = unsafe { opt_text(reason, "reason") }?.map(str::to_owned);
-        Ok(lock(engine)?
-            .engine
-            .set_maintenance(Timestamp::from_millis(now_ms), id, reason)?)
+        with_id(
+            engine,
+            now_ms,
+            inventory_id,
+            "inventory_id",
+            |e, now, id| e.set_maintenance(now, id, reason),
+        )
     })
 }
 
