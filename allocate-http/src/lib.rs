@@ -1,3 +1,23 @@
 //! The allocate server and the reference agent.
+//!
+//! The server is a thin shell over `allocate-core`: one task owns the engine
+//! (`engine_task`), handlers and sockets send it jobs, one timer fires its deadlines, and its
+//! outputs go to per-socket bounded queues. Every decision is the engine's. Start it with
+//! [`run`] on any listener (tests use `127.0.0.1:0`).
 
 pub mod agent;
+mod clock;
+mod config;
+mod engine_task;
+mod error;
+mod events;
+mod extract;
+mod metrics;
+mod routes;
+mod server;
+mod ws;
+mod ws_agent;
+mod ws_client;
+
+pub use config::{Args, ConfigError, ServerConfig};
+pub use server::run;

@@ -1,0 +1,160 @@
+//! The server's settings: command-line flags (each also read from an `ALLOCATE_*` variable).
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Flags of the `allocate-http` binary.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "allocate-http", version, about = "Serves the allocate API")]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "ALLOCATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Serve on a non-loopback address although no tokens are configured (anyone can use it).
+    #[arg(long, env = "ALLOCATE_ALLOW_OPEN")]
+    pub allow_open: bool,
+    /// Lease length when a request names no `expires`.
+    #[arg(long, env = "ALLOCATE_LEASE_SECS_DEFAULT", default_value_t = 3600)]
+    pub lease_secs_default: u64,
+    /// Longest lease; a later `expires` is capped to now plus this.
+    #[arg(long, env = "ALLOCATE_LEASE_SECS_MAX", default_value_t = 7 * 24 * 3600)]
+    pub lease_secs_max: u64,
+    /// How long an agent has to answer a provision before the resource goes to `error`.
+    #[arg(long, env = "ALLOCATE_PROVISION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub provision_timeout_ms: u64,
+    /// How long an agent has to acknowledge a release before the resource goes to `error`.
+    #[arg(long, env = "ALLOCATE_RELEASE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub release_timeout_ms: u64,
+    /// How often each websocket is pinged.
+    #[arg(long, env = "ALLOCATE_PING_INTERVAL_MS", default_value_t = 5_000)]
+    pub ping_interval_ms: u64,
+    /// A websocket silent this long (no message, no pong) is dropped; also the time a new
+    /// socket has to send its first message.
+    #[arg(long, env = "ALLOCATE_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
+    pub idle_timeout_ms: u64,
+    /// Log filter, such as `info` or `allocate_http=debug` (tracing's `EnvFilter` syntax).
+    #[arg(long, env = "ALLOCATE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Why the flags cannot be served.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A non-loopback address while the server runs open (no tokens) and `--allow-open` is off.
+    #[error(
+        "refusing to listen on {0}: no tokens are configured, so anyone who can reach it could \
+         allocate; listen on a loopback address or pass --allow-open"
+    )]
+    OpenToNetwork(SocketAddr),
+}
+
+impl Args {
+    /// Checks that the flags are safe to serve.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.listen.ip().is_loopback() || self.allow_open {
+            Ok(())
+        } else {
+            Err(ConfigError::OpenToNetwork(self.listen))
+        }
+    }
+}
+
+/// Everything [`crate::run`] needs to know; [`Default`] gives the documented defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The engine's settings (leases, timeouts, limits).
+    pub engine: allocate_core::Config,
+    /// Largest websocket message or HTTP body; a larger message closes the socket with 1009.
+    pub message_bytes_max: usize,
+    /// How often each websocket is pinged.
+    pub ping_interval: Duration,
+    /// How long a websocket may stay silent before it is dropped.
+    pub idle_timeout: Duration,
+    /// Outgoing messages a client socket may have waiting; a client that falls further
+    /// behind is dropped rather than waited for.
+    pub client_queue_len: usize,
+    /// How long a websocket close waits for the other side's close reply.
+    pub close_wait: Duration,
+    /// How long shutdown waits for sockets to close before giving up on them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            engine: allocate_core::Config::default(),
+            message_bytes_max: 1 << 20,
+            ping_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            client_queue_len: 64,
+            close_wait: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Outgoing messages an agent socket may have waiting. An agent can be owed one
+    /// provision and one release per resource at once, so a healthy agent never reaches
+    /// this bound; one that does is dropped like a slow client.
+    pub fn agent_queue_len(&self) -> usize {
+        2 * self.engine.limits.resources_per_registration_max + self.client_queue_len
+    }
+}
+
+impl From<&Args> for ServerConfig {
+    fn from(args: &Args) -> Self {
+        let defaults = ServerConfig::default();
+        ServerConfig {
+            engine: allocate_core::Config {
+                lease_secs_default: args.lease_secs_default,
+                lease_secs_max: args.lease_secs_max,
+                provision_timeout_ms: args.provision_timeout_ms,
+                release_timeout_ms: args.release_timeout_ms,
+                ..defaults.engine
+            },
+            ping_interval: Duration::from_millis(args.ping_interval_ms),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            ..defaults
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let args = Args::parse_from(["allocate-http"]);
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
+        let config = ServerConfig::from(&args);
+        assert_eq!(config, ServerConfig::default());
+        assert_eq!(config.message_bytes_max, 1024 * 1024);
+        assert!(args.check().is_ok());
+        let open = Args::parse_from(["allocate-http", "--listen", "[::]:80", "--allow-open"]);
+        assert!(open.check().is_ok());
+    }
+
+    #[test]
+    fn flags_reach_the_engine() {
+        let args = Args::parse_from([
+            "allocate-http",
+            "--listen",
+            "0.0.0.0:9000",
+            "--lease-secs-max",
+            "60",
+            "--provision-timeout-ms",
+            "250",
+            "--idle-timeout-ms",
+            "900",
+        ]);
+        assert!(matches!(args.check(), Err(ConfigError::OpenToNetwork(_))));
+        let config = ServerConfig::from(&args);
+        assert_eq!(config.engine.lease_secs_max, 60);
+        assert_eq!(config.engine.provision_timeout_ms, 250);
+        assert_eq!(config.idle_timeout, Duration::from_millis(900));
+    }
+}

@@ -1,0 +1,129 @@
+//! The one error type of the HTTP layer, rendered as the contract's failure envelope.
+
+use allocate_core::{error_envelope, ErrorCode};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+/// Why a request (HTTP or websocket) failed.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// Refused by the engine or by one of the core's parsers; carries the contract's code.
+    #[error(transparent)]
+    Core(#[from] allocate_core::Error),
+    /// No endpoint has this path.
+    #[error("no endpoint at {0}")]
+    NoRoute(String),
+    /// The endpoint exists but does not take this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: Method,
+        /// The path asked for.
+        path: String,
+    },
+    /// The server is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// A fault of ours; the cause is logged, not shown.
+    #[error("internal error")]
+    Internal(&'static str),
+}
+
+impl ApiError {
+    /// A malformed or out-of-range request (400 `invalid_request`).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Core(allocate_core::Error::Invalid(message.into()))
+    }
+
+    /// The HTTP status, which the envelope repeats.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            other => StatusCode::from_u16(other.code().map_or(500, ErrorCode::http_status))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    /// The contract's code; `None` only for 405, which the table has no code for.
+    fn code(&self) -> Option<ErrorCode> {
+        Some(match self {
+            ApiError::Core(e) => e.code(),
+            ApiError::NoRoute(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed { .. } => return None,
+            ApiError::ShuttingDown => ErrorCode::ShuttingDown,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        })
+    }
+
+    /// The failure envelope `{"status", "error": {"code", "message"}}`.
+    pub fn envelope(&self) -> Value {
+        match self.code() {
+            Some(code) => error_envelope(code, &self.to_string()),
+            None => {
+                json!({"status": 405, "error": {"code": "method_not_allowed", "message": self.to_string()}})
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(cause, "internal error");
+        }
+        (self.status(), Json(self.envelope())).into_response()
+    }
+}
+
+/// The answer for a path no route has.
+pub async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+/// The answer for a known path with a method it does not take.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method,
+        path: uri.path().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_renders_its_status_in_the_envelope() {
+        let cases = [
+            (
+                ApiError::invalid("expires must be an integer"),
+                400,
+                "invalid_request",
+            ),
+            (ApiError::NoRoute("/nope".into()), 404, "not_found"),
+            (
+                ApiError::MethodNotAllowed {
+                    method: Method::PUT,
+                    path: "/healthz".into(),
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (ApiError::ShuttingDown, 503, "shutting_down"),
+            (ApiError::Internal("engine task stopped"), 500, "internal"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status().as_u16(), status);
+            let envelope = err.envelope();
+            assert_eq!(envelope["status"], status);
+            assert_eq!(envelope["error"]["code"], code);
+        }
+        assert_eq!(
+            ApiError::Internal("secret cause").envelope()["error"]["message"],
+            "internal error"
+        );
+    }
+}

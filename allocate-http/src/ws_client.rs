@@ -1,0 +1,42 @@
+//! `WEBSOCKET /allocate/`: one socket, one allocation. The client sends its requirements;
+//! the engine's outputs for that allocation come back until it ends.
+
+use crate::server::AppState;
+use crate::ws::{Peer, Socket};
+use allocate_core::parse_allocate_request;
+use axum::extract::ws::WebSocket;
+use tracing::debug;
+
+/// Serves one client socket from its request to its close.
+pub async fn serve(ws: WebSocket, app: AppState) {
+    let (peer, outbox) = Peer::new(app.config.client_queue_len);
+    let mut socket = Socket::new(ws, outbox, &app);
+    let text = match socket.first_message(&app).await {
+        Ok(Some(text)) => text,
+        Ok(None) => return,
+        Err(e) => return socket.fail(&e).await,
+    };
+    let requirements = match parse_allocate_request(&text, &app.config.engine.limits) {
+        Ok(r) => r,
+        Err(e) => return socket.fail(&e.into()).await,
+    };
+    let peer_id = peer.id();
+    let allocation_id = match app
+        .engine
+        .call(move |s| s.request(peer, requirements))
+        .await
+        .and_then(|r| r)
+    {
+        Ok(id) => id,
+        Err(e) => return socket.fail(&e).await,
+    };
+    // The contract defines no further client messages; they are read (for keepalive and
+    // size limits) and otherwise ignored.
+    while socket.next().await.is_some() {
+        debug!(%allocation_id, "ignoring a client message after the request");
+    }
+    let _ = app
+        .engine
+        .call(move |s| s.client_gone(allocation_id, peer_id))
+        .await;
+}
