@@ -1,7 +1,7 @@
 # allocate: build, test and lint entry points. `make` (or `make help`) lists them.
 #
 # Tools install themselves on first use, into git-ignored folders at the repo root:
-#   .venv/   Python venv with requirements-dev.txt (maturin, pytest, shellcheck)
+#   .venv/   Python venv with requirements-dev.txt (maturin, pytest, mypy, shellcheck, hadolint)
 #   .tools/  cargo-deny (scripts/install-cargo-deny.sh)
 # `make clean` removes both, with cargo's target/.
 
@@ -23,7 +23,7 @@ export PATH := $(TOOLS_DIR)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help run shell venv tools lint test tests test-complexity test-security \
-	test-lint-shellcheck clean bench test-c header
+	test-lint-shellcheck test-lint-docker test-lint-systemd clean bench test-c header test-py bench-py
 
 help: ## Show this list of targets (the default)
 	@echo 'Usage: make TARGET'
@@ -53,13 +53,14 @@ lint: ## cargo fmt --check, and clippy on all targets with warnings denied
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Further test suites (the allocate-py wheel with maturin + pytest in .venv)
-# are appended to this recipe; give `test` the $(VENV_STAMP) prerequisite then.
-test: ## Run the test suites: cargo tests, then the C API's tests (test-c)
+# Further test suites are appended to this recipe. `test` needs .venv first: allocate-py's
+# build and tests run in it.
+test: $(VENV_STAMP) ## Run the test suites: cargo tests, the C API's (test-c), the Python package's (test-py)
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory test-py
 
-tests: test lint test-complexity test-security test-lint-shellcheck ## test + every linter: lint, test-complexity, test-security, test-lint-shellcheck
+tests: test lint test-complexity test-security test-lint-shellcheck test-lint-docker test-lint-systemd ## test + every linter: lint, test-complexity, test-security, test-lint-shellcheck, test-lint-docker, test-lint-systemd
 
 test-complexity: ## clippy with cognitive_complexity denied (threshold 20, in clippy.toml)
 	cargo clippy --workspace --all-targets --locked -- -D warnings -D clippy::cognitive_complexity
@@ -71,9 +72,37 @@ test-security: $(CARGO_DENY_STAMP) ## cargo-deny licenses/bans/sources; advisori
 test-lint-shellcheck: $(VENV_STAMP) ## shellcheck .ci/run, scripts/*.sh and every *.sh in git
 	SHELLCHECK=$(VENV)/bin/shellcheck scripts/shellcheck-all.sh
 
+# Every rule, down to style level, fails the build; none is ignored.
+test-lint-docker: $(VENV_STAMP) ## hadolint on the Dockerfile (every finding fails)
+	$(VENV)/bin/hadolint --version
+	$(VENV)/bin/hadolint --failure-threshold style Dockerfile
+	@echo "hadolint: ok"
+
+# systemd-analyze verify checks that ExecStart= is executable, so each unit is verified as a
+# copy whose ExecStart= points at a stand-in binary. It only warns about unknown keys or bad
+# values (exit 0), so any output fails too. Skipped where systemd-analyze is not installed.
+test-lint-systemd: ## systemd-analyze verify examples/systemd/*.service (skipped without systemd)
+	@if ! command -v systemd-analyze >/dev/null; then \
+		echo "test-lint-systemd: SKIPPED: systemd-analyze is not installed (apt package systemd)"; \
+		exit 0; \
+	fi; \
+	dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	mkdir "$$dir/bin"; \
+	for unit in examples/systemd/*.service; do \
+		sed -e "s|^ExecStart=/usr/local/bin/|ExecStart=$$dir/bin/|" "$$unit" > "$$dir/$${unit##*/}"; \
+	done; \
+	for bin in $$(sed -n "s|^ExecStart=$$dir/bin/\([^ ]*\).*|\1|p" "$$dir"/*.service); do \
+		install -m 0755 /dev/null "$$dir/bin/$$bin"; \
+	done; \
+	echo "$$(systemd-analyze --version | head -n 1): verify $$(echo examples/systemd/*.service)"; \
+	out=$$(systemd-analyze verify --man=no "$$dir"/*.service 2>&1) || { echo "$$out"; exit 1; }; \
+	if [[ -n $$out ]]; then echo "$$out"; exit 1; fi; \
+	echo "systemd-analyze verify: ok"
+
 # The C API: static and shared library, the header, pkg-config, C and C++ programs.
-C_OUT := $(CURDIR)/target/c
-C_LIB_DIR := $(CURDIR)/target/debug
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+C_OUT := $(TARGET_DIR)/c
+C_LIB_DIR := $(TARGET_DIR)/debug
 CFLAGS_C := -std=c11 -Wall -Wextra -Werror -g
 VALGRIND := valgrind --quiet --error-exitcode=1 --leak-check=full \
 	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
@@ -105,9 +134,38 @@ test-c: ## Build the C library; compile examples/c and the C tests (-Werror, sta
 	$(VALGRIND) $(C_OUT)/test_allocate-static
 	$(VALGRIND) $(C_OUT)/lab-shared > /dev/null
 
+# The Python package `allocate` (allocate-py): maturin builds it into .venv (an editable
+# install; the compiled module lands in allocate-py/python/allocate/, git-ignored).
+PY := $(VENV)/bin/python
+MATURIN_DEVELOP := cd allocate-py && VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --locked
+
+test-py: $(VENV_STAMP) ## Build allocate-py into .venv (debug); pytest, stubtest of the .pyi, mypy --strict on examples/python, run the harness
+	$(MATURIN_DEVELOP)
+	$(PY) -m pytest allocate-py/tests
+	$(PY) -m mypy.stubtest allocate._allocate
+	$(PY) -m mypy --strict examples/python
+	$(PY) examples/python/harness.py
+
+bench-py: $(VENV_STAMP) ## Allocate+release cycles/s through the Python engine binding vs Rust, in one run (release build)
+	$(MATURIN_DEVELOP) --release
+	$(PY) allocate-py/bench/engine_cycles.py
+
 clean: ## cargo clean, and remove .venv and .tools
 	cargo clean
 	rm -rf $(VENV) $(TOOLS_DIR)
 
 bench: ## Run the benchmarks: cargo bench --workspace
 	cargo bench --workspace --locked
+
+# The whole service under load (BENCHMARKS.md): the release server as a separate process on a
+# loopback port, simulated agents and users from allocate-loadgen, a summary table at the end.
+# Every phase is bounded in count and time; the main set takes about two minutes. Pass other
+# flags with LOADTEST_ARGS, e.g. `make loadtest LOADTEST_ARGS="--scenario cycles --secs 5"`.
+# 10,000 agents are 10,000 sockets on each side: the open files limit is raised where allowed
+# (the load generator raises its own to the hard limit, and the server inherits it).
+LOADTEST_ARGS ?=
+.PHONY: loadtest
+loadtest: ## Load test the whole service over loopback (release builds, about 2 minutes); see BENCHMARKS.md
+	cargo build --release --locked -p allocate-http -p allocate-loadgen
+	ulimit -n 65536 2>/dev/null || true; \
+	target/release/allocate-loadgen --server-bin target/release/allocate-http $(LOADTEST_ARGS)

@@ -19,7 +19,9 @@ use crate::queue::Queue;
 use crate::record::{Input, ProvisionResult, Record};
 use crate::shape::Criteria;
 use crate::time::Timestamp;
-use crate::view::{AllocationInfo, AllocationState, InventoryEntry, ResourceState};
+use crate::view::{
+    AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState,
+};
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -273,7 +275,9 @@ impl Engine {
 
     /// Fires every deadline due by `now`. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        let (before, recorded) = (self.now, self.records.len());
         self.advance(now);
+        self.record_time_moved(before, recorded);
     }
 
     /// Applies a recorded input (replay from a journal). Its time must not go backwards.
@@ -302,6 +306,11 @@ impl Engine {
 
     /// Every resource, in registration order.
     pub fn inventory(&self) -> impl Iterator<Item = InventoryEntry> + '_ {
+        self.inventory_refs().map(|e| e.to_entry())
+    }
+
+    /// Every resource, in registration order, borrowed rather than copied.
+    pub fn inventory_refs(&self) -> impl Iterator<Item = InventoryEntryRef<'_>> + '_ {
         self.inventory.iter().map(entry_of)
     }
 
@@ -309,7 +318,7 @@ impl Engine {
     pub fn resource(&self, inventory_id: &Uuid) -> Option<InventoryEntry> {
         self.inventory
             .slot_of(inventory_id)
-            .map(|s| entry_of(self.inventory.get(s)))
+            .map(|s| entry_of(self.inventory.get(s)).to_entry())
     }
 
     /// Number of registered resources.
@@ -384,8 +393,11 @@ impl Engine {
     // ---- the loop -----------------------------------------------------------------------
 
     fn handle(&mut self, now: Timestamp, input: Input) -> Result<Reply> {
+        let (before, recorded) = (self.now, self.records.len());
         let now = self.advance(now);
-        let reply = self.apply_input(&input)?;
+        let reply = self.apply_input(&input).inspect_err(|_| {
+            self.record_time_moved(before, recorded);
+        })?;
         self.fire_due();
         self.report_positions();
         if self.config.record_inputs {
@@ -407,6 +419,17 @@ impl Engine {
             }
         }
         self.now
+    }
+
+    /// Records a tick when time moved past `before` and nothing since `recorded` says so (a
+    /// timer call that fired nothing, a refused input), so that a replay ends at the same `now`.
+    fn record_time_moved(&mut self, before: Timestamp, recorded: usize) {
+        if self.config.record_inputs && self.now > before && self.records.len() == recorded {
+            self.records.push(Record {
+                now: self.now,
+                input: Input::Tick,
+            });
+        }
     }
 
     /// Fires due timers in deadline order; returns whether any fired.
@@ -505,9 +528,14 @@ impl Engine {
     }
 
     fn report_positions(&mut self) {
+        // One placement moves every request behind it: requests with equal needs share one
+        // outlook per report instead of walking the matching shapes once each.
+        let mut outlooks: FxMap<&Criteria, (u64, Option<Timestamp>)> = FxMap::default();
         for (id, position) in self.queue.position_changes() {
-            let criteria = self.allocations[&id].criteria.clone();
-            let (matching_resources, eta) = self.inventory.outlook(&criteria);
+            let criteria = &self.allocations[&id].criteria;
+            let (matching_resources, eta) = *outlooks
+                .entry(criteria)
+                .or_insert_with(|| self.inventory.outlook(criteria));
             self.outputs.push_back(Output::Queued {
                 allocation_id: id,
                 position,
@@ -532,20 +560,20 @@ fn state_of(r: &Resource) -> ResourceState {
     }
 }
 
-fn entry_of(r: &Resource) -> InventoryEntry {
+fn entry_of(r: &Resource) -> InventoryEntryRef<'_> {
     let state = state_of(r);
     let reason = match state {
-        ResourceState::Maintenance => r.maintenance.clone(),
-        ResourceState::Error => r.error.clone(),
+        ResourceState::Maintenance => r.maintenance.as_deref(),
+        ResourceState::Error => r.error.as_deref(),
         _ => None,
     };
-    InventoryEntry {
+    InventoryEntryRef {
         inventory_id: r.id,
-        labels: r.spec.labels.clone(),
+        labels: &r.spec.labels,
         cpu_count: r.spec.cpu_count,
         memory_gb: r.spec.memory_gb,
-        gpu: r.spec.gpu.clone(),
-        kind: r.spec.kind.clone(),
+        gpu: &r.spec.gpu,
+        kind: &r.spec.kind,
         agent_id: r.agent_id,
         state,
         reason,

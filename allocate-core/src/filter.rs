@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::json::Limits;
 use crate::validate;
-use crate::view::{InventoryEntry, ResourceState};
+use crate::view::{InventoryEntry, InventoryEntryRef, ResourceState};
 
 /// Which resources an inventory listing shows; the default shows every one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,8 +58,16 @@ impl InventoryFilter {
 
     /// Whether the listing shows this entry.
     pub fn matches(&self, entry: &InventoryEntry) -> bool {
-        self.state.is_none_or(|s| s == entry.state)
-            && self.tags.iter().all(|t| entry.labels.contains(t))
+        self.shows(entry.state, &entry.labels)
+    }
+
+    /// Whether the listing shows this borrowed entry.
+    pub fn matches_ref(&self, entry: &InventoryEntryRef<'_>) -> bool {
+        self.shows(entry.state, entry.labels)
+    }
+
+    fn shows(&self, state: ResourceState, labels: &[String]) -> bool {
+        self.state.is_none_or(|s| s == state) && self.tags.iter().all(|t| labels.contains(t))
     }
 }
 
@@ -96,6 +104,36 @@ mod tests {
         let all = parse(&[("tags", "")]).unwrap();
         assert_eq!(all, InventoryFilter::default());
         assert!(all.matches(&entry(&[], ResourceState::Error)));
+    }
+
+    #[test]
+    fn borrowed_entries_filter_and_serialize_as_owned_ones() {
+        let mut e = entry(&["nvidia", "cuda"], ResourceState::Error);
+        e.gpu = vec![crate::model::Gpu {
+            label: "RTX 2080".into(),
+            memory_gb: 8,
+        }];
+        e.reason = Some("fan broken".into());
+        let r = InventoryEntryRef {
+            inventory_id: e.inventory_id,
+            labels: &e.labels,
+            cpu_count: e.cpu_count,
+            memory_gb: e.memory_gb,
+            gpu: &e.gpu,
+            kind: &e.kind,
+            agent_id: e.agent_id,
+            state: e.state,
+            reason: e.reason.as_deref(),
+        };
+        for query in [("tags", "nvidia"), ("tags", "amd"), ("state", "error")] {
+            let f = parse(&[query]).unwrap();
+            assert_eq!(f.matches_ref(&r), f.matches(&e), "{query:?}");
+        }
+        assert_eq!(r.to_entry(), e);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            serde_json::to_string(&e).unwrap()
+        );
     }
 
     #[test]

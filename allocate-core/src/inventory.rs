@@ -57,11 +57,21 @@ impl Resource {
 #[derive(Clone, Debug)]
 struct ShapeClass {
     shape: Shape,
-    members: u32,
     /// Placeable members by registration order.
     free: BTreeSet<(u64, Slot)>,
     /// Lease ends of members held by ready allocations.
     leases: BTreeSet<(Timestamp, u64)>,
+}
+
+/// The part of a shape's state that matching and queue reports read.
+#[derive(Clone, Copy, Debug, Default)]
+struct Summary {
+    /// Its first free member (its class's `free.first()`).
+    first_free: Option<(u64, Slot)>,
+    /// Its earliest lease end (its class's `leases.first()`).
+    first_lease: Option<Timestamp>,
+    /// How many resources have it.
+    members: u32,
 }
 
 /// An agent: whether its socket is up, and its resources in its registration order.
@@ -80,14 +90,51 @@ pub(crate) struct Registered {
     pub retired: Vec<Slot>,
 }
 
+/// Slots per chunk of the slot table.
+const CHUNK_SLOTS: usize = 1024;
+
+/// The slot table, in chunks of `CHUNK_SLOTS`: growing it never copies the resources, and at
+/// most one chunk has unused room (a doubling vector may leave almost half of itself unused).
+#[derive(Debug, Default)]
+struct SlotTable {
+    chunks: Vec<Vec<Option<Resource>>>,
+    len: usize,
+}
+
+impl SlotTable {
+    fn get(&self, slot: Slot) -> &Option<Resource> {
+        let i = slot as usize;
+        &self.chunks[i / CHUNK_SLOTS][i % CHUNK_SLOTS]
+    }
+
+    fn get_mut(&mut self, slot: Slot) -> &mut Option<Resource> {
+        let i = slot as usize;
+        &mut self.chunks[i / CHUNK_SLOTS][i % CHUNK_SLOTS]
+    }
+
+    /// Appends a resource in a new slot.
+    fn push(&mut self, resource: Resource) -> Slot {
+        if self.len % CHUNK_SLOTS == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK_SLOTS));
+        }
+        let chunk = self.chunks.last_mut().expect("the last chunk has room");
+        chunk.push(Some(resource));
+        self.len += 1;
+        (self.len - 1) as Slot
+    }
+}
+
 /// All resources and agents, with the indexes used by matching.
 #[derive(Debug, Default)]
 pub(crate) struct Inventory {
-    slots: Vec<Option<Resource>>,
+    slots: SlotTable,
     vacant: Vec<Slot>,
     by_id: FxMap<Uuid, Slot>,
     by_seq: BTreeMap<u64, Slot>,
     shapes: Vec<Option<ShapeClass>>,
+    /// What matching reads of each shape, by shape id: a dense array, so that walking many
+    /// shapes touches little memory.
+    summaries: Vec<Summary>,
     vacant_shapes: Vec<ShapeId>,
     shape_by_key: FxMap<String, ShapeId>,
     label_index: FxMap<String, Vec<ShapeId>>,
@@ -98,14 +145,16 @@ pub(crate) struct Inventory {
 impl Inventory {
     /// The resource in `slot`. Slots handed out by this inventory are always filled.
     pub fn get(&self, slot: Slot) -> &Resource {
-        self.slots[slot as usize]
+        self.slots
+            .get(slot)
             .as_ref()
             .expect("slot refers to a live resource")
     }
 
     /// The resource in `slot`, mutably. Callers must [`Inventory::settle`] after changing state.
     pub fn get_mut(&mut self, slot: Slot) -> &mut Resource {
-        self.slots[slot as usize]
+        self.slots
+            .get_mut(slot)
             .as_mut()
             .expect("slot refers to a live resource")
     }
@@ -164,6 +213,8 @@ impl Inventory {
             } else {
                 class.free.remove(&(seq, slot));
             }
+            let first = class.free.first().copied();
+            self.summaries[shape as usize].first_free = first;
             self.get_mut(slot).in_free = placeable;
         }
         placeable
@@ -180,6 +231,8 @@ impl Inventory {
         if let Some(t) = lease {
             class.leases.insert((t, seq));
         }
+        let first = class.leases.first().map(|&(t, _)| t);
+        self.summaries[shape as usize].first_lease = first;
         self.get_mut(slot).lease = lease;
     }
 
@@ -255,7 +308,7 @@ impl Inventory {
             if best.is_some_and(|(f, _, _)| f < fit) {
                 break;
             }
-            if let Some(&(seq, slot)) = self.shape_ref(shape).free.first() {
+            if let Some((seq, slot)) = self.summaries[shape as usize].first_free {
                 if best.is_none_or(|(_, s, _)| seq < s) {
                     best = Some((fit, seq, slot));
                 }
@@ -268,13 +321,12 @@ impl Inventory {
     pub fn outlook(&mut self, criteria: &Criteria) -> (u64, Option<Timestamp>) {
         let fits = self.matching_shapes(criteria);
         fits.iter().fold((0, None), |(n, eta), &(_, s)| {
-            let class = self.shape_ref(s);
-            let first = class.leases.first().map(|&(t, _)| t);
-            let eta = match (eta, first) {
+            let summary = self.summaries[s as usize];
+            let eta = match (eta, summary.first_lease) {
                 (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
                 (a, b) => a.or(b),
             };
-            (n + u64::from(class.members), eta)
+            (n + u64::from(summary.members), eta)
         })
     }
 
@@ -407,17 +459,18 @@ impl Inventory {
         }
         let class = ShapeClass {
             shape,
-            members: 0,
             free: BTreeSet::new(),
             leases: BTreeSet::new(),
         };
         let id = match self.vacant_shapes.pop() {
             Some(id) => {
                 self.shapes[id as usize] = Some(class);
+                self.summaries[id as usize] = Summary::default();
                 id
             }
             None => {
                 self.shapes.push(Some(class));
+                self.summaries.push(Summary::default());
                 (self.shapes.len() - 1) as ShapeId
             }
         };
@@ -432,9 +485,9 @@ impl Inventory {
     }
 
     fn release_shape_member(&mut self, id: ShapeId) {
-        let class = self.shape_mut(id);
-        class.members -= 1;
-        if class.members > 0 {
+        let summary = &mut self.summaries[id as usize];
+        summary.members -= 1;
+        if summary.members > 0 {
             return;
         }
         let class = self.shapes[id as usize].take().expect("live shape");
@@ -454,7 +507,7 @@ impl Inventory {
     /// Adds a resource (not yet in any agent's list).
     pub fn add(&mut self, id: Uuid, agent_id: Uuid, seq: u64, mut spec: ResourceSpec) -> Slot {
         let shape = self.intern_shape(Shape::of(&spec));
-        self.shape_mut(shape).members += 1;
+        self.summaries[shape as usize].members += 1;
         spec.inventory_id = Some(id);
         let resource = Resource {
             id,
@@ -474,13 +527,10 @@ impl Inventory {
         };
         let slot = match self.vacant.pop() {
             Some(slot) => {
-                self.slots[slot as usize] = Some(resource);
+                *self.slots.get_mut(slot) = Some(resource);
                 slot
             }
-            None => {
-                self.slots.push(Some(resource));
-                (self.slots.len() - 1) as Slot
-            }
+            None => self.slots.push(resource),
         };
         self.by_id.insert(id, slot);
         self.by_seq.insert(seq, slot);
@@ -499,11 +549,14 @@ impl Inventory {
             let was_free = self.get(slot).in_free;
             if was_free {
                 let seq = self.get(slot).seq;
-                self.shape_mut(old).free.remove(&(seq, slot));
+                let class = self.shape_mut(old);
+                class.free.remove(&(seq, slot));
+                let first = class.free.first().copied();
+                self.summaries[old as usize].first_free = first;
                 self.get_mut(slot).in_free = false;
             }
             let new = self.intern_shape(new_shape);
-            self.shape_mut(new).members += 1;
+            self.summaries[new as usize].members += 1;
             self.get_mut(slot).shape = new;
             self.release_shape_member(old);
             self.set_lease(slot, lease);
@@ -518,7 +571,7 @@ impl Inventory {
         self.get_mut(slot).online = false;
         self.get_mut(slot).occupant = None;
         self.settle(slot);
-        let r = self.slots[slot as usize].take().expect("live slot");
+        let r = self.slots.get_mut(slot).take().expect("live slot");
         self.by_id.remove(&r.id);
         self.by_seq.remove(&r.seq);
         if let Some(agent) = self.agents.get_mut(&r.agent_id) {

@@ -73,4 +73,4 @@ pub use protocol::{
 };
 pub use record::{Input, ProvisionResult, Record};
 pub use time::Timestamp;
-pub use view::{AllocationInfo, AllocationState, InventoryEntry, ResourceState};
+pub use view::{AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState};

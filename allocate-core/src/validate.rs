@@ -34,7 +34,10 @@ pub(crate) fn tags(list: &[String], path: &str, limits: &Limits) -> Result<()> {
         if tag.is_empty() {
             return Err(Error::invalid(format!("{path}[{i}] must not be empty")));
         }
-        text(tag, &format!("{path}[{i}]"), limits)?;
+        // The path is built only for the error, not for every valid tag.
+        if tag.chars().count() > limits.string_chars_max {
+            text(tag, &format!("{path}[{i}]"), limits)?;
+        }
     }
     Ok(())
 }

@@ -73,6 +73,50 @@ pub struct InventoryEntry {
     pub reason: Option<String>,
 }
 
+/// One inventory entry borrowed from the engine. It serializes exactly as
+/// [`InventoryEntry`] but copies nothing: a listing of 100,000 resources then costs no
+/// allocation per entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct InventoryEntryRef<'a> {
+    /// The resource's id.
+    pub inventory_id: Uuid,
+    /// Its labels, as registered.
+    pub labels: &'a [String],
+    /// CPUs.
+    pub cpu_count: u64,
+    /// Memory in GB.
+    pub memory_gb: u64,
+    /// GPUs.
+    pub gpu: &'a [Gpu],
+    /// Free-text type.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// The agent that owns it.
+    pub agent_id: Uuid,
+    /// Where it stands.
+    pub state: ResourceState,
+    /// Why it is in `error` or `maintenance`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+impl InventoryEntryRef<'_> {
+    /// An owned copy.
+    pub fn to_entry(&self) -> InventoryEntry {
+        InventoryEntry {
+            inventory_id: self.inventory_id,
+            labels: self.labels.to_vec(),
+            cpu_count: self.cpu_count,
+            memory_gb: self.memory_gb,
+            gpu: self.gpu.to_vec(),
+            kind: self.kind.to_owned(),
+            agent_id: self.agent_id,
+            state: self.state,
+            reason: self.reason.map(str::to_owned),
+        }
+    }
+}
+
 /// Where an allocation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,7 +1,10 @@
 //! The server's settings: command-line flags (each also read from an `ALLOCATE_*` variable).
 
+use crate::auth::tokens::{Tokens, TokensError};
+use crate::journal::JournalConfig;
 use clap::Parser;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -15,6 +18,10 @@ pub struct Args {
     /// Serve on a non-loopback address although no tokens are configured (anyone can use it).
     #[arg(long, env = "ALLOCATE_ALLOW_OPEN")]
     pub allow_open: bool,
+    /// File of bearer tokens, one `TOKEN ROLE [NAME]` per line, readable by this user only;
+    /// without it the server runs open. Read again on SIGHUP.
+    #[arg(long, env = "ALLOCATE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
     /// Lease length when a request names no `expires`.
     #[arg(long, env = "ALLOCATE_LEASE_SECS_DEFAULT", default_value_t = 3600)]
     pub lease_secs_default: u64,
@@ -34,6 +41,18 @@ pub struct Args {
     /// socket has to send its first message.
     #[arg(long, env = "ALLOCATE_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
     pub idle_timeout_ms: u64,
+    /// Directory of the journal and snapshots (created readable by this user only).
+    #[arg(long, env = "ALLOCATE_DATA_DIR", default_value = "./allocate-data")]
+    pub data_dir: PathBuf,
+    /// Keep no journal: a restart forgets every allocation.
+    #[arg(long, env = "ALLOCATE_IN_MEMORY")]
+    pub in_memory: bool,
+    /// Write a snapshot (and start a new journal file) after this many records...
+    #[arg(long, env = "ALLOCATE_SNAPSHOT_EVERY_RECORDS", default_value_t = JournalConfig::SNAPSHOT_EVERY_RECORDS)]
+    pub snapshot_every_records: u64,
+    /// ... or this many seconds after the last one, if anything was recorded since.
+    #[arg(long, env = "ALLOCATE_SNAPSHOT_EVERY_SECS", default_value_t = JournalConfig::SNAPSHOT_EVERY_SECS)]
+    pub snapshot_every_secs: u64,
     /// Log filter, such as `info` or `allocate_http=debug` (tracing's `EnvFilter` syntax).
     #[arg(long, env = "ALLOCATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -45,19 +64,32 @@ pub enum ConfigError {
     /// A non-loopback address while the server runs open (no tokens) and `--allow-open` is off.
     #[error(
         "refusing to listen on {0}: no tokens are configured, so anyone who can reach it could \
-         allocate; listen on a loopback address or pass --allow-open"
+         allocate; listen on a loopback address, pass --tokens-file, or pass --allow-open"
     )]
     OpenToNetwork(SocketAddr),
+    /// The tokens file cannot be used.
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
 }
 
 impl Args {
     /// Checks that the flags are safe to serve.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.listen.ip().is_loopback() || self.allow_open {
+        if self.listen.ip().is_loopback() || self.allow_open || self.tokens_file.is_some() {
             Ok(())
         } else {
             Err(ConfigError::OpenToNetwork(self.listen))
         }
+    }
+
+    /// The settings to serve: [`Args::check`], then every flag, the tokens file included.
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        self.check()?;
+        let mut config = ServerConfig::from(self);
+        if let Some(path) = &self.tokens_file {
+            config.tokens = Tokens::load(path)?;
+        }
+        Ok(config)
     }
 }
 
@@ -79,6 +111,11 @@ pub struct ServerConfig {
     pub close_wait: Duration,
     /// How long shutdown waits for sockets to close before giving up on them.
     pub shutdown_grace: Duration,
+    /// The bearer tokens; none (the default) runs the server open.
+    pub tokens: Tokens,
+    /// The write-ahead journal; `None` (the default here, `--in-memory` for the binary)
+    /// keeps everything in memory only.
+    pub journal: Option<JournalConfig>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +128,8 @@ impl Default for ServerConfig {
             client_queue_len: 64,
             close_wait: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            tokens: Tokens::default(),
+            journal: None,
         }
     }
 }
@@ -104,6 +143,7 @@ impl ServerConfig {
     }
 }
 
+/// Every setting but the tokens, which [`Args::server_config`] reads from their file.
 impl From<&Args> for ServerConfig {
     fn from(args: &Args) -> Self {
         let defaults = ServerConfig::default();
@@ -117,6 +157,11 @@ impl From<&Args> for ServerConfig {
             },
             ping_interval: Duration::from_millis(args.ping_interval_ms),
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            journal: (!args.in_memory).then(|| JournalConfig {
+                dir: args.data_dir.clone(),
+                snapshot_every_records: args.snapshot_every_records,
+                snapshot_every: Duration::from_secs(args.snapshot_every_secs),
+            }),
             ..defaults
         }
     }
@@ -131,8 +176,21 @@ mod tests {
         let args = Args::parse_from(["allocate-http"]);
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
         let config = ServerConfig::from(&args);
-        assert_eq!(config, ServerConfig::default());
+        let journal = Some(JournalConfig::new("./allocate-data"));
+        assert_eq!(
+            config.journal, journal,
+            "the binary keeps a journal by default"
+        );
+        assert_eq!(
+            config,
+            ServerConfig {
+                journal,
+                ..ServerConfig::default()
+            }
+        );
         assert_eq!(config.message_bytes_max, 1024 * 1024);
+        let in_memory = Args::parse_from(["allocate-http", "--in-memory"]);
+        assert_eq!(ServerConfig::from(&in_memory).journal, None);
         assert!(args.check().is_ok());
         let open = Args::parse_from(["allocate-http", "--listen", "[::]:80", "--allow-open"]);
         assert!(open.check().is_ok());
@@ -156,5 +214,24 @@ mod tests {
         assert_eq!(config.engine.lease_secs_max, 60);
         assert_eq!(config.engine.provision_timeout_ms, 250);
         assert_eq!(config.idle_timeout, Duration::from_millis(900));
+    }
+
+    #[test]
+    fn a_tokens_file_allows_any_address_and_must_be_readable() {
+        let missing = std::env::temp_dir().join(format!("no-such-tokens-{}", uuid::Uuid::new_v4()));
+        let args = Args::parse_from([
+            "allocate-http".as_ref(),
+            "--listen".as_ref(),
+            "0.0.0.0:9000".as_ref(),
+            "--tokens-file".as_ref(),
+            missing.as_os_str(),
+        ]);
+        assert!(args.check().is_ok());
+        assert!(matches!(
+            args.server_config(),
+            Err(ConfigError::Tokens(TokensError::Read { .. }))
+        ));
+        let open = Args::parse_from(["allocate-http"]).server_config().unwrap();
+        assert!(open.tokens.is_open());
     }
 }

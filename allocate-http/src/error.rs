@@ -1,7 +1,9 @@
 //! The one error type of the HTTP layer, rendered as the contract's failure envelope.
 
+use crate::auth::Unauthorized;
 use allocate_core::{error_envelope, ErrorCode};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -13,6 +15,9 @@ pub enum ApiError {
     /// Refused by the engine or by one of the core's parsers; carries the contract's code.
     #[error(transparent)]
     Core(#[from] allocate_core::Error),
+    /// No valid bearer token (401); the response carries a `WWW-Authenticate` challenge.
+    #[error(transparent)]
+    Unauthorized(#[from] Unauthorized),
     /// No endpoint has this path.
     #[error("no endpoint at {0}")]
     NoRoute(String),
@@ -38,6 +43,11 @@ impl ApiError {
         ApiError::Core(allocate_core::Error::Invalid(message.into()))
     }
 
+    /// The caller's token does not allow this (403 `forbidden`).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::Core(allocate_core::Error::Forbidden(message.into()))
+    }
+
     /// The HTTP status, which the envelope repeats.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -51,6 +61,7 @@ impl ApiError {
     fn code(&self) -> Option<ErrorCode> {
         Some(match self {
             ApiError::Core(e) => e.code(),
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::NoRoute(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed { .. } => return None,
             ApiError::ShuttingDown => ErrorCode::ShuttingDown,
@@ -74,7 +85,14 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(cause, "internal error");
         }
-        (self.status(), Json(self.envelope())).into_response()
+        let mut response = (self.status(), Json(self.envelope())).into_response();
+        if let ApiError::Unauthorized(reason) = &self {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(reason.challenge()),
+            );
+        }
+        response
     }
 }
 
@@ -113,6 +131,12 @@ mod tests {
                 "method_not_allowed",
             ),
             (ApiError::ShuttingDown, 503, "shutting_down"),
+            (Unauthorized::Missing.into(), 401, "unauthorized"),
+            (
+                ApiError::forbidden("needs an admin token"),
+                403,
+                "forbidden",
+            ),
             (ApiError::Internal("engine task stopped"), 500, "internal"),
         ];
         for (err, status, code) in cases {
@@ -125,5 +149,15 @@ mod tests {
             ApiError::Internal("secret cause").envelope()["error"]["message"],
             "internal error"
         );
+    }
+
+    #[test]
+    fn a_401_challenges_for_a_bearer_token() {
+        let response = ApiError::Unauthorized(Unauthorized::Unknown).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer ") && challenge.contains("invalid_token"));
+        let forbidden = ApiError::forbidden("no").into_response();
+        assert!(!forbidden.headers().contains_key(WWW_AUTHENTICATE));
     }
 }

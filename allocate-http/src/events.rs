@@ -6,6 +6,9 @@ use uuid::Uuid;
 
 /// Logs what an output says happened (`queued` at debug level, since it repeats).
 pub fn log(output: &Output) {
+    if matches!(output, Output::Queued { .. }) && !tracing::enabled!(tracing::Level::DEBUG) {
+        return; // spares describing a position nobody logs
+    }
     let (event, allocation_id, detail) = describe(output);
     if event == "queued" {
         debug!(%allocation_id, detail, "allocation {event}");

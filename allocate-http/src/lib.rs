@@ -6,12 +6,14 @@
 //! [`run`] on any listener (tests use `127.0.0.1:0`).
 
 pub mod agent;
+mod auth;
 mod clock;
 mod config;
 mod engine_task;
 mod error;
 mod events;
 mod extract;
+mod journal;
 mod metrics;
 mod routes;
 mod server;
@@ -19,5 +21,7 @@ mod ws;
 mod ws_agent;
 mod ws_client;
 
+pub use auth::tokens::{LineProblem, Tokens, TokensError};
 pub use config::{Args, ConfigError, ServerConfig};
+pub use journal::{JournalConfig, JournalError};
 pub use server::run;

@@ -1,6 +1,6 @@
 //! `allocate-http`: serves the allocate API (see `--help` for the flags).
 
-use allocate_http::{run, Args, ServerConfig};
+use allocate_http::{run, Args, Tokens};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -9,21 +9,38 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = match EnvFilter::try_new(&args.log_level) {
+    let mut filter = match EnvFilter::try_new(&args.log_level) {
         Ok(filter) => filter,
         Err(e) => {
             eprintln!("allocate-http: --log-level {:?}: {e}", args.log_level);
             return ExitCode::from(2);
         }
     };
+    // tungstenite's trace level prints whole frames (the `ready` messages' and the agents'
+    // passwords): pinned so that no --log-level can show them.
+    for quiet in ["tungstenite=info", "tokio_tungstenite=info"] {
+        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    if let Err(e) = args.check() {
-        tracing::error!("{e}");
-        return ExitCode::from(2);
+    let config = match args.server_config() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.tokens.is_open() {
+        tracing::warn!(
+            "no tokens file is configured (--tokens-file): the server runs open, and every \
+             caller may do everything"
+        );
+    } else {
+        tracing::info!(tokens = config.tokens.count(), "bearer tokens loaded");
+        tokio::spawn(reload_on_hangup(config.tokens.clone()));
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
@@ -32,12 +49,37 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(listener, ServerConfig::from(&args), stop_signal()).await {
+    match run(listener, config, stop_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("server failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reads the tokens file again on every SIGHUP; a bad file keeps the tokens loaded before.
+#[cfg(unix)]
+async fn reload_on_hangup(tokens: Tokens) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the tokens file is read only at start");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        reload(&tokens);
+    }
+}
+
+/// Without SIGHUP the tokens file is read only at start.
+#[cfg(not(unix))]
+async fn reload_on_hangup(_tokens: Tokens) {}
+
+#[cfg(unix)]
+fn reload(tokens: &Tokens) {
+    match tokens.reload() {
+        Ok(count) => tracing::info!(tokens = count, "tokens file reloaded"),
+        Err(e) => tracing::error!("{e}; keeping the tokens loaded before"),
     }
 }
 

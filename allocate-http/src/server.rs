@@ -1,16 +1,21 @@
 //! `run`: serves the API on a listener until a shutdown future completes.
 
+use crate::clock::RandomIds;
 use crate::config::ServerConfig;
-use crate::engine_task::{self, EngineHandle, EngineState};
+use crate::engine_task::{self, EngineHandle, EngineState, EngineTask};
+use crate::journal::{self, Journal};
 use crate::routes;
+use allocate_core::Engine;
+use axum::serve::ListenerExt;
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// What every handler and socket task shares.
 #[derive(Clone, Debug)]
@@ -27,13 +32,18 @@ pub struct AppState {
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, tells
 /// clients still waiting `503 shutting_down`, closes every socket and returns.
+///
+/// With a journal (`config.journal`), the state is first recovered from the data directory;
+/// damage there is an error before anything is served. A journal that fails later (a full
+/// disk) stops the server the same way, and `run` returns that error.
 pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let grace = config.shutdown_grace;
-    let (engine, engine_task) = engine_task::spawn(&config);
+    let (engine, journal) = open_engine(&config).await?;
+    let (engine, EngineTask { join, failed }) = engine_task::spawn(engine, journal);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
     let state = AppState {
@@ -44,31 +54,69 @@ pub async fn run(
     };
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {
-        shutdown.await;
-        info!("shutting down");
+        tokio::select! {
+            () = shutdown => info!("shutting down"),
+            Ok(()) = failed => error!("the journal failed; shutting down"),
+        }
         let _ = stop_tx.send(true);
         let _ = engine.call(EngineState::shutdown).await;
     };
-    axum::serve(listener, routes::router(state))
+    // Without TCP_NODELAY a small websocket frame written right after another (`released`,
+    // then the close) waits for the peer's delayed ACK: tens of milliseconds per cycle.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!("cannot set TCP_NODELAY: {e}");
+        }
+    });
+    // `into_make_service`: each connection shares the router. Serving the `Router` itself
+    // clones every route of it per connection, a tenth of the CPU of a short websocket.
+    axum::serve(listener, routes::router(state).into_make_service())
         .with_graceful_shutdown(signal)
         .await?;
     // Upgraded sockets have left hyper's hands, so `serve` does not wait for them.
-    wait_for_sockets(alive_rx, engine_task, grace).await;
+    let ended = wait_for_sockets(alive_rx, join, grace).await;
     info!("stopped");
-    Ok(())
+    ended.map_err(io::Error::other)
 }
 
-/// Waits (at most `grace` each) for every socket to close and then for the engine task to end.
+/// The engine: rebuilt from the data directory with a journal, empty without.
+async fn open_engine(config: &ServerConfig) -> io::Result<(Engine, Option<Journal>)> {
+    let Some(journal_config) = config.journal.clone() else {
+        info!("running in memory: a restart forgets every allocation");
+        // Nothing would take the records: keeping them would only grow the engine.
+        let engine_config = allocate_core::Config {
+            record_inputs: false,
+            ..config.engine.clone()
+        };
+        let engine = Engine::new(engine_config, Box::new(RandomIds));
+        return Ok((engine, None));
+    };
+    let engine_config = config.engine.clone();
+    let (engine, journal) =
+        tokio::task::spawn_blocking(move || journal::open(&journal_config, &engine_config))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)?;
+    Ok((engine, Some(journal)))
+}
+
+/// Waits (at most `grace` each) for every socket to close and then for the engine task to
+/// end; returns the journal's failure if that is what ended it.
 async fn wait_for_sockets(
     mut alive: mpsc::Receiver<()>,
-    engine_task: JoinHandle<()>,
+    engine_task: JoinHandle<engine_task::Ended>,
     grace: Duration,
-) {
+) -> engine_task::Ended {
     let grace_ms = grace.as_millis();
     if timeout(grace, alive.recv()).await.is_err() {
         warn!(grace_ms, "some sockets did not close in time");
     }
-    if timeout(grace, engine_task).await.is_err() {
+    let Ok(joined) = timeout(grace, engine_task).await else {
         warn!(grace_ms, "the engine task did not stop in time");
-    }
+        return Ok(());
+    };
+    joined.unwrap_or_else(|panicked| {
+        error!("the engine task failed: {panicked}");
+        Ok(())
+    })
 }

@@ -32,7 +32,8 @@ pub enum Frame {
 }
 
 /// The engine task's end of a socket: a bounded queue it never waits on, and a kill switch.
-#[derive(Debug)]
+/// Clones (held while their frames wait for the journal) reach the same socket.
+#[derive(Clone, Debug)]
 pub struct Peer {
     id: u64,
     tx: mpsc::Sender<Frame>,
@@ -68,6 +69,11 @@ impl Peer {
     /// Queues a frame without waiting; `false` when the queue is full or the socket is gone.
     pub fn push(&self, frame: Frame) -> bool {
         self.tx.try_send(frame).is_ok()
+    }
+
+    /// Whether the socket has stopped taking frames (it is closed or closing).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Drops the socket at once, without sending what is queued.
@@ -114,7 +120,10 @@ pub struct Socket {
 impl Socket {
     /// Wraps an upgraded socket; pings and the idle limit come from the server's settings.
     pub fn new(ws: WebSocket, outbox: Outbox, app: &AppState) -> Self {
-        let mut pings = tokio::time::interval(app.config.ping_interval);
+        // The first ping is due one interval from now: a short-lived socket (one allocation
+        // cycle) sends none.
+        let every = app.config.ping_interval;
+        let mut pings = tokio::time::interval_at(Instant::now() + every, every);
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Socket {
             ws,

@@ -1,7 +1,9 @@
 //! `WEBSOCKET /agent/`: an agent registers its resources, then answers provisions and
 //! releases. A refused message gets an error envelope and the socket stays open; only a
-//! refused first registration closes it.
+//! refused first registration closes it. The socket keeps the `agent_id` of its first
+//! registration, so checking that one against the caller's token covers every later answer.
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::ws::{binary_refused, Inbound, Peer, Socket};
@@ -9,8 +11,9 @@ use allocate_core::AgentMessage;
 use axum::extract::ws::WebSocket;
 use uuid::Uuid;
 
-/// Serves one agent socket from its registration to its close.
-pub async fn serve(ws: WebSocket, app: AppState) {
+/// Serves one agent socket from its registration to its close; `caller`'s token must allow
+/// the `agent_id` it registers.
+pub async fn serve(ws: WebSocket, app: AppState, caller: Caller) {
     let (peer, outbox) = Peer::new(app.config.agent_queue_len());
     let mut socket = Socket::new(ws, outbox, &app);
     let text = match socket.first_message(&app).await {
@@ -31,6 +34,9 @@ pub async fn serve(ws: WebSocket, app: AppState) {
         }
         Err(e) => return socket.fail(&e.into()).await,
     };
+    if let Err(e) = caller.check_agent_id(agent_id) {
+        return socket.fail(&e).await;
+    }
     let peer_id = peer.id();
     let registered = app
         .engine

@@ -1,14 +1,16 @@
 //! `WEBSOCKET /allocate/`: one socket, one allocation. The client sends its requirements;
 //! the engine's outputs for that allocation come back until it ends.
 
+use crate::auth::Caller;
 use crate::server::AppState;
 use crate::ws::{Peer, Socket};
 use allocate_core::parse_allocate_request;
 use axum::extract::ws::WebSocket;
 use tracing::debug;
 
-/// Serves one client socket from its request to its close.
-pub async fn serve(ws: WebSocket, app: AppState) {
+/// Serves one client socket from its request to its close; `caller` (a user or an admin)
+/// may request only as its own username unless it is an admin.
+pub async fn serve(ws: WebSocket, app: AppState, caller: Caller) {
     let (peer, outbox) = Peer::new(app.config.client_queue_len);
     let mut socket = Socket::new(ws, outbox, &app);
     let text = match socket.first_message(&app).await {
@@ -20,6 +22,9 @@ pub async fn serve(ws: WebSocket, app: AppState) {
         Ok(r) => r,
         Err(e) => return socket.fail(&e.into()).await,
     };
+    if let Err(e) = caller.check_username(&requirements.username) {
+        return socket.fail(&e).await;
+    }
     let peer_id = peer.id();
     let allocation_id = match app
         .engine
@@ -35,6 +40,8 @@ pub async fn serve(ws: WebSocket, app: AppState) {
     while socket.next().await.is_some() {
         debug!(%allocation_id, "ignoring a client message after the request");
     }
+    // Closed before the engine hears of it, so that it sends nothing more meanwhile.
+    drop(socket);
     let _ = app
         .engine
         .call(move |s| s.client_gone(allocation_id, peer_id))

@@ -61,8 +61,13 @@ impl Engine {
         if !agent.online {
             return Ok(());
         }
-        for slot in self.inventory.set_agent_online(agent_id, false) {
+        let slots = self.inventory.set_agent_online(agent_id, false);
+        // All of them leave the free lists first, so that a request whose provision fails
+        // below is not placed again on another resource of this agent.
+        for &slot in &slots {
             self.inventory.settle(slot);
+        }
+        for slot in slots {
             let r = self.inventory.get_mut(slot);
             let Some(occupant) = r.occupant else { continue };
             if r.releasing {
@@ -215,10 +220,15 @@ impl Engine {
             agent_id: r.agent_id,
             spec: &r.spec,
         };
+        let now = self.now;
         let accept = |id: Uuid| {
-            policy
-                .as_ref()
-                .is_none_or(|p| !p.veto(&allocations[&id].requirements, &candidate))
+            let a = &allocations[&id];
+            // A request whose wait ends at this very instant is left to its timer (408): it
+            // must not get a lease that is already over.
+            a.wait_until.min(a.expires) > now
+                && policy
+                    .as_ref()
+                    .is_none_or(|p| !p.veto(&a.requirements, &candidate))
         };
         let Some((seq, id, criteria)) = self
             .queue
@@ -344,6 +354,11 @@ impl Engine {
                 self.inventory.settle(slot);
             }
         }
+        // Back in front with its original deadline: once that has passed, the wait is over.
+        let a = &self.allocations[&id];
+        if a.wait_until.min(a.expires) <= self.now {
+            return self.end(id, AllocationState::TimedOut, true);
+        }
         self.place_or_queue(id);
     }
 
@@ -396,6 +411,7 @@ impl Engine {
                 a.state.as_str()
             )));
         }
+        let lease_over = a.expires <= self.now;
         let slot = a
             .inventory_id
             .and_then(|i| self.inventory.slot_of(&i))
@@ -408,7 +424,13 @@ impl Engine {
         match result {
             ProvisionResult::Connection(connection) => {
                 validate::connection(connection, "connection", &self.config.limits)?;
-                self.make_ready(id, slot, connection.clone());
+                if lease_over {
+                    // The lease ended while the agent prepared the resource: the wait is over
+                    // (408), and the agent is asked to clean up what it prepared.
+                    self.end(id, AllocationState::TimedOut, true);
+                } else {
+                    self.make_ready(id, slot, connection.clone());
+                }
             }
             ProvisionResult::Failed(why) => {
                 let why = validate::clip(why, self.config.limits.string_chars_max);

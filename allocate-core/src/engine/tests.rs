@@ -707,3 +707,133 @@ fn stats_count_allocations_by_how_they_ended() {
     );
     assert_eq!(stats.resources_by_state[0], 1);
 }
+
+// Regressions found by the property tests (tests/properties.rs).
+
+#[test]
+fn replay_ends_at_the_same_now_after_a_quiet_timer_call_and_a_refused_input() {
+    let mut e = engine();
+    let before = e.snapshot();
+    e.handle_timeout(at(5));
+    assert!(e.release(at(9), Uuid::nil()).is_err());
+    let records = e.take_records();
+    assert_eq!(
+        records.len(),
+        2,
+        "each move of time is recorded: {records:?}"
+    );
+    let mut replayed = Engine::restore(&before, Box::new(SeededIds::new(0))).unwrap();
+    for r in &records {
+        replayed.apply(r).unwrap();
+    }
+    assert_eq!(replayed.now(), at(9));
+    assert_eq!(replayed.snapshot(), e.snapshot());
+}
+
+#[test]
+fn a_provision_failing_after_the_lease_ended_is_not_placed_again() {
+    let mut e = engine();
+    e.register_agent(
+        at(0),
+        agent(1),
+        vec![res(&["x"], 4, &[], None), res(&["x"], 4, &[], None)],
+    )
+    .unwrap();
+    let mut r = want(&["x"], 60);
+    r.expires = Some(T0 + 3);
+    let a = e.request(at(0), r).unwrap();
+    drain(&mut e);
+    e.handle_timeout(at(5));
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::TimedOut { allocation_id: a }],
+        "no second provision for a lease that is already over"
+    );
+}
+
+#[test]
+fn a_provision_answered_after_the_lease_ended_times_out_and_is_released() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    let mut r = want(&["x"], 60);
+    r.expires = Some(T0 + 3);
+    let a = e.request(at(0), r).unwrap();
+    drain(&mut e);
+    e.provisioned(
+        at(4),
+        agent(1),
+        a,
+        ProvisionResult::Connection(conn("late")),
+    )
+    .unwrap();
+    let out = drain(&mut e);
+    assert_eq!(out[0], Output::TimedOut { allocation_id: a }, "{out:?}");
+    assert!(
+        matches!(out[1], Output::Release { allocation_id, inventory_id, .. }
+        if allocation_id == a && inventory_id == ids[0]),
+        "the agent cleans up what it prepared: {out:?}"
+    );
+    assert_eq!(out.len(), 2, "no ready: {out:?}");
+}
+
+#[test]
+fn a_disconnect_sends_no_provision_to_the_agent_going_away() {
+    let mut e = engine();
+    e.register_agent(
+        at(0),
+        agent(1),
+        vec![res(&["x"], 4, &[], None), res(&["x"], 4, &[], None)],
+    )
+    .unwrap();
+    let a = e.request(at(0), want(&["x"], 60)).unwrap();
+    drain(&mut e);
+    e.disconnect_agent(at(1), agent(1)).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        out.iter().all(|o| !matches!(o, Output::Provision { .. })),
+        "{out:?}"
+    );
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Queued);
+}
+
+/// Allocation ids in ascending order, so that timers due at the same instant fire in the
+/// order the allocations were made.
+#[derive(Debug)]
+struct Ascending(u128);
+
+impl IdSource for Ascending {
+    fn next_id(&mut self) -> Uuid {
+        self.0 += 1;
+        Uuid::from_u128(self.0)
+    }
+}
+
+#[test]
+fn a_lease_ending_as_a_wait_ends_hands_no_one_a_lease_already_over() {
+    // Both deadlines fall at 30 s and the holder's fires first: the freed resource must not go
+    // to the waiter, whose wait (and lease) ends at that very instant.
+    let mut e = Engine::new(engine().config().clone(), Box::new(Ascending(0)));
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], Some("h"))])
+        .unwrap();
+    let mut r = want(&["x"], 0);
+    r.expires = Some(T0 + 30);
+    let holder = e.request(at(0), r).unwrap();
+    let mut r = want(&["x"], 600);
+    r.expires = Some(T0 + 30);
+    let waiter = e.request(at(0), r).unwrap();
+    drain(&mut e);
+    e.handle_timeout(at(30));
+    assert_eq!(
+        drain(&mut e),
+        vec![
+            Output::Expired {
+                allocation_id: holder
+            },
+            Output::TimedOut {
+                allocation_id: waiter
+            }
+        ]
+    );
+}

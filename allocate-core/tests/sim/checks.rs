@@ -1,0 +1,418 @@
+//! The invariants, checked after every step.
+
+use super::{drain, reference, Action, Ctx, Garbage, Op, Sim};
+use allocate_core::{
+    AllocationSnapshot, AllocationState, Error, InventoryEntry, Output, Recipient, Requirements,
+    ResourceSnapshot, ResourceState, Snapshot, Timestamp,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+/// The engine's state after a step, indexed for the checks.
+struct View<'a> {
+    now: Timestamp,
+    allocations: BTreeMap<Uuid, &'a AllocationSnapshot>,
+    /// Each resource with its agent and whether that agent is online.
+    resources: BTreeMap<Uuid, (Uuid, bool, &'a ResourceSnapshot)>,
+    inventory: Vec<InventoryEntry>,
+    /// Whether the step's outputs span several instants (a late timer), which voids the
+    /// checks that compare an output with the state at the end of the step.
+    late: bool,
+    policy: bool,
+}
+
+impl View<'_> {
+    fn entry(&self, inventory_id: Uuid) -> &InventoryEntry {
+        self.inventory
+            .iter()
+            .find(|e| e.inventory_id == inventory_id)
+            .unwrap_or_else(|| panic!("{inventory_id} is not in inventory"))
+    }
+
+    /// Whether `inventory_id` is free and the policy lets `req` have it.
+    fn free_for(&self, req: &Requirements, r: &InventoryEntry) -> bool {
+        r.state == ResourceState::Free && reference::eligible(req, r, self.policy)
+    }
+}
+
+impl Sim {
+    /// A snapshot survives JSON and restore unchanged, with the same next deadline.
+    pub(super) fn check_round_trip(&self, snapshot: &Snapshot) {
+        let json = serde_json::to_string(snapshot).expect("a snapshot serialises");
+        let back: Snapshot = serde_json::from_str(&json).expect("a snapshot deserialises");
+        assert_eq!(&back, snapshot, "snapshot -> JSON -> snapshot");
+        let restored = self.restore(&back);
+        assert_eq!(
+            &restored.snapshot(),
+            snapshot,
+            "snapshot -> restore -> snapshot"
+        );
+        assert_eq!(restored.poll_timeout(), self.engine.poll_timeout());
+    }
+
+    /// A refused input must leave the state as if only its time had been given.
+    pub(super) fn check_refused(
+        &self,
+        before: &Snapshot,
+        t: Timestamp,
+        outputs: &[Output],
+        err: &Error,
+    ) {
+        let mut expected = self.restore(before);
+        expected.handle_timeout(t);
+        assert_eq!(
+            outputs,
+            drain(&mut expected),
+            "outputs of refused input ({err})"
+        );
+        assert_eq!(
+            self.engine.snapshot(),
+            expected.snapshot(),
+            "a refused input ({err}) changed the state"
+        );
+    }
+
+    /// Checks every invariant after a step that produced `outputs`.
+    pub(super) fn check(&mut self, outputs: &[Output], ctx: &Ctx, op: &Op) {
+        let snap = self.engine.snapshot();
+        let view = View {
+            now: snap.now,
+            allocations: snap
+                .allocations
+                .iter()
+                .map(|a| (a.allocation_id, a))
+                .collect(),
+            resources: snap
+                .agents
+                .iter()
+                .flat_map(|a| {
+                    a.resources.iter().map(move |r| {
+                        let id = r.spec.inventory_id.expect("a snapshot names each resource");
+                        (id, (a.agent_id, a.online, r))
+                    })
+                })
+                .collect(),
+            inventory: self.engine.inventory().collect(),
+            late: matches!(op.action, Action::Sleep { .. }),
+            policy: self.policy.is_some(),
+        };
+        if let Some(t) = self.engine.poll_timeout() {
+            assert!(
+                t > view.now,
+                "deadline {t} is due at {} after {op:?}",
+                view.now
+            );
+        }
+        let placed = self.check_outputs(outputs, ctx, op, &view);
+        if let Some((id, want)) = ctx.fresh {
+            let got = placed.get(&id).copied();
+            assert_eq!(got, want, "request {id} gets the best free fit at once");
+        }
+        self.check_arrival_order(&placed, &view);
+        self.check_holders(&view);
+        self.check_allocations(&snap, ctx, &view);
+        let stats = self.engine.stats();
+        let count = |s| view.allocations.values().filter(|a| a.state == s).count() as u64;
+        assert_eq!(stats.queued, count(AllocationState::Queued));
+        assert_eq!(stats.provisioning, count(AllocationState::Provisioning));
+        assert_eq!(stats.ready, count(AllocationState::Ready));
+        let resources: u64 = stats.resources_by_state.iter().sum();
+        assert_eq!(resources, view.inventory.len() as u64);
+    }
+
+    /// Checks this step's outputs; returns the first resource each allocation was given.
+    fn check_outputs(
+        &mut self,
+        outputs: &[Output],
+        ctx: &Ctx,
+        op: &Op,
+        view: &View<'_>,
+    ) -> BTreeMap<Uuid, Uuid> {
+        let mut placed = BTreeMap::new();
+        for o in outputs {
+            let placement = match o.recipient() {
+                Recipient::Client(id) => self.check_client_output(o, id, ctx, op, view),
+                Recipient::Agent(agent) => self.check_agent_output(o, agent, view),
+            };
+            if let Some((id, inventory_id)) = placement {
+                placed.entry(id).or_insert(inventory_id);
+            }
+        }
+        placed
+    }
+
+    /// Returns the placement a `ready` output makes.
+    fn check_client_output(
+        &mut self,
+        o: &Output,
+        id: Uuid,
+        ctx: &Ctx,
+        op: &Op,
+        view: &View<'_>,
+    ) -> Option<(Uuid, Uuid)> {
+        assert!(!self.closed.contains(&id), "{o:?} after the client's end");
+        let now = view.now;
+        let a = view.allocations.get(&id).filter(|_| !view.late);
+        let mut placement = None;
+        match o {
+            Output::Ready {
+                inventory_id,
+                expires,
+                ..
+            } => {
+                assert!(self.ready.insert(id), "a second ready for {id}");
+                placement = Some((id, *inventory_id));
+                if let Some(a) = a {
+                    assert!(a.expires > now, "{o:?} with its lease over at {now}");
+                    assert_eq!(*expires, a.expires.as_secs());
+                }
+            }
+            Output::Expired { .. } => {
+                let lease = view.allocations.get(&id).map(|a| a.expires);
+                if let Some(lease) = lease.or(self.expires.get(&id).copied()) {
+                    assert!(now >= lease, "{o:?} at {now} before its lease end {lease}");
+                }
+            }
+            Output::Released { .. } => {
+                assert_eq!(ctx.deleted, Some(id), "released without a DELETE")
+            }
+            Output::Queued {
+                matching_resources,
+                eta,
+                ..
+            } => {
+                if let Some(a) = a {
+                    self.check_outlook(&a.requirements, *matching_resources, *eta, view);
+                }
+            }
+            Output::Offline { .. } => {
+                assert!(matches!(op.action, Action::Disconnect { .. }), "{o:?}");
+                assert_eq!(a.map(|a| a.state), Some(AllocationState::Ready));
+            }
+            Output::Online { .. } => {
+                let registers = matches!(
+                    op.action,
+                    Action::Register { .. }
+                        | Action::Reconnect { .. }
+                        | Action::Garbage(Garbage::AbsurdRegistration { .. })
+                );
+                assert!(registers, "{o:?} in {op:?}");
+                assert_eq!(a.map(|a| a.state), Some(AllocationState::Ready));
+            }
+            _ => {}
+        }
+        if o.is_final() {
+            assert!(self.finals.insert(id, o.clone()).is_none());
+            self.closed.insert(id);
+        }
+        placement
+    }
+
+    /// `matching_resources` counts every registered resource that satisfies the request; `eta`
+    /// is the earliest lease end among them.
+    fn check_outlook(&self, req: &Requirements, matching: u64, eta: Option<u64>, view: &View<'_>) {
+        let suits = |inventory_id: Uuid| reference::satisfies(req, view.entry(inventory_id));
+        let count = view
+            .inventory
+            .iter()
+            .filter(|r| reference::satisfies(req, r))
+            .count();
+        assert_eq!(matching, count as u64, "matching_resources for {req:?}");
+        let earliest = view
+            .allocations
+            .values()
+            .filter(|a| a.state == AllocationState::Ready)
+            .filter(|a| a.inventory_id.is_some_and(suits))
+            .map(|a| a.expires.as_secs())
+            .min();
+        assert_eq!(eta, earliest, "eta for {req:?}");
+    }
+
+    /// Returns the placement a `provision` output makes.
+    fn check_agent_output(&self, o: &Output, agent: Uuid, view: &View<'_>) -> Option<(Uuid, Uuid)> {
+        let (id, inventory_id) = match o {
+            Output::Provision {
+                allocation_id,
+                inventory_id,
+                ..
+            }
+            | Output::Release {
+                allocation_id,
+                inventory_id,
+                ..
+            } => (*allocation_id, *inventory_id),
+            _ => unreachable!("only provisions and releases go to agents"),
+        };
+        assert!(self.agent_online(agent), "{o:?} sent to an offline agent");
+        let (owner, _, r) = view
+            .resources
+            .get(&inventory_id)
+            .unwrap_or_else(|| panic!("{o:?} names an unknown resource"));
+        assert_eq!(*owner, agent, "{o:?} sent to an agent that does not own it");
+        if view.late {
+            return matches!(o, Output::Provision { .. }).then_some((id, inventory_id));
+        }
+        match o {
+            Output::Provision { expires, .. } => {
+                let a = view
+                    .allocations
+                    .get(&id)
+                    .expect("a provisioned allocation is live");
+                assert_eq!(a.state, AllocationState::Provisioning, "{o:?}");
+                assert_eq!(a.inventory_id, Some(inventory_id));
+                assert!(
+                    a.expires > view.now,
+                    "{o:?} with its lease over at {}",
+                    view.now
+                );
+                assert_eq!(*expires, a.expires.as_secs());
+                Some((id, inventory_id))
+            }
+            _ => {
+                assert!(r.releasing && r.occupant == Some(id), "{o:?} for {r:?}");
+                None
+            }
+        }
+    }
+
+    /// A resource given to a request that was waiting goes to the earliest waiting request it
+    /// suits: no earlier one that it suits is still waiting.
+    fn check_arrival_order(&self, placed: &BTreeMap<Uuid, Uuid>, view: &View<'_>) {
+        if view.late {
+            return;
+        }
+        for (id, inventory_id) in placed {
+            let Some((seq, _)) = self.queued.get(id) else {
+                continue; // a fresh request, or one whose provision failed in this step
+            };
+            let r = view.entry(*inventory_id);
+            for (other, (other_seq, req)) in &self.queued {
+                let still_waiting = view
+                    .allocations
+                    .get(other)
+                    .is_some_and(|a| a.state == AllocationState::Queued);
+                assert!(
+                    !(still_waiting && other_seq < seq && reference::eligible(req, r, view.policy)),
+                    "{inventory_id} went to {id} although the earlier {other} waits for it"
+                );
+            }
+        }
+    }
+
+    /// Each resource has at most one holder, and what holds it agrees with what it shows.
+    fn check_holders(&self, view: &View<'_>) {
+        let mut held = BTreeSet::new();
+        for a in view.allocations.values() {
+            if !matches!(
+                a.state,
+                AllocationState::Provisioning | AllocationState::Ready
+            ) {
+                continue;
+            }
+            let inventory_id = a.inventory_id.expect("a holder names its resource");
+            assert!(held.insert(inventory_id), "{inventory_id} is held twice");
+            let (_, _, r) = view.resources[&inventory_id];
+            assert_eq!(r.occupant, Some(a.allocation_id));
+            assert!(!r.releasing);
+            let state = view.entry(inventory_id).state;
+            assert!(
+                matches!(state, ResourceState::Allocated | ResourceState::Offline),
+                "held resource shows {state:?}"
+            );
+        }
+        for (id, (_, online, r)) in &view.resources {
+            let Some(occupant) = r.occupant else {
+                assert!(!r.releasing && r.release_deadline.is_none());
+                assert!(!r.retiring, "{id} retires with no holder");
+                continue;
+            };
+            if r.releasing {
+                let a = view.allocations.get(&occupant);
+                let ended = a.is_none_or(|a| a.state.is_terminal());
+                assert!(ended, "released {id} has a live holder");
+                assert_eq!(
+                    r.release_deadline.is_some(),
+                    *online,
+                    "{id} release deadline"
+                );
+            } else {
+                assert!(
+                    held.contains(id),
+                    "{id} names {occupant}, which does not hold it"
+                );
+            }
+        }
+    }
+
+    /// Deadlines, terminal states, queue positions and work conservation.
+    fn check_allocations(&mut self, snap: &Snapshot, ctx: &Ctx, view: &View<'_>) {
+        let mut rank = 0;
+        self.queued.clear();
+        for a in &snap.allocations {
+            let id = a.allocation_id;
+            self.expires.insert(id, a.expires);
+            match a.state {
+                AllocationState::Queued => {
+                    rank += 1;
+                    let give_up = a.wait_until.min(a.expires);
+                    assert_eq!(a.deadline, Some(give_up), "{id} waits until {give_up}");
+                    assert_eq!(a.position, Some(rank), "{id}'s position");
+                    let free = view
+                        .inventory
+                        .iter()
+                        .find(|r| view.free_for(&a.requirements, r));
+                    assert!(free.is_none(), "{id} waits although {free:?} is free");
+                    self.queued.insert(id, (a.seq, a.requirements.clone()));
+                }
+                AllocationState::Provisioning => assert!(a.deadline.is_some()),
+                AllocationState::Ready => {
+                    assert_eq!(a.deadline, Some(a.expires));
+                    assert!(a.expires > view.now, "{id} is ready past its lease end");
+                    assert!(self.ready.contains(&id), "{id} is ready and was never told");
+                }
+                state => {
+                    assert_eq!(a.deadline, None);
+                    match self.terminal.get(&id) {
+                        Some(seen) => assert_eq!(*seen, state, "{id} ended twice"),
+                        None => {
+                            self.check_ending(id, state, ctx);
+                            self.terminal.insert(id, state);
+                            self.closed.insert(id);
+                        }
+                    }
+                    continue;
+                }
+            }
+            assert!(
+                !self.terminal.contains_key(&id),
+                "{id} came back after ending"
+            );
+            assert!(
+                !self.finals.contains_key(&id),
+                "{id} is live after its final output"
+            );
+        }
+    }
+
+    /// An allocation that just ended did so in the way its final output (or none) says.
+    fn check_ending(&self, id: Uuid, state: AllocationState, ctx: &Ctx) {
+        let fin = self.finals.get(&id);
+        match state {
+            AllocationState::TimedOut => {
+                assert_eq!(fin, Some(&Output::TimedOut { allocation_id: id }))
+            }
+            AllocationState::Expired => {
+                assert_eq!(fin, Some(&Output::Expired { allocation_id: id }))
+            }
+            AllocationState::Released if ctx.deleted == Some(id) => {
+                assert_eq!(fin, Some(&Output::Released { allocation_id: id }))
+            }
+            AllocationState::Released | AllocationState::Cancelled => {
+                let why = format!("{id} ended {state:?} without its client leaving");
+                assert_eq!(ctx.gone, Some(id), "{why}");
+                assert_eq!(fin, None, "{id} gets no final output after leaving");
+            }
+            live => unreachable!("{live:?} is not terminal"),
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! A simulated shell around the engine, in the manner of quinn's test harness: it feeds
+//! generated inputs, answers the engine's outputs as a (random) agent would, jumps the clock
+//! to the engine's next deadline, and checks the engine's invariants after every step.
+//!
+//! The invariants checked after every step (see [`Sim::check`]):
+//! - no resource is held by two live allocations, and a held resource shows `allocated` or
+//!   `offline`; every occupied resource names a live holder or a pending release;
+//! - a client gets nothing after its final output (or after it was cancelled), at most one
+//!   `ready`, and each ended allocation ends in exactly one terminal state that never changes,
+//!   with the final output that state calls for;
+//! - nothing fires before its deadline and everything fires at it: `expired` only once the
+//!   lease end has passed, no `ready` allocation outlives its lease, and `poll_timeout()` is
+//!   always in the future after a step;
+//! - agents are only asked about their own resources while they are connected;
+//! - a fresh request gets the contract's best fit (checked against [`reference`], with or
+//!   without a matching policy), a resource freed for the queue goes to the earliest waiting
+//!   request it suits, no request waits while a free resource suits it, and `queued` outputs
+//!   carry the arrival rank, the matching count and the earliest lease end;
+//! - `offline` and `online` only come with an agent's disconnect and return;
+//! - a refused input changes nothing (the state equals a restored copy given only the time).
+//!
+//! After the run, [`Sim::finish`] drives the engine until idle and checks that every request
+//! ended, and [`Sim::check_replay`] replays the recorded inputs from a mid-run snapshot.
+
+mod checks;
+mod garbage;
+pub mod reference;
+
+use allocate_core::{
+    AllocationState, Config, Connection, Engine, Error, MatchPolicy, Output, ProvisionResult,
+    Requirements, ResourceSpec, SeededIds, Snapshot, Timestamp,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Where the simulated clock starts (unix milliseconds).
+pub const T0_MS: u64 = 1_700_000_000_000;
+
+/// How many agents a simulation has.
+pub const AGENTS: usize = 4;
+
+/// Most deadline jumps when driving the engine until idle; far more than any run needs.
+const IDLE_STEPS_MAX: usize = 10_000;
+
+/// A string longer than the default limit of 256 characters.
+fn overlong() -> String {
+    "x".repeat(300)
+}
+
+/// How an `expires` is chosen, relative to the time it is sent.
+#[derive(Clone, Debug)]
+pub enum Expires {
+    /// No value: the default lease (for `set_expires`: `u64::MAX`, capped to the maximum).
+    Default,
+    /// This many seconds after the input's time (capped by the maximum lease).
+    InSecs(u64),
+    /// The input's own second: not in the future, so refused.
+    Past,
+}
+
+/// How an agent answers a provision.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// With connection details.
+    Ok,
+    /// With an error.
+    Fail,
+}
+
+/// Inputs that the engine must refuse (or take without harm).
+#[derive(Clone, Debug)]
+pub enum Garbage {
+    /// DELETE, client_gone, set_expires, a provision answer or a release ack for an unknown id.
+    UnknownAllocation { input: u8 },
+    /// A provision answer (or release ack) from an agent that does not own the resource.
+    WrongAgent { pick: usize, ack: bool },
+    /// A provision answer whose connection breaks the string limit.
+    OversizedConnection { pick: usize },
+    /// A request breaking one rule (empty username, huge wait, past expires, bad tags, ...).
+    BadRequest { rule: u8 },
+    /// A request that is valid but absurd (needs that nothing can meet).
+    AbsurdRequest { rule: u8 },
+    /// A registration breaking one rule (empty label, too many labels, an id twice, ...).
+    BadRegistration { agent: usize, rule: u8 },
+    /// A registration that is valid but absurd (huge CPU and GPU memory numbers).
+    AbsurdRegistration { agent: usize },
+    /// Disconnect of an agent that never registered.
+    UnknownAgent,
+    /// Maintenance on an unknown resource, or with an overlong reason.
+    BadMaintenance { pick: usize, long_reason: bool },
+    /// `set_expires` with 0, `u64::MAX` or the current second on a known allocation.
+    WildExpires { pick: usize, which: u8 },
+}
+
+/// One thing the simulated world does.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// An agent registers (or replaces) its resource list.
+    Register {
+        agent: usize,
+        resources: Vec<ResourceSpec>,
+    },
+    /// An agent reconnects with the list it registered last.
+    Reconnect { agent: usize },
+    /// An agent's socket closes.
+    Disconnect { agent: usize },
+    /// A client asks for an allocation.
+    Request {
+        requirements: Requirements,
+        expires: Expires,
+    },
+    /// An agent answers one of the provisions it was sent.
+    AnswerProvision {
+        pick: usize,
+        answer: Answer,
+        keep: bool,
+    },
+    /// An agent acknowledges one of the releases it was sent.
+    AckRelease { pick: usize, keep: bool },
+    /// Someone calls DELETE on a known allocation.
+    Delete { pick: usize },
+    /// A client's socket closes.
+    ClientGone { pick: usize },
+    /// Someone moves a lease end.
+    SetExpires { pick: usize, expires: Expires },
+    /// An admin takes a resource out of service or returns it.
+    Maintenance { pick: usize, on: bool },
+    /// Time passes; the shell's timer fires at each deadline on the way (one checked step each).
+    Advance { ms: u64 },
+    /// Time passes and a late timer fires once for all that came due (outputs of one step
+    /// then span several instants, so checks that depend on an output's instant are skipped).
+    Sleep { ms: u64 },
+    /// The clock jumps exactly to `poll_timeout()`.
+    JumpToTimeout,
+    /// The timer fires a millisecond early: nothing may happen.
+    JustBeforeTimeout,
+    /// Input that should be refused.
+    Garbage(Garbage),
+}
+
+/// An action, sent with a time `lag_ms` behind the simulated clock (the engine must treat
+/// an older time as the latest it has seen).
+#[derive(Clone, Debug)]
+pub struct Op {
+    /// What happens.
+    pub action: Action,
+    /// How far behind the clock the input's time is.
+    pub lag_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+struct AgentModel {
+    id: Uuid,
+    online: bool,
+    /// The list it registered last, and the ids it got for it.
+    resources: Vec<ResourceSpec>,
+    ids: Option<Vec<Uuid>>,
+}
+
+/// What one step did that the checks need to know.
+#[derive(Debug, Default)]
+struct Ctx {
+    /// A request made in this step, and the resource the contract says it should get now.
+    fresh: Option<(Uuid, Option<Uuid>)>,
+    /// An allocation this step DELETEd.
+    deleted: Option<Uuid>,
+    /// An allocation whose client left in this step.
+    gone: Option<Uuid>,
+}
+
+/// One generated run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The engine's settings.
+    pub config: Config,
+    /// The seed of its allocation ids.
+    pub seed: u64,
+    /// Whether the [`reference::Picky`] matching policy is installed.
+    pub policy: bool,
+    /// What happens, in order.
+    pub ops: Vec<Op>,
+    /// The op before which the snapshot that the journal is replayed from is taken.
+    pub replay_at: usize,
+}
+
+/// What a run produced: every output with the time of its step, and the final state.
+#[derive(Debug)]
+pub struct Run {
+    /// Every output, in order.
+    pub outputs: Vec<(Timestamp, Output)>,
+    /// The final snapshot.
+    pub snapshot: Snapshot,
+}
+
+struct ReplayPoint {
+    snapshot: Snapshot,
+    log_len: usize,
+}
+
+/// The simulated world around one engine.
+pub struct Sim {
+    engine: Engine,
+    policy: Option<Arc<dyn MatchPolicy>>,
+    /// Whether to check the invariants (off for the second run of a determinism check).
+    checked: bool,
+    clock_ms: u64,
+    agents: Vec<AgentModel>,
+    /// Every allocation id the engine accepted, in order.
+    requests: Vec<Uuid>,
+    /// Provisions and releases sent to agents and not yet answered: (agent, allocation).
+    provisions: Vec<(Uuid, Uuid)>,
+    releases: Vec<(Uuid, Uuid)>,
+    ready: BTreeSet<Uuid>,
+    finals: BTreeMap<Uuid, Output>,
+    terminal: BTreeMap<Uuid, AllocationState>,
+    /// Clients that must get no more outputs.
+    closed: BTreeSet<Uuid>,
+    /// The last known effective lease end of each allocation.
+    expires: BTreeMap<Uuid, Timestamp>,
+    /// The requests waiting after the last step: arrival order and requirements.
+    queued: BTreeMap<Uuid, (u64, Requirements)>,
+    log: Vec<(Timestamp, Output)>,
+    replay: Option<ReplayPoint>,
+}
+
+fn drain(engine: &mut Engine) -> Vec<Output> {
+    std::iter::from_fn(|| engine.poll_output()).collect()
+}
+
+fn agent_id(i: usize) -> Uuid {
+    Uuid::from_u128(0xA6E0_0000 + i as u128)
+}
+
+impl Sim {
+    /// A world with an empty engine; `checked` turns the invariant checks on.
+    pub fn new(scenario: &Scenario, checked: bool) -> Self {
+        let mut config = scenario.config.clone();
+        config.record_inputs = true;
+        let mut engine = Engine::new(config, Box::new(SeededIds::new(scenario.seed)));
+        let policy: Option<Arc<dyn MatchPolicy>> = match scenario.policy {
+            true => Some(Arc::new(reference::Picky)),
+            false => None,
+        };
+        engine.set_policy(policy.clone());
+        Sim {
+            engine,
+            policy,
+            checked,
+            clock_ms: T0_MS,
+            agents: (0..AGENTS)
+                .map(|i| AgentModel {
+                    id: agent_id(i),
+                    online: false,
+                    resources: Vec::new(),
+                    ids: None,
+                })
+                .collect(),
+            requests: Vec::new(),
+            provisions: Vec::new(),
+            releases: Vec::new(),
+            ready: BTreeSet::new(),
+            finals: BTreeMap::new(),
+            terminal: BTreeMap::new(),
+            closed: BTreeSet::new(),
+            expires: BTreeMap::new(),
+            queued: BTreeMap::new(),
+            log: Vec::new(),
+            replay: None,
+        }
+    }
+
+    /// Runs the scenario's ops, marks a replay point before op `replay_at`, drives until
+    /// idle, and (when checked) replays the journal from the replay point.
+    pub fn run(scenario: &Scenario, checked: bool) -> Run {
+        let mut sim = Sim::new(scenario, checked);
+        for (i, op) in scenario.ops.iter().enumerate() {
+            if i == scenario.replay_at {
+                sim.mark_replay_point();
+            }
+            sim.step(op);
+        }
+        if scenario.replay_at >= scenario.ops.len() {
+            sim.mark_replay_point();
+        }
+        sim.finish();
+        if checked {
+            sim.check_replay();
+        }
+        Run {
+            outputs: sim.log,
+            snapshot: sim.engine.snapshot(),
+        }
+    }
+
+    /// An engine restored from `snapshot`, with this world's policy.
+    fn restore(&self, snapshot: &Snapshot) -> Engine {
+        let mut engine = Engine::restore(snapshot, Box::new(SeededIds::new(0)))
+            .expect("an engine's own snapshot restores");
+        engine.set_policy(self.policy.clone());
+        engine
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.clock_ms)
+    }
+
+    fn agent_online(&self, id: Uuid) -> bool {
+        self.agents.iter().any(|a| a.id == id && a.online)
+    }
+
+    /// Whether no deadline is due by `t`, so the engine's state before the input is the
+    /// state the input meets (used before asserting whether an input must be accepted).
+    fn nothing_due(&self, t: Timestamp) -> bool {
+        self.engine.poll_timeout().is_none_or(|d| d > t)
+    }
+
+    fn pick<T: Copy>(list: &[T], pick: usize) -> Option<T> {
+        (!list.is_empty()).then(|| list[pick % list.len()])
+    }
+
+    fn take(list: &mut Vec<(Uuid, Uuid)>, pick: usize, keep: bool) -> Option<(Uuid, Uuid)> {
+        if list.is_empty() {
+            return None;
+        }
+        let i = pick % list.len();
+        Some(if keep { list[i] } else { list.remove(i) })
+    }
+
+    fn live_state(&self, id: Uuid) -> Option<AllocationState> {
+        self.engine
+            .allocation(&id)
+            .map(|a| a.state)
+            .filter(|s| !s.is_terminal())
+    }
+
+    fn expires_value(&self, t: Timestamp, expires: &Expires) -> u64 {
+        match expires {
+            Expires::Default => u64::MAX,
+            Expires::InSecs(s) => t.as_secs() + s,
+            Expires::Past => t.as_secs(),
+        }
+    }
+
+    /// Applies one op and checks the invariants.
+    pub fn step(&mut self, op: &Op) {
+        if let Action::Advance { ms } = op.action {
+            let target = self.clock_ms + ms;
+            let jump = Op {
+                action: Action::JumpToTimeout,
+                lag_ms: 0,
+            };
+            for _ in 0..IDLE_STEPS_MAX {
+                match self.engine.poll_timeout() {
+                    Some(d) if d.as_millis() <= target => self.step(&jump),
+                    _ => break,
+                }
+            }
+            let rest = target.saturating_sub(self.clock_ms);
+            let sleep = Op {
+                action: Action::Sleep { ms: rest },
+                lag_ms: 0,
+            };
+            return self.step(&sleep);
+        }
+        let t = Timestamp::from_millis(self.clock_ms.saturating_sub(op.lag_ms).max(T0_MS));
+        let mut ctx = Ctx::default();
+        let mut outputs = Vec::new();
+        if let Action::Request { .. } = op.action {
+            // Fire what is due first, so the best fit can be computed from the state the
+            // request meets.
+            self.engine.handle_timeout(t);
+            outputs = drain(&mut self.engine);
+        }
+        let before = self.checked.then(|| self.engine.snapshot());
+        let result = self.act(&op.action, t, &mut ctx);
+        let step_outputs = drain(&mut self.engine);
+        if let (Err(err), Some(before)) = (&result, &before) {
+            self.check_refused(before, t, &step_outputs, err);
+        }
+        outputs.extend(step_outputs);
+        if self.checked {
+            self.check(&outputs, &ctx, op);
+        }
+        self.learn(outputs);
+    }
+
+    fn act(&mut self, action: &Action, t: Timestamp, ctx: &mut Ctx) -> Result<(), Error> {
+        match action {
+            Action::Register { agent, resources } => self.register(*agent, resources.clone(), t),
+            Action::Reconnect { agent } => {
+                let (resources, ids) = {
+                    let a = &self.agents[agent % AGENTS];
+                    (a.resources.clone(), a.ids.clone())
+                };
+                let got = self.register(*agent, resources, t);
+                if let (Ok(()), Some(ids)) = (&got, ids) {
+                    let now_ids = self.agents[agent % AGENTS].ids.clone();
+                    assert_eq!(now_ids, Some(ids), "the same list again gets the same ids");
+                }
+                got
+            }
+            Action::Disconnect { agent } => {
+                let a = agent % AGENTS;
+                let got = self.engine.disconnect_agent(t, self.agents[a].id);
+                if got.is_ok() {
+                    self.agents[a].online = false;
+                }
+                got
+            }
+            Action::Request {
+                requirements,
+                expires,
+            } => {
+                let mut req = requirements.clone();
+                req.expires = match expires {
+                    Expires::Default => None,
+                    e => Some(self.expires_value(t, e)),
+                };
+                let inventory: Vec<_> = self.engine.inventory().collect();
+                let want = reference::best_free(&req, &inventory, self.policy.is_some());
+                let got = self.engine.request(t, req);
+                if matches!(expires, Expires::Past) {
+                    assert!(got.is_err(), "a past expires is refused");
+                }
+                got.map(|id| {
+                    self.requests.push(id);
+                    ctx.fresh = Some((id, want));
+                })
+            }
+            Action::AnswerProvision { pick, answer, keep } => {
+                let Some((agent, id)) = Self::take(&mut self.provisions, *pick, *keep) else {
+                    return Ok(());
+                };
+                if !self.agent_online(agent) {
+                    return Ok(()); // its socket is closed: it cannot answer
+                }
+                let valid = self.nothing_due(t)
+                    && self.live_state(id) == Some(AllocationState::Provisioning)
+                    && self.holder_agent(id) == Some(agent);
+                let result = match answer {
+                    Answer::Ok => ProvisionResult::Connection(Connection {
+                        host: format!("host-{}", id.simple()),
+                        username: "lab".into(),
+                        password: "pw".into(),
+                    }),
+                    Answer::Fail => ProvisionResult::Failed("disk full".into()),
+                };
+                let got = self.engine.provisioned(t, agent, id, result);
+                if valid {
+                    assert!(got.is_ok(), "a valid provision answer is taken: {got:?}");
+                }
+                got
+            }
+            Action::AckRelease { pick, keep } => {
+                let Some((agent, id)) = Self::take(&mut self.releases, *pick, *keep) else {
+                    return Ok(());
+                };
+                if !self.agent_online(agent) {
+                    return Ok(());
+                }
+                let pending = self.pending_release_agent(id) == Some(agent);
+                let got = self.engine.release_acknowledged(t, agent, id);
+                if self.nothing_due(t) {
+                    assert_eq!(got.is_ok(), pending, "ack of {id}: {got:?}");
+                }
+                got
+            }
+            Action::Delete { pick } => {
+                let Some(id) = Self::pick(&self.requests, *pick) else {
+                    return Ok(());
+                };
+                let live = self.live_state(id).is_some();
+                let got = self.engine.release(t, id);
+                if self.nothing_due(t) {
+                    assert_eq!(got.is_ok(), live, "DELETE {id}: {got:?}");
+                }
+                if got.is_ok() {
+                    ctx.deleted = Some(id);
+                }
+                got
+            }
+            Action::ClientGone { pick } => {
+                let Some(id) = Self::pick(&self.requests, *pick) else {
+                    return Ok(());
+                };
+                ctx.gone = Some(id);
+                self.engine.client_gone(t, id)
+            }
+            Action::SetExpires { pick, expires } => {
+                let Some(id) = Self::pick(&self.requests, *pick) else {
+                    return Ok(());
+                };
+                let value = self.expires_value(t, expires);
+                let got = self.engine.set_expires(t, id, value);
+                if let Ok(effective) = got {
+                    assert!(effective <= value, "set_expires never lengthens a request");
+                }
+                got.map(drop)
+            }
+            Action::Maintenance { pick, on } => {
+                let ids: Vec<Uuid> = self.engine.inventory().map(|r| r.inventory_id).collect();
+                let Some(id) = Self::pick(&ids, *pick) else {
+                    return Ok(());
+                };
+                let reason = on.then(|| "fan broken".to_owned());
+                let got = self.engine.set_maintenance(t, id, reason);
+                assert!(got.is_ok(), "maintenance on a registered resource: {got:?}");
+                got
+            }
+            Action::Advance { .. } => unreachable!("advances are split into jumps"),
+            Action::Sleep { ms } => {
+                self.clock_ms += ms;
+                self.engine.handle_timeout(self.now());
+                Ok(())
+            }
+            Action::JumpToTimeout => {
+                if let Some(d) = self.engine.poll_timeout() {
+                    self.clock_ms = self.clock_ms.max(d.as_millis());
+                    self.engine.handle_timeout(d);
+                }
+                Ok(())
+            }
+            Action::JustBeforeTimeout => {
+                if let Some(d) = self.engine.poll_timeout() {
+                    let early = Timestamp::from_millis(d.as_millis() - 1);
+                    self.clock_ms = self.clock_ms.max(early.as_millis());
+                    let before = self.checked.then(|| self.engine.snapshot());
+                    self.engine.handle_timeout(early);
+                    if let Some(before) = before {
+                        let after = self.engine.snapshot();
+                        assert_eq!(
+                            after.allocations, before.allocations,
+                            "nothing fires before its deadline"
+                        );
+                        assert_eq!(after.agents, before.agents);
+                    }
+                }
+                Ok(())
+            }
+            Action::Garbage(g) => self.garbage(g, t),
+        }
+    }
+
+    fn register(
+        &mut self,
+        agent: usize,
+        resources: Vec<ResourceSpec>,
+        t: Timestamp,
+    ) -> Result<(), Error> {
+        let a = agent % AGENTS;
+        let got = self
+            .engine
+            .register_agent(t, self.agents[a].id, resources.clone());
+        if let Ok(ids) = &got {
+            assert_eq!(ids.len(), resources.len(), "one id per resource");
+            for (id, spec) in ids.iter().zip(&resources) {
+                let entry = self
+                    .engine
+                    .resource(id)
+                    .expect("a registered id is in inventory");
+                assert_eq!(entry.agent_id, self.agents[a].id);
+                assert_eq!(
+                    (entry.cpu_count, &entry.labels),
+                    (spec.cpu_count, &spec.labels)
+                );
+                if let Some(own) = spec.inventory_id {
+                    assert_eq!(*id, own, "an agent's own id is kept");
+                }
+            }
+            let model = &mut self.agents[a];
+            model.online = true;
+            model.resources = resources;
+            model.ids = Some(ids.clone());
+        }
+        got.map(drop)
+    }
+
+    /// The agent of the resource a live allocation holds.
+    fn holder_agent(&self, id: Uuid) -> Option<Uuid> {
+        let inventory_id = self.engine.allocation(&id)?.inventory_id?;
+        Some(self.engine.resource(&inventory_id)?.agent_id)
+    }
+
+    /// The agent that owes a release acknowledgement for allocation `id`, if any.
+    fn pending_release_agent(&self, id: Uuid) -> Option<Uuid> {
+        let snapshot = self.engine.snapshot();
+        snapshot.agents.iter().find_map(|a| {
+            a.resources
+                .iter()
+                .any(|r| r.releasing && r.occupant == Some(id))
+                .then_some(a.agent_id)
+        })
+    }
+
+    /// Remembers outputs: pending provisions and releases, and the log.
+    fn learn(&mut self, outputs: Vec<Output>) {
+        let now = self.engine.now();
+        for o in outputs {
+            match &o {
+                Output::Provision {
+                    agent_id,
+                    allocation_id,
+                    ..
+                } => self.provisions.push((*agent_id, *allocation_id)),
+                Output::Release {
+                    agent_id,
+                    allocation_id,
+                    ..
+                } => self.releases.push((*agent_id, *allocation_id)),
+                _ => {}
+            }
+            self.log.push((now, o));
+        }
+    }
+
+    /// Takes a snapshot to replay the journal from at the end, and checks it round-trips.
+    fn mark_replay_point(&mut self) {
+        self.engine.take_records();
+        let snapshot = self.engine.snapshot();
+        if self.checked {
+            self.check_round_trip(&snapshot);
+        }
+        self.replay = Some(ReplayPoint {
+            snapshot,
+            log_len: self.log.len(),
+        });
+    }
+
+    /// Drives the engine until nothing is pending (agents answer nothing any more), then
+    /// checks that every request has ended.
+    pub fn finish(&mut self) {
+        let jump = Op {
+            action: Action::JumpToTimeout,
+            lag_ms: 0,
+        };
+        for _ in 0..IDLE_STEPS_MAX {
+            if self.engine.poll_timeout().is_none() {
+                break;
+            }
+            self.step(&jump);
+        }
+        assert_eq!(
+            self.engine.poll_timeout(),
+            None,
+            "idle within {IDLE_STEPS_MAX} jumps"
+        );
+        for id in &self.requests {
+            if let Some(a) = self.engine.allocation(id) {
+                assert!(
+                    a.state.is_terminal(),
+                    "{id} is still {:?} when idle",
+                    a.state
+                );
+            }
+        }
+    }
+
+    /// Replays the journal recorded since the replay point over its snapshot: same outputs,
+    /// same final state, and the final state round-trips.
+    pub fn check_replay(&mut self) {
+        let Some(point) = self.replay.take() else {
+            return;
+        };
+        let records = self.engine.take_records();
+        let mut replayed = self.restore(&point.snapshot);
+        let mut outputs = Vec::new();
+        for record in &records {
+            replayed.apply(record).expect("a recorded input replays");
+            outputs.extend(drain(&mut replayed));
+        }
+        let logged: Vec<Output> = self.log[point.log_len..]
+            .iter()
+            .map(|(_, o)| o.clone())
+            .collect();
+        assert_eq!(outputs, logged, "replayed outputs");
+        let snapshot = self.engine.snapshot();
+        assert_eq!(replayed.snapshot(), snapshot, "replayed state");
+        self.check_round_trip(&snapshot);
+    }
+}

@@ -1,0 +1,265 @@
+//! The write-ahead journal: every input the engine accepts is appended to a file in the data
+//! directory and synced before anything it caused is shown to anyone; periodic snapshots
+//! compact it; on start the engine is rebuilt from the newest snapshot and the records
+//! after it. `docs/durability.md` describes the files and the recovery rules.
+//!
+//! The engine task stays non-blocking: it hands records to the writer thread
+//! ([`writer`]), which writes and syncs them in batches (group commit) and publishes how far
+//! the journal is durable; the engine task holds outputs and replies back ([`Holdback`])
+//! until then.
+
+mod error;
+mod files;
+mod format;
+mod hold;
+mod recover;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+pub use error::JournalError;
+pub use hold::Holdback;
+
+use crate::clock::{self, RandomIds};
+use crate::events;
+use allocate_core::{AllocationState, Config, Engine, Output, Record, Snapshot, Timestamp};
+use files::DataDir;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+use uuid::Uuid;
+use writer::{Command, Writer};
+
+/// Where the journal lives and how often it is compacted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// The data directory (created `0700` when missing).
+    pub dir: PathBuf,
+    /// A snapshot is written after this many records.
+    pub snapshot_every_records: u64,
+    /// ... or this long after the last one, when anything was recorded since.
+    pub snapshot_every: Duration,
+}
+
+impl JournalConfig {
+    /// Records between snapshots by default.
+    pub const SNAPSHOT_EVERY_RECORDS: u64 = 100_000;
+    /// Seconds between snapshots by default.
+    pub const SNAPSHOT_EVERY_SECS: u64 = 600;
+
+    /// A journal in `dir`, snapshotting at the default intervals.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        JournalConfig {
+            dir: dir.into(),
+            snapshot_every_records: Self::SNAPSHOT_EVERY_RECORDS,
+            snapshot_every: Duration::from_secs(Self::SNAPSHOT_EVERY_SECS),
+        }
+    }
+}
+
+/// How far the journal is on disk, as the writer publishes it.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Every record up to this sequence number is on disk.
+    pub durable: u64,
+    /// Set when writing failed: nothing more will become durable.
+    pub failed: Option<Arc<JournalError>>,
+}
+
+/// The engine task's end of the journal.
+#[derive(Debug)]
+pub struct Journal {
+    commands: mpsc::Sender<Command>,
+    progress: watch::Receiver<Progress>,
+    thread: thread::JoinHandle<()>,
+    /// The sequence number of the last record appended.
+    appended: u64,
+    since_snapshot: u64,
+    snapshot_at: Instant,
+    config: JournalConfig,
+}
+
+/// Opens the data directory, rebuilds the engine from it (see [`recover::recover`]), and
+/// settles what the restart changed: every agent is disconnected (its resources show
+/// `offline` until it reconnects), every request still waiting lost its client and is
+/// cancelled, and leases that ended while the server was down expire now. That state is
+/// written as a snapshot before anything is served, so the journal starts afresh from it.
+/// Blocking: call it off the async runtime.
+pub fn open(
+    config: &JournalConfig,
+    engine_config: &Config,
+) -> Result<(Engine, Journal), JournalError> {
+    let started = std::time::Instant::now();
+    let dir = DataDir::open(&config.dir)?;
+    let engine_config = Config {
+        record_inputs: true,
+        ..engine_config.clone()
+    };
+    let recovered = recover::recover(&dir, &engine_config)?;
+    let (mut engine, online) = with_config(&recovered.engine, engine_config)?;
+    let settled = settle(&mut engine, &online, clock::now());
+    let seq = recovered.last_seq;
+    let segment = writer::compact(&dir, seq, &engine.snapshot())?;
+    info!(
+        dir = %config.dir.display(),
+        last_record = seq,
+        replayed = recovered.replayed,
+        ms = started.elapsed().as_millis() as u64,
+        agents_offline = online.len(),
+        requests_cancelled = settled.cancelled,
+        leases_expired = settled.expired,
+        "journal recovered"
+    );
+    let journal = Journal::start(dir, segment, seq, config)?;
+    Ok((engine, journal))
+}
+
+/// The engine in the same state under the current settings (a restart may change them; the
+/// records before it were replayed under the settings they were made with), and the agents
+/// that were online.
+fn with_config(engine: &Engine, config: Config) -> Result<(Engine, Vec<Uuid>), JournalError> {
+    let mut snapshot = engine.snapshot();
+    snapshot.config = config;
+    let online = snapshot
+        .agents
+        .iter()
+        .filter(|a| a.online)
+        .map(|a| a.agent_id)
+        .collect();
+    let engine = Engine::restore(&snapshot, Box::new(RandomIds))
+        .map_err(|source| JournalError::Restore { source })?;
+    Ok((engine, online))
+}
+
+/// What settling after a restart did.
+struct Settled {
+    cancelled: usize,
+    expired: usize,
+}
+
+/// Applies what the restart means to the engine at `now` (see [`open`]).
+fn settle(engine: &mut Engine, online: &[Uuid], now: Timestamp) -> Settled {
+    for &agent_id in online {
+        if let Err(e) = engine.disconnect_agent(now, agent_id) {
+            warn!(%agent_id, "marking the agent disconnected after the restart: {e}");
+        }
+    }
+    let cancelled = cancel_waiting(engine, now);
+    engine.handle_timeout(now);
+    let mut expired = 0;
+    while let Some(output) = engine.poll_output() {
+        if matches!(output, Output::Expired { .. }) {
+            events::log(&output);
+            expired += 1;
+        }
+    }
+    // The snapshot written next holds all of this.
+    drop(engine.take_records());
+    Settled { cancelled, expired }
+}
+
+/// Cancels every request still waiting (its client's socket closed with the old server);
+/// returns how many there were.
+fn cancel_waiting(engine: &mut Engine, now: Timestamp) -> usize {
+    let waiting: Vec<Uuid> = engine
+        .allocations()
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a.state,
+                AllocationState::Queued | AllocationState::Provisioning
+            )
+        })
+        .map(|a| a.allocation_id)
+        .collect();
+    for &id in &waiting {
+        if let Err(e) = engine.client_gone(now, id) {
+            warn!(allocation_id = %id, "cancelling a request after the restart: {e}");
+        }
+    }
+    waiting.len()
+}
+
+impl Journal {
+    /// Starts the writer thread on `segment`, whose last record is `seq`.
+    fn start(
+        dir: DataDir,
+        segment: std::fs::File,
+        seq: u64,
+        config: &JournalConfig,
+    ) -> Result<Journal, JournalError> {
+        let (commands, commands_rx) = mpsc::channel();
+        let (progress_tx, progress) = watch::channel(Progress {
+            durable: seq,
+            failed: None,
+        });
+        let path = dir.path().to_owned();
+        let writer = Writer::new(dir, segment, seq, progress_tx);
+        let thread = thread::Builder::new()
+            .name("allocate-journal".into())
+            .spawn(move || writer.run(commands_rx))
+            .map_err(JournalError::io("start the writer thread for", path))?;
+        Ok(Journal {
+            commands,
+            progress,
+            thread,
+            appended: seq,
+            since_snapshot: 0,
+            snapshot_at: Instant::now(),
+            config: config.clone(),
+        })
+    }
+
+    /// Hands records to the writer; returns the sequence number of the last one.
+    pub fn append(&mut self, records: Vec<Record>) -> u64 {
+        let n = records.len() as u64;
+        if n > 0 {
+            // A send fails only when the writer has stopped (it publishes why). The records
+            // still count as appended: what depends on them must wait, for ever.
+            let _ = self.commands.send(Command::Append(records));
+            self.appended += n;
+            self.since_snapshot += n;
+        }
+        self.appended
+    }
+
+    /// The sequence number of the last record appended.
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// Where the writer publishes its progress.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Whether enough was recorded, or enough time passed, for a snapshot.
+    pub fn snapshot_due(&self) -> bool {
+        self.since_snapshot > 0
+            && (self.since_snapshot >= self.config.snapshot_every_records
+                || self.snapshot_at.elapsed() >= self.config.snapshot_every)
+    }
+
+    /// Asks the writer to store `snapshot`, the state after the last record appended.
+    pub fn snapshot(&mut self, snapshot: Snapshot) {
+        let _ = self
+            .commands
+            .send(Command::Snapshot(self.appended, Box::new(snapshot)));
+        self.since_snapshot = 0;
+        self.snapshot_at = Instant::now();
+    }
+
+    /// Lets the writer finish what it was given, and waits until it has (and released the
+    /// data directory).
+    pub async fn close(self) {
+        let Journal {
+            commands, thread, ..
+        } = self;
+        drop(commands);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}

@@ -1,0 +1,355 @@
+//! Recovery from the files the journal leaves, including torn and damaged ones.
+
+use super::format::{push_frame, HEADER_BYTES};
+use super::*;
+use allocate_core::{
+    Connection, Input, ProvisionResult, Requirements, ResourceSpec, ResourceState,
+};
+use std::fs;
+use std::path::Path;
+
+const AGENT: Uuid = Uuid::from_u128(7);
+
+fn machine(host: Option<&str>) -> ResourceSpec {
+    ResourceSpec {
+        inventory_id: None,
+        labels: vec!["x".into()],
+        cpu_count: 1,
+        memory_gb: 1,
+        gpu: vec![],
+        kind: "VM".into(),
+        connection: host.map(|h| Connection {
+            host: h.into(),
+            username: "lab".into(),
+            password: "pw".into(),
+        }),
+    }
+}
+
+fn config(dir: &Path) -> JournalConfig {
+    JournalConfig::new(dir.join("data"))
+}
+
+fn open_ok(config: &JournalConfig) -> (Engine, Journal) {
+    open(config, &Config::default()).unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+/// Hands the engine's records to the journal and waits until they are on disk.
+async fn sync(engine: &mut Engine, journal: &mut Journal) {
+    while engine.poll_output().is_some() {}
+    let seq = journal.append(engine.take_records());
+    let mut progress = journal.progress();
+    progress.wait_for(|p| p.durable >= seq).await.unwrap();
+}
+
+/// A journal holding: an agent with two static machines, one allocation ready on the
+/// first, and then a second allocation ready on the other. Returns both allocation ids.
+async fn two_allocations(config: &JournalConfig) -> (Uuid, Uuid) {
+    let (mut engine, mut journal) = open_ok(config);
+    let now = clock::now();
+    engine
+        .register_agent(now, AGENT, vec![machine(Some("a")), machine(Some("b"))])
+        .unwrap();
+    let first = engine.request(now, Requirements::for_user("u")).unwrap();
+    sync(&mut engine, &mut journal).await;
+    let second = engine.request(now, Requirements::for_user("v")).unwrap();
+    sync(&mut engine, &mut journal).await;
+    journal.close().await;
+    (first, second)
+}
+
+fn segments(config: &JournalConfig) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(&config.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The offsets at which the records of a segment start.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    format::scan(bytes, false)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|(at, _)| at)
+        .collect()
+}
+
+#[tokio::test]
+async fn allocations_survive_a_restart_and_resources_wait_offline_for_their_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (mut engine, mut journal) = open_ok(&config);
+    let now = clock::now();
+    let ids = engine
+        .register_agent(now, AGENT, vec![machine(Some("h"))])
+        .unwrap();
+    let ready = engine.request(now, Requirements::for_user("u")).unwrap();
+    let queued = engine.request(now, Requirements::for_user("w")).unwrap();
+    let before = engine.allocation(&ready).unwrap();
+    sync(&mut engine, &mut journal).await;
+    journal.close().await;
+
+    let (engine, journal) = open_ok(&config);
+    let after = engine.allocation(&ready).unwrap();
+    assert_eq!(after.state, AllocationState::Ready);
+    assert_eq!(after.inventory_id, Some(ids[0]));
+    assert_eq!(after.expires, before.expires);
+    assert_eq!(after.connection, before.connection);
+    assert_eq!(
+        engine.allocation(&queued).unwrap().state,
+        AllocationState::Cancelled,
+        "its client left with the old server"
+    );
+    assert_eq!(
+        engine.resource(&ids[0]).unwrap().state,
+        ResourceState::Offline
+    );
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_lease_that_ended_while_down_expires_at_once_and_is_released_on_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (mut engine, mut journal) = open_ok(&config);
+    let now = clock::now();
+    let ids = engine
+        .register_agent(now, AGENT, vec![machine(None)])
+        .unwrap();
+    let mut wants = Requirements::for_user("u");
+    wants.expires = Some(now.as_secs() + 1);
+    let id = engine.request(now, wants).unwrap();
+    let connection = ProvisionResult::Connection(Connection {
+        host: "h".into(),
+        username: "u".into(),
+        password: "pw".into(),
+    });
+    engine.provisioned(now, AGENT, id, connection).unwrap();
+    sync(&mut engine, &mut journal).await;
+    journal.close().await;
+    let expires = Timestamp::from_secs(now.as_secs() + 1);
+    tokio::time::sleep(clock::until(clock::now(), expires) + Duration::from_millis(20)).await;
+
+    let (mut engine, journal) = open_ok(&config);
+    assert_eq!(
+        engine.allocation(&id).unwrap().state,
+        AllocationState::Expired
+    );
+    engine
+        .register_agent(clock::now(), AGENT, vec![machine(None)])
+        .unwrap();
+    let release =
+        std::iter::from_fn(|| engine.poll_output()).find(|o| matches!(o, Output::Release { .. }));
+    assert_eq!(
+        release,
+        Some(Output::Release {
+            agent_id: AGENT,
+            allocation_id: id,
+            inventory_id: ids[0],
+        })
+    );
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn snapshots_replace_the_journal_files_they_cover() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        snapshot_every_records: 3,
+        ..config(dir.path())
+    };
+    let (mut engine, mut journal) = open_ok(&config);
+    engine
+        .register_agent(clock::now(), AGENT, vec![machine(Some("h"))])
+        .unwrap();
+    let mut last = Uuid::nil();
+    for _ in 0..10 {
+        last = engine
+            .request(clock::now(), Requirements::for_user("u"))
+            .unwrap();
+        engine.release(clock::now(), last).unwrap();
+        sync(&mut engine, &mut journal).await;
+        if journal.snapshot_due() {
+            journal.snapshot(engine.snapshot());
+        }
+    }
+    sync(&mut engine, &mut journal).await;
+    journal.close().await;
+    let names: Vec<String> = fs::read_dir(&config.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let snapshots = names.iter().filter(|n| n.ends_with(".snap")).count();
+    assert_eq!(snapshots, 1, "{names:?}");
+    assert_eq!(segments(&config).len(), 1, "{names:?}");
+
+    let (engine, journal) = open_ok(&config);
+    assert_eq!(
+        engine.allocation(&last).unwrap().state,
+        AllocationState::Released
+    );
+    assert_eq!(engine.allocations().len(), 10);
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_off_and_the_rest_kept() {
+    for keep in [1, 3, 9] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let (first, second) = two_allocations(&config).await;
+        let segment = segments(&config).pop().unwrap();
+        let bytes = fs::read(&segment).unwrap();
+        let last = *record_offsets(&bytes).last().unwrap();
+        fs::write(&segment, &bytes[..last + keep]).unwrap();
+
+        let (engine, journal) = open_ok(&config);
+        assert_eq!(
+            engine.allocation(&first).unwrap().state,
+            AllocationState::Ready
+        );
+        assert!(
+            engine.allocation(&second).is_none(),
+            "the torn request is gone"
+        );
+        journal.close().await;
+        let (engine, journal) = open_ok(&config);
+        assert!(engine.allocation(&first).is_some(), "and stays cut off");
+        journal.close().await;
+    }
+}
+
+#[tokio::test]
+async fn damage_before_the_last_record_refuses_to_start_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    two_allocations(&config).await;
+    let segment = segments(&config).pop().unwrap();
+    let pristine = fs::read(&segment).unwrap();
+    let first = record_offsets(&pristine)[0];
+    for (flip, why) in [
+        (first + 3, "over the limit"),
+        (first + 5, "checksum mismatch"),
+        (first + 20, "checksum mismatch"),
+    ] {
+        let mut bytes = pristine.clone();
+        bytes[flip] ^= 0x08;
+        fs::write(&segment, &bytes).unwrap();
+        match open(&config, &Config::default()) {
+            Err(JournalError::Damaged {
+                path,
+                offset,
+                why: found,
+            }) => {
+                assert_eq!(path, segment);
+                assert_eq!(offset, first as u64);
+                assert!(found.contains(why), "{found}");
+                assert!(found.contains("an intact record follows"), "{found}");
+            }
+            other => panic!("flipping byte {flip}: {other:?}"),
+        }
+        assert_eq!(fs::read(&segment).unwrap(), bytes, "nothing was cut");
+    }
+    let mut bytes = pristine.clone();
+    bytes[0] = b'X';
+    fs::write(&segment, &bytes).unwrap();
+    assert!(matches!(
+        open(&config, &Config::default()),
+        Err(JournalError::Damaged { offset: 0, .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    two_allocations(&config).await;
+    let snapshot = fs::read_dir(&config.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "snap"))
+        .unwrap();
+    let mut bytes = fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&snapshot, &bytes).unwrap();
+    match open(&config, &Config::default()) {
+        Err(JournalError::Damaged { path, offset, why }) => {
+            assert_eq!(path, snapshot);
+            assert_eq!(offset, HEADER_BYTES as u64);
+            assert_eq!(why, "checksum mismatch");
+        }
+        other => panic!("{other:?}"),
+    }
+    fs::write(&snapshot, &bytes[..middle]).unwrap();
+    assert!(matches!(
+        open(&config, &Config::default()),
+        Err(JournalError::Damaged { .. })
+    ));
+}
+
+#[tokio::test]
+async fn missing_records_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    two_allocations(&config).await;
+    // Restart once, so that the journal starts after a snapshot, then lose the snapshot.
+    let (_, journal) = open_ok(&config);
+    journal.close().await;
+    for entry in fs::read_dir(&config.dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "snap") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    match open(&config, &Config::default()) {
+        Err(e @ JournalError::Missing { first: 1, .. }) => {
+            assert!(e.to_string().contains("records 1 to"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_record_the_engine_refuses_on_replay_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    two_allocations(&config).await;
+    let segment = segments(&config).pop().unwrap();
+    let record = Record {
+        now: clock::now(),
+        input: Input::Release {
+            allocation_id: Uuid::from_u128(99),
+        },
+    };
+    let mut bytes = fs::read(&segment).unwrap();
+    let at = bytes.len();
+    push_frame(&mut bytes, &serde_json::to_vec(&record).unwrap()).unwrap();
+    fs::write(&segment, &bytes).unwrap();
+    match open(&config, &Config::default()) {
+        Err(JournalError::Replay { path, offset, .. }) => {
+            assert_eq!(path, segment);
+            assert_eq!(offset, at as u64);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn new_settings_apply_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    two_allocations(&config).await;
+    let changed = Config {
+        lease_secs_max: 60,
+        ..Config::default()
+    };
+    let (engine, journal) = open(&config, &changed).unwrap();
+    assert_eq!(engine.config().lease_secs_max, 60);
+    assert!(engine.config().record_inputs);
+    journal.close().await;
+}

@@ -1,0 +1,290 @@
+//! The `allocate-http` binary's side of security: the refusal of a non-loopback address with
+//! no tokens, the log line saying it runs open, a tokens file others may read, SIGHUP
+//! reloads, and no token or password in its log even at trace level.
+
+mod common;
+
+use common::{bounded, recv_status, resource, send, Ws, STEP};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+const SERVER_BIN: &str = env!("CARGO_BIN_EXE_allocate-http");
+const AGENT: &str = "agent-token-0123456789";
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+const UNKNOWN: &str = "unknown-token-0123456789";
+
+/// A fresh folder holding a tokens file, removed on drop.
+struct TokensFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TokensFile {
+    fn new(text: &str, mode: u32) -> TokensFile {
+        let dir = std::env::temp_dir().join(format!("allocate-auth-proc-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).expect("temp dir");
+        let path = dir.join("tokens");
+        let file = TokensFile { dir, path };
+        file.write(text, mode);
+        file
+    }
+
+    fn write(&self, text: &str, mode: u32) {
+        std::fs::write(&self.path, text).expect("write tokens");
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TokensFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The server binary as a child, its stderr read line by line, in a scratch working
+/// folder (for whatever it writes by default); killed, and the folder removed, on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let dir = std::env::temp_dir().join(format!("allocate-auth-cwd-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).expect("scratch dir");
+        let mut command = Command::new(SERVER_BIN);
+        command
+            .current_dir(&dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ALLOCATE_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command.spawn().expect("start allocate-http");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            log: Vec::new(),
+            dir,
+        }
+    }
+
+    /// The first new log line containing `needle`; panics after [`STEP`].
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?}; the log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The address from the "listening" line.
+    fn address(&mut self) -> SocketAddr {
+        let line = self.wait_for("allocate-http listening");
+        let (_, address) = line.rsplit_once("address=").expect("address in the line");
+        address.trim().parse().expect("a socket address")
+    }
+
+    /// Waits for the process to exit by itself; its status and whole log.
+    fn exit(mut self) -> (ExitStatus, String) {
+        let deadline = std::time::Instant::now() + STEP;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "allocate-http did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        (status, self.drain())
+    }
+
+    /// Kills the process; its whole log.
+    fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.drain()
+    }
+
+    fn drain(&mut self) -> String {
+        while let Ok(line) = self.lines.recv_timeout(STEP) {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                "kill -s \"$1\" \"$2\"",
+                "sh",
+                name,
+                &self.child.id().to_string(),
+            ])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_non_loopback_address_without_tokens_is_refused() {
+    let (status, log) = Proc::spawn(&["--listen", "0.0.0.0:0"]).exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("refusing to listen on 0.0.0.0:0"), "{log}");
+    assert!(
+        log.contains("--tokens-file") && log.contains("--allow-open"),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_tokens_the_log_says_it_runs_open() {
+    let mut server = Proc::spawn(&["--listen", "127.0.0.1:0"]);
+    let line = server.wait_for("runs open");
+    assert!(line.contains("WARN"), "{line}");
+    server.address();
+    server.kill();
+}
+
+#[test]
+fn a_tokens_file_others_can_read_is_refused() {
+    let file = TokensFile::new(&format!("{ALICE} user alice\n"), 0o644);
+    let (status, log) =
+        Proc::spawn(&["--listen", "127.0.0.1:0", "--tokens-file", file.arg()]).exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("chmod 600") && log.contains("mode 644"),
+        "{log}"
+    );
+    assert!(!log.contains(ALICE), "{log}");
+    file.write(&format!("{ALICE} root\n"), 0o600);
+    let (status, log) =
+        Proc::spawn(&["--listen", "127.0.0.1:0", "--tokens-file", file.arg()]).exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("line 1") && !log.contains(ALICE), "{log}");
+}
+
+async fn ws_as(addr: SocketAddr, path: &str, token: &str) -> Ws {
+    let mut request = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+    request.headers_mut().insert("authorization", bearer);
+    bounded(connect_async(request)).await.expect("upgrade").0
+}
+
+async fn status_of(http: &reqwest::Client, addr: SocketAddr, token: &str, path: &str) -> u16 {
+    let request = http.get(format!("http://{addr}{path}")).bearer_auth(token);
+    bounded(request.send())
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_tokens_and_no_secret_reaches_the_log() {
+    let tokens = format!("{AGENT} agent\n{ALICE} user alice\n");
+    let file = TokensFile::new(&tokens, 0o600);
+    let mut server = Proc::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens-file",
+        file.arg(),
+        "--log-level",
+        "trace",
+    ]);
+    server.wait_for("bearer tokens loaded");
+    let addr = server.address();
+    let http = reqwest::Client::new();
+
+    // A whole allocation, whose `ready` carries a password.
+    let mut agent = ws_as(addr, "/agent/", AGENT).await;
+    let machine = resource(&["nvidia"], 4, Some("10.0.0.7"));
+    send(
+        &mut agent,
+        json!({"agent_id": uuid::Uuid::new_v4(), "resources": [machine]}),
+    )
+    .await;
+    recv_status(&mut agent, "ok").await;
+    let mut client = ws_as(addr, "/allocate/", ALICE).await;
+    send(&mut client, json!({"requirements": {"username": "alice"}})).await;
+    let ready = recv_status(&mut client, "ready").await;
+    assert_eq!(ready["connection"]["password"], "hunter2");
+    assert_eq!(status_of(&http, addr, ALICE, "/allocate/").await, 200);
+    assert_eq!(status_of(&http, addr, UNKNOWN, "/allocate/").await, 401);
+
+    // Bob's token works only once the file has it and the server heard SIGHUP.
+    assert_eq!(status_of(&http, addr, BOB, "/inventory").await, 401);
+    file.write(&format!("{tokens}{BOB} user bob\n"), 0o600);
+    server.signal("HUP");
+    let reloaded = server.wait_for("tokens file reloaded");
+    assert!(reloaded.contains("tokens=3"), "{reloaded}");
+    assert_eq!(status_of(&http, addr, BOB, "/inventory").await, 200);
+    file.write("broken", 0o600);
+    server.signal("HUP");
+    server.wait_for("keeping the tokens loaded before");
+    assert_eq!(status_of(&http, addr, BOB, "/inventory").await, 200);
+
+    let _ = client.close(None).await;
+    let _ = agent.close(None).await;
+    let log = server.kill();
+    assert!(
+        log.contains("unauthorized") && log.contains("allocation ready"),
+        "{log}"
+    );
+    for secret in [AGENT, ALICE, BOB, UNKNOWN, "hunter2"] {
+        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+    }
+}

@@ -1,0 +1,221 @@
+//! The `allocate-http` binary over a data directory, for the durability tests: started on
+//! 127.0.0.1:0 (its address read from its log), killed with SIGKILL through its own child
+//! handle, and always killed and reaped on drop.
+#![allow(dead_code)] // each test binary uses its own subset of the helpers
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The server binary cargo built for these tests.
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_allocate-http");
+
+/// How long a start (recovery included) may take.
+const START_MAX: Duration = Duration::from_secs(15);
+
+/// A running server process.
+pub struct ServerProc {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    http: reqwest::Client,
+}
+
+/// How a start went.
+pub enum Started {
+    /// It is serving.
+    Running(ServerProc),
+    /// It exited before serving: its exit code and its whole log.
+    Exited(Option<i32>, String),
+}
+
+/// Starts the server on `data_dir` (plus `extra` flags) and waits until it listens or exits.
+pub fn start(data_dir: &Path, extra: &[&str]) -> Started {
+    let mut command = Command::new(SERVER_BIN);
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(parent) = data_dir.parent() {
+        command.current_dir(parent);
+    }
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ALLOCATE_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command.spawn().expect("start allocate-http");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (lines_tx, lines) = mpsc::channel();
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            keep.lock().expect("log lock").push(line.clone());
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + START_MAX;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some((_, address)) = line.split_once("allocate-http listening address=") {
+                    let addr = address.trim().parse().expect("a socket address");
+                    let http = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(3))
+                        .build()
+                        .expect("http client");
+                    return Started::Running(ServerProc {
+                        child,
+                        addr,
+                        log,
+                        http,
+                    });
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().expect("wait for allocate-http");
+                let log = log.lock().expect("log lock").join("\n");
+                return Started::Exited(status.code(), log);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "allocate-http neither listened nor exited within {START_MAX:?}:\n{}",
+                    log.lock().expect("log lock").join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// Starts the server (plus `extra` flags), which must come up.
+pub fn start_ok(data_dir: &Path, extra: &[&str]) -> ServerProc {
+    match start(data_dir, extra) {
+        Started::Running(server) => server,
+        Started::Exited(code, log) => panic!("allocate-http exited ({code:?}) on start:\n{log}"),
+    }
+}
+
+impl ServerProc {
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// `kill -9`; returns its log.
+    pub fn kill9(mut self) -> String {
+        let _ = self.child.kill(); // SIGKILL on unix
+        let _ = self.child.wait();
+        self.log()
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `ws://addr{path}`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// `GET path`, which must answer 200; returns `data`.
+    pub async fn get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("a JSON body");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body["data"].clone()
+    }
+
+    /// `DELETE path`: the status, or the transport error.
+    pub async fn delete(&self, path: &str) -> Result<u16, reqwest::Error> {
+        Ok(self
+            .http
+            .delete(self.url(path))
+            .send()
+            .await?
+            .status()
+            .as_u16())
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so a failing run can be repeated from its seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    /// A seed from the clock, or from `ALLOCATE_TEST_SEED` to repeat a run.
+    pub fn seed() -> u64 {
+        std::env::var("ALLOCATE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock after 1970")
+                    .as_nanos() as u64
+            })
+    }
+
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `range`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low)
+    }
+
+    /// `true` with probability `1 / n`.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.next() % n == 0
+    }
+}
+
+/// Now in unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}

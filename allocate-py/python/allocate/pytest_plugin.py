@@ -1,0 +1,108 @@
+"""The allocate pytest plugin (registered through the ``pytest11`` entry point).
+
+Fixtures:
+
+- ``allocate_server`` (session): an allocate ``Server`` running in this process, with the
+  resources of the ``allocate_resources`` fixture registered by an ``Agent``.
+- ``allocate_resources`` (session): the resources that server registers; none unless a
+  ``conftest.py`` overrides it.
+- ``allocate_url`` (session): ``--allocate-url`` (or ``$ALLOCATE_URL``) when given, so tests run
+  against a real lab server; otherwise the in-process server's URL.
+- ``allocate_client`` (session): a ``Client`` of ``allocate_url`` (``--allocate-token`` /
+  ``$ALLOCATE_TOKEN``, ``--allocate-username``).
+- ``allocation``: a resource held for one test, released after it. Its requirements come from
+  the test's ``@pytest.mark.allocate(tags=["nvidia"], timeout=30, ...)`` marker (keywords of
+  ``Client.allocate``); without the marker, any resource.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, List
+
+import pytest
+
+import allocate
+
+MARKER = "allocate"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Adds ``--allocate-url``, ``--allocate-token`` and ``--allocate-username``."""
+    group = parser.getgroup("allocate", "allocate: dedicated lab hardware for tests")
+    group.addoption(
+        "--allocate-url",
+        default=os.environ.get("ALLOCATE_URL"),
+        help="allocate server to use (default: $ALLOCATE_URL, else a server started in-process)",
+    )
+    group.addoption(
+        "--allocate-token",
+        default=os.environ.get("ALLOCATE_TOKEN"),
+        help="bearer token for the allocate server (default: $ALLOCATE_TOKEN)",
+    )
+    group.addoption(
+        "--allocate-username",
+        default=None,
+        help="username allocations are made for (default: $ALLOCATE_USERNAME or the login name)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Registers the ``allocate`` marker."""
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(**requirements): what the `allocation` fixture asks for "
+        "(keywords of allocate.Client.allocate, e.g. tags=['nvidia'], timeout=30)",
+    )
+
+
+@pytest.fixture(scope="session")
+def allocate_resources() -> List[allocate.Resource]:
+    """Resources the in-process server registers; override it in a ``conftest.py``."""
+    return []
+
+
+@pytest.fixture(scope="session")
+def allocate_server(allocate_resources: List[allocate.Resource]) -> Iterator[allocate.Server]:
+    """An allocate server in this process with ``allocate_resources`` registered."""
+    with allocate.Server() as server:
+        if allocate_resources:
+            with server.add_agent(allocate_resources):
+                yield server
+        else:
+            yield server
+
+
+@pytest.fixture(scope="session")
+def allocate_url(request: pytest.FixtureRequest) -> str:
+    """The server under test: ``--allocate-url`` when given, else the in-process server."""
+    url: str | None = request.config.getoption("--allocate-url")
+    if url:
+        return url
+    server: allocate.Server = request.getfixturevalue("allocate_server")
+    return server.url
+
+
+@pytest.fixture(scope="session")
+def allocate_client(request: pytest.FixtureRequest, allocate_url: str) -> allocate.Client:
+    """A client of the server under test."""
+    return allocate.Client(
+        allocate_url,
+        token=request.config.getoption("--allocate-token"),
+        username=request.config.getoption("--allocate-username"),
+    )
+
+
+@pytest.fixture
+def allocation(
+    request: pytest.FixtureRequest, allocate_client: allocate.Client
+) -> Iterator[allocate.Allocation]:
+    """A resource held for this test (see the ``allocate`` marker), released afterwards."""
+    marker = request.node.get_closest_marker(MARKER)
+    if marker is not None and marker.args:
+        raise pytest.UsageError(
+            f"@pytest.mark.{MARKER} takes keyword arguments only, got {marker.args!r}"
+        )
+    requirements: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    with allocate_client.allocate(**requirements) as held:
+        yield held

@@ -1,0 +1,128 @@
+//! The exception classes: one base, `AllocateError`, and one subclass per error code of the
+//! contract (allocate-core's `ErrorCode` table), plus `ConnectionLost` for the network.
+
+use allocate_core::ErrorCode;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+create_exception!(
+    allocate,
+    AllocateError,
+    PyException,
+    "Base class of every error the allocate package raises; `code` names the contract's error code."
+);
+create_exception!(
+    allocate,
+    InvalidRequest,
+    AllocateError,
+    "A malformed or out-of-range request or field (400 invalid_request); the message names the field."
+);
+create_exception!(
+    allocate,
+    Unauthorized,
+    AllocateError,
+    "No bearer token, or one the server does not know (401 unauthorized)."
+);
+create_exception!(
+    allocate,
+    Forbidden,
+    AllocateError,
+    "The token's role may not do this (403 forbidden)."
+);
+create_exception!(
+    allocate,
+    NotFound,
+    AllocateError,
+    "An unknown or already ended allocation or resource (404 not_found)."
+);
+create_exception!(
+    allocate,
+    AllocationTimeout,
+    AllocateError,
+    "Nothing matching became ready before the wait ended (408 allocation_timeout)."
+);
+create_exception!(
+    allocate,
+    Conflict,
+    AllocateError,
+    "The request clashes with the current state, such as an id another agent owns (409 conflict)."
+);
+create_exception!(
+    allocate,
+    InternalError,
+    AllocateError,
+    "A fault in the server; its log has the details (500 internal)."
+);
+create_exception!(
+    allocate,
+    ShuttingDown,
+    AllocateError,
+    "The server is stopping (503 shutting_down)."
+);
+create_exception!(
+    allocate,
+    ConnectionLost,
+    AllocateError,
+    "The server could not be reached, or the connection to it dropped or stopped answering."
+);
+
+/// The `code` class attribute of the classes that no contract code names.
+const BASE_CODE: &str = "error";
+const CONNECTION_LOST_CODE: &str = "connection_lost";
+
+/// Adds the exception classes to the module, each with its `code` class attribute.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let base = py.get_type::<AllocateError>();
+    base.setattr("code", BASE_CODE)?;
+    m.add("AllocateError", base)?;
+    for code in ErrorCode::ALL {
+        let class = from_error_code(code, String::new()).get_type(py);
+        class.setattr("code", code.as_str())?;
+        m.add(class.name()?, class)?;
+    }
+    let lost = py.get_type::<ConnectionLost>();
+    lost.setattr("code", CONNECTION_LOST_CODE)?;
+    m.add("ConnectionLost", lost)?;
+    Ok(())
+}
+
+/// The exception for a contract error `code` (as the server sends it) with its message; an
+/// unknown code (a newer server) gives the base class.
+pub fn from_code(code: &str, message: impl Into<String>) -> PyErr {
+    let message = message.into();
+    match ErrorCode::ALL.into_iter().find(|c| c.as_str() == code) {
+        Some(code) => from_error_code(code, message),
+        None => AllocateError::new_err(format!("{code}: {message}")),
+    }
+}
+
+/// The exception for a contract error code.
+pub fn from_error_code(code: ErrorCode, message: String) -> PyErr {
+    match code {
+        ErrorCode::InvalidRequest => InvalidRequest::new_err(message),
+        ErrorCode::Unauthorized => Unauthorized::new_err(message),
+        ErrorCode::Forbidden => Forbidden::new_err(message),
+        ErrorCode::NotFound => NotFound::new_err(message),
+        ErrorCode::AllocationTimeout => AllocationTimeout::new_err(message),
+        ErrorCode::Conflict => Conflict::new_err(message),
+        ErrorCode::Internal => InternalError::new_err(message),
+        ErrorCode::ShuttingDown => ShuttingDown::new_err(message),
+    }
+}
+
+/// The exception for an error of the engine.
+pub fn from_core(error: allocate_core::Error) -> PyErr {
+    from_error_code(error.code(), error.to_string())
+}
+
+/// A `ConnectionLost` with this message.
+pub fn lost(message: impl Into<String>) -> PyErr {
+    ConnectionLost::new_err(message.into())
+}
+
+/// An `InvalidRequest` with this message.
+pub fn invalid(message: impl Into<String>) -> PyErr {
+    InvalidRequest::new_err(message.into())
+}

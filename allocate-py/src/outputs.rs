@@ -1,0 +1,311 @@
+//! The engine's outputs as Python classes, one per kind; the client's queue progress and the
+//! agent's orders use the same classes.
+
+use crate::types::{connection_repr, quote, repr, repr_opt, Connection};
+use allocate_core::Output;
+use pyo3::prelude::*;
+use uuid::Uuid;
+
+/// A waiting request's place in the queue (sent again whenever it changes).
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    /// The request.
+    pub allocation_id: String,
+    /// 1-based place among all waiting requests.
+    pub position: u32,
+    /// Registered resources that could ever satisfy it (0: it waits for one to be registered).
+    pub matching_resources: u64,
+    /// The earliest known lease end (unix seconds) among matching resources that are held.
+    pub eta: Option<u64>,
+}
+
+/// The allocation is ready: its resource and how to reach it.
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The allocation.
+    pub allocation_id: String,
+    /// The resource it holds.
+    pub inventory_id: String,
+    /// How to reach it.
+    pub connection: Connection,
+    /// When the lease ends (unix seconds).
+    pub expires: u64,
+}
+
+/// Nothing became free before the request's wait ended (the contract's 408).
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedOut {
+    /// The request.
+    pub allocation_id: String,
+}
+
+/// The lease ended.
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expired {
+    /// The allocation.
+    pub allocation_id: String,
+}
+
+/// The allocation was released (or the waiting request cancelled).
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// The allocation.
+    pub allocation_id: String,
+}
+
+/// The resource's agent went away during the lease.
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offline {
+    /// The allocation.
+    pub allocation_id: String,
+}
+
+/// The resource's agent came back during the lease.
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Online {
+    /// The allocation.
+    pub allocation_id: String,
+}
+
+/// An order to an agent: prepare a resource for a user.
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provision {
+    /// The agent to ask.
+    pub agent_id: String,
+    /// The allocation being prepared.
+    pub allocation_id: String,
+    /// The resource.
+    pub inventory_id: String,
+    /// Who will hold it.
+    pub username: String,
+    /// When the lease ends (unix seconds).
+    pub expires: u64,
+}
+
+/// An order to an agent: clean up a resource after an allocation.
+#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// The agent to ask.
+    pub agent_id: String,
+    /// The allocation that ended.
+    pub allocation_id: String,
+    /// The resource.
+    pub inventory_id: String,
+}
+
+fn id(id: Uuid) -> String {
+    id.to_string()
+}
+
+/// Defines the constructor and `__repr__` of output classes whose fields are all ids (strings).
+macro_rules! id_outputs {
+    ($($class:ident: $($field:ident),+;)+) => {$(
+        #[pymethods]
+        impl $class {
+            #[new]
+            fn new($($field: String),+) -> Self {
+                $class { $($field),+ }
+            }
+
+            fn __repr__(&self) -> String {
+                repr(stringify!($class), &[$((stringify!($field), quote(&self.$field))),+])
+            }
+        }
+    )+};
+}
+
+id_outputs! {
+    TimedOut: allocation_id;
+    Expired: allocation_id;
+    Released: allocation_id;
+    Offline: allocation_id;
+    Online: allocation_id;
+    Release: agent_id, allocation_id, inventory_id;
+}
+
+#[pymethods]
+impl Queued {
+    #[new]
+    #[pyo3(signature = (allocation_id, position, matching_resources, eta = None))]
+    fn new(
+        allocation_id: String,
+        position: u32,
+        matching_resources: u64,
+        eta: Option<u64>,
+    ) -> Self {
+        Queued {
+            allocation_id,
+            position,
+            matching_resources,
+            eta,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        repr(
+            "Queued",
+            &[
+                ("allocation_id", quote(&self.allocation_id)),
+                ("position", self.position.to_string()),
+                ("matching_resources", self.matching_resources.to_string()),
+                ("eta", repr_opt(self.eta, |t| t.to_string())),
+            ],
+        )
+    }
+}
+
+#[pymethods]
+impl Ready {
+    #[new]
+    fn new(
+        allocation_id: String,
+        inventory_id: String,
+        connection: PyRef<'_, Connection>,
+        expires: u64,
+    ) -> Self {
+        Ready {
+            allocation_id,
+            inventory_id,
+            connection: Connection::clone(&connection),
+            expires,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        repr(
+            "Ready",
+            &[
+                ("allocation_id", quote(&self.allocation_id)),
+                ("inventory_id", quote(&self.inventory_id)),
+                ("connection", connection_repr(&self.connection.0)),
+                ("expires", self.expires.to_string()),
+            ],
+        )
+    }
+}
+
+#[pymethods]
+impl Provision {
+    #[new]
+    fn new(
+        agent_id: String,
+        allocation_id: String,
+        inventory_id: String,
+        username: String,
+        expires: u64,
+    ) -> Self {
+        Provision {
+            agent_id,
+            allocation_id,
+            inventory_id,
+            username,
+            expires,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        repr(
+            "Provision",
+            &[
+                ("agent_id", quote(&self.agent_id)),
+                ("allocation_id", quote(&self.allocation_id)),
+                ("inventory_id", quote(&self.inventory_id)),
+                ("username", quote(&self.username)),
+                ("expires", self.expires.to_string()),
+            ],
+        )
+    }
+}
+
+/// The Python object for one engine output.
+pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
+    Ok(match output {
+        Output::Queued {
+            allocation_id,
+            position,
+            matching_resources,
+            eta,
+        } => Queued {
+            allocation_id: id(allocation_id),
+            position,
+            matching_resources,
+            eta,
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::Ready {
+            allocation_id,
+            inventory_id,
+            connection,
+            expires,
+        } => Ready {
+            allocation_id: id(allocation_id),
+            inventory_id: id(inventory_id),
+            connection: Connection(connection),
+            expires,
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::TimedOut { allocation_id } => TimedOut {
+            allocation_id: id(allocation_id),
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::Expired { allocation_id } => Expired {
+            allocation_id: id(allocation_id),
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::Released { allocation_id } => Released {
+            allocation_id: id(allocation_id),
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::Offline { allocation_id } => Offline {
+            allocation_id: id(allocation_id),
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::Online { allocation_id } => Online {
+            allocation_id: id(allocation_id),
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::Provision {
+            agent_id,
+            allocation_id,
+            inventory_id,
+            username,
+            expires,
+        } => Provision {
+            agent_id: id(agent_id),
+            allocation_id: id(allocation_id),
+            inventory_id: id(inventory_id),
+            username,
+            expires,
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::Release {
+            agent_id,
+            allocation_id,
+            inventory_id,
+        } => Release {
+            agent_id: id(agent_id),
+            allocation_id: id(allocation_id),
+            inventory_id: id(inventory_id),
+        }
+        .into_pyobject(py)?
+        .into_any(),
+    }
+    .unbind())
+}

@@ -1,0 +1,114 @@
+//! Matching and committing an allocation, against a plain linear scan of the same inventory.
+//!
+//! At each size the lab is first half allocated by the harness's own mix of needs. Then:
+//! - `allocate/N`: one request from the mix, matched and committed (ready at once: static
+//!   connections); only the request is timed, not the release that keeps the state steady;
+//! - `allocate_release/N`: a request and its release, as throughput;
+//! - `linear_scan/N`: the same match and commit by scanning every resource, the baseline.
+//!   Before timing, the scan is checked to pick the same resource as the engine for every
+//!   need of the mix.
+
+use allocate_benches::{allocate, fill, lab_engine, release, request_mix, LinearScan, SIZES, T0};
+use allocate_core::{Engine, Output, Requirements};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// A lab of `n` resources, half of them held.
+fn half_allocated(n: usize) -> Engine {
+    let mut engine = lab_engine(n);
+    fill(&mut engine, n / 2);
+    engine
+}
+
+/// The scan must choose exactly what the engine chooses, need by need.
+fn assert_same_choices(engine: &mut Engine, scan: &LinearScan, mix: &[Requirements]) {
+    for r in mix {
+        let engine_pick = allocate(engine, r);
+        let scan_pick = scan.best_free(r).map(|i| scan.id(i));
+        assert_eq!(
+            engine_pick.map(|(_, inventory_id)| inventory_id),
+            scan_pick,
+            "{r:?}"
+        );
+        if let Some((id, _)) = engine_pick {
+            release(engine, id);
+        }
+    }
+}
+
+fn bench_allocate(c: &mut Criterion) {
+    let mix = request_mix();
+    for n in SIZES {
+        let mut engine = half_allocated(n);
+        let mut scan = LinearScan::of(&engine);
+        assert_same_choices(&mut engine, &scan, &mix);
+
+        let mut group = c.benchmark_group("allocate");
+        group.throughput(Throughput::Elements(1));
+        let mut next = 0;
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let r = mix[next % mix.len()].clone();
+                    next += 1;
+                    let start = Instant::now();
+                    let id = engine.request(T0, r).expect("a valid request");
+                    let ready = matches!(engine.poll_output(), Some(Output::Ready { .. }));
+                    timed += start.elapsed();
+                    if ready {
+                        release(&mut engine, id);
+                    }
+                }
+                timed
+            });
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group("allocate_release");
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                let r = &mix[next % mix.len()];
+                next += 1;
+                if let Some((id, _)) = allocate(&mut engine, r) {
+                    release(&mut engine, id);
+                }
+            });
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group("linear_scan");
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let r = &mix[next % mix.len()];
+                    next += 1;
+                    let start = Instant::now();
+                    let pick = black_box(scan.best_free(r));
+                    if let Some(i) = pick {
+                        scan.set_free(i, false);
+                    }
+                    timed += start.elapsed();
+                    if let Some(i) = pick {
+                        scan.set_free(i, true);
+                    }
+                }
+                timed
+            });
+        });
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench_allocate
+}
+criterion_main!(benches);

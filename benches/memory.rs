@@ -1,0 +1,97 @@
+//! Memory per registered resource, measured with a counting global allocator.
+//!
+//! For each size, registers the lab (10 resources per agent, so 100,000 resources come from
+//! 10,000 agents) and prints the heap the engine holds per resource: just registered, then
+//! with half of them allocated. "Asked" counts the bytes the engine asked for (spare capacity
+//! of its vectors and tables included); "with malloc" adds what glibc's allocator makes of each
+//! block (an 8-byte header, rounded up to 16 bytes, at least 32), an estimate of the real
+//! footprint. The target is at most 1 KiB per registered resource. Run with
+//! `cargo bench -p allocate-benches --bench memory`.
+
+use allocate_benches::{fill, lab_engine, RESOURCES_PER_AGENT, SIZES};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The system allocator, counting the bytes currently allocated, as asked and as glibc's
+/// chunks would hold them.
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIVE_CHUNK_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The size of the glibc chunk that holds a block of `size` bytes (blocks above the mmap
+/// threshold are rounded to pages instead, which the estimate ignores: there are few of them).
+fn chunk(size: usize) -> usize {
+    ((size + 8 + 15) & !15).max(32)
+}
+
+fn count(asked: usize, add: bool) {
+    if add {
+        LIVE_BYTES.fetch_add(asked, Ordering::Relaxed);
+        LIVE_CHUNK_BYTES.fetch_add(chunk(asked), Ordering::Relaxed);
+    } else {
+        LIVE_BYTES.fetch_sub(asked, Ordering::Relaxed);
+        LIVE_CHUNK_BYTES.fetch_sub(chunk(asked), Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on unchanged to the system allocator, which upholds the
+// `GlobalAlloc` contract; the counter only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract, which `System.alloc` shares.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size(), true);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: `p` was allocated by this allocator with `layout`, as the caller guarantees.
+        unsafe { System.dealloc(p, layout) };
+        count(layout.size(), false);
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract, which `System.realloc` shares.
+        let q = unsafe { System.realloc(p, layout, new_size) };
+        if !q.is_null() {
+            count(layout.size(), false);
+            count(new_size, true);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes currently allocated: as asked, and with glibc's chunk overhead.
+fn live() -> (usize, usize) {
+    (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_CHUNK_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+fn main() {
+    println!("heap per registered resource (target: at most 1024 bytes)");
+    for n in SIZES {
+        let (bytes, blocks) = live();
+        let mut engine = lab_engine(n);
+        let registered = (live().0 - bytes, live().1 - blocks);
+        fill(&mut engine, n / 2);
+        let half = (live().0 - bytes, live().1 - blocks);
+        println!(
+            "memory/{n} ({} agents), bytes per resource: registered {} asked, {} with malloc; \
+             half allocated {} asked, {} with malloc",
+            n.div_ceil(RESOURCES_PER_AGENT),
+            registered.0 / n,
+            registered.1 / n,
+            half.0 / n,
+            half.1 / n,
+        );
+        drop(engine);
+    }
+}

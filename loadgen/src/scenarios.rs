@@ -1,0 +1,425 @@
+//! The scenarios: each starts its own server, measures, checks its targets and stops it.
+
+use crate::failure::{Failure, Tally};
+use crate::fleet::{self, AgentPlan, Fleet, Provisioning};
+use crate::http::HttpConn;
+use crate::report::{ms, Latency, Phase, Report};
+use crate::server::{machine_busy_time, own_cpu_time, Launch, Server};
+use crate::users::{self, Bounds, Holder, Pace, Run, Waiters};
+use clap::ValueEnum;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Fleet numbers, so that agent ids of different roles never collide.
+const FLEET_CATALOG: u32 = 1;
+const FLEET_SPECIAL: u32 = 2;
+
+/// A scenario to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Users cycling against agents with static connection details.
+    Cycles,
+    /// The same, with agents answering provision and release round trips.
+    Provision,
+    /// Queue hand-off: DELETE of the holder to `ready` of the waiting client.
+    Handoff,
+    /// Cycles with and without many clients waiting in the queue.
+    Queued,
+    /// Many agents and resources: server memory, `GET /inventory/`, cycles at that size.
+    Scale,
+    /// Cycles with the journal off and on (skipped when the server has no journal flag).
+    Journal,
+    /// All of the above.
+    Main,
+}
+
+/// The sizes and bounds the scenarios use.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Agents of the catalog fleet.
+    pub agents: usize,
+    /// Resources they hold in all.
+    pub resources: usize,
+    /// Concurrent cycling users.
+    pub users: usize,
+    /// Bounds of each measured phase.
+    pub bounds: Bounds,
+    /// Unmeasured cycling before each measured phase.
+    pub warmup: Duration,
+    /// The load (cycles per second) at which the `cycles` scenario checks time to ready.
+    pub paced_rate: f64,
+    /// Hand-off pairs.
+    pub pairs: usize,
+    /// Clients waiting in the queue in the `queued` scenario.
+    pub waiters: usize,
+    /// Agents in the `scale` scenario.
+    pub scale_agents: usize,
+    /// Resources per agent in the `scale` scenario.
+    pub scale_resources_per_agent: usize,
+    /// `GET /inventory/` requests timed in the `scale` scenario.
+    pub inventory_gets: usize,
+}
+
+/// Runs one scenario and adds what it measured to `report`.
+pub async fn run(scenario: Scenario, launch: &Launch, s: &Settings, report: &mut Report) {
+    let failures = Arc::new(Tally::default());
+    let name = format!("{scenario:?}").to_lowercase();
+    let outcome = match scenario {
+        Scenario::Cycles => cycles(launch, s, Provisioning::Static, &failures, report).await,
+        Scenario::Provision => cycles(launch, s, Provisioning::RoundTrip, &failures, report).await,
+        Scenario::Handoff => handoff(launch, s, &failures, report).await,
+        Scenario::Queued => queued(launch, s, &failures, report).await,
+        Scenario::Scale => scale(launch, s, &failures, report).await,
+        Scenario::Journal => journal(launch, s, &failures, report).await,
+        Scenario::Main => Ok(()),
+    };
+    if let Err(f) = outcome {
+        failures.record(&f);
+    }
+    report.errors += failures.total();
+    let lines = failures.lines();
+    report
+        .failures
+        .extend(lines.into_iter().map(|l| format!("{name}: {l}")));
+}
+
+/// The requirements of the clients that wait in the `queued` scenario.
+fn scarce_request(username: &str) -> String {
+    let requirements =
+        json!({"tags": ["scarce"], "username": username, "allocation_timeout_seconds": 3600});
+    json!({ "requirements": requirements }).to_string()
+}
+
+/// An agent with one resource per label, each with static connection details.
+fn special_agent(index: usize, labels: impl IntoIterator<Item = String>) -> AgentPlan {
+    let resources = labels
+        .into_iter()
+        .map(|label| {
+            json!({"labels": [label], "cpu_count": 1, "memory_gb": 1, "gpu": [], "type": "device",
+                   "connection": fleet::static_connection(index)})
+        })
+        .collect();
+    AgentPlan {
+        agent_id: fleet::agent_id(FLEET_SPECIAL, index),
+        resources,
+    }
+}
+
+/// Measures one phase of cycles (after an unmeasured warm-up when `warmup` is set).
+async fn measure(
+    server: &Server,
+    name: String,
+    users: usize,
+    bounds: Bounds,
+    warmup: Option<Duration>,
+    failures: &Arc<Tally>,
+) -> Phase {
+    measure_paced(server, name, users, bounds, Pace::Flat, warmup, failures).await
+}
+
+/// [`measure`] at a given pace.
+async fn measure_paced(
+    server: &Server,
+    name: String,
+    users: usize,
+    bounds: Bounds,
+    pace: Pace,
+    warmup: Option<Duration>,
+    failures: &Arc<Tally>,
+) -> Phase {
+    if let Some(time) = warmup {
+        let warm = Bounds {
+            count: u64::MAX,
+            time,
+        };
+        users::cycles(server.addr, users, warm, pace, failures).await;
+    }
+    let before = CpuTimes::now(server);
+    let run = users::cycles(server.addr, users, bounds, pace, failures).await;
+    let p = phase(server, name, run, before);
+    println!(
+        "  {}: {} cycles, {:.0}/s, time to ready p99 {:.2} ms",
+        p.name,
+        p.cycles,
+        p.rate(),
+        ms(p.latency.p99_us)
+    );
+    p
+}
+
+/// CPU time used so far by the server, the load generator and the whole machine.
+struct CpuTimes {
+    server: Duration,
+    own: Duration,
+    machine: Duration,
+}
+
+impl CpuTimes {
+    fn now(server: &Server) -> CpuTimes {
+        CpuTimes {
+            server: server.cpu_time(),
+            own: own_cpu_time(),
+            machine: machine_busy_time(),
+        }
+    }
+}
+
+fn phase(server: &Server, name: String, mut run: Run, before: CpuTimes) -> Phase {
+    let after = CpuTimes::now(server);
+    let server_cpu = after.server.saturating_sub(before.server);
+    let loadgen_cpu = after.own.saturating_sub(before.own);
+    let machine = after.machine.saturating_sub(before.machine);
+    Phase {
+        name,
+        cycles: run.cycles,
+        elapsed: run.elapsed,
+        latency: Latency::of(&mut run.samples_us),
+        server_cpu,
+        loadgen_cpu,
+        peak_rss_kib: server.peak_rss_kib(),
+        others_cpu: machine.saturating_sub(server_cpu + loadgen_cpu),
+    }
+}
+
+async fn cycles(
+    launch: &Launch,
+    s: &Settings,
+    provisioning: Provisioning,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let server = launch.start(None).await?;
+    let plans = fleet::catalog(FLEET_CATALOG, s.agents, s.resources, provisioning);
+    let fleet = Fleet::start(server.addr, plans, failures).await?;
+    let label = match provisioning {
+        Provisioning::Static => "cycles",
+        Provisioning::RoundTrip => "provision",
+    };
+    let name = format!("{label}/{}u {}a {}r", s.users, s.agents, s.resources);
+    let p = measure(&server, name, s.users, s.bounds, Some(s.warmup), failures).await;
+    if provisioning == Provisioning::Static {
+        report.check(
+            &format!("cycles/s, {} users, static", s.users),
+            ">= 5000",
+            format!("{:.0}", p.rate()),
+            p.rate() >= 5000.0,
+        );
+        report.phases.push(p);
+        let name = format!("{label}/{}u paced {:.0}/s", s.users, s.paced_rate);
+        let pace = Pace::Rate(s.paced_rate);
+        let p = measure_paced(&server, name, s.users, s.bounds, pace, None, failures).await;
+        report.check(
+            &format!("time-to-ready p99 at {:.0}/s, {} users", p.rate(), s.users),
+            "<= 10 ms",
+            format!("{:.2} ms", ms(p.latency.p99_us)),
+            ms(p.latency.p99_us) <= 10.0 && p.rate() >= 0.95 * s.paced_rate,
+        );
+        report.phases.push(p);
+    } else {
+        report.phases.push(p);
+    }
+    fleet.stop().await;
+    server.stop().await;
+    Ok(())
+}
+
+async fn handoff(
+    launch: &Launch,
+    s: &Settings,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let server = launch.start(None).await?;
+    let labels = (0..s.pairs).map(|p| format!("handoff-{p}"));
+    let fleet = Fleet::start(server.addr, vec![special_agent(0, labels)], failures).await?;
+    let before = CpuTimes::now(&server);
+    let run = users::handoffs(server.addr, s.pairs, s.bounds, failures).await;
+    let p = phase(&server, format!("handoff/{} pairs", s.pairs), run, before);
+    report.check(
+        "hand-off DELETE -> ready p99, static",
+        "<= 10 ms",
+        format!("{:.2} ms", ms(p.latency.p99_us)),
+        ms(p.latency.p99_us) <= 10.0,
+    );
+    report.phases.push(p);
+    fleet.stop().await;
+    server.stop().await;
+    Ok(())
+}
+
+async fn queued(
+    launch: &Launch,
+    s: &Settings,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let server = launch.start(None).await?;
+    let mut plans = fleet::catalog(FLEET_CATALOG, s.agents, s.resources, Provisioning::Static);
+    plans.push(special_agent(0, ["scarce".to_owned()]));
+    let fleet = Fleet::start(server.addr, plans, failures).await?;
+    let holder = Holder::take(server.addr, scarce_request("holder")).await?;
+    let base = format!("queued/{}u, none waiting", s.users);
+    let baseline = measure(&server, base, s.users, s.bounds, Some(s.warmup), failures).await;
+    let t0 = Instant::now();
+    let waiters =
+        Waiters::start(server.addr, s.waiters, scarce_request("waiter"), failures).await?;
+    report.notes.push(format!(
+        "queued: {} clients queued in {:.1} s",
+        s.waiters,
+        t0.elapsed().as_secs_f64()
+    ));
+    let name = format!("queued/{}u, {} waiting", s.users, s.waiters);
+    let loaded = measure(&server, name, s.users, s.bounds, None, failures).await;
+    let slowdown = baseline.rate() / loaded.rate().max(1e-9);
+    report.check(
+        &format!("slowdown of cycles with {} waiting", s.waiters),
+        "<= 2x",
+        format!("{slowdown:.2}x"),
+        slowdown <= 2.0,
+    );
+    report.phases.push(baseline);
+    report.phases.push(loaded);
+    let t0 = Instant::now();
+    waiters.stop().await;
+    report.notes.push(format!(
+        "queued: {} waiting clients closed at once, done in {:.1} s",
+        s.waiters,
+        t0.elapsed().as_secs_f64()
+    ));
+    holder.release(server.addr).await?;
+    fleet.stop().await;
+    server.stop().await;
+    Ok(())
+}
+
+async fn scale(
+    launch: &Launch,
+    s: &Settings,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let server = launch.start(None).await?;
+    let resources = s.scale_agents * s.scale_resources_per_agent;
+    let t0 = Instant::now();
+    let plans = fleet::catalog(
+        FLEET_CATALOG,
+        s.scale_agents,
+        resources,
+        Provisioning::Static,
+    );
+    let fleet = Fleet::start(server.addr, plans, failures).await?;
+    report.notes.push(format!(
+        "scale: {} agents registered {resources} resources in {:.1} s; server RSS then {:.1} MiB",
+        s.scale_agents,
+        t0.elapsed().as_secs_f64(),
+        server.peak_rss_kib() as f64 / 1024.0
+    ));
+    let gets = time_inventory(server.addr, resources, s.inventory_gets).await?;
+    let each: Vec<String> = gets
+        .iter()
+        .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
+        .collect();
+    report.notes.push(format!(
+        "scale: GET /inventory/ took {} ms; server RSS then {:.1} MiB",
+        each.join(", "),
+        server.peak_rss_kib() as f64 / 1024.0
+    ));
+    let name = format!("scale/{}u {}a {resources}r", s.users, s.scale_agents);
+    let p = measure(&server, name, s.users, s.bounds, Some(s.warmup), failures).await;
+    let worst = gets.iter().copied().max().unwrap_or_default();
+    report.check(
+        &format!("GET /inventory/ with {resources} resources"),
+        "<= 200 ms",
+        format!(
+            "{:.0} ms (worst of {})",
+            worst.as_secs_f64() * 1e3,
+            gets.len()
+        ),
+        worst <= Duration::from_millis(200),
+    );
+    let rss_mib = p.peak_rss_kib as f64 / 1024.0;
+    report.check(
+        &format!("server peak RSS, {} agents", s.scale_agents),
+        "<= 300 MiB",
+        format!("{rss_mib:.1} MiB"),
+        rss_mib <= 300.0,
+    );
+    report.phases.push(p);
+    fleet.stop().await;
+    server.stop().await;
+    Ok(())
+}
+
+/// Times `count` `GET /inventory/` requests; the first answer must list `resources` entries.
+async fn time_inventory(
+    addr: SocketAddr,
+    resources: usize,
+    count: usize,
+) -> Result<Vec<Duration>, Failure> {
+    let mut conn = HttpConn::connect(addr).await?;
+    let mut times = Vec::with_capacity(count);
+    for i in 0..count {
+        let t0 = Instant::now();
+        let response = conn.request("GET", "/inventory/").await?;
+        times.push(t0.elapsed());
+        if response.status != 200 {
+            return Err(Failure::new(
+                "inventory",
+                format!("status {}", response.status),
+            ));
+        }
+        if i == 0 {
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.body).map_err(|e| Failure::new("inventory", e))?;
+            let listed = body["data"].as_array().map_or(0, Vec::len);
+            if listed != resources {
+                return Err(Failure::new(
+                    "inventory",
+                    format!("listed {listed} of {resources} resources"),
+                ));
+            }
+        }
+    }
+    Ok(times)
+}
+
+async fn journal(
+    launch: &Launch,
+    s: &Settings,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    if !launch.has_journal {
+        report.notes.push(
+            "journal: skipped, this allocate-http has no --data-dir flag (no journal yet)".into(),
+        );
+        return Ok(());
+    }
+    let dir = launch.workdir.join("journal");
+    let mut rates = Vec::new();
+    for journal in [None, Some(dir.as_path())] {
+        let _ = std::fs::remove_dir_all(&dir);
+        let server = launch.start(journal).await?;
+        let plans = fleet::catalog(FLEET_CATALOG, s.agents, s.resources, Provisioning::Static);
+        let fleet = Fleet::start(server.addr, plans, failures).await?;
+        let label = if journal.is_some() { "on" } else { "off" };
+        let name = format!("journal {label}/{}u static", s.users);
+        let p = measure(&server, name, s.users, s.bounds, Some(s.warmup), failures).await;
+        rates.push(p.rate());
+        report.phases.push(p);
+        fleet.stop().await;
+        server.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let ratio = rates[1] / rates[0].max(1e-9);
+    report.check(
+        "cycles/s with the journal on vs off",
+        ">= 0.50",
+        format!("{ratio:.2}"),
+        ratio >= 0.5,
+    );
+    Ok(())
+}
