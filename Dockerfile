@@ -39,7 +39,7 @@ RUN groupadd --system --gid 10001 allocate \
        --shell /usr/sbin/nologin allocate \
     && install -d -o allocate -g allocate -m 0750 /var/lib/allocate
 COPY --from=builder /out/allocate-http /out/allocate-agent /usr/local/bin/
-# State lives here (the server's --data-dir once it has one; the agent's --state-dir).
+# State lives here: the server's journal and snapshots (--data-dir), the agent's id (--state-dir).
 VOLUME ["/var/lib/allocate"]
 WORKDIR /var/lib/allocate
 USER 10001:10001
@@ -52,7 +52,8 @@ ENTRYPOINT ["allocate-agent"]
 
 # ---- server: the default target -------------------------------------------------------------
 FROM runtime AS server
-ENV ALLOCATE_LISTEN=0.0.0.0:8080
+ENV ALLOCATE_LISTEN=0.0.0.0:8080 \
+    ALLOCATE_DATA_DIR=/var/lib/allocate/data
 EXPOSE 8080
 # GET /healthz over bash's /dev/tcp: no curl, so no extra package (and no version to pin).
 # The port is the one in ALLOCATE_LISTEN; a --listen flag does not change it.

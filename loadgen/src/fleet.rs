@@ -120,7 +120,7 @@ pub fn request(kind: usize, username: &str, wait_secs: u64) -> String {
 }
 
 /// Resource `i` of catalog agent `agent`: kinds rotate within an agent and across agents.
-pub fn resource(agent: usize, i: usize, provisioning: Provisioning) -> Value {
+fn resource(agent: usize, i: usize, provisioning: Provisioning) -> Value {
     let kind = &KINDS[(agent + i) % KIND_COUNT];
     let mut labels: Vec<String> = kind.labels.iter().map(|l| (*l).to_owned()).collect();
     labels.push(format!("zone-{}", agent % ZONES));

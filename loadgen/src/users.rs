@@ -210,7 +210,7 @@ pub async fn handoffs(
 }
 
 /// The request of hand-off pair `p`.
-pub fn handoff_request(p: usize) -> String {
+fn handoff_request(p: usize) -> String {
     let requirements = serde_json::json!({
         "tags": [format!("handoff-{p}")],
         "username": format!("handoff-{p}"),
