@@ -73,7 +73,10 @@ impl HttpConn {
             self.buf.reserve(length - self.buf.len());
             self.fill().await?;
         }
-        let body = self.buf.drain(..length).collect();
+        // The body leaves by moving the buffer (the inventory is tens of MB): only what
+        // follows it is copied.
+        let rest = self.buf.split_off(length);
+        let body = std::mem::replace(&mut self.buf, rest);
         Ok(Response { status, body })
     }
 

@@ -107,6 +107,13 @@ fn main() -> ExitCode {
         }
     };
     println!("allocate-loadgen: open files limit {files} (the server inherits it)");
+    let needed = (args.scale_agents.max(args.waiters + args.agents) + args.users + 256) as u64;
+    if files < needed {
+        println!(
+            "allocate-loadgen: warning: the largest scenario needs about {needed} open files; \
+             raise `ulimit -n` (hard limit) or lower --scale-agents / --waiters"
+        );
+    }
     let report = runtime.block_on(run(&args));
     print!("\n{}", report.render());
     let missed = report.checks.iter().any(|c| !c.pass);

@@ -13,6 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The longest a `GET /inventory/` may take before it counts as a failure.
+const GET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time a scenario may take beyond four times its phases (starting servers, connecting
+/// agents and waiting clients, closing them).
+const SCENARIO_SLACK: Duration = Duration::from_secs(180);
+
 /// Fleet numbers, so that agent ids of different roles never collide.
 const FLEET_CATALOG: u32 = 1;
 const FLEET_SPECIAL: u32 = 2;
@@ -63,19 +70,20 @@ pub struct Settings {
     pub inventory_gets: usize,
 }
 
-/// Runs one scenario and adds what it measured to `report`.
+/// Runs one scenario and adds what it measured to `report`. A scenario that overruns its
+/// bounds by far is abandoned (its server is killed) and counted as a failure.
 pub async fn run(scenario: Scenario, launch: &Launch, s: &Settings, report: &mut Report) {
     let failures = Arc::new(Tally::default());
     let name = format!("{scenario:?}").to_lowercase();
-    let outcome = match scenario {
-        Scenario::Cycles => cycles(launch, s, Provisioning::Static, &failures, report).await,
-        Scenario::Provision => cycles(launch, s, Provisioning::RoundTrip, &failures, report).await,
-        Scenario::Handoff => handoff(launch, s, &failures, report).await,
-        Scenario::Queued => queued(launch, s, &failures, report).await,
-        Scenario::Scale => scale(launch, s, &failures, report).await,
-        Scenario::Journal => journal(launch, s, &failures, report).await,
-        Scenario::Main => Ok(()),
-    };
+    let limit = s.bounds.time.mul_f64(4.0) + s.warmup.mul_f64(4.0) + SCENARIO_SLACK;
+    let outcome = tokio::time::timeout(limit, one(scenario, launch, s, &failures, report))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::new(
+                "timeout",
+                format!("{name} ran past {limit:?}"),
+            ))
+        });
     if let Err(f) = outcome {
         failures.record(&f);
     }
@@ -84,6 +92,24 @@ pub async fn run(scenario: Scenario, launch: &Launch, s: &Settings, report: &mut
     report
         .failures
         .extend(lines.into_iter().map(|l| format!("{name}: {l}")));
+}
+
+async fn one(
+    scenario: Scenario,
+    launch: &Launch,
+    s: &Settings,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    match scenario {
+        Scenario::Cycles => cycles(launch, s, Provisioning::Static, failures, report).await,
+        Scenario::Provision => cycles(launch, s, Provisioning::RoundTrip, failures, report).await,
+        Scenario::Handoff => handoff(launch, s, failures, report).await,
+        Scenario::Queued => queued(launch, s, failures, report).await,
+        Scenario::Scale => scale(launch, s, failures, report).await,
+        Scenario::Journal => journal(launch, s, failures, report).await,
+        Scenario::Main => Ok(()),
+    }
 }
 
 /// The requirements of the clients that wait in the `queued` scenario.
@@ -363,7 +389,9 @@ async fn time_inventory(
     let mut times = Vec::with_capacity(count);
     for i in 0..count {
         let t0 = Instant::now();
-        let response = conn.request("GET", "/inventory/").await?;
+        let response = tokio::time::timeout(GET_TIMEOUT, conn.request("GET", "/inventory/"))
+            .await
+            .unwrap_or_else(|_| Err(Failure::new("timeout", "GET /inventory/ took > 30 s")))?;
         times.push(t0.elapsed());
         if response.status != 200 {
             return Err(Failure::new(
@@ -371,7 +399,7 @@ async fn time_inventory(
                 format!("status {}", response.status),
             ));
         }
-        if i == 0 {
+        if i + 1 == count {
             let body: serde_json::Value =
                 serde_json::from_slice(&response.body).map_err(|e| Failure::new("inventory", e))?;
             let listed = body["data"].as_array().map_or(0, Vec::len);

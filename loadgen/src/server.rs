@@ -112,14 +112,12 @@ impl Server {
                     format!("the server exited: {status}"),
                 ));
             }
-            if let Ok(mut conn) = HttpConn::connect(self.addr).await {
-                if conn
-                    .request("GET", "/healthz")
-                    .await
-                    .is_ok_and(|r| r.status == 200)
-                {
-                    return Ok(());
-                }
+            let probe = timeout(Duration::from_secs(1), async {
+                let mut conn = HttpConn::connect(self.addr).await?;
+                conn.request("GET", "/healthz").await
+            });
+            if probe.await.is_ok_and(|r| r.is_ok_and(|r| r.status == 200)) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(Failure::new("server", "the server did not start answering"));

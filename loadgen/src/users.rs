@@ -377,9 +377,15 @@ pub struct Holder {
 impl Holder {
     /// Allocates with `request` and waits for `ready`.
     pub async fn take(addr: SocketAddr, request: String) -> Result<Holder, Failure> {
-        let mut socket = ws::connect(addr, "/allocate/").await?;
-        ws::send(&mut socket, request).await?;
-        let id = wait_ready(&mut socket).await?;
+        let taken = timeout(CYCLE_TIMEOUT, async {
+            let mut socket = ws::connect(addr, "/allocate/").await?;
+            ws::send(&mut socket, request).await?;
+            let id = wait_ready(&mut socket).await?;
+            Ok::<_, Failure>((socket, id))
+        });
+        let (mut socket, id) = taken
+            .await
+            .unwrap_or_else(|_| Err(Failure::new("timeout", "no ready within 10 s")))?;
         let reader = tokio::spawn(async move { expect_released(&mut socket).await });
         Ok(Holder { id, reader })
     }
