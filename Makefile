@@ -55,10 +55,11 @@ lint: ## cargo fmt --check, and clippy on all targets with warnings denied
 
 # Further test suites are appended to this recipe. `test` needs .venv first: allocate-py's
 # build and tests run in it.
-test: $(VENV_STAMP) ## Run the test suites: cargo tests, the C API's (test-c), the Python package's (test-py)
+test: $(VENV_STAMP) ## Run the test suites: cargo tests, the C API's (test-c), the Python package's (test-py), the dashboard's in Chromium (test-browser)
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-py
+	$(MAKE) --no-print-directory test-browser
 
 tests: test lint test-complexity test-security test-lint-shellcheck test-lint-docker test-lint-systemd ## test + every linter: lint, test-complexity, test-security, test-lint-shellcheck, test-lint-docker, test-lint-systemd
 
@@ -98,6 +99,17 @@ test-lint-systemd: ## systemd-analyze verify examples/systemd/*.service (skipped
 	out=$$(systemd-analyze verify --man=no "$$dir"/*.service 2>&1) || { echo "$$out"; exit 1; }; \
 	if [[ -n $$out ]]; then echo "$$out"; exit 1; fi; \
 	echo "systemd-analyze verify: ok"
+
+# The dashboard in a real browser (allocate-http/tests/browser): a headless Chromium from
+# Debian's packages (installed when missing) loads the page from a real server with agents,
+# allocations and a queue, checks what it draws, a live update, a release, the token form,
+# and saves target/dashboard.png and target/dashboard-phone.png. About 10 s once built.
+# ALLOCATE_CHROMIUM=/path/to/chromium uses another binary.
+.PHONY: test-browser
+test-browser: ## The dashboard in headless Chromium (installs Debian's chromium when missing); screenshots in target/
+	command -v chromium >/dev/null || [[ -n "$${ALLOCATE_CHROMIUM:-}" ]] || \
+		scripts/apt-install.sh chromium fonts-dejavu-core
+	cargo test -p allocate-http --locked --test browser -- --ignored
 
 # The C API: static and shared library, the header, pkg-config, C and C++ programs.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)

@@ -95,6 +95,8 @@ pub struct Engine {
     policy: Option<Arc<dyn MatchPolicy>>,
     /// Allocations ended so far, in the order of [`AllocationState::ENDED`].
     ended_total: [u64; 4],
+    /// See [`Engine::changes`].
+    changes: u64,
 }
 
 impl fmt::Debug for Engine {
@@ -134,6 +136,7 @@ impl Engine {
             ids,
             policy: None,
             ended_total: [0; 4],
+            changes: 0,
         }
     }
 
@@ -346,6 +349,21 @@ impl Engine {
             .collect()
     }
 
+    /// What a live or remembered allocation asked for (read-only; shells show it, as the
+    /// dashboard's queue does, without the connection details that [`AllocationInfo`] has).
+    pub fn requirements(&self, allocation_id: &Uuid) -> Option<&Requirements> {
+        self.allocations.get(allocation_id).map(|a| &a.requirements)
+    }
+
+    /// A counter that grows whenever what the queries show may have changed: on every input
+    /// (accepted or refused) and every timer call that fired a deadline. Equal values mean
+    /// nothing changed, so a shell can poll it cheaply and rebuild a view only when it
+    /// moved (the dashboard feed does). It is not part of snapshots: it starts at 0 in every
+    /// engine, restored ones included.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// Counts of resources and allocations by state.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats::default();
@@ -393,6 +411,7 @@ impl Engine {
     // ---- the loop -----------------------------------------------------------------------
 
     fn handle(&mut self, now: Timestamp, input: Input) -> Result<Reply> {
+        self.changes = self.changes.wrapping_add(1);
         let (before, recorded) = (self.now, self.records.len());
         let now = self.advance(now);
         let reply = self.apply_input(&input).inspect_err(|_| {
@@ -410,6 +429,7 @@ impl Engine {
     fn advance(&mut self, now: Timestamp) -> Timestamp {
         self.now = self.now.max(now);
         if self.fire_due() {
+            self.changes = self.changes.wrapping_add(1);
             self.report_positions();
             if self.config.record_inputs {
                 self.records.push(Record {

@@ -9,6 +9,7 @@ pub mod agent;
 mod auth;
 mod clock;
 mod config;
+mod dashboard;
 mod engine_task;
 mod error;
 mod events;

@@ -1,12 +1,12 @@
 //! The HTTP endpoints of the contract, each a thin call into the engine task. Every route
-//! but `/`, `/healthz` and `/metrics` passes [`auth::authenticate`] first; handlers check
-//! the caller's role (see [`crate::auth`]).
+//! but `/` (and the dashboard's files), `/healthz` and `/metrics` passes
+//! [`auth::authenticate`] first; handlers check the caller's role (see [`crate::auth`]).
 
 use crate::auth::{self, Caller};
 use crate::error::{self, ApiError};
 use crate::extract::{IdSegment, JsonText, QueryPairs};
 use crate::server::AppState;
-use crate::{ws_agent, ws_client};
+use crate::{dashboard, ws_agent, ws_client};
 use allocate_core::{
     parse_expires_patch, parse_maintenance_patch, parse_uuid, AllocationInfo, Engine,
     InventoryFilter,
@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::header::{CONTENT_TYPE, UPGRADE};
 use axum::http::HeaderMap;
 use axum::middleware;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Router;
 use serde::{Serialize, Serializer};
@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 /// Every route, each with and without its trailing slash, and envelope fallbacks.
 pub fn router(state: AppState) -> Router {
-    let guarded: [(&str, MethodRouter<AppState>); 5] = [
+    let guarded: [(&str, MethodRouter<AppState>); 6] = [
         ("/inventory", get(list_inventory)),
         ("/inventory/{id}", get(get_resource).patch(patch_resource)),
         ("/allocate", get(allocate_socket_or_list)),
@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(patch_allocation),
         ),
         ("/agent", get(agent_socket)),
+        ("/dashboard/feed", get(dashboard::feed)),
     ];
     // Open: no credentials or usernames in their answers (the dashboard's data needs a token).
     let open: [(&str, MethodRouter<AppState>); 2] =
@@ -44,7 +45,7 @@ pub fn router(state: AppState) -> Router {
     let authenticate = middleware::from_fn_with_state(state.clone(), auth::authenticate);
     let router = with_slashes(Router::new(), guarded)
         .route_layer(authenticate)
-        .route("/", get(index));
+        .merge(dashboard::page_routes());
     with_slashes(router, open)
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
@@ -69,19 +70,26 @@ fn with_slashes<const N: usize>(
 /// Serialized straight to bytes: going through a `serde_json::Value` tree first made
 /// `GET /inventory/` of 100,000 resources take seconds and hundreds of MiB.
 fn ok(data: impl Serialize) -> Result<Response, ApiError> {
-    Ok(json_response(ok_bytes(data)?))
+    Ok(json_response(ok_bytes(data, 256)?))
 }
 
-/// The bytes of `{"status": 200, "data": data}` (fields in the order `ok_envelope` writes).
-fn ok_bytes(data: impl Serialize) -> Result<Vec<u8>, ApiError> {
+/// The bytes of `{"status": 200, "data": data}` (fields in the order `ok_envelope` writes),
+/// in a buffer that starts with `capacity` bytes.
+fn ok_bytes(data: impl Serialize, capacity: usize) -> Result<Vec<u8>, ApiError> {
     #[derive(Serialize)]
     struct Envelope<T> {
         data: T,
         status: u16,
     }
-    serde_json::to_vec(&Envelope { data, status: 200 })
-        .map_err(|_| ApiError::Internal("serializing a reply"))
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut out, &Envelope { data, status: 200 })
+        .map_err(|_| ApiError::Internal("serializing a reply"))?;
+    Ok(out)
 }
+
+/// Room reserved per resource when writing the inventory (a typical entry is ~270 bytes), so
+/// that tens of MB are not copied again at every doubling of the buffer.
+const INVENTORY_ENTRY_BYTES: usize = 384;
 
 fn json_response(body: Vec<u8>) -> Response {
     ([(CONTENT_TYPE, "application/json")], body).into_response()
@@ -102,10 +110,6 @@ fn not_found(kind: &'static str, id: Uuid) -> ApiError {
         id: id.to_string(),
     }
     .into()
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
 }
 
 async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
@@ -132,11 +136,12 @@ async fn list_inventory(
     let body = app
         .engine
         .call(move |s| {
+            let capacity = s.engine().resource_count() * INVENTORY_ENTRY_BYTES;
             let entries = s
                 .engine()
                 .inventory_refs()
                 .filter(|e| filter.matches_ref(e));
-            ok_bytes(OnePass(Cell::new(Some(entries))))
+            ok_bytes(OnePass(Cell::new(Some(entries))), capacity)
         })
         .await??;
     Ok(json_response(body))

@@ -28,6 +28,8 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
     /// Cloned into every socket; shutdown waits until all are dropped.
     pub alive: mpsc::Sender<()>,
+    /// The dashboard's live feed.
+    pub dashboard: crate::dashboard::Hub,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, tells
@@ -51,6 +53,7 @@ pub async fn run(
         config: Arc::new(config),
         stopping: stop_rx,
         alive: alive_tx,
+        dashboard: crate::dashboard::Hub::default(),
     };
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {

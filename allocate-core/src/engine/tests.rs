@@ -837,3 +837,37 @@ fn a_lease_ending_as_a_wait_ends_hands_no_one_a_lease_already_over() {
         ]
     );
 }
+
+#[test]
+fn changes_moves_with_every_input_and_firing_and_requirements_are_kept() {
+    let mut e = engine();
+    let start = e.changes();
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], Some("h"))])
+        .unwrap();
+    let registered = e.changes();
+    assert!(registered > start);
+    let _ = e.inventory().count();
+    let _ = e.allocations();
+    assert_eq!(e.changes(), registered, "queries change nothing");
+    let mut wants = want(&["x"], 0);
+    wants.min_cpu_count = Some(2);
+    wants.expires = Some(T0 + 30);
+    let id = e.request(at(0), wants.clone()).unwrap();
+    let requested = e.changes();
+    assert!(requested > registered);
+    assert_eq!(e.requirements(&id), Some(&wants));
+    assert_eq!(e.requirements(&Uuid::from_u128(7)), None);
+    e.handle_timeout(at(10));
+    assert_eq!(e.changes(), requested, "a timer call that fires nothing");
+    e.handle_timeout(at(30));
+    assert!(e.changes() > requested, "the lease expired");
+    assert_eq!(e.allocation(&id).unwrap().state, AllocationState::Expired);
+    assert_eq!(
+        e.requirements(&id),
+        Some(&wants),
+        "ended ones are remembered"
+    );
+    let before = e.changes();
+    assert!(e.release(at(31), id).is_err());
+    assert!(e.changes() > before, "a refused input may have moved time");
+}
