@@ -181,3 +181,47 @@ loadtest: ## Load test the whole service over loopback (release builds, about 2 
 	cargo build --release --locked -p allocate-http -p allocate-loadgen
 	ulimit -n 65536 2>/dev/null || true; \
 	target/release/allocate-loadgen --server-bin target/release/allocate-http $(LOADTEST_ARGS)
+
+# Fuzzing (docs/fuzzing.md): cargo-fuzz targets for every parser of client input, snapshot
+# restore and random input sequences into the engine, each run for FUZZ_SECS seconds, one after
+# the other, in one process. The committed seeds and crash regressions are replayed first
+# (`cargo test` in fuzz/). The corpus grows in fuzz/corpus/<target>/ (git-ignored); a crash
+# lands in fuzz/artifacts/<target>/ and stops the run. cargo-fuzz needs nightly-only compiler
+# flags (-Zsanitizer, sancov passes); RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
+# No sanitizer: the core forbids unsafe code, so the run goes at about twice the speed; overflow
+# checks and debug assertions stay on. Not part of `make test`. Examples:
+#   make fuzz FUZZ_SECS=600 FUZZ_TARGETS=engine_sequence
+#   make fuzz FUZZ_ARGS=-only_ascii=1
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ_STAMP := $(TOOLS_DIR)/.cargo-fuzz-$(CARGO_FUZZ_VERSION).stamp
+FUZZ_SECS ?= 60
+FUZZ_TARGETS ?= agent_message allocate_request patch_bodies inventory_query snapshot_restore engine_sequence
+FUZZ_ARGS ?=
+# Longest input per target (-max_len), in bytes: a little over the largest seed.
+FUZZ_MAX_LEN_agent_message := 4096
+FUZZ_MAX_LEN_allocate_request := 2048
+FUZZ_MAX_LEN_patch_bodies := 512
+FUZZ_MAX_LEN_inventory_query := 1024
+FUZZ_MAX_LEN_snapshot_restore := 8192
+FUZZ_MAX_LEN_engine_sequence := 4096
+
+$(CARGO_FUZZ_STAMP):
+	cargo install --locked --quiet cargo-fuzz --version $(CARGO_FUZZ_VERSION) --root $(TOOLS_DIR)
+	touch $@
+
+# One target's run (a canned recipe: one line per target). libFuzzer's progress lines are left
+# out; its final stats (executions, new inputs) and the corpus size are printed.
+define FUZZ_ONE
+	@echo "fuzz: $(1) for $(FUZZ_SECS) s"
+	cd fuzz && mkdir -p corpus/$(1) && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none $(1) \
+		corpus/$(1) seeds/$(1) $(patsubst fuzz/%,%,$(wildcard fuzz/regressions/$(1))) -- \
+		-max_total_time=$(FUZZ_SECS) -max_len=$(FUZZ_MAX_LEN_$(1)) -timeout=10 \
+		-print_final_stats=1 $(FUZZ_ARGS) 2>&1 | grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|RELOAD|pulse)[[:space:]]'
+	@echo "fuzz: $(1): corpus of $$(ls fuzz/corpus/$(1) | wc -l) files"
+
+endef
+
+.PHONY: fuzz
+fuzz: $(CARGO_FUZZ_STAMP) ## Fuzz the parsers and the engine, FUZZ_SECS (60) seconds per target; see docs/fuzzing.md
+	cd fuzz && cargo test --locked --quiet
+	$(foreach target,$(FUZZ_TARGETS),$(call FUZZ_ONE,$(target)))

@@ -90,7 +90,9 @@ impl Engine {
     }
 
     pub(super) fn do_request(&mut self, id: Uuid, req: &Requirements) -> Result<()> {
-        if self.allocations.contains_key(&id) {
+        // A forgotten ended allocation may still be named by a release its agent has not
+        // acknowledged: the id stays taken until then.
+        if self.allocations.contains_key(&id) || self.releases.contains_key(&id) {
             return Err(Error::Conflict(format!(
                 "allocation id {id} is already in use"
             )));

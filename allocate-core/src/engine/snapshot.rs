@@ -9,6 +9,7 @@ use crate::shape::Criteria;
 use crate::time::Timestamp;
 use crate::view::AllocationState;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 /// Everything the engine knows, in a canonical order: equal states give equal snapshots.
@@ -95,6 +96,29 @@ fn corrupt(what: String) -> Error {
     Error::invalid(format!("snapshot is inconsistent: {what}"))
 }
 
+/// Resources and allocations draw their order numbers from one counter: each is unique, and
+/// none is beyond it (or a later one would be given twice, and the inventory index would lose
+/// a resource).
+fn check_seqs(snapshot: &Snapshot) -> Result<()> {
+    let resources = snapshot.agents.iter().flat_map(|a| &a.resources);
+    let seqs = resources
+        .map(|r| r.seq)
+        .chain(snapshot.allocations.iter().map(|a| a.seq));
+    let mut seen = BTreeSet::new();
+    for seq in seqs {
+        if seq > snapshot.next_seq {
+            return Err(corrupt(format!(
+                "seq {seq} is beyond next_seq {}",
+                snapshot.next_seq
+            )));
+        }
+        if !seen.insert(seq) {
+            return Err(corrupt(format!("seq {seq} appears twice")));
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
     /// The whole state as plain data.
     pub fn snapshot(&self) -> Snapshot {
@@ -178,6 +202,7 @@ impl Engine {
         for a in &snapshot.allocations {
             engine.restore_allocation(a)?;
         }
+        check_seqs(snapshot)?;
         for agent in &snapshot.agents {
             for r in &agent.resources {
                 engine.check_occupant(r)?;
@@ -187,6 +212,9 @@ impl Engine {
     }
 
     fn restore_agent(&mut self, agent: &AgentSnapshot) -> Result<()> {
+        if self.inventory.agent(&agent.agent_id).is_some() {
+            return Err(corrupt(format!("agent {} appears twice", agent.agent_id)));
+        }
         let mut slots = Vec::with_capacity(agent.resources.len());
         for r in &agent.resources {
             let id = r
@@ -297,5 +325,74 @@ impl Engine {
                 "a resource names allocation {occupant} in the wrong state"
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SeededIds;
+
+    /// Two agents with one resource each, and one allocation waiting.
+    fn snapshot() -> Snapshot {
+        let mut e = Engine::new(Config::default(), Box::new(SeededIds::new(1)));
+        let now = Timestamp::from_secs(1_700_000_000);
+        for agent in 1..=2 {
+            let spec = ResourceSpec {
+                inventory_id: None,
+                labels: vec![],
+                cpu_count: agent,
+                memory_gb: 1,
+                gpu: vec![],
+                kind: "VM".into(),
+                connection: None,
+            };
+            e.register_agent(now, Uuid::from_u128(agent.into()), vec![spec])
+                .unwrap();
+        }
+        let mut wants = Requirements::for_user("u");
+        wants.min_cpu_count = Some(3);
+        e.request(now, wants).unwrap();
+        e.snapshot()
+    }
+
+    fn refusal(snapshot: &Snapshot) -> String {
+        Engine::restore(snapshot, Box::new(SeededIds::new(0)))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_snapshot_restores() {
+        let snap = snapshot();
+        let e = Engine::restore(&snap, Box::new(SeededIds::new(0))).unwrap();
+        assert_eq!(e.snapshot(), snap);
+    }
+
+    // Found by the fuzz target snapshot_restore: the second entry replaced the first agent's
+    // list, and its resources were left in the inventory, in no agent's list.
+    #[test]
+    fn an_agent_listed_twice_is_refused() {
+        let mut snap = snapshot();
+        snap.agents[1].agent_id = snap.agents[0].agent_id;
+        let err = refusal(&snap);
+        assert!(err.ends_with("appears twice"), "{err}");
+        assert!(err.contains(&format!("agent {}", snap.agents[0].agent_id)));
+    }
+
+    // Found by the fuzz target snapshot_restore: two resources with one registration order
+    // restored, and the inventory listing showed only one of them.
+    #[test]
+    fn order_numbers_are_unique_and_within_next_seq() {
+        let mut snap = snapshot();
+        snap.agents[1].resources[0].seq = snap.agents[0].resources[0].seq;
+        let err = refusal(&snap);
+        assert!(err.ends_with("appears twice"), "{err}");
+        let mut snap = snapshot();
+        snap.allocations[0].seq = snap.agents[0].resources[0].seq;
+        assert!(refusal(&snap).ends_with("appears twice"));
+        let mut snap = snapshot();
+        snap.next_seq -= 1;
+        assert!(refusal(&snap).contains("is beyond next_seq"));
     }
 }
