@@ -197,7 +197,7 @@ CARGO_FUZZ_STAMP := $(TOOLS_DIR)/.cargo-fuzz-$(CARGO_FUZZ_VERSION).stamp
 FUZZ_SECS ?= 60
 FUZZ_TARGETS ?= agent_message allocate_request patch_bodies inventory_query snapshot_restore engine_sequence
 FUZZ_ARGS ?=
-# Longest input per target (-max_len), in bytes: a little over the largest seed.
+# Longest input per target (-max_len), in bytes: room for the largest seed and then some.
 FUZZ_MAX_LEN_agent_message := 4096
 FUZZ_MAX_LEN_allocate_request := 2048
 FUZZ_MAX_LEN_patch_bodies := 512
@@ -209,14 +209,15 @@ $(CARGO_FUZZ_STAMP):
 	cargo install --locked --quiet cargo-fuzz --version $(CARGO_FUZZ_VERSION) --root $(TOOLS_DIR)
 	touch $@
 
-# One target's run (a canned recipe: one line per target). libFuzzer's progress lines are left
-# out; its final stats (executions, new inputs) and the corpus size are printed.
+# One target's run (a canned recipe, expanded once per target). libFuzzer's progress lines and
+# recommended dictionary are left out; its final stats (executions, new inputs) and the corpus
+# size are printed.
 define FUZZ_ONE
 	@echo "fuzz: $(1) for $(FUZZ_SECS) s"
 	cd fuzz && mkdir -p corpus/$(1) && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none $(1) \
 		corpus/$(1) seeds/$(1) $(patsubst fuzz/%,%,$(wildcard fuzz/regressions/$(1))) -- \
 		-max_total_time=$(FUZZ_SECS) -max_len=$(FUZZ_MAX_LEN_$(1)) -timeout=10 \
-		-print_final_stats=1 $(FUZZ_ARGS) 2>&1 | grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|RELOAD|pulse)[[:space:]]'
+		-print_final_stats=1 $(FUZZ_ARGS) 2>&1 | grep -v -E '^(#[0-9]+[[:space:]]+(NEW|REDUCE|RELOAD|pulse)[[:space:]]|"|###### )'
 	@echo "fuzz: $(1): corpus of $$(ls fuzz/corpus/$(1) | wc -l) files"
 
 endef
