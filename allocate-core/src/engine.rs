@@ -8,7 +8,9 @@ mod lifecycle;
 pub(crate) mod snapshot;
 
 use crate::config::Config;
+use crate::criteria::Criteria;
 use crate::error::{Error, Result};
+use crate::filter::InventoryFilter;
 use crate::hash::FxMap;
 use crate::ids::IdSource;
 use crate::inventory::{Inventory, Resource};
@@ -17,7 +19,6 @@ use crate::output::Output;
 use crate::policy::MatchPolicy;
 use crate::queue::Queue;
 use crate::record::{Input, ProvisionResult, Record};
-use crate::shape::Criteria;
 use crate::time::Timestamp;
 use crate::view::{
     AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState,
@@ -315,6 +316,25 @@ impl Engine {
     /// Every resource, in registration order, borrowed rather than copied.
     pub fn inventory_refs(&self) -> impl Iterator<Item = InventoryEntryRef<'_>> + '_ {
         self.inventory.iter().map(entry_of)
+    }
+
+    /// The resources a listing filter shows, in registration order. Tags and `state=free` are
+    /// answered by the matching index, not by a scan.
+    pub fn inventory_filtered<'a>(
+        &'a mut self,
+        filter: &'a InventoryFilter,
+    ) -> impl Iterator<Item = InventoryEntryRef<'a>> + 'a {
+        let free_only = filter.state == Some(ResourceState::Free);
+        let slots = if filter.tags.is_empty() && !free_only {
+            self.inventory.slots_in_order().collect()
+        } else {
+            self.inventory.with_tags(&filter.tags, free_only)
+        };
+        let inventory = &self.inventory;
+        slots
+            .into_iter()
+            .map(move |slot| entry_of(inventory.get(slot)))
+            .filter(move |e| filter.state.is_none_or(|s| s == e.state))
     }
 
     /// One resource.

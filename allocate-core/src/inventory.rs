@@ -1,21 +1,16 @@
-//! Registered resources, their agents, and the shape index that makes matching cheap.
+//! Registered resources, their agents, and the index that matches requests against them.
 
+use crate::criteria::{shape_key, Criteria};
 use crate::error::{Error, Result};
 use crate::hash::FxMap;
 use crate::ids::derive_inventory_id;
+use crate::index::{Index, Scope};
 use crate::model::ResourceSpec;
-use crate::shape::{Criteria, Fit, Shape};
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 use uuid::Uuid;
 
-/// Index of a resource in the slot table (internal; never shown, never breaks ties).
-pub(crate) type Slot = u32;
-type ShapeId = u32;
-
-/// Most criteria whose matching shapes are remembered; past this the cache starts over.
-const FIT_CACHE_MAX: usize = 4096;
+pub(crate) use crate::index::Slot;
 
 /// A registered resource and where it stands.
 #[derive(Clone, Debug)]
@@ -26,7 +21,6 @@ pub(crate) struct Resource {
     pub seq: u64,
     /// What the agent registered, with `inventory_id` filled in.
     pub spec: ResourceSpec,
-    shape: ShapeId,
     pub online: bool,
     /// The allocation holding it (provisioning, ready, or being released).
     pub occupant: Option<Uuid>,
@@ -38,7 +32,7 @@ pub(crate) struct Resource {
     pub maintenance: Option<String>,
     /// Dropped from its agent's list while held: removed once released.
     pub retiring: bool,
-    /// The lease end of a ready occupant, as indexed in its shape.
+    /// The lease end of a ready occupant.
     lease: Option<Timestamp>,
     in_free: bool,
 }
@@ -52,26 +46,6 @@ impl Resource {
             && self.maintenance.is_none()
             && !self.retiring
     }
-}
-
-#[derive(Clone, Debug)]
-struct ShapeClass {
-    shape: Shape,
-    /// Placeable members by registration order.
-    free: BTreeSet<(u64, Slot)>,
-    /// Lease ends of members held by ready allocations.
-    leases: BTreeSet<(Timestamp, u64)>,
-}
-
-/// The part of a shape's state that matching and queue reports read.
-#[derive(Clone, Copy, Debug, Default)]
-struct Summary {
-    /// Its first free member (its class's `free.first()`).
-    first_free: Option<(u64, Slot)>,
-    /// Its earliest lease end (its class's `leases.first()`).
-    first_lease: Option<Timestamp>,
-    /// How many resources have it.
-    members: u32,
 }
 
 /// An agent: whether its socket is up, and its resources in its registration order.
@@ -131,14 +105,7 @@ pub(crate) struct Inventory {
     vacant: Vec<Slot>,
     by_id: FxMap<Uuid, Slot>,
     by_seq: BTreeMap<u64, Slot>,
-    shapes: Vec<Option<ShapeClass>>,
-    /// What matching reads of each shape, by shape id: a dense array, so that walking many
-    /// shapes touches little memory.
-    summaries: Vec<Summary>,
-    vacant_shapes: Vec<ShapeId>,
-    shape_by_key: FxMap<String, ShapeId>,
-    label_index: FxMap<String, Vec<ShapeId>>,
-    fit_cache: FxMap<Criteria, Arc<[(Fit, ShapeId)]>>,
+    index: Index,
     agents: FxMap<Uuid, Agent>,
 }
 
@@ -167,6 +134,11 @@ impl Inventory {
     /// Every resource in registration order.
     pub fn iter(&self) -> impl Iterator<Item = &Resource> + '_ {
         self.by_seq.values().map(|&s| self.get(s))
+    }
+
+    /// Every resource's slot in registration order.
+    pub fn slots_in_order(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.by_seq.values().copied()
     }
 
     /// Number of registered resources.
@@ -202,19 +174,12 @@ impl Inventory {
         slots
     }
 
-    /// Recomputes whether `slot` is on its shape's free list; `true` if it is placeable.
+    /// Recomputes whether `slot` is indexed as free; `true` if it is placeable.
     pub fn settle(&mut self, slot: Slot) -> bool {
         let r = self.get(slot);
-        let (placeable, was_free, seq, shape) = (r.placeable(), r.in_free, r.seq, r.shape);
+        let (placeable, was_free) = (r.placeable(), r.in_free);
         if placeable != was_free {
-            let class = self.shape_mut(shape);
-            if placeable {
-                class.free.insert((seq, slot));
-            } else {
-                class.free.remove(&(seq, slot));
-            }
-            let first = class.free.first().copied();
-            self.summaries[shape as usize].first_free = first;
+            self.index.set_free(slot, placeable);
             self.get_mut(slot).in_free = placeable;
         }
         placeable
@@ -222,117 +187,71 @@ impl Inventory {
 
     /// Records (or clears) the lease end of the ready allocation holding `slot`.
     pub fn set_lease(&mut self, slot: Slot, lease: Option<Timestamp>) {
-        let r = self.get(slot);
-        let (old, seq, shape) = (r.lease, r.seq, r.shape);
-        let class = self.shape_mut(shape);
-        if let Some(t) = old {
-            class.leases.remove(&(t, seq));
-        }
-        if let Some(t) = lease {
-            class.leases.insert((t, seq));
-        }
-        let first = class.leases.first().map(|&(t, _)| t);
-        self.summaries[shape as usize].first_lease = first;
         self.get_mut(slot).lease = lease;
-    }
-
-    fn shape_mut(&mut self, id: ShapeId) -> &mut ShapeClass {
-        self.shapes[id as usize]
-            .as_mut()
-            .expect("shape id refers to a live shape")
-    }
-
-    fn shape_ref(&self, id: ShapeId) -> &ShapeClass {
-        self.shapes[id as usize]
-            .as_ref()
-            .expect("shape id refers to a live shape")
-    }
-
-    /// Shapes satisfying `criteria`, best fit first (cached until the set of shapes changes).
-    fn matching_shapes(&mut self, criteria: &Criteria) -> Arc<[(Fit, ShapeId)]> {
-        if let Some(hit) = self.fit_cache.get(criteria) {
-            return hit.clone();
-        }
-        let candidates: Vec<ShapeId> =
-            match criteria.rarest_tag(|t| self.label_index.get(t).map_or(0, Vec::len)) {
-                Some(tag) => self.label_index.get(tag).cloned().unwrap_or_default(),
-                None => (0..self.shapes.len() as ShapeId)
-                    .filter(|&s| self.shapes[s as usize].is_some())
-                    .collect(),
-            };
-        let mut fits: Vec<(Fit, ShapeId)> = candidates
-            .into_iter()
-            .filter_map(|s| {
-                let shape = &self.shape_ref(s).shape;
-                criteria.matches(shape).then(|| (criteria.fit(shape), s))
-            })
-            .collect();
-        fits.sort_unstable();
-        let fits: Arc<[(Fit, ShapeId)]> = fits.into();
-        if self.fit_cache.len() >= FIT_CACHE_MAX {
-            self.fit_cache.clear();
-        }
-        self.fit_cache.insert(criteria.clone(), fits.clone());
-        fits
     }
 
     /// Free resources satisfying `criteria`, best fit first, ties by registration order; at most `limit`.
     pub fn candidates(&mut self, criteria: &Criteria, limit: usize) -> Vec<Slot> {
-        let fits = self.matching_shapes(criteria);
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < fits.len() && out.len() < limit {
-            // One group of equally good shapes: merge their free lists by registration order.
-            let fit = fits[i].0;
-            let mut group: Vec<(u64, Slot)> = Vec::new();
-            while i < fits.len() && fits[i].0 == fit {
-                group.extend(
-                    self.shape_ref(fits[i].1)
-                        .free
-                        .iter()
-                        .take(limit - out.len()),
-                );
-                i += 1;
-            }
-            group.sort_unstable();
-            out.extend(group.into_iter().take(limit - out.len()).map(|(_, s)| s));
-        }
-        out
+        let (slots, each_gpu) = (&self.slots, criteria.checks_each_gpu());
+        self.index.best(criteria, limit, |slot| {
+            !each_gpu || criteria.gpus_match(&Self::live(slots, slot).spec.gpu)
+        })
     }
 
     /// The best free resource for `criteria` (the first of [`Inventory::candidates`]).
     pub fn best_free(&mut self, criteria: &Criteria) -> Option<Slot> {
-        let fits = self.matching_shapes(criteria);
-        let mut best: Option<(Fit, u64, Slot)> = None;
-        for &(fit, shape) in fits.iter() {
-            if best.is_some_and(|(f, _, _)| f < fit) {
-                break;
-            }
-            if let Some((seq, slot)) = self.summaries[shape as usize].first_free {
-                if best.is_none_or(|(_, s, _)| seq < s) {
-                    best = Some((fit, seq, slot));
-                }
-            }
-        }
-        best.map(|(_, _, slot)| slot)
+        self.candidates(criteria, 1).first().copied()
     }
 
     /// How many registered resources could ever satisfy `criteria`, and the earliest lease end among them.
     pub fn outlook(&mut self, criteria: &Criteria) -> (u64, Option<Timestamp>) {
-        let fits = self.matching_shapes(criteria);
-        fits.iter().fold((0, None), |(n, eta), &(_, s)| {
-            let summary = self.summaries[s as usize];
-            let eta = match (eta, summary.first_lease) {
-                (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-                (a, b) => a.or(b),
-            };
-            (n + u64::from(summary.members), eta)
-        })
+        let (slots, each_gpu) = (&self.slots, criteria.checks_each_gpu());
+        let (mut count, mut eta) = (0u64, None::<Timestamp>);
+        self.index.each(
+            criteria,
+            Scope::All,
+            |slot| !each_gpu || criteria.gpus_match(&Self::live(slots, slot).spec.gpu),
+            |slot| {
+                count += 1;
+                let lease = Self::live(slots, slot).lease;
+                eta = match (eta, lease) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            },
+        );
+        (count, eta)
+    }
+
+    /// Resources carrying every tag in `tags` (free ones only if `free_only`), in registration order.
+    pub fn with_tags(&mut self, tags: &[String], free_only: bool) -> Vec<Slot> {
+        let criteria = Criteria {
+            tags: tags.to_vec(),
+            ..Criteria::default()
+        };
+        let scope = if free_only { Scope::Free } else { Scope::All };
+        let mut found: Vec<(u64, Slot)> = Vec::new();
+        let slots = &self.slots;
+        self.index.each(
+            &criteria,
+            scope,
+            |_| true,
+            |slot| found.push((Self::live(slots, slot).seq, slot)),
+        );
+        found.sort_unstable();
+        found.into_iter().map(|(_, slot)| slot).collect()
+    }
+
+    fn live(slots: &SlotTable, slot: Slot) -> &Resource {
+        slots
+            .get(slot)
+            .as_ref()
+            .expect("slot refers to a live resource")
     }
 
     /// Whether the resource in `slot` satisfies `criteria`.
     pub fn satisfies(&self, slot: Slot, criteria: &Criteria) -> bool {
-        criteria.matches(&self.shape_ref(self.get(slot).shape).shape)
+        criteria.matches(&self.get(slot).spec)
     }
 
     /// Replaces an agent's resource list, keeping ids stable; nothing changes on error.
@@ -421,17 +340,19 @@ impl Inventory {
             plan[i] = Some((id, existing));
         }
         // The agent's unclaimed resources by shape, in its list order: reused first come, first served.
-        let mut reusable: FxMap<&str, VecDeque<Slot>> = FxMap::default();
+        let mut reusable: FxMap<String, VecDeque<Slot>> = FxMap::default();
         for &slot in mine.iter().filter(|s| !claimed.contains(s)) {
-            let key = self.shape_ref(self.get(slot).shape).shape.key.as_str();
-            reusable.entry(key).or_default().push_back(slot);
+            reusable
+                .entry(shape_key(&self.get(slot).spec))
+                .or_default()
+                .push_back(slot);
         }
         let mut occurrences: FxMap<String, u32> = FxMap::default();
         for (i, spec) in specs.iter().enumerate() {
             if plan[i].is_some() {
                 continue;
             }
-            let key = Shape::of(spec).key;
+            let key = shape_key(spec);
             let reuse = reusable.get_mut(key.as_str()).and_then(VecDeque::pop_front);
             let entry = match reuse {
                 Some(slot) => (self.get(slot).id, Some(slot)),
@@ -453,68 +374,14 @@ impl Inventory {
         Ok(plan.into_iter().flatten().collect())
     }
 
-    fn intern_shape(&mut self, shape: Shape) -> ShapeId {
-        if let Some(&id) = self.shape_by_key.get(&shape.key) {
-            return id;
-        }
-        let class = ShapeClass {
-            shape,
-            free: BTreeSet::new(),
-            leases: BTreeSet::new(),
-        };
-        let id = match self.vacant_shapes.pop() {
-            Some(id) => {
-                self.shapes[id as usize] = Some(class);
-                self.summaries[id as usize] = Summary::default();
-                id
-            }
-            None => {
-                self.shapes.push(Some(class));
-                self.summaries.push(Summary::default());
-                (self.shapes.len() - 1) as ShapeId
-            }
-        };
-        let shape = &self.shape_ref(id).shape;
-        let (key, labels) = (shape.key.clone(), shape.labels.clone());
-        self.shape_by_key.insert(key, id);
-        for label in labels {
-            self.label_index.entry(label).or_default().push(id);
-        }
-        self.fit_cache.clear();
-        id
-    }
-
-    fn release_shape_member(&mut self, id: ShapeId) {
-        let summary = &mut self.summaries[id as usize];
-        summary.members -= 1;
-        if summary.members > 0 {
-            return;
-        }
-        let class = self.shapes[id as usize].take().expect("live shape");
-        self.shape_by_key.remove(&class.shape.key);
-        for label in &class.shape.labels {
-            if let Some(list) = self.label_index.get_mut(label) {
-                list.retain(|&s| s != id);
-                if list.is_empty() {
-                    self.label_index.remove(label);
-                }
-            }
-        }
-        self.vacant_shapes.push(id);
-        self.fit_cache.clear();
-    }
-
     /// Adds a resource (not yet in any agent's list).
     pub fn add(&mut self, id: Uuid, agent_id: Uuid, seq: u64, mut spec: ResourceSpec) -> Slot {
-        let shape = self.intern_shape(Shape::of(&spec));
-        self.summaries[shape as usize].members += 1;
         spec.inventory_id = Some(id);
         let resource = Resource {
             id,
             agent_id,
             seq,
             spec,
-            shape,
             online: false,
             occupant: None,
             releasing: false,
@@ -532,36 +399,32 @@ impl Inventory {
             }
             None => self.slots.push(resource),
         };
+        self.index
+            .add(slot, &Self::live(&self.slots, slot).spec, seq);
         self.by_id.insert(id, slot);
         self.by_seq.insert(seq, slot);
         slot
     }
 
-    /// Gives an existing resource a new spec, moving it between shapes if needed.
+    /// Gives an existing resource a new spec, indexing it anew if what matching reads changed.
     fn respec(&mut self, slot: Slot, mut spec: ResourceSpec) {
-        spec.inventory_id = Some(self.get(slot).id);
-        self.get_mut(slot).retiring = false;
-        let new_shape = Shape::of(&spec);
-        let old = self.get(slot).shape;
-        if self.shape_ref(old).shape.key != new_shape.key {
-            let lease = self.get(slot).lease;
-            self.set_lease(slot, None);
-            let was_free = self.get(slot).in_free;
-            if was_free {
-                let seq = self.get(slot).seq;
-                let class = self.shape_mut(old);
-                class.free.remove(&(seq, slot));
-                let first = class.free.first().copied();
-                self.summaries[old as usize].first_free = first;
-                self.get_mut(slot).in_free = false;
-            }
-            let new = self.intern_shape(new_shape);
-            self.summaries[new as usize].members += 1;
-            self.get_mut(slot).shape = new;
-            self.release_shape_member(old);
-            self.set_lease(slot, lease);
+        let r = self.get(slot);
+        spec.inventory_id = Some(r.id);
+        let old = &r.spec;
+        let same = old.labels == spec.labels
+            && old.kind == spec.kind
+            && old.cpu_count == spec.cpu_count
+            && old.memory_gb == spec.memory_gb
+            && old.gpu == spec.gpu;
+        let seq = r.seq;
+        if !same {
+            self.index.remove(slot, &Self::live(&self.slots, slot).spec);
+            self.index.add(slot, &spec, seq);
+            self.get_mut(slot).in_free = false;
         }
-        self.get_mut(slot).spec = spec;
+        let r = self.get_mut(slot);
+        r.retiring = false;
+        r.spec = spec;
         self.settle(slot);
     }
 
@@ -577,7 +440,7 @@ impl Inventory {
         if let Some(agent) = self.agents.get_mut(&r.agent_id) {
             agent.slots.retain(|&s| s != slot);
         }
-        self.release_shape_member(r.shape);
+        self.index.remove(slot, &r.spec);
         self.vacant.push(slot);
     }
 }

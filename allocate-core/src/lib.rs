@@ -36,12 +36,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bitmap;
 mod config;
+mod criteria;
 mod engine;
 mod error;
 mod filter;
 mod hash;
 mod ids;
+mod index;
 mod inventory;
 mod json;
 mod model;
@@ -50,7 +53,6 @@ mod policy;
 mod protocol;
 mod queue;
 mod record;
-mod shape;
 mod time;
 mod validate;
 mod view;

@@ -1,7 +1,7 @@
 //! Requests waiting for a resource: arrival order overall, grouped by what they need.
 
+use crate::criteria::Criteria;
 use crate::hash::FxMap;
-use crate::shape::Criteria;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 

@@ -137,10 +137,7 @@ async fn list_inventory(
         .engine
         .call(move |s| {
             let capacity = s.engine().resource_count() * INVENTORY_ENTRY_BYTES;
-            let entries = s
-                .engine()
-                .inventory_refs()
-                .filter(|e| filter.matches_ref(e));
+            let entries = s.engine_mut().inventory_filtered(&filter);
             ok_bytes(OnePass(Cell::new(Some(entries))), capacity)
         })
         .await??;

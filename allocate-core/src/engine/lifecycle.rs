@@ -1,13 +1,13 @@
 //! How requests become allocations and end: placement, provisioning, leases, releases.
 
 use super::{Allocation, Engine};
+use crate::criteria::Criteria;
 use crate::error::{Error, Result};
 use crate::inventory::{Inventory, Slot};
 use crate::model::{Connection, Requirements, ResourceSpec};
 use crate::output::Output;
 use crate::policy::{Candidate, MatchPolicy};
 use crate::record::ProvisionResult;
-use crate::shape::Criteria;
 use crate::time::Timestamp;
 use crate::validate;
 use crate::view::AllocationState;

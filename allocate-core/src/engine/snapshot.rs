@@ -2,10 +2,10 @@
 
 use super::{Allocation, Engine, Timer};
 use crate::config::Config;
+use crate::criteria::Criteria;
 use crate::error::{Error, Result};
 use crate::ids::IdSource;
 use crate::model::{Connection, Requirements, ResourceSpec};
-use crate::shape::Criteria;
 use crate::time::Timestamp;
 use crate::view::AllocationState;
 use serde::{Deserialize, Serialize};

@@ -900,3 +900,76 @@ fn changes_moves_with_every_input_and_firing_and_requirements_are_kept() {
     assert!(e.release(at(31), id).is_err());
     assert!(e.changes() > before, "a refused input may have moved time");
 }
+
+#[test]
+fn filtered_listing_answers_through_the_index_as_a_scan_would() {
+    let mut e = engine();
+    let labels = ["nvidia", "cuda", "lab-a", "lab-b", "arm"];
+    let mut ids = Vec::new();
+    // Enough resources for the index to lay itself out, then more in its tail.
+    for agent in 0..70u128 {
+        let specs = (0..10u64)
+            .map(|n| {
+                let picked: Vec<&str> = labels
+                    .iter()
+                    .copied()
+                    .filter(|l| (agent as u64 * 7 + n * 3 + l.len() as u64) % 3 == 0)
+                    .collect();
+                let host = format!("10.0.{agent}.{n}");
+                res(&picked, 1 + n, &[], Some(host.as_str()))
+            })
+            .collect();
+        ids.extend(
+            e.register_agent(at(0), Uuid::from_u128(agent + 1), specs)
+                .unwrap(),
+        );
+        if agent == 40 {
+            // A query lays the index out; later registrations land in its tail.
+            e.request(at(0), want(&["nvidia"], 0)).unwrap();
+        }
+    }
+    for id in ids.iter().step_by(9) {
+        e.set_maintenance(at(1), *id, Some("fan".into())).unwrap();
+    }
+    for _ in 0..150 {
+        e.request(at(1), want(&["lab-a"], 0)).unwrap();
+    }
+    e.disconnect_agent(at(2), Uuid::from_u128(3)).unwrap();
+    drain(&mut e);
+    let all: Vec<InventoryEntry> = e.inventory().collect();
+    let states: BTreeSet<ResourceState> = all.iter().map(|r| r.state).collect();
+    assert!(
+        states.len() >= 4,
+        "the lab has resources in most states: {states:?}"
+    );
+    for tags in [
+        vec![],
+        vec!["nvidia"],
+        vec!["cuda", "lab-a"],
+        vec!["arm", "lab-b", "nvidia"],
+        vec!["none"],
+    ] {
+        for state in [
+            None,
+            Some(ResourceState::Free),
+            Some(ResourceState::Allocated),
+            Some(ResourceState::Offline),
+            Some(ResourceState::Maintenance),
+        ] {
+            let filter = InventoryFilter {
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                state,
+            };
+            let want: Vec<Uuid> = all
+                .iter()
+                .filter(|r| filter.matches(r))
+                .map(|r| r.inventory_id)
+                .collect();
+            let got: Vec<Uuid> = e
+                .inventory_filtered(&filter)
+                .map(|r| r.inventory_id)
+                .collect();
+            assert_eq!(got, want, "{filter:?}");
+        }
+    }
+}

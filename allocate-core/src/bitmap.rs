@@ -1,0 +1,354 @@
+//! A compressed set of positions, laid out as roaring bitmaps are: chunks of 65,536 positions,
+//! each a sorted array while sparse and a 8 KiB bitset once dense, so a label carried by a few
+//! resources costs a few bytes each and one carried by most costs a bit each.
+//!
+//! The operation matching leans on is [`Bitmap::seek`], the first member at or after a
+//! position: a search among the chunks, then one binary search or a few word scans.
+
+/// Members of an array chunk past which it turns into a bitset (where the two weigh the same).
+const ARRAY_MAX: usize = 4096;
+
+/// Words in a bitset chunk.
+const WORDS: usize = 1024;
+
+/// The positions of one chunk, as their low 16 bits.
+#[derive(Clone, Debug)]
+enum Chunk {
+    /// Sorted, without repeats.
+    Array(Vec<u16>),
+    /// One bit per position, with the number of bits set.
+    Bits(Box<Bits>, u32),
+}
+
+/// A bitset chunk, with a bit per word saying whether the word has any bit set, so that a
+/// seek across empty stretches reads 16 words rather than 1024.
+#[derive(Clone, Debug)]
+struct Bits {
+    words: [u64; WORDS],
+    nonzero: [u64; WORDS / 64],
+}
+
+impl Bits {
+    fn set(&mut self, low: u16) -> bool {
+        let (w, bit) = (usize::from(low) / 64, 1u64 << (low % 64));
+        let added = self.words[w] & bit == 0;
+        self.words[w] |= bit;
+        self.nonzero[w / 64] |= 1 << (w % 64);
+        added
+    }
+
+    fn clear(&mut self, low: u16) -> bool {
+        let (w, bit) = (usize::from(low) / 64, 1u64 << (low % 64));
+        let removed = self.words[w] & bit != 0;
+        self.words[w] &= !bit;
+        if self.words[w] == 0 {
+            self.nonzero[w / 64] &= !(1 << (w % 64));
+        }
+        removed
+    }
+
+    fn contains(&self, low: u16) -> bool {
+        self.words[usize::from(low) / 64] & (1 << (low % 64)) != 0
+    }
+
+    /// The first word at or after `w` with a bit set.
+    fn next_nonzero(&self, w: usize) -> Option<usize> {
+        let mut s = w / 64;
+        let mut summary = *self.nonzero.get(s)? & (!0u64 << (w % 64));
+        loop {
+            if summary != 0 {
+                return Some(s * 64 + summary.trailing_zeros() as usize);
+            }
+            s += 1;
+            summary = *self.nonzero.get(s)?;
+        }
+    }
+
+    fn seek(&self, low: u16) -> Option<u16> {
+        let w = usize::from(low) / 64;
+        let word = self.words[w] & (!0u64 << (low % 64));
+        if word != 0 {
+            return Some((w * 64) as u16 + word.trailing_zeros() as u16);
+        }
+        let w = self.next_nonzero(w + 1)?;
+        Some((w * 64) as u16 + self.words[w].trailing_zeros() as u16)
+    }
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Array(v) => v.len(),
+            Chunk::Bits(_, n) => *n as usize,
+        }
+    }
+
+    fn contains(&self, low: u16) -> bool {
+        match self {
+            Chunk::Array(v) => v.binary_search(&low).is_ok(),
+            Chunk::Bits(bits, _) => bits.contains(low),
+        }
+    }
+
+    fn insert(&mut self, low: u16) -> bool {
+        match self {
+            Chunk::Array(v) => {
+                let Err(i) = v.binary_search(&low) else {
+                    return false;
+                };
+                v.insert(i, low);
+                if v.len() > ARRAY_MAX {
+                    *self = Chunk::bits_of(v);
+                }
+                true
+            }
+            Chunk::Bits(bits, n) => {
+                let added = bits.set(low);
+                *n += u32::from(added);
+                added
+            }
+        }
+    }
+
+    fn remove(&mut self, low: u16) -> bool {
+        match self {
+            Chunk::Array(v) => {
+                let Ok(i) = v.binary_search(&low) else {
+                    return false;
+                };
+                v.remove(i);
+                true
+            }
+            Chunk::Bits(bits, n) => {
+                let removed = bits.clear(low);
+                *n -= u32::from(removed);
+                // Back to an array well below the limit, so that one member more or less at
+                // the edge does not convert it back and forth.
+                if removed && (*n as usize) < ARRAY_MAX / 2 {
+                    *self = Chunk::Array(Chunk::members(bits).collect());
+                }
+                removed
+            }
+        }
+    }
+
+    fn bits_of(sorted: &[u16]) -> Chunk {
+        let mut bits = Box::new(Bits {
+            words: [0; WORDS],
+            nonzero: [0; WORDS / 64],
+        });
+        for &low in sorted {
+            bits.set(low);
+        }
+        Chunk::Bits(bits, sorted.len() as u32)
+    }
+
+    fn members(bits: &Bits) -> impl Iterator<Item = u16> + '_ {
+        bits.words.iter().enumerate().flat_map(|(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros();
+                    rest &= rest - 1;
+                    (w * 64) as u16 + bit as u16
+                })
+            })
+        })
+    }
+
+    /// The least member at or after `low`.
+    fn seek(&self, low: u16) -> Option<u16> {
+        match self {
+            Chunk::Array(v) => v.get(v.partition_point(|&x| x < low)).copied(),
+            Chunk::Bits(bits, _) => bits.seek(low),
+        }
+    }
+
+    /// The members from `low` (a multiple of 64) to `low + 63`, as bits.
+    fn word(&self, low: u16) -> u64 {
+        match self {
+            Chunk::Array(v) => {
+                let start = v.partition_point(|&x| x < low);
+                v[start..]
+                    .iter()
+                    .take_while(|&&x| x - low < 64)
+                    .fold(0, |w, &x| w | 1 << (x - low))
+            }
+            Chunk::Bits(bits, _) => bits.words[usize::from(low) / 64],
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = u16> + '_> {
+        match self {
+            Chunk::Array(v) => Box::new(v.iter().copied()),
+            Chunk::Bits(bits, _) => Box::new(Chunk::members(bits)),
+        }
+    }
+}
+
+/// A set of `u32` positions.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bitmap {
+    /// Non-empty chunks by the high 16 bits of their positions, ascending.
+    chunks: Vec<(u16, Chunk)>,
+    len: u64,
+}
+
+fn split(pos: u32) -> (u16, u16) {
+    ((pos >> 16) as u16, pos as u16)
+}
+
+impl Bitmap {
+    /// How many positions it holds.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it holds no position.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn chunk(&self, high: u16) -> Result<usize, usize> {
+        self.chunks.binary_search_by_key(&high, |(k, _)| *k)
+    }
+
+    /// Whether it holds `pos`.
+    pub fn contains(&self, pos: u32) -> bool {
+        let (high, low) = split(pos);
+        self.chunk(high)
+            .is_ok_and(|i| self.chunks[i].1.contains(low))
+    }
+
+    /// Adds `pos`; `true` if it was not there.
+    pub fn insert(&mut self, pos: u32) -> bool {
+        let (high, low) = split(pos);
+        let added = match self.chunk(high) {
+            Ok(i) => self.chunks[i].1.insert(low),
+            Err(i) => {
+                self.chunks.insert(i, (high, Chunk::Array(vec![low])));
+                true
+            }
+        };
+        self.len += u64::from(added);
+        added
+    }
+
+    /// Takes out `pos`; `true` if it was there.
+    pub fn remove(&mut self, pos: u32) -> bool {
+        let (high, low) = split(pos);
+        let Ok(i) = self.chunk(high) else {
+            return false;
+        };
+        let removed = self.chunks[i].1.remove(low);
+        if self.chunks[i].1.len() == 0 {
+            self.chunks.remove(i);
+        }
+        self.len -= u64::from(removed);
+        removed
+    }
+
+    /// The least position it holds at or after `pos`.
+    pub fn seek(&self, pos: u32) -> Option<u32> {
+        let (high, low) = split(pos);
+        let start = self.chunks.partition_point(|(k, _)| *k < high);
+        self.chunks[start..].iter().find_map(|(k, chunk)| {
+            let from = if *k == high { low } else { 0 };
+            chunk
+                .seek(from)
+                .map(|l| (u32::from(*k) << 16) | u32::from(l))
+        })
+    }
+
+    /// The positions from `block` (a multiple of 64) to `block + 63` it holds, as bits.
+    pub fn word(&self, block: u32) -> u64 {
+        let (high, low) = split(block);
+        self.chunk(high).map_or(0, |i| self.chunks[i].1.word(low))
+    }
+
+    /// Every position it holds, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chunks.iter().flat_map(|(k, chunk)| {
+            chunk
+                .iter()
+                .map(move |l| (u32::from(*k) << 16) | u32::from(l))
+        })
+    }
+
+    /// The bitmap of `positions`, which must be ascending without repeats.
+    pub fn from_sorted(positions: &[u32]) -> Self {
+        let mut chunks = Vec::new();
+        let mut rest = positions;
+        while let Some(&first) = rest.first() {
+            let high = split(first).0;
+            let n = rest.partition_point(|&p| split(p).0 == high);
+            let lows: Vec<u16> = rest[..n].iter().map(|&p| p as u16).collect();
+            let chunk = if n > ARRAY_MAX {
+                Chunk::bits_of(&lows)
+            } else {
+                Chunk::Array(lows)
+            };
+            chunks.push((high, chunk));
+            rest = &rest[n..];
+        }
+        Bitmap {
+            chunks,
+            len: positions.len() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn agrees_with_a_set_through_inserts_removes_and_conversions() {
+        let mut bitmap = Bitmap::default();
+        let mut set = BTreeSet::new();
+        let mut x: u64 = 1;
+        for step in 0..60_000u32 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            // Dense around one chunk, sparse elsewhere, and a long removal phase.
+            let pos = if x >> 62 == 0 {
+                (x >> 20) as u32 % 300_000
+            } else {
+                70_000 + (x >> 40) as u32 % 9_000
+            };
+            if step < 40_000 || x & 1 == 0 {
+                assert_eq!(bitmap.insert(pos), set.insert(pos));
+            } else {
+                assert_eq!(bitmap.remove(pos), set.remove(&pos));
+            }
+            if step % 997 == 0 {
+                let probe = (x >> 24) as u32 % 310_000;
+                assert_eq!(bitmap.contains(probe), set.contains(&probe));
+                assert_eq!(bitmap.seek(probe), set.range(probe..).next().copied());
+                let block = probe & !63;
+                let word = set
+                    .range(block..block + 64)
+                    .fold(0u64, |w, p| w | 1 << (p - block));
+                assert_eq!(bitmap.word(block), word);
+            }
+        }
+        assert_eq!(bitmap.len(), set.len() as u64);
+        assert!(bitmap.iter().eq(set.iter().copied()));
+        let sorted: Vec<u32> = set.iter().copied().collect();
+        let rebuilt = Bitmap::from_sorted(&sorted);
+        assert!(rebuilt.iter().eq(bitmap.iter()) && rebuilt.len() == bitmap.len());
+        assert!(bitmap
+            .chunks
+            .iter()
+            .any(|(_, c)| matches!(c, Chunk::Bits(..))));
+        assert!(bitmap
+            .chunks
+            .iter()
+            .any(|(_, c)| matches!(c, Chunk::Array(..))));
+        for pos in sorted {
+            assert!(bitmap.remove(pos));
+        }
+        assert!(bitmap.is_empty() && bitmap.chunks.is_empty());
+        assert_eq!(bitmap.seek(0), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! Criteria (what a request needs of a resource) and how a resource is judged against them.
+//!
+//! Matching itself goes through the [`crate::index`]; this module says what a match is: the
+//! rules the index's bitmaps and numeric checks implement, applied to one resource at a time
+//! where a single resource is offered to the queue, and the best-fit order.
+
+use crate::model::{Gpu, Requirements, ResourceSpec};
+
+/// The canonical text of a resource's matching-relevant part (labels, type, CPUs, memory,
+/// GPUs, normalised): resources with equal keys are interchangeable, and inventory ids are
+/// derived from it, so its format must never change.
+pub(crate) fn shape_key(spec: &ResourceSpec) -> String {
+    let mut labels: Vec<&str> = spec.labels.iter().map(String::as_str).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let mut gpus: Vec<&Gpu> = spec.gpu.iter().collect();
+    gpus.sort_unstable();
+    serde_json::json!([labels, spec.kind, spec.cpu_count, spec.memory_gb, gpus]).to_string()
+}
+
+/// The GPU part of [`Criteria`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct GpuCriteria {
+    pub label_lower: Option<String>,
+    pub min_memory_gb: u64,
+    pub count: u32,
+}
+
+/// The matching-relevant part of a request, normalised so that equal needs compare equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Criteria {
+    pub tags: Vec<String>,
+    pub exclude_tags: Vec<String>,
+    pub kind: Option<String>,
+    pub min_cpu_count: u64,
+    pub min_memory_gb: u64,
+    pub gpu: Option<GpuCriteria>,
+}
+
+fn sorted_unique(list: &[String]) -> Vec<String> {
+    let mut v = list.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Whether `haystack` contains `needle_lower` (already in lower case), ignoring case.
+fn contains_ignoring_case(haystack: &str, needle_lower: &str) -> bool {
+    if haystack.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (haystack.as_bytes(), needle_lower.as_bytes());
+        return n.is_empty()
+            || h.windows(n.len())
+                .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b));
+    }
+    haystack.to_lowercase().contains(needle_lower)
+}
+
+impl Criteria {
+    /// The criteria of a request.
+    pub fn of(req: &Requirements) -> Self {
+        Criteria {
+            tags: sorted_unique(&req.tags),
+            exclude_tags: sorted_unique(&req.exclude_tags),
+            kind: req.kind.clone(),
+            min_cpu_count: req.min_cpu_count.unwrap_or(0),
+            min_memory_gb: req.min_memory_gb.unwrap_or(0),
+            gpu: req.gpu.as_ref().map(|g| GpuCriteria {
+                label_lower: g.label.as_ref().map(|l| l.to_lowercase()),
+                min_memory_gb: g.min_memory_gb,
+                count: g.count,
+            }),
+        }
+    }
+
+    /// Whether a resource satisfies the request.
+    pub fn matches(&self, spec: &ResourceSpec) -> bool {
+        let has = |label: &String| spec.labels.contains(label);
+        spec.cpu_count >= self.min_cpu_count
+            && spec.memory_gb >= self.min_memory_gb
+            && self.kind.as_ref().is_none_or(|k| *k == spec.kind)
+            && self.tags.iter().all(has)
+            && !self.exclude_tags.iter().any(has)
+            && self.gpus_match(&spec.gpu)
+    }
+
+    /// Whether enough of `gpus` have the memory and model asked for.
+    pub fn gpus_match(&self, gpus: &[Gpu]) -> bool {
+        let Some(want) = &self.gpu else {
+            return true;
+        };
+        let suitable = gpus
+            .iter()
+            .filter(|g| {
+                g.memory_gb >= want.min_memory_gb
+                    && want
+                        .label_lower
+                        .as_ref()
+                        .is_none_or(|l| contains_ignoring_case(&g.label, l))
+            })
+            .count();
+        suitable >= want.count as usize
+    }
+
+    /// The GPU count and the total GPU memory any matching resource has at least.
+    pub fn gpu_floor(&self) -> (u64, u64) {
+        self.gpu.as_ref().map_or((0, 0), |g| {
+            let count = u64::from(g.count);
+            (count, count.saturating_mul(g.min_memory_gb))
+        })
+    }
+
+    /// Whether matching needs a look at each GPU, beyond counting them.
+    pub fn checks_each_gpu(&self) -> bool {
+        self.gpu
+            .as_ref()
+            .is_some_and(|g| g.label_lower.is_some() || g.min_memory_gb > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GpuRequirement;
+
+    fn spec(labels: &[&str], cpu: u64, mem: u64, gpus: &[(&str, u64)], kind: &str) -> ResourceSpec {
+        ResourceSpec {
+            inventory_id: None,
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            cpu_count: cpu,
+            memory_gb: mem,
+            gpu: gpus
+                .iter()
+                .map(|(l, m)| Gpu {
+                    label: l.to_string(),
+                    memory_gb: *m,
+                })
+                .collect(),
+            kind: kind.into(),
+            connection: None,
+        }
+    }
+
+    fn gpu_req(label: Option<&str>, min: u64, count: u32) -> Requirements {
+        let mut r = Requirements::for_user("u");
+        r.gpu = Some(GpuRequirement {
+            label: label.map(str::to_owned),
+            min_memory_gb: min,
+            count,
+        });
+        r
+    }
+
+    #[test]
+    fn tags_exclusions_type_cpu_memory() {
+        let machine = spec(&["nvidia", "cuda", "nvidia"], 12, 32, &[], "VM");
+        let mut r = Requirements::for_user("u");
+        r.tags = vec!["nvidia".into()];
+        assert!(Criteria::of(&r).matches(&machine));
+        r.tags.push("rocm".into());
+        assert!(!Criteria::of(&r).matches(&machine));
+        r.tags.pop();
+        r.exclude_tags = vec!["cuda".into()];
+        assert!(!Criteria::of(&r).matches(&machine));
+        r.exclude_tags.clear();
+        r.kind = Some("vm".into());
+        assert!(
+            !Criteria::of(&r).matches(&machine),
+            "type is compared exactly"
+        );
+        r.kind = Some("VM".into());
+        r.min_cpu_count = Some(12);
+        r.min_memory_gb = Some(32);
+        assert!(Criteria::of(&r).matches(&machine));
+        r.min_memory_gb = Some(33);
+        assert!(!Criteria::of(&r).matches(&machine));
+    }
+
+    #[test]
+    fn gpu_label_is_a_case_insensitive_substring_and_count_applies_to_both() {
+        let machine = spec(
+            &[],
+            8,
+            16,
+            &[
+                ("NVIDIA GeForce RTX 2080", 8),
+                ("NVIDIA GeForce RTX 2080", 8),
+                ("Tesla T4", 16),
+            ],
+            "",
+        );
+        assert!(Criteria::of(&gpu_req(Some("rtx 2080"), 8, 2)).matches(&machine));
+        assert!(!Criteria::of(&gpu_req(Some("rtx 2080"), 8, 3)).matches(&machine));
+        assert!(!Criteria::of(&gpu_req(Some("rtx 2080"), 9, 1)).matches(&machine));
+        assert!(Criteria::of(&gpu_req(Some("GEFORCE"), 0, 2)).matches(&machine));
+        assert!(Criteria::of(&gpu_req(None, 8, 3)).matches(&machine));
+        assert!(Criteria::of(&gpu_req(None, 16, 1)).matches(&machine));
+        assert!(!Criteria::of(&gpu_req(None, 16, 2)).matches(&machine));
+    }
+
+    #[test]
+    fn case_is_ignored_beyond_ascii_too() {
+        let machine = spec(&[], 1, 1, &[("ÉCLAIR Ω-100", 8)], "");
+        assert!(Criteria::of(&gpu_req(Some("éclair ω"), 0, 1)).matches(&machine));
+        assert!(Criteria::of(&gpu_req(Some("Ω-100"), 0, 1)).matches(&machine));
+        assert!(!Criteria::of(&gpu_req(Some("eclair"), 0, 1)).matches(&machine));
+        assert!(contains_ignoring_case("Tesla T4", ""));
+    }
+
+    #[test]
+    fn shape_keys_ignore_label_order_and_repeats_and_keep_their_format() {
+        let a = spec(&["b", "a", "b"], 4, 8, &[("T4", 16)], "VM");
+        let b = spec(&["a", "b"], 4, 8, &[("T4", 16)], "VM");
+        assert_eq!(shape_key(&a), shape_key(&b));
+        // Inventory ids derive from this text: changing it would change registered ids.
+        assert_eq!(
+            shape_key(&a),
+            r#"[["a","b"],"VM",4,8,[{"label":"T4","memory_gb":16}]]"#
+        );
+        assert_ne!(
+            shape_key(&a),
+            shape_key(&spec(&["a"], 4, 8, &[("T4", 16)], "VM"))
+        );
+    }
+}

@@ -1,0 +1,706 @@
+//! The matcher's index: bitmaps of positions per label, type and GPU model, over positions laid
+//! out in best-fit order, so that a request costs the same whether or not it was seen before.
+//!
+//! Every registered resource has a position. Positions below `sorted` are in best-fit order
+//! ([`Rank`]: GPU memory, GPU count, CPUs, memory, then registration), which is the same for
+//! every request: among the resources that match a request, the one with the lowest rank is its
+//! best fit. Resources registered since the last layout take the next positions (the tail), in
+//! arrival order; once the tail grows past a small fraction of the layout, the next query lays
+//! everything out again (`relayout`), so a registration costs a few bitmap inserts and a query
+//! never scans more than a short tail out of order.
+//!
+//! A query intersects the bitmaps of its terms (free or registered resources, each required
+//! tag, the type, the GPU models whose name contains the one asked for), smallest first, takes
+//! out the excluded tags' bitmaps, and then walks the result in position order from the first
+//! position whose rank could match. The numeric needs (CPUs, memory, GPU count) are checked on
+//! the rank; a failure there skips ahead to the first position that could pass (a skip scan).
+//! Per-GPU needs (memory per GPU, model) are checked by the caller's `exact` test. Nothing is
+//! cached: the work depends on the inventory and the request alone.
+
+use crate::bitmap::Bitmap;
+use crate::criteria::Criteria;
+use crate::hash::FxMap;
+use crate::model::ResourceSpec;
+
+/// Index of a resource in the inventory's slot table.
+pub(crate) type Slot = u32;
+
+/// A position in the index's layout.
+type Pos = u32;
+
+/// Marks a dead position's slot, and a slot that has no position.
+const NONE: u32 = u32::MAX;
+
+/// Ranks per block of the layout under one fence.
+const FENCE_EVERY: usize = 64;
+
+/// The smallest tail that makes a query lay the index out again.
+const TAIL_MIN: usize = 256;
+
+/// Past this many distinct GPU models, a model term is left to the `exact` test: naming every
+/// model that contains a substring would cost more than it saves.
+const GPU_MODELS_SCANNED: usize = 256;
+
+/// Where a resource stands in best-fit order: less is a better fit for any request it matches.
+///
+/// A request's best fit is the matching resource with the least excess GPU memory, then GPU
+/// count, CPUs and memory, ties going to the earliest registered. Every matching resource
+/// exceeds the request by its own value minus the request's (never below zero), so ordering by
+/// the excess is ordering by the values themselves, the same order for every request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Rank {
+    /// Total GPU memory.
+    pub gpu_memory_gb: u64,
+    /// Number of GPUs.
+    pub gpu_count: u64,
+    /// Number of CPUs.
+    pub cpu_count: u64,
+    /// Memory in GB.
+    pub memory_gb: u64,
+    /// Registration order.
+    pub seq: u64,
+}
+
+impl Rank {
+    /// The rank of a resource registered as `seq`.
+    pub fn of(spec: &ResourceSpec, seq: u64) -> Self {
+        Rank {
+            gpu_memory_gb: spec
+                .gpu
+                .iter()
+                .fold(0u64, |sum, g| sum.saturating_add(g.memory_gb)),
+            gpu_count: spec.gpu.len() as u64,
+            cpu_count: spec.cpu_count,
+            memory_gb: spec.memory_gb,
+            seq,
+        }
+    }
+
+    /// The least rank a resource matching `c` can have.
+    fn floor(c: &Criteria) -> Self {
+        let (count, memory) = c.gpu_floor();
+        Rank {
+            gpu_memory_gb: memory,
+            gpu_count: count,
+            cpu_count: c.min_cpu_count,
+            memory_gb: c.min_memory_gb,
+            seq: 0,
+        }
+    }
+
+    /// `Ok` if this rank meets the numeric needs of `c`; otherwise the least rank above it
+    /// that could.
+    fn check(&self, c: &Criteria) -> Result<(), Rank> {
+        let floor = Rank::floor(c);
+        let next = if self.gpu_memory_gb < floor.gpu_memory_gb {
+            floor
+        } else if self.gpu_count < floor.gpu_count {
+            Rank {
+                gpu_memory_gb: self.gpu_memory_gb,
+                ..floor
+            }
+        } else if self.cpu_count < floor.cpu_count {
+            Rank {
+                gpu_memory_gb: self.gpu_memory_gb,
+                gpu_count: self.gpu_count,
+                ..floor
+            }
+        } else if self.memory_gb < floor.memory_gb {
+            Rank {
+                seq: 0,
+                memory_gb: floor.memory_gb,
+                ..*self
+            }
+        } else {
+            return Ok(());
+        };
+        Err(next)
+    }
+}
+
+/// Which resources a query looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Those a new allocation may be placed on.
+    Free,
+    /// Every registered one.
+    All,
+}
+
+/// What a join does after a position: go on, or leap ahead.
+enum Step {
+    Next,
+    SkipTo(Pos),
+}
+
+/// Cursors over terms, each the union of a run of bitmaps.
+struct Cursors<'a> {
+    /// Each bitmap and the least position it holds that was not yet passed (`Pos::MAX` once
+    /// it has no more), term after term.
+    members: Vec<(&'a Bitmap, Pos)>,
+    /// Where each term's members start and end in `members`.
+    terms: Vec<(usize, usize)>,
+}
+
+impl<'a> Cursors<'a> {
+    fn new(bitmaps: &[&'a Bitmap], terms: &[(u64, usize, usize)], from: Pos) -> Self {
+        let mut members = Vec::with_capacity(bitmaps.len());
+        let mut runs = Vec::with_capacity(terms.len());
+        for &(_, start, end) in terms {
+            runs.push((members.len(), members.len() + end - start));
+            members.extend(
+                bitmaps[start..end]
+                    .iter()
+                    .map(|b| (*b, b.seek(from).unwrap_or(Pos::MAX))),
+            );
+        }
+        Cursors {
+            members,
+            terms: runs,
+        }
+    }
+
+    /// The 64 positions of term `term` from `block` (a multiple of 64), as bits.
+    fn word(&self, term: usize, block: Pos) -> u64 {
+        let (start, end) = self.terms[term];
+        self.members[start..end]
+            .iter()
+            .fold(0, |w, (bitmap, _)| w | bitmap.word(block))
+    }
+
+    /// The least position at or after `pos` in term `term` (`Pos::MAX` if none).
+    fn seek(&mut self, term: usize, pos: Pos) -> Pos {
+        let (start, end) = self.terms[term];
+        let mut least = Pos::MAX;
+        for (bitmap, at) in &mut self.members[start..end] {
+            if *at < pos {
+                *at = bitmap.seek(pos).unwrap_or(Pos::MAX);
+            }
+            least = least.min(*at);
+        }
+        least
+    }
+}
+
+/// Bitmaps of positions by label, type and GPU model, with the layout they refer to.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    /// The rank of each position (kept for dead positions, so the layout stays sorted).
+    ranks: Vec<Rank>,
+    /// The slot at each position, `NONE` once its resource left.
+    slots: Vec<Slot>,
+    /// The position of each slot, `NONE` for a slot not in the index.
+    positions: Vec<Pos>,
+    /// Positions below this are in rank order.
+    sorted: usize,
+    /// Every `FENCE_EVERY`th rank of the layout, to search it touching few cache lines.
+    fences: Vec<Rank>,
+    /// Positions whose resource left since the last layout.
+    dead: usize,
+    terms: Terms,
+    live: Bitmap,
+    free: Bitmap,
+}
+
+/// The bitmaps of the terms a request can name.
+#[derive(Debug, Default)]
+struct Terms {
+    labels: FxMap<Box<str>, Bitmap>,
+    kinds: FxMap<Box<str>, Bitmap>,
+    /// By GPU model in lower case: the resources with at least one GPU of that model.
+    gpu_models: FxMap<Box<str>, Bitmap>,
+}
+
+impl Terms {
+    /// Applies `f` to the map and key of each of a resource's labels, type and GPU models.
+    fn each_of(
+        &mut self,
+        spec: &ResourceSpec,
+        mut f: impl FnMut(&mut FxMap<Box<str>, Bitmap>, &str),
+    ) {
+        for label in &spec.labels {
+            f(&mut self.labels, label);
+        }
+        f(&mut self.kinds, &spec.kind);
+        for gpu in &spec.gpu {
+            f(&mut self.gpu_models, &gpu.label.to_lowercase());
+        }
+    }
+}
+
+impl Index {
+    /// Indexes a resource (not yet free) at the end of the tail.
+    pub fn add(&mut self, slot: Slot, spec: &ResourceSpec, seq: u64) {
+        let pos = self.ranks.len() as Pos;
+        self.ranks.push(Rank::of(spec, seq));
+        self.slots.push(slot);
+        let i = slot as usize;
+        if self.positions.len() <= i {
+            self.positions.resize(i + 1, NONE);
+        }
+        self.positions[i] = pos;
+        self.live.insert(pos);
+        self.terms.each_of(spec, |map, key| {
+            match map.get_mut(key) {
+                Some(bitmap) => bitmap.insert(pos),
+                None => map.entry(key.into()).or_default().insert(pos),
+            };
+        });
+    }
+
+    /// Drops a resource, indexed with `spec`, from the index.
+    pub fn remove(&mut self, slot: Slot, spec: &ResourceSpec) {
+        let pos = std::mem::replace(&mut self.positions[slot as usize], NONE);
+        self.slots[pos as usize] = NONE;
+        self.live.remove(pos);
+        self.free.remove(pos);
+        self.dead += 1;
+        self.terms.each_of(spec, |map, key| {
+            if let Some(bitmap) = map.get_mut(key) {
+                bitmap.remove(pos);
+                if bitmap.is_empty() {
+                    map.remove(key);
+                }
+            }
+        });
+        if self.dead > TAIL_MIN && self.dead > self.live.len() as usize {
+            self.relayout();
+        }
+    }
+
+    /// Marks a resource free (placeable) or not.
+    pub fn set_free(&mut self, slot: Slot, free: bool) {
+        let pos = self.positions[slot as usize];
+        if free {
+            self.free.insert(pos);
+        } else {
+            self.free.remove(pos);
+        }
+    }
+
+    /// The free resources matching `c` (per the index and `exact`), best fit first, at most `limit`.
+    pub fn best(&mut self, c: &Criteria, limit: usize, exact: impl Fn(Slot) -> bool) -> Vec<Slot> {
+        self.keep_tail_short();
+        let mut found: Vec<(Rank, Slot)> = Vec::new();
+        let (sorted, end) = (self.sorted as Pos, self.ranks.len() as Pos);
+        let mut in_order = 0;
+        self.join(c, Scope::Free, self.floor_pos(c), end, |pos| {
+            let (rank, slot) = (&self.ranks[pos as usize], self.slots[pos as usize]);
+            let checked = rank.check(c);
+            if checked.is_ok() && exact(slot) {
+                found.push((*rank, slot));
+            }
+            if pos >= sorted {
+                return Step::Next;
+            }
+            // In the layout, the first matches found are the best: skip to the tail once
+            // there are enough, and past ranks that cannot pass the numeric needs.
+            in_order = found.len();
+            match checked {
+                Ok(()) if found.len() >= limit => Step::SkipTo(sorted),
+                Ok(()) => Step::Next,
+                Err(next) => Step::SkipTo(self.lower_bound(&next)),
+            }
+        });
+        if found.len() > in_order {
+            found.sort_unstable();
+        }
+        found.truncate(limit);
+        found.into_iter().map(|(_, slot)| slot).collect()
+    }
+
+    /// Calls `visit` with every resource in `scope` matching `c` (per the index and `exact`),
+    /// in no particular order.
+    pub fn each(
+        &mut self,
+        c: &Criteria,
+        scope: Scope,
+        exact: impl Fn(Slot) -> bool,
+        mut visit: impl FnMut(Slot),
+    ) {
+        self.keep_tail_short();
+        let end = self.ranks.len() as Pos;
+        self.join(c, scope, self.floor_pos(c), end, |pos| {
+            let slot = self.slots[pos as usize];
+            if self.ranks[pos as usize].check(c).is_ok() && exact(slot) {
+                visit(slot);
+            }
+            Step::Next
+        });
+    }
+
+    /// The first position in the layout whose rank could match `c`.
+    fn floor_pos(&self, c: &Criteria) -> Pos {
+        let floor = Rank::floor(c);
+        if floor == Rank::default() {
+            return 0;
+        }
+        self.lower_bound(&floor)
+    }
+
+    /// The first position in the layout whose rank is at least `rank`: a search of the fences,
+    /// which stay in cache, then of one block of ranks.
+    fn lower_bound(&self, rank: &Rank) -> Pos {
+        let block = self.fences.partition_point(|r| r < rank).saturating_sub(1);
+        let start = block * FENCE_EVERY;
+        let end = (start + FENCE_EVERY).min(self.sorted);
+        (start + self.ranks[start..end].partition_point(|r| r < rank)) as Pos
+    }
+
+    /// Calls `on`, in position order, with each position in `from..to` in `scope` that carries
+    /// every required tag, the type and a GPU model asked for, and no excluded tag.
+    ///
+    /// A leapfrog join: each term's cursor in turn leaps to the position the others agree on,
+    /// so the work follows the smallest term and the answer, not the largest bitmap.
+    fn join(
+        &self,
+        c: &Criteria,
+        scope: Scope,
+        from: Pos,
+        to: Pos,
+        mut on: impl FnMut(Pos) -> Step,
+    ) {
+        if from >= to {
+            return;
+        }
+        let base = match scope {
+            Scope::Free => &self.free,
+            Scope::All => &self.live,
+        };
+        // Each term is a run of `bitmaps` whose union it is: one bitmap, or the GPU models.
+        let mut bitmaps: Vec<&Bitmap> = vec![base];
+        let mut terms: Vec<(u64, usize, usize)> = vec![(base.len(), 0, 1)];
+        fn add<'b>(
+            bitmaps: &mut Vec<&'b Bitmap>,
+            terms: &mut Vec<(u64, usize, usize)>,
+            term: &[&'b Bitmap],
+        ) {
+            let start = bitmaps.len();
+            bitmaps.extend_from_slice(term);
+            terms.push((term.iter().map(|b| b.len()).sum(), start, bitmaps.len()));
+        }
+        for tag in &c.tags {
+            let Some(bitmap) = self.terms.labels.get(tag.as_str()) else {
+                return;
+            };
+            add(&mut bitmaps, &mut terms, &[bitmap]);
+        }
+        if let Some(kind) = &c.kind {
+            let Some(bitmap) = self.terms.kinds.get(kind.as_str()) else {
+                return;
+            };
+            add(&mut bitmaps, &mut terms, &[bitmap]);
+        }
+        if let Some(models) = self.gpu_models_of(c) {
+            if models.is_empty() {
+                return;
+            }
+            add(&mut bitmaps, &mut terms, &models);
+        }
+        // The smallest term leads.
+        terms.sort_unstable();
+        let mut cursors = Cursors::new(&bitmaps, &terms, from);
+        let excluded: Vec<&Bitmap> = c
+            .exclude_tags
+            .iter()
+            .filter_map(|t| self.terms.labels.get(t.as_str()))
+            .collect();
+        let (n, mut pos) = (terms.len(), from);
+        loop {
+            let (mut agreed, mut i) = (0, 0);
+            while agreed < n {
+                let at = cursors.seek(i, pos);
+                if at >= to {
+                    return;
+                }
+                if at != pos {
+                    // Before leaping term by term, look for a common position in the rest
+                    // of `at`'s 64-position block, all terms at once, a word at a time.
+                    let block = at & !63;
+                    let mut common = !0u64 << (at % 64);
+                    for t in 0..n {
+                        if common == 0 {
+                            break;
+                        }
+                        common &= cursors.word(t, block);
+                    }
+                    if common != 0 {
+                        pos = block + common.trailing_zeros();
+                        break;
+                    }
+                    pos = block + 64;
+                    agreed = 0;
+                    continue;
+                }
+                agreed += 1;
+                i = (i + 1) % n;
+            }
+            let step = if excluded.iter().any(|b| b.contains(pos)) {
+                Step::Next
+            } else {
+                on(pos)
+            };
+            pos = match step {
+                Step::Next => pos + 1,
+                Step::SkipTo(next) => next.max(pos + 1),
+            };
+        }
+    }
+
+    /// The bitmaps of the GPU models whose name contains the one asked for, when that is
+    /// worth looking up; the `exact` test checks the rest.
+    fn gpu_models_of(&self, c: &Criteria) -> Option<Vec<&Bitmap>> {
+        let want = c.gpu.as_ref()?.label_lower.as_deref()?;
+        if self.terms.gpu_models.len() > GPU_MODELS_SCANNED {
+            return None;
+        }
+        Some(
+            self.terms
+                .gpu_models
+                .iter()
+                .filter(|(model, _)| model.contains(want))
+                .map(|(_, bitmap)| bitmap)
+                .collect(),
+        )
+    }
+
+    /// Lays the index out again when its unsorted tail is more than a small part of it.
+    fn keep_tail_short(&mut self) {
+        let tail = self.ranks.len() - self.sorted;
+        if tail > TAIL_MIN.max(self.sorted / 32) {
+            self.relayout();
+        }
+    }
+
+    /// Puts every live resource in rank order at positions `0..n` and remaps the bitmaps.
+    fn relayout(&mut self) {
+        let mut order: Vec<Pos> = self.live.iter().collect();
+        // The sorted part is in order already and the tail is short: this is mostly a merge.
+        order.sort_by_key(|&p| self.ranks[p as usize]);
+        let mut moved = vec![NONE; self.ranks.len()];
+        for (new, &old) in order.iter().enumerate() {
+            moved[old as usize] = new as Pos;
+        }
+        let remap = |bitmap: &mut Bitmap| {
+            let mut v: Vec<Pos> = bitmap.iter().map(|p| moved[p as usize]).collect();
+            v.sort_unstable();
+            *bitmap = Bitmap::from_sorted(&v);
+        };
+        for map in [
+            &mut self.terms.labels,
+            &mut self.terms.kinds,
+            &mut self.terms.gpu_models,
+        ] {
+            map.values_mut().for_each(remap);
+        }
+        remap(&mut self.live);
+        remap(&mut self.free);
+        self.ranks = order.iter().map(|&p| self.ranks[p as usize]).collect();
+        self.slots = order.iter().map(|&p| self.slots[p as usize]).collect();
+        for (new, &slot) in self.slots.iter().enumerate() {
+            self.positions[slot as usize] = new as Pos;
+        }
+        self.sorted = self.ranks.len();
+        self.fences = self.ranks.iter().step_by(FENCE_EVERY).copied().collect();
+        self.dead = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Gpu, GpuRequirement, Requirements};
+
+    /// splitmix64: a deterministic stream for the randomised checks.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
+    const LABELS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    const MODELS: [(&str, u64); 4] = [
+        ("RTX 2080", 8),
+        ("RTX 4090", 24),
+        ("Tesla T4", 16),
+        ("A100", 80),
+    ];
+
+    fn random_spec(rng: &mut Rng) -> ResourceSpec {
+        let labels = LABELS
+            .iter()
+            .filter(|_| rng.below(3) == 0)
+            .map(|l| l.to_string())
+            .collect();
+        let gpu = (0..[0, 0, 1, 2, 4][rng.below(5) as usize])
+            .map(|_| {
+                let (label, memory_gb) = MODELS[rng.below(4) as usize];
+                Gpu {
+                    label: label.into(),
+                    memory_gb,
+                }
+            })
+            .collect();
+        ResourceSpec {
+            inventory_id: None,
+            labels,
+            cpu_count: 1 + rng.below(16),
+            memory_gb: 1 + rng.below(8) * 8,
+            gpu,
+            kind: ["VM", "device"][rng.below(2) as usize].into(),
+            connection: None,
+        }
+    }
+
+    fn random_criteria(rng: &mut Rng) -> Criteria {
+        let mut r = Requirements::for_user("u");
+        r.tags = (0..rng.below(3))
+            .map(|_| LABELS[rng.below(8) as usize].to_string())
+            .collect();
+        if rng.below(4) == 0 {
+            r.exclude_tags = vec![LABELS[rng.below(8) as usize].to_string()];
+        }
+        if rng.below(4) == 0 {
+            r.kind = Some(["VM", "device", "server"][rng.below(3) as usize].into());
+        }
+        r.min_cpu_count = (rng.below(2) == 0).then(|| rng.below(16));
+        r.min_memory_gb = (rng.below(2) == 0).then(|| rng.below(64));
+        if rng.below(2) == 0 {
+            r.gpu = Some(GpuRequirement {
+                label: (rng.below(2) == 0)
+                    .then(|| ["rtx", "4090", "t4", "A100", "x"][rng.below(5) as usize].into()),
+                min_memory_gb: [0, 8, 16, 24][rng.below(4) as usize],
+                count: 1 + rng.below(3) as u32,
+            });
+        }
+        Criteria::of(&r)
+    }
+
+    /// The index beside the plain truth: every resource with its spec, rank and freedom.
+    struct Lab {
+        index: Index,
+        resources: Vec<Option<(ResourceSpec, Rank, bool)>>,
+        seq: u64,
+    }
+
+    impl Lab {
+        fn add(&mut self, rng: &mut Rng) {
+            let spec = random_spec(rng);
+            self.seq += 1;
+            let slot = match self.resources.iter().position(Option::is_none) {
+                Some(slot) => slot,
+                None => {
+                    self.resources.push(None);
+                    self.resources.len() - 1
+                }
+            };
+            self.index.add(slot as Slot, &spec, self.seq);
+            self.resources[slot] = Some((spec.clone(), Rank::of(&spec, self.seq), false));
+        }
+
+        fn live_slots(&self) -> Vec<usize> {
+            (0..self.resources.len())
+                .filter(|&s| self.resources[s].is_some())
+                .collect()
+        }
+
+        fn expected(&self, c: &Criteria, free_only: bool) -> Vec<Slot> {
+            let mut v: Vec<(Rank, Slot)> = self
+                .resources
+                .iter()
+                .enumerate()
+                .filter_map(|(s, r)| r.as_ref().map(|r| (s, r)))
+                .filter(|(_, (spec, _, free))| (*free || !free_only) && c.matches(spec))
+                .map(|(s, (_, rank, _))| (*rank, s as Slot))
+                .collect();
+            v.sort_unstable();
+            v.into_iter().map(|(_, s)| s).collect()
+        }
+
+        fn check(&mut self, rng: &mut Rng) {
+            let c = random_criteria(rng);
+            let specs: Vec<Option<ResourceSpec>> = self
+                .resources
+                .iter()
+                .map(|r| r.as_ref().map(|r| r.0.clone()))
+                .collect();
+            let exact =
+                |slot: Slot| c.gpus_match(&specs[slot as usize].as_ref().expect("live").gpu);
+            let limit = 1 + rng.below(6) as usize;
+            let want = self.expected(&c, true);
+            let got = self.index.best(&c, limit, exact);
+            assert_eq!(got, want[..want.len().min(limit)], "{c:?}");
+            let mut all = Vec::new();
+            self.index.each(&c, Scope::All, exact, |s| all.push(s));
+            all.sort_unstable();
+            let mut want_all = self.expected(&c, false);
+            want_all.sort_unstable();
+            assert_eq!(all, want_all, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn best_and_each_agree_with_a_plain_scan_through_churn_and_relayouts() {
+        let mut rng = Rng(7);
+        let mut lab = Lab {
+            index: Index::default(),
+            resources: Vec::new(),
+            seq: 0,
+        };
+        for step in 0..6_000 {
+            match rng.below(10) {
+                0..=3 => lab.add(&mut rng),
+                4 => {
+                    let live = lab.live_slots();
+                    if let Some(&slot) = live.get(rng.below(live.len().max(1) as u64) as usize) {
+                        let (spec, _, _) = lab.resources[slot].take().expect("live");
+                        lab.index.remove(slot as Slot, &spec);
+                    }
+                }
+                5..=7 => {
+                    let live = lab.live_slots();
+                    if let Some(&slot) = live.get(rng.below(live.len().max(1) as u64) as usize) {
+                        let r = lab.resources[slot].as_mut().expect("live");
+                        r.2 = !r.2;
+                        lab.index.set_free(slot as Slot, r.2);
+                    }
+                }
+                _ => lab.check(&mut rng),
+            }
+            if step % 1_000 == 999 {
+                assert!(lab.index.sorted > 0, "the index was laid out by now");
+            }
+        }
+    }
+
+    #[test]
+    fn rank_orders_by_gpu_memory_then_count_then_cpu_then_memory() {
+        let spec = |cpu, mem, gpus: &[u64]| ResourceSpec {
+            inventory_id: None,
+            labels: vec![],
+            cpu_count: cpu,
+            memory_gb: mem,
+            gpu: gpus
+                .iter()
+                .map(|&m| Gpu {
+                    label: "g".into(),
+                    memory_gb: m,
+                })
+                .collect(),
+            kind: String::new(),
+            connection: None,
+        };
+        let cpu_only = Rank::of(&spec(64, 512, &[]), 9);
+        let small_gpu = Rank::of(&spec(64, 256, &[8]), 2);
+        let big_gpu = Rank::of(&spec(4, 8, &[24]), 1);
+        assert!(cpu_only < small_gpu && small_gpu < big_gpu);
+        assert!(Rank::of(&spec(4, 8, &[16]), 3) < Rank::of(&spec(4, 8, &[8, 8]), 3));
+        assert!(Rank::of(&spec(4, 8, &[]), 3) < Rank::of(&spec(4, 8, &[]), 4));
+    }
+}
