@@ -9,9 +9,16 @@
 //! resources make about 2,500 distinct shapes. Requests come from a catalogue of 56 needs
 //! (tags, type, CPU, memory, GPU model, memory and count, exclusions) that a harness asks for
 //! over and over.
+//!
+//! The diverse lab (`common/diverse.rs`) is the opposite: nearly every resource is its own
+//! shape and nearly every request is new.
 
+mod diverse;
 mod scan;
 
+pub use diverse::{
+    diverse_engine, diverse_resources, half_allocated_diverse, DiverseRequests, CHECKED_REQUESTS,
+};
 pub use scan::LinearScan;
 
 use allocate_core::{
@@ -126,6 +133,13 @@ impl Rng {
     /// A number below `n`.
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
+    }
+
+    /// Puts `items` in a random order (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
     }
 }
 
