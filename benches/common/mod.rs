@@ -143,6 +143,18 @@ impl Rng {
     }
 }
 
+/// The count in environment variable `name` (underscores allowed, as in `1_000`), or
+/// `default` when it is unset.
+pub fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a count")),
+        Err(_) => default,
+    }
+}
+
 /// The id of agent `i`.
 pub fn agent_id(i: usize) -> Uuid {
     Uuid::from_u128(0xA6E0_0000_0000 + i as u128)
