@@ -8,33 +8,19 @@
 //!   Before timing, the scan is checked to pick the same resource as the engine for every
 //!   need of the mix.
 
-use allocate_benches::{allocate, fill, lab_engine, release, request_mix, LinearScan, SIZES, T0};
-use allocate_core::{Engine, Output, Requirements};
+use allocate_benches::{
+    allocate, assert_same_choices, fill, lab_engine, release, request_mix, timed_request,
+    LinearScan, SIZES,
+};
+use allocate_core::Engine;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A lab of `n` resources, half of them held.
 fn half_allocated(n: usize) -> Engine {
     let mut engine = lab_engine(n);
     fill(&mut engine, n / 2);
     engine
-}
-
-/// The scan must choose exactly what the engine chooses, need by need.
-fn assert_same_choices(engine: &mut Engine, scan: &LinearScan, mix: &[Requirements]) {
-    for r in mix {
-        let engine_pick = allocate(engine, r);
-        let scan_pick = scan.best_free(r).map(|i| scan.id(i));
-        assert_eq!(
-            engine_pick.map(|(_, inventory_id)| inventory_id),
-            scan_pick,
-            "{r:?}"
-        );
-        if let Some((id, _)) = engine_pick {
-            release(engine, id);
-        }
-    }
 }
 
 fn bench_allocate(c: &mut Criterion) {
@@ -49,19 +35,13 @@ fn bench_allocate(c: &mut Criterion) {
         let mut next = 0;
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
-                    let r = mix[next % mix.len()].clone();
-                    next += 1;
-                    let start = Instant::now();
-                    let id = engine.request(T0, r).expect("a valid request");
-                    let ready = matches!(engine.poll_output(), Some(Output::Ready { .. }));
-                    timed += start.elapsed();
-                    if ready {
-                        release(&mut engine, id);
-                    }
-                }
-                timed
+                (0..iters)
+                    .map(|_| {
+                        let r = mix[next % mix.len()].clone();
+                        next += 1;
+                        timed_request(&mut engine, r)
+                    })
+                    .sum()
             });
         });
         group.finish();
@@ -70,7 +50,7 @@ fn bench_allocate(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| {
-                let r = &mix[next % mix.len()];
+                let r = mix[next % mix.len()].clone();
                 next += 1;
                 if let Some((id, _)) = allocate(&mut engine, r) {
                     release(&mut engine, id);
@@ -83,21 +63,13 @@ fn bench_allocate(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
-                    let r = &mix[next % mix.len()];
-                    next += 1;
-                    let start = Instant::now();
-                    let pick = black_box(scan.best_free(r));
-                    if let Some(i) = pick {
-                        scan.set_free(i, false);
-                    }
-                    timed += start.elapsed();
-                    if let Some(i) = pick {
-                        scan.set_free(i, true);
-                    }
-                }
-                timed
+                (0..iters)
+                    .map(|_| {
+                        let r = &mix[next % mix.len()];
+                        next += 1;
+                        scan.timed_pick(r)
+                    })
+                    .sum()
             });
         });
         group.finish();

@@ -15,7 +15,7 @@ fn all_leased(n: usize) -> Engine {
         let mut r = Requirements::for_user("ci-runner-7");
         r.allocation_timeout_seconds = 0;
         r.expires = Some(T0.as_secs() + 3_600 + (i as u64 % 7_200));
-        allocate(&mut engine, &r).expect("a free resource is left");
+        allocate(&mut engine, r).expect("a free resource is left");
     }
     engine
 }

@@ -5,10 +5,21 @@
 //! with half of them allocated. "Asked" counts the bytes the engine asked for (spare capacity
 //! of its vectors and tables included); "with malloc" adds what glibc's allocator makes of each
 //! block (an 8-byte header, rounded up to 16 bytes, at least 32), an estimate of the real
-//! footprint. The target is at most 1 KiB per registered resource. Run with
-//! `cargo bench -p allocate-benches --bench memory`.
+//! footprint. The target is at most 1 KiB per registered resource.
+//!
+//! Then the diverse lab (`common/diverse.rs`, where nearly every resource is its own shape):
+//! the heap per resource with 100,000 registered, and again after each tenth of a stream of
+//! `DIVERSE_REQUESTS` (default 1,000,000) distinct requests, each allocated and released, with
+//! the ratio of the last figure to the first: whatever the engine keeps per request shape, or
+//! per ended allocation beyond its bounded history, shows as growth (the history of ended
+//! allocations fills up over the first 10,000 requests, so small runs do grow). Run with
+//! `cargo bench -p allocate-benches --bench memory`, or with `DIVERSE_REQUESTS=2000` (say)
+//! for a quick run on a slow engine.
 
-use allocate_benches::{fill, lab_engine, RESOURCES_PER_AGENT, SIZES};
+use allocate_benches::{
+    allocate, diverse_engine, env_count, fill, lab_engine, release, DiverseRequests,
+    RESOURCES_PER_AGENT, SIZES,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -75,6 +86,52 @@ fn live() -> (usize, usize) {
     )
 }
 
+/// Resources of the diverse lab measured.
+const DIVERSE: usize = 100_000;
+
+/// The diverse lab's heap per resource: registered, then along a stream of distinct requests.
+fn diverse() {
+    let total = env_count("DIVERSE_REQUESTS", 1_000_000);
+    let n = DIVERSE;
+    let (bytes, blocks) = live();
+    let per_resource = || ((live().0 - bytes) / n, (live().1 - blocks) / n);
+    let mut engine = diverse_engine(n);
+    let registered = per_resource();
+    println!(
+        "memory_diverse/{n} ({} agents), bytes per resource: registered {} asked, {} with malloc",
+        n.div_ceil(RESOURCES_PER_AGENT),
+        registered.0,
+        registered.1,
+    );
+    let mut requests = DiverseRequests::new(n, 2);
+    let mut done = 0;
+    let mut tenths = Vec::with_capacity(10);
+    for tenth in 1..=10 {
+        let until = total * tenth / 10;
+        for r in requests.by_ref().take(until - done) {
+            let (id, _) = allocate(&mut engine, r).expect("its resource is free");
+            release(&mut engine, id);
+        }
+        done = until;
+        let now = per_resource();
+        println!(
+            "memory_diverse/{n} after {done} requests ({}%), bytes per resource: {} asked, {} \
+             with malloc",
+            tenth * 10,
+            now.0,
+            now.1,
+        );
+        tenths.push(now);
+    }
+    let (first, last) = (tenths[0], tenths[9]);
+    println!(
+        "memory_diverse/{n}: last tenth / first tenth: x{:.3} asked, x{:.3} with malloc",
+        last.0 as f64 / first.0 as f64,
+        last.1 as f64 / first.1 as f64,
+    );
+    drop(engine);
+}
+
 fn main() {
     println!("heap per registered resource (target: at most 1024 bytes)");
     for n in SIZES {
@@ -94,4 +151,5 @@ fn main() {
         );
         drop(engine);
     }
+    diverse();
 }

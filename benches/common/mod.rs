@@ -9,15 +9,23 @@
 //! resources make about 2,500 distinct shapes. Requests come from a catalogue of 56 needs
 //! (tags, type, CPU, memory, GPU model, memory and count, exclusions) that a harness asks for
 //! over and over.
+//!
+//! The diverse lab (`common/diverse.rs`) is the opposite: nearly every resource is its own
+//! shape and nearly every request is new.
 
+mod diverse;
 mod scan;
 
+pub use diverse::{
+    diverse_engine, diverse_resources, half_allocated_diverse, DiverseRequests, CHECKED_REQUESTS,
+};
 pub use scan::LinearScan;
 
 use allocate_core::{
     Config, Connection, Engine, Gpu, GpuRequirement, Output, Requirements, ResourceSpec, SeededIds,
     Timestamp,
 };
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The benchmarks' start time.
@@ -126,6 +134,25 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
+
+    /// Puts `items` in a random order (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// The count in environment variable `name` (underscores allowed, as in `1_000`), or
+/// `default` when it is unset.
+pub fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a count")),
+        Err(_) => default,
+    }
 }
 
 /// The id of agent `i`.
@@ -174,14 +201,19 @@ pub fn agent_resources(i: usize) -> Vec<ResourceSpec> {
                 memory_gb: m.memory_gb,
                 gpu,
                 kind: m.kind.to_owned(),
-                connection: Some(Connection {
-                    host: format!("10.{}.{}.{}", i >> 12, (i >> 4) & 0xff, (i & 0xf) * 16 + n),
-                    username: "lab".to_owned(),
-                    password: format!("pw-{i:x}-{n}"),
-                }),
+                connection: Some(connection(i, n)),
             }
         })
         .collect()
+}
+
+/// The static connection of resource `n` of agent `i`, so an allocation is ready at once.
+fn connection(i: usize, n: usize) -> Connection {
+    Connection {
+        host: format!("10.{}.{}.{}", i >> 12, (i >> 4) & 0xff, (i & 0xf) * 16 + n),
+        username: "lab".to_owned(),
+        password: format!("pw-{i:x}-{n}"),
+    }
 }
 
 fn gpu(label: Option<&str>, min_memory_gb: u64, count: u32) -> Option<GpuRequirement> {
@@ -243,10 +275,27 @@ pub fn request_mix() -> Vec<Requirements> {
 /// An engine (default settings, no journal) with `resources` registered from
 /// `resources / RESOURCES_PER_AGENT` agents at [`T0`].
 pub fn lab_engine(resources: usize) -> Engine {
-    let mut engine = Engine::new(Config::default(), Box::new(SeededIds::new(1)));
-    for i in 0..resources.div_ceil(RESOURCES_PER_AGENT) {
+    engine_with(lab_agents(resources, agent_resources))
+}
+
+/// The resources of the first `resources / RESOURCES_PER_AGENT` agents (rounded up; the last
+/// one cut short), agent `i` owning `agent_resources(i)`.
+pub fn lab_agents(
+    resources: usize,
+    agent_resources: fn(usize) -> Vec<ResourceSpec>,
+) -> impl Iterator<Item = Vec<ResourceSpec>> {
+    (0..resources.div_ceil(RESOURCES_PER_AGENT)).map(move |i| {
         let mut specs = agent_resources(i);
         specs.truncate(resources - i * RESOURCES_PER_AGENT);
+        specs
+    })
+}
+
+/// An engine (default settings, no journal) with each agent's resources registered at [`T0`],
+/// the `i`th as [`agent_id`]`(i)`.
+pub fn engine_with(agents: impl IntoIterator<Item = Vec<ResourceSpec>>) -> Engine {
+    let mut engine = Engine::new(Config::default(), Box::new(SeededIds::new(1)));
+    for (i, specs) in agents.into_iter().enumerate() {
         engine
             .register_agent(T0, agent_id(i), specs)
             .expect("the lab registers");
@@ -255,8 +304,8 @@ pub fn lab_engine(resources: usize) -> Engine {
 }
 
 /// Requests `r` and returns the resource it was given at once, if any. Drains the outputs.
-pub fn allocate(engine: &mut Engine, r: &Requirements) -> Option<(Uuid, Uuid)> {
-    let id = engine.request(T0, r.clone()).expect("a valid request");
+pub fn allocate(engine: &mut Engine, r: Requirements) -> Option<(Uuid, Uuid)> {
+    let id = engine.request(T0, r).expect("a valid request");
     let mut got = None;
     while let Some(o) = engine.poll_output() {
         if let Output::Ready { inventory_id, .. } = o {
@@ -272,26 +321,69 @@ pub fn release(engine: &mut Engine, id: Uuid) {
     while engine.poll_output().is_some() {}
 }
 
+/// Times one request up to its first output (the answer a client waits for); then, untimed,
+/// releases what it got and drains the outputs, so the engine is as it was.
+pub fn timed_request(engine: &mut Engine, r: Requirements) -> Duration {
+    let start = Instant::now();
+    let id = engine.request(T0, r).expect("a valid request");
+    let ready = matches!(engine.poll_output(), Some(Output::Ready { .. }));
+    let timed = start.elapsed();
+    if ready {
+        release(engine, id);
+    }
+    while engine.poll_output().is_some() {}
+    timed
+}
+
+/// The scan must choose exactly what the engine chooses, request by request (each allocated
+/// and released again, so both stay as they were).
+pub fn assert_same_choices(engine: &mut Engine, scan: &LinearScan, requests: &[Requirements]) {
+    for r in requests {
+        let engine_pick = allocate(engine, r.clone());
+        let scan_pick = scan.best_free(r).map(|i| scan.id(i));
+        assert_eq!(
+            engine_pick.map(|(_, inventory_id)| inventory_id),
+            scan_pick,
+            "{r:?}"
+        );
+        if let Some((id, _)) = engine_pick {
+            release(engine, id);
+        }
+    }
+}
+
 /// Allocates resources until `count` are held: the harness's needs in turn while they find
 /// something, then anything. Returns the allocation ids in order.
 pub fn fill(engine: &mut Engine, count: usize) -> Vec<Uuid> {
     let mix = request_mix();
+    let patience = mix.len();
+    fill_with(engine, count, mix.into_iter().cycle(), patience)
+}
+
+/// Allocates resources until `count` are held: `requests` in turn until `patience` of them in
+/// a row find nothing, then anything. Returns the allocation ids in order.
+pub fn fill_with(
+    engine: &mut Engine,
+    count: usize,
+    requests: impl IntoIterator<Item = Requirements>,
+    patience: usize,
+) -> Vec<Uuid> {
     let mut held = Vec::with_capacity(count);
     let mut misses = 0;
-    let mut i = 0;
-    while held.len() < count && misses < mix.len() {
-        match allocate(engine, &mix[i % mix.len()]) {
+    let mut requests = requests.into_iter();
+    while held.len() < count && misses < patience {
+        let Some(r) = requests.next() else { break };
+        match allocate(engine, r) {
             Some((id, _)) => {
                 held.push(id);
                 misses = 0;
             }
             None => misses += 1,
         }
-        i += 1;
     }
     let anything = Requirements::for_user("filler");
     while held.len() < count {
-        let (id, _) = allocate(engine, &anything).expect("a free resource is left");
+        let (id, _) = allocate(engine, anything.clone()).expect("a free resource is left");
         held.push(id);
     }
     held

@@ -1,6 +1,8 @@
 //! The baseline: the contract's matching rules as a plain linear scan over every resource.
 
 use allocate_core::{Engine, InventoryEntry, Requirements, ResourceState};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// One resource as the scan sees it: its entry, its GPU labels in lower case (computed once,
@@ -51,6 +53,21 @@ impl LinearScan {
             }
         }
         best.map(|(_, i)| i)
+    }
+
+    /// Times one match and its commit (the pick marked taken); then, untimed, frees the pick
+    /// again, so the scan is as it was.
+    pub fn timed_pick(&mut self, req: &Requirements) -> Duration {
+        let start = Instant::now();
+        let pick = black_box(self.best_free(req));
+        if let Some(i) = pick {
+            self.set_free(i, false);
+        }
+        let timed = start.elapsed();
+        if let Some(i) = pick {
+            self.set_free(i, true);
+        }
+        timed
     }
 
     /// Marks resource `i` taken (or free again).

@@ -1,0 +1,140 @@
+//! Matching on the diverse lab of issue #18 (`common/diverse.rs`): nearly every resource is its
+//! own shape and nearly every request is new, so little is shared between resources or
+//! between requests.
+//!
+//! At each size N:
+//! - `diverse_best_fit/N`: the lab half allocated by diverse requests; one never-seen request,
+//!   matched and committed (ready at once: static connections), timed up to its first output;
+//!   the release that keeps the state steady is not timed. Before timing, the engine is checked
+//!   to pick exactly what the linear scan picks, request by request, for 300 other requests;
+//! - `diverse_linear_scan/N`: the same requests, in the same order, matched and committed by
+//!   scanning every resource, the baseline;
+//! - `diverse_exhaust/N`: a fresh lab of N free resources, then N requests, the ith derived from
+//!   resource `perm[i]` of a random permutation, each asked once in turn, nothing released; the
+//!   stream is timed as a whole (throughput in requests; how many were satisfied is printed).
+//!   `DIVERSE_EXHAUST_REQUESTS` cuts the stream to its first requests, for slow engines;
+//! - `register/N`: registering N diverse resources from N / 10 agents into a fresh engine
+//!   (throughput in resources).
+//!
+//! A size's lab is built only when one of its benchmarks runs, so that a filter such as
+//! `'/1000$'` skips the set-up of the larger ones. Latency percentiles are in
+//! `diverse_percentiles`.
+
+use allocate_benches::{
+    allocate, diverse_engine, diverse_resources, engine_with, env_count, half_allocated_diverse,
+    lab_agents, timed_request, DiverseRequests, LinearScan, Rng, SIZES,
+};
+use allocate_core::{Engine, Requirements};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
+
+/// The seed of the timed requests' stream.
+const TIMED: u64 = 2;
+
+fn bench_diverse(c: &mut Criterion) {
+    for n in SIZES {
+        best_fit(c, n);
+        exhaust(c, n);
+        register(c, n);
+    }
+}
+
+/// `diverse_best_fit/N` and `diverse_linear_scan/N`.
+fn best_fit(c: &mut Criterion, n: usize) {
+    let mut lab: Option<(Engine, LinearScan)> = None;
+
+    let mut group = c.benchmark_group("diverse_best_fit");
+    group.throughput(Throughput::Elements(1));
+    let mut requests = DiverseRequests::new(n, TIMED);
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        let (engine, _) = lab.get_or_insert_with(|| half_allocated_diverse(n));
+        b.iter_custom(|iters| {
+            requests
+                .by_ref()
+                .take(iters as usize)
+                .map(|r| timed_request(engine, r))
+                .sum()
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("diverse_linear_scan");
+    group.throughput(Throughput::Elements(1));
+    let mut requests = DiverseRequests::new(n, TIMED);
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        let (_, scan) = lab.get_or_insert_with(|| half_allocated_diverse(n));
+        b.iter_custom(|iters| {
+            requests
+                .by_ref()
+                .take(iters as usize)
+                .map(|r| scan.timed_pick(&r))
+                .sum()
+        });
+    });
+    group.finish();
+}
+
+/// `diverse_exhaust/N`.
+fn exhaust(c: &mut Criterion, n: usize) {
+    let asked = env_count("DIVERSE_EXHAUST_REQUESTS", n).min(n);
+    let mut requests: Option<Vec<Requirements>> = None;
+    let mut satisfied = None;
+    let mut group = c.benchmark_group("diverse_exhaust");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(asked as u64));
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        let requests = requests.get_or_insert_with(|| exhaust_requests(n, asked));
+        b.iter_batched(
+            || (diverse_engine(n), requests.clone()),
+            |(mut engine, requests)| {
+                let got = requests
+                    .into_iter()
+                    .filter_map(|r| allocate(&mut engine, r))
+                    .count();
+                satisfied = Some(got);
+                engine
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+    if let Some(got) = satisfied {
+        println!("diverse_exhaust/{n}: {got} of {asked} requests satisfied");
+    }
+}
+
+/// The first `count` of `n` requests, the ith derived from resource `perm[i]` of a random
+/// permutation of the lab.
+fn exhaust_requests(n: usize, count: usize) -> Vec<Requirements> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    Rng::new(TIMED).shuffle(&mut perm);
+    let mut requests = DiverseRequests::new(n, TIMED);
+    perm[..count]
+        .iter()
+        .map(|&i| requests.for_resource(i))
+        .collect()
+}
+
+/// `register/N`.
+fn register(c: &mut Criterion, n: usize) {
+    let mut group = c.benchmark_group("register");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        b.iter_batched(
+            || lab_agents(n, diverse_resources).collect::<Vec<_>>(),
+            engine_with,
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench_diverse
+}
+criterion_main!(benches);
