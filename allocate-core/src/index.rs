@@ -21,6 +21,7 @@ use crate::bitmap::Bitmap;
 use crate::criteria::Criteria;
 use crate::hash::FxMap;
 use crate::model::ResourceSpec;
+use std::collections::BTreeMap;
 
 /// Index of a resource in the inventory's slot table.
 pub(crate) type Slot = u32;
@@ -35,10 +36,10 @@ const NONE: u32 = u32::MAX;
 const FENCE_EVERY: usize = 64;
 
 /// The smallest tail that makes a query lay the index out again.
-const TAIL_MIN: usize = 256;
+const TAIL_MIN: usize = 16;
 
-/// Past this many distinct GPU models, a model term is left to the `exact` test: naming every
-/// model that contains a substring would cost more than it saves.
+/// Past this many distinct GPU models (or GPU memory sizes at or above a floor), a term on
+/// them is left to the `exact` test: naming every one would cost more than it saves.
 const GPU_MODELS_SCANNED: usize = 256;
 
 /// Where a resource stands in best-fit order: less is a better fit for any request it matches.
@@ -209,6 +210,8 @@ struct Terms {
     kinds: FxMap<Box<str>, Bitmap>,
     /// By GPU model in lower case: the resources with at least one GPU of that model.
     gpu_models: FxMap<Box<str>, Bitmap>,
+    /// By GPU memory in GB: the resources with at least one GPU of that much memory.
+    gpu_memory: BTreeMap<u64, Bitmap>,
 }
 
 impl Terms {
@@ -246,6 +249,13 @@ impl Index {
                 None => map.entry(key.into()).or_default().insert(pos),
             };
         });
+        for gpu in &spec.gpu {
+            self.terms
+                .gpu_memory
+                .entry(gpu.memory_gb)
+                .or_default()
+                .insert(pos);
+        }
     }
 
     /// Drops a resource, indexed with `spec`, from the index.
@@ -263,6 +273,14 @@ impl Index {
                 }
             }
         });
+        for gpu in &spec.gpu {
+            if let Some(bitmap) = self.terms.gpu_memory.get_mut(&gpu.memory_gb) {
+                bitmap.remove(pos);
+                if bitmap.is_empty() {
+                    self.terms.gpu_memory.remove(&gpu.memory_gb);
+                }
+            }
+        }
         if self.dead > TAIL_MIN && self.dead > self.live.len() as usize {
             self.relayout();
         }
@@ -391,11 +409,14 @@ impl Index {
             };
             add(&mut bitmaps, &mut terms, &[bitmap]);
         }
-        if let Some(models) = self.gpu_models_of(c) {
-            if models.is_empty() {
+        for gpus in [self.gpu_models_of(c), self.gpu_memory_of(c)]
+            .into_iter()
+            .flatten()
+        {
+            if gpus.is_empty() {
                 return;
             }
-            add(&mut bitmaps, &mut terms, &models);
+            add(&mut bitmaps, &mut terms, &gpus);
         }
         // The smallest term leads.
         terms.sort_unstable();
@@ -464,6 +485,23 @@ impl Index {
         )
     }
 
+    /// The bitmaps of the GPU memory sizes at or above the one asked for per GPU, when there
+    /// are few enough to be worth a term; the `exact` test checks the rest.
+    fn gpu_memory_of(&self, c: &Criteria) -> Option<Vec<&Bitmap>> {
+        let floor = c.gpu.as_ref()?.min_memory_gb;
+        if floor == 0 {
+            return None;
+        }
+        let sizes: Vec<&Bitmap> = self
+            .terms
+            .gpu_memory
+            .range(floor..)
+            .map(|(_, bitmap)| bitmap)
+            .take(GPU_MODELS_SCANNED + 1)
+            .collect();
+        (sizes.len() <= GPU_MODELS_SCANNED).then_some(sizes)
+    }
+
     /// Lays the index out again when its unsorted tail is more than a small part of it.
     fn keep_tail_short(&mut self) {
         let tail = self.ranks.len() - self.sorted;
@@ -493,6 +531,7 @@ impl Index {
         ] {
             map.values_mut().for_each(remap);
         }
+        self.terms.gpu_memory.values_mut().for_each(remap);
         remap(&mut self.live);
         remap(&mut self.free);
         self.ranks = order.iter().map(|&p| self.ranks[p as usize]).collect();
