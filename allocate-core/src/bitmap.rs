@@ -98,7 +98,7 @@ impl Chunk {
                 };
                 v.insert(i, low);
                 if v.len() > ARRAY_MAX {
-                    *self = Chunk::bits_of(v);
+                    *self = Chunk::of_sorted(std::mem::take(v));
                 }
                 true
             }
@@ -132,12 +132,16 @@ impl Chunk {
         }
     }
 
-    fn bits_of(sorted: &[u16]) -> Chunk {
+    /// The chunk of `sorted` (ascending, no repeats): an array up to `ARRAY_MAX`, else bits.
+    fn of_sorted(sorted: Vec<u16>) -> Chunk {
+        if sorted.len() <= ARRAY_MAX {
+            return Chunk::Array(sorted);
+        }
         let mut bits = Box::new(Bits {
             words: [0; WORDS],
             nonzero: [0; WORDS / 64],
         });
-        for &low in sorted {
+        for &low in &sorted {
             bits.set(low);
         }
         Chunk::Bits(bits, sorted.len() as u32)
@@ -283,12 +287,7 @@ impl Bitmap {
             let high = split(first).0;
             let n = rest.partition_point(|&p| split(p).0 == high);
             let lows: Vec<u16> = rest[..n].iter().map(|&p| p as u16).collect();
-            let chunk = if n > ARRAY_MAX {
-                Chunk::bits_of(&lows)
-            } else {
-                Chunk::Array(lows)
-            };
-            chunks.push((high, chunk));
+            chunks.push((high, Chunk::of_sorted(lows)));
             rest = &rest[n..];
         }
         Bitmap {

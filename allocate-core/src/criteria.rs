@@ -1,8 +1,8 @@
 //! Criteria (what a request needs of a resource) and how a resource is judged against them.
 //!
-//! Matching itself goes through the [`crate::index`]; this module says what a match is: the
-//! rules the index's bitmaps and numeric checks implement, applied to one resource at a time
-//! where a single resource is offered to the queue, and the best-fit order.
+//! Matching itself goes through the [`crate::index`], which also holds the best-fit order; this
+//! module says what a match is: the rules the index's bitmaps and numeric checks implement,
+//! applied to one resource at a time where a single resource is offered to the queue.
 
 use crate::model::{Gpu, Requirements, ResourceSpec};
 
@@ -122,25 +122,7 @@ impl Criteria {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::GpuRequirement;
-
-    fn spec(labels: &[&str], cpu: u64, mem: u64, gpus: &[(&str, u64)], kind: &str) -> ResourceSpec {
-        ResourceSpec {
-            inventory_id: None,
-            labels: labels.iter().map(|s| s.to_string()).collect(),
-            cpu_count: cpu,
-            memory_gb: mem,
-            gpu: gpus
-                .iter()
-                .map(|(l, m)| Gpu {
-                    label: l.to_string(),
-                    memory_gb: *m,
-                })
-                .collect(),
-            kind: kind.into(),
-            connection: None,
-        }
-    }
+    use crate::model::{test_spec as spec, GpuRequirement};
 
     fn gpu_req(label: Option<&str>, min: u64, count: u32) -> Requirements {
         let mut r = Requirements::for_user("u");

@@ -9,19 +9,22 @@
 //! everything out again (`relayout`), so a registration costs a few bitmap inserts and a query
 //! never scans more than a short tail out of order.
 //!
-//! A query intersects the bitmaps of its terms (free or registered resources, each required
-//! tag, the type, the GPU models whose name contains the one asked for), smallest first, takes
-//! out the excluded tags' bitmaps, and then walks the result in position order from the first
-//! position whose rank could match. The numeric needs (CPUs, memory, GPU count) are checked on
-//! the rank; a failure there skips ahead to the first position that could pass (a skip scan).
-//! Per-GPU needs (memory per GPU, model) are checked by the caller's `exact` test. Nothing is
-//! cached: the work depends on the inventory and the request alone.
+//! A query is a leapfrog join of the bitmaps of its terms (free or registered resources, each
+//! required tag, the type, the GPU models whose name contains the one asked for, the GPU memory
+//! sizes at or above its per-GPU floor), led by the smallest: each term in turn leaps to the
+//! next position the others may agree on, a 64-bit word of positions at a time where they are
+//! dense. It starts at the first position whose rank could match; the numeric needs (CPUs,
+//! memory, GPU count and total GPU memory) are checked on the rank, and a failure skips ahead to
+//! the first position that could pass (a skip scan). Excluded tags are checked on each
+//! position the terms agree on, per-GPU needs by the caller's `exact` test. Nothing is cached:
+//! the work depends on the inventory and the request alone.
 
 use crate::bitmap::Bitmap;
 use crate::criteria::Criteria;
 use crate::hash::FxMap;
 use crate::model::ResourceSpec;
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::hash::Hash;
 
 /// Index of a resource in the inventory's slot table.
 pub(crate) type Slot = u32;
@@ -38,9 +41,9 @@ const FENCE_EVERY: usize = 64;
 /// The smallest tail that makes a query lay the index out again.
 const TAIL_MIN: usize = 16;
 
-/// Past this many distinct GPU models (or GPU memory sizes at or above a floor), a term on
-/// them is left to the `exact` test: naming every one would cost more than it saves.
-const GPU_MODELS_SCANNED: usize = 256;
+/// Past this many distinct GPU models (or GPU memory sizes), a term on them is left to the
+/// `exact` test: a union of that many bitmaps would cost more than it saves.
+const UNION_MAX: usize = 256;
 
 /// Where a resource stands in best-fit order: less is a better fit for any request it matches.
 ///
@@ -135,35 +138,36 @@ enum Step {
 }
 
 /// Cursors over terms, each the union of a run of bitmaps.
+#[derive(Default)]
 struct Cursors<'a> {
     /// Each bitmap and the least position it holds that was not yet passed (`Pos::MAX` once
     /// it has no more), term after term.
     members: Vec<(&'a Bitmap, Pos)>,
-    /// Where each term's members start and end in `members`.
-    terms: Vec<(usize, usize)>,
+    /// Each term's size (the sum of its bitmaps') and where its members start and end.
+    terms: Vec<(u64, usize, usize)>,
 }
 
 impl<'a> Cursors<'a> {
-    fn new(bitmaps: &[&'a Bitmap], terms: &[(u64, usize, usize)], from: Pos) -> Self {
-        let mut members = Vec::with_capacity(bitmaps.len());
-        let mut runs = Vec::with_capacity(terms.len());
-        for &(_, start, end) in terms {
-            runs.push((members.len(), members.len() + end - start));
-            members.extend(
-                bitmaps[start..end]
-                    .iter()
-                    .map(|b| (*b, b.seek(from).unwrap_or(Pos::MAX))),
-            );
-        }
-        Cursors {
-            members,
-            terms: runs,
-        }
+    /// Adds a term, the union of `bitmaps`, with its cursor at the first position from `from`.
+    fn add(&mut self, bitmaps: impl IntoIterator<Item = &'a Bitmap>, from: Pos) {
+        let start = self.members.len();
+        self.members.extend(
+            bitmaps
+                .into_iter()
+                .map(|b| (b, b.seek(from).unwrap_or(Pos::MAX))),
+        );
+        let size = self.members[start..].iter().map(|(b, _)| b.len()).sum();
+        self.terms.push((size, start, self.members.len()));
+    }
+
+    /// Puts the smallest term first, so that it leads the join.
+    fn smallest_first(&mut self) {
+        self.terms.sort_unstable();
     }
 
     /// The 64 positions of term `term` from `block` (a multiple of 64), as bits.
     fn word(&self, term: usize, block: Pos) -> u64 {
-        let (start, end) = self.terms[term];
+        let (_, start, end) = self.terms[term];
         self.members[start..end]
             .iter()
             .fold(0, |w, (bitmap, _)| w | bitmap.word(block))
@@ -171,7 +175,7 @@ impl<'a> Cursors<'a> {
 
     /// The least position at or after `pos` in term `term` (`Pos::MAX` if none).
     fn seek(&mut self, term: usize, pos: Pos) -> Pos {
-        let (start, end) = self.terms[term];
+        let (_, start, end) = self.terms[term];
         let mut least = Pos::MAX;
         for (bitmap, at) in &mut self.members[start..end] {
             if *at < pos {
@@ -206,28 +210,81 @@ pub(crate) struct Index {
 /// The bitmaps of the terms a request can name.
 #[derive(Debug, Default)]
 struct Terms {
-    labels: FxMap<Box<str>, Bitmap>,
-    kinds: FxMap<Box<str>, Bitmap>,
+    labels: FxMap<String, Bitmap>,
+    kinds: FxMap<String, Bitmap>,
     /// By GPU model in lower case: the resources with at least one GPU of that model.
-    gpu_models: FxMap<Box<str>, Bitmap>,
+    gpu_models: FxMap<String, Bitmap>,
     /// By GPU memory in GB: the resources with at least one GPU of that much memory.
-    gpu_memory: BTreeMap<u64, Bitmap>,
+    gpu_memory: FxMap<u64, Bitmap>,
+}
+
+/// Adds `pos` to the bitmap of `key` in `map` (creating it), or takes it out (dropping the
+/// bitmap once empty).
+fn mark<K, Q>(map: &mut FxMap<K, Bitmap>, key: &Q, pos: Pos, add: bool)
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+{
+    match map.get_mut(key) {
+        Some(bitmap) if add => {
+            bitmap.insert(pos);
+        }
+        Some(bitmap) => {
+            bitmap.remove(pos);
+            if bitmap.is_empty() {
+                map.remove(key);
+            }
+        }
+        None if add => {
+            map.entry(key.to_owned()).or_default().insert(pos);
+        }
+        None => {}
+    }
+}
+
+/// The union of the bitmaps in `map` whose key passes `keep`, unless the map is too large to
+/// look through (`None`: no term).
+fn union_where<K>(map: &FxMap<K, Bitmap>, keep: impl Fn(&K) -> bool) -> Option<Vec<&Bitmap>> {
+    (map.len() <= UNION_MAX).then(|| {
+        map.iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(_, bitmap)| bitmap)
+            .collect()
+    })
 }
 
 impl Terms {
-    /// Applies `f` to the map and key of each of a resource's labels, type and GPU models.
-    fn each_of(
-        &mut self,
-        spec: &ResourceSpec,
-        mut f: impl FnMut(&mut FxMap<Box<str>, Bitmap>, &str),
-    ) {
+    /// Adds `pos` to (or with `add` false, takes it out of) the bitmap of every term `spec`
+    /// carries: its labels, its type, its GPUs' models and memory sizes.
+    fn mark(&mut self, spec: &ResourceSpec, pos: Pos, add: bool) {
         for label in &spec.labels {
-            f(&mut self.labels, label);
+            mark(&mut self.labels, label.as_str(), pos, add);
         }
-        f(&mut self.kinds, &spec.kind);
+        mark(&mut self.kinds, spec.kind.as_str(), pos, add);
         for gpu in &spec.gpu {
-            f(&mut self.gpu_models, &gpu.label.to_lowercase());
+            mark(
+                &mut self.gpu_models,
+                gpu.label.to_lowercase().as_str(),
+                pos,
+                add,
+            );
+            mark(&mut self.gpu_memory, &gpu.memory_gb, pos, add);
         }
+    }
+
+    /// Every bitmap.
+    fn bitmaps_mut(&mut self) -> impl Iterator<Item = &mut Bitmap> {
+        let Terms {
+            labels,
+            kinds,
+            gpu_models,
+            gpu_memory,
+        } = self;
+        labels
+            .values_mut()
+            .chain(kinds.values_mut())
+            .chain(gpu_models.values_mut())
+            .chain(gpu_memory.values_mut())
     }
 }
 
@@ -243,19 +300,7 @@ impl Index {
         }
         self.positions[i] = pos;
         self.live.insert(pos);
-        self.terms.each_of(spec, |map, key| {
-            match map.get_mut(key) {
-                Some(bitmap) => bitmap.insert(pos),
-                None => map.entry(key.into()).or_default().insert(pos),
-            };
-        });
-        for gpu in &spec.gpu {
-            self.terms
-                .gpu_memory
-                .entry(gpu.memory_gb)
-                .or_default()
-                .insert(pos);
-        }
+        self.terms.mark(spec, pos, true);
     }
 
     /// Drops a resource, indexed with `spec`, from the index.
@@ -265,22 +310,7 @@ impl Index {
         self.live.remove(pos);
         self.free.remove(pos);
         self.dead += 1;
-        self.terms.each_of(spec, |map, key| {
-            if let Some(bitmap) = map.get_mut(key) {
-                bitmap.remove(pos);
-                if bitmap.is_empty() {
-                    map.remove(key);
-                }
-            }
-        });
-        for gpu in &spec.gpu {
-            if let Some(bitmap) = self.terms.gpu_memory.get_mut(&gpu.memory_gb) {
-                bitmap.remove(pos);
-                if bitmap.is_empty() {
-                    self.terms.gpu_memory.remove(&gpu.memory_gb);
-                }
-            }
-        }
+        self.terms.mark(spec, pos, false);
         if self.dead > TAIL_MIN && self.dead > self.live.len() as usize {
             self.relayout();
         }
@@ -385,48 +415,36 @@ impl Index {
             Scope::Free => &self.free,
             Scope::All => &self.live,
         };
-        // Each term is a run of `bitmaps` whose union it is: one bitmap, or the GPU models.
-        let mut bitmaps: Vec<&Bitmap> = vec![base];
-        let mut terms: Vec<(u64, usize, usize)> = vec![(base.len(), 0, 1)];
-        fn add<'b>(
-            bitmaps: &mut Vec<&'b Bitmap>,
-            terms: &mut Vec<(u64, usize, usize)>,
-            term: &[&'b Bitmap],
-        ) {
-            let start = bitmaps.len();
-            bitmaps.extend_from_slice(term);
-            terms.push((term.iter().map(|b| b.len()).sum(), start, bitmaps.len()));
-        }
+        let mut cursors = Cursors::default();
+        cursors.add([base], from);
         for tag in &c.tags {
             let Some(bitmap) = self.terms.labels.get(tag.as_str()) else {
                 return;
             };
-            add(&mut bitmaps, &mut terms, &[bitmap]);
+            cursors.add([bitmap], from);
         }
         if let Some(kind) = &c.kind {
             let Some(bitmap) = self.terms.kinds.get(kind.as_str()) else {
                 return;
             };
-            add(&mut bitmaps, &mut terms, &[bitmap]);
+            cursors.add([bitmap], from);
         }
-        for gpus in [self.gpu_models_of(c), self.gpu_memory_of(c)]
+        for union in [self.gpu_models_of(c), self.gpu_memory_of(c)]
             .into_iter()
             .flatten()
         {
-            if gpus.is_empty() {
+            if union.is_empty() {
                 return;
             }
-            add(&mut bitmaps, &mut terms, &gpus);
+            cursors.add(union, from);
         }
-        // The smallest term leads.
-        terms.sort_unstable();
-        let mut cursors = Cursors::new(&bitmaps, &terms, from);
+        cursors.smallest_first();
         let excluded: Vec<&Bitmap> = c
             .exclude_tags
             .iter()
             .filter_map(|t| self.terms.labels.get(t.as_str()))
             .collect();
-        let (n, mut pos) = (terms.len(), from);
+        let (n, mut pos) = (cursors.terms.len(), from);
         loop {
             let (mut agreed, mut i) = (0, 0);
             while agreed < n {
@@ -468,38 +486,18 @@ impl Index {
         }
     }
 
-    /// The bitmaps of the GPU models whose name contains the one asked for, when that is
-    /// worth looking up; the `exact` test checks the rest.
+    /// The bitmaps of the GPU models whose name contains the one asked for, if any is.
     fn gpu_models_of(&self, c: &Criteria) -> Option<Vec<&Bitmap>> {
         let want = c.gpu.as_ref()?.label_lower.as_deref()?;
-        if self.terms.gpu_models.len() > GPU_MODELS_SCANNED {
-            return None;
-        }
-        Some(
-            self.terms
-                .gpu_models
-                .iter()
-                .filter(|(model, _)| model.contains(want))
-                .map(|(_, bitmap)| bitmap)
-                .collect(),
-        )
+        union_where(&self.terms.gpu_models, |model| model.contains(want))
     }
 
-    /// The bitmaps of the GPU memory sizes at or above the one asked for per GPU, when there
-    /// are few enough to be worth a term; the `exact` test checks the rest.
+    /// The bitmaps of the GPU memory sizes at or above the per-GPU floor, if there is one.
     fn gpu_memory_of(&self, c: &Criteria) -> Option<Vec<&Bitmap>> {
         let floor = c.gpu.as_ref()?.min_memory_gb;
-        if floor == 0 {
-            return None;
-        }
-        let sizes: Vec<&Bitmap> = self
-            .terms
-            .gpu_memory
-            .range(floor..)
-            .map(|(_, bitmap)| bitmap)
-            .take(GPU_MODELS_SCANNED + 1)
-            .collect();
-        (sizes.len() <= GPU_MODELS_SCANNED).then_some(sizes)
+        (floor > 0)
+            .then(|| union_where(&self.terms.gpu_memory, |&gb| gb >= floor))
+            .flatten()
     }
 
     /// Lays the index out again when its unsorted tail is more than a small part of it.
@@ -524,14 +522,7 @@ impl Index {
             v.sort_unstable();
             *bitmap = Bitmap::from_sorted(&v);
         };
-        for map in [
-            &mut self.terms.labels,
-            &mut self.terms.kinds,
-            &mut self.terms.gpu_models,
-        ] {
-            map.values_mut().for_each(remap);
-        }
-        self.terms.gpu_memory.values_mut().for_each(remap);
+        self.terms.bitmaps_mut().for_each(remap);
         remap(&mut self.live);
         remap(&mut self.free);
         self.ranks = order.iter().map(|&p| self.ranks[p as usize]).collect();
@@ -548,7 +539,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Gpu, GpuRequirement, Requirements};
+    use crate::model::{test_spec, Gpu, GpuRequirement, Requirements};
 
     /// splitmix64: a deterministic stream for the randomised checks.
     struct Rng(u64);
@@ -720,20 +711,9 @@ mod tests {
 
     #[test]
     fn rank_orders_by_gpu_memory_then_count_then_cpu_then_memory() {
-        let spec = |cpu, mem, gpus: &[u64]| ResourceSpec {
-            inventory_id: None,
-            labels: vec![],
-            cpu_count: cpu,
-            memory_gb: mem,
-            gpu: gpus
-                .iter()
-                .map(|&m| Gpu {
-                    label: "g".into(),
-                    memory_gb: m,
-                })
-                .collect(),
-            kind: String::new(),
-            connection: None,
+        let spec = |cpu, mem, gpus: &[u64]| {
+            let gpus: Vec<(&str, u64)> = gpus.iter().map(|&m| ("g", m)).collect();
+            test_spec(&[], cpu, mem, &gpus, "")
         };
         let cpu_only = Rank::of(&spec(64, 512, &[]), 9);
         let small_gpu = Rank::of(&spec(64, 256, &[8]), 2);

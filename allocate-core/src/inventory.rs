@@ -86,6 +86,13 @@ impl SlotTable {
         &mut self.chunks[i / CHUNK_SLOTS][i % CHUNK_SLOTS]
     }
 
+    /// The resource in `slot`, which must be filled.
+    fn live(&self, slot: Slot) -> &Resource {
+        self.get(slot)
+            .as_ref()
+            .expect("slot refers to a live resource")
+    }
+
     /// Appends a resource in a new slot.
     fn push(&mut self, resource: Resource) -> Slot {
         if self.len % CHUNK_SLOTS == 0 {
@@ -112,10 +119,7 @@ pub(crate) struct Inventory {
 impl Inventory {
     /// The resource in `slot`. Slots handed out by this inventory are always filled.
     pub fn get(&self, slot: Slot) -> &Resource {
-        self.slots
-            .get(slot)
-            .as_ref()
-            .expect("slot refers to a live resource")
+        self.slots.live(slot)
     }
 
     /// The resource in `slot`, mutably. Callers must [`Inventory::settle`] after changing state.
@@ -133,7 +137,7 @@ impl Inventory {
 
     /// Every resource in registration order.
     pub fn iter(&self) -> impl Iterator<Item = &Resource> + '_ {
-        self.by_seq.values().map(|&s| self.get(s))
+        self.slots_in_order().map(|s| self.get(s))
     }
 
     /// Every resource's slot in registration order.
@@ -190,12 +194,17 @@ impl Inventory {
         self.get_mut(slot).lease = lease;
     }
 
+    /// The index's `exact` test for `criteria`: the per-GPU needs, which its bitmaps and ranks
+    /// only narrow down (and nothing at all when the request has none).
+    fn gpus_fit<'a>(slots: &'a SlotTable, criteria: &'a Criteria) -> impl Fn(Slot) -> bool + 'a {
+        let each_gpu = criteria.checks_each_gpu();
+        move |slot| !each_gpu || criteria.gpus_match(&slots.live(slot).spec.gpu)
+    }
+
     /// Free resources satisfying `criteria`, best fit first, ties by registration order; at most `limit`.
     pub fn candidates(&mut self, criteria: &Criteria, limit: usize) -> Vec<Slot> {
-        let (slots, each_gpu) = (&self.slots, criteria.checks_each_gpu());
-        self.index.best(criteria, limit, |slot| {
-            !each_gpu || criteria.gpus_match(&Self::live(slots, slot).spec.gpu)
-        })
+        let exact = Self::gpus_fit(&self.slots, criteria);
+        self.index.best(criteria, limit, exact)
     }
 
     /// The best free resource for `criteria` (the first of [`Inventory::candidates`]).
@@ -205,21 +214,12 @@ impl Inventory {
 
     /// How many registered resources could ever satisfy `criteria`, and the earliest lease end among them.
     pub fn outlook(&mut self, criteria: &Criteria) -> (u64, Option<Timestamp>) {
-        let (slots, each_gpu) = (&self.slots, criteria.checks_each_gpu());
+        let (slots, exact) = (&self.slots, Self::gpus_fit(&self.slots, criteria));
         let (mut count, mut eta) = (0u64, None::<Timestamp>);
-        self.index.each(
-            criteria,
-            Scope::All,
-            |slot| !each_gpu || criteria.gpus_match(&Self::live(slots, slot).spec.gpu),
-            |slot| {
-                count += 1;
-                let lease = Self::live(slots, slot).lease;
-                eta = match (eta, lease) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            },
-        );
+        self.index.each(criteria, Scope::All, exact, |slot| {
+            count += 1;
+            eta = eta.into_iter().chain(slots.live(slot).lease).min();
+        });
         (count, eta)
     }
 
@@ -236,17 +236,10 @@ impl Inventory {
             &criteria,
             scope,
             |_| true,
-            |slot| found.push((Self::live(slots, slot).seq, slot)),
+            |slot| found.push((slots.live(slot).seq, slot)),
         );
         found.sort_unstable();
         found.into_iter().map(|(_, slot)| slot).collect()
-    }
-
-    fn live(slots: &SlotTable, slot: Slot) -> &Resource {
-        slots
-            .get(slot)
-            .as_ref()
-            .expect("slot refers to a live resource")
     }
 
     /// Whether the resource in `slot` satisfies `criteria`.
@@ -399,8 +392,7 @@ impl Inventory {
             }
             None => self.slots.push(resource),
         };
-        self.index
-            .add(slot, &Self::live(&self.slots, slot).spec, seq);
+        self.index.add(slot, &self.slots.live(slot).spec, seq);
         self.by_id.insert(id, slot);
         self.by_seq.insert(seq, slot);
         slot
@@ -418,7 +410,7 @@ impl Inventory {
             && old.gpu == spec.gpu;
         let seq = r.seq;
         if !same {
-            self.index.remove(slot, &Self::live(&self.slots, slot).spec);
+            self.index.remove(slot, &self.slots.live(slot).spec);
             self.index.add(slot, &spec, seq);
             self.get_mut(slot).in_free = false;
         }

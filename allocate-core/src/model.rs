@@ -244,6 +244,32 @@ impl ResourceSpec {
     }
 }
 
+/// A resource for tests: labels, CPUs, memory, GPUs as (label, memory), type; no connection.
+#[cfg(test)]
+pub(crate) fn test_spec(
+    labels: &[&str],
+    cpu_count: u64,
+    memory_gb: u64,
+    gpus: &[(&str, u64)],
+    kind: &str,
+) -> ResourceSpec {
+    ResourceSpec {
+        inventory_id: None,
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        cpu_count,
+        memory_gb,
+        gpu: gpus
+            .iter()
+            .map(|(l, m)| Gpu {
+                label: l.to_string(),
+                memory_gb: *m,
+            })
+            .collect(),
+        kind: kind.into(),
+        connection: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

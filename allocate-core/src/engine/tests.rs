@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::ids::SeededIds;
-use crate::model::{Gpu, GpuRequirement};
+use crate::model::{test_spec, GpuRequirement};
 use crate::policy::Candidate;
 
 const T0: u64 = 1_700_000_000;
@@ -31,19 +31,8 @@ fn conn(host: &str) -> Connection {
 
 fn res(labels: &[&str], cpu: u64, gpus: &[(&str, u64)], static_host: Option<&str>) -> ResourceSpec {
     ResourceSpec {
-        inventory_id: None,
-        labels: labels.iter().map(|s| s.to_string()).collect(),
-        cpu_count: cpu,
-        memory_gb: 16,
-        gpu: gpus
-            .iter()
-            .map(|(l, m)| Gpu {
-                label: l.to_string(),
-                memory_gb: *m,
-            })
-            .collect(),
-        kind: "VM".into(),
         connection: static_host.map(conn),
+        ..test_spec(labels, cpu, 16, gpus, "VM")
     }
 }
 
