@@ -9,26 +9,15 @@
 //!   need of the mix.
 
 use allocate_benches::{
-    allocate, assert_same_choices, fill, lab_engine, release, request_mix, timed_request,
-    LinearScan, SIZES,
+    allocate, half_allocated_catalogue, release, request_mix, timed_request, SIZES,
 };
-use allocate_core::Engine;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
-
-/// A lab of `n` resources, half of them held.
-fn half_allocated(n: usize) -> Engine {
-    let mut engine = lab_engine(n);
-    fill(&mut engine, n / 2);
-    engine
-}
 
 fn bench_allocate(c: &mut Criterion) {
     let mix = request_mix();
     for n in SIZES {
-        let mut engine = half_allocated(n);
-        let mut scan = LinearScan::of(&engine);
-        assert_same_choices(&mut engine, &scan, &mix);
+        let (mut engine, mut scan) = half_allocated_catalogue(n);
 
         let mut group = c.benchmark_group("allocate");
         group.throughput(Throughput::Elements(1));

@@ -18,7 +18,7 @@
 //!
 //! A size's lab is built only when one of its benchmarks runs, so that a filter such as
 //! `'/1000$'` skips the set-up of the larger ones. Latency percentiles are in
-//! `diverse_percentiles`.
+//! `percentiles`.
 
 use allocate_benches::{
     allocate, diverse_engine, diverse_resources, engine_with, env_count, half_allocated_diverse,

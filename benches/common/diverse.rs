@@ -21,7 +21,7 @@ use super::{
 use allocate_core::{Engine, Gpu, GpuRequirement, Requirements, ResourceSpec};
 
 /// Requests on which the engine is checked to pick what the linear scan picks.
-pub const CHECKED_REQUESTS: usize = 300;
+const CHECKED_REQUESTS: usize = 300;
 
 /// Sites; every resource of an agent is at the agent's site.
 const SITES: [&str; 12] = [

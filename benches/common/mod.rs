@@ -16,9 +16,7 @@
 mod diverse;
 mod scan;
 
-pub use diverse::{
-    diverse_engine, diverse_resources, half_allocated_diverse, DiverseRequests, CHECKED_REQUESTS,
-};
+pub use diverse::{diverse_engine, diverse_resources, half_allocated_diverse, DiverseRequests};
 pub use scan::LinearScan;
 
 use allocate_core::{
@@ -146,12 +144,23 @@ impl Rng {
 /// The count in environment variable `name` (underscores allowed, as in `1_000`), or
 /// `default` when it is unset.
 pub fn env_count(name: &str, default: usize) -> usize {
+    env_counts(name, &[default])[0]
+}
+
+/// The comma-separated counts in environment variable `name` (underscores allowed), or
+/// `default` when it is unset.
+pub fn env_counts(name: &str, default: &[usize]) -> Vec<usize> {
     match std::env::var(name) {
         Ok(v) => v
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a count")),
-        Err(_) => default,
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .replace('_', "")
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v} is not a list of counts"))
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
     }
 }
 
@@ -350,6 +359,16 @@ pub fn assert_same_choices(engine: &mut Engine, scan: &LinearScan, requests: &[R
             release(engine, id);
         }
     }
+}
+
+/// The catalogue lab of `n` resources, half of them held, and its linear scan, checked to
+/// choose what the engine chooses for every need of the mix.
+pub fn half_allocated_catalogue(n: usize) -> (Engine, LinearScan) {
+    let mut engine = lab_engine(n);
+    fill(&mut engine, n / 2);
+    let scan = LinearScan::of(&engine);
+    assert_same_choices(&mut engine, &scan, &request_mix());
+    (engine, scan)
 }
 
 /// Allocates resources until `count` are held: the harness's needs in turn while they find
