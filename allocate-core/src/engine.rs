@@ -83,7 +83,9 @@ pub struct Engine {
     now: Timestamp,
     next_seq: u64,
     inventory: Inventory,
-    allocations: FxMap<Uuid, Allocation>,
+    /// Boxed, so that the map's growth moves pointers and not whole allocations: a resize of
+    /// tens of thousands of entries would otherwise hold the engine for milliseconds.
+    allocations: FxMap<Uuid, Box<Allocation>>,
     /// Ended allocations, oldest first, kept for queries up to `ended_allocations_max`.
     ended: VecDeque<Uuid>,
     /// Allocation -> resource, for releases waiting on an agent's acknowledgement.
@@ -356,17 +358,20 @@ impl Engine {
 
     /// Every remembered allocation, live ones first by arrival, then ended ones oldest first.
     pub fn allocations(&self) -> Vec<AllocationInfo> {
+        self.remembered().map(|a| self.info_of(a)).collect()
+    }
+
+    /// Every remembered allocation, live ones first by arrival, then ended ones oldest first.
+    fn remembered(&self) -> impl Iterator<Item = &Allocation> {
         let mut live: Vec<&Allocation> = self
             .allocations
             .values()
+            .map(Box::as_ref)
             .filter(|a| !a.state.is_terminal())
             .collect();
         live.sort_unstable_by_key(|a| a.seq);
         let ended = self.ended.iter().filter_map(|id| self.allocations.get(id));
-        live.into_iter()
-            .chain(ended)
-            .map(|a| self.info_of(a))
-            .collect()
+        live.into_iter().chain(ended.map(Box::as_ref))
     }
 
     /// What a live or remembered allocation asked for (read-only; shells show it, as the
@@ -563,6 +568,7 @@ impl Engine {
     fn live(&self, id: Uuid) -> Result<&Allocation> {
         self.allocations
             .get(&id)
+            .map(Box::as_ref)
             .filter(|a| !a.state.is_terminal())
             .ok_or_else(|| Error::not_found("allocation", id))
     }
