@@ -416,6 +416,8 @@ enum allocate_result allocate_engine_new(const struct allocate_config *config,
 /**
  * Frees an engine and everything it owns (including strings of its last output). Null is a no-op.
  *
+ * Leaves the last error alone, unless a panic is caught inside: then it says so.
+ *
  * # Safety
  * `engine` must be null or a handle from this library not freed before, not in use by another thread.
  */
@@ -640,6 +642,8 @@ enum allocate_result allocate_engine_allocation_json(struct allocate_engine *eng
 
 /**
  * Frees a string this library returned. Null is a no-op.
+ *
+ * Leaves the last error alone, unless a panic is caught inside: then it says so.
  *
  * # Safety
  * `s` must be null or a string from this library not freed before.

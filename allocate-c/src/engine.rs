@@ -115,6 +115,8 @@ pub unsafe extern "C" fn allocate_engine_new(
 
 /// Frees an engine and everything it owns (including strings of its last output). Null is a no-op.
 ///
+/// Leaves the last error alone, unless a panic is caught inside: then it says so.
+///
 /// # Safety
 /// `engine` must be null or a handle from this library not freed before, not in use by another thread.
 #[no_mangle]

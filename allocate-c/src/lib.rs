@@ -28,6 +28,8 @@ mod queries;
 mod request;
 mod result;
 mod strings;
+#[cfg(test)]
+mod tests;
 mod uuid;
 
 pub use config::{allocate_config, allocate_config_default};

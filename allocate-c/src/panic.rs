@@ -80,3 +80,33 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> allocate_resu
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_the_panic_value_of_each_return_type() {
+        assert_eq!(
+            boundary(|| -> allocate_result { panic!("boom") }),
+            allocate_result::ALLOCATE_PANIC
+        );
+        assert!(boundary(|| -> *const c_char { panic!("boom") }).is_null());
+        boundary::<()>(|| panic!("boom"));
+        assert_eq!(with_last_error(str::to_owned), PANIC_MESSAGE);
+    }
+
+    #[test]
+    fn guard_records_a_failure_and_clears_it_on_success() {
+        let code = guard(|| Err(Failure::new(allocate_result::ALLOCATE_CONFLICT, "taken")));
+        assert_eq!(code, allocate_result::ALLOCATE_CONFLICT);
+        assert_eq!(with_last_error(str::to_owned), "taken");
+        assert_eq!(guard(|| Ok(())), allocate_result::ALLOCATE_OK);
+        assert_eq!(with_last_error(str::to_owned), "");
+        assert_eq!(
+            guard(|| -> Result<(), Failure> { panic!("boom") }),
+            allocate_result::ALLOCATE_PANIC
+        );
+        assert_eq!(with_last_error(str::to_owned), PANIC_MESSAGE);
+    }
+}

@@ -52,6 +52,8 @@ pub(crate) fn lend(buf: &mut Vec<u8>, s: &str) -> *const c_char {
 
 /// Frees a string this library returned. Null is a no-op.
 ///
+/// Leaves the last error alone, unless a panic is caught inside: then it says so.
+///
 /// # Safety
 /// `s` must be null or a string from this library not freed before.
 #[no_mangle]
