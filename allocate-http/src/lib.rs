@@ -1,11 +1,10 @@
-//! The allocate server and the reference agent.
+//! The allocate server. The reference agent is its own crate, `allocate-agent`.
 //!
 //! The server is a thin shell over `allocate-core`: one task owns the engine
 //! (`engine_task`), handlers and sockets send it jobs, one timer fires its deadlines, and its
 //! outputs go to per-socket bounded queues. Every decision is the engine's. Start it with
 //! [`run`] on any listener (tests use `127.0.0.1:0`).
 
-pub mod agent;
 mod auth;
 mod clock;
 mod config;

@@ -3,7 +3,7 @@
 //! leaves no process behind), and an allocation client whose socket is read all the time (so it
 //! answers the server's pings however long the test looks elsewhere).
 
-use super::{Received, Server};
+use crate::common::{Received, Server, STEP};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -131,7 +131,7 @@ impl AgentProc {
                 command.env_remove(name);
             }
         }
-        command.env("RUST_LOG", "allocate_http=debug,info");
+        command.env("RUST_LOG", "allocate_agent=debug,info");
         command.envs(envs.iter().copied());
         let child = {
             let _forks = fork_lock();
@@ -267,7 +267,7 @@ pub struct Client {
 impl Client {
     /// Opens `/allocate/` and sends these requirements.
     pub async fn open(server: &Server, requirements: Value) -> Client {
-        let mut ws = super::allocate(server, requirements).await;
+        let mut ws = crate::common::allocate(server, requirements).await;
         let (tx, received) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
             loop {
@@ -312,14 +312,14 @@ impl Client {
         }
     }
 
-    /// Like [`Client::status_within`], within [`super::STEP`].
+    /// Like [`Client::status_within`], within [`STEP`].
     pub async fn status(&mut self, status: &str) -> Value {
-        self.status_within(status, super::STEP).await
+        self.status_within(status, STEP).await
     }
 
     /// Expects the socket to close next, with this code.
     pub async fn closed(&mut self, code: u16) {
-        match self.next_within(super::STEP).await {
+        match self.next_within(STEP).await {
             Received::Closed(got) => assert_eq!(got, Some(code), "close code"),
             Received::Json(msg) => panic!("expected a close, got {msg}"),
         }

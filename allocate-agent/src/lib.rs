@@ -3,24 +3,33 @@
 //! It detects the machine ([`detect`]), registers it over `WEBSOCKET /agent/`, and answers
 //! the server's provision and release orders, either with the operator's commands
 //! ([`commands`]) or with static connection details sent in the registration ([`session`]
-//! holds the socket loop and its reconnects). `allocate-http/AGENT.md` is the operator's guide.
+//! holds the socket loop and its reconnects). `allocate-agent/AGENT.md` is the operator's guide.
+//!
+//! The `cli` feature (on by default) adds the command line (`config`, [`run`]) and the
+//! `allocate-agent` binary. Without it the crate is the session, the orders and the wire types,
+//! with neither clap nor a log subscriber: what the Python package builds on.
+#![warn(missing_docs)]
 
 pub mod commands;
+#[cfg(feature = "cli")]
 pub mod config;
 pub mod detect;
 pub mod orders;
 pub mod session;
 pub mod wire;
 
+#[cfg(feature = "cli")]
 pub use config::{Cli, ConfigError};
 pub use orders::Responder;
 pub use session::{Agent, Backoff, SessionError, Settings};
 pub use wire::{Answer, ProvisionOrder, Registration, ReleaseOrder, ServerMessage};
 
+#[cfg(feature = "cli")]
 use std::future::Future;
 
 /// Runs the agent that `cli` describes until `shutdown` resolves (or, with
 /// `--print-resources`, prints the registration and returns).
+#[cfg(feature = "cli")]
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), ConfigError> {
     let agent_id = cli.resolve_agent_id()?;
     let host = cli.resolve_host();

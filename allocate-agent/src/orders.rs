@@ -7,8 +7,8 @@
 //! the server resends an unanswered release when the agent reconnects. A release of an
 //! allocation whose provision still runs waits for that provision to finish first.
 
-use crate::agent::commands::{Commands, Holder};
-use crate::agent::wire::{Answer, ProvisionOrder, ReleaseOrder};
+use crate::commands::{Commands, Holder};
+use crate::wire::{Answer, ProvisionOrder, ReleaseOrder};
 use allocate_core::Connection;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};

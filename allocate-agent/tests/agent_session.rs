@@ -7,9 +7,9 @@
     reason = "test helpers, like the tests, panic on failure"
 )]
 
+use allocate_agent::commands::Commands;
+use allocate_agent::{Agent, Registration, Responder, Settings};
 use allocate_core::{ok_envelope, AgentMessage, Connection, Limits, Output, ResourceSpec};
-use allocate_http::agent::commands::Commands;
-use allocate_http::agent::{Agent, Registration, Responder, Settings};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::future::Future;

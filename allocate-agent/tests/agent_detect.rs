@@ -6,8 +6,8 @@
     reason = "test helpers, like the tests, panic on failure"
 )]
 
+use allocate_agent::detect::{parse_cpuinfo, parse_meminfo, parse_nvidia_smi, DetectError};
 use allocate_core::Gpu;
-use allocate_http::agent::detect::{parse_cpuinfo, parse_meminfo, parse_nvidia_smi, DetectError};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;

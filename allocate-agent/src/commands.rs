@@ -11,8 +11,8 @@
 //! timeout (its whole process group is then killed) or prints something else fails; the last
 //! line of its stderr becomes part of the error the server shows as the resource's reason.
 
-use crate::agent::wire::clip;
-use crate::agent::wire::{ProvisionOrder, ReleaseOrder};
+use crate::wire::clip;
+use crate::wire::{ProvisionOrder, ReleaseOrder};
 use allocate_core::Connection;
 use serde_json::Value;
 use std::process::{ExitStatus, Stdio};

@@ -5,8 +5,8 @@
     reason = "test helpers, like the tests, panic on failure"
 )]
 
-use allocate_http::agent::commands::{CommandError, Commands, Holder};
-use allocate_http::agent::{ProvisionOrder, ReleaseOrder};
+use allocate_agent::commands::{CommandError, Commands, Holder};
+use allocate_agent::{ProvisionOrder, ReleaseOrder};
 use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;

@@ -1,7 +1,7 @@
 //! `allocate-agent`: registers this machine with an allocate server and answers its provision
-//! and release orders. `allocate-agent --help` lists the flags; `allocate-http/AGENT.md` explains.
+//! and release orders. `allocate-agent --help` lists the flags; `allocate-agent/AGENT.md` explains.
 
-use allocate_http::agent::{self, Cli};
+use allocate_agent::Cli;
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match agent::run(cli, shutdown_signal()).await {
+    match allocate_agent::run(cli, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

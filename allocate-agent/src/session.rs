@@ -11,8 +11,8 @@
 //! registration. A provision answer is dropped instead when its connection has closed, since
 //! the server fails a provision whose agent went away.
 
-use crate::agent::orders::{Dispatcher, Outgoing, Responder};
-use crate::agent::wire::{Answer, Registration, ServerMessage, WireError};
+use crate::orders::{Dispatcher, Outgoing, Responder};
+use crate::wire::{Answer, Registration, ServerMessage, WireError};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::future::Future;

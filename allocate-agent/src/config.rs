@@ -1,10 +1,10 @@
 //! The agent's command line (every flag also reads an `ALLOCATE_AGENT_*` variable), and turning
 //! it into a registration and a responder.
 
-use crate::agent::commands::{parse_connection, Commands};
-use crate::agent::detect::{self, DetectError};
-use crate::agent::orders::Responder;
-use crate::agent::session::SessionError;
+use crate::commands::{parse_connection, Commands};
+use crate::detect::{self, DetectError};
+use crate::orders::Responder;
+use crate::session::SessionError;
 use allocate_core::{Connection, Gpu, ResourceSpec};
 use clap::Parser;
 use std::path::{Path, PathBuf};

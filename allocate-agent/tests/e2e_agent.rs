@@ -3,10 +3,16 @@
 //! the agent's `PATH`, printing a recorded output); provision and release run shell scripts
 //! that leave marks in a scratch directory. Every agent is killed when its guard drops.
 
+// The `allocate-agent` process, its scratch directory, and a client that keeps reading.
+#[path = "support/agent_proc.rs"]
+mod agent_proc;
+// The in-process server and its websocket helpers: the server's own test harness, one copy in
+// allocate-http's tests, read from there.
+#[path = "../../allocate-http/tests/common/mod.rs"]
 mod common;
 
+use agent_proc::{requirements, sh_quote, AgentProc, Client, Scratch};
 use allocate_http::ServerConfig;
-use common::agent_proc::{requirements, sh_quote, AgentProc, Client, Scratch};
 use common::{Received, Server, STEP};
 use serde_json::{json, Value};
 use std::future::Future;
