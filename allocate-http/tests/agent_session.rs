@@ -7,7 +7,8 @@
     reason = "test helpers, like the tests, panic on failure"
 )]
 
-use allocate_core::{ok_envelope, AgentMessage, Connection, Limits, Output, ResourceSpec};
+use allocate_core::wire::Envelope;
+use allocate_core::{AgentMessage, Connection, Limits, Output, ResourceSpec};
 use allocate_http::agent::commands::Commands;
 use allocate_http::agent::{Agent, Registration, Responder, Settings};
 use futures_util::{SinkExt, StreamExt};
@@ -111,7 +112,7 @@ async fn register(ws: &mut Ws) -> Value {
     let registration = recv(ws).await;
     send(
         ws,
-        ok_envelope(json!({"status": "ok", "inventory_ids": [INVENTORY_ID]})),
+        Envelope::Ok(json!({"status": "ok", "inventory_ids": [INVENTORY_ID]})).to_value(),
     )
     .await;
     registration
@@ -270,7 +271,7 @@ async fn registers_then_answers_provisions_and_releases() {
         // An unknown action is ignored; a provision the agent cannot read gets an error answer.
         send(
             &mut ws,
-            ok_envelope(json!({"action": "reboot", "allocation_id": a})),
+            Envelope::Ok(json!({"action": "reboot", "allocation_id": a})).to_value(),
         )
         .await;
         let e = Uuid::from_u128(0xe);
