@@ -9,7 +9,8 @@
 
 use allocate_agent::commands::Commands;
 use allocate_agent::{Agent, Registration, Responder, Settings};
-use allocate_core::{ok_envelope, AgentMessage, Connection, Limits, Output, ResourceSpec};
+use allocate_core::wire::Envelope;
+use allocate_core::{AgentMessage, Connection, Limits, Output, ResourceSpec};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -111,7 +112,7 @@ async fn register(ws: &mut Ws) -> Value {
     let registration = recv(ws).await;
     send(
         ws,
-        ok_envelope(json!({"status": "ok", "inventory_ids": [INVENTORY_ID]})),
+        Envelope::Ok(json!({"status": "ok", "inventory_ids": [INVENTORY_ID]})).to_value(),
     )
     .await;
     registration
@@ -270,7 +271,7 @@ async fn registers_then_answers_provisions_and_releases() {
         // An unknown action is ignored; a provision the agent cannot read gets an error answer.
         send(
             &mut ws,
-            ok_envelope(json!({"action": "reboot", "allocation_id": a})),
+            Envelope::Ok(json!({"action": "reboot", "allocation_id": a})).to_value(),
         )
         .await;
         let e = Uuid::from_u128(0xe);

@@ -1,6 +1,5 @@
 //! The engine's settings: leases, timeouts and limits.
 
-use crate::json::Limits;
 use serde::{Deserialize, Serialize};
 
 /// Settings the operator chooses; every field has a sensible default.
@@ -39,6 +38,27 @@ impl Default for Config {
             policy_candidates_max: 64,
             record_inputs: false,
             limits: Limits::default(),
+        }
+    }
+}
+
+/// Size limits on what clients send; the operator can change them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Most characters in any string.
+    pub string_chars_max: usize,
+    /// Most entries in a list of tags or labels (and GPUs per resource).
+    pub list_len_max: usize,
+    /// Most resources in one registration.
+    pub resources_per_registration_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            string_chars_max: 256,
+            list_len_max: 64,
+            resources_per_registration_max: 10_000,
         }
     }
 }

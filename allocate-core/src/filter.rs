@@ -1,7 +1,7 @@
 //! Filters on the inventory listing: `GET /inventory/?tags=nvidia,cuda&state=free`.
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::json::Limits;
 use crate::validate;
 use crate::view::{InventoryEntry, ResourceState};
 

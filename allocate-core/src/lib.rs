@@ -11,6 +11,10 @@
 //! hash maps here). The same inputs at the same times give the same state and outputs, so a
 //! journal of [`Record`]s replayed over a [`Snapshot`] reproduces the state exactly.
 //!
+//! Every message of the contract, with its JSON reader and writer, is in the module `wire`
+//! (the default cargo feature `wire`); the engine itself never imports it, and builds without
+//! it.
+//!
 //! Driving it: feed inputs ([`Engine::register_agent`], [`Engine::request`], ...), drain
 //! [`Engine::poll_output`] and deliver each [`Output`] to its [`Recipient`], and call
 //! [`Engine::handle_timeout`] at [`Engine::poll_timeout`].
@@ -46,33 +50,35 @@ mod hash;
 mod ids;
 mod index;
 mod inventory;
-mod json;
 mod model;
 mod output;
 mod policy;
-mod protocol;
 mod queue;
 mod record;
 mod time;
 mod validate;
 mod view;
+#[cfg(feature = "wire")]
+pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, Limits};
 pub use engine::snapshot::{AgentSnapshot, AllocationSnapshot, ResourceSnapshot};
 pub use engine::{Engine, Snapshot, Stats};
 pub use error::{Error, ErrorCode, Result};
 pub use filter::InventoryFilter;
 pub use ids::{IdSource, SeededIds};
-pub use json::{parse_json, parse_uuid, Limits};
 pub use model::{
     Connection, Gpu, GpuRequirement, Requirements, ResourceSpec, DEFAULT_ALLOCATION_TIMEOUT_SECS,
 };
-pub use output::{error_envelope, ok_envelope, Output, Recipient};
+pub use output::{Output, Recipient};
 pub use policy::{BestFit, Candidate, MatchPolicy};
-pub use protocol::{
-    parse_allocate_request, parse_expires_patch, parse_maintenance_patch, parse_resources,
-    AgentMessage,
-};
 pub use record::{Input, ProvisionResult, Record};
 pub use time::Timestamp;
 pub use view::{AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState};
+#[cfg(feature = "wire")]
+pub use wire::{
+    admin::{parse_expires_patch, parse_maintenance_patch},
+    agent::parse_resources,
+    client::parse_allocate_request,
+    parse_json, parse_uuid, AgentMessage,
+};

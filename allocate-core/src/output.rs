@@ -1,9 +1,7 @@
 //! What the engine asks its caller to do, as plain data drained with [`crate::Engine::poll_output`].
 
-use crate::error::ErrorCode;
 use crate::model::Connection;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// One thing to tell a client or an agent.
@@ -90,16 +88,6 @@ pub enum Recipient {
     Agent(Uuid),
 }
 
-/// The success envelope `{"status": 200, "data": ...}`.
-pub fn ok_envelope(data: Value) -> Value {
-    json!({"status": 200, "data": data})
-}
-
-/// The failure envelope `{"status": <code>, "error": {"code", "message"}}`.
-pub fn error_envelope(code: ErrorCode, message: &str) -> Value {
-    json!({"status": code.http_status(), "error": {"code": code.as_str(), "message": message}})
-}
-
 impl Output {
     /// Who should receive this output.
     pub fn recipient(&self) -> Recipient {
@@ -124,51 +112,6 @@ impl Output {
             Output::TimedOut { .. } | Output::Expired { .. } | Output::Released { .. }
         )
     }
-
-    /// The message the contract sends for this output, as an envelope.
-    pub fn to_wire(&self) -> Value {
-        match self {
-            Output::Queued {
-                allocation_id,
-                position,
-                matching_resources,
-                eta,
-            } => ok_envelope(json!({"status": "queued", "allocation_id": allocation_id, "position": position,
-                                    "matching_resources": matching_resources, "eta": eta})),
-            Output::Ready {
-                allocation_id,
-                inventory_id,
-                connection,
-                expires,
-            } => ok_envelope(json!({"status": "ready", "allocation_id": allocation_id, "inventory_id": inventory_id,
-                                    "connection": connection, "expires": expires})),
-            Output::TimedOut { allocation_id } => error_envelope(
-                ErrorCode::AllocationTimeout,
-                &format!("allocation {allocation_id}: no matching resource became free before allocation_timeout_seconds or expires passed"),
-            ),
-            Output::Expired { allocation_id } => client_status("expired", allocation_id),
-            Output::Released { allocation_id } => client_status("released", allocation_id),
-            Output::Offline { allocation_id } => client_status("offline", allocation_id),
-            Output::Online { allocation_id } => client_status("online", allocation_id),
-            Output::Provision {
-                allocation_id,
-                inventory_id,
-                username,
-                expires,
-                ..
-            } => ok_envelope(json!({"action": "provision", "allocation_id": allocation_id,
-                                    "inventory_id": inventory_id, "username": username, "expires": expires})),
-            Output::Release {
-                allocation_id,
-                inventory_id,
-                ..
-            } => ok_envelope(json!({"action": "release", "allocation_id": allocation_id, "inventory_id": inventory_id})),
-        }
-    }
-}
-
-fn client_status(status: &str, allocation_id: &Uuid) -> Value {
-    ok_envelope(json!({"status": status, "allocation_id": allocation_id}))
 }
 
 #[cfg(test)]
@@ -176,27 +119,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wire_forms_follow_the_contract() {
+    fn outputs_know_their_recipient_and_whether_they_end_the_socket() {
         let id = Uuid::from_u128(7);
-        let ready = Output::Ready {
-            allocation_id: id,
-            inventory_id: id,
-            connection: Connection {
-                host: "1.2.3.4".into(),
-                username: "test".into(),
-                password: "foo".into(),
-            },
-            expires: 1576688942,
-        };
-        let wire = ready.to_wire();
-        assert_eq!(wire["status"], 200);
-        assert_eq!(wire["data"]["status"], "ready");
-        assert_eq!(wire["data"]["connection"]["password"], "foo");
-        assert_eq!(wire["data"]["expires"], 1576688942);
-        let timeout = Output::TimedOut { allocation_id: id }.to_wire();
-        assert_eq!(timeout["status"], 408);
-        assert_eq!(timeout["error"]["code"], "allocation_timeout");
         assert!(Output::TimedOut { allocation_id: id }.is_final());
+        assert!(!Output::Offline { allocation_id: id }.is_final());
         assert_eq!(
             Output::Online { allocation_id: id }.recipient(),
             Recipient::Client(id)
@@ -206,7 +132,6 @@ mod tests {
             allocation_id: id,
             inventory_id: id,
         };
-        assert_eq!(release.to_wire()["data"]["action"], "release");
         assert_eq!(release.recipient(), Recipient::Agent(id));
     }
 }

@@ -1,8 +1,8 @@
 //! The contract's limits, checked on typed values, so Rust, C and Python callers get the same
 //! refusals as JSON clients.
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::json::Limits;
 use crate::model::{Connection, Requirements, ResourceSpec};
 
 /// A string within the length limit.

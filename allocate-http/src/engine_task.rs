@@ -13,11 +13,10 @@ use crate::events;
 use crate::journal::{Holdback, Journal, JournalError, Progress};
 use crate::metrics::Metrics;
 use crate::ws::{Frame, Peer, CLOSE_GOING_AWAY, CLOSE_NORMAL};
+use allocate_core::wire::ServerMessage;
 use allocate_core::{
-    ok_envelope, AgentMessage, AllocationState, Engine, Output, Recipient, Requirements,
-    ResourceSpec, Timestamp,
+    AgentMessage, AllocationState, Engine, Output, Recipient, Requirements, ResourceSpec, Timestamp,
 };
-use serde_json::json;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -359,7 +358,7 @@ impl EngineState {
     /// is closed.
     pub fn shutdown(&mut self) {
         self.shutting_down = true;
-        let stopping = ApiError::ShuttingDown.envelope().to_string();
+        let stopping = ApiError::ShuttingDown.envelope_text();
         let going_away = || Frame::Close(CLOSE_GOING_AWAY, "server shutting down");
         let clients: Vec<(Uuid, Peer)> = self.clients.drain().collect();
         for (id, peer) in clients {
@@ -399,8 +398,7 @@ impl EngineState {
     }
 
     fn reply_registered(&mut self, agent_id: Uuid, ids: &[Uuid]) {
-        let reply = ok_envelope(json!({"status": "ok", "inventory_ids": ids}));
-        self.send_to_agent(agent_id, reply.to_string());
+        self.send_to_agent(agent_id, ServerMessage::registered_text(ids));
     }
 
     /// Hands a job's reply over once what the job changed is durable.
@@ -510,7 +508,7 @@ impl EngineState {
                 }
             }
             self.observe(&output);
-            let text = output.to_wire().to_string();
+            let text = output.to_text();
             match output.recipient() {
                 Recipient::Client(id) => {
                     let queued = matches!(output, Output::Queued { .. });

@@ -1,12 +1,11 @@
 //! The one error type of the HTTP layer, rendered as the contract's failure envelope.
 
 use crate::auth::Unauthorized;
-use allocate_core::{error_envelope, ErrorCode};
-use axum::http::header::WWW_AUTHENTICATE;
+use allocate_core::wire::{Envelope, Refusal};
+use allocate_core::ErrorCode;
+use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::{json, Value};
 use thiserror::Error;
 
 /// Why a request (HTTP or websocket) failed.
@@ -69,14 +68,21 @@ impl ApiError {
         })
     }
 
-    /// The failure envelope `{"status", "error": {"code", "message"}}`.
-    pub fn envelope(&self) -> Value {
+    /// The failure half of the envelope: status, code and sentence.
+    pub fn refusal(&self) -> Refusal {
         match self.code() {
-            Some(code) => error_envelope(code, &self.to_string()),
-            None => {
-                json!({"status": 405, "error": {"code": "method_not_allowed", "message": self.to_string()}})
-            }
+            Some(code) => Refusal::new(code, self.to_string()),
+            None => Refusal {
+                status: 405,
+                code: "method_not_allowed".to_owned(),
+                message: self.to_string(),
+            },
         }
+    }
+
+    /// The failure envelope `{"status", "error": {"code", "message"}}` as text.
+    pub fn envelope_text(&self) -> String {
+        Envelope::<()>::Refused(self.refusal()).to_text()
     }
 }
 
@@ -85,7 +91,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(cause, "internal error");
         }
-        let mut response = (self.status(), Json(self.envelope())).into_response();
+        let body = self.envelope_text();
+        let mut response =
+            (self.status(), [(CONTENT_TYPE, "application/json")], body).into_response();
         if let ApiError::Unauthorized(reason) = &self {
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,
@@ -141,12 +149,13 @@ mod tests {
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status);
-            let envelope = err.envelope();
-            assert_eq!(envelope["status"], status);
-            assert_eq!(envelope["error"]["code"], code);
+            let refusal = err.refusal();
+            assert_eq!(refusal.status, status);
+            assert_eq!(refusal.code, code);
+            assert!(err.envelope_text().contains(&format!(r#""code":"{code}""#)));
         }
         assert_eq!(
-            ApiError::Internal("secret cause").envelope()["error"]["message"],
+            ApiError::Internal("secret cause").refusal().message,
             "internal error"
         );
     }

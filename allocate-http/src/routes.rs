@@ -7,6 +7,7 @@ use crate::error::{self, ApiError};
 use crate::extract::{IdSegment, JsonText, QueryPairs};
 use crate::server::AppState;
 use crate::{dashboard, ws_agent, ws_client};
+use allocate_core::wire::Envelope;
 use allocate_core::{
     parse_expires_patch, parse_maintenance_patch, parse_uuid, AllocationInfo, Engine,
     InventoryFilter,
@@ -73,16 +74,11 @@ fn ok(data: impl Serialize) -> Result<Response, ApiError> {
     Ok(json_response(ok_bytes(data, 256)?))
 }
 
-/// The bytes of `{"status": 200, "data": data}` (fields in the order `ok_envelope` writes),
-/// in a buffer that starts with `capacity` bytes.
+/// The bytes of `{"status": 200, "data": data}`, in a buffer that starts with `capacity` bytes.
 fn ok_bytes(data: impl Serialize, capacity: usize) -> Result<Vec<u8>, ApiError> {
-    #[derive(Serialize)]
-    struct Envelope<T> {
-        data: T,
-        status: u16,
-    }
     let mut out = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut out, &Envelope { data, status: 200 })
+    Envelope::Ok(data)
+        .write(&mut out)
         .map_err(|_| ApiError::Internal("serializing a reply"))?;
     Ok(out)
 }

@@ -226,8 +226,7 @@ impl Socket {
 
     /// Sends an error envelope and keeps the socket open; `false` when the socket is gone.
     pub async fn send_error(&mut self, err: &ApiError) -> bool {
-        self.send(Message::Text(err.envelope().to_string().into()))
-            .await
+        self.send(Message::Text(err.envelope_text().into())).await
     }
 
     /// Sends an error envelope, then closes with the code that fits it.

@@ -5,6 +5,7 @@
 use crate::auth::tokens::Role;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use allocate_core::wire::Envelope;
 use allocate_core::{AllocationInfo, AllocationState, Engine, GpuRequirement, Requirements};
 use serde::{Serialize, Serializer};
 use std::cell::Cell;
@@ -185,20 +186,16 @@ pub fn snapshot_text(
 const RESOURCE_BYTES: usize = 384;
 const ALLOCATION_BYTES: usize = 320;
 
-/// `{"status": 200, "data": data}` as text (the field order of `ok_envelope`).
+/// `{"status": 200, "data": data}` as text.
 pub fn envelope_text(data: &impl Serialize) -> Result<String, ApiError> {
     envelope_text_sized(data, 128)
 }
 
 /// [`envelope_text`] into a buffer that starts with `capacity` bytes.
 fn envelope_text_sized(data: &impl Serialize, capacity: usize) -> Result<String, ApiError> {
-    #[derive(Serialize)]
-    struct Envelope<'a, T> {
-        data: &'a T,
-        status: u16,
-    }
     let mut out = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut out, &Envelope { data, status: 200 })
+    Envelope::Ok(data)
+        .write(&mut out)
         .map_err(|_| ApiError::Internal("serializing a dashboard snapshot"))?;
     String::from_utf8(out).map_err(|_| ApiError::Internal("a dashboard snapshot is not UTF-8"))
 }

@@ -1,30 +1,12 @@
-//! Strict reading of client JSON with errors that name the field, e.g. `requirements.gpu.count`.
+//! Reading JSON objects field by field, with errors that name the field, e.g.
+//! `requirements.gpu.count`: strictly for what clients and agents send (unknown fields are
+//! refused), leniently for what the server sends (unknown fields are a newer server's).
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::validate;
 use serde_json::{Map, Value};
 use uuid::Uuid;
-
-/// Size limits on what clients send; the operator can change them.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Limits {
-    /// Most characters in any string.
-    pub string_chars_max: usize,
-    /// Most entries in a list of tags or labels (and GPUs per resource).
-    pub list_len_max: usize,
-    /// Most resources in one registration.
-    pub resources_per_registration_max: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            string_chars_max: 256,
-            list_len_max: 64,
-            resources_per_registration_max: 10_000,
-        }
-    }
-}
 
 /// A JSON object being read field by field; rejects fields it was not told about.
 pub(crate) struct Fields<'a> {
@@ -63,14 +45,9 @@ impl<'a> Fields<'a> {
         allowed: &[&str],
         limits: &'a Limits,
     ) -> Result<Self> {
+        let fields = Self::lenient(value, path, limits)?;
         let name = if path.is_empty() { "message" } else { path };
-        let Value::Object(map) = value else {
-            return Err(Error::invalid(format!(
-                "{name} must be an object, got {}",
-                describe(value)
-            )));
-        };
-        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        if let Some(unknown) = fields.map.keys().find(|k| !allowed.contains(&k.as_str())) {
             let unknown = truncate(unknown, limits.string_chars_max);
             return Err(Error::invalid(format!(
                 "unknown field `{}` in {name}; expected one of: {}",
@@ -78,6 +55,18 @@ impl<'a> Fields<'a> {
                 allowed.join(", ")
             )));
         }
+        Ok(fields)
+    }
+
+    /// Reads `value` at `path` as an object, ignoring fields nobody asks for.
+    pub(crate) fn lenient(value: &'a Value, path: &str, limits: &'a Limits) -> Result<Self> {
+        let Value::Object(map) = value else {
+            let name = if path.is_empty() { "message" } else { path };
+            return Err(Error::invalid(format!(
+                "{name} must be an object, got {}",
+                describe(value)
+            )));
+        };
         Ok(Fields {
             path: path.to_owned(),
             map,
@@ -133,6 +122,18 @@ impl<'a> Fields<'a> {
     /// A required non-negative integer.
     pub(crate) fn u64(&self, key: &str) -> Result<u64> {
         self.opt_u64(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// A required integer that fits 32 bits.
+    pub(crate) fn u32(&self, key: &str) -> Result<u32> {
+        let n = self.u64(key)?;
+        u32::try_from(n).map_err(|_| {
+            Error::invalid(format!(
+                "{} must be at most {}, got {n}",
+                self.path_of(key),
+                u32::MAX
+            ))
+        })
     }
 
     /// An optional boolean.

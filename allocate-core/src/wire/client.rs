@@ -1,0 +1,485 @@
+//! The `/allocate/` socket: the client's request (`{"requirements": {...}}`, whose
+//! requirements object the HTTP bodies share) and the events the server answers with.
+
+use super::fields::{parse_json, Fields};
+use super::{Data, Envelope, SortedConnection, WireError, UNLIMITED};
+use crate::config::Limits;
+use crate::error::{Error, Result};
+use crate::model::{Connection, GpuRequirement, Requirements, DEFAULT_ALLOCATION_TIMEOUT_SECS};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Reads the message a client sends on `/allocate/`: `{"requirements": {...}}`.
+pub fn parse_allocate_request(text: &str, limits: &Limits) -> Result<Requirements> {
+    let value = parse_json(text)?;
+    let f = Fields::new(&value, "", &["requirements"], limits)?;
+    let requirements = f
+        .value("requirements")
+        .ok_or_else(|| f.missing("requirements"))?;
+    Requirements::from_json(requirements, "requirements", limits)
+}
+
+/// Writes the message a client sends on `/allocate/`: `{"requirements": {...}}`.
+pub fn allocate_request_text(requirements: &Requirements) -> String {
+    json!({ "requirements": requirements }).to_string()
+}
+
+impl Requirements {
+    /// Reads the `requirements` object of a client's message.
+    pub fn from_json(value: &Value, path: &str, limits: &Limits) -> Result<Self> {
+        const FIELDS: &[&str] = &[
+            "tags",
+            "username",
+            "allocation_timeout_seconds",
+            "expires",
+            "type",
+            "min_cpu_count",
+            "min_memory_gb",
+            "gpu",
+            "exclude_tags",
+            "release_on_disconnect",
+        ];
+        let f = Fields::new(value, path, FIELDS, limits)?;
+        let username = f.str("username")?;
+        if username.trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "{} must not be empty",
+                f.path_of("username")
+            )));
+        }
+        let gpu = f
+            .value("gpu")
+            .map(|g| GpuRequirement::from_json(g, &f.path_of("gpu"), limits))
+            .transpose()?;
+        Ok(Requirements {
+            tags: f.opt_strings("tags")?.unwrap_or_default(),
+            username: username.to_owned(),
+            allocation_timeout_seconds: f
+                .opt_u64("allocation_timeout_seconds")?
+                .unwrap_or(DEFAULT_ALLOCATION_TIMEOUT_SECS),
+            expires: f.opt_u64("expires")?,
+            kind: f.opt_str("type")?.map(str::to_owned),
+            min_cpu_count: f.opt_u64("min_cpu_count")?,
+            min_memory_gb: f.opt_u64("min_memory_gb")?,
+            gpu,
+            exclude_tags: f.opt_strings("exclude_tags")?.unwrap_or_default(),
+            release_on_disconnect: f.opt_bool("release_on_disconnect")?.unwrap_or(false),
+        })
+    }
+}
+
+impl GpuRequirement {
+    fn from_json(value: &Value, path: &str, limits: &Limits) -> Result<Self> {
+        let f = Fields::new(value, path, &["label", "min_memory_gb", "count"], limits)?;
+        let count = f.opt_u64("count")?.unwrap_or(1);
+        if count == 0 || count > limits.list_len_max as u64 {
+            return Err(Error::invalid(format!(
+                "{} must be between 1 and {}, got {count}",
+                f.path_of("count"),
+                limits.list_len_max
+            )));
+        }
+        Ok(GpuRequirement {
+            label: f.opt_str("label")?.map(str::to_owned),
+            min_memory_gb: f.opt_u64("min_memory_gb")?.unwrap_or(0),
+            count: count as u32,
+        })
+    }
+}
+
+/// What the server tells a client on `/allocate/` (the `data` of a success envelope; a
+/// refusal such as `408 allocation_timeout` is the envelope's [`super::Refusal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Waiting in the queue (sent again when the position changes).
+    Queued {
+        /// The request.
+        allocation_id: Uuid,
+        /// 1-based place among the waiting requests.
+        position: u32,
+        /// Registered resources that could ever satisfy it.
+        matching_resources: u64,
+        /// The earliest known lease end among the matching resources that are held.
+        eta: Option<u64>,
+    },
+    /// The resource is the client's.
+    Ready {
+        /// The allocation.
+        allocation_id: Uuid,
+        /// The resource it holds.
+        inventory_id: Uuid,
+        /// How to reach it.
+        connection: Connection,
+        /// When the lease ends (unix seconds).
+        expires: u64,
+    },
+    /// The lease ended; the server closes the socket.
+    Expired {
+        /// The allocation.
+        allocation_id: Uuid,
+    },
+    /// Someone released the allocation; the server closes the socket.
+    Released {
+        /// The allocation.
+        allocation_id: Uuid,
+    },
+    /// The resource's agent went away during the lease.
+    Offline {
+        /// The allocation.
+        allocation_id: Uuid,
+    },
+    /// The resource's agent came back.
+    Online {
+        /// The allocation.
+        allocation_id: Uuid,
+    },
+}
+
+impl ClientEvent {
+    /// The allocation it concerns.
+    pub fn allocation_id(&self) -> Uuid {
+        match self {
+            ClientEvent::Queued { allocation_id, .. }
+            | ClientEvent::Ready { allocation_id, .. }
+            | ClientEvent::Expired { allocation_id }
+            | ClientEvent::Released { allocation_id }
+            | ClientEvent::Offline { allocation_id }
+            | ClientEvent::Online { allocation_id } => *allocation_id,
+        }
+    }
+
+    /// The event's `status` in the contract.
+    pub fn status(&self) -> &'static str {
+        match self {
+            ClientEvent::Queued { .. } => "queued",
+            ClientEvent::Ready { .. } => "ready",
+            ClientEvent::Expired { .. } => "expired",
+            ClientEvent::Released { .. } => "released",
+            ClientEvent::Offline { .. } => "offline",
+            ClientEvent::Online { .. } => "online",
+        }
+    }
+
+    /// Reads a message of the `/allocate/` socket: an event, or the server's refusal.
+    pub fn parse(text: &str) -> std::result::Result<Envelope<ClientEvent>, WireError> {
+        Envelope::parse(text)?.try_map(|data| Self::from_data(&data))
+    }
+
+    fn from_data(data: &Value) -> std::result::Result<Self, WireError> {
+        let data = Data::new(data, "status")?;
+        let event = match data.kind.as_str() {
+            "queued" => data.read(|f| {
+                Ok(ClientEvent::Queued {
+                    allocation_id: f.uuid("allocation_id")?,
+                    position: f.u32("position")?,
+                    matching_resources: f.u64("matching_resources")?,
+                    eta: f.opt_u64("eta")?,
+                })
+            })?,
+            "ready" => data.read(|f| {
+                let connection = f
+                    .value("connection")
+                    .ok_or_else(|| f.missing("connection"))?;
+                let connection = Fields::lenient(connection, &f.path_of("connection"), &UNLIMITED)?;
+                Ok(ClientEvent::Ready {
+                    allocation_id: f.uuid("allocation_id")?,
+                    inventory_id: f.uuid("inventory_id")?,
+                    connection: Connection::read(&connection)?,
+                    expires: f.u64("expires")?,
+                })
+            })?,
+            status => {
+                let allocation_id = data.read(|f| f.uuid("allocation_id"))?;
+                match status {
+                    "expired" => ClientEvent::Expired { allocation_id },
+                    "released" => ClientEvent::Released { allocation_id },
+                    "offline" => ClientEvent::Offline { allocation_id },
+                    "online" => ClientEvent::Online { allocation_id },
+                    _ => return Err(data.unknown("status")),
+                }
+            }
+        };
+        Ok(event)
+    }
+}
+
+/// Keys in sorted order, the bytes clients have always received (see [`super::envelope`]).
+impl Serialize for ClientEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("allocation_id", &self.allocation_id())?;
+        match self {
+            ClientEvent::Queued {
+                position,
+                matching_resources,
+                eta,
+                ..
+            } => {
+                map.serialize_entry("eta", eta)?;
+                map.serialize_entry("matching_resources", matching_resources)?;
+                map.serialize_entry("position", position)?;
+            }
+            ClientEvent::Ready {
+                inventory_id,
+                connection,
+                expires,
+                ..
+            } => {
+                map.serialize_entry("connection", &SortedConnection::from(connection))?;
+                map.serialize_entry("expires", expires)?;
+                map.serialize_entry("inventory_id", inventory_id)?;
+            }
+            _ => {}
+        }
+        map.serialize_entry("status", self.status())?;
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Connection;
+    use crate::model::GpuRequirement;
+    use serde_json::json;
+
+    fn reqs(value: Value) -> Result<Requirements> {
+        Requirements::from_json(&value, "requirements", &Limits::default())
+    }
+
+    #[test]
+    fn requirements_take_defaults() {
+        let r = reqs(json!({"username": "ci"})).unwrap();
+        assert_eq!(r, Requirements::for_user("ci"));
+    }
+
+    #[test]
+    fn requirements_read_every_field() {
+        let r = reqs(json!({
+            "tags": ["nvidia"], "username": "ci-runner-7", "allocation_timeout_seconds": 0,
+            "expires": 1576686942, "type": "VM", "min_cpu_count": 4, "min_memory_gb": 16,
+            "gpu": {"label": "RTX 2080", "min_memory_gb": 8, "count": 2},
+            "exclude_tags": ["flaky"], "release_on_disconnect": true
+        }))
+        .unwrap();
+        assert_eq!(r.tags, ["nvidia"]);
+        assert_eq!(r.allocation_timeout_seconds, 0);
+        assert_eq!(r.expires, Some(1576686942));
+        assert_eq!(r.kind.as_deref(), Some("VM"));
+        assert_eq!(
+            r.gpu,
+            Some(GpuRequirement {
+                label: Some("RTX 2080".into()),
+                min_memory_gb: 8,
+                count: 2
+            })
+        );
+        assert!(r.release_on_disconnect);
+    }
+
+    #[test]
+    fn requirement_errors_name_the_field() {
+        let cases = [
+            (
+                json!({"tag": ["x"], "username": "u"}),
+                "unknown field `tag` in requirements",
+            ),
+            (json!({}), "requirements.username is required"),
+            (
+                json!({"username": " "}),
+                "requirements.username must not be empty",
+            ),
+            (
+                json!({"username": "u", "gpu": {"count": 0}}),
+                "requirements.gpu.count must be between 1",
+            ),
+            (
+                json!({"username": "u", "gpu": {"cnt": 1}}),
+                "unknown field `cnt` in requirements.gpu",
+            ),
+            (
+                json!({"username": "u", "expires": 1.5}),
+                "requirements.expires must be a non-negative integer",
+            ),
+            (
+                json!({"username": "u", "release_on_disconnect": 1}),
+                "requirements.release_on_disconnect must be a boolean",
+            ),
+        ];
+        for (value, want) in cases {
+            let err = reqs(value).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn allocate_requests_read_strictly() {
+        let limits = Limits::default();
+        let r = parse_allocate_request(
+            r#"{"requirements": {"tags": ["nvidia"], "username": "ci"}}"#,
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(r.tags, ["nvidia"]);
+        let err = parse_allocate_request(r#"{"requirement": {}}"#, &limits).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("unknown field `requirement` in message"));
+    }
+
+    #[test]
+    fn allocate_requests_round_trip() {
+        let mut full = Requirements::for_user("ci-runner-7");
+        full.tags = vec!["nvidia".into()];
+        full.allocation_timeout_seconds = 0;
+        full.expires = Some(1576686942);
+        full.kind = Some("VM".into());
+        full.min_cpu_count = Some(4);
+        full.min_memory_gb = Some(16);
+        full.gpu = Some(GpuRequirement {
+            label: Some("RTX 2080".into()),
+            min_memory_gb: 8,
+            count: 2,
+        });
+        full.exclude_tags = vec!["flaky".into()];
+        full.release_on_disconnect = true;
+        for sent in [Requirements::for_user("u"), full] {
+            let text = allocate_request_text(&sent);
+            assert_eq!(
+                parse_allocate_request(&text, &Limits::default()).unwrap(),
+                sent
+            );
+        }
+    }
+
+    const ID: &str = "8a526e72-bcde-45e6-8a5f-f598b350f093";
+    const INV: &str = "d4863713-1388-4297-a479-a582b306f5cb";
+
+    /// Every event with the exact text the server has always sent for it.
+    fn events() -> Vec<(ClientEvent, String)> {
+        let id: Uuid = ID.parse().unwrap();
+        let simple = |status: &str| {
+            format!(r#"{{"data":{{"allocation_id":"{ID}","status":"{status}"}},"status":200}}"#)
+        };
+        vec![
+            (
+                ClientEvent::Queued {
+                    allocation_id: id,
+                    position: 1,
+                    matching_resources: 3,
+                    eta: None,
+                },
+                format!(
+                    r#"{{"data":{{"allocation_id":"{ID}","eta":null,"matching_resources":3,"position":1,"status":"queued"}},"status":200}}"#
+                ),
+            ),
+            (
+                ClientEvent::Queued {
+                    allocation_id: id,
+                    position: 2,
+                    matching_resources: 0,
+                    eta: Some(1576688942),
+                },
+                format!(
+                    r#"{{"data":{{"allocation_id":"{ID}","eta":1576688942,"matching_resources":0,"position":2,"status":"queued"}},"status":200}}"#
+                ),
+            ),
+            (
+                ClientEvent::Ready {
+                    allocation_id: id,
+                    inventory_id: INV.parse().unwrap(),
+                    connection: Connection {
+                        host: "1.2.3.4".into(),
+                        username: "test".into(),
+                        password: "foo".into(),
+                    },
+                    expires: 1576688942,
+                },
+                format!(
+                    r#"{{"data":{{"allocation_id":"{ID}","connection":{{"host":"1.2.3.4","password":"foo","username":"test"}},"expires":1576688942,"inventory_id":"{INV}","status":"ready"}},"status":200}}"#
+                ),
+            ),
+            (
+                ClientEvent::Expired { allocation_id: id },
+                simple("expired"),
+            ),
+            (
+                ClientEvent::Released { allocation_id: id },
+                simple("released"),
+            ),
+            (
+                ClientEvent::Offline { allocation_id: id },
+                simple("offline"),
+            ),
+            (ClientEvent::Online { allocation_id: id }, simple("online")),
+        ]
+    }
+
+    #[test]
+    fn events_have_fixed_bytes_and_round_trip() {
+        for (event, text) in events() {
+            super::super::assert_fixed_bytes(event, &text, ClientEvent::parse);
+        }
+    }
+
+    #[test]
+    fn refusals_and_newer_servers_are_read() {
+        let timeout = r#"{"error":{"code":"allocation_timeout","message":"no"},"status":408}"#;
+        let Envelope::Refused(r) = ClientEvent::parse(timeout).unwrap() else {
+            panic!("not a refusal")
+        };
+        assert_eq!(r.error_code(), Some(crate::ErrorCode::AllocationTimeout));
+        let newer = format!(
+            r#"{{"status": 200, "data": {{"status": "expired", "allocation_id": "{ID}", "why": "lease"}}, "trace": 1}}"#
+        );
+        assert!(matches!(
+            ClientEvent::parse(&newer).unwrap(),
+            Envelope::Ok(ClientEvent::Expired { .. })
+        ));
+        let unknown = format!(
+            r#"{{"status": 200, "data": {{"status": "paused", "allocation_id": "{ID}"}}}}"#
+        );
+        assert!(matches!(
+            ClientEvent::parse(&unknown),
+            Err(WireError::Unknown { key: "status", .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_events_name_the_field() {
+        let cases = [
+            (
+                format!(
+                    r#"{{"status": 200, "data": {{"status": "queued", "allocation_id": "{ID}", "position": "1", "matching_resources": 1}}}}"#
+                ),
+                "data.position must be a non-negative integer, got a string",
+            ),
+            (
+                format!(
+                    r#"{{"status": 200, "data": {{"status": "ready", "allocation_id": "{ID}", "inventory_id": "{INV}", "expires": 1, "connection": {{"host": "h"}}}}}}"#
+                ),
+                "data.connection.username is required",
+            ),
+            (
+                r#"{"status": 200, "data": {"status": "expired", "allocation_id": "x"}}"#
+                    .to_owned(),
+                "data.allocation_id must be a hyphenated UUID",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = ClientEvent::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+        for text in [
+            r#"{"status": 200, "data": "deleted allocation"}"#,
+            r#"{"status": 200, "data": {"action": "release"}}"#,
+        ] {
+            assert!(
+                matches!(ClientEvent::parse(text), Err(WireError::Unrecognized(_))),
+                "{text}"
+            );
+        }
+    }
+}
