@@ -59,8 +59,8 @@ mod view;
 
 pub use config::Config;
 pub use engine::snapshot::{AgentSnapshot, AllocationSnapshot, ResourceSnapshot};
-pub use engine::{Engine, Snapshot, Stats};
-pub use error::{Error, ErrorCode, Result};
+pub use engine::{Engine, Registered, SessionId, Snapshot, Stats};
+pub use error::{Error, ErrorCode, Result, SessionError};
 pub use filter::InventoryFilter;
 pub use ids::{IdSource, SeededIds};
 pub use json::{parse_json, parse_uuid, Limits};
