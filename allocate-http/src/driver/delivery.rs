@@ -174,6 +174,7 @@ impl Driver {
         }
     }
 
+    /// Hands one delivery over: runs a reply, or queues frames on their socket.
     fn deliver(&mut self, delivery: Delivery) {
         let (peer, frames, owner, supersede) = match delivery {
             Delivery::Reply(send) => return send(),
@@ -238,6 +239,7 @@ impl Driver {
         }
     }
 
+    /// Sends an output to its allocation's client; the last one closes the socket.
     fn send_to_client(&mut self, allocation_id: Uuid, text: String, last: bool, queued: bool) {
         let Some(peer) = self.sockets.client(&allocation_id).cloned() else {
             return;
@@ -260,6 +262,7 @@ impl Driver {
         });
     }
 
+    /// Sends a message to the socket that speaks for `agent_id`.
     pub(super) fn send_to_agent(&mut self, agent_id: Uuid, text: String) {
         let Some(peer) = self.sockets.agent(&agent_id).cloned() else {
             return;

@@ -42,6 +42,7 @@ pub struct DriverHandle {
 }
 
 impl DriverHandle {
+    /// The handle of the driver task that takes `jobs`.
     pub(super) fn new(jobs: mpsc::Sender<Job>) -> Self {
         DriverHandle { jobs }
     }

@@ -52,6 +52,7 @@ struct Driver {
 }
 
 impl Driver {
+    /// A driver over `engine`, journaling to `journal` (`None`: in memory).
     fn new(engine: Engine, journal: Option<Journal>) -> Self {
         Driver {
             engine,
@@ -170,11 +171,13 @@ impl Driver {
         Ok(info)
     }
 
+    /// Frees an allocation of `caller`'s or cancels its request.
     fn release(&mut self, caller: &Caller, id: Uuid) -> Result<(), Error> {
         self.owned(caller, id)?;
         self.engine.release(clock::now(), id)
     }
 
+    /// Moves the lease end of an allocation of `caller`'s; returns it as it is now.
     fn set_expires(
         &mut self,
         caller: &Caller,
@@ -188,6 +191,7 @@ impl Driver {
             .ok_or_else(|| not_found("allocation", id))
     }
 
+    /// Takes a resource out of service or returns it; returns it as it is now.
     fn set_maintenance(
         &mut self,
         id: Uuid,
@@ -205,11 +209,13 @@ impl Driver {
             .render(&self.engine.stats(), self.sockets.client_count())
     }
 
+    /// Tells the agent its registration was taken, with its resources' ids.
     fn reply_registered(&mut self, agent_id: Uuid, ids: &[Uuid]) {
         let reply = ok_envelope(json!({"status": "ok", "inventory_ids": ids}));
         self.send_to_agent(agent_id, reply.to_string());
     }
 
+    /// Tells the engine that `allocation_id`'s client is gone.
     fn forget_client(&mut self, allocation_id: Uuid) {
         match self.engine.client_gone(clock::now(), allocation_id) {
             Ok(()) => debug!(%allocation_id, "client left"),

@@ -90,6 +90,7 @@ fn ok_bytes(data: impl Serialize, capacity: usize) -> Result<Vec<u8>, ApiError> 
     Ok(out)
 }
 
+/// A `200` with a JSON body.
 fn json_response(body: Vec<u8>) -> Response {
     ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -103,11 +104,13 @@ impl<I: Iterator<Item: Serialize>> Serialize for OnePass<I> {
     }
 }
 
+/// `GET /healthz`: `ok` once the driver answers.
 async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
     app.shared.driver.ping().await?;
     ok("ok")
 }
 
+/// `GET /metrics`: the Prometheus exposition.
 async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let text = app.shared.driver.metrics().await?;
     Ok((
