@@ -5,6 +5,8 @@
 //! says when to call [`Engine::handle_timeout`] next. A refused input changes nothing.
 
 mod lifecycle;
+mod session;
+mod shutdown;
 pub(crate) mod snapshot;
 
 use crate::config::Config;
@@ -28,6 +30,7 @@ use std::fmt;
 use std::sync::Arc;
 use uuid::Uuid;
 
+pub use session::{Registered, SessionId};
 pub use snapshot::Snapshot;
 
 /// What a deadline is for.
@@ -100,6 +103,12 @@ pub struct Engine {
     ended_total: [u64; 4],
     /// See [`Engine::changes`].
     changes: u64,
+    /// Set by [`Engine::shut_down`]: new work is refused.
+    shutting_down: bool,
+    /// The agent that each registered connection registered (see [`session`]).
+    sessions: FxMap<SessionId, Uuid>,
+    /// The connection of each agent that currently speaks for it.
+    agent_sessions: FxMap<Uuid, SessionId>,
 }
 
 impl fmt::Debug for Engine {
@@ -140,6 +149,9 @@ impl Engine {
             policy: None,
             ended_total: [0; 4],
             changes: 0,
+            shutting_down: false,
+            sessions: FxMap::default(),
+            agent_sessions: FxMap::default(),
         }
     }
 
@@ -436,6 +448,9 @@ impl Engine {
     // ---- the loop -----------------------------------------------------------------------
 
     fn handle(&mut self, now: Timestamp, input: Input) -> Result<Reply> {
+        if self.shutting_down && shutdown::is_new_work(&input) {
+            return Err(Error::ShuttingDown);
+        }
         self.changes = self.changes.wrapping_add(1);
         let (before, recorded) = (self.now, self.records.len());
         let now = self.advance(now);

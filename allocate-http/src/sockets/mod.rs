@@ -1,98 +1,35 @@
-//! What agent and client sockets share: the bounded queue the engine task writes to, and a
-//! socket wrapper that writes that queue, reads messages, pings, and closes with the right code.
+//! The websocket endpoints' tasks: [`client`] (`/allocate/`) and [`agent`] (`/agent/`), over
+//! a socket wrapper that writes what the driver queued for it, reads messages, pings, and
+//! closes with the right code.
 
+pub mod agent;
+pub mod client;
+
+use crate::config::ServerConfig;
+use crate::driver::{
+    DriverHandle, Frame, Killed, Outbox, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_REFUSED,
+    CLOSE_TOO_BIG,
+};
 use crate::error::ApiError;
-use crate::server::AppState;
+use allocate_core::ErrorCode;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite;
 
-/// Close code: the conversation is over (the allocation ended, or a newer socket took over).
-pub const CLOSE_NORMAL: u16 = 1000;
-/// Close code: the server is shutting down.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code: the request was refused (its error envelope says why).
-pub const CLOSE_REFUSED: u16 = 1008;
-/// Close code: a message was larger than the limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code: a fault of ours.
-pub const CLOSE_INTERNAL: u16 = 1011;
-
-/// One thing the engine task asks a socket to do.
-#[derive(Debug)]
-pub enum Frame {
-    /// Send this text message.
-    Text(String),
-    /// Close with this code and reason (after the frames before it).
-    Close(u16, &'static str),
-}
-
-/// The engine task's end of a socket: a bounded queue it never waits on, and a kill switch.
-/// Clones (held while their frames wait for the journal) reach the same socket.
+/// What every socket task shares: the way to the driver, the settings, and shutdown.
 #[derive(Clone, Debug)]
-pub struct Peer {
-    id: u64,
-    tx: mpsc::Sender<Frame>,
-    kill: Arc<Notify>,
-}
-
-/// The socket task's end of its [`Peer`].
-#[derive(Debug)]
-pub struct Outbox {
-    rx: mpsc::Receiver<Frame>,
-    kill: Arc<Notify>,
-}
-
-impl Peer {
-    /// A peer whose queue holds at most `capacity` frames, and the outbox its socket drains.
-    pub fn new(capacity: usize) -> (Peer, Outbox) {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let kill = Arc::new(Notify::new());
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let outbox = Outbox {
-            rx,
-            kill: kill.clone(),
-        };
-        (Peer { id, tx, kill }, outbox)
-    }
-
-    /// Tells this socket apart from an earlier or later one of the same agent or allocation.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Queues a frame without waiting; `false` when the queue is full or the socket is gone.
-    pub fn push(&self, frame: Frame) -> bool {
-        self.tx.try_send(frame).is_ok()
-    }
-
-    /// Whether the socket has stopped taking frames (it is closed or closing).
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    /// Drops the socket at once, without sending what is queued.
-    pub fn kill(&self) {
-        self.kill.notify_one();
-    }
-}
-
-#[cfg(test)]
-impl Outbox {
-    /// The next queued frame, if any.
-    pub fn try_next(&mut self) -> Option<Frame> {
-        self.rx.try_recv().ok()
-    }
-
-    /// Completes once the peer has been killed.
-    pub async fn killed(&self) {
-        self.kill.notified().await;
-    }
+pub struct Shared {
+    /// The way to the engine's driver task.
+    pub driver: DriverHandle,
+    /// The settings.
+    pub config: Arc<ServerConfig>,
+    /// Becomes `true` (or closes) when shutdown begins.
+    pub stopping: watch::Receiver<bool>,
+    /// Cloned into every socket; shutdown waits until all are dropped.
+    pub alive: mpsc::Sender<()>,
 }
 
 /// A message read from a socket.
@@ -119,7 +56,7 @@ pub struct Socket {
 
 impl Socket {
     /// Wraps an upgraded socket; pings and the idle limit come from the server's settings.
-    pub fn new(ws: WebSocket, outbox: Outbox, app: &AppState) -> Self {
+    pub fn new(ws: WebSocket, outbox: Outbox, app: &Shared) -> Self {
         // The first ping is due one interval from now: a short-lived socket (one allocation
         // cycle) sends none.
         let every = app.config.ping_interval;
@@ -138,11 +75,11 @@ impl Socket {
 
     /// The first message, which must come within the idle timeout and before shutdown.
     /// `Ok(None)`: the socket is already gone.
-    pub async fn first_message(&mut self, app: &AppState) -> Result<Option<String>, ApiError> {
+    pub async fn first_message(&mut self, app: &Shared) -> Result<Option<String>, ApiError> {
         let mut stopping = app.stopping.clone();
         let idle = self.idle_timeout;
         tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => Err(ApiError::ShuttingDown),
+            _ = stopping.wait_for(|stop| *stop) => Err(allocate_core::Error::ShuttingDown.into()),
             first = timeout(idle, self.next()) => match first {
                 Err(_) => Err(ApiError::invalid(format!(
                     "no message arrived within {} ms of connecting", idle.as_millis()
@@ -160,11 +97,13 @@ impl Socket {
         loop {
             let step = tokio::select! {
                 biased;
-                () = self.outbox.kill.notified() => {
-                    tracing::debug!("dropping a socket that fell behind");
-                    Step::Finish
-                }
-                frame = self.outbox.rx.recv() => self.write(frame).await,
+                queued = self.outbox.recv() => match queued {
+                    Ok(frame) => self.write(frame).await,
+                    Err(Killed) => {
+                        tracing::debug!("dropping a socket that fell behind");
+                        Step::Finish
+                    }
+                },
                 message = self.ws.recv() => self.read(message).await,
                 _ = self.pings.tick() => self.ping().await,
             };
@@ -231,9 +170,9 @@ impl Socket {
 
     /// Sends an error envelope, then closes with the code that fits it.
     pub async fn fail(mut self, err: &ApiError) {
-        let (code, reason) = match err {
-            ApiError::ShuttingDown => (CLOSE_GOING_AWAY, "server shutting down"),
-            ApiError::Internal(_) => (CLOSE_INTERNAL, "internal error"),
+        let (code, reason) = match err.code() {
+            Some(ErrorCode::ShuttingDown) => (CLOSE_GOING_AWAY, "server shutting down"),
+            Some(ErrorCode::Internal) => (CLOSE_INTERNAL, "internal error"),
             _ => (CLOSE_REFUSED, "request refused"),
         };
         if self.send_error(err).await {
@@ -245,7 +184,7 @@ impl Socket {
     async fn send(&mut self, message: Message) -> bool {
         tokio::select! {
             biased;
-            () = self.outbox.kill.notified() => false,
+            () = self.outbox.killed() => false,
             sent = timeout(self.idle_timeout, self.ws.send(message)) => matches!(sent, Ok(Ok(()))),
         }
     }

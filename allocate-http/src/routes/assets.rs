@@ -1,7 +1,7 @@
-//! The page's files, compiled in. Each answer carries an `ETag` (a hash of the file taken at
+//! The dashboard page's files, compiled in and served without a token. Each answer carries an `ETag` (a hash of the file taken at
 //! compile time), so a browser that has the file revalidates it with a `304`.
 
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS,
@@ -68,9 +68,18 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-static PAGE: Asset = Asset::new(include_str!("index.html"), "text/html; charset=utf-8");
-static SCRIPT: Asset = Asset::new(include_str!("app.js"), "text/javascript; charset=utf-8");
-static STYLE: Asset = Asset::new(include_str!("style.css"), "text/css; charset=utf-8");
+static PAGE: Asset = Asset::new(
+    include_str!("../dashboard/index.html"),
+    "text/html; charset=utf-8",
+);
+static SCRIPT: Asset = Asset::new(
+    include_str!("../dashboard/app.js"),
+    "text/javascript; charset=utf-8",
+);
+static STYLE: Asset = Asset::new(
+    include_str!("../dashboard/style.css"),
+    "text/css; charset=utf-8",
+);
 
 /// `/` and the files it loads; open, since they hold no data.
 pub fn page_routes() -> Router<AppState> {

@@ -1,16 +1,16 @@
 //! `WEBSOCKET /allocate/`: one socket, one allocation. The client sends its requirements;
 //! the engine's outputs for that allocation come back until it ends.
 
+use super::{Shared, Socket};
 use crate::auth::Caller;
-use crate::server::AppState;
-use crate::ws::{Peer, Socket};
+use crate::driver::Peer;
 use allocate_core::parse_allocate_request;
 use axum::extract::ws::WebSocket;
 use tracing::debug;
 
 /// Serves one client socket from its request to its close; `caller` (a user or an admin)
 /// may request only as its own username unless it is an admin.
-pub async fn serve(ws: WebSocket, app: AppState, caller: Caller) {
+pub async fn serve(ws: WebSocket, app: Shared, caller: Caller) {
     let (peer, outbox) = Peer::new(app.config.client_queue_len);
     let mut socket = Socket::new(ws, outbox, &app);
     let text = match socket.first_message(&app).await {
@@ -23,17 +23,12 @@ pub async fn serve(ws: WebSocket, app: AppState, caller: Caller) {
         Err(e) => return socket.fail(&e.into()).await,
     };
     if let Err(e) = caller.check_username(&requirements.username) {
-        return socket.fail(&e).await;
+        return socket.fail(&e.into()).await;
     }
     let peer_id = peer.id();
-    let allocation_id = match app
-        .engine
-        .call(move |s| s.request(peer, requirements))
-        .await
-        .and_then(|r| r)
-    {
+    let allocation_id = match app.driver.request(peer, requirements).await {
         Ok(id) => id,
-        Err(e) => return socket.fail(&e).await,
+        Err(e) => return socket.fail(&e.into()).await,
     };
     // The contract defines no further client messages; they are read (for keepalive and
     // size limits) and otherwise ignored.
@@ -42,8 +37,5 @@ pub async fn serve(ws: WebSocket, app: AppState, caller: Caller) {
     }
     // Closed before the engine hears of it, so that it sends nothing more meanwhile.
     drop(socket);
-    let _ = app
-        .engine
-        .call(move |s| s.client_gone(allocation_id, peer_id))
-        .await;
+    let _ = app.driver.client_gone(allocation_id, peer_id).await;
 }

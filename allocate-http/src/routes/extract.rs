@@ -1,7 +1,7 @@
 //! Request extractors whose rejections are our envelope, never axum's plain text.
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
@@ -25,7 +25,7 @@ impl FromRequest<AppState> for JsonText {
                 content_type.map_or("none".to_owned(), |c| format!("{c:?}"))
             )));
         }
-        let limit = state.config.message_bytes_max;
+        let limit = state.shared.config.message_bytes_max;
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| {
