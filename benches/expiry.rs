@@ -3,10 +3,11 @@
 //! resources and tells each client (the outputs are drained in the timed part, as a shell
 //! must route them).
 
-use allocate_benches::{allocate, lab_engine, SIZES, T0};
+use allocate_benches::SIZES;
 use allocate_core::{Engine, Output, Requirements, SeededIds};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
+use testkit::labs::{allocate, lab_engine, T0};
 
 /// A lab whose every resource is held by a lease ending within two hours after the first.
 fn all_leased(n: usize) -> Engine {

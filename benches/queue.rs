@@ -4,11 +4,12 @@
 //! until every waiting request has been served. `queue_drain/N` times the drain; its
 //! throughput is in requests served.
 
-use allocate_benches::{fill, lab_engine, request_mix, SIZES, T0};
+use allocate_benches::SIZES;
 use allocate_core::{Engine, Output, SeededIds, Snapshot};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::collections::VecDeque;
 use std::time::Duration;
+use testkit::labs::{fill, lab_engine, request_mix, T0};
 use uuid::Uuid;
 
 /// Requests waiting when the drain starts.

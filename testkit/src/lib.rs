@@ -1,0 +1,22 @@
+//! Test support for allocate, in one place: the contract's best fit written as a plain scan to
+//! check the engine against, and the deterministic labs and request streams that tests and
+//! benchmarks build engines from.
+//!
+//! Used by the benchmarks in `benches/`. Not published; nothing here may be used by shipped
+//! code. `allocate-core`'s own unit tests cannot use it (the crate would be built twice), so
+//! they keep their few helpers.
+//!
+//! - [`reference`]: the matching rules as a linear scan (the oracle), and [`LinearScan`].
+//! - [`policy`]: the matching policies the simulations install.
+//! - [`labs`]: the catalogue and diverse labs, their request streams, and the small vocabulary
+//!   that generated resources and requests draw from.
+//! - [`rng`]: the deterministic random source the labs are built with.
+//!
+//! [`LinearScan`]: reference::LinearScan
+
+#![warn(missing_docs)]
+
+pub mod labs;
+pub mod policy;
+pub mod reference;
+pub mod rng;
