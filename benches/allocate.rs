@@ -10,7 +10,6 @@
 
 use allocate_benches::{timed_pick, timed_request, SIZES};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::time::Duration;
 use testkit::labs::{allocate, half_allocated_catalogue, release, request_mix};
 
 fn bench_allocate(c: &mut Criterion) {
@@ -66,9 +65,7 @@ fn bench_allocate(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = allocate_benches::criterion();
     targets = bench_allocate
 }
 criterion_main!(benches);

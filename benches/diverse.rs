@@ -23,7 +23,6 @@
 use allocate_benches::{env_count, timed_pick, timed_request, SIZES};
 use allocate_core::{Engine, Requirements};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use std::time::Duration;
 use testkit::labs::{
     allocate, diverse_engine, diverse_resources, engine_with, half_allocated_diverse, lab_agents,
     DiverseRequests,
@@ -135,9 +134,7 @@ fn register(c: &mut Criterion, n: usize) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = allocate_benches::criterion();
     targets = bench_diverse
 }
 criterion_main!(benches);

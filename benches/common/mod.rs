@@ -1,8 +1,9 @@
-//! What only the benchmarks use: the sizes they run at, counts from the environment, and the
-//! timed steps. The labs, their request streams and the linear scan baseline come from
+//! What only the benchmarks use: the sizes they run at, criterion's settings, counts from the
+//! environment, and the timed steps. The labs, their request streams and the linear scan baseline come from
 //! `testkit` (`testkit::labs`, `testkit::reference::LinearScan`).
 
 use allocate_core::{Engine, Output, Requirements};
+use criterion::Criterion;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use testkit::labs::{release, T0};
@@ -10,6 +11,14 @@ use testkit::reference::LinearScan;
 
 /// The inventory sizes every benchmark runs at.
 pub const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
+
+/// Criterion with the settings every criterion benchmark here runs with: a second of warm-up
+/// and three of measurement per benchmark.
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
 
 /// The count in environment variable `name` (underscores allowed, as in `1_000`), or
 /// `default` when it is unset.
