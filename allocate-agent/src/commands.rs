@@ -11,8 +11,7 @@
 //! timeout (its whole process group is then killed) or prints something else fails; the last
 //! line of its stderr becomes part of the error the server shows as the resource's reason.
 
-use crate::wire::clip;
-use crate::wire::{ProvisionOrder, ReleaseOrder};
+use allocate_core::wire::{ProvisionOrder, ReleaseOrder};
 use allocate_core::Connection;
 use serde_json::Value;
 use std::process::{ExitStatus, Stdio};
@@ -319,6 +318,16 @@ pub fn parse_connection(text: &[u8], default_host: Option<&str>) -> Result<Conne
         username,
         password,
     })
+}
+
+/// `text` cut to at most `chars_max` characters, with `…` when cut.
+pub fn clip(text: &str, chars_max: usize) -> String {
+    if text.chars().count() <= chars_max {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(chars_max.saturating_sub(1)).collect();
+    short.push('…');
+    short
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! holds the socket loop and its reconnects). `allocate-agent/AGENT.md` is the operator's guide.
 //!
 //! The `cli` feature (on by default) adds the command line (`config`, [`run`]) and the
-//! `allocate-agent` binary. Without it the crate is the session, the orders and the wire types,
-//! with neither clap nor a log subscriber: what the Python package builds on.
+//! `allocate-agent` binary. Without it the crate is the session and the orders, with neither
+//! clap nor a log subscriber. Every message it reads or writes is `allocate_core::wire`'s.
 #![warn(missing_docs)]
 
 pub mod commands;
@@ -16,13 +16,11 @@ pub mod config;
 pub mod detect;
 pub mod orders;
 pub mod session;
-pub mod wire;
 
 #[cfg(feature = "cli")]
 pub use config::{Cli, ConfigError};
 pub use orders::Responder;
-pub use session::{Agent, Backoff, SessionError, Settings};
-pub use wire::{Answer, ProvisionOrder, Registration, ReleaseOrder, ServerMessage};
+pub use session::{Agent, Backoff, Registration, SessionError, Settings};
 
 #[cfg(feature = "cli")]
 use std::future::Future;

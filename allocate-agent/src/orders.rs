@@ -7,9 +7,9 @@
 //! the server resends an unanswered release when the agent reconnects. A release of an
 //! allocation whose provision still runs waits for that provision to finish first.
 
-use crate::commands::{Commands, Holder};
-use crate::wire::{Answer, ProvisionOrder, ReleaseOrder};
-use allocate_core::Connection;
+use crate::commands::{clip, Commands, Holder};
+use allocate_core::wire::{AgentMessage, ProvisionOrder, ReleaseOrder};
+use allocate_core::{Connection, ProvisionResult};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -28,6 +28,17 @@ const HOLDERS_MAX: usize = 1024;
 /// How many finished releases are remembered to answer a resent release without rerunning.
 const RELEASED_REMEMBERED: usize = 64;
 
+/// Longest error text sent to the server; the contract refuses longer strings.
+pub const ERROR_CHARS_MAX: usize = 256;
+
+/// The answer to a provision that failed, with `error` cut to [`ERROR_CHARS_MAX`] characters.
+pub fn failed(allocation_id: Uuid, error: &str) -> AgentMessage {
+    AgentMessage::Provisioned {
+        allocation_id,
+        result: ProvisionResult::Failed(clip(error, ERROR_CHARS_MAX)),
+    }
+}
+
 /// How the agent answers provisions and releases.
 #[derive(Clone, Debug)]
 pub enum Responder {
@@ -43,8 +54,48 @@ pub enum Responder {
 pub(crate) struct Outgoing {
     /// Which connection (counted from 1) the order came on.
     pub(crate) generation: u64,
-    /// The answer.
-    pub(crate) answer: Answer,
+    /// The allocation it answers for.
+    pub(crate) allocation_id: Uuid,
+    /// The answer: [`AgentMessage::Provisioned`] or [`AgentMessage::Released`].
+    pub(crate) answer: AgentMessage,
+}
+
+impl Outgoing {
+    /// The resource is ready.
+    fn provisioned(generation: u64, allocation_id: Uuid, connection: Connection) -> Self {
+        let answer = AgentMessage::Provisioned {
+            allocation_id,
+            result: ProvisionResult::Connection(connection),
+        };
+        Outgoing {
+            generation,
+            allocation_id,
+            answer,
+        }
+    }
+
+    /// Provisioning failed, for the reason `error` (see [`failed`]).
+    pub(crate) fn failed(generation: u64, allocation_id: Uuid, error: &str) -> Self {
+        Outgoing {
+            generation,
+            allocation_id,
+            answer: failed(allocation_id, error),
+        }
+    }
+
+    /// The resource is clean again.
+    fn released(generation: u64, allocation_id: Uuid) -> Self {
+        Outgoing {
+            generation,
+            allocation_id,
+            answer: AgentMessage::Released { allocation_id },
+        }
+    }
+
+    /// Whether it answers a provision (sent only on the connection the order came on).
+    pub(crate) fn answers_provision(&self) -> bool {
+        matches!(self.answer, AgentMessage::Provisioned { .. })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,13 +183,11 @@ impl Dispatcher {
             Begin::Running => return,
             Begin::Full => {
                 // A full channel drops this answer; the server then times the provision out.
-                let _ = self.answers.try_send(Outgoing {
+                let _ = self.answers.try_send(Outgoing::failed(
                     generation,
-                    answer: Answer::Failed {
-                        allocation_id: id,
-                        error: format!("agent is busy: {ORDERS_IN_FLIGHT_MAX} orders in flight"),
-                    },
-                });
+                    id,
+                    &format!("agent is busy: {ORDERS_IN_FLIGHT_MAX} orders in flight"),
+                ));
                 return;
             }
         }
@@ -146,17 +195,23 @@ impl Dispatcher {
         let this = self.clone();
         tokio::spawn(async move {
             let answer = match &*this.responder {
-                Responder::Static(connection) => Answer::Provisioned {
-                    allocation_id: id,
-                    connection: connection.clone(),
-                },
-                Responder::Commands(commands) => this.run_provision(commands, &order).await,
+                Responder::Static(connection) => {
+                    Outgoing::provisioned(generation, id, connection.clone())
+                }
+                Responder::Commands(commands) => {
+                    this.run_provision(commands, &order, generation).await
+                }
             };
-            this.finish(Action::Provision, id, generation, answer).await;
+            this.finish(Action::Provision, answer).await;
         });
     }
 
-    async fn run_provision(&self, commands: &Commands, order: &ProvisionOrder) -> Answer {
+    async fn run_provision(
+        &self,
+        commands: &Commands,
+        order: &ProvisionOrder,
+        generation: u64,
+    ) -> Outgoing {
         let id = order.allocation_id;
         let _slot = self
             .slots
@@ -176,17 +231,11 @@ impl Dispatcher {
                         },
                     );
                 }
-                Answer::Provisioned {
-                    allocation_id: id,
-                    connection,
-                }
+                Outgoing::provisioned(generation, id, connection)
             }
             Err(e) => {
                 tracing::warn!(allocation_id = %id, error = %e, "provisioning failed");
-                Answer::Failed {
-                    allocation_id: id,
-                    error: e.to_string(),
-                }
+                Outgoing::failed(generation, id, &e.to_string())
             }
         }
     }
@@ -202,8 +251,7 @@ impl Dispatcher {
         if already {
             tracing::info!(allocation_id = %id, "release already done; acknowledging again");
             tokio::spawn(async move {
-                let answer = Answer::Released { allocation_id: id };
-                let _ = this.answers.send(Outgoing { generation, answer }).await;
+                let _ = this.answers.send(Outgoing::released(generation, id)).await;
             });
             return;
         }
@@ -235,13 +283,8 @@ impl Dispatcher {
                         }
                         state.released.push_back(id);
                     }
-                    this.finish(
-                        Action::Release,
-                        id,
-                        generation,
-                        Answer::Released { allocation_id: id },
-                    )
-                    .await;
+                    this.finish(Action::Release, Outgoing::released(generation, id))
+                        .await;
                 }
                 Err(e) => {
                     // The contract has no failed release: leaving it unanswered makes the
@@ -267,16 +310,39 @@ impl Dispatcher {
     }
 
     /// Queues the answer, then marks the order done (so a waiting release answers after it).
-    async fn finish(&self, action: Action, id: Uuid, generation: u64, answer: Answer) {
-        if self
-            .answers
-            .send(Outgoing { generation, answer })
-            .await
-            .is_err()
-        {
+    async fn finish(&self, action: Action, answer: Outgoing) {
+        let id = answer.allocation_id;
+        if self.answers.send(answer).await.is_err() {
             tracing::debug!(allocation_id = %id, "agent stopped before the answer could be sent");
         }
         self.state().in_flight.remove(&(action, id));
         self.done.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocate_core::Limits;
+
+    #[test]
+    fn a_long_failure_is_cut_to_what_the_server_reads() {
+        let id = Uuid::from_u128(1);
+        let answer = failed(id, &"x".repeat(1000));
+        let AgentMessage::Provisioned {
+            result: ProvisionResult::Failed(why),
+            ..
+        } = &answer
+        else {
+            panic!("not a failure: {answer:?}")
+        };
+        assert_eq!(why.chars().count(), ERROR_CHARS_MAX);
+        assert!(why.ends_with('…'), "{why}");
+        let parsed = AgentMessage::parse(&answer.to_text(), &Limits::default());
+        assert_eq!(parsed.unwrap(), answer);
+        assert_eq!(
+            failed(id, "disk full").to_text(),
+            format!(r#"{{"allocation_id":"{id}","error":"disk full"}}"#)
+        );
     }
 }

@@ -12,7 +12,8 @@
 //! the server fails a provision whose agent went away.
 
 use crate::orders::{Dispatcher, Outgoing, Responder};
-use crate::wire::{Answer, Registration, ServerMessage, WireError};
+use allocate_core::wire::{AgentMessage, Envelope, Refusal, ServerMessage, WireError};
+use allocate_core::{Limits, ResourceSpec};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -102,6 +103,46 @@ fn random_fraction() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }
 
+/// The agent's registration: who it is and what it offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The agent's stable id.
+    pub agent_id: uuid::Uuid,
+    /// Its resources (the reference agent offers its own machine, one resource).
+    pub resources: Vec<ResourceSpec>,
+}
+
+impl Registration {
+    /// The message that carries it.
+    pub fn to_message(&self) -> AgentMessage {
+        AgentMessage::Register {
+            agent_id: self.agent_id,
+            resources: self.resources.clone(),
+        }
+    }
+
+    /// The JSON text sent to the server (with any static password in it).
+    pub fn to_text(&self) -> String {
+        self.to_message().to_text()
+    }
+
+    /// Pretty JSON for people, with every password replaced by `<redacted>`.
+    pub fn to_redacted_pretty(&self) -> String {
+        let mut shown = self.clone();
+        for r in &mut shown.resources {
+            if let Some(c) = &mut r.connection {
+                c.password = "<redacted>".into();
+            }
+        }
+        serde_json::to_string_pretty(&shown.to_message()).expect("a registration always serializes")
+    }
+
+    /// Checks it with the server's own rules (allocate-core's parser and default limits).
+    pub fn validate(&self) -> Result<(), allocate_core::Error> {
+        AgentMessage::parse(&self.to_text(), &Limits::default()).map(|_| ())
+    }
+}
+
 /// Everything the agent's session needs.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -157,7 +198,7 @@ impl Agent {
         }
         let (tx, rx) = mpsc::channel(ANSWERS_QUEUED_MAX);
         Ok(Agent {
-            registration_text: settings.registration.to_wire(),
+            registration_text: settings.registration.to_text(),
             dispatcher: Dispatcher::new(settings.responder.clone(), tx),
             settings,
             answers: rx,
@@ -307,27 +348,45 @@ impl Agent {
 
     /// Handles a message the agent could not read: a provision it can name gets an error answer.
     fn on_unreadable(&mut self, error: WireError) {
-        let WireError::BadOrder {
-            action: "provision",
-            allocation_id: Some(allocation_id),
-            source,
-        } = error
-        else {
-            tracing::warn!(%error, "ignoring a server message");
-            return;
+        let (allocation_id, source) = match error {
+            WireError::Malformed {
+                kind,
+                allocation_id: Some(allocation_id),
+                source,
+            } if kind == "provision" => (allocation_id, source),
+            WireError::Unknown {
+                key: "action",
+                value: action,
+            } => {
+                tracing::warn!(%action, "ignoring an unknown action from the server");
+                return;
+            }
+            error => {
+                tracing::warn!(%error, "ignoring a server message");
+                return;
+            }
         };
         tracing::warn!(%allocation_id, error = %source, "malformed provision; answering with an error");
-        self.queue(Outgoing {
-            generation: self.generation,
-            answer: Answer::Failed {
-                allocation_id,
-                error: format!("agent could not read the provision: {source}"),
-            },
-        });
+        self.queue(Outgoing::failed(
+            self.generation,
+            allocation_id,
+            &format!("agent could not read the provision: {source}"),
+        ));
     }
 
     /// Handles one server message; `Ok(true)` when it accepted the registration.
-    fn on_message(&mut self, message: ServerMessage, registered: bool) -> Result<bool, String> {
+    fn on_message(
+        &mut self,
+        message: Envelope<ServerMessage>,
+        registered: bool,
+    ) -> Result<bool, String> {
+        let message = match message {
+            Envelope::Ok(message) => message,
+            Envelope::Refused(refusal) => {
+                refused(registered, &refusal)?;
+                return Ok(false);
+            }
+        };
         match message {
             ServerMessage::Registered { inventory_ids } => {
                 let ids: Vec<String> = inventory_ids.iter().map(ToString::to_string).collect();
@@ -336,32 +395,21 @@ impl Agent {
             }
             ServerMessage::Provision(order) => self.dispatcher.provision(order, self.generation),
             ServerMessage::Release(order) => self.dispatcher.release(order, self.generation),
-            ServerMessage::Refused {
-                status,
-                code,
-                message,
-            } => refused(registered, status, &code, &message)?,
-            ServerMessage::UnknownAction(action) => {
-                tracing::warn!(%action, "ignoring an unknown action from the server");
-            }
         }
         Ok(false)
     }
 
     /// Adds an answer to the queue of unsent ones, dropping what can no longer be sent.
     fn queue(&mut self, outgoing: Outgoing) {
-        let stale = matches!(
-            outgoing.answer,
-            Answer::Provisioned { .. } | Answer::Failed { .. }
-        ) && outgoing.generation != self.generation;
+        let stale = outgoing.answers_provision() && outgoing.generation != self.generation;
         if stale {
-            tracing::warn!(allocation_id = %outgoing.answer.allocation_id(),
+            tracing::warn!(allocation_id = %outgoing.allocation_id,
                 "provision finished after its connection closed; the server has already failed it, dropping the answer");
             return;
         }
         if self.unsent.len() >= ANSWERS_QUEUED_MAX {
             if let Some(dropped) = self.unsent.pop_front() {
-                tracing::error!(allocation_id = %dropped.answer.allocation_id(), "too many unsent answers; dropping the oldest");
+                tracing::error!(allocation_id = %dropped.allocation_id, "too many unsent answers; dropping the oldest");
             }
         }
         self.unsent.push_back(outgoing);
@@ -370,14 +418,10 @@ impl Agent {
     /// Sends every queued answer; on failure the unsent ones stay queued.
     async fn flush_unsent(&mut self, socket: &mut Socket) -> Result<(), String> {
         while let Some(outgoing) = self.unsent.pop_front() {
-            if matches!(
-                outgoing.answer,
-                Answer::Provisioned { .. } | Answer::Failed { .. }
-            ) && outgoing.generation != self.generation
-            {
+            if outgoing.answers_provision() && outgoing.generation != self.generation {
                 continue;
             }
-            let text = outgoing.answer.to_wire();
+            let text = outgoing.answer.to_text();
             if let Err(e) = send(socket, Message::text(text)).await {
                 self.unsent.push_front(outgoing);
                 return Err(format!("could not send an answer: {e}"));
@@ -390,7 +434,8 @@ impl Agent {
 
 /// An error envelope: before registration it refuses the agent (the connection is over),
 /// after it only the message it answers.
-fn refused(registered: bool, status: u16, code: &str, message: &str) -> Result<(), String> {
+fn refused(registered: bool, refusal: &Refusal) -> Result<(), String> {
+    let (status, code, message) = (refusal.status, &refusal.code, &refusal.message);
     if !registered {
         return Err(format!(
             "server refused the registration: {status} {code}: {message}"

@@ -6,7 +6,7 @@
 )]
 
 use allocate_agent::commands::{CommandError, Commands, Holder};
-use allocate_agent::{ProvisionOrder, ReleaseOrder};
+use allocate_core::wire::{ProvisionOrder, ReleaseOrder};
 use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;

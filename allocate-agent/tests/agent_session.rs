@@ -217,7 +217,7 @@ async fn registers_then_answers_provisions_and_releases() {
             log.display()
         );
         let s = settings(&server, commands(Some(release_cmd)), None);
-        let expected_registration = serde_json::to_value(&s.registration).unwrap();
+        let expected_registration: Value = serde_json::from_str(&s.registration.to_text()).unwrap();
         let (stop, task) = spawn_agent(s);
 
         let (mut ws, upgrade) = server.accept().await;

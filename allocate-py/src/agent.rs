@@ -1,7 +1,8 @@
 //! `Agent`: registers resources over `WEBSOCKET /agent/` and answers the server's orders, so a
 //! harness can put resources into a server without running `allocate-agent`.
 //!
-//! It reuses the reference agent's wire types (`Registration`, `ServerMessage`, `Answer`). A
+//! It reads and writes its messages with allocate-core's `wire` (`AgentMessage`,
+//! `ServerMessage`) and cuts failure texts as the reference agent does (`orders::failed`). A
 //! task on the module's runtime owns the socket; orders for resources without a static
 //! connection go to the Python callbacks, each on its own thread (they may block), and their
 //! answers come back to the task on a bounded channel. Unlike `allocate-agent` it does not
@@ -14,8 +15,11 @@ use crate::outputs::{Provision, Release};
 use crate::pylog;
 use crate::runtime::{lock, runtime, wait, wait_for};
 use crate::types::{quote, repr, Connection, Resource};
-use allocate_agent::{Answer, ProvisionOrder, Registration, ReleaseOrder, ServerMessage};
-use allocate_core::ResourceSpec;
+use allocate_agent::orders::failed;
+use allocate_core::wire::{
+    AgentMessage, Envelope, ProvisionOrder, ReleaseOrder, ServerMessage, WireError,
+};
+use allocate_core::{Limits, ProvisionResult, ResourceSpec};
 use futures_util::SinkExt;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -45,7 +49,7 @@ enum Command {
     /// Send this registration; answer with the inventory ids or the refusal.
     Register(String, Reply),
     /// Send this answer to an order.
-    Answer(Answer),
+    Answer(AgentMessage),
     /// Close the socket and end.
     Stop,
 }
@@ -60,14 +64,13 @@ struct Callbacks {
 
 impl Callbacks {
     /// Answers a provision: the callback's `Connection`, or the reason it failed.
-    fn provision(&self, order: ProvisionOrder) -> Answer {
+    fn provision(&self, order: ProvisionOrder) -> AgentMessage {
         let allocation_id = order.allocation_id;
         let Some(callback) = &self.provision else {
-            return Answer::Failed {
+            return failed(
                 allocation_id,
-                error: "the resource has no static connection and the agent no provision callback"
-                    .into(),
-            };
+                "the resource has no static connection and the agent no provision callback",
+            );
         };
         let order = Provision {
             agent_id: self.agent_id.to_string(),
@@ -82,20 +85,17 @@ impl Callbacks {
             Ok::<_, PyErr>(connection.get().0.clone())
         });
         match connection {
-            Ok(connection) => Answer::Provisioned {
+            Ok(connection) => AgentMessage::Provisioned {
                 allocation_id,
-                connection,
+                result: ProvisionResult::Connection(connection),
             },
-            Err(err) => Answer::Failed {
-                allocation_id,
-                error: format!("provision callback failed: {err}"),
-            },
+            Err(err) => failed(allocation_id, &format!("provision callback failed: {err}")),
         }
     }
 
     /// Answers a release once the callback (if any) returned; `None` when it raised, which
     /// leaves the release unacknowledged (the server then marks the resource `error`).
-    fn release(&self, order: ReleaseOrder) -> Option<Answer> {
+    fn release(&self, order: ReleaseOrder) -> Option<AgentMessage> {
         let allocation_id = order.allocation_id;
         if let Some(callback) = &self.release {
             let order = Release {
@@ -110,7 +110,7 @@ impl Callbacks {
                 return None;
             }
         }
-        Some(Answer::Released { allocation_id })
+        Some(AgentMessage::Released { allocation_id })
     }
 }
 
@@ -153,7 +153,7 @@ async fn drive(
                     waiting.push_back(reply);
                     outgoing = Some(text);
                 }
-                Some(Command::Answer(answer)) => outgoing = Some(answer.to_wire()),
+                Some(Command::Answer(answer)) => outgoing = Some(answer.to_text()),
                 Some(Command::Stop) | None => {
                     let _ = tokio::time::timeout(STOP_TIMEOUT, socket.close(None)).await;
                     break "the agent was stopped".to_owned();
@@ -161,25 +161,25 @@ async fn drive(
             },
             message = next_text(&mut socket) => match message {
                 Some(Ok(text)) => match ServerMessage::parse(&text) {
-                    Ok(ServerMessage::Registered { inventory_ids }) => {
+                    Ok(Envelope::Ok(ServerMessage::Registered { inventory_ids })) => {
                         lock(&shared).inventory_ids.clone_from(&inventory_ids);
                         if let Some(reply) = waiting.pop_front() {
                             let _ = reply.send(Ok(inventory_ids));
                         }
                     }
-                    Ok(ServerMessage::Refused { code, message, .. }) => match waiting.pop_front() {
+                    Ok(Envelope::Refused(r)) => match waiting.pop_front() {
                         Some(reply) => {
-                            let _ = reply.send(Err(errors::from_code(&code, message)));
+                            let _ = reply.send(Err(errors::from_code(&r.code, r.message)));
                         }
-                        None => pylog::warn_from_task(format!("the server refused an answer of the agent: {code}: {message}")),
+                        None => pylog::warn_from_task(format!("the server refused an answer of the agent: {}: {}", r.code, r.message)),
                     },
-                    Ok(ServerMessage::Provision(order)) => {
+                    Ok(Envelope::Ok(ServerMessage::Provision(order))) => {
                         respond(&callbacks, &answers, move |c| Some(c.provision(order)));
                     }
-                    Ok(ServerMessage::Release(order)) => {
+                    Ok(Envelope::Ok(ServerMessage::Release(order))) => {
                         respond(&callbacks, &answers, move |c| c.release(order));
                     }
-                    Ok(ServerMessage::UnknownAction(action)) => {
+                    Err(WireError::Unknown { key: "action", value: action }) => {
                         pylog::warn_from_task(format!("ignoring the unknown action {action:?} from the server"));
                     }
                     Err(e) => pylog::warn_from_task(format!("ignoring a server message: {e}")),
@@ -199,7 +199,7 @@ async fn drive(
 fn respond(
     callbacks: &Arc<Callbacks>,
     answers: &mpsc::Sender<Command>,
-    answer: impl FnOnce(&Callbacks) -> Option<Answer> + Send + 'static,
+    answer: impl FnOnce(&Callbacks) -> Option<AgentMessage> + Send + 'static,
 ) {
     let (callbacks, answers) = (callbacks.clone(), answers.clone());
     std::thread::spawn(move || {
@@ -261,12 +261,14 @@ impl Agent {
     }
 
     fn registration(&self, resources: Vec<ResourceSpec>) -> PyResult<String> {
-        let registration = Registration {
+        let text = AgentMessage::Register {
             agent_id: self.callbacks.agent_id,
             resources,
-        };
-        registration.validate().map_err(errors::from_core)?;
-        Ok(registration.to_wire())
+        }
+        .to_text();
+        // Checked with the server's own rules, so a bad field raises here, named.
+        AgentMessage::parse(&text, &Limits::default()).map_err(errors::from_core)?;
+        Ok(text)
     }
 
     /// Waits for the answer to a registration.

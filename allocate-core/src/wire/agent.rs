@@ -456,7 +456,8 @@ mod tests {
             },
             AgentMessage::Released { allocation_id: id },
         ];
-        /// How the reference agent writes its registration today (serde, field order).
+        /// How the reference agent wrote its registration before it used this writer (serde,
+        /// field order): the bytes agents have always sent.
         #[derive(Serialize)]
         struct Registration<'a> {
             agent_id: &'a Uuid,
@@ -465,7 +466,7 @@ mod tests {
         for sent in messages {
             let text = sent.to_text();
             assert_eq!(AgentMessage::parse(&text, &limits).unwrap(), sent);
-            // The same bytes as the reference agent writes: answers with sorted keys (as its
+            // The same bytes as the reference agent wrote: answers with sorted keys (as its
             // `json!` values), a registration in field order.
             let agents = match &sent {
                 AgentMessage::Register {
@@ -490,6 +491,21 @@ mod tests {
                 r#"{{"allocation_id":"{ALLOC}","connection":{{"host":"h","password":"p","username":"u"}}}}"#
             )
         );
+    }
+
+    #[test]
+    fn an_answer_shown_for_debugging_hides_the_password() {
+        let answer = AgentMessage::Provisioned {
+            allocation_id: ALLOC.parse().unwrap(),
+            result: ProvisionResult::Connection(Connection {
+                host: "h".into(),
+                username: "u".into(),
+                password: "hunter2".into(),
+            }),
+        };
+        let shown = format!("{answer:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(ALLOC), "{shown}");
     }
 
     /// Every server message with the exact text agents have always received.
