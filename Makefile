@@ -182,9 +182,9 @@ loadtest: ## Load test the whole service over loopback (release builds, about 2 
 	ulimit -n 65536 2>/dev/null || true; \
 	target/release/allocate-loadgen --server-bin target/release/allocate-http $(LOADTEST_ARGS)
 
-# Fuzzing (docs/fuzzing.md): cargo-fuzz targets for every parser of client input, snapshot
-# restore and random input sequences into the engine, each run for FUZZ_SECS seconds, one after
-# the other, in one process. The committed seeds and crash regressions are replayed first
+# Fuzzing (docs/fuzzing.md): cargo-fuzz targets for every parser of client input, the agent's
+# reader of the server's messages, snapshot restore and random input sequences into the engine,
+# each run for FUZZ_SECS seconds, one after the other, in one process. The committed seeds and crash regressions are replayed first
 # (`cargo test` in fuzz/). The corpus grows in fuzz/corpus/<target>/ (git-ignored); a crash
 # lands in fuzz/artifacts/<target>/ and stops the run. cargo-fuzz needs nightly-only compiler
 # flags (-Zsanitizer, sancov passes); RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
@@ -195,10 +195,11 @@ loadtest: ## Load test the whole service over loopback (release builds, about 2 
 CARGO_FUZZ_VERSION := 0.13.2
 CARGO_FUZZ_STAMP := $(TOOLS_DIR)/.cargo-fuzz-$(CARGO_FUZZ_VERSION).stamp
 FUZZ_SECS ?= 60
-FUZZ_TARGETS ?= agent_message allocate_request patch_bodies inventory_query snapshot_restore engine_sequence
+FUZZ_TARGETS ?= agent_message server_message allocate_request patch_bodies inventory_query snapshot_restore engine_sequence
 FUZZ_ARGS ?=
 # Longest input per target (-max_len), in bytes: room for the largest seed and then some.
 FUZZ_MAX_LEN_agent_message := 4096
+FUZZ_MAX_LEN_server_message := 2048
 FUZZ_MAX_LEN_allocate_request := 2048
 FUZZ_MAX_LEN_patch_bodies := 512
 FUZZ_MAX_LEN_inventory_query := 1024

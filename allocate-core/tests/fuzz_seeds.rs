@@ -2,6 +2,7 @@
 //! as plain tests, so that `cargo test` keeps them valid and keeps fixed crashes fixed without
 //! libFuzzer. The full checks run under `make fuzz` (docs/fuzzing.md).
 
+use allocate_core::wire::ServerMessage;
 use allocate_core::{
     parse_allocate_request, parse_expires_patch, parse_maintenance_patch, parse_uuid, AgentMessage,
     Engine, InventoryFilter, Limits, SeededIds, Snapshot,
@@ -28,6 +29,11 @@ fn agent_messages() {
     run("agent_message", |text| {
         AgentMessage::parse(text, &Limits::default()).is_ok()
     });
+}
+
+#[test]
+fn server_messages() {
+    run("server_message", |text| ServerMessage::parse(text).is_ok());
 }
 
 #[test]

@@ -9,6 +9,6 @@ mod sequence;
 mod snapshot;
 mod vocab;
 
-pub use parsers::{agent_message, allocate_request, inventory_query, patch_bodies};
+pub use parsers::{agent_message, allocate_request, inventory_query, patch_bodies, server_message};
 pub use sequence::{engine_sequence, run_scenario, Scenario};
 pub use snapshot::snapshot_restore;

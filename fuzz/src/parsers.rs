@@ -1,10 +1,12 @@
-//! The parser targets: each reads arbitrary bytes as a client would send them, must never
-//! panic, and checks that what it accepted is consistent with the rest of the system.
+//! The parser targets: each reads arbitrary bytes as a client (or, for `server_message`, the
+//! server) would send them, must never panic, and checks that what it accepted is consistent
+//! with the rest of the system.
 
+use allocate_core::wire::{Envelope, ServerMessage, WireError};
 use allocate_core::{
     parse_allocate_request, parse_expires_patch, parse_maintenance_patch, parse_uuid, AgentMessage,
-    Config, Engine, Error, ErrorCode, InventoryEntry, InventoryFilter, Limits, ProvisionResult,
-    Requirements, ResourceSpec, ResourceState, SeededIds, Timestamp,
+    Config, Engine, Error, ErrorCode, InventoryEntry, InventoryFilter, Limits, Output,
+    ProvisionResult, Requirements, ResourceSpec, ResourceState, SeededIds, Timestamp,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -121,6 +123,68 @@ pub fn agent_message(data: &[u8]) {
         match engine().register_agent(Timestamp::from_secs(1), agent_id, resources) {
             Ok(ids) => assert_eq!(ids.len(), count),
             Err(e) => assert!(e.to_string().contains("appears twice"), "{e}"),
+        }
+    }
+}
+
+/// Longest quote of the server's text that a [`WireError`] carries (the wire's 200 characters
+/// and the `…` that marks the cut).
+const QUOTE_CHARS_MAX: usize = 201;
+
+/// `ServerMessage::parse`: what an agent reads from every message on `/agent/`. The server's
+/// text is read leniently, so there are no limits to vary; instead what it accepts is written
+/// again, by the same writer and by the server's own ([`Output`], `registered_text`).
+pub fn server_message(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let message = match ServerMessage::parse(text) {
+        Ok(message) => message,
+        Err(e) => return check_wire_error(&e),
+    };
+    let rendered = message.to_text();
+    assert_eq!(message.to_value().to_string(), rendered);
+    let again = ServerMessage::parse(&rendered)
+        .unwrap_or_else(|e| panic!("{rendered} does not parse again: {e}"));
+    assert_eq!(again, message, "re-rendered as {rendered}");
+    let server = match message {
+        Envelope::Refused(_) => return,
+        Envelope::Ok(ServerMessage::Registered { inventory_ids }) => {
+            ServerMessage::registered_text(&inventory_ids)
+        }
+        Envelope::Ok(ServerMessage::Provision(order)) => Output::Provision {
+            agent_id: Uuid::from_u128(1),
+            allocation_id: order.allocation_id,
+            inventory_id: order.inventory_id,
+            username: order.username,
+            expires: order.expires,
+        }
+        .to_text(),
+        Envelope::Ok(ServerMessage::Release(order)) => Output::Release {
+            agent_id: Uuid::from_u128(1),
+            allocation_id: order.allocation_id,
+            inventory_id: order.inventory_id,
+        }
+        .to_text(),
+    };
+    assert_eq!(server, rendered, "the server writes it otherwise");
+}
+
+/// A refused server message: the error names a kind the reader knows and quotes little.
+fn check_wire_error(error: &WireError) {
+    match error {
+        WireError::NotEnvelope { text, .. } | WireError::Unrecognized(text) => {
+            assert!(text.chars().count() <= QUOTE_CHARS_MAX, "{error}");
+        }
+        WireError::Malformed { kind, .. } => {
+            assert!(
+                ["ok", "provision", "release"].contains(&kind.as_str()),
+                "{error}"
+            );
+        }
+        WireError::Unknown { key, value } => {
+            assert_eq!(*key, "action", "{error}");
+            assert!(value.chars().count() <= QUOTE_CHARS_MAX, "{error}");
         }
     }
 }

@@ -7,6 +7,7 @@ type Check = fn(&[u8]);
 
 const TARGETS: &[(&str, Check)] = &[
     ("agent_message", allocate_fuzz::agent_message),
+    ("server_message", allocate_fuzz::server_message),
     ("allocate_request", allocate_fuzz::allocate_request),
     ("patch_bodies", allocate_fuzz::patch_bodies),
     ("inventory_query", allocate_fuzz::inventory_query),
