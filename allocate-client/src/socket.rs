@@ -36,33 +36,39 @@ pub enum SocketEnd {
     /// Reading or writing failed; the text is the websocket library's.
     #[error("the connection failed: {0}")]
     Failed(String),
-    /// The server sent nothing (no message, no pong) for this long.
-    #[error("nothing heard from the server for {0} s")]
-    Silent(u64),
+    /// The server sent nothing (no message, no ping, no pong) for this long.
+    #[error("nothing heard from the server for {} ms", .0.as_millis())]
+    Silent(Duration),
 }
 
 /// The next text message of `socket`, skipping pings, pongs and binary frames (tungstenite
 /// answers pings while it is read); `Err` says how the socket ended.
 pub(crate) async fn next_text(socket: &mut Socket) -> Result<String, SocketEnd> {
     loop {
-        match socket.next().await {
-            None => return Err(SocketEnd::Ended),
-            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
-            Some(Ok(Message::Close(frame))) => {
-                return Err(match frame {
-                    Some(f) => SocketEnd::Closed {
-                        code: f.code.into(),
-                        reason: f.reason.to_string(),
-                    },
-                    None => SocketEnd::Closed {
-                        code: 1005,
-                        reason: String::new(),
-                    },
-                })
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(SocketEnd::Failed(crate::error::chain(&e))),
+        if let Some(text) = next_message(socket).await? {
+            return Ok(text);
         }
+    }
+}
+
+/// The next frame of `socket`: `Some` a text message, `None` a ping, pong or binary frame
+/// (the server is alive, nothing to read); `Err` says how the socket ended.
+pub(crate) async fn next_message(socket: &mut Socket) -> Result<Option<String>, SocketEnd> {
+    match socket.next().await {
+        None => Err(SocketEnd::Ended),
+        Some(Ok(Message::Text(text))) => Ok(Some(text.to_string())),
+        Some(Ok(Message::Close(frame))) => Err(match frame {
+            Some(f) => SocketEnd::Closed {
+                code: f.code.into(),
+                reason: f.reason.to_string(),
+            },
+            None => SocketEnd::Closed {
+                code: 1005,
+                reason: String::new(),
+            },
+        }),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(SocketEnd::Failed(crate::error::chain(&e))),
     }
 }
 

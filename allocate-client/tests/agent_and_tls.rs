@@ -143,6 +143,21 @@ async fn an_agent_provisions_releases_and_reconnects_after_being_dropped() {
         "10.2.2.2"
     );
 
+    // An idle connection is kept: the server's pings and the pongs to ours count as life.
+    let mut idle = bounded(AgentSession::connect(
+        &client,
+        Uuid::from_u128(0xb),
+        vec![],
+        AgentOptions {
+            ping_interval: Duration::from_millis(50),
+            ..quick()
+        },
+    ))
+    .await
+    .unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(600), idle.next_event()).await;
+    assert!(quiet.is_err(), "an idle agent was disconnected: {quiet:?}");
+
     // A new resource list on the same socket.
     let ids = bounded(handle.register(
         AGENT,

@@ -197,7 +197,7 @@ impl AgentSession {
     }
 
     /// The next event; `None` once the session has ended (stopped, or disconnected without
-    /// reconnecting).
+    /// reconnecting). Dropping the session ends it: the socket is closed.
     pub async fn next_event(&mut self) -> Option<AgentEvent> {
         self.events.recv().await
     }
@@ -240,7 +240,11 @@ struct Task {
 
 impl Task {
     fn what(&self) -> String {
-        format!("websocket {}/agent/", self.client.url())
+        // `ws://` or `wss://`, as the socket was opened.
+        format!(
+            "websocket {}/agent/",
+            self.client.url().replacen("http", "ws", 1)
+        )
     }
 
     /// Connects, registers, and waits for the reply (handling orders that come first).
@@ -373,6 +377,11 @@ impl Task {
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut last_heard = Instant::now();
         loop {
+            if self.events.is_closed() {
+                // The caller dropped the session: nobody would carry out an order.
+                socket::close(&mut socket).await;
+                return Ended::Stop;
+            }
             if let Err(end) = self.flush(&mut socket).await {
                 return lost(end);
             }
@@ -393,17 +402,19 @@ impl Task {
                         socket::send(&mut socket, Message::text(text)).await
                     }
                 },
-                text = socket::next_text(&mut socket) => {
+                message = socket::next_message(&mut socket) => {
+                    // Any frame counts as a sign of life: pings, and pongs to our pings.
                     last_heard = Instant::now();
-                    match text {
-                        Ok(text) => self.on_text(&mut socket, &text).await,
+                    match message {
+                        Ok(Some(text)) => self.on_text(&mut socket, &text).await,
+                        Ok(None) => Ok(()),
                         Err(end) => Err(end),
                     }
                 }
                 _ = ping.tick() => {
                     let silent = last_heard.elapsed();
                     if silent >= interval * 3 {
-                        Err(SocketEnd::Silent(silent.as_secs()))
+                        Err(SocketEnd::Silent(silent))
                     } else {
                         socket::send(&mut socket, Message::Ping(Default::default())).await
                     }
