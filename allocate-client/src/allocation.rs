@@ -329,7 +329,9 @@ struct Shared {
     finished: bool,
 }
 
-/// A running allocation request (from [`Client::allocate`]). Dropping it closes the socket:
+/// A running allocation request (from [`Client::allocate`]). Every method takes `&self`, so
+/// it can be shared (in an `Arc`) between a task reading events and one releasing it.
+/// Dropping it closes the socket:
 /// a request still waiting is then cancelled by the server; a ready lease lives on (unless
 /// it asked for `release_on_disconnect`).
 #[derive(Debug)]
@@ -338,7 +340,7 @@ pub struct Allocation {
     // A std mutex: never held across an `.await`, each critical section a few field updates.
     shared: Arc<Mutex<Shared>>,
     changed: watch::Receiver<()>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -368,7 +370,7 @@ impl Allocation {
             client,
             shared,
             changed,
-            stop: Some(stop),
+            stop: Mutex::new(Some(stop)),
         })
     }
 
@@ -381,9 +383,10 @@ impl Allocation {
     /// `Err` a refusal, an unreadable message or the socket's unexpected end, `Ok(None)` once
     /// the socket has ended and every event was taken. Events older than the last
     /// [`EVENTS_QUEUED_MAX`] are dropped if nobody takes them.
-    pub async fn next_event(&mut self) -> Result<Option<ClientEvent>, Error> {
+    pub async fn next_event(&self) -> Result<Option<ClientEvent>, Error> {
+        let mut changed = self.changed.clone();
         loop {
-            self.changed.borrow_and_update();
+            changed.borrow_and_update();
             {
                 let mut shared = lock(&self.shared);
                 if let Some(item) = shared.events.pop_front() {
@@ -393,7 +396,7 @@ impl Allocation {
                     return Ok(None);
                 }
             }
-            if self.changed.changed().await.is_err() {
+            if changed.changed().await.is_err() {
                 let mut shared = lock(&self.shared);
                 return match shared.events.pop_front() {
                     Some(item) => item.map(Some).map_err(Error::from),
@@ -406,9 +409,10 @@ impl Allocation {
     /// Waits until the allocation is ready and returns its lease (at once if it is). Does not
     /// take events: [`Allocation::next_event`] still sees every one. Fails with the request's
     /// failure ([`AllocationError::TimedOut`], ...), or [`AllocationError::Ended`].
-    pub async fn wait_ready(&mut self) -> Result<Lease, Error> {
+    pub async fn wait_ready(&self) -> Result<Lease, Error> {
+        let mut changed = self.changed.clone();
         loop {
-            self.changed.borrow_and_update();
+            changed.borrow_and_update();
             {
                 let shared = lock(&self.shared);
                 let state = &shared.state;
@@ -426,7 +430,7 @@ impl Allocation {
                 }
             }
             // The sender lives until the task has set `finished`, so the check above ends this.
-            let _ = self.changed.changed().await;
+            let _ = changed.changed().await;
         }
     }
 
@@ -442,7 +446,7 @@ impl Allocation {
     /// `DELETE /allocate/{id}`: frees the lease or cancels the waiting request; the server
     /// then sends `released` and closes the socket. Before the server has named the request,
     /// closes the socket instead, which cancels it.
-    pub async fn release(&mut self) -> Result<(), Error> {
+    pub async fn release(&self) -> Result<(), Error> {
         match self.id() {
             Ok(id) => self.client.release(id).await,
             Err(_) => {
@@ -454,8 +458,13 @@ impl Allocation {
 
     /// Closes the socket without releasing: a waiting request is cancelled; a ready lease
     /// lives on until it expires or is released (unless `release_on_disconnect`).
-    pub fn close(&mut self) {
-        if let Some(stop) = self.stop.take() {
+    pub fn close(&self) {
+        let stop = self
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
     }

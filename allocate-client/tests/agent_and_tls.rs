@@ -47,7 +47,7 @@ async fn an_agent_provisions_releases_and_reconnects_after_being_dropped() {
     let handle = agent.handle().clone();
 
     // A provision order, answered with connection details, makes the user's request ready.
-    let mut request = bounded(client.allocate(&Requirements::for_user("ci")))
+    let request = bounded(client.allocate(&Requirements::for_user("ci")))
         .await
         .unwrap();
     let order = next_order(&mut agent).await;
@@ -130,7 +130,7 @@ async fn an_agent_provisions_releases_and_reconnects_after_being_dropped() {
     assert!(bounded(newer.next_event()).await.is_none());
 
     // Orders come on the new connection, and answers there count.
-    let mut request = bounded(client.allocate(&Requirements::for_user("ci")))
+    let request = bounded(client.allocate(&Requirements::for_user("ci")))
         .await
         .unwrap();
     let order = next_order(&mut agent).await;
@@ -212,7 +212,7 @@ async fn https_and_wss_with_a_private_ca() {
     .await
     .unwrap();
     assert_eq!(agent.inventory_ids().len(), 1);
-    let mut request = bounded(client.allocate(&Requirements::for_user("ci")))
+    let request = bounded(client.allocate(&Requirements::for_user("ci")))
         .await
         .unwrap();
     assert_eq!(

@@ -30,7 +30,7 @@ async fn allocate_queued_ready_extend_release() {
     .unwrap();
     assert_eq!(agent.inventory_ids().len(), 1);
 
-    let mut first = bounded(client.allocate(&requirements(&["nvidia"], 30)))
+    let first = bounded(client.allocate(&requirements(&["nvidia"], 30)))
         .await
         .unwrap();
     let lease = bounded(first.wait_ready()).await.unwrap();
@@ -42,7 +42,7 @@ async fn allocate_queued_ready_extend_release() {
     ));
 
     // The only resource is held: the second request waits.
-    let mut second = bounded(client.allocate(&requirements(&["nvidia"], 30)))
+    let second = bounded(client.allocate(&requirements(&["nvidia"], 30)))
         .await
         .unwrap();
     let Some(ClientEvent::Queued {
@@ -102,7 +102,7 @@ async fn timeouts_and_bad_requests_are_typed_refusals() {
     let client = server.client();
 
     // Nothing is registered: with no wait, 408 at once.
-    let mut request = bounded(client.allocate(&requirements(&["none"], 0)))
+    let request = bounded(client.allocate(&requirements(&["none"], 0)))
         .await
         .unwrap();
     let err = bounded(request.next_event()).await.unwrap_err();
@@ -116,7 +116,7 @@ async fn timeouts_and_bad_requests_are_typed_refusals() {
     assert_eq!(again.code(), "allocation_timeout");
 
     // A wait of one second runs out too.
-    let mut request = bounded(client.allocate(&requirements(&["none"], 1)))
+    let request = bounded(client.allocate(&requirements(&["none"], 1)))
         .await
         .unwrap();
     let err = bounded(request.wait_ready()).await.unwrap_err();
@@ -125,7 +125,7 @@ async fn timeouts_and_bad_requests_are_typed_refusals() {
     // An `expires` in the past is refused, naming the field.
     let mut past = requirements(&[], 0);
     past.expires = Some(unix_now() - 10);
-    let mut request = bounded(client.allocate(&past)).await.unwrap();
+    let request = bounded(client.allocate(&past)).await.unwrap();
     let err = bounded(request.wait_ready()).await.unwrap_err();
     assert_eq!(err.code(), "invalid_request");
     assert!(err.to_string().contains("expires"), "{err}");
@@ -167,7 +167,7 @@ async fn inventory_filters_resources_and_maintenance() {
         [*cuda]
     );
 
-    let mut held = bounded(client.allocate(&requirements(&["cuda"], 5)))
+    let held = bounded(client.allocate(&requirements(&["cuda"], 5)))
         .await
         .unwrap();
     bounded(held.wait_ready()).await.unwrap();
