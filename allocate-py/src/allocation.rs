@@ -7,17 +7,19 @@
 //! that is never held across an `.await` or while taking the GIL.
 
 use crate::errors::{self, NotFound};
-use crate::http::{next_text, Endpoint, Envelope};
+use crate::http::{next_text, refused, Endpoint};
 use crate::outputs::Queued;
 use crate::pylog;
 use crate::runtime::{lock, runtime, wait, wait_for};
 use crate::types::{quote, repr, repr_opt, AllocationInfo, Connection};
+use allocate_core::wire::admin::expires_patch_text;
+use allocate_core::wire::{ClientEvent, Envelope, WireError};
+use allocate_core::ErrorCode;
 use futures_util::SinkExt;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 use reqwest::Method;
-use serde::Deserialize;
 use serde_json::json;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -97,40 +99,6 @@ struct Shared {
     error: Option<PyErr>,
 }
 
-/// The connection details in a `ready` message (fields beyond these are ignored).
-#[derive(Debug, Deserialize)]
-struct WireConnection {
-    host: String,
-    username: String,
-    password: String,
-}
-
-/// The `data` of a message on `/allocate/`.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-enum Event {
-    Queued {
-        allocation_id: Uuid,
-        position: u32,
-        matching_resources: u64,
-        #[serde(default)]
-        eta: Option<u64>,
-    },
-    Ready {
-        allocation_id: Uuid,
-        inventory_id: Uuid,
-        connection: WireConnection,
-        expires: u64,
-    },
-    Expired,
-    Released,
-    Offline,
-    Online,
-    /// A status a newer server added.
-    #[serde(other)]
-    Unknown,
-}
-
 impl Shared {
     fn fail(&mut self, state: State, error: PyErr) {
         if !self.state.has_ended() {
@@ -141,29 +109,26 @@ impl Shared {
 
     /// Applies one message from the server.
     fn on_message(&mut self, text: &str) {
-        let envelope = match Envelope::parse(text, "a message on /allocate/") {
-            Ok(envelope) => envelope,
-            Err(err) => return self.fail(State::Failed, err),
-        };
-        let timeout_code = allocate_core::ErrorCode::AllocationTimeout.as_str();
-        let timed_out = envelope
-            .error
-            .as_ref()
-            .is_some_and(|e| e.code == timeout_code);
-        let data = match envelope.into_data() {
-            Ok(data) => data,
-            Err(err) if timed_out => return self.fail(State::TimedOut, err),
-            Err(err) => return self.fail(State::Failed, err),
-        };
-        let event = match serde_json::from_value::<Event>(data) {
-            Ok(event) => event,
+        let event = match ClientEvent::parse(text) {
+            Ok(Envelope::Ok(event)) => event,
+            Ok(Envelope::Refused(refusal)) => {
+                let timed_out = refusal.error_code() == Some(ErrorCode::AllocationTimeout);
+                let state = if timed_out {
+                    State::TimedOut
+                } else {
+                    State::Failed
+                };
+                return self.fail(state, refused(refusal));
+            }
+            // A status a newer server added.
+            Err(WireError::Unknown { .. }) => return,
             Err(e) => {
                 let message = format!("a message on /allocate/ is not one of the contract's: {e}");
                 return self.fail(State::Failed, errors::AllocateError::new_err(message));
             }
         };
         match event {
-            Event::Queued {
+            ClientEvent::Queued {
                 allocation_id,
                 position,
                 matching_resources,
@@ -179,7 +144,7 @@ impl Shared {
                     eta,
                 });
             }
-            Event::Ready {
+            ClientEvent::Ready {
                 allocation_id,
                 inventory_id,
                 connection,
@@ -188,23 +153,21 @@ impl Shared {
                 self.state = State::Ready;
                 self.allocation_id = Some(allocation_id);
                 self.inventory_id = Some(inventory_id);
-                self.connection = Some(allocate_core::Connection {
-                    host: connection.host,
-                    username: connection.username,
-                    password: connection.password,
-                });
+                self.connection = Some(connection);
                 self.expires = Some(expires);
                 self.position = None;
             }
-            Event::Expired => self.state = State::Expired,
-            Event::Released if self.state.is_held() => self.state = State::Released,
-            Event::Released => {
+            ClientEvent::Expired { .. } => self.state = State::Expired,
+            ClientEvent::Released { .. } if self.state.is_held() => self.state = State::Released,
+            ClientEvent::Released { .. } => {
                 let message = "the request was released (deleted) before it became ready";
                 self.fail(State::Released, errors::AllocateError::new_err(message));
             }
-            Event::Offline if self.state == State::Ready => self.state = State::Offline,
-            Event::Online if self.state == State::Offline => self.state = State::Ready,
-            Event::Offline | Event::Online | Event::Unknown => {}
+            ClientEvent::Offline { .. } if self.state == State::Ready => {
+                self.state = State::Offline
+            }
+            ClientEvent::Online { .. } if self.state == State::Offline => self.state = State::Ready,
+            ClientEvent::Offline { .. } | ClientEvent::Online { .. } => {}
         }
     }
 }
@@ -518,7 +481,7 @@ impl Allocation {
         let data = wait(
             py,
             self.endpoint
-                .call(Method::PATCH, url, Some(json!({ "expires": expires }))),
+                .call(Method::PATCH, url, Some(expires_patch_text(expires))),
         )??;
         let info: allocate_core::AllocationInfo = crate::client::from_data(data, "allocation")?;
         self.shared().expires = Some(info.expires);

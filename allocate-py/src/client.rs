@@ -6,11 +6,12 @@ use crate::errors;
 use crate::http::Endpoint;
 use crate::runtime::wait;
 use crate::types::{quote, repr, AllocationInfo, InventoryEntry};
+use allocate_core::wire::admin::expires_patch_text;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,7 +150,7 @@ impl Client {
         let url = self
             .endpoint
             .join(&format!("allocate/{}", allocation_id.0), &[])?;
-        let body = json!({ "expires": expires });
+        let body = expires_patch_text(expires);
         let data = wait(py, self.endpoint.call(Method::PATCH, url, Some(body)))??;
         from_data(data, "allocation").map(AllocationInfo)
     }

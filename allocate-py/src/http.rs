@@ -2,12 +2,12 @@
 //! with the bearer token.
 
 use crate::errors;
+use allocate_core::wire::{Envelope, Refusal};
 use allocate_core::ErrorCode;
 use futures_util::StreamExt;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use reqwest::{Method, Url};
-use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -25,46 +25,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client websocket.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The failure envelope's `error`.
-#[derive(Debug, Deserialize)]
-pub struct ErrorBody {
-    /// The contract's error code.
-    pub code: String,
-    /// The server's sentence.
-    pub message: String,
+/// Reads the envelope of a server's answer; `what` names the answer in errors.
+pub fn read_envelope(text: &str, what: &str) -> PyResult<Envelope<Value>> {
+    Envelope::parse(text).map_err(|e| errors::AllocateError::new_err(format!("{what}: {e}")))
 }
 
-/// A contract envelope: `{"status", "data"}` or `{"status", "error"}` (the status is not read:
-/// the error code says more).
-#[derive(Debug, Deserialize)]
-pub struct Envelope {
-    /// The value of a success.
-    #[serde(default)]
-    pub data: Option<Value>,
-    /// The reason of a failure.
-    #[serde(default)]
-    pub error: Option<ErrorBody>,
-}
-
-impl Envelope {
-    /// Reads an envelope from a message's text; `what` names the message in errors.
-    pub fn parse(text: &str, what: &str) -> PyResult<Self> {
-        serde_json::from_str(text).map_err(|e| {
-            let shown: String = text.chars().take(200).collect();
-            errors::AllocateError::new_err(format!(
-                "{what} is not the contract's envelope ({e}): {shown:?}"
-            ))
-        })
-    }
-
-    /// The `data` of a success, or the error of a failure as its exception.
-    pub fn into_data(self) -> PyResult<Value> {
-        match (self.error, self.data) {
-            (Some(e), _) => Err(errors::from_code(&e.code, e.message)),
-            (None, Some(data)) => Ok(data),
-            (None, None) => Ok(Value::Null),
-        }
-    }
+/// The exception for a refusal of the server.
+pub fn refused(refusal: Refusal) -> PyErr {
+    errors::from_code(&refusal.code, refusal.message)
 }
 
 /// `error` and every source under it, joined with `: `.
@@ -155,7 +123,7 @@ impl Endpoint {
 
     /// Calls `method url` with an optional JSON body; returns the envelope's `data`, or raises
     /// the envelope's error.
-    pub async fn call(&self, method: Method, url: Url, body: Option<Value>) -> PyResult<Value> {
+    pub async fn call(&self, method: Method, url: Url, body: Option<String>) -> PyResult<Value> {
         let mut request = self.http.request(method.clone(), url.clone());
         if let Some(t) = &self.token {
             request = request.bearer_auth(t);
@@ -163,7 +131,7 @@ impl Endpoint {
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
+                .body(body);
         }
         let unreachable = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -177,7 +145,9 @@ impl Endpoint {
         };
         let response = request.send().await.map_err(unreachable)?;
         let text = response.text().await.map_err(unreachable)?;
-        Envelope::parse(&text, &format!("the answer to {method} {url}"))?.into_data()
+        read_envelope(&text, &format!("the answer to {method} {url}"))?
+            .into_result()
+            .map_err(refused)
     }
 
     /// Opens a websocket to `path` (the token goes in the upgrade request).
@@ -220,11 +190,9 @@ fn refused_upgrade(
 ) -> PyErr {
     let status = response.status();
     let body = response.into_body().unwrap_or_default();
-    if let Ok(Envelope {
-        error: Some(error), ..
-    }) = serde_json::from_slice::<Envelope>(&body)
-    {
-        return errors::from_code(&error.code, error.message);
+    let envelope = std::str::from_utf8(&body).map(Envelope::parse);
+    if let Ok(Ok(Envelope::Refused(refusal))) = envelope {
+        return refused(refusal);
     }
     let message = format!("{url}: upgrade refused with {status}");
     match ErrorCode::ALL

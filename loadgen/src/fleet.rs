@@ -3,6 +3,8 @@
 
 use crate::failure::{Failure, Tally};
 use crate::ws::{self, Ws};
+use allocate_core::wire::{AgentMessage, Envelope, ServerMessage};
+use allocate_core::{Connection, ProvisionResult};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -241,13 +243,14 @@ async fn register(addr: SocketAddr, plan: &AgentPlan) -> Result<Ws, Failure> {
     let mut socket = ws::connect(addr, "/agent/").await?;
     let registration = json!({"agent_id": plan.agent_id, "resources": plan.resources});
     ws::send(&mut socket, registration.to_string()).await?;
-    let reply = ws::expect(&mut socket).await?;
-    let ids = reply
-        .data
-        .as_ref()
-        .and_then(|d| d.inventory_ids.as_ref())
-        .map_or(0, Vec::len);
-    if reply.state() != "ok" || ids != plan.resources.len() {
+    let reply = ws::next_order(&mut socket)
+        .await?
+        .ok_or_else(|| Failure::new("ws_closed", "the server closed the socket early"))?;
+    let ids = match &reply {
+        Envelope::Ok(ServerMessage::Registered { inventory_ids }) => inventory_ids.len(),
+        _ => 0,
+    };
+    if ids != plan.resources.len() {
         return Err(Failure::new(
             "agent_register",
             format!("registration refused: {reply:?}"),
@@ -266,7 +269,7 @@ async fn serve(socket: &mut Ws, agent_id: &str, mut stop: watch::Receiver<bool>,
     loop {
         let message = tokio::select! {
             () = stopped(&mut stop) => return ws::close(socket).await,
-            message = ws::next(socket) => message,
+            message = ws::next_order(socket) => message,
         };
         let stopping = *stop.borrow();
         let answer = match message {
@@ -290,31 +293,27 @@ async fn serve(socket: &mut Ws, agent_id: &str, mut stop: watch::Receiver<bool>,
 }
 
 /// The answer to a provision or release.
-fn answer(envelope: &crate::ws::Envelope, agent_id: &str) -> Result<String, Failure> {
-    let data = envelope
-        .data
-        .as_ref()
-        .filter(|_| envelope.status == 200)
-        .ok_or_else(|| {
-            Failure::new(
+fn answer(message: &Envelope<ServerMessage>, agent_id: &str) -> Result<String, Failure> {
+    let answer = match message {
+        Envelope::Ok(ServerMessage::Provision(order)) => AgentMessage::Provisioned {
+            allocation_id: order.allocation_id,
+            result: ProvisionResult::Connection(Connection {
+                host: "127.0.0.1".into(),
+                username: order.username.clone(),
+                password: "not-a-secret".into(),
+            }),
+        },
+        Envelope::Ok(ServerMessage::Release(order)) => AgentMessage::Released {
+            allocation_id: order.allocation_id,
+        },
+        other => {
+            return Err(Failure::new(
                 "agent_message",
-                format!("agent {agent_id} got {envelope:?}"),
-            )
-        })?;
-    let id = envelope.allocation_id()?;
-    match data.action.as_deref() {
-        Some("provision") => {
-            let username = data.username.as_deref().unwrap_or("user");
-            let connection =
-                json!({"host": "127.0.0.1", "username": username, "password": "not-a-secret"});
-            Ok(json!({"allocation_id": id, "connection": connection}).to_string())
+                format!("agent {agent_id} got {other:?}"),
+            ))
         }
-        Some("release") => Ok(json!({"allocation_id": id, "released": true}).to_string()),
-        other => Err(Failure::new(
-            "agent_message",
-            format!("unknown action {other:?}"),
-        )),
-    }
+    };
+    Ok(answer.to_text())
 }
 
 #[cfg(test)]

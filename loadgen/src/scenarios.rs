@@ -6,6 +6,7 @@ use crate::http::HttpConn;
 use crate::report::{ms, Latency, Phase, Report};
 use crate::server::{machine_busy_time, own_cpu_time, Launch, Server};
 use crate::users::{self, Bounds, Holder, Pace, Run, Waiters};
+use allocate_core::wire::Envelope;
 use clap::ValueEnum;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -400,9 +401,13 @@ async fn time_inventory(
             ));
         }
         if i + 1 == count {
-            let body: serde_json::Value =
-                serde_json::from_slice(&response.body).map_err(|e| Failure::new("inventory", e))?;
-            let listed = body["data"].as_array().map_or(0, Vec::len);
+            let text =
+                std::str::from_utf8(&response.body).map_err(|e| Failure::new("inventory", e))?;
+            let data = Envelope::parse(text)
+                .map_err(|e| Failure::new("inventory", e))?
+                .into_result()
+                .map_err(|r| Failure::new("inventory", r.message))?;
+            let listed = data.as_array().map_or(0, Vec::len);
             if listed != resources {
                 return Err(Failure::new(
                     "inventory",

@@ -140,9 +140,9 @@ async fn cycle(
 async fn wait_ready(socket: &mut Ws) -> Result<String, Failure> {
     loop {
         let envelope = ws::expect(socket).await?;
-        match envelope.state() {
+        match ws::state(&envelope) {
             "queued" => {}
-            "ready" => return envelope.allocation_id().map(str::to_owned),
+            "ready" => return ws::allocation_id(&envelope).map(|id| id.to_string()),
             _ => {
                 return Err(Failure::new(
                     "unexpected_message",
@@ -156,7 +156,7 @@ async fn wait_ready(socket: &mut Ws) -> Result<String, Failure> {
 /// After a DELETE: `released`, then the server closes the socket.
 async fn expect_released(socket: &mut Ws) -> Result<(), Failure> {
     let envelope = ws::expect(socket).await?;
-    if envelope.state() != "released" {
+    if ws::state(&envelope) != "released" {
         return Err(Failure::new(
             "unexpected_message",
             format!("waiting for released, got {envelope:?}"),
@@ -256,7 +256,7 @@ async fn handoff(
     let mut waiter = ws::connect(addr, "/allocate/").await?;
     ws::send(&mut waiter, request.to_owned()).await?;
     let first = ws::expect(&mut waiter).await?;
-    if first.state() != "queued" {
+    if ws::state(&first) != "queued" {
         return Err(Failure::new(
             "unexpected_message",
             format!("the second client of a pair got {first:?}"),
@@ -319,7 +319,7 @@ impl Waiters {
                         message = ws::next(&mut socket) => message,
                     };
                     let failure = match message {
-                        Ok(Some(e)) if e.state() == "queued" => continue,
+                        Ok(Some(e)) if ws::state(&e) == "queued" => continue,
                         _ if *stopping.borrow() => return,
                         Ok(Some(e)) => Failure::new(
                             "unexpected_message",
@@ -357,7 +357,7 @@ async fn open_waiting(addr: SocketAddr, request: String) -> Result<Ws, Failure> 
     let mut socket = ws::connect(addr, "/allocate/").await?;
     ws::send(&mut socket, request).await?;
     let first = ws::expect(&mut socket).await?;
-    if first.state() != "queued" {
+    if ws::state(&first) != "queued" {
         return Err(Failure::new(
             "unexpected_message",
             format!("a client meant to wait got {first:?}"),

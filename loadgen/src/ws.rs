@@ -1,8 +1,8 @@
 //! Websocket helpers: connect over loopback, send JSON text, read the server's envelopes.
 
 use crate::failure::Failure;
+use allocate_core::wire::{ClientEvent, Envelope, ServerMessage, WireError};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -10,6 +10,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use uuid::Uuid;
 
 /// A client websocket over a plain TCP stream.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -21,48 +22,25 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// How long the server has to finish a close handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// The parts of a server message that the load generator looks at.
-#[derive(Debug, Deserialize)]
-pub struct Envelope {
-    /// The envelope's status (200 for success).
-    pub status: u16,
-    /// The payload of a success.
-    #[serde(default)]
-    pub data: Option<Data>,
-}
+/// A message of the `/allocate/` socket: an event, or the server's refusal.
+pub type Event = Envelope<ClientEvent>;
 
-/// The fields of `data` that matter here (the rest is ignored).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Data {
-    /// `queued`, `ready`, `released`, ... for clients; `ok` for a registration.
-    pub status: Option<String>,
-    /// `provision` or `release` for agents.
-    pub action: Option<String>,
-    /// The allocation concerned.
-    pub allocation_id: Option<String>,
-    /// Who will hold a provisioned resource.
-    pub username: Option<String>,
-    /// The ids a registration got.
-    pub inventory_ids: Option<Vec<String>>,
-}
-
-impl Envelope {
-    /// `data.status` of a success, or `""`.
-    pub fn state(&self) -> &str {
-        self.data
-            .as_ref()
-            .and_then(|d| d.status.as_deref())
-            .filter(|_| self.status == 200)
-            .unwrap_or("")
+/// `data.status` of a success (`queued`, `ready`, ...), or `""` for a refusal.
+pub fn state(event: &Event) -> &'static str {
+    match event {
+        Envelope::Ok(e) => e.status(),
+        Envelope::Refused(_) => "",
     }
+}
 
-    /// `data.allocation_id`, or a failure naming the message.
-    pub fn allocation_id(&self) -> Result<&str, Failure> {
-        self.data
-            .as_ref()
-            .and_then(|d| d.allocation_id.as_deref())
-            .ok_or_else(|| Failure::new("unexpected_message", "no data.allocation_id"))
+/// The allocation of a success, or a failure naming the message.
+pub fn allocation_id(event: &Event) -> Result<Uuid, Failure> {
+    match event {
+        Envelope::Ok(e) => Ok(e.allocation_id()),
+        Envelope::Refused(r) => Err(Failure::new(
+            "unexpected_message",
+            format!("refused: {} {}", r.code, r.message),
+        )),
     }
 }
 
@@ -88,17 +66,13 @@ pub async fn send(ws: &mut Ws, text: String) -> Result<(), Failure> {
         .map_err(|e| Failure::new("ws_io", e))
 }
 
-/// The next envelope; `None` once the socket has closed (pings and pongs are skipped).
-pub async fn next(ws: &mut Ws) -> Result<Option<Envelope>, Failure> {
+/// The next text message; `None` once the socket has closed (pings and pongs are skipped).
+async fn next_text(ws: &mut Ws) -> Result<Option<String>, Failure> {
     loop {
         match ws.next().await {
             None => return Ok(None),
             Some(Err(e)) => return Err(Failure::new("ws_io", e)),
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text)
-                    .map(Some)
-                    .map_err(|e| Failure::new("bad_json", format!("{e}: {text}")))
-            }
+            Some(Ok(Message::Text(text))) => return Ok(Some(text.to_string())),
             // tungstenite answers a close itself; the stream ends when the server is done.
             Some(Ok(Message::Close(_) | Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(_)) => return Err(Failure::new("unexpected_message", "a binary message")),
@@ -106,8 +80,31 @@ pub async fn next(ws: &mut Ws) -> Result<Option<Envelope>, Failure> {
     }
 }
 
-/// The next envelope, which must come.
-pub async fn expect(ws: &mut Ws) -> Result<Envelope, Failure> {
+/// The next message, read with `read`; `None` once the socket has closed.
+async fn next_with<T>(
+    ws: &mut Ws,
+    read: fn(&str) -> Result<T, WireError>,
+) -> Result<Option<T>, Failure> {
+    match next_text(ws).await? {
+        None => Ok(None),
+        Some(text) => read(&text)
+            .map(Some)
+            .map_err(|e| Failure::new("bad_message", format!("{e}: {text}"))),
+    }
+}
+
+/// The next message of a client's socket; `None` once the socket has closed.
+pub async fn next(ws: &mut Ws) -> Result<Option<Event>, Failure> {
+    next_with(ws, ClientEvent::parse).await
+}
+
+/// The next message of an agent's socket; `None` once the socket has closed.
+pub async fn next_order(ws: &mut Ws) -> Result<Option<Envelope<ServerMessage>>, Failure> {
+    next_with(ws, ServerMessage::parse).await
+}
+
+/// The next message of a client's socket, which must come.
+pub async fn expect(ws: &mut Ws) -> Result<Event, Failure> {
     next(ws)
         .await?
         .ok_or_else(|| Failure::new("ws_closed", "the server closed the socket early"))
@@ -115,15 +112,15 @@ pub async fn expect(ws: &mut Ws) -> Result<Envelope, Failure> {
 
 /// Reads until the server closes the socket; any further message is a failure.
 pub async fn finish(ws: &mut Ws) -> Result<(), Failure> {
-    match timeout(CLOSE_WAIT, next(ws)).await {
+    match timeout(CLOSE_WAIT, next_text(ws)).await {
         Err(_) => Err(Failure::new(
             "ws_close",
             "the server did not close the socket",
         )),
         Ok(Ok(None)) => Ok(()),
-        Ok(Ok(Some(e))) => Err(Failure::new(
+        Ok(Ok(Some(text))) => Err(Failure::new(
             "unexpected_message",
-            format!("{:?} after the end", e.data),
+            format!("{text} after the end"),
         )),
         Ok(Err(e)) => Err(e),
     }

@@ -456,8 +456,29 @@ mod tests {
             },
             AgentMessage::Released { allocation_id: id },
         ];
+        /// How the reference agent writes its registration today (serde, field order).
+        #[derive(Serialize)]
+        struct Registration<'a> {
+            agent_id: &'a Uuid,
+            resources: &'a [ResourceSpec],
+        }
         for sent in messages {
-            assert_eq!(AgentMessage::parse(&sent.to_text(), &limits).unwrap(), sent);
+            let text = sent.to_text();
+            assert_eq!(AgentMessage::parse(&text, &limits).unwrap(), sent);
+            // The same bytes as the reference agent writes: answers with sorted keys (as its
+            // `json!` values), a registration in field order.
+            let agents = match &sent {
+                AgentMessage::Register {
+                    agent_id,
+                    resources,
+                } => serde_json::to_string(&Registration {
+                    agent_id,
+                    resources,
+                })
+                .unwrap(),
+                _ => serde_json::from_str::<Value>(&text).unwrap().to_string(),
+            };
+            assert_eq!(text, agents);
         }
         let answer = AgentMessage::Provisioned {
             allocation_id: id,

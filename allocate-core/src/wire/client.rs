@@ -90,7 +90,7 @@ impl GpuRequirement {
 }
 
 /// What the server tells a client on `/allocate/` (the `data` of a success envelope; a
-/// refusal such as `408 allocation_timeout` is the envelope's [`Refusal`]).
+/// refusal such as `408 allocation_timeout` is the envelope's [`super::Refusal`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
     /// Waiting in the queue (sent again when the position changes).
