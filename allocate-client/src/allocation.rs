@@ -340,7 +340,13 @@ pub struct Allocation {
     // A std mutex: never held across an `.await`, each critical section a few field updates.
     shared: Arc<Mutex<Shared>>,
     changed: watch::Receiver<()>,
+    /// What [`Allocation::changed`] has seen.
+    seen: Mutex<watch::Receiver<()>>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+fn lock_seen(seen: &Mutex<watch::Receiver<()>>) -> MutexGuard<'_, watch::Receiver<()>> {
+    seen.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -349,6 +355,30 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl Allocation {
+    /// A handle and the far ends of its channels, for the task that will drive it.
+    fn new(client: Client) -> (Self, Driver) {
+        let shared = Arc::new(Mutex::new(Shared {
+            state: AllocationState::new(),
+            events: VecDeque::new(),
+            finished: false,
+        }));
+        let (notify, changed) = watch::channel(());
+        let (stop, stopped) = oneshot::channel();
+        let handle = Allocation {
+            client,
+            shared: shared.clone(),
+            seen: Mutex::new(changed.clone()),
+            changed,
+            stop: Mutex::new(Some(stop)),
+        };
+        let driver = Driver {
+            shared,
+            notify,
+            stopped,
+        };
+        (handle, driver)
+    }
+
     /// Sends `request` on `socket` and starts the task that reads the answers.
     pub(crate) async fn start(
         client: Client,
@@ -358,20 +388,58 @@ impl Allocation {
         if let Err(end) = socket::send(&mut socket, Message::text(request)).await {
             return Err(AllocationError::LostBeforeReady(end).into());
         }
-        let shared = Arc::new(Mutex::new(Shared {
-            state: AllocationState::new(),
-            events: VecDeque::new(),
-            finished: false,
-        }));
-        let (notify, changed) = watch::channel(());
-        let (stop, stopped) = oneshot::channel();
-        tokio::spawn(drive(socket, shared.clone(), notify, stopped));
-        Ok(Allocation {
-            client,
-            shared,
-            changed,
-            stop: Mutex::new(Some(stop)),
-        })
+        let (handle, driver) = Self::new(client);
+        tokio::spawn(drive(socket, driver));
+        Ok(handle)
+    }
+
+    /// Connects, sends `request` and reads the answers, all in a task; a failure to connect
+    /// is the allocation's failure.
+    pub(crate) fn start_in_background(client: Client, request: String) -> Self {
+        let (handle, mut driver) = Self::new(client.clone());
+        tokio::spawn(async move {
+            let what = || "websocket /allocate/".to_owned();
+            let connecting = async {
+                let mut socket = client.connect("allocate/").await?;
+                socket::send(&mut socket, Message::text(request))
+                    .await
+                    .map_err(|end| Error::Closed { what: what(), end })?;
+                Ok::<_, Error>(socket)
+            };
+            let connected = tokio::select! {
+                _ = &mut driver.stopped => Err(Error::Closed {
+                    what: what(),
+                    end: SocketEnd::Closed { code: 1000, reason: "closed by the client".into() },
+                }),
+                connected = connecting => connected,
+            };
+            let error = match connected {
+                Ok(socket) => return drive(socket, driver).await,
+                Err(error) => error,
+            };
+            let end = match error {
+                Error::Refused { refusal, .. } => {
+                    let failure = lock(&driver.shared).state.refuse(refusal);
+                    return driver.finish(Some(failure));
+                }
+                Error::Closed { end, .. } => end,
+                other => SocketEnd::Failed(crate::error::chain(&other)),
+            };
+            driver.ended(end);
+        });
+        handle
+    }
+
+    /// Waits until the state has changed since this method last returned (at once if it
+    /// has; the first call returns at once if anything changed since the start). Look at
+    /// [`Allocation::state`] after it; once the socket has ended it returns at once.
+    pub async fn changed(&self) {
+        // The handle's own receiver remembers what it has seen; it is taken out for the wait
+        // (a std mutex is not held across an `.await`) and put back after.
+        let mut seen = lock_seen(&self.seen).clone();
+        let _ = seen.changed().await;
+        seen.borrow_and_update();
+        *lock_seen(&self.seen) = seen;
     }
 
     /// Where the allocation stands now (a copy).
@@ -488,17 +556,39 @@ impl Drop for Allocation {
     }
 }
 
-/// The socket task: applies every message to the state and queues it, until the socket ends
-/// or `stop` fires (which closes it).
-async fn drive(
-    mut socket: Socket,
+/// The task's ends of a handle's channels.
+struct Driver {
     shared: Arc<Mutex<Shared>>,
     notify: watch::Sender<()>,
-    mut stop: oneshot::Receiver<()>,
-) {
+    stopped: oneshot::Receiver<()>,
+}
+
+impl Driver {
+    /// The socket ended: the state learns it, and nothing more will come.
+    fn ended(self, end: SocketEnd) {
+        let failure = lock(&self.shared).state.socket_ended(end);
+        self.finish(failure);
+    }
+
+    /// Queues the last item, if any, and marks the stream finished.
+    fn finish(self, failure: Option<AllocationError>) {
+        {
+            let mut guard = lock(&self.shared);
+            if let Some(error) = failure {
+                push(&mut guard, Err(error));
+            }
+            guard.finished = true;
+        }
+        self.notify.send_replace(());
+    }
+}
+
+/// The socket task: applies every message to the state and queues it, until the socket ends
+/// or `stop` fires (which closes it).
+async fn drive(mut socket: Socket, mut driver: Driver) {
     let end = loop {
         let text = tokio::select! {
-            _ = &mut stop => {
+            _ = &mut driver.stopped => {
                 socket::close(&mut socket).await;
                 break SocketEnd::Closed { code: 1000, reason: "closed by the client".into() };
             }
@@ -509,7 +599,7 @@ async fn drive(
             Err(end) => break end,
         };
         let parsed = ClientEvent::parse(&text);
-        let mut guard = lock(&shared);
+        let mut guard = lock(&driver.shared);
         let item = match parsed {
             Ok(envelope) => guard.state.receive(envelope),
             // A status a newer server added: nothing this client can act on.
@@ -518,16 +608,9 @@ async fn drive(
         };
         push(&mut guard, item);
         drop(guard);
-        notify.send_replace(());
+        driver.notify.send_replace(());
     };
-    {
-        let mut guard = lock(&shared);
-        if let Some(error) = guard.state.socket_ended(end) {
-            push(&mut guard, Err(error));
-        }
-        guard.finished = true;
-    }
-    notify.send_replace(());
+    driver.ended(end);
 }
 
 /// Queues an event, dropping the oldest beyond [`EVENTS_QUEUED_MAX`].

@@ -31,7 +31,7 @@ pub use agent::{
 pub use allocation::{
     Allocation, AllocationError, AllocationState, Lease, Phase, EVENTS_QUEUED_MAX,
 };
-pub use client::{Client, ClientOptions};
+pub use client::{AllocateRequest, Client, ClientOptions};
 pub use error::{chain, Error};
 pub use socket::{SocketEnd, MESSAGE_BYTES_MAX};
 

@@ -222,4 +222,39 @@ async fn an_unreachable_server_is_a_connection_error() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "connection", "{err}");
+    // Started in the background, the failure to connect is the allocation's.
+    let request = client.start_allocate((&requirements(&[], 0)).into());
+    let err = bounded(request.wait_ready()).await.unwrap_err();
+    assert_eq!(err.code(), "lost", "{err}");
+    assert_eq!(request.state().phase(), Phase::Failed);
+    assert!(bounded(request.next_event()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_request_started_in_the_background_is_served_and_changes_wake() {
+    let server = Server::start().await;
+    let client = server.client();
+    let _agent = bounded(AgentSession::connect(
+        &client,
+        Uuid::from_u128(3),
+        vec![resource(&[], Some("10.0.0.9"))],
+        AgentOptions::default(),
+    ))
+    .await
+    .unwrap();
+    let mut fields = serde_json::Map::new();
+    fields.insert("username".into(), "ci".into());
+    let request = client.start_allocate(allocate_client::AllocateRequest::from_json(fields));
+    while !request.state().phase().is_held() {
+        bounded(request.changed()).await;
+    }
+    assert_eq!(request.state().lease().unwrap().connection.host, "10.0.0.9");
+    // A field the server does not know is refused by the server, naming it.
+    let mut fields = serde_json::Map::new();
+    fields.insert("username".into(), "ci".into());
+    fields.insert("tag".into(), "x".into());
+    let request = client.start_allocate(allocate_client::AllocateRequest::from_json(fields));
+    let err = bounded(request.wait_ready()).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_request");
+    assert!(err.to_string().contains("tag"), "{err}");
 }
