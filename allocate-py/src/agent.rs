@@ -232,9 +232,6 @@ pub struct Agent {
     session: Mutex<Option<Session>>,
 }
 
-/// The request timeout of the agent's endpoint (it makes no HTTP calls).
-const UNUSED_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-
 impl Agent {
     /// An agent for the server at `url`, not yet connected.
     pub fn create(
@@ -248,7 +245,7 @@ impl Agent {
         let agent_id = agent_id.map_or_else(Uuid::new_v4, |id| id.0);
         let resources: Vec<ResourceSpec> = resources.iter().map(|r| r.0.clone()).collect();
         Ok(Agent {
-            endpoint: Arc::new(Endpoint::new(url, token, UNUSED_HTTP_TIMEOUT)?),
+            endpoint: Arc::new(Endpoint::new(url, token)?),
             callbacks: Arc::new(Callbacks {
                 agent_id,
                 provision,

@@ -7,8 +7,7 @@ use allocate_core::ErrorCode;
 use futures_util::StreamExt;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use reqwest::{Method, Url};
-use serde_json::Value;
+use reqwest::Url;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,43 +24,55 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client websocket.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Reads the envelope of a server's answer; `what` names the answer in errors.
-pub fn read_envelope(text: &str, what: &str) -> PyResult<Envelope<Value>> {
-    Envelope::parse(text).map_err(|e| errors::AllocateError::new_err(format!("{what}: {e}")))
-}
-
 /// The exception for a refusal of the server.
 pub fn refused(refusal: Refusal) -> PyErr {
     errors::from_code(&refusal.code, refusal.message)
 }
 
-/// `error` and every source under it, joined with `: `.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
+pub use allocate_client::chain;
+
+/// The exception for an error of the client crate: the server's refusal as its class, a bad
+/// URL or token as `ValueError`, anything on the way as `ConnectionLost`.
+pub fn client_error(error: allocate_client::Error) -> PyErr {
+    use allocate_client::Error;
+    match error {
+        Error::Refused { refusal, .. } => refused(refusal),
+        Error::Allocation(e) => allocation_error(e),
+        Error::Url { .. } | Error::Token | Error::CaFile { .. } => {
+            PyValueError::new_err(error.to_string())
         }
-        source = s.source();
+        Error::Unreadable { .. } => errors::AllocateError::new_err(chain(&error)),
+        other => errors::lost(chain(&other)),
     }
-    text
 }
 
-/// A server: its base URL, the token to send, and an HTTP client.
+/// The exception for an allocation request that failed.
+pub fn allocation_error(error: allocate_client::AllocationError) -> PyErr {
+    use allocate_client::AllocationError as E;
+    match error {
+        E::TimedOut(refusal) | E::Refused(refusal) => refused(refusal),
+        E::ReleasedBeforeReady => errors::AllocateError::new_err(
+            "the request was released (deleted) before it became ready",
+        ),
+        E::LostBeforeReady(_) | E::LostDuringLease(_) => errors::lost(error.to_string()),
+        E::Unreadable(_) | E::Ended(_) => errors::AllocateError::new_err(error.to_string()),
+        E::NoIdYet => pyo3::exceptions::PyRuntimeError::new_err(
+            "the server has not answered this request yet",
+        ),
+    }
+}
+
+/// A server's websocket endpoints, for the agent (which is not yet on `allocate-client`):
+/// its base URL and the token to send.
 #[derive(Debug)]
 pub struct Endpoint {
     base: Url,
     token: Option<String>,
-    http: reqwest::Client,
-    http_timeout: Duration,
 }
 
 impl Endpoint {
     /// An endpoint for a server's base URL (`http://host:port`, optionally with a path prefix).
-    pub fn new(url: &str, token: Option<String>, http_timeout: Duration) -> PyResult<Self> {
+    pub fn new(url: &str, token: Option<String>) -> PyResult<Self> {
         let mut base =
             Url::parse(url).map_err(|e| PyValueError::new_err(format!("url {url:?}: {e}")))?;
         match base.scheme() {
@@ -90,18 +101,7 @@ impl Endpoint {
                 PyValueError::new_err("the token contains characters an HTTP header cannot carry")
             })?;
         }
-        // No proxy: websockets do not go through one either, so both reach the same server.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(http_timeout)
-            .build()
-            .map_err(|e| errors::lost(format!("cannot start an HTTP client: {}", chain(&e))))?;
-        Ok(Endpoint {
-            base,
-            token,
-            http,
-            http_timeout,
-        })
+        Ok(Endpoint { base, token })
     }
 
     /// The base URL, as given (normalised).
@@ -119,35 +119,6 @@ impl Endpoint {
             url.query_pairs_mut().extend_pairs(query);
         }
         Ok(url)
-    }
-
-    /// Calls `method url` with an optional JSON body; returns the envelope's `data`, or raises
-    /// the envelope's error.
-    pub async fn call(&self, method: Method, url: Url, body: Option<String>) -> PyResult<Value> {
-        let mut request = self.http.request(method.clone(), url.clone());
-        if let Some(t) = &self.token {
-            request = request.bearer_auth(t);
-        }
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let unreachable = |e: reqwest::Error| {
-            if e.is_timeout() {
-                errors::lost(format!(
-                    "{method} {url}: no answer within {} s",
-                    self.http_timeout.as_secs_f64()
-                ))
-            } else {
-                errors::lost(format!("{method} {url}: {}", chain(&e)))
-            }
-        };
-        let response = request.send().await.map_err(unreachable)?;
-        let text = response.text().await.map_err(unreachable)?;
-        read_envelope(&text, &format!("the answer to {method} {url}"))?
-            .into_result()
-            .map_err(refused)
     }
 
     /// Opens a websocket to `path` (the token goes in the upgrade request).
