@@ -23,7 +23,7 @@ COPY . .
 # of the cached target directory because a cache mount is not part of the layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p allocate-http --bin allocate-http --bin allocate-agent \
+    cargo build --release --locked -p allocate-http -p allocate-agent \
     && install -D -m 0755 -t /out target/release/allocate-http target/release/allocate-agent
 
 # ---- runtime: what the server and the agent share ------------------------------------------

@@ -416,18 +416,32 @@ enum allocate_result allocate_engine_new(const struct allocate_config *config,
 /**
  * Frees an engine and everything it owns (including strings of its last output). Null is a no-op.
  *
+ * Leaves the last error alone, unless a panic is caught inside: then it says so.
+ *
  * # Safety
  * `engine` must be null or a handle from this library not freed before, not in use by another thread.
  */
 void allocate_engine_free(struct allocate_engine *engine);
 
 /**
- * Frees a string this library returned. Null is a no-op.
+ * The whole state as JSON, into `json_out` (free with `allocate_string_free`). Drain outputs first:
+ * undelivered outputs are not part of it.
  *
  * # Safety
- * `s` must be null or a string from this library not freed before.
+ * `engine` live; `json_out` writable.
  */
-void allocate_string_free(char *s);
+enum allocate_result allocate_engine_snapshot_json(struct allocate_engine *engine, char **json_out);
+
+/**
+ * Creates an engine in the state a snapshot describes; new ids come from a stream seeded with
+ * `seed`. The caller owns `*engine_out` and frees it with `allocate_engine_free`.
+ *
+ * # Safety
+ * `snapshot_json` NUL-terminated; `engine_out` writable.
+ */
+enum allocate_result allocate_engine_restore_json(const char *snapshot_json,
+                                                  uint64_t seed,
+                                                  struct allocate_engine **engine_out);
 
 /**
  * Registers (or replaces) an agent's resources, given as the contract's JSON list of resources.
@@ -589,6 +603,23 @@ enum allocate_result allocate_engine_poll_output_json(struct allocate_engine *en
                                                       char **json_out);
 
 /**
+ * Installs a matching policy: `veto` and/or `score` (either may be null), called with
+ * `userdata` for each candidate the engine considers. Both null restores plain best fit.
+ *
+ * Callbacks run on the thread that called into the engine, while it holds the engine's lock:
+ * they must not call back into the same engine, and `userdata` must stay valid until the
+ * policy is replaced or the engine freed. Pointers passed to them live for the call only.
+ * Callbacks must be deterministic for snapshots and replay to reproduce the state.
+ *
+ * # Safety
+ * The callbacks must be safe to call with the documented arguments.
+ */
+enum allocate_result allocate_engine_set_policy(struct allocate_engine *engine,
+                                                allocate_veto_fn veto,
+                                                allocate_score_fn score,
+                                                void *userdata);
+
+/**
  * The whole inventory as the contract's JSON list (never with credentials), into `json_out`
  * (free with `allocate_string_free`).
  *
@@ -610,41 +641,31 @@ enum allocate_result allocate_engine_allocation_json(struct allocate_engine *eng
                                                      char **json_out);
 
 /**
- * The whole state as JSON, into `json_out` (free with `allocate_string_free`). Drain outputs first:
- * undelivered outputs are not part of it.
+ * Frees a string this library returned. Null is a no-op.
+ *
+ * Leaves the last error alone, unless a panic is caught inside: then it says so.
  *
  * # Safety
- * `engine` live; `json_out` writable.
+ * `s` must be null or a string from this library not freed before.
  */
-enum allocate_result allocate_engine_snapshot_json(struct allocate_engine *engine, char **json_out);
+void allocate_string_free(char *s);
 
 /**
- * Creates an engine in the state a snapshot describes; new ids come from a stream seeded with
- * `seed`. The caller owns `*engine_out` and frees it with `allocate_engine_free`.
+ * Copies the message of this thread's last failed call into `buf` (NUL-terminated).
+ *
+ * `len_out` (may be null) receives the message's length without the NUL. Returns
+ * `ALLOCATE_BUFFER_TOO_SMALL` (copying nothing) when `buf_len` is not more than that length.
+ * The message is empty after a successful call.
  *
  * # Safety
- * `snapshot_json` NUL-terminated; `engine_out` writable.
+ * `buf` must point to `buf_len` writable bytes; `len_out` must be null or writable.
  */
-enum allocate_result allocate_engine_restore_json(const char *snapshot_json,
-                                                  uint64_t seed,
-                                                  struct allocate_engine **engine_out);
+enum allocate_result allocate_last_error_message(char *buf, size_t buf_len, size_t *len_out);
 
 /**
- * Installs a matching policy: `veto` and/or `score` (either may be null), called with
- * `userdata` for each candidate the engine considers. Both null restores plain best fit.
- *
- * Callbacks run on the thread that called into the engine, while it holds the engine's lock:
- * they must not call back into the same engine, and `userdata` must stay valid until the
- * policy is replaced or the engine freed. Pointers passed to them live for the call only.
- * Callbacks must be deterministic for snapshots and replay to reproduce the state.
- *
- * # Safety
- * The callbacks must be safe to call with the documented arguments.
+ * The library's version, a static string (do not free).
  */
-enum allocate_result allocate_engine_set_policy(struct allocate_engine *engine,
-                                                allocate_veto_fn veto,
-                                                allocate_score_fn score,
-                                                void *userdata);
+const char *allocate_version(void);
 
 /**
  * Parses a hyphenated UUID string into `uuid_out`.
@@ -663,23 +684,6 @@ enum allocate_result allocate_uuid_parse(const char *text_in, struct allocate_uu
 enum allocate_result allocate_uuid_format(const struct allocate_uuid *uuid,
                                           char *buf,
                                           size_t buf_len);
-
-/**
- * The library's version, a static string (do not free).
- */
-const char *allocate_version(void);
-
-/**
- * Copies the message of this thread's last failed call into `buf` (NUL-terminated).
- *
- * `len_out` (may be null) receives the message's length without the NUL. Returns
- * `ALLOCATE_BUFFER_TOO_SMALL` (copying nothing) when `buf_len` is not more than that length.
- * The message is empty after a successful call.
- *
- * # Safety
- * `buf` must point to `buf_len` writable bytes; `len_out` must be null or writable.
- */
-enum allocate_result allocate_last_error_message(char *buf, size_t buf_len, size_t *len_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -2,23 +2,57 @@
 //!
 //! Conventions: every function returns an `allocate_result` (or, for `_free` functions,
 //! nothing); a failed call leaves a sentence for `allocate_last_error_message`. Null pointers
-//! and invalid UTF-8 are errors, never crashes; panics are caught at the boundary. Handles are
-//! opaque (`allocate_engine`); out-parameters end in `_out`; strings the library returns are
-//! freed with `allocate_string_free`. Times are unix milliseconds (`now_ms`), lease ends unix
-//! seconds, as in the contract.
+//! and invalid UTF-8 are errors, never crashes; panics are caught at the boundary, in every
+//! function, `_free` ones included. Handles are opaque (`allocate_engine`); out-parameters end
+//! in `_out`; strings the library returns are freed with `allocate_string_free`. Times are unix
+//! milliseconds (`now_ms`), lease ends unix seconds, as in the contract.
+//!
+//! Modules, each importing only those above it:
+//! - `result` (codes, `Failure`), `panic` (the boundary and the last error), `args` (reading C
+//!   arguments), `ownership` (`Castable`: how each C type is owned), `strings` (strings given
+//!   to, lent to and taken back from C);
+//! - the plain structs C fills in: `uuid`, `config`, `request`;
+//! - `engine` (the handle: new, restore, snapshot, free, its lock);
+//! - the calls on a handle by role: `inputs` (agents, clients, the clock), `outputs` (polling),
+//!   `queries` (state as JSON), `policy` (C matching callbacks).
 
 mod args;
+mod config;
 mod engine;
+mod inputs;
+mod outputs;
+mod ownership;
+mod panic;
 mod policy;
+mod queries;
+mod request;
 mod result;
-mod types;
+mod strings;
+#[cfg(test)]
+mod tests;
+mod uuid;
 
-pub use engine::*;
+pub use config::{allocate_config, allocate_config_default};
+pub use engine::{
+    allocate_engine, allocate_engine_free, allocate_engine_new, allocate_engine_restore_json,
+    allocate_engine_snapshot_json,
+};
+pub use inputs::{
+    allocate_engine_client_gone, allocate_engine_disconnect, allocate_engine_handle_timeout,
+    allocate_engine_provisioned, allocate_engine_register, allocate_engine_release,
+    allocate_engine_release_acknowledged, allocate_engine_request, allocate_engine_request_json,
+    allocate_engine_set_expires, allocate_engine_set_maintenance,
+};
+pub use outputs::{
+    allocate_engine_poll_output, allocate_engine_poll_output_json, allocate_engine_poll_timeout,
+    allocate_output, allocate_output_kind,
+};
 pub use policy::{
-    allocate_candidate, allocate_gpu_view, allocate_request_view, allocate_score_fn,
-    allocate_veto_fn,
+    allocate_candidate, allocate_engine_set_policy, allocate_gpu_view, allocate_request_view,
+    allocate_score_fn, allocate_veto_fn,
 };
-pub use result::{allocate_last_error_message, allocate_result};
-pub use types::{
-    allocate_config, allocate_output, allocate_output_kind, allocate_request, allocate_uuid,
-};
+pub use queries::{allocate_engine_allocation_json, allocate_engine_inventory_json};
+pub use request::allocate_request;
+pub use result::allocate_result;
+pub use strings::{allocate_last_error_message, allocate_string_free, allocate_version};
+pub use uuid::{allocate_uuid, allocate_uuid_format, allocate_uuid_parse};

@@ -1,8 +1,13 @@
-//! Matching policy from C: a veto and a score callback with a `void *userdata`.
+//! Matching policy from C: a veto and a score callback with a `void *userdata`, installed on
+//! an engine as an ordinary `MatchPolicy`.
 
-use crate::types::allocate_uuid;
+use crate::engine::{allocate_engine, lock};
+use crate::panic::guard;
+use crate::result::allocate_result;
+use crate::uuid::allocate_uuid;
 use allocate_core::{Candidate, MatchPolicy, Requirements};
 use std::ffi::{c_char, c_void, CString};
+use std::sync::Arc;
 
 /// One GPU of a candidate resource.
 #[repr(C)]
@@ -84,10 +89,10 @@ pub type allocate_score_fn = Option<
 
 /// The callbacks and their userdata, as an ordinary [`MatchPolicy`].
 #[derive(Debug)]
-pub(crate) struct CPolicy {
-    pub veto: allocate_veto_fn,
-    pub score: allocate_score_fn,
-    pub userdata: *mut c_void,
+struct CPolicy {
+    veto: allocate_veto_fn,
+    score: allocate_score_fn,
+    userdata: *mut c_void,
 }
 
 // SAFETY: the header documents that callbacks run on whichever thread calls into the engine
@@ -181,4 +186,38 @@ impl MatchPolicy for CPolicy {
         });
         has.then_some(out)
     }
+}
+
+/// Installs a matching policy: `veto` and/or `score` (either may be null), called with
+/// `userdata` for each candidate the engine considers. Both null restores plain best fit.
+///
+/// Callbacks run on the thread that called into the engine, while it holds the engine's lock:
+/// they must not call back into the same engine, and `userdata` must stay valid until the
+/// policy is replaced or the engine freed. Pointers passed to them live for the call only.
+/// Callbacks must be deterministic for snapshots and replay to reproduce the state.
+///
+/// # Safety
+/// The callbacks must be safe to call with the documented arguments.
+#[no_mangle]
+pub unsafe extern "C" fn allocate_engine_set_policy(
+    engine: *mut allocate_engine,
+    veto: allocate_veto_fn,
+    score: allocate_score_fn,
+    userdata: *mut c_void,
+) -> allocate_result {
+    guard(|| {
+        let policy: Option<Arc<dyn allocate_core::MatchPolicy>> =
+            if veto.is_none() && score.is_none() {
+                None
+            } else {
+                Some(Arc::new(CPolicy {
+                    veto,
+                    score,
+                    userdata,
+                }))
+            };
+        // SAFETY: the caller's contract.
+        unsafe { lock(engine) }?.engine.set_policy(policy);
+        Ok(())
+    })
 }

@@ -1,9 +1,7 @@
-//! Result codes, the thread-local last error, and the guard every exported function runs in.
+//! Result codes, and `Failure`: the code and sentence a failed call ends with.
 
 use allocate_core::ErrorCode;
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::ffi::c_char;
 
 /// What every function returns. The numbers are stable and never reused.
 #[repr(C)]
@@ -80,70 +78,4 @@ impl From<allocate_core::Error> for Failure {
     fn from(e: allocate_core::Error) -> Self {
         Failure::new(e.code().into(), Cow::Owned(e.to_string()))
     }
-}
-
-thread_local! {
-    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-fn set_last_error(message: &str) {
-    LAST_ERROR.with(|m| {
-        let mut m = m.borrow_mut();
-        // Reuses the buffer: the hot path (success, or "no output") allocates nothing here.
-        if !(m.is_empty() && message.is_empty()) {
-            m.clear();
-            m.push_str(message);
-        }
-    });
-}
-
-/// Runs an exported function's body: panics become `ALLOCATE_PANIC`, failures set the last error.
-pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> allocate_result {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-        Ok(Ok(())) => {
-            set_last_error("");
-            allocate_result::ALLOCATE_OK
-        }
-        Ok(Err(failure)) => {
-            set_last_error(&failure.message);
-            failure.code
-        }
-        Err(_) => {
-            set_last_error("internal error: a panic was caught at the C boundary");
-            allocate_result::ALLOCATE_PANIC
-        }
-    }
-}
-
-/// Copies the message of this thread's last failed call into `buf` (NUL-terminated).
-///
-/// `len_out` (may be null) receives the message's length without the NUL. Returns
-/// `ALLOCATE_BUFFER_TOO_SMALL` (copying nothing) when `buf_len` is not more than that length.
-/// The message is empty after a successful call.
-///
-/// # Safety
-/// `buf` must point to `buf_len` writable bytes; `len_out` must be null or writable.
-#[no_mangle]
-pub unsafe extern "C" fn allocate_last_error_message(
-    buf: *mut c_char,
-    buf_len: usize,
-    len_out: *mut usize,
-) -> allocate_result {
-    let message = LAST_ERROR.with(|m| m.borrow().clone());
-    if !len_out.is_null() {
-        // SAFETY: the caller promises `len_out` is null or writable.
-        unsafe { *len_out = message.len() };
-    }
-    if buf.is_null() {
-        return allocate_result::ALLOCATE_NULL_PARAMETER;
-    }
-    if buf_len <= message.len() {
-        return allocate_result::ALLOCATE_BUFFER_TOO_SMALL;
-    }
-    // SAFETY: `buf` has `buf_len` > message.len() writable bytes, and the regions cannot overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), message.len());
-        *buf.add(message.len()) = 0;
-    }
-    allocate_result::ALLOCATE_OK
 }

@@ -160,25 +160,27 @@ impl Chunk {
         })
     }
 
-    /// The least member at or after `low`.
-    fn seek(&self, low: u16) -> Option<u16> {
-        match self {
-            Chunk::Array(v) => v.get(v.partition_point(|&x| x < low)).copied(),
-            Chunk::Bits(bits, _) => bits.seek(low),
-        }
-    }
-
-    /// The members from `low` (a multiple of 64) to `low + 63`, as bits.
-    fn word(&self, low: u16) -> u64 {
+    /// The least member at or after `low`, searched in an array from index `*idx` (galloping
+    /// forward, so a cursor moving forward pays for the distance moved), which it leaves at
+    /// the member found.
+    fn seek_from(&self, low: u16, idx: &mut usize) -> Option<u16> {
         match self {
             Chunk::Array(v) => {
-                let start = v.partition_point(|&x| x < low);
-                v[start..]
-                    .iter()
-                    .take_while(|&&x| x - low < 64)
-                    .fold(0, |w, &x| w | 1 << (x - low))
+                let (mut lo, mut step) = (*idx, 1);
+                while lo < v.len() && v[lo] < low {
+                    let probe = lo + step;
+                    if probe >= v.len() || v[probe] >= low {
+                        let end = probe.min(v.len());
+                        lo += 1 + v[lo + 1..end].partition_point(|&x| x < low);
+                        break;
+                    }
+                    lo = probe;
+                    step *= 2;
+                }
+                *idx = lo;
+                v.get(lo).copied()
             }
-            Chunk::Bits(bits, _) => bits.words[usize::from(low) / 64],
+            Chunk::Bits(bits, _) => bits.seek(low),
         }
     }
 
@@ -252,24 +254,6 @@ impl Bitmap {
         removed
     }
 
-    /// The least position it holds at or after `pos`.
-    pub fn seek(&self, pos: u32) -> Option<u32> {
-        let (high, low) = split(pos);
-        let start = self.chunks.partition_point(|(k, _)| *k < high);
-        self.chunks[start..].iter().find_map(|(k, chunk)| {
-            let from = if *k == high { low } else { 0 };
-            chunk
-                .seek(from)
-                .map(|l| (u32::from(*k) << 16) | u32::from(l))
-        })
-    }
-
-    /// The positions from `block` (a multiple of 64) to `block + 63` it holds, as bits.
-    pub fn word(&self, block: u32) -> u64 {
-        let (high, low) = split(block);
-        self.chunk(high).map_or(0, |i| self.chunks[i].1.word(low))
-    }
-
     /// Every position it holds, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.chunks.iter().flat_map(|(k, chunk)| {
@@ -294,6 +278,85 @@ impl Bitmap {
             chunks,
             len: positions.len() as u64,
         }
+    }
+}
+
+/// A forward-only reader of a bitmap: each seek starts from where the last one stopped, so a
+/// join that moves forward pays for the distance it moves, not for a search from the start.
+#[derive(Clone, Debug)]
+pub(crate) struct Cursor<'a> {
+    chunks: &'a [(u16, Chunk)],
+    /// The chunk holding `at`, `chunks.len()` once there is none.
+    chunk: usize,
+    /// Where `at` is in an array chunk.
+    idx: usize,
+    /// The least member at or after every position sought so far, `u32::MAX` if none.
+    at: u32,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor on `bitmap`'s least member at or after `pos`.
+    pub fn new(bitmap: &'a Bitmap, pos: u32) -> Self {
+        let mut cursor = Cursor {
+            chunks: &bitmap.chunks,
+            chunk: 0,
+            idx: 0,
+            at: 0,
+        };
+        cursor.settle(pos);
+        cursor
+    }
+
+    /// How many members its bitmap has in all.
+    pub fn bitmap_len(&self) -> u64 {
+        self.chunks.iter().map(|(_, c)| c.len() as u64).sum()
+    }
+
+    /// The least member at or after `pos` and every position sought before (`u32::MAX` if
+    /// none).
+    pub fn seek(&mut self, pos: u32) -> u32 {
+        if pos > self.at {
+            self.settle(pos);
+        }
+        self.at
+    }
+
+    /// The members at or after the cursor among the 64 positions from `block` (a multiple of
+    /// 64), as bits, once it has sought `block`.
+    pub fn word(&mut self, block: u32) -> u64 {
+        let at = self.seek(block);
+        let Some(offset) = at.checked_sub(block).filter(|&o| o < 64) else {
+            return 0;
+        };
+        let from = at as u16;
+        match &self.chunks[self.chunk].1 {
+            Chunk::Array(v) => v[self.idx..]
+                .iter()
+                .take_while(|&&x| x - from < 64 - offset as u16)
+                .fold(0, |w, &x| {
+                    w | 1 << (u32::from(x) + offset - u32::from(from))
+                }),
+            Chunk::Bits(bits, _) => bits.words[usize::from(from) / 64] & (!0u64 << offset),
+        }
+    }
+
+    /// Moves to the least member at or after `pos`, from the chunk it stands in.
+    fn settle(&mut self, pos: u32) {
+        let (high, low) = split(pos);
+        while self.chunks.get(self.chunk).is_some_and(|(k, _)| *k < high) {
+            self.chunk += 1;
+            self.idx = 0;
+        }
+        while let Some((key, chunk)) = self.chunks.get(self.chunk) {
+            let from = if *key == high { low } else { 0 };
+            if let Some(l) = chunk.seek_from(from, &mut self.idx) {
+                self.at = (u32::from(*key) << 16) | u32::from(l);
+                return;
+            }
+            self.chunk += 1;
+            self.idx = 0;
+        }
+        self.at = u32::MAX;
     }
 }
 
@@ -323,12 +386,15 @@ mod tests {
             if step % 997 == 0 {
                 let probe = (x >> 24) as u32 % 310_000;
                 assert_eq!(bitmap.contains(probe), set.contains(&probe));
-                assert_eq!(bitmap.seek(probe), set.range(probe..).next().copied());
+                assert_eq!(
+                    Cursor::new(&bitmap, probe).seek(probe),
+                    set.range(probe..).next().copied().unwrap_or(u32::MAX)
+                );
                 let block = probe & !63;
-                let word = set
-                    .range(block..block + 64)
-                    .fold(0u64, |w, p| w | 1 << (p - block));
-                assert_eq!(bitmap.word(block), word);
+                assert_eq!(
+                    Cursor::new(&bitmap, block).word(block),
+                    word_of(&set, block, block)
+                );
             }
         }
         assert_eq!(bitmap.len(), set.len() as u64);
@@ -348,6 +414,42 @@ mod tests {
             assert!(bitmap.remove(pos));
         }
         assert!(bitmap.is_empty() && bitmap.chunks.is_empty());
-        assert_eq!(bitmap.seek(0), None);
+        assert_eq!(Cursor::new(&bitmap, 0).seek(0), u32::MAX);
+    }
+
+    /// The members of `set` from `from` among the 64 positions from `block`, as bits.
+    fn word_of(set: &BTreeSet<u32>, block: u32, from: u32) -> u64 {
+        set.range(from.max(block)..block + 64)
+            .fold(0u64, |w, p| w | 1 << (p - block))
+    }
+
+    #[test]
+    fn a_cursor_moving_forward_agrees_with_a_set() {
+        let mut x: u64 = 7;
+        let mut next = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            x >> 33
+        };
+        // Sparse, dense and mixed chunks, and positions in chunks that are empty.
+        let set: BTreeSet<u32> = (0..40_000)
+            .map(|i| match i % 4 {
+                0 => (next() % 65_536) as u32,
+                1 => 131_072 + (next() % 2_000) as u32,
+                _ => 200_000 + (next() % 30_000) as u32,
+            })
+            .collect();
+        let sorted: Vec<u32> = set.iter().copied().collect();
+        let bitmap = Bitmap::from_sorted(&sorted);
+        for stride in [1, 3, 64, 700, 20_000] {
+            let mut cursor = Cursor::new(&bitmap, 0);
+            let mut pos = 0;
+            while pos < 300_000 {
+                let want = set.range(pos..).next().copied().unwrap_or(u32::MAX);
+                assert_eq!(cursor.seek(pos), want, "seek {pos}, stride {stride}");
+                let block = pos & !63;
+                assert_eq!(cursor.word(block), word_of(&set, block, pos), "word {pos}");
+                pos += 1 + (next() % stride) as u32;
+            }
+        }
     }
 }

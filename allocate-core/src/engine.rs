@@ -5,6 +5,8 @@
 //! says when to call [`Engine::handle_timeout`] next. A refused input changes nothing.
 
 mod lifecycle;
+mod session;
+mod shutdown;
 pub(crate) mod snapshot;
 
 use crate::config::Config;
@@ -28,6 +30,7 @@ use std::fmt;
 use std::sync::Arc;
 use uuid::Uuid;
 
+pub use session::{Registered, SessionId};
 pub use snapshot::Snapshot;
 
 /// What a deadline is for.
@@ -83,7 +86,9 @@ pub struct Engine {
     now: Timestamp,
     next_seq: u64,
     inventory: Inventory,
-    allocations: FxMap<Uuid, Allocation>,
+    /// Boxed, so that the map's growth moves pointers and not whole allocations: a resize of
+    /// tens of thousands of entries would otherwise hold the engine for milliseconds.
+    allocations: FxMap<Uuid, Box<Allocation>>,
     /// Ended allocations, oldest first, kept for queries up to `ended_allocations_max`.
     ended: VecDeque<Uuid>,
     /// Allocation -> resource, for releases waiting on an agent's acknowledgement.
@@ -98,6 +103,12 @@ pub struct Engine {
     ended_total: [u64; 4],
     /// See [`Engine::changes`].
     changes: u64,
+    /// Set by [`Engine::shut_down`]: new work is refused.
+    shutting_down: bool,
+    /// The agent that each registered connection registered (see [`session`]).
+    sessions: FxMap<SessionId, Uuid>,
+    /// The connection of each agent that currently speaks for it.
+    agent_sessions: FxMap<Uuid, SessionId>,
 }
 
 impl fmt::Debug for Engine {
@@ -138,6 +149,9 @@ impl Engine {
             policy: None,
             ended_total: [0; 4],
             changes: 0,
+            shutting_down: false,
+            sessions: FxMap::default(),
+            agent_sessions: FxMap::default(),
         }
     }
 
@@ -356,17 +370,20 @@ impl Engine {
 
     /// Every remembered allocation, live ones first by arrival, then ended ones oldest first.
     pub fn allocations(&self) -> Vec<AllocationInfo> {
+        self.remembered().map(|a| self.info_of(a)).collect()
+    }
+
+    /// Every remembered allocation, live ones first by arrival, then ended ones oldest first.
+    fn remembered(&self) -> impl Iterator<Item = &Allocation> {
         let mut live: Vec<&Allocation> = self
             .allocations
             .values()
+            .map(Box::as_ref)
             .filter(|a| !a.state.is_terminal())
             .collect();
         live.sort_unstable_by_key(|a| a.seq);
         let ended = self.ended.iter().filter_map(|id| self.allocations.get(id));
-        live.into_iter()
-            .chain(ended)
-            .map(|a| self.info_of(a))
-            .collect()
+        live.into_iter().chain(ended.map(Box::as_ref))
     }
 
     /// What a live or remembered allocation asked for (read-only; shells show it, as the
@@ -431,6 +448,9 @@ impl Engine {
     // ---- the loop -----------------------------------------------------------------------
 
     fn handle(&mut self, now: Timestamp, input: Input) -> Result<Reply> {
+        if self.shutting_down && shutdown::is_new_work(&input) {
+            return Err(Error::ShuttingDown);
+        }
         self.changes = self.changes.wrapping_add(1);
         let (before, recorded) = (self.now, self.records.len());
         let now = self.advance(now);
@@ -563,6 +583,7 @@ impl Engine {
     fn live(&self, id: Uuid) -> Result<&Allocation> {
         self.allocations
             .get(&id)
+            .map(Box::as_ref)
             .filter(|a| !a.state.is_terminal())
             .ok_or_else(|| Error::not_found("allocation", id))
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use uuid::Uuid;
 
 /// Every error code of the contract, with its HTTP status. One table for every shell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,6 +88,12 @@ pub enum Error {
     /// The input is well formed but clashes with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// An agent connection's message breaks the session rules (see [`SessionError`]).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The engine is shutting down and takes no new work ([`crate::Engine::shut_down`]).
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 impl Error {
@@ -97,6 +104,8 @@ impl Error {
             Error::NotFound { .. } => ErrorCode::NotFound,
             Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::Conflict(_) => ErrorCode::Conflict,
+            Error::Session(e) => e.code(),
+            Error::ShuttingDown => ErrorCode::ShuttingDown,
         }
     }
 
@@ -108,6 +117,43 @@ impl Error {
         Error::NotFound {
             kind,
             id: id.to_string(),
+        }
+    }
+}
+
+/// Why a message on an agent's connection was refused by the session rules: a connection
+/// starts with a registration, names one agent throughout, and a newer connection of that
+/// agent takes over from it.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum SessionError {
+    /// The connection's first message was not a registration.
+    #[error("the first message must be a registration: {{\"agent_id\", \"resources\"}}")]
+    NotRegistered,
+    /// A later registration names another `agent_id` than the connection's first one.
+    #[error("agent_id {named} differs from {registered}, which registered on this socket")]
+    OtherAgent {
+        /// The `agent_id` the message named.
+        named: Uuid,
+        /// The `agent_id` the connection registered first.
+        registered: Uuid,
+    },
+    /// A newer connection of the same agent took over from this one.
+    #[error("this socket of agent {agent_id} was replaced by a newer one")]
+    Replaced {
+        /// The agent whose newer connection took over.
+        agent_id: Uuid,
+    },
+}
+
+impl SessionError {
+    /// The contract's code: 400 for a message the connection may not send, 409 when the
+    /// connection was replaced.
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            SessionError::NotRegistered | SessionError::OtherAgent { .. } => {
+                ErrorCode::InvalidRequest
+            }
+            SessionError::Replaced { .. } => ErrorCode::Conflict,
         }
     }
 }

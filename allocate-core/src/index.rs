@@ -19,7 +19,7 @@
 //! position the terms agree on, per-GPU needs by the caller's `exact` test. Nothing is cached:
 //! the work depends on the inventory and the request alone.
 
-use crate::bitmap::Bitmap;
+use crate::bitmap::{Bitmap, Cursor};
 use crate::criteria::Criteria;
 use crate::hash::FxMap;
 use crate::model::ResourceSpec;
@@ -140,9 +140,8 @@ enum Step {
 /// Cursors over terms, each the union of a run of bitmaps.
 #[derive(Default)]
 struct Cursors<'a> {
-    /// Each bitmap and the least position it holds that was not yet passed (`Pos::MAX` once
-    /// it has no more), term after term.
-    members: Vec<(&'a Bitmap, Pos)>,
+    /// A cursor on each bitmap, term after term.
+    members: Vec<Cursor<'a>>,
     /// Each term's size (the sum of its bitmaps') and where its members start and end.
     terms: Vec<(u64, usize, usize)>,
 }
@@ -151,12 +150,9 @@ impl<'a> Cursors<'a> {
     /// Adds a term, the union of `bitmaps`, with its cursor at the first position from `from`.
     fn add(&mut self, bitmaps: impl IntoIterator<Item = &'a Bitmap>, from: Pos) {
         let start = self.members.len();
-        self.members.extend(
-            bitmaps
-                .into_iter()
-                .map(|b| (b, b.seek(from).unwrap_or(Pos::MAX))),
-        );
-        let size = self.members[start..].iter().map(|(b, _)| b.len()).sum();
+        self.members
+            .extend(bitmaps.into_iter().map(|b| Cursor::new(b, from)));
+        let size = self.members[start..].iter().map(Cursor::bitmap_len).sum();
         self.terms.push((size, start, self.members.len()));
     }
 
@@ -165,25 +161,21 @@ impl<'a> Cursors<'a> {
         self.terms.sort_unstable();
     }
 
-    /// The 64 positions of term `term` from `block` (a multiple of 64), as bits.
-    fn word(&self, term: usize, block: Pos) -> u64 {
+    /// The positions of term `term` among the 64 from `block` (a multiple of 64), from where
+    /// its cursors stand, as bits.
+    fn word(&mut self, term: usize, block: Pos) -> u64 {
         let (_, start, end) = self.terms[term];
         self.members[start..end]
-            .iter()
-            .fold(0, |w, (bitmap, _)| w | bitmap.word(block))
+            .iter_mut()
+            .fold(0, |w, cursor| w | cursor.word(block))
     }
 
     /// The least position at or after `pos` in term `term` (`Pos::MAX` if none).
     fn seek(&mut self, term: usize, pos: Pos) -> Pos {
         let (_, start, end) = self.terms[term];
-        let mut least = Pos::MAX;
-        for (bitmap, at) in &mut self.members[start..end] {
-            if *at < pos {
-                *at = bitmap.seek(pos).unwrap_or(Pos::MAX);
-            }
-            least = least.min(*at);
-        }
-        least
+        self.members[start..end]
+            .iter_mut()
+            .fold(Pos::MAX, |least, cursor| least.min(cursor.seek(pos)))
     }
 }
 

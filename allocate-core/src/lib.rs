@@ -63,8 +63,8 @@ pub mod wire;
 
 pub use config::{Config, Limits};
 pub use engine::snapshot::{AgentSnapshot, AllocationSnapshot, ResourceSnapshot};
-pub use engine::{Engine, Snapshot, Stats};
-pub use error::{Error, ErrorCode, Result};
+pub use engine::{Engine, Registered, SessionId, Snapshot, Stats};
+pub use error::{Error, ErrorCode, Result, SessionError};
 pub use filter::InventoryFilter;
 pub use ids::{IdSource, SeededIds};
 pub use model::{

@@ -1,6 +1,7 @@
 //! The one error type of the HTTP layer, rendered as the contract's failure envelope.
 
 use crate::auth::Unauthorized;
+use crate::driver::DriverError;
 use allocate_core::wire::{Envelope, Refusal};
 use allocate_core::ErrorCode;
 use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -28,9 +29,6 @@ pub enum ApiError {
         /// The path asked for.
         path: String,
     },
-    /// The server is stopping.
-    #[error("the server is shutting down")]
-    ShuttingDown,
     /// A fault of ours; the cause is logged, not shown.
     #[error("internal error")]
     Internal(&'static str),
@@ -40,11 +38,6 @@ impl ApiError {
     /// A malformed or out-of-range request (400 `invalid_request`).
     pub fn invalid(message: impl Into<String>) -> Self {
         ApiError::Core(allocate_core::Error::Invalid(message.into()))
-    }
-
-    /// The caller's token does not allow this (403 `forbidden`).
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        ApiError::Core(allocate_core::Error::Forbidden(message.into()))
     }
 
     /// The HTTP status, which the envelope repeats.
@@ -57,13 +50,12 @@ impl ApiError {
     }
 
     /// The contract's code; `None` only for 405, which the table has no code for.
-    fn code(&self) -> Option<ErrorCode> {
+    pub fn code(&self) -> Option<ErrorCode> {
         Some(match self {
             ApiError::Core(e) => e.code(),
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::NoRoute(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed { .. } => return None,
-            ApiError::ShuttingDown => ErrorCode::ShuttingDown,
             ApiError::Internal(_) => ErrorCode::Internal,
         })
     }
@@ -83,6 +75,16 @@ impl ApiError {
     /// The failure envelope `{"status", "error": {"code", "message"}}` as text.
     pub fn envelope_text(&self) -> String {
         Envelope::<()>::Refused(self.refusal()).to_text()
+    }
+}
+
+impl From<DriverError> for ApiError {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Refused(e) => ApiError::Core(e),
+            DriverError::Stopped => ApiError::Core(allocate_core::Error::ShuttingDown),
+            DriverError::Lost => ApiError::Internal("the engine task stopped during a call"),
+        }
     }
 }
 
@@ -138,10 +140,15 @@ mod tests {
                 405,
                 "method_not_allowed",
             ),
-            (ApiError::ShuttingDown, 503, "shutting_down"),
+            (
+                allocate_core::Error::ShuttingDown.into(),
+                503,
+                "shutting_down",
+            ),
+            (DriverError::Stopped.into(), 503, "shutting_down"),
             (Unauthorized::Missing.into(), 401, "unauthorized"),
             (
-                ApiError::forbidden("needs an admin token"),
+                allocate_core::Error::Forbidden("needs an admin token".into()).into(),
                 403,
                 "forbidden",
             ),
@@ -166,7 +173,8 @@ mod tests {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         let challenge = response.headers()[WWW_AUTHENTICATE].to_str().unwrap();
         assert!(challenge.starts_with("Bearer ") && challenge.contains("invalid_token"));
-        let forbidden = ApiError::forbidden("no").into_response();
+        let forbidden =
+            ApiError::from(allocate_core::Error::Forbidden("no".into())).into_response();
         assert!(!forbidden.headers().contains_key(WWW_AUTHENTICATE));
     }
 }

@@ -1,26 +1,40 @@
-//! The allocate server and the reference agent.
+//! The allocate server. The reference agent is its own crate, `allocate-agent`.
 //!
-//! The server is a thin shell over `allocate-core`: one task owns the engine
-//! (`engine_task`), handlers and sockets send it jobs, one timer fires its deadlines, and its
-//! outputs go to per-socket bounded queues. Every decision is the engine's. Start it with
-//! [`run`] on any listener (tests use `127.0.0.1:0`).
+//! The server is a thin shell over `allocate-core`: one task owns the engine (the
+//! [`driver`](crate::driver)), handlers and sockets call its typed methods, one timer fires
+//! its deadlines, and its outputs go to per-socket bounded queues. Every decision is the
+//! engine's. Start it with [`run`] on any listener (tests use `127.0.0.1:0`).
+//!
+//! The modules form layers; each imports only from the layers before it, never from its
+//! own layer's other modules or from a later one (a test, `layers`, checks every
+//! `crate::` path against this order):
+//!
+//! 1. leaves: `clock`, `events` (log lines), `metrics`, `auth` (who may do what: pure rules,
+//!    no HTTP types), `journal`, `config`;
+//! 2. `driver`: the engine's task (job channel, loop and timer, socket registry, delivery
+//!    with journal hold-back), reached only through the typed methods of its handle;
+//! 3. `error`: the one error type of the HTTP layer and its envelope;
+//! 4. `sockets`: the `/allocate/` and `/agent/` socket tasks;
+//! 5. `dashboard`: the live feed's publisher and socket;
+//! 6. `state`: what handlers share;
+//! 7. `routes`: the router and its handlers;
+//! 8. `server`: [`run`].
 
-pub mod agent;
 mod auth;
 mod clock;
 mod config;
 mod dashboard;
-mod engine_task;
+mod driver;
 mod error;
 mod events;
-mod extract;
 mod journal;
+#[cfg(test)]
+mod layers;
 mod metrics;
 mod routes;
 mod server;
-mod ws;
-mod ws_agent;
-mod ws_client;
+mod sockets;
+mod state;
 
 pub use auth::tokens::{LineProblem, Tokens, TokensError};
 pub use config::{Args, ConfigError, ServerConfig};

@@ -2,9 +2,12 @@
 
 use crate::clock::RandomIds;
 use crate::config::ServerConfig;
-use crate::engine_task::{self, EngineHandle, EngineState, EngineTask};
+use crate::dashboard::Hub;
+use crate::driver::{self, DriverTask};
 use crate::journal::{self, Journal};
 use crate::routes;
+use crate::sockets::Shared;
+use crate::state::AppState;
 use allocate_core::Engine;
 use axum::serve::ListenerExt;
 use std::future::Future;
@@ -16,21 +19,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::{error, info, warn};
-
-/// What every handler and socket task shares.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The way to the engine task.
-    pub engine: EngineHandle,
-    /// The settings.
-    pub config: Arc<ServerConfig>,
-    /// Becomes `true` (or closes) when shutdown begins.
-    pub stopping: watch::Receiver<bool>,
-    /// Cloned into every socket; shutdown waits until all are dropped.
-    pub alive: mpsc::Sender<()>,
-    /// The dashboard's live feed.
-    pub dashboard: crate::dashboard::Hub,
-}
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, tells
 /// clients still waiting `503 shutting_down`, closes every socket and returns.
@@ -45,15 +33,17 @@ pub async fn run(
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
     let (engine, journal) = open_engine(&config).await?;
-    let (engine, EngineTask { join, failed }) = engine_task::spawn(engine, journal);
+    let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
     let state = AppState {
-        engine: engine.clone(),
-        config: Arc::new(config),
-        stopping: stop_rx,
-        alive: alive_tx,
-        dashboard: crate::dashboard::Hub::default(),
+        shared: Shared {
+            driver: driver.clone(),
+            config: Arc::new(config),
+            stopping: stop_rx,
+            alive: alive_tx,
+        },
+        dashboard: Hub::default(),
     };
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {
@@ -62,7 +52,7 @@ pub async fn run(
             Ok(()) = failed => error!("the journal failed; shutting down"),
         }
         let _ = stop_tx.send(true);
-        let _ = engine.call(EngineState::shutdown).await;
+        let _ = driver.shutdown().await;
     };
     // Without TCP_NODELAY a small websocket frame written right after another (`released`,
     // then the close) waits for the peer's delayed ACK: tens of milliseconds per cycle.
@@ -107,14 +97,14 @@ async fn open_engine(config: &ServerConfig) -> io::Result<(Engine, Option<Journa
 /// end; returns the journal's failure if that is what ended it.
 async fn wait_for_sockets(
     mut alive: mpsc::Receiver<()>,
-    engine_task: JoinHandle<engine_task::Ended>,
+    driver_task: JoinHandle<driver::Ended>,
     grace: Duration,
-) -> engine_task::Ended {
+) -> driver::Ended {
     let grace_ms = grace.as_millis();
     if timeout(grace, alive.recv()).await.is_err() {
         warn!(grace_ms, "some sockets did not close in time");
     }
-    let Ok(joined) = timeout(grace, engine_task).await else {
+    let Ok(joined) = timeout(grace, driver_task).await else {
         warn!(grace_ms, "the engine task did not stop in time");
         return Ok(());
     };

@@ -4,7 +4,8 @@
 //! - A client of a running server ([`client`], [`allocation`]): inventory, allocations that wait
 //!   in the queue and release on exit, extend and release; HTTP with reqwest and websockets with
 //!   tokio-tungstenite on a runtime this module owns ([`runtime`]).
-//! - The real server in-process ([`server`]) and a small agent to register resources ([`agent`]).
+//! - The real server in-process ([`server`]; with the cargo feature `server`, on by default,
+//!   else a stand-in that raises) and a small agent to register resources ([`agent`]).
 //! - The engine itself ([`engine`]) with a manual clock ([`clock`]) and a Python matching
 //!   policy ([`policy`]), for simulations and deterministic tests.
 //!
@@ -24,6 +25,10 @@ mod outputs;
 mod policy;
 mod pylog;
 mod runtime;
+#[cfg(feature = "server")]
+mod server;
+#[cfg(not(feature = "server"))]
+#[path = "no_server.rs"]
 mod server;
 mod types;
 

@@ -72,8 +72,23 @@ static void test_errors_and_helpers(void) {
   EXPECT(allocate_engine_handle_timeout(NULL, T0) == ALLOCATE_NULL_PARAMETER);
   EXPECT(allocate_engine_new(&config, 1, &e) == ALLOCATE_OK);
   allocate_engine_free(e);
+
+  /* Freeing null is a no-op that leaves the last error alone. */
+  EXPECT(allocate_uuid_parse("nope", &id) == ALLOCATE_INVALID_REQUEST);
   allocate_engine_free(NULL);
   allocate_string_free(NULL);
+  EXPECT(allocate_last_error_message(buf, sizeof buf, &len) == ALLOCATE_OK && len > 0);
+  EXPECT(strstr(buf, "nope") != NULL);
+
+  /* A null handle is a null parameter, never a crash, in every kind of call on it. */
+  char *json = NULL;
+  struct allocate_output out;
+  EXPECT(allocate_engine_snapshot_json(NULL, &json) == ALLOCATE_NULL_PARAMETER && json == NULL);
+  EXPECT(allocate_engine_poll_output(NULL, &out) == ALLOCATE_NULL_PARAMETER);
+  EXPECT(allocate_engine_inventory_json(NULL, &json) == ALLOCATE_NULL_PARAMETER && json == NULL);
+  EXPECT(allocate_engine_set_policy(NULL, NULL, NULL, NULL) == ALLOCATE_NULL_PARAMETER);
+  EXPECT(allocate_last_error_message(buf, sizeof buf, NULL) == ALLOCATE_OK);
+  EXPECT(strcmp(buf, "engine must not be null") == 0);
 }
 
 static void test_lifecycle_static(void) {

@@ -106,7 +106,7 @@ impl Engine {
         }
         let expires = self.lease_end(req.expires, "requirements.expires")?;
         self.next_seq += 1;
-        let allocation = Allocation {
+        let allocation = Box::new(Allocation {
             id,
             requirements: req.clone(),
             criteria: Criteria::of(req),
@@ -118,7 +118,7 @@ impl Engine {
             inventory_id: None,
             connection: None,
             deadline: None,
-        };
+        });
         self.allocations.insert(id, allocation);
         self.place_or_queue(id);
         Ok(())

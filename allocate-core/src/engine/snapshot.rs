@@ -155,16 +155,8 @@ impl Engine {
                 }
             })
             .collect();
-        let mut live: Vec<&Allocation> = self
-            .allocations
-            .values()
-            .filter(|a| !a.state.is_terminal())
-            .collect();
-        live.sort_unstable_by_key(|a| a.seq);
-        let ended = self.ended.iter().filter_map(|id| self.allocations.get(id));
-        let allocations = live
-            .into_iter()
-            .chain(ended)
+        let allocations = self
+            .remembered()
             .map(|a| AllocationSnapshot {
                 allocation_id: a.id,
                 requirements: a.requirements.clone(),
@@ -286,7 +278,7 @@ impl Engine {
         }
         self.allocations.insert(
             id,
-            Allocation {
+            Box::new(Allocation {
                 id,
                 requirements: s.requirements.clone(),
                 criteria,
@@ -298,7 +290,7 @@ impl Engine {
                 inventory_id: s.inventory_id,
                 connection: s.connection.clone(),
                 deadline: s.deadline,
-            },
+            }),
         );
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! Who may do what: bearer tokens from a tokens file ([`tokens`]), checked by a middleware on
-//! every route but `/`, `/healthz` and `/metrics`, and the role checks the handlers make.
+//! Who may do what, as pure rules over plain data (no HTTP types): bearer tokens from a
+//! tokens file ([`tokens`]), who a token makes the caller ([`identify`]), and the role checks
+//! that handlers and the driver make. The routes' middleware finds the token in the request.
 //!
 //! The rules (`docs/security.md` has the table):
 //! - `agent`: serves `/agent/`, only for its bound `agent_id` when it has one;
@@ -13,26 +14,11 @@
 
 pub mod tokens;
 
-use crate::error::ApiError;
-use crate::server::AppState;
-use allocate_core::AllocationInfo;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
-use axum::http::request::Parts;
-use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use allocate_core::{AllocationInfo, Error};
 use std::fmt;
 use thiserror::Error;
-use tokens::Role;
+use tokens::{Role, Tokens};
 use uuid::Uuid;
-
-/// The websocket subprotocol the server selects when a browser sends its token as another
-/// offered subprotocol, `bearer.<token>` (browsers cannot set headers on a websocket).
-pub const SUBPROTOCOL: &str = "allocate";
-
-/// Prefix of the offered subprotocol that carries a token.
-const SUBPROTOCOL_TOKEN_PREFIX: &str = "bearer.";
 
 /// Why a request was not authenticated (401). No variant holds the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
@@ -88,13 +74,13 @@ impl Caller {
     }
 
     /// A 403 for this caller, logged with who it is.
-    fn forbid(&self, message: String) -> ApiError {
+    fn forbid(&self, message: String) -> Error {
         tracing::info!(caller = %self, "forbidden: {message}");
-        ApiError::forbidden(message)
+        Error::Forbidden(message)
     }
 
     /// Admins only (`PATCH /inventory/{id}`).
-    pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
+    pub fn require_admin(&self, what: &str) -> Result<(), Error> {
         if self.is_admin() {
             Ok(())
         } else {
@@ -103,7 +89,7 @@ impl Caller {
     }
 
     /// Users and admins: opening or listing allocations.
-    pub fn require_allocator(&self, what: &str) -> Result<(), ApiError> {
+    pub fn require_allocator(&self, what: &str) -> Result<(), Error> {
         match self {
             Caller::Bearer(Role::Agent(_)) => Err(self.forbid(format!(
                 "{what} needs a user or admin token, not an agent token"
@@ -113,7 +99,7 @@ impl Caller {
     }
 
     /// Agents and admins: `/agent/`.
-    pub fn require_agent(&self) -> Result<(), ApiError> {
+    pub fn require_agent(&self) -> Result<(), Error> {
         match self {
             Caller::Bearer(Role::User(_)) => {
                 Err(self
@@ -124,7 +110,7 @@ impl Caller {
     }
 
     /// A user requests allocations only as its own username.
-    pub fn check_username(&self, username: &str) -> Result<(), ApiError> {
+    pub fn check_username(&self, username: &str) -> Result<(), Error> {
         match self {
             Caller::Bearer(Role::User(own)) if own != username => Err(self.forbid(format!(
                 "requirements.username {username:?} is not {own:?}, the username of this token"
@@ -134,7 +120,7 @@ impl Caller {
     }
 
     /// An agent token bound to an `agent_id` registers only that agent.
-    pub fn check_agent_id(&self, agent_id: Uuid) -> Result<(), ApiError> {
+    pub fn check_agent_id(&self, agent_id: Uuid) -> Result<(), Error> {
         match self {
             Caller::Bearer(Role::Agent(Some(own))) if *own != agent_id => Err(self.forbid(
                 format!("agent_id {agent_id} is not {own}, the agent this token is bound to"),
@@ -152,7 +138,7 @@ impl Caller {
     }
 
     /// The owner of an allocation, or an admin: who may see, extend or free it.
-    pub fn check_owner(&self, info: &AllocationInfo) -> Result<(), ApiError> {
+    pub fn check_owner(&self, info: &AllocationInfo) -> Result<(), Error> {
         self.require_allocator("/allocate/{id}")?;
         if self.sees(&info.username) {
             Ok(())
@@ -165,72 +151,19 @@ impl Caller {
     }
 }
 
-/// The middleware of every guarded route: finds the caller or answers 401.
-pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    match identify(&app, req.headers()) {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(e) => {
-            tracing::info!(path = req.uri().path(), "unauthorized: {e}");
-            ApiError::Unauthorized(e).into_response()
-        }
-    }
-}
-
-/// The caller that these headers show.
-fn identify(app: &AppState, headers: &HeaderMap) -> Result<Caller, Unauthorized> {
-    let Some(table) = app.config.tokens.table() else {
+/// The caller a request makes with the token it presented (`presented`: the token, or why
+/// none was found): anyone when no tokens are configured, else the role of a known token.
+pub fn identify(
+    tokens: &Tokens,
+    presented: Result<&str, Unauthorized>,
+) -> Result<Caller, Unauthorized> {
+    let Some(table) = tokens.table() else {
         return Ok(Caller::Anyone);
     };
-    let token = bearer_token(headers)?;
     table
-        .role_of(token)
+        .role_of(presented?)
         .map(|role| Caller::Bearer(role.clone()))
         .ok_or(Unauthorized::Unknown)
-}
-
-/// The token of `Authorization: Bearer <token>`, else, on a websocket upgrade, of an offered
-/// `bearer.<token>` subprotocol.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, Unauthorized> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| Unauthorized::Malformed)?;
-        let (scheme, token) = value
-            .trim()
-            .split_once(char::is_whitespace)
-            .ok_or(Unauthorized::Malformed)?;
-        let token = token.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-            return Err(Unauthorized::Malformed);
-        }
-        return Ok(token);
-    }
-    if !headers.contains_key(UPGRADE) {
-        return Err(Unauthorized::Missing);
-    }
-    headers
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix(SUBPROTOCOL_TOKEN_PREFIX))
-        .filter(|token| !token.is_empty())
-        .ok_or(Unauthorized::Missing)
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or(ApiError::Internal(
-                "a guarded handler on a route without authentication",
-            ))
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 use super::*;
 use allocate_core::{AllocationState, ErrorCode};
-use axum::http::HeaderValue;
 
 fn user(name: &str) -> Caller {
     Caller::Bearer(Role::User(name.into()))
@@ -14,11 +13,8 @@ fn agent(id: Option<u128>) -> Caller {
     Caller::Bearer(Role::Agent(id.map(Uuid::from_u128)))
 }
 
-fn code(result: Result<(), ApiError>) -> Option<ErrorCode> {
-    result.err().map(|e| match e {
-        ApiError::Core(core) => core.code(),
-        other => panic!("unexpected {other:?}"),
-    })
+fn code(result: Result<(), Error>) -> Option<ErrorCode> {
+    result.err().map(|e| e.code())
 }
 
 fn allocation_of(username: &str) -> AllocationInfo {
@@ -78,73 +74,6 @@ fn agents_serve_only_their_own_agent_id() {
         assert_eq!(code(caller.check_owner(&allocation_of("alice"))), forbidden);
         assert!(!caller.sees("alice"));
     }
-}
-
-fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        map.append(*name, HeaderValue::from_str(value).unwrap());
-    }
-    map
-}
-
-#[test]
-fn the_token_comes_from_the_header_or_an_offered_subprotocol() {
-    let token = |pairs: &[(&'static str, &str)]| bearer_token(&headers(pairs)).map(str::to_owned);
-    assert_eq!(token(&[("authorization", "Bearer abc")]), Ok("abc".into()));
-    assert_eq!(
-        token(&[("authorization", "bearer  abc ")]),
-        Ok("abc".into())
-    );
-    assert_eq!(token(&[("authorization", "Bearer\tabc")]), Ok("abc".into()));
-    assert_eq!(token(&[]), Err(Unauthorized::Missing));
-    assert_eq!(
-        token(&[("authorization", "Basic YWxhZGRpbg==")]),
-        Err(Unauthorized::Malformed)
-    );
-    assert_eq!(
-        token(&[("authorization", "Bearer")]),
-        Err(Unauthorized::Malformed)
-    );
-    assert_eq!(
-        token(&[("authorization", "Bearer ")]),
-        Err(Unauthorized::Malformed)
-    );
-    assert_eq!(
-        token(&[
-            ("upgrade", "websocket"),
-            ("sec-websocket-protocol", "allocate, bearer.abc")
-        ]),
-        Ok("abc".into())
-    );
-    assert_eq!(
-        token(&[
-            ("upgrade", "websocket"),
-            ("sec-websocket-protocol", "allocate"),
-            ("sec-websocket-protocol", "bearer.xyz")
-        ]),
-        Ok("xyz".into())
-    );
-    assert_eq!(
-        token(&[
-            ("upgrade", "websocket"),
-            ("sec-websocket-protocol", "allocate, bearer.")
-        ]),
-        Err(Unauthorized::Missing)
-    );
-    assert_eq!(
-        token(&[
-            ("authorization", "Bearer h"),
-            ("sec-websocket-protocol", "bearer.s")
-        ]),
-        Ok("h".into()),
-        "the header wins"
-    );
-    assert_eq!(
-        token(&[("sec-websocket-protocol", "bearer.abc")]),
-        Err(Unauthorized::Missing),
-        "only on a websocket upgrade"
-    );
 }
 
 #[test]

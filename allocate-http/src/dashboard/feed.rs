@@ -15,9 +15,10 @@
 
 use super::view::{self, Hello};
 use crate::auth::Caller;
+use crate::clock;
+use crate::driver::CLOSE_GOING_AWAY;
 use crate::error::ApiError;
-use crate::server::AppState;
-use crate::ws::CLOSE_GOING_AWAY;
+use crate::sockets::Shared;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -87,7 +88,7 @@ impl Hub {
 
     /// Takes a place among the subscribers (409 beyond [`SUBSCRIBERS_MAX`]) and starts the
     /// publisher if it is not running.
-    pub fn subscribe(&self, app: &AppState) -> Result<Subscription, ApiError> {
+    pub fn subscribe(&self, app: &Shared) -> Result<Subscription, ApiError> {
         let mut counts = self.counts();
         if counts.subscribers >= SUBSCRIBERS_MAX {
             return Err(allocate_core::Error::Conflict(format!(
@@ -123,7 +124,7 @@ impl Hub {
 
 /// The publisher: looks at the engine's change counter and publishes a new snapshot when it
 /// moved, until nobody subscribes or the server stops.
-async fn publish(hub: Hub, app: AppState) {
+async fn publish(hub: Hub, app: Shared) {
     let mut stopping = app.stopping.clone();
     let mut seen: Option<u64> = None;
     loop {
@@ -145,15 +146,14 @@ async fn publish(hub: Hub, app: AppState) {
 
 /// Publishes a snapshot if the engine changed since `seen`; returns how long the look
 /// took, or `None` when the engine task is gone.
-async fn publish_once(hub: &Hub, app: &AppState, seen: &mut Option<u64>) -> Option<Duration> {
+async fn publish_once(hub: &Hub, app: &Shared, seen: &mut Option<u64>) -> Option<Duration> {
     let started = Instant::now();
     let last = *seen;
     let built = app
-        .engine
-        .call(move |s| {
-            let engine = s.engine();
+        .driver
+        .read(move |engine| {
             let changes = engine.changes();
-            let now = crate::clock::now().as_secs();
+            let now = clock::now().as_secs();
             let text = (last != Some(changes)).then(|| view::snapshot_text(engine, now, None));
             (changes, text)
         })
@@ -172,10 +172,10 @@ async fn publish_once(hub: &Hub, app: &AppState, seen: &mut Option<u64>) -> Opti
 
 /// Serves one feed socket: the hello, then every new snapshot, until the dashboard leaves,
 /// falls behind, goes silent, or the server stops.
-pub async fn serve(ws: WebSocket, app: AppState, caller: Caller, subscription: Subscription) {
+pub async fn serve(ws: WebSocket, app: Shared, caller: Caller, subscription: Subscription) {
     let _alive = app.alive.clone();
     let mut feed = Feed::new(ws, &app, subscription);
-    let hello = Hello::new(&caller, crate::clock::now().as_secs());
+    let hello = Hello::new(&caller, clock::now().as_secs());
     let Ok(hello) = view::envelope_text(&hello) else {
         return;
     };
@@ -221,7 +221,7 @@ enum Ending {
 }
 
 impl Feed {
-    fn new(ws: WebSocket, app: &AppState, mut subscription: Subscription) -> Feed {
+    fn new(ws: WebSocket, app: &Shared, mut subscription: Subscription) -> Feed {
         let every = app.config.ping_interval;
         let mut pings = tokio::time::interval_at(Instant::now() + every, every);
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -332,23 +332,22 @@ mod tests {
     use super::*;
     use crate::clock::RandomIds;
     use crate::config::ServerConfig;
-    use crate::engine_task;
+    use crate::driver;
     use allocate_core::{Config, Engine};
     use tokio::sync::mpsc;
 
-    fn app() -> (AppState, watch::Sender<bool>) {
+    fn app() -> (Shared, Hub, watch::Sender<bool>) {
         let engine = Engine::new(Config::default(), Box::new(RandomIds));
-        let (engine, _task) = engine_task::spawn(engine, None);
+        let (driver, _task) = driver::spawn(engine, None);
         let (stop, stopping) = watch::channel(false);
         let (alive, _) = mpsc::channel(1);
-        let app = AppState {
-            engine,
+        let app = Shared {
+            driver,
             config: Arc::new(ServerConfig::default()),
             stopping,
             alive,
-            dashboard: Hub::default(),
         };
-        (app, stop)
+        (app, Hub::default(), stop)
     }
 
     async fn next_snapshot(sub: &mut Subscription) -> String {
@@ -362,8 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_are_bounded_and_the_publisher_runs_only_while_someone_listens() {
-        let (app, stop) = app();
-        let hub = app.dashboard.clone();
+        let (app, hub, stop) = app();
         let mut subs: Vec<Subscription> = (0..SUBSCRIBERS_MAX)
             .map(|_| hub.subscribe(&app).expect("room"))
             .collect();

@@ -14,7 +14,7 @@ mod format;
 mod hold;
 mod recover;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod writer;
 
 pub use error::JournalError;

@@ -10,7 +10,9 @@ use std::path::Path;
 
 const AGENT: Uuid = Uuid::from_u128(7);
 
-fn machine(host: Option<&str>) -> ResourceSpec {
+/// A one-CPU machine labelled `x`, reachable at `host` when one is given (shared with the
+/// driver's tests).
+pub(crate) fn machine(host: Option<&str>) -> ResourceSpec {
     ResourceSpec {
         inventory_id: None,
         labels: vec!["x".into()],

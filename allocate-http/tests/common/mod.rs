@@ -1,6 +1,6 @@
 //! Shared helpers: a real server on 127.0.0.1:0, a websocket client and an HTTP client.
+//! allocate-agent's end-to-end test uses them too (by path, so there is one copy).
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
-pub mod agent_proc;
 
 use allocate_http::{run, ServerConfig};
 use futures_util::{SinkExt, StreamExt};

@@ -1,0 +1,63 @@
+//! The reference agent, `allocate-agent`: puts this machine into an allocate server's inventory.
+//!
+//! It detects the machine ([`detect`]), registers it over `WEBSOCKET /agent/`, and answers
+//! the server's provision and release orders, either with the operator's commands
+//! ([`commands`]) or with static connection details sent in the registration ([`session`]
+//! holds the socket loop and its reconnects). `allocate-agent/AGENT.md` is the operator's guide.
+//!
+//! The `cli` feature (on by default) adds the command line (`config`, [`run`]) and the
+//! `allocate-agent` binary. Without it the crate is the session, the orders and the wire types,
+//! with neither clap nor a log subscriber: what the Python package builds on.
+#![warn(missing_docs)]
+
+pub mod commands;
+#[cfg(feature = "cli")]
+pub mod config;
+pub mod detect;
+pub mod orders;
+pub mod session;
+pub mod wire;
+
+#[cfg(feature = "cli")]
+pub use config::{Cli, ConfigError};
+pub use orders::Responder;
+pub use session::{Agent, Backoff, SessionError, Settings};
+pub use wire::{Answer, ProvisionOrder, Registration, ReleaseOrder, ServerMessage};
+
+#[cfg(feature = "cli")]
+use std::future::Future;
+
+/// Runs the agent that `cli` describes until `shutdown` resolves (or, with
+/// `--print-resources`, prints the registration and returns).
+#[cfg(feature = "cli")]
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), ConfigError> {
+    let agent_id = cli.resolve_agent_id()?;
+    let host = cli.resolve_host();
+    let static_connection = cli.static_connection(host.as_deref())?;
+    let responder = cli.responder(agent_id, host.as_deref(), static_connection.as_ref());
+    let resource = cli.resource(static_connection).await?;
+    let registration = Registration {
+        agent_id,
+        resources: vec![resource],
+    };
+    registration.validate().map_err(ConfigError::Invalid)?;
+    if cli.print_resources {
+        println!("{}", registration.to_redacted_pretty());
+        return Ok(());
+    }
+    let responder = responder.ok_or(ConfigError::NoResponder)?;
+    let (reconnect_min, reconnect_max) = cli.reconnect();
+    let settings = Settings {
+        server: cli.server.clone(),
+        token: cli.resolve_token()?,
+        registration,
+        responder,
+        reconnect_min,
+        reconnect_max,
+    };
+    let agent = Agent::new(settings)?;
+    tracing::info!(%agent_id, server = %cli.server, "agent starting");
+    agent.run(shutdown).await;
+    tracing::info!("agent stopped");
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Reading the engine's state on demand, as the contract's JSON.
+
+use crate::args::out;
+use crate::engine::{allocate_engine, lock};
+use crate::panic::guard;
+use crate::result::{allocate_result, Failure};
+use crate::strings::give_json;
+use crate::uuid::{allocate_uuid, uuid_arg};
+use std::ffi::c_char;
+
+/// The whole inventory as the contract's JSON list (never with credentials), into `json_out`
+/// (free with `allocate_string_free`).
+///
+/// # Safety
+/// `engine` live; `json_out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn allocate_engine_inventory_json(
+    engine: *mut allocate_engine,
+    json_out: *mut *mut c_char,
+) -> allocate_result {
+    guard(|| {
+        // SAFETY (both): the caller's contract.
+        let slot = unsafe { out(json_out, "json_out") }?;
+        let entries: Vec<_> = unsafe { lock(engine) }?.engine.inventory().collect();
+        give_json(&entries, slot)
+    })
+}
+
+/// One allocation as JSON (with its connection once ready), into `json_out` (free with
+/// `allocate_string_free`); `ALLOCATE_NOT_FOUND` when unknown or forgotten.
+///
+/// # Safety
+/// `engine` live; `allocation_id` readable; `json_out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn allocate_engine_allocation_json(
+    engine: *mut allocate_engine,
+    allocation_id: *const allocate_uuid,
+    json_out: *mut *mut c_char,
+) -> allocate_result {
+    guard(|| {
+        // SAFETY (all three): the caller's contract.
+        let id = unsafe { uuid_arg(allocation_id, "allocation_id") }?;
+        let slot = unsafe { out(json_out, "json_out") }?;
+        let info = unsafe { lock(engine) }?
+            .engine
+            .allocation(&id)
+            .ok_or_else(|| {
+                Failure::from(allocate_core::Error::NotFound {
+                    kind: "allocation",
+                    id: id.to_string(),
+                })
+            })?;
+        give_json(&info, slot)
+    })
+}

@@ -1,0 +1,289 @@
+//! Delivery: the engine's outputs and the handlers' replies on their way out. With a
+//! journal, what a change makes visible is held back until the writer says its records are
+//! on disk, so nobody sees a change that a crash could undo. A socket too far behind to take
+//! its frames is dropped, never waited for.
+
+use super::sockets::{Frame, Peer, CLOSE_NORMAL};
+use super::Driver;
+use crate::events;
+use crate::journal::{Holdback, Journal, Progress};
+use allocate_core::{Engine, Output, Recipient};
+use std::collections::HashMap;
+use std::fmt;
+use tokio::sync::watch;
+use tracing::warn;
+use uuid::Uuid;
+
+/// Records handed to the journal and not yet on disk, at most; at this bound the driver
+/// takes no new job (their senders wait, as at [`super::jobs::JOBS_MAX`]) until the disk
+/// catches up.
+const RECORDS_IN_FLIGHT_MAX: u64 = 1 << 16;
+
+/// Deliveries held back for the journal, at most; the same happens at this bound.
+const HELD_MAX: usize = 1 << 16;
+
+/// Something to hand over once the records it depends on are on disk.
+pub(super) enum Delivery {
+    /// Frames for one socket, in order.
+    Frames {
+        /// The socket, as it was when the frames were made.
+        peer: Peer,
+        frames: Vec<Frame>,
+        /// What dropping the socket means, should it be too far behind to take them.
+        owner: Owner,
+        /// For a held `queued` message: skipped when a newer one for the same allocation
+        /// is held too (see [`Outgoing::latest_queued`]).
+        supersede: Option<(Uuid, u64)>,
+    },
+    /// A handler's reply.
+    Reply(Box<dyn FnOnce() + Send>),
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Delivery::Frames { peer, frames, .. } => f
+                .debug_struct("Frames")
+                .field("peer", &peer.id())
+                .field("frames", &frames.len())
+                .finish_non_exhaustive(),
+            Delivery::Reply(_) => f.write_str("Reply"),
+        }
+    }
+}
+
+impl Delivery {
+    /// Frames for a socket that is closing anyway.
+    pub(super) fn closing(peer: Peer, frames: Vec<Frame>) -> Delivery {
+        Delivery::Frames {
+            peer,
+            frames,
+            owner: Owner::Closing,
+            supersede: None,
+        }
+    }
+}
+
+/// Whose socket a delivery goes to.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Owner {
+    /// The client of this allocation: dropping it counts as the client leaving.
+    Client(Uuid),
+    /// This agent: dropping it takes the agent's resources offline.
+    Agent(Uuid),
+    /// A socket that is closing anyway.
+    Closing,
+}
+
+/// The journal and what waits for it.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    /// Where records go (`None`: the server runs in memory).
+    journal: Option<Journal>,
+    /// Outputs and replies waiting for their records to be on disk.
+    hold: Holdback<Delivery>,
+    /// The newest held `queued` message of each allocation (a counter value): a client's
+    /// positions can change many times while one batch syncs, and only the last one counts,
+    /// so older ones are skipped rather than filling the client's queue.
+    latest_queued: HashMap<Uuid, u64>,
+    queued_count: u64,
+}
+
+impl Outgoing {
+    /// Deliveries journaled to `journal` (`None`: in memory, delivered at once).
+    pub(super) fn new(journal: Option<Journal>) -> Self {
+        let seq = journal.as_ref().map_or(0, Journal::appended);
+        Outgoing {
+            journal,
+            hold: Holdback::new(seq),
+            latest_queued: HashMap::new(),
+            queued_count: 0,
+        }
+    }
+
+    /// The journal writer's progress reports (none in memory).
+    pub(super) fn progress(&self) -> Option<watch::Receiver<Progress>> {
+        self.journal.as_ref().map(Journal::progress)
+    }
+
+    /// Takes the journal out, to close it when the driver stops.
+    pub(super) fn take_journal(&mut self) -> Option<Journal> {
+        self.journal.take()
+    }
+
+    /// Hands the engine's new records to the journal: deliveries from now on wait for them.
+    pub(super) fn collect(&mut self, engine: &mut Engine) {
+        if let Some(journal) = &mut self.journal {
+            let seq = journal.append(engine.take_records());
+            self.hold.appended(seq);
+        }
+    }
+
+    /// Whether the disk is so far behind that no new job should start.
+    pub(super) fn backlogged(&self) -> bool {
+        self.hold.in_flight() >= RECORDS_IN_FLIGHT_MAX || self.hold.len() >= HELD_MAX
+    }
+
+    /// Hands the journal a snapshot when one is due (after [`Driver::route`], so that it is
+    /// the state after the last record).
+    pub(super) fn snapshot_if_due(&mut self, engine: &Engine) {
+        if let Some(journal) = &mut self.journal {
+            if journal.snapshot_due() {
+                journal.snapshot(engine.snapshot());
+            }
+        }
+    }
+
+    /// Marks a `queued` message for `allocation_id` as the newest one, when it may be held.
+    fn supersede(&mut self, allocation_id: Uuid) -> Option<(Uuid, u64)> {
+        self.journal.as_ref()?;
+        self.queued_count += 1;
+        self.latest_queued.insert(allocation_id, self.queued_count);
+        Some((allocation_id, self.queued_count))
+    }
+
+    /// Whether a held `queued` message is still the newest of its allocation.
+    fn is_latest(&mut self, (allocation_id, n): (Uuid, u64)) -> bool {
+        if self.latest_queued.get(&allocation_id) != Some(&n) {
+            return false; // a newer position is held behind it
+        }
+        self.latest_queued.remove(&allocation_id);
+        true
+    }
+}
+
+impl Driver {
+    /// Hands a job's reply over once what the job changed is durable.
+    pub(super) fn reply(&mut self, send: Box<dyn FnOnce() + Send>) {
+        self.outgoing.collect(&mut self.engine);
+        self.dispatch(Delivery::Reply(send));
+    }
+
+    /// Delivers now when nothing is pending, or holds back until the journal catches up.
+    pub(super) fn dispatch(&mut self, delivery: Delivery) {
+        if let Some(delivery) = self.outgoing.hold.pass(delivery) {
+            self.deliver(delivery);
+        }
+    }
+
+    /// Records up to `seq` are on disk: delivers what waited for them, in order.
+    pub(super) fn durable(&mut self, seq: u64) {
+        self.outgoing.hold.durable(seq);
+        while let Some(delivery) = self.outgoing.hold.pop_ready() {
+            self.deliver(delivery);
+        }
+    }
+
+    /// Hands one delivery over: runs a reply, or queues frames on their socket.
+    fn deliver(&mut self, delivery: Delivery) {
+        let (peer, frames, owner, supersede) = match delivery {
+            Delivery::Reply(send) => return send(),
+            Delivery::Frames {
+                peer,
+                frames,
+                owner,
+                supersede,
+            } => (peer, frames, owner, supersede),
+        };
+        if supersede.is_some_and(|s| !self.outgoing.is_latest(s)) {
+            return;
+        }
+        for frame in frames {
+            if !peer.push(frame) {
+                return self.drop_peer(&peer, owner);
+            }
+        }
+    }
+
+    /// Drops a socket that cannot take more; if it is still its client's or agent's current
+    /// socket, that client or agent counts as gone.
+    fn drop_peer(&mut self, peer: &Peer, owner: Owner) {
+        peer.kill();
+        match owner {
+            Owner::Client(allocation_id) => {
+                if self.sockets.remove_client_if(&allocation_id, peer.id()) {
+                    warn!(%allocation_id, "dropping a client that fell behind");
+                    self.forget_client(allocation_id);
+                }
+            }
+            Owner::Agent(agent_id) => {
+                if self.forget_agent(peer.id()) {
+                    warn!(%agent_id, "dropped an agent that fell behind");
+                }
+            }
+            Owner::Closing => {}
+        }
+    }
+
+    /// Drains the engine's outputs to their sockets.
+    pub(super) fn route(&mut self) {
+        self.outgoing.collect(&mut self.engine);
+        while let Some(output) = self.engine.poll_output() {
+            if let Output::Queued { allocation_id, .. } = &output {
+                // A new position for a client whose socket is gone or closing would be
+                // written only to be dropped. When thousands of waiting clients leave at
+                // once, each leaving moves all behind it: that writing was the whole cost.
+                if !self.sockets.client_open(allocation_id) {
+                    continue;
+                }
+            }
+            self.observe(&output);
+            let text = output.to_text();
+            match output.recipient() {
+                Recipient::Client(id) => {
+                    let queued = matches!(output, Output::Queued { .. });
+                    self.send_to_client(id, text, output.is_final(), queued);
+                }
+                Recipient::Agent(id) => self.send_to_agent(id, text),
+            }
+        }
+    }
+
+    /// Sends an output to its allocation's client; the last one closes the socket.
+    fn send_to_client(&mut self, allocation_id: Uuid, text: String, last: bool, queued: bool) {
+        let Some(peer) = self.sockets.client(&allocation_id).cloned() else {
+            return;
+        };
+        let mut frames = vec![Frame::Text(text)];
+        if last {
+            frames.push(Frame::Close(CLOSE_NORMAL, "allocation ended"));
+            self.sockets.remove_client(&allocation_id);
+        }
+        let supersede = if queued {
+            self.outgoing.supersede(allocation_id)
+        } else {
+            None
+        };
+        self.dispatch(Delivery::Frames {
+            peer,
+            frames,
+            owner: Owner::Client(allocation_id),
+            supersede,
+        });
+    }
+
+    /// Sends a message to the socket that speaks for `agent_id`.
+    pub(super) fn send_to_agent(&mut self, agent_id: Uuid, text: String) {
+        let Some(peer) = self.sockets.agent(&agent_id).cloned() else {
+            return;
+        };
+        self.dispatch(Delivery::Frames {
+            peer,
+            frames: vec![Frame::Text(text)],
+            owner: Owner::Agent(agent_id),
+            supersede: None,
+        });
+    }
+
+    /// Feeds the metrics and logs the event.
+    fn observe(&mut self, output: &Output) {
+        if let Output::Ready { allocation_id, .. } = output {
+            if let Some(a) = self.engine.allocation(allocation_id) {
+                let now = self.engine.now().as_millis();
+                self.metrics
+                    .observe_ready(now.saturating_sub(a.created_at.as_millis()));
+            }
+        }
+        events::log(output);
+    }
+}

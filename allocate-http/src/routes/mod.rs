@@ -1,0 +1,117 @@
+//! The HTTP endpoints of the contract, each a thin call into the driver. Every route but
+//! `/` (and the dashboard's files), `/healthz` and `/metrics` passes
+//! [`authn::authenticate`] first; handlers check the caller's role (see [`crate::auth`]).
+//!
+//! Submodules: [`authn`] and [`extract`] (what handlers take from a request), then the
+//! handlers ([`inventory`], [`allocations`], [`dashboard`]) and the page's files
+//! ([`assets`]).
+
+mod allocations;
+mod assets;
+mod authn;
+mod dashboard;
+mod extract;
+mod inventory;
+
+use crate::error::{self, ApiError};
+use crate::state::AppState;
+use allocate_core::wire::Envelope;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use serde::{Serialize, Serializer};
+use std::cell::Cell;
+
+/// Every route, each with and without its trailing slash, and envelope fallbacks.
+pub fn router(state: AppState) -> Router {
+    let guarded: [(&str, MethodRouter<AppState>); 6] = [
+        ("/inventory", get(inventory::list)),
+        (
+            "/inventory/{id}",
+            get(inventory::get_one).patch(inventory::patch),
+        ),
+        ("/allocate", get(allocations::socket_or_list)),
+        (
+            "/allocate/{id}",
+            get(allocations::get_one)
+                .delete(allocations::delete)
+                .patch(allocations::patch),
+        ),
+        ("/agent", get(allocations::agent_socket)),
+        ("/dashboard/feed", get(dashboard::feed)),
+    ];
+    // Open: no credentials or usernames in their answers (the dashboard's data needs a token).
+    let open: [(&str, MethodRouter<AppState>); 2] =
+        [("/healthz", get(healthz)), ("/metrics", get(metrics))];
+    let authenticate = middleware::from_fn_with_state(state.clone(), authn::authenticate);
+    let router = with_slashes(Router::new(), guarded)
+        .route_layer(authenticate)
+        .merge(assets::page_routes());
+    with_slashes(router, open)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::no_route)
+        .with_state(state)
+}
+
+/// Adds each route with and without its trailing slash.
+fn with_slashes<const N: usize>(
+    mut router: Router<AppState>,
+    routes: [(&str, MethodRouter<AppState>); N],
+) -> Router<AppState> {
+    for (path, method_router) in routes {
+        router = router
+            .route(path, method_router.clone())
+            .route(&format!("{path}/"), method_router);
+    }
+    router
+}
+
+/// `{"status": 200, "data": data}` as a JSON response.
+///
+/// Serialized straight to bytes: going through a `serde_json::Value` tree first made
+/// `GET /inventory/` of 100,000 resources take seconds and hundreds of MiB.
+fn ok(data: impl Serialize) -> Result<Response, ApiError> {
+    Ok(json_response(ok_bytes(data, 256)?))
+}
+
+/// The bytes of `{"status": 200, "data": data}`, in a buffer that starts with `capacity` bytes.
+fn ok_bytes(data: impl Serialize, capacity: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(capacity);
+    Envelope::Ok(data)
+        .write(&mut out)
+        .map_err(|_| ApiError::Internal("serializing a reply"))?;
+    Ok(out)
+}
+
+/// A `200` with a JSON body.
+fn json_response(body: Vec<u8>) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Serializes what an iterator yields as a JSON array, without collecting it first.
+struct OnePass<I>(Cell<Option<I>>);
+
+impl<I: Iterator<Item: Serialize>> Serialize for OnePass<I> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.take().into_iter().flatten())
+    }
+}
+
+/// `GET /healthz`: `ok` once the driver answers.
+async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
+    app.shared.driver.ping().await?;
+    ok("ok")
+}
+
+/// `GET /metrics`: the Prometheus exposition.
+async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let text = app.shared.driver.metrics().await?;
+    Ok((
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
