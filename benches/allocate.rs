@@ -8,11 +8,14 @@
 //!   Before timing, the scan is checked to pick the same resource as the engine for every
 //!   need of the mix.
 
-use allocate_benches::{
-    allocate, half_allocated_catalogue, release, request_mix, timed_request, SIZES,
-};
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
+use allocate_benches::{timed_pick, timed_request, SIZES};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::time::Duration;
+use testkit::labs::{allocate, half_allocated_catalogue, release, request_mix};
 
 fn bench_allocate(c: &mut Criterion) {
     let mix = request_mix();
@@ -56,7 +59,7 @@ fn bench_allocate(c: &mut Criterion) {
                     .map(|_| {
                         let r = &mix[next % mix.len()];
                         next += 1;
-                        scan.timed_pick(r)
+                        timed_pick(&mut scan, r)
                     })
                     .sum()
             });
@@ -67,9 +70,7 @@ fn bench_allocate(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = allocate_benches::criterion();
     targets = bench_allocate
 }
 criterion_main!(benches);

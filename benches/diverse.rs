@@ -1,4 +1,4 @@
-//! Matching on the diverse lab of issue #18 (`common/diverse.rs`): nearly every resource is its
+//! Matching on the diverse lab of issue #18 (`testkit::labs::diverse`): nearly every resource is its
 //! own shape and nearly every request is new, so little is shared between resources or
 //! between requests.
 //!
@@ -20,13 +20,20 @@
 //! `'/1000$'` skips the set-up of the larger ones. Latency percentiles are in
 //! `percentiles`.
 
-use allocate_benches::{
-    allocate, diverse_engine, diverse_resources, engine_with, env_count, half_allocated_diverse,
-    lab_agents, timed_request, DiverseRequests, LinearScan, Rng, SIZES,
-};
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
+use allocate_benches::{env_count, timed_pick, timed_request, SIZES};
 use allocate_core::{Engine, Requirements};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use std::time::Duration;
+use testkit::labs::{
+    allocate, diverse_engine, diverse_resources, engine_with, half_allocated_diverse, lab_agents,
+    DiverseRequests,
+};
+use testkit::reference::LinearScan;
+use testkit::rng::Rng;
 
 /// The seed of the timed requests' stream.
 const TIMED: u64 = 2;
@@ -67,7 +74,7 @@ fn best_fit(c: &mut Criterion, n: usize) {
             requests
                 .by_ref()
                 .take(iters as usize)
-                .map(|r| scan.timed_pick(&r))
+                .map(|r| timed_pick(scan, &r))
                 .sum()
         });
     });
@@ -132,9 +139,7 @@ fn register(c: &mut Criterion, n: usize) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = allocate_benches::criterion();
     targets = bench_diverse
 }
 criterion_main!(benches);

@@ -3,10 +3,15 @@
 //! resources and tells each client (the outputs are drained in the timed part, as a shell
 //! must route them).
 
-use allocate_benches::{allocate, lab_engine, SIZES, T0};
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
+use allocate_benches::SIZES;
 use allocate_core::{Engine, Output, Requirements, SeededIds};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use std::time::Duration;
+use testkit::labs::{allocate, lab_engine, T0};
 
 /// A lab whose every resource is held by a lease ending within two hours after the first.
 fn all_leased(n: usize) -> Engine {
@@ -57,9 +62,7 @@ fn bench_expiry(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = allocate_benches::criterion();
     targets = bench_expiry
 }
 criterion_main!(benches);

@@ -7,7 +7,7 @@
 //! block (an 8-byte header, rounded up to 16 bytes, at least 32), an estimate of the real
 //! footprint. The target is at most 1 KiB per registered resource.
 //!
-//! Then the diverse lab (`common/diverse.rs`, where nearly every resource is its own shape):
+//! Then the diverse lab (`testkit::labs::diverse`, where nearly every resource is its own shape):
 //! the heap per resource with 100,000 registered, and again after each tenth of a stream of
 //! `DIVERSE_REQUESTS` (default 1,000,000) distinct requests, each allocated and released, with
 //! the ratio of the last figure to the first: whatever the engine keeps per request shape, or
@@ -16,12 +16,12 @@
 //! `cargo bench -p allocate-benches --bench memory`, or with `DIVERSE_REQUESTS=2000` (say)
 //! for a quick run on a slow engine.
 
-use allocate_benches::{
-    allocate, diverse_engine, env_count, fill, lab_engine, release, DiverseRequests,
-    RESOURCES_PER_AGENT, SIZES,
-};
+use allocate_benches::{env_count, SIZES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use testkit::labs::{
+    allocate, diverse_engine, fill, lab_engine, release, DiverseRequests, RESOURCES_PER_AGENT,
+};
 
 /// The system allocator, counting the bytes currently allocated, as asked and as glibc's
 /// chunks would hold them.

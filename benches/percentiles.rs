@@ -12,12 +12,13 @@
 //! sizes, comma separated (default 1000,10000,100000). Run with
 //! `cargo bench -p allocate-benches --bench percentiles`.
 
-use allocate_benches::{
-    env_count, env_counts, half_allocated_catalogue, half_allocated_diverse, request_mix,
-    timed_request, DiverseRequests, LinearScan, SIZES,
-};
+use allocate_benches::{env_count, env_counts, timed_pick, timed_request, SIZES};
 use allocate_core::{Engine, Requirements};
 use std::time::{Duration, Instant};
+use testkit::labs::{
+    half_allocated_catalogue, half_allocated_diverse, request_mix, DiverseRequests,
+};
+use testkit::reference::LinearScan;
 
 /// The seed of the timed diverse requests' stream (as in `diverse_best_fit`).
 const TIMED: u64 = 2;
@@ -72,7 +73,7 @@ fn both(
         |r| timed_request(&mut engine, r),
     );
     report(&format!("{lab}/{n} linear_scan"), budget, requests, |r| {
-        scan.timed_pick(&r)
+        timed_pick(&mut scan, &r)
     });
 }
 

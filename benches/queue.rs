@@ -4,11 +4,16 @@
 //! until every waiting request has been served. `queue_drain/N` times the drain; its
 //! throughput is in requests served.
 
-use allocate_benches::{fill, lab_engine, request_mix, SIZES, T0};
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
+use allocate_benches::SIZES;
 use allocate_core::{Engine, Output, SeededIds, Snapshot};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::collections::VecDeque;
-use std::time::Duration;
+use testkit::labs::{fill, lab_engine, request_mix, T0};
 use uuid::Uuid;
 
 /// Requests waiting when the drain starts.
@@ -106,9 +111,7 @@ fn restored(snapshot: &Snapshot) -> Engine {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = allocate_benches::criterion();
     targets = bench_queue
 }
 criterion_main!(benches);

@@ -8,7 +8,6 @@
 //! The `cli` feature (on by default) adds the command line (`config`, [`run`]) and the
 //! `allocate-agent` binary. Without it the crate is the session, the orders and the wire types,
 //! with neither clap nor a log subscriber: what the Python package builds on.
-#![warn(missing_docs)]
 
 pub mod commands;
 #[cfg(feature = "cli")]

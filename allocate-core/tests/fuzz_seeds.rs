@@ -6,37 +6,17 @@ use allocate_core::{
     parse_allocate_request, parse_expires_patch, parse_maintenance_patch, parse_uuid, AgentMessage,
     Engine, InventoryFilter, Limits, SeededIds, Snapshot,
 };
-use std::path::{Path, PathBuf};
-
-/// The files of fuzz/<dir>/<target>/, sorted; none when the folder does not exist.
-fn inputs(dir: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz")
-        .join(dir)
-        .join(target);
-    let Ok(entries) = std::fs::read_dir(&folder) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("readable").path()).collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|p| {
-            let data = std::fs::read(&p).expect("readable");
-            (p, data)
-        })
-        .collect()
-}
+use testkit::fuzz_inputs::{inputs, Kind};
 
 /// Seeds must be accepted by `parse`; regressions must only not panic.
 fn run(target: &str, parse: impl Fn(&str) -> bool) {
-    let seeds = inputs("seeds", target);
+    let seeds = inputs(Kind::Seeds, target);
     assert!(!seeds.is_empty(), "no seeds for {target}");
     for (path, data) in seeds {
         let text = String::from_utf8(data).expect("seeds are UTF-8");
         assert!(parse(&text), "seed {} is refused", path.display());
     }
-    for (_, data) in inputs("regressions", target) {
+    for (_, data) in inputs(Kind::Regressions, target) {
         if let Ok(text) = std::str::from_utf8(&data) {
             parse(text);
         }
@@ -111,7 +91,7 @@ fn inventory_queries() {
 
 #[test]
 fn snapshots() {
-    let seeds: Vec<_> = inputs("seeds", "snapshot_restore")
+    let seeds: Vec<_> = inputs(Kind::Seeds, "snapshot_restore")
         .into_iter()
         .filter(|(p, _)| p.extension().is_some_and(|e| e == "json"))
         .collect();

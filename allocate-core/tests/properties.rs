@@ -1,32 +1,25 @@
 //! Property tests: random input sequences against the engine's invariants.
 //!
 //! Each case builds a few agents with a few resources each, sends requests, and drives the
-//! engine as a shell would (`sim`): agents answer provisions and releases (or not), clients
+//! engine as a shell would (`testkit::sim`, strict): agents answer provisions and releases (or not), clients
 //! leave, admins toggle maintenance, and the clock moves in jumps, exactly to `poll_timeout()`
-//! among them. The invariants of `sim` are checked after every step; then the run is driven
+//! among them. The invariants of `testkit::invariants` are checked after every step; then the run is driven
 //! until idle, its journal is replayed from a snapshot taken at a random step, and the whole
 //! run is repeated to check it is deterministic.
 //!
 //! The default is 128 cases per property, to keep `cargo test` quick. For a longer hunt:
 //! `PROPTEST_CASES=5000 cargo test --release -p allocate-core --test properties`.
 
-mod sim;
-
 use allocate_core::{Config, Connection, Gpu, GpuRequirement, Requirements, ResourceSpec};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
-use sim::{Action, Answer, Expires, Garbage, Op, Scenario, Sim, AGENTS};
+use testkit::labs::vocab::{GPUS, GPU_WANTS, KINDS, LABELS, USERNAMES};
+use testkit::policy::Policy;
+use testkit::sim::{Action, Answer, Expires, Garbage, Op, Run, Scenario, Sim};
 use uuid::Uuid;
 
-const LABELS: &[&str] = &["nvidia", "cuda", "rocm", "arm", "x86", "lab-a"];
-const KINDS: &[&str] = &["VM", "device", "server-onsite"];
-const GPUS: &[(&str, u64)] = &[
-    ("NVIDIA GeForce RTX 2080", 8),
-    ("NVIDIA GeForce RTX 4090", 24),
-    ("Tesla T4", 16),
-    ("AMD Radeon VII", 16),
-];
-const GPU_WANTS: &[&str] = &["rtx", "RTX 2080", "t4", "radeon", "4090"];
+/// How many agents a simulation has.
+const AGENTS: usize = 4;
 
 fn labels(max: usize) -> impl Strategy<Value = Vec<String>> {
     subsequence(LABELS, 0..=max).prop_map(|l| l.into_iter().map(str::to_owned).collect())
@@ -113,7 +106,7 @@ fn requirements() -> impl Strategy<Value = Requirements> {
         prop::option::weighted(0.4, gpu_requirement()),
         select(&[0u64, 1, 5, 30, 120, 600][..]),
         any::<bool>(),
-        select(&["ci-runner-7", "alice", "bob"][..]),
+        select(USERNAMES),
     )
         .prop_map(|(tags, exclude, kind, cpu, mem, gpu, wait, rod, user)| {
             let mut r = Requirements::for_user(user);
@@ -168,13 +161,13 @@ fn action(
         10 => (requirements(), expires())
             .prop_map(|(requirements, expires)| Action::Request { requirements, expires }),
         8 => (any::<usize>(), prop_oneof![3 => Just(Answer::Ok), 1 => Just(Answer::Fail)], any::<bool>())
-            .prop_map(|(pick, answer, keep)| Action::AnswerProvision { pick, answer, keep: keep && pick % 4 == 0 }),
+            .prop_map(|(pick, answer, keep)| Action::AnswerProvision { pick, answer, keep: keep && pick % 4 == 0, from: None }),
         5 => (any::<usize>(), any::<bool>())
-            .prop_map(|(pick, keep)| Action::AckRelease { pick, keep: keep && pick % 4 == 0 }),
+            .prop_map(|(pick, keep)| Action::AckRelease { pick, keep: keep && pick % 4 == 0, from: None }),
         3 => any::<usize>().prop_map(|pick| Action::Delete { pick }),
         2 => any::<usize>().prop_map(|pick| Action::ClientGone { pick }),
         2 => (any::<usize>(), expires()).prop_map(|(pick, expires)| Action::SetExpires { pick, expires }),
-        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, on)| Action::Maintenance { pick, on }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, on)| Action::Maintenance { pick, reason: on.then(|| "fan broken".to_owned()) }),
         4 => prop_oneof![0u64..2_000, 0u64..60_000, 0u64..400_000].prop_map(|ms| Action::Advance { ms }),
         1 => (0u64..120_000).prop_map(|ms| Action::Sleep { ms }),
         5 => Just(Action::JumpToTimeout),
@@ -220,7 +213,9 @@ fn scenario(
         .prop_map(|(config, seed, policy, ops, at)| Scenario {
             config,
             seed,
-            policy,
+            agents: AGENTS,
+            policy: policy.then_some(Policy::Picky),
+            strict: true,
             replay_at: at % (ops.len() + 1),
             ops,
         })
@@ -252,7 +247,7 @@ fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
     let first = Sim::run(scenario, true);
     let second = Sim::run(scenario, false);
     prop_assert_eq!(&first.outputs, &second.outputs);
-    let json = |r: &sim::Run| serde_json::to_string(&r.snapshot).expect("snapshot serialises");
+    let json = |r: &Run| serde_json::to_string(&r.snapshot).expect("snapshot serialises");
     prop_assert_eq!(json(&first), json(&second));
     Ok(())
 }

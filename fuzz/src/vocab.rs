@@ -1,19 +1,11 @@
 //! Small vocabularies that arbitrary bytes pick from: mostly values that match each other
-//! (a few labels, CPU counts, GPU models), sometimes anything at all.
+//! (a few labels, CPU counts, GPU models: `testkit::labs::vocab`, which the property tests'
+//! strategies draw from too), sometimes anything at all.
 
 use allocate_core::{Config, Connection, Gpu, GpuRequirement, Limits, Requirements, ResourceSpec};
 use arbitrary::Arbitrary;
+use testkit::labs::vocab::{GPUS, GPU_WANTS, KINDS, LABELS, USERNAMES};
 
-const LABELS: &[&str] = &["nvidia", "cuda", "rocm", "arm", "x86", "lab-a"];
-const KINDS: &[&str] = &["VM", "device", "server-onsite"];
-const GPUS: &[(&str, u64)] = &[
-    ("NVIDIA GeForce RTX 2080", 8),
-    ("NVIDIA GeForce RTX 4090", 24),
-    ("Tesla T4", 16),
-    ("AMD Radeon VII", 16),
-];
-const GPU_WANTS: &[&str] = &["rtx", "RTX 2080", "t4", "radeon", "4090"];
-const USERNAMES: &[&str] = &["ci-runner-7", "alice", "bob"];
 const SIZES: &[u64] = &[0, 1, 4, 8, 16, 32, 64];
 
 fn pick<T: Copy>(list: &[T], n: u8) -> T {

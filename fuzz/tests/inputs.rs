@@ -1,7 +1,7 @@
 //! Every committed seed and crash regression, through the same checks as the fuzz targets,
 //! without libFuzzer: `cargo test` in fuzz/ (`make fuzz` runs it first).
 
-use std::path::Path;
+use testkit::fuzz_inputs::{inputs, Kind};
 
 type Check = fn(&[u8]);
 
@@ -16,19 +16,10 @@ const TARGETS: &[(&str, Check)] = &[
 
 #[test]
 fn seeds_and_regressions_pass_every_check() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut count = 0;
     for (target, check) in TARGETS {
-        for dir in ["seeds", "regressions"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
-                continue;
-            };
-            let mut paths: Vec<_> = entries
-                .map(|e| e.expect("a readable entry").path())
-                .collect();
-            paths.sort();
-            for path in paths {
-                let data = std::fs::read(&path).expect("a readable input");
+        for kind in [Kind::Seeds, Kind::Regressions] {
+            for (path, data) in inputs(kind, target) {
                 eprintln!("{target}: {}", path.display());
                 check(&data);
                 count += 1;

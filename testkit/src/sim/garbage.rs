@@ -1,7 +1,7 @@
 //! Inputs the engine must refuse, or take without harm: unknown ids, wrong agents, broken
 //! limits, and valid but absurd numbers.
 
-use super::{overlong, Garbage, Sim, AGENTS};
+use super::{overlong, Garbage, Sim};
 use allocate_core::{
     Connection, Error, Gpu, GpuRequirement, ProvisionResult, Requirements, ResourceSpec, Timestamp,
 };
@@ -105,7 +105,7 @@ impl Sim {
                 return got.map(drop);
             }
             Garbage::BadRegistration { agent, rule } => {
-                let a = agent % AGENTS;
+                let a = self.agent(*agent);
                 let mut list = self.agents[a].resources.clone();
                 if list.is_empty() {
                     list.push(ResourceSpec {
@@ -170,7 +170,7 @@ impl Sim {
                     kind: "VM".into(),
                     connection: None,
                 };
-                let mut list = self.agents[agent % AGENTS].resources.clone();
+                let mut list = self.agents[self.agent(*agent)].resources.clone();
                 list.push(huge);
                 return self.register(*agent, list, t);
             }

@@ -15,9 +15,10 @@
 //! waits, so a miss answers at once.
 
 use super::{
-    assert_same_choices, connection, engine_with, fill_with, lab_agents, LinearScan, Rng,
-    RESOURCES_PER_AGENT,
+    assert_same_choices, connection, engine_with, fill_with, lab_agents, RESOURCES_PER_AGENT,
 };
+use crate::reference::LinearScan;
+use crate::rng::Rng;
 use allocate_core::{Engine, Gpu, GpuRequirement, Requirements, ResourceSpec};
 
 /// Requests on which the engine is checked to pick what the linear scan picks.
@@ -107,18 +108,6 @@ const EXTRA_KINDS: [&str; 8] = [
 /// Extra labels in the pool.
 const EXTRAS: usize = 40 * EXTRA_KINDS.len();
 
-/// One of `items`, each as likely as its weight.
-fn weighted<T: Copy>(rng: &mut Rng, items: &[(T, usize)]) -> T {
-    let mut left = rng.below(items.iter().map(|(_, w)| w).sum());
-    for &(item, weight) in items {
-        if left < weight {
-            return item;
-        }
-        left -= weight;
-    }
-    unreachable!("the draw is below the total weight")
-}
-
 /// Resource `index` of the diverse lab (deterministic in `index`).
 fn diverse_resource(index: usize) -> ResourceSpec {
     let agent = index / RESOURCES_PER_AGENT;
@@ -127,11 +116,11 @@ fn diverse_resource(index: usize) -> ResourceSpec {
     let mut rng = Rng::new(index as u64);
     let os = SYSTEMS[rng.below(SYSTEMS.len()).min(rng.below(SYSTEMS.len()))];
     let mut labels = vec![
-        weighted(&mut rng, &ARCHITECTURES).to_owned(),
+        rng.weighted(&ARCHITECTURES).to_owned(),
         os.to_owned(),
         site.to_owned(),
     ];
-    let kind = weighted(&mut rng, &KINDS);
+    let kind = rng.weighted(&KINDS);
     let cpu_count = CPUS[rng.below(CPUS.len())];
     let memory: Vec<u64> = MEMORY
         .into_iter()
@@ -139,7 +128,7 @@ fn diverse_resource(index: usize) -> ResourceSpec {
         .collect();
     let memory_gb = memory[rng.below(memory.len())];
     let mut gpu = Vec::new();
-    let count = weighted(&mut rng, &GPU_COUNTS);
+    let count = rng.weighted(&GPU_COUNTS);
     if count > 0 {
         let (label, memory_gb, vendor, compute) = GPUS[rng.below(GPUS.len())];
         let model = Gpu {
@@ -274,7 +263,7 @@ fn request_for(spec: &ResourceSpec, rng: &mut Rng) -> Requirements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allocate;
+    use crate::labs::allocate;
     use std::collections::HashSet;
 
     /// What matching sees of a resource, labels sorted.
