@@ -15,7 +15,6 @@
 //! envelope by hand. `https://` and `wss://` go through rustls (ring) with the operating
 //! system's roots plus an optional extra CA file ([`ClientOptions::ca_file`]).
 
-#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod agent;
