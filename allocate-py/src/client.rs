@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How much longer than its queue wait an allocation waits for the server's answer (time for
@@ -23,9 +24,10 @@ const QUEUE_WAIT_SECS_DEFAULT: u64 = allocate_core::DEFAULT_ALLOCATION_TIMEOUT_S
 /// Environment variables that name the user, in order of preference.
 const USERNAME_VARIABLES: [&str; 4] = ["ALLOCATE_USERNAME", "USER", "LOGNAME", "USERNAME"];
 
-/// A client of a running allocate server at `url` (`http://host:port`). `token` is sent as a
-/// bearer token; `username` (default: `$ALLOCATE_USERNAME`, else the login name) is whom
-/// allocations are for unless a request names another; `timeout` bounds each HTTP call.
+/// A client of a running allocate server at `url` (`http://host:port` or `https://...`).
+/// `token` is sent as a bearer token; `username` (default: `$ALLOCATE_USERNAME`, else the
+/// login name) is whom allocations are for unless a request names another; `timeout` bounds
+/// each HTTP call; `ca_file` (PEM) is trusted besides the system's roots for `https`.
 /// Every call releases the GIL while it waits, and Ctrl-C interrupts it.
 #[pyclass(frozen, module = "allocate")]
 #[derive(Debug)]
@@ -41,6 +43,7 @@ impl Client {
         token: Option<String>,
         username: Option<String>,
         timeout: f64,
+        ca_file: Option<PathBuf>,
     ) -> PyResult<Self> {
         let timeout = Duration::try_from_secs_f64(timeout)
             .ok()
@@ -63,6 +66,7 @@ impl Client {
                 url,
                 ClientOptions {
                     token,
+                    ca_file,
                     http_timeout: timeout,
                     ..ClientOptions::default()
                 },
@@ -85,14 +89,15 @@ impl Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (url, *, token = None, username = None, timeout = 30.0))]
+    #[pyo3(signature = (url, *, token = None, username = None, timeout = 30.0, ca_file = None))]
     fn new(
         url: &str,
         token: Option<String>,
         username: Option<String>,
         timeout: f64,
+        ca_file: Option<PathBuf>,
     ) -> PyResult<Self> {
-        Self::create(url, token, username, timeout)
+        Self::create(url, token, username, timeout, ca_file)
     }
 
     /// The server's base URL.

@@ -215,6 +215,8 @@ def test_unreachable_server_raises_connection_lost() -> None:
         allocate.Client("ftp://lab.example")
     # https is spoken (rustls, the system's roots): no TLS proxy needed in front.
     assert allocate.Client("https://lab.example").url == "https://lab.example"
+    with pytest.raises(ValueError, match="no-such-ca.pem"):
+        allocate.Client("https://lab.example", ca_file="no-such-ca.pem")
 
 
 def test_waiting_clients_get_shutting_down(tag: str) -> None:

@@ -19,7 +19,6 @@
 //!
 //! [`LinearScan`]: reference::LinearScan
 
-
 pub mod fuzz_inputs;
 pub mod invariants;
 pub mod labs;
