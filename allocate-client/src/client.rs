@@ -1,11 +1,12 @@
 //! [`Client`]: a server's base URL, the bearer token, one TLS configuration, and the contract's
 //! HTTP calls; the websocket endpoints open through it too.
 
-use crate::allocation::Allocation;
+use crate::chain::chain;
+use crate::error::Error;
 use crate::socket::{Socket, MESSAGE_BYTES_MAX};
-use crate::{tls, Error};
+use crate::tls;
 use allocate_core::wire::{self, admin, listing, Envelope, WireError};
-use allocate_core::{AllocationInfo, ErrorCode, InventoryEntry, InventoryFilter, Requirements};
+use allocate_core::{AllocationInfo, ErrorCode, InventoryEntry, InventoryFilter};
 use reqwest::{Method, Url};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,32 +16,6 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::Connector;
 use uuid::Uuid;
-
-/// The message that opens an allocation: `{"requirements": {...}}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AllocateRequest {
-    text: String,
-}
-
-impl AllocateRequest {
-    /// Requirements as a JSON object sent as it is, for callers that take them from a
-    /// dynamic language: the server checks every field (an unknown one is refused, naming
-    /// it), so a field this client does not know yet still reaches a server that does.
-    pub fn from_json(requirements: serde_json::Map<String, serde_json::Value>) -> Self {
-        // The one message a client writes that `wire` has no type for: the requirements
-        // are deliberately not read here.
-        let text = serde_json::json!({ "requirements": requirements }).to_string();
-        AllocateRequest { text }
-    }
-}
-
-impl From<&Requirements> for AllocateRequest {
-    fn from(requirements: &Requirements) -> Self {
-        AllocateRequest {
-            text: wire::client::allocate_request_text(requirements),
-        }
-    }
-}
 
 /// How a [`Client`] reaches its server.
 #[derive(Clone, Debug)]
@@ -119,7 +94,7 @@ impl Client {
             .timeout(options.http_timeout)
             .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
             .build()
-            .map_err(|e| Error::Setup(crate::error::chain(&e)))?;
+            .map_err(|e| Error::Setup(chain(&e)))?;
         Ok(Client {
             inner: Arc::new(Inner {
                 base,
@@ -227,22 +202,6 @@ impl Client {
         self.call(Method::GET, "healthz", &[], None, listing::parse_sentence)
             .await
             .map(drop)
-    }
-
-    /// Opens `WEBSOCKET /allocate/`, sends `requirements` and returns the request's handle;
-    /// the server's answers arrive on it (see [`Allocation`]). A failure to connect (or a
-    /// refused upgrade) is returned here.
-    pub async fn allocate(&self, requirements: &Requirements) -> Result<Allocation, Error> {
-        let request = AllocateRequest::from(requirements);
-        let socket = self.connect("allocate/").await?;
-        Allocation::start(self.clone(), socket, request.text).await
-    }
-
-    /// Like [`Client::allocate`], but returns at once and connects in the background (for a
-    /// caller that must not wait, such as a binding's `start()`): a failure to connect
-    /// becomes the allocation's failure. Must be called within a tokio runtime.
-    pub fn start_allocate(&self, request: AllocateRequest) -> Allocation {
-        Allocation::start_in_background(self.clone(), request.text)
     }
 
     /// The URL of `path` (relative to the base) with `query`.

@@ -1,7 +1,8 @@
 //! What can go wrong talking to a server: one enum for the crate, each variant naming the URL,
 //! file or message concerned.
 
-use crate::allocation::AllocationError;
+use crate::socket::SocketEnd;
+use crate::state::AllocationError;
 use allocate_core::wire::{Refusal, WireError};
 use std::path::PathBuf;
 
@@ -54,7 +55,7 @@ pub enum Error {
         /// The socket.
         what: String,
         /// How it ended.
-        end: crate::SocketEnd,
+        end: SocketEnd,
     },
     /// Something took longer than its bound.
     #[error("{what}: no answer within {secs} s")]
@@ -118,19 +119,4 @@ impl Error {
             Error::AgentStopped => "agent_stopped",
         }
     }
-}
-
-/// `error` and every source under it, joined with `: ` (what a log line should show).
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
 }

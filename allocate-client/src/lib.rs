@@ -17,22 +17,26 @@
 
 #![forbid(unsafe_code)]
 
+// Layers, each importing only from the ones before it: chain, socket, state, error, tls,
+// client, allocation, agent.
 mod agent;
 mod allocation;
+mod chain;
 mod client;
 mod error;
 mod socket;
+mod state;
 mod tls;
 
 pub use agent::{
     AgentEvent, AgentHandle, AgentOptions, AgentSession, Backoff, Order, OrderBook, OrderStep,
 };
-pub use allocation::{
-    Allocation, AllocationError, AllocationState, Lease, Phase, EVENTS_QUEUED_MAX,
-};
-pub use client::{AllocateRequest, Client, ClientOptions};
-pub use error::{chain, Error};
+pub use allocation::{AllocateRequest, Allocation, EVENTS_QUEUED_MAX};
+pub use chain::chain;
+pub use client::{Client, ClientOptions};
+pub use error::Error;
 pub use socket::{SocketEnd, MESSAGE_BYTES_MAX};
+pub use state::{AllocationError, AllocationState, Lease, Phase};
 
 /// The contract's types this crate's API uses, re-exported so callers need not name
 /// `allocate-core` themselves.

@@ -68,14 +68,14 @@ pub(crate) async fn next_message(socket: &mut Socket) -> Result<Option<String>, 
             },
         }),
         Some(Ok(_)) => Ok(None),
-        Some(Err(e)) => Err(SocketEnd::Failed(crate::error::chain(&e))),
+        Some(Err(e)) => Err(SocketEnd::Failed(crate::chain::chain(&e))),
     }
 }
 
 /// Sends `message`, bounded by [`SEND_TIMEOUT`].
 pub(crate) async fn send(socket: &mut Socket, message: Message) -> Result<(), SocketEnd> {
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
-        Ok(result) => result.map_err(|e| SocketEnd::Failed(crate::error::chain(&e))),
+        Ok(result) => result.map_err(|e| SocketEnd::Failed(crate::chain::chain(&e))),
         Err(_) => Err(SocketEnd::Failed(format!(
             "a send did not finish within {} s",
             SEND_TIMEOUT.as_secs()

@@ -1,7 +1,7 @@
 //! The one rustls configuration that both HTTPS and WSS use: the operating system's roots plus
 //! an optional extra CA file, with the ring provider.
 
-use crate::Error;
+use crate::error::Error;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;

@@ -12,8 +12,9 @@ mod book;
 
 pub use book::{Backoff, Order, OrderBook, OrderStep};
 
+use crate::client::Client;
+use crate::error::Error;
 use crate::socket::{self, Socket, SocketEnd};
-use crate::{Client, Error};
 use allocate_core::wire::{AgentMessage, Envelope, Refusal, ServerMessage, WireError};
 use allocate_core::{ProvisionResult, ResourceSpec};
 use book::Jitter;
