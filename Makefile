@@ -22,7 +22,7 @@ CARGO_DENY_STAMP := $(TOOLS_DIR)/.cargo-deny-$(CARGO_DENY_VERSION).stamp
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run shell venv tools lint test tests test-complexity test-security \
+.PHONY: help run shell venv tools lint test test-modules tests test-complexity test-security \
 	test-lint-shellcheck test-lint-docker test-lint-systemd clean bench test-c header test-py bench-py
 
 help: ## Show this list of targets (the default)
@@ -55,11 +55,15 @@ lint: ## cargo fmt --check, and clippy on all targets with warnings denied
 
 # Further test suites are appended to this recipe. `test` needs .venv first: allocate-py's
 # build and tests run in it.
-test: $(VENV_STAMP) ## Run the test suites: cargo tests, the C API's (test-c), the Python package's (test-py), the dashboard's in Chromium (test-browser)
+test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests, the C API's (test-c), the Python package's (test-py), the dashboard's in Chromium (test-browser)
+	$(MAKE) --no-print-directory test-modules
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory test-browser
+
+test-modules: ## Fail when the top-level modules of any crate import each other in a cycle
+	$(PYTHON) scripts/module-cycles.py allocate-*/src testkit/src loadgen/src benches/common fuzz/src
 
 tests: test lint test-complexity test-security test-lint-shellcheck test-lint-docker test-lint-systemd ## test + every linter: lint, test-complexity, test-security, test-lint-shellcheck, test-lint-docker, test-lint-systemd
 

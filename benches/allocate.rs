@@ -8,6 +8,11 @@
 //!   Before timing, the scan is checked to pick the same resource as the engine for every
 //!   need of the mix.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
 use allocate_benches::{timed_pick, timed_request, SIZES};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use testkit::labs::{allocate, half_allocated_catalogue, release, request_mix};

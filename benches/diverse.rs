@@ -20,6 +20,11 @@
 //! `'/1000$'` skips the set-up of the larger ones. Latency percentiles are in
 //! `percentiles`.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
 use allocate_benches::{env_count, timed_pick, timed_request, SIZES};
 use allocate_core::{Engine, Requirements};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};

@@ -3,6 +3,11 @@
 //! resources and tells each client (the outputs are drained in the timed part, as a shell
 //! must route them).
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
 use allocate_benches::SIZES;
 use allocate_core::{Engine, Output, Requirements, SeededIds};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};

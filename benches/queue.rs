@@ -4,6 +4,11 @@
 //! until every waiting request has been served. `queue_drain/N` times the drain; its
 //! throughput is in requests served.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
 use allocate_benches::SIZES;
 use allocate_core::{Engine, Output, SeededIds, Snapshot};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};

@@ -8,7 +8,6 @@
 //! The `cli` feature (on by default) adds the command line (`config`, [`run`]) and the
 //! `allocate-agent` binary. Without it the crate is the session and the orders, with neither
 //! clap nor a log subscriber. Every message it reads or writes is `allocate_core::wire`'s.
-#![warn(missing_docs)]
 
 pub mod commands;
 #[cfg(feature = "cli")]

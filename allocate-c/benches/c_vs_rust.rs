@@ -4,6 +4,11 @@
 //! drains the `released` output. The C path is measured with the struct request (the hot path)
 //! and with the JSON request, to show what JSON costs.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes a public function that takes no doc comment"
+)]
+
 use allocate::{
     allocate_engine, allocate_engine_free, allocate_engine_new, allocate_engine_poll_output,
     allocate_engine_register, allocate_engine_release, allocate_engine_request,

@@ -1,35 +1,30 @@
 //! `Agent`: registers resources over `WEBSOCKET /agent/` and answers the server's orders, so a
 //! harness can put resources into a server without running `allocate-agent`.
 //!
-//! It reads and writes its messages with allocate-core's `wire` (`AgentMessage`,
-//! `ServerMessage`) and cuts failure texts as the reference agent does (`orders::failed`). A
-//! task on the module's runtime owns the socket; orders for resources without a static
-//! connection go to the Python callbacks, each on its own thread (they may block), and their
-//! answers come back to the task on a bounded channel. Unlike `allocate-agent` it does not
-//! reconnect: a harness wants to see a lost connection, not have it hidden.
+//! A thin wrapper over `allocate_client::AgentSession`, which owns the socket and the order
+//! bookkeeping. A task on the module's runtime takes the session's events: orders for
+//! resources without a static connection go to the Python callbacks, each on its own thread
+//! (they may block), and their answers go back through the session's handle. Unlike
+//! `allocate-agent` it does not reconnect: a harness wants to see a lost connection, not have
+//! it hidden.
 
 use crate::convert::Id;
 use crate::errors;
-use crate::http::{next_text, Endpoint};
+use crate::http::client_error;
 use crate::outputs::{Provision, Release};
 use crate::pylog;
 use crate::runtime::{lock, runtime, wait, wait_for};
 use crate::types::{quote, repr, Connection, Resource};
-use allocate_agent::orders::failed;
-use allocate_core::wire::{
-    AgentMessage, Envelope, ProvisionOrder, ReleaseOrder, ServerMessage, WireError,
+use allocate_client::{
+    AgentEvent, AgentHandle, AgentOptions, AgentSession, Order, ProvisionResult, ResourceSpec,
 };
-use allocate_core::{Limits, ProvisionResult, ResourceSpec};
-use futures_util::SinkExt;
+use allocate_core::wire::AgentMessage;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 /// How long the server may take to answer a registration.
@@ -37,22 +32,6 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long stopping waits for the socket to close.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Commands and answers waiting for the socket task; senders beyond it wait their turn.
-const COMMANDS_MAX: usize = 256;
-
-type Reply = oneshot::Sender<PyResult<Vec<Uuid>>>;
-
-/// What the socket task is asked to do.
-#[derive(Debug)]
-enum Command {
-    /// Send this registration; answer with the inventory ids or the refusal.
-    Register(String, Reply),
-    /// Send this answer to an order.
-    Answer(AgentMessage),
-    /// Close the socket and end.
-    Stop,
-}
 
 /// The Python callbacks for orders on resources without a static connection.
 #[derive(Debug)]
@@ -64,19 +43,17 @@ struct Callbacks {
 
 impl Callbacks {
     /// Answers a provision: the callback's `Connection`, or the reason it failed.
-    fn provision(&self, order: ProvisionOrder) -> AgentMessage {
-        let allocation_id = order.allocation_id;
+    fn provision(&self, order: &allocate_client::ProvisionOrder) -> ProvisionResult {
         let Some(callback) = &self.provision else {
-            return failed(
-                allocation_id,
-                "the resource has no static connection and the agent no provision callback",
+            return ProvisionResult::Failed(
+                "the resource has no static connection and the agent no provision callback".into(),
             );
         };
         let order = Provision {
             agent_id: self.agent_id.to_string(),
-            allocation_id: allocation_id.to_string(),
+            allocation_id: order.allocation_id.to_string(),
             inventory_id: order.inventory_id.to_string(),
-            username: order.username,
+            username: order.username.clone(),
             expires: order.expires,
         };
         let connection = Python::attach(|py| {
@@ -85,32 +62,52 @@ impl Callbacks {
             Ok::<_, PyErr>(connection.get().0.clone())
         });
         match connection {
-            Ok(connection) => AgentMessage::Provisioned {
-                allocation_id,
-                result: ProvisionResult::Connection(connection),
-            },
-            Err(err) => failed(allocation_id, &format!("provision callback failed: {err}")),
+            Ok(connection) => ProvisionResult::Connection(connection),
+            Err(err) => ProvisionResult::Failed(format!("provision callback failed: {err}")),
         }
     }
 
-    /// Answers a release once the callback (if any) returned; `None` when it raised, which
-    /// leaves the release unacknowledged (the server then marks the resource `error`).
-    fn release(&self, order: ReleaseOrder) -> Option<AgentMessage> {
+    /// Whether the release callback (if any) returned; when it raised, the release stays
+    /// unacknowledged (the server then marks the resource `error`).
+    fn release(&self, order: &allocate_client::ReleaseOrder) -> bool {
+        let Some(callback) = &self.release else {
+            return true;
+        };
         let allocation_id = order.allocation_id;
-        if let Some(callback) = &self.release {
-            let order = Release {
-                agent_id: self.agent_id.to_string(),
-                allocation_id: allocation_id.to_string(),
-                inventory_id: order.inventory_id.to_string(),
-            };
-            if let Err(err) = Python::attach(|py| callback.call1(py, (order,)).map(drop)) {
+        let order = Release {
+            agent_id: self.agent_id.to_string(),
+            allocation_id: allocation_id.to_string(),
+            inventory_id: order.inventory_id.to_string(),
+        };
+        match Python::attach(|py| callback.call1(py, (order,)).map(drop)) {
+            Ok(()) => true,
+            Err(err) => {
                 pylog::warn(&format!(
                     "release callback for allocation {allocation_id} failed, not acknowledging it: {err}"
                 ));
-                return None;
+                false
             }
         }
-        Some(AgentMessage::Released { allocation_id })
+    }
+
+    /// Answers `order` on its own thread (a callback may block).
+    fn answer(self: &Arc<Self>, handle: &AgentHandle, order: Order) {
+        let (callbacks, handle) = (self.clone(), handle.clone());
+        std::thread::spawn(move || {
+            // The session has ended when sending fails; the server fails the order on its own.
+            let _ = match &order {
+                Order::Provision { order: o, .. } => {
+                    let result = callbacks.provision(o);
+                    runtime().block_on(handle.provisioned(&order, result))
+                }
+                Order::Release { order: o, .. } => {
+                    if !callbacks.release(o) {
+                        return;
+                    }
+                    runtime().block_on(handle.released(&order))
+                }
+            };
+        });
     }
 }
 
@@ -121,99 +118,35 @@ struct Shared {
     connected: bool,
 }
 
-/// The socket task.
-async fn drive(
-    endpoint: Arc<Endpoint>,
-    first: (String, Reply),
-    mut commands: mpsc::Receiver<Command>,
-    answers: mpsc::Sender<Command>,
-    callbacks: Arc<Callbacks>,
-    shared: Arc<Mutex<Shared>>,
-) {
-    let (registration, reply) = first;
-    let mut socket = match endpoint.connect("agent/").await {
-        Ok(socket) => socket,
-        Err(err) => {
-            let _ = reply.send(Err(err));
-            return;
-        }
-    };
-    let mut waiting: VecDeque<Reply> = VecDeque::from([reply]);
-    let mut outgoing = Some(registration);
-    lock(&shared).connected = true;
-    let why = loop {
-        if let Some(text) = outgoing.take() {
-            if let Err(e) = socket.send(Message::text(text)).await {
-                break format!("could not send: {}", crate::http::chain(&e));
+/// The task that takes the session's events until it ends.
+async fn drive(mut session: AgentSession, callbacks: Arc<Callbacks>, shared: Arc<Mutex<Shared>>) {
+    let handle = session.handle().clone();
+    while let Some(event) = session.next_event().await {
+        match event {
+            AgentEvent::Order(order) => callbacks.answer(&handle, order),
+            AgentEvent::Registered { inventory_ids, .. } => {
+                lock(&shared).inventory_ids = inventory_ids;
+            }
+            // The session does not reconnect: this is its end, seen through `connected`. Not
+            // logged: it also happens while the interpreter shuts down (a server stopping
+            // under an agent nobody stopped), when taking the GIL would abort it.
+            AgentEvent::Disconnected { .. } => lock(&shared).connected = false,
+            AgentEvent::Refused(r) => pylog::warn_from_task(format!(
+                "the server refused an answer of the agent: {}: {}",
+                r.code, r.message
+            )),
+            AgentEvent::Unreadable(e) => {
+                pylog::warn_from_task(format!("ignoring a server message: {e}"));
             }
         }
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(Command::Register(text, reply)) => {
-                    waiting.push_back(reply);
-                    outgoing = Some(text);
-                }
-                Some(Command::Answer(answer)) => outgoing = Some(answer.to_text()),
-                Some(Command::Stop) | None => {
-                    let _ = tokio::time::timeout(STOP_TIMEOUT, socket.close(None)).await;
-                    break "the agent was stopped".to_owned();
-                }
-            },
-            message = next_text(&mut socket) => match message {
-                Some(Ok(text)) => match ServerMessage::parse(&text) {
-                    Ok(Envelope::Ok(ServerMessage::Registered { inventory_ids })) => {
-                        lock(&shared).inventory_ids.clone_from(&inventory_ids);
-                        if let Some(reply) = waiting.pop_front() {
-                            let _ = reply.send(Ok(inventory_ids));
-                        }
-                    }
-                    Ok(Envelope::Refused(r)) => match waiting.pop_front() {
-                        Some(reply) => {
-                            let _ = reply.send(Err(errors::from_code(&r.code, r.message)));
-                        }
-                        None => pylog::warn_from_task(format!("the server refused an answer of the agent: {}: {}", r.code, r.message)),
-                    },
-                    Ok(Envelope::Ok(ServerMessage::Provision(order))) => {
-                        respond(&callbacks, &answers, move |c| Some(c.provision(order)));
-                    }
-                    Ok(Envelope::Ok(ServerMessage::Release(order))) => {
-                        respond(&callbacks, &answers, move |c| c.release(order));
-                    }
-                    Err(WireError::Unknown { key: "action", value: action }) => {
-                        pylog::warn_from_task(format!("ignoring the unknown action {action:?} from the server"));
-                    }
-                    Err(e) => pylog::warn_from_task(format!("ignoring a server message: {e}")),
-                },
-                Some(Err(why)) => break why,
-                None => break "the server closed the connection".to_owned(),
-            },
-        }
-    };
-    lock(&shared).connected = false;
-    for reply in waiting {
-        let _ = reply.send(Err(errors::lost(why.clone())));
     }
+    lock(&shared).connected = false;
 }
 
-/// Runs `answer` on its own thread (a callback may block) and sends its answer to the task.
-fn respond(
-    callbacks: &Arc<Callbacks>,
-    answers: &mpsc::Sender<Command>,
-    answer: impl FnOnce(&Callbacks) -> Option<AgentMessage> + Send + 'static,
-) {
-    let (callbacks, answers) = (callbacks.clone(), answers.clone());
-    std::thread::spawn(move || {
-        if let Some(answer) = answer(&callbacks) {
-            // The task has ended when this fails; the server fails the order on its own.
-            let _ = answers.blocking_send(Command::Answer(answer));
-        }
-    });
-}
-
-/// A running connection: the way to the socket task.
+/// A running connection: the way to the session and its task.
 #[derive(Debug)]
 struct Session {
-    commands: mpsc::Sender<Command>,
+    handle: AgentHandle,
     task: JoinHandle<()>,
 }
 
@@ -225,15 +158,12 @@ struct Session {
 #[pyclass(frozen, module = "allocate")]
 #[derive(Debug)]
 pub struct Agent {
-    endpoint: Arc<Endpoint>,
+    client: allocate_client::Client,
     callbacks: Arc<Callbacks>,
     resources: Vec<ResourceSpec>,
     shared: Arc<Mutex<Shared>>,
     session: Mutex<Option<Session>>,
 }
-
-/// The request timeout of the agent's endpoint (it makes no HTTP calls).
-const UNUSED_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Agent {
     /// An agent for the server at `url`, not yet connected.
@@ -247,8 +177,12 @@ impl Agent {
     ) -> PyResult<Self> {
         let agent_id = agent_id.map_or_else(Uuid::new_v4, |id| id.0);
         let resources: Vec<ResourceSpec> = resources.iter().map(|r| r.0.clone()).collect();
+        let options = allocate_client::ClientOptions {
+            token,
+            ..Default::default()
+        };
         Ok(Agent {
-            endpoint: Arc::new(Endpoint::new(url, token, UNUSED_HTTP_TIMEOUT)?),
+            client: allocate_client::Client::new(url, options).map_err(client_error)?,
             callbacks: Arc::new(Callbacks {
                 agent_id,
                 provision,
@@ -260,60 +194,50 @@ impl Agent {
         })
     }
 
-    fn registration(&self, resources: Vec<ResourceSpec>) -> PyResult<String> {
-        let text = AgentMessage::Register {
+    /// Checks a registration as the server will (InvalidRequest names the bad field).
+    fn check(&self, resources: &[ResourceSpec]) -> PyResult<()> {
+        let registration = AgentMessage::Register {
             agent_id: self.callbacks.agent_id,
-            resources,
-        }
-        .to_text();
-        // Checked with the server's own rules, so a bad field raises here, named.
-        AgentMessage::parse(&text, &Limits::default()).map_err(errors::from_core)?;
-        Ok(text)
-    }
-
-    /// Waits for the answer to a registration.
-    fn registered(
-        &self,
-        py: Python<'_>,
-        answer: oneshot::Receiver<PyResult<Vec<Uuid>>>,
-    ) -> PyResult<Vec<String>> {
-        let ids = match wait_for(py, REGISTER_TIMEOUT, answer)? {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_closed)) => return Err(errors::lost("the agent's connection ended")),
-            Err(_elapsed) => {
-                return Err(errors::lost(format!(
-                    "the server did not answer the registration within {} s",
-                    REGISTER_TIMEOUT.as_secs()
-                )))
-            }
+            resources: resources.to_vec(),
         };
-        Ok(ids.iter().map(ToString::to_string).collect())
+        AgentMessage::parse(&registration.to_text(), &allocate_core::Limits::default())
+            .map(drop)
+            .map_err(errors::from_core)
     }
 
     /// Connects and registers unless started; returns the inventory ids.
     pub fn connect(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let mut session = lock(&self.session);
-        if session.is_some() {
+        if lock(&self.session).is_some() {
             return Ok(self.inventory_ids());
         }
-        let text = self.registration(self.resources.clone())?;
-        let (commands, received) = mpsc::channel(COMMANDS_MAX);
-        let (reply, answer) = oneshot::channel();
-        let task = runtime().spawn(drive(
-            self.endpoint.clone(),
-            (text, reply),
-            received,
-            commands.clone(),
-            self.callbacks.clone(),
-            self.shared.clone(),
-        ));
-        *session = Some(Session { commands, task });
-        drop(session);
-        let ids = self.registered(py, answer);
-        if ids.is_err() {
-            self.disconnect(py)?;
+        self.check(&self.resources)?;
+        let options = AgentOptions {
+            reconnect: false,
+            register_timeout: REGISTER_TIMEOUT,
+            ..AgentOptions::default()
+        };
+        let connecting = AgentSession::connect(
+            &self.client,
+            self.callbacks.agent_id,
+            self.resources.clone(),
+            options,
+        );
+        let agent = wait(py, connecting)?.map_err(client_error)?;
+        let ids = agent.inventory_ids().to_vec();
+        *lock(&self.shared) = Shared {
+            inventory_ids: ids.clone(),
+            connected: true,
+        };
+        let handle = agent.handle().clone();
+        let task = runtime().spawn(drive(agent, self.callbacks.clone(), self.shared.clone()));
+        // Not held while connecting (the GIL is released then); a second start that raced
+        // this one keeps the first session.
+        let mut session = lock(&self.session);
+        match session.as_ref() {
+            Some(_) => task.abort(),
+            None => *session = Some(Session { handle, task }),
         }
-        ids
+        Ok(ids.iter().map(ToString::to_string).collect())
     }
 
     /// Closes the socket (its resources go offline) and waits for the task to end.
@@ -321,8 +245,8 @@ impl Agent {
         let Some(session) = lock(&self.session).take() else {
             return Ok(());
         };
-        let _ = session.commands.try_send(Command::Stop);
-        drop(session.commands);
+        let handle = session.handle;
+        let _ = wait_for(py, STOP_TIMEOUT, async move { handle.stop().await })?;
         let _ = wait_for(py, STOP_TIMEOUT, session.task)?;
         Ok(())
     }
@@ -331,7 +255,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(session) = lock(&self.session).take() {
-            let _ = session.commands.try_send(Command::Stop);
+            session.task.abort();
         }
     }
 }
@@ -364,15 +288,30 @@ impl Agent {
         py: Python<'_>,
         resources: Vec<PyRef<'_, Resource>>,
     ) -> PyResult<Vec<String>> {
-        let text = self.registration(resources.iter().map(|r| r.0.clone()).collect())?;
-        let commands = lock(&self.session)
+        let resources: Vec<ResourceSpec> = resources.iter().map(|r| r.0.clone()).collect();
+        self.check(&resources)?;
+        let handle = lock(&self.session)
             .as_ref()
-            .map(|s| s.commands.clone())
+            .map(|s| s.handle.clone())
             .ok_or_else(|| PyRuntimeError::new_err("the agent is not started"))?;
-        let (reply, answer) = oneshot::channel();
-        wait(py, commands.send(Command::Register(text, reply)))?
-            .map_err(|_| errors::lost("the agent's connection ended"))?;
-        self.registered(py, answer)
+        let agent_id = self.callbacks.agent_id;
+        let registering = async move { handle.register(agent_id, resources).await };
+        let ids = match wait_for(py, REGISTER_TIMEOUT, registering)? {
+            Ok(ids) => ids.map_err(|e| match e {
+                allocate_client::Error::AgentStopped => {
+                    errors::lost("the agent's connection ended")
+                }
+                other => client_error(other),
+            })?,
+            Err(_elapsed) => {
+                return Err(errors::lost(format!(
+                    "the server did not answer the registration within {} s",
+                    REGISTER_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        lock(&self.shared).inventory_ids.clone_from(&ids);
+        Ok(ids.iter().map(ToString::to_string).collect())
     }
 
     /// Closes the connection; the agent's resources go `offline`. Harmless when stopped.
@@ -425,7 +364,7 @@ impl Agent {
             "Agent",
             &[
                 ("agent_id", quote(&self.callbacks.agent_id.to_string())),
-                ("url", quote(self.endpoint.url())),
+                ("url", quote(self.client.url())),
                 ("resources", shared.inventory_ids.len().to_string()),
                 (
                     "connected",

@@ -3,16 +3,15 @@
 use crate::allocation::Allocation;
 use crate::convert::{dict_to_json, Id};
 use crate::errors;
-use crate::http::Endpoint;
+use crate::http::client_error;
 use crate::runtime::wait;
 use crate::types::{quote, repr, AllocationInfo, InventoryEntry};
-use allocate_core::wire::admin::expires_patch_text;
+use allocate_client::{ClientOptions, InventoryFilter, ResourceState};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use reqwest::Method;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::sync::Arc;
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How much longer than its queue wait an allocation waits for the server's answer (time for
@@ -25,21 +24,15 @@ const QUEUE_WAIT_SECS_DEFAULT: u64 = allocate_core::DEFAULT_ALLOCATION_TIMEOUT_S
 /// Environment variables that name the user, in order of preference.
 const USERNAME_VARIABLES: [&str; 4] = ["ALLOCATE_USERNAME", "USER", "LOGNAME", "USERNAME"];
 
-/// Reads a success's `data` as `T`; `what` names it in errors.
-pub fn from_data<T: DeserializeOwned>(data: Value, what: &str) -> PyResult<T> {
-    serde_json::from_value(data).map_err(|e| {
-        errors::AllocateError::new_err(format!("the server's {what} is not the contract's: {e}"))
-    })
-}
-
-/// A client of a running allocate server at `url` (`http://host:port`). `token` is sent as a
-/// bearer token; `username` (default: `$ALLOCATE_USERNAME`, else the login name) is whom
-/// allocations are for unless a request names another; `timeout` bounds each HTTP call.
+/// A client of a running allocate server at `url` (`http://host:port` or `https://...`).
+/// `token` is sent as a bearer token; `username` (default: `$ALLOCATE_USERNAME`, else the
+/// login name) is whom allocations are for unless a request names another; `timeout` bounds
+/// each HTTP call; `ca_file` (PEM) is trusted besides the system's roots for `https`.
 /// Every call releases the GIL while it waits, and Ctrl-C interrupts it.
 #[pyclass(frozen, module = "allocate")]
 #[derive(Debug)]
 pub struct Client {
-    endpoint: Arc<Endpoint>,
+    client: allocate_client::Client,
     username: String,
 }
 
@@ -50,6 +43,7 @@ impl Client {
         token: Option<String>,
         username: Option<String>,
         timeout: f64,
+        ca_file: Option<PathBuf>,
     ) -> PyResult<Self> {
         let timeout = Duration::try_from_secs_f64(timeout)
             .ok()
@@ -68,34 +62,48 @@ impl Client {
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| "allocate-py".to_owned());
         Ok(Client {
-            endpoint: Arc::new(Endpoint::new(url, token, timeout)?),
+            client: allocate_client::Client::new(
+                url,
+                ClientOptions {
+                    token,
+                    ca_file,
+                    http_timeout: timeout,
+                    ..ClientOptions::default()
+                },
+            )
+            .map_err(client_error)?,
             username,
         })
     }
 
-    fn get(&self, py: Python<'_>, path: &str, query: &[(&str, &str)]) -> PyResult<Value> {
-        let url = self.endpoint.join(path, query)?;
-        wait(py, self.endpoint.call(Method::GET, url, None))?
+    /// Runs one call of the client crate with the GIL released; its error as the exception.
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        call: impl Future<Output = Result<T, allocate_client::Error>> + Send,
+    ) -> PyResult<T> {
+        wait(py, call)?.map_err(client_error)
     }
 }
 
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (url, *, token = None, username = None, timeout = 30.0))]
+    #[pyo3(signature = (url, *, token = None, username = None, timeout = 30.0, ca_file = None))]
     fn new(
         url: &str,
         token: Option<String>,
         username: Option<String>,
         timeout: f64,
+        ca_file: Option<PathBuf>,
     ) -> PyResult<Self> {
-        Self::create(url, token, username, timeout)
+        Self::create(url, token, username, timeout, ca_file)
     }
 
     /// The server's base URL.
     #[getter]
     fn url(&self) -> &str {
-        self.endpoint.url()
+        self.client.url()
     }
 
     /// Whom allocations are for unless a request names a `username`.
@@ -112,56 +120,50 @@ impl Client {
         tags: Option<Vec<String>>,
         state: Option<String>,
     ) -> PyResult<Vec<InventoryEntry>> {
-        let tags = tags.map(|t| t.join(","));
-        let mut query = Vec::new();
-        if let Some(t) = &tags {
-            query.push(("tags", t.as_str()));
-        }
-        if let Some(s) = &state {
-            query.push(("state", s.as_str()));
-        }
-        let data = self.get(py, "inventory/", &query)?;
-        let entries: Vec<allocate_core::InventoryEntry> = from_data(data, "inventory")?;
+        let state = match state.as_deref() {
+            None => None,
+            Some(s) => Some(ResourceState::parse(s).ok_or_else(|| {
+                errors::from_error_code(
+                    allocate_core::ErrorCode::InvalidRequest,
+                    format!("state must be one of free, allocated, offline, error, maintenance, reserved; got {s:?}"),
+                )
+            })?),
+        };
+        let filter = InventoryFilter {
+            tags: tags.unwrap_or_default(),
+            state,
+        };
+        let entries = self.call(py, self.client.inventory(&filter))?;
         Ok(entries.into_iter().map(InventoryEntry).collect())
     }
 
     /// One resource; raises NotFound for an unknown id.
     fn resource(&self, py: Python<'_>, inventory_id: Id) -> PyResult<InventoryEntry> {
-        let data = self.get(py, &format!("inventory/{}", inventory_id.0), &[])?;
-        let [entry]: [allocate_core::InventoryEntry; 1] = from_data(data, "resource")?;
-        Ok(InventoryEntry(entry))
+        self.call(py, self.client.resource(inventory_id.0))
+            .map(InventoryEntry)
     }
 
     /// The caller's allocations (every allocation, for an admin).
     fn allocations(&self, py: Python<'_>) -> PyResult<Vec<AllocationInfo>> {
-        let data = self.get(py, "allocate/", &[])?;
-        let all: Vec<allocate_core::AllocationInfo> = from_data(data, "allocations")?;
+        let all = self.call(py, self.client.allocations())?;
         Ok(all.into_iter().map(AllocationInfo).collect())
     }
 
     /// One allocation; raises NotFound for an unknown id.
     fn allocation(&self, py: Python<'_>, allocation_id: Id) -> PyResult<AllocationInfo> {
-        let data = self.get(py, &format!("allocate/{}", allocation_id.0), &[])?;
-        from_data(data, "allocation").map(AllocationInfo)
+        self.call(py, self.client.allocation(allocation_id.0))
+            .map(AllocationInfo)
     }
 
     /// Moves an allocation's lease end to `expires` (unix seconds, capped by the server).
     fn extend(&self, py: Python<'_>, allocation_id: Id, expires: u64) -> PyResult<AllocationInfo> {
-        let url = self
-            .endpoint
-            .join(&format!("allocate/{}", allocation_id.0), &[])?;
-        let body = expires_patch_text(expires);
-        let data = wait(py, self.endpoint.call(Method::PATCH, url, Some(body)))??;
-        from_data(data, "allocation").map(AllocationInfo)
+        self.call(py, self.client.extend(allocation_id.0, expires))
+            .map(AllocationInfo)
     }
 
     /// Frees an allocation or cancels a waiting request; raises NotFound when it has ended.
     fn release(&self, py: Python<'_>, allocation_id: Id) -> PyResult<()> {
-        let url = self
-            .endpoint
-            .join(&format!("allocate/{}", allocation_id.0), &[])?;
-        wait(py, self.endpoint.call(Method::DELETE, url, None))??;
-        Ok(())
+        self.call(py, self.client.release(allocation_id.0))
     }
 
     /// An allocation request with the contract's requirements as keywords (`tags`, `type`,
@@ -204,7 +206,7 @@ impl Client {
             .entry("allocation_timeout_seconds")
             .or_insert_with(|| Value::from(queue_wait.as_secs_f64().ceil() as u64));
         Ok(Allocation::new(
-            self.endpoint.clone(),
+            self.client.clone(),
             fields,
             queue_wait + ANSWER_GRACE,
             on_queued,
@@ -215,7 +217,7 @@ impl Client {
         repr(
             "Client",
             &[
-                ("url", quote(self.endpoint.url())),
+                ("url", quote(self.client.url())),
                 ("username", quote(&self.username)),
             ],
         )

@@ -2,10 +2,11 @@
 //! `python/allocate/`, its types `python/allocate/_allocate.pyi`).
 //!
 //! - A client of a running server ([`client`], [`allocation`]): inventory, allocations that wait
-//!   in the queue and release on exit, extend and release; HTTP with reqwest and websockets with
-//!   tokio-tungstenite on a runtime this module owns ([`runtime`]).
+//!   in the queue and release on exit, extend and release; thin wrappers over `allocate-client`
+//!   (http(s) and ws(s) through rustls), on a runtime this module owns ([`runtime`]).
 //! - The real server in-process ([`server`]; with the cargo feature `server`, on by default,
-//!   else a stand-in that raises) and a small agent to register resources ([`agent`]).
+//!   else a stand-in that raises) and a small agent to register resources ([`agent`], over
+//!   `allocate-client`'s agent session).
 //! - The engine itself ([`engine`]) with a manual clock ([`clock`]) and a Python matching
 //!   policy ([`policy`]), for simulations and deterministic tests.
 //!

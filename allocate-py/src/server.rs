@@ -177,7 +177,7 @@ impl Server {
         username: Option<String>,
         timeout: f64,
     ) -> PyResult<Client> {
-        Client::create(&self.base_url()?, token, username, timeout)
+        Client::create(&self.base_url()?, token, username, timeout, None)
     }
 
     /// Starts an `Agent` of this server with `resources` (registered when this returns). It

@@ -211,8 +211,12 @@ def test_unreachable_server_raises_connection_lost() -> None:
         nobody.inventory()
     with pytest.raises(allocate.ConnectionLost):
         nobody.allocate(timeout=1).wait()
-    with pytest.raises(ValueError, match="https"):
-        allocate.Client("https://lab.example")
+    with pytest.raises(ValueError, match="scheme"):
+        allocate.Client("ftp://lab.example")
+    # https is spoken (rustls, the system's roots): no TLS proxy needed in front.
+    assert allocate.Client("https://lab.example").url == "https://lab.example"
+    with pytest.raises(ValueError, match="no-such-ca.pem"):
+        allocate.Client("https://lab.example", ca_file="no-such-ca.pem")
 
 
 def test_waiting_clients_get_shutting_down(tag: str) -> None:

@@ -19,8 +19,6 @@
 //!
 //! [`LinearScan`]: reference::LinearScan
 
-#![warn(missing_docs)]
-
 pub mod fuzz_inputs;
 pub mod invariants;
 pub mod labs;

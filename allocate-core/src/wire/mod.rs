@@ -7,6 +7,8 @@
 //! - [`agent`]: the `/agent/` socket: [`AgentMessage`] (registration and answers) and
 //!   [`ServerMessage`] (the registration reply, provision and release orders).
 //! - [`admin`]: the bodies of `PATCH /allocate/{id}` and `PATCH /inventory/{id}`.
+//! - [`listing`]: the HTTP answers that show state (inventory, allocations) and the
+//!   inventory query, as clients read them.
 //!
 //! What clients and agents send is read strictly: unknown fields are refused and every error
 //! ([`crate::Error::Invalid`]) names the field and the limit. What the server sends is read
@@ -22,6 +24,7 @@ pub mod agent;
 pub mod client;
 pub mod envelope;
 mod fields;
+pub mod listing;
 
 pub use agent::{AgentMessage, ProvisionOrder, ReleaseOrder, ServerMessage};
 pub use client::ClientEvent;

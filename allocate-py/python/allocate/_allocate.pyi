@@ -3,6 +3,7 @@
 Hand-written, and checked against the built module by mypy's stubtest (``make test-py``).
 """
 
+import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import ClassVar, final
@@ -556,7 +557,8 @@ class Allocation:
 
 @final
 class Client:
-    """A client of a running allocate server at `url` (`http://host:port`)."""
+    """A client of a running allocate server at `url` (`http://host:port` or `https://...`;
+    `ca_file`, a PEM file, is trusted besides the system's roots)."""
 
     def __new__(
         cls,
@@ -565,6 +567,7 @@ class Client:
         token: str | None = None,
         username: str | None = None,
         timeout: float = 30.0,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> Self: ...
     @property
     def url(self) -> str:

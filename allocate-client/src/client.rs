@@ -1,0 +1,361 @@
+//! [`Client`]: a server's base URL, the bearer token, one TLS configuration, and the contract's
+//! HTTP calls; the websocket endpoints open through it too.
+
+use crate::chain::chain;
+use crate::error::Error;
+use crate::socket::{Socket, MESSAGE_BYTES_MAX};
+use crate::tls;
+use allocate_core::wire::{self, admin, listing, Envelope, WireError};
+use allocate_core::{AllocationInfo, ErrorCode, InventoryEntry, InventoryFilter};
+use reqwest::{Method, Url};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::Connector;
+use uuid::Uuid;
+
+/// How a [`Client`] reaches its server.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Sent as `Authorization: Bearer <token>` on every call and websocket upgrade.
+    pub token: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// How long one HTTP call may take, from sending to the whole answer.
+    pub http_timeout: Duration,
+    /// How long opening a websocket (TCP, TLS and the upgrade) may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            token: None,
+            ca_file: None,
+            http_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A server of the contract. Cheap to clone: clones share the HTTP connection pool.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `http(s)://host[:port]/prefix/`, always ending in `/`.
+    base: Url,
+    token: Option<String>,
+    http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
+    options: ClientOptions,
+}
+
+impl Client {
+    /// A client of the server at `url` (`http://`, `https://`, or the same as `ws://`,
+    /// `wss://`; a path prefix is kept). Checks the URL, the token and the CA file now.
+    pub fn new(url: &str, options: ClientOptions) -> Result<Self, Error> {
+        let bad = |why: &str| Error::Url {
+            url: url.to_owned(),
+            why: why.to_owned(),
+        };
+        let mut base = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        let secure = match base.scheme() {
+            "http" | "ws" => false,
+            "https" | "wss" => true,
+            other => {
+                return Err(bad(&format!(
+                    "the scheme must be http or https, not {other}"
+                )))
+            }
+        };
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(bad("it must not have a query or fragment"));
+        }
+        base.set_scheme(if secure { "https" } else { "http" })
+            .map_err(|()| bad("its scheme cannot be changed"))?;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        if let Some(t) = &options.token {
+            HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| Error::Token)?;
+        }
+        let tls = tls::client_config(secure, options.ca_file.as_deref())?;
+        // No proxy: websockets do not go through one either, so both reach the same server.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(options.http_timeout)
+            .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
+            .build()
+            .map_err(|e| Error::Setup(chain(&e)))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base,
+                token: options.token.clone(),
+                http,
+                tls,
+                options,
+            }),
+        })
+    }
+
+    /// The server's base URL (`http(s)://...`, without the trailing slash).
+    pub fn url(&self) -> &str {
+        self.inner.base.as_str().trim_end_matches('/')
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// `GET /inventory/` with the filters of `filter` (tags, state).
+    pub async fn inventory(&self, filter: &InventoryFilter) -> Result<Vec<InventoryEntry>, Error> {
+        let query = listing::inventory_query(filter);
+        self.call(
+            Method::GET,
+            "inventory/",
+            &query,
+            None,
+            listing::parse_inventory,
+        )
+        .await
+    }
+
+    /// `GET /inventory/{id}`: one resource.
+    pub async fn resource(&self, inventory_id: Uuid) -> Result<InventoryEntry, Error> {
+        let path = format!("inventory/{inventory_id}");
+        self.call(Method::GET, &path, &[], None, listing::parse_resource)
+            .await
+    }
+
+    /// `PATCH /inventory/{id}` (admin): `Some(reason)` takes the resource out of service once
+    /// its lease ends, `None` returns it (and clears `error`). Answers the resource.
+    pub async fn set_maintenance(
+        &self,
+        inventory_id: Uuid,
+        reason: Option<&str>,
+    ) -> Result<InventoryEntry, Error> {
+        let path = format!("inventory/{inventory_id}");
+        let body = admin::maintenance_patch_text(reason);
+        self.call(
+            Method::PATCH,
+            &path,
+            &[],
+            Some(body),
+            listing::parse_resource,
+        )
+        .await
+    }
+
+    /// `GET /allocate/`: the caller's allocations (every one for an admin).
+    pub async fn allocations(&self) -> Result<Vec<AllocationInfo>, Error> {
+        self.call(
+            Method::GET,
+            "allocate/",
+            &[],
+            None,
+            listing::parse_allocations,
+        )
+        .await
+    }
+
+    /// `GET /allocate/{id}`: one allocation (its `connection` only for its owner or an admin).
+    pub async fn allocation(&self, allocation_id: Uuid) -> Result<AllocationInfo, Error> {
+        let path = format!("allocate/{allocation_id}");
+        self.call(Method::GET, &path, &[], None, listing::parse_allocation)
+            .await
+    }
+
+    /// `PATCH /allocate/{id}` with `{"expires": t}`: extends or shortens the lease (capped by
+    /// the server's maximum). Answers the allocation with its effective `expires`.
+    pub async fn extend(&self, allocation_id: Uuid, expires: u64) -> Result<AllocationInfo, Error> {
+        let path = format!("allocate/{allocation_id}");
+        let body = admin::expires_patch_text(expires);
+        self.call(
+            Method::PATCH,
+            &path,
+            &[],
+            Some(body),
+            listing::parse_allocation,
+        )
+        .await
+    }
+
+    /// `DELETE /allocate/{id}`: frees the allocation or cancels the waiting request.
+    pub async fn release(&self, allocation_id: Uuid) -> Result<(), Error> {
+        let path = format!("allocate/{allocation_id}");
+        self.call(Method::DELETE, &path, &[], None, listing::parse_sentence)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /healthz`: `Ok` when the server (the leader) is serving.
+    pub async fn health(&self) -> Result<(), Error> {
+        self.call(Method::GET, "healthz", &[], None, listing::parse_sentence)
+            .await
+            .map(drop)
+    }
+
+    /// The URL of `path` (relative to the base) with `query`.
+    fn join(&self, path: &str, query: &[(&str, String)]) -> Result<Url, Error> {
+        let mut url = self.inner.base.join(path).map_err(|e| Error::Url {
+            url: format!("{}{path}", self.inner.base),
+            why: e.to_string(),
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// Calls `method path` and reads the answer with `parse`: the data, or the refusal as
+    /// [`Error::Refused`].
+    async fn call<T>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+        parse: fn(&str) -> Result<Envelope<T>, WireError>,
+    ) -> Result<T, Error> {
+        let url = self.join(path, query)?;
+        let what = format!("{method} {url}");
+        let mut request = self.inner.http.request(method, url);
+        if let Some(t) = &self.inner.token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let failed = |source| Error::Http {
+            what: what.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(failed)?;
+        let text = response.text().await.map_err(failed)?;
+        match parse(&text) {
+            Ok(envelope) => envelope
+                .into_result()
+                .map_err(|refusal| Error::Refused { what, refusal }),
+            Err(source) => Err(Error::Unreadable { what, source }),
+        }
+    }
+
+    /// Opens a websocket to `path` with the token in the upgrade; an upgrade the server
+    /// answers with an error envelope (401, 403, 503 ...) is [`Error::Refused`].
+    pub(crate) async fn connect(&self, path: &str) -> Result<Socket, Error> {
+        let mut url = self.join(path, &[])?;
+        let ws = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(ws).map_err(|()| Error::Url {
+            url: url.to_string(),
+            why: "cannot be made a websocket URL".into(),
+        })?;
+        let what = format!("websocket {url}");
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::WebSocket {
+                what: what.clone(),
+                source: Box::new(e),
+            })?;
+        if let Some(t) = &self.inner.token {
+            let value = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| Error::Token)?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MESSAGE_BYTES_MAX))
+            .max_frame_size(Some(MESSAGE_BYTES_MAX));
+        let connector = Connector::Rustls(self.inner.tls.clone());
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            true,
+            Some(connector),
+        );
+        let timeout = self.inner.options.connect_timeout;
+        match tokio::time::timeout(timeout, connecting).await {
+            Err(_) => Err(Error::Timeout {
+                what,
+                secs: timeout.as_secs_f64(),
+            }),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+                Err(refused_upgrade(what, *response))
+            }
+            Ok(Err(e)) => Err(Error::WebSocket {
+                what,
+                source: Box::new(e),
+            }),
+            Ok(Ok((socket, _response))) => Ok(socket),
+        }
+    }
+}
+
+/// The error for an upgrade answered with an HTTP error: the envelope's refusal when the body
+/// came with it, else one made from the status.
+fn refused_upgrade(
+    what: String,
+    response: tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>,
+) -> Error {
+    let status = response.status();
+    let body = response.into_body().unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    if let Ok(Envelope::Refused(refusal)) = Envelope::parse(&text) {
+        return Error::Refused { what, refusal };
+    }
+    let code = ErrorCode::ALL
+        .into_iter()
+        .find(|c| c.http_status() == status.as_u16())
+        .map_or_else(|| "upgrade_refused".to_owned(), |c| c.as_str().to_owned());
+    Error::Refused {
+        what,
+        refusal: wire::Refusal {
+            status: status.as_u16(),
+            code,
+            message: format!("the websocket upgrade was refused with {status}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalised_and_bad_ones_named() {
+        let plain = Client::new("ws://127.0.0.1:9/prefix", ClientOptions::default()).unwrap();
+        assert_eq!(plain.url(), "http://127.0.0.1:9/prefix");
+        assert_eq!(
+            plain
+                .join("inventory/", &[("tags", "a,b".into())])
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:9/prefix/inventory/?tags=a%2Cb"
+        );
+        for bad in ["ftp://host", "not a url", "http://host/?q=1"] {
+            let err = Client::new(bad, ClientOptions::default()).unwrap_err();
+            assert!(
+                matches!(&err, Error::Url { url, .. } if url == bad),
+                "{err}"
+            );
+            assert_eq!(err.code(), "url");
+        }
+        let options = ClientOptions {
+            token: Some("bad\ntoken".into()),
+            ..ClientOptions::default()
+        };
+        assert!(matches!(
+            Client::new("http://host", options),
+            Err(Error::Token)
+        ));
+    }
+}

@@ -1,0 +1,229 @@
+//! The agent session (orders, answers, reconnect) and TLS against a real server.
+
+mod common;
+
+use allocate_client::{
+    AgentEvent, AgentOptions, AgentSession, Client, ClientOptions, Error, InventoryFilter, Order,
+    ProvisionResult, Requirements, SocketEnd,
+};
+use common::{bounded, connection, resource, Server, TlsFront};
+use std::time::Duration;
+use uuid::Uuid;
+
+const AGENT: Uuid = Uuid::from_u128(0xa);
+
+fn quick() -> AgentOptions {
+    AgentOptions {
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(200),
+        jitter_seed: Some(1),
+        ..AgentOptions::default()
+    }
+}
+
+/// The next order of `session`, skipping other events.
+async fn next_order(session: &mut AgentSession) -> Order {
+    loop {
+        match bounded(session.next_event()).await {
+            Some(AgentEvent::Order(order)) => return order,
+            Some(other) => eprintln!("agent event: {other:?}"),
+            None => panic!("the session ended"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_agent_provisions_releases_and_reconnects_after_being_dropped() {
+    let server = Server::start().await;
+    let client = server.client();
+    let mut agent = bounded(AgentSession::connect(
+        &client,
+        AGENT,
+        vec![resource(&["gpu"], None)],
+        quick(),
+    ))
+    .await
+    .unwrap();
+    let handle = agent.handle().clone();
+
+    // A provision order, answered with connection details, makes the user's request ready.
+    let request = bounded(client.allocate(&Requirements::for_user("ci")))
+        .await
+        .unwrap();
+    let order = next_order(&mut agent).await;
+    let Order::Provision {
+        order: provision,
+        connection: 1,
+    } = &order
+    else {
+        panic!("not a provision on the first connection: {order:?}")
+    };
+    assert_eq!(provision.username, "ci");
+    bounded(handle.provisioned(&order, ProvisionResult::Connection(connection("10.1.1.1"))))
+        .await
+        .unwrap();
+    let lease = bounded(request.wait_ready()).await.unwrap();
+    assert_eq!(lease.connection.host, "10.1.1.1");
+
+    // Releasing sends a release order; the resource is free after the acknowledgement.
+    bounded(request.release()).await.unwrap();
+    let order = next_order(&mut agent).await;
+    assert!(matches!(order, Order::Release { .. }), "{order:?}");
+    assert_eq!(order.allocation_id(), lease.allocation_id);
+    bounded(handle.released(&order)).await.unwrap();
+    let free = InventoryFilter {
+        state: Some(allocate_client::ResourceState::Free),
+        ..InventoryFilter::default()
+    };
+    while bounded(client.inventory(&free)).await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A newer socket of the same agent makes the server drop this one; the session reports
+    // it, waits its backoff, and registers again (replacing the newer one in turn).
+    let once = AgentOptions {
+        reconnect: false,
+        ..quick()
+    };
+    let mut newer = bounded(AgentSession::connect(
+        &client,
+        AGENT,
+        vec![resource(&["gpu"], None)],
+        once,
+    ))
+    .await
+    .unwrap();
+    let mut saw_drop = false;
+    loop {
+        match bounded(agent.next_event()).await.expect("session alive") {
+            AgentEvent::Disconnected { error, retry_in } => {
+                assert!(retry_in.is_some());
+                assert!(
+                    matches!(
+                        &error,
+                        Error::Closed {
+                            end: SocketEnd::Closed { code: 1000, .. },
+                            ..
+                        }
+                    ),
+                    "{error}"
+                );
+                saw_drop = true;
+            }
+            AgentEvent::Registered {
+                connection,
+                inventory_ids,
+            } => {
+                assert!(saw_drop);
+                assert_eq!(connection, 2);
+                assert_eq!(inventory_ids, agent.inventory_ids());
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The newer session, which does not reconnect, ends.
+    match bounded(newer.next_event()).await {
+        Some(AgentEvent::Disconnected { retry_in: None, .. }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(bounded(newer.next_event()).await.is_none());
+
+    // Orders come on the new connection, and answers there count.
+    let request = bounded(client.allocate(&Requirements::for_user("ci")))
+        .await
+        .unwrap();
+    let order = next_order(&mut agent).await;
+    assert_eq!(order.connection(), 2);
+    bounded(handle.provisioned(&order, ProvisionResult::Connection(connection("10.2.2.2"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(request.wait_ready()).await.unwrap().connection.host,
+        "10.2.2.2"
+    );
+
+    // An idle connection is kept: the server's pings and the pongs to ours count as life.
+    let mut idle = bounded(AgentSession::connect(
+        &client,
+        Uuid::from_u128(0xb),
+        vec![],
+        AgentOptions {
+            ping_interval: Duration::from_millis(50),
+            ..quick()
+        },
+    ))
+    .await
+    .unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(600), idle.next_event()).await;
+    assert!(quiet.is_err(), "an idle agent was disconnected: {quiet:?}");
+
+    // A new resource list on the same socket.
+    let ids = bounded(handle.register(
+        AGENT,
+        vec![resource(&["gpu"], None), resource(&["cpu"], Some("h"))],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ids.len(), 2);
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_registration_is_an_error() {
+    let server = Server::start().await;
+    let mut bad = resource(&["gpu"], None);
+    bad.labels = vec![String::new()];
+    let err = bounded(AgentSession::connect(
+        &server.client(),
+        AGENT,
+        vec![bad],
+        quick(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "invalid_request", "{err}");
+}
+
+#[tokio::test]
+async fn https_and_wss_with_a_private_ca() {
+    let server = Server::start().await;
+    let front = TlsFront::start(server.addr).await;
+    let url = format!("https://localhost:{}", front.addr.port());
+
+    // Without the CA the server's certificate is not trusted.
+    let untrusting = Client::new(&url, ClientOptions::default()).unwrap();
+    let err = bounded(untrusting.health()).await.unwrap_err();
+    assert_eq!(err.code(), "connection", "{err}");
+
+    let options = ClientOptions {
+        ca_file: Some(front.ca_file.clone()),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(&url, options).unwrap();
+    bounded(client.health()).await.unwrap();
+    // wss: an agent registers and a user is served, both through the TLS front.
+    let agent = bounded(AgentSession::connect(
+        &client,
+        AGENT,
+        vec![resource(&["gpu"], Some("10.3.3.3"))],
+        quick(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(agent.inventory_ids().len(), 1);
+    let request = bounded(client.allocate(&Requirements::for_user("ci")))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(request.wait_ready()).await.unwrap().connection.host,
+        "10.3.3.3"
+    );
+    assert_eq!(
+        bounded(client.inventory(&InventoryFilter::default()))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
