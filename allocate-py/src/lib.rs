@@ -3,7 +3,8 @@
 //!
 //! - A client of a running server ([`client`], [`allocation`]): inventory, allocations that wait
 //!   in the queue and release on exit, extend and release; thin wrappers over `allocate-client`
-//!   (http(s) and ws(s) through rustls), on a runtime this module owns ([`runtime`]).
+//!   (http(s) and ws(s) through rustls), on a runtime this module owns ([`runtime`]). The
+//!   same calls as asyncio awaitables ([`aio`]) under `allocate.AsyncClient` (Python, `_aio.py`).
 //! - The real server in-process ([`server`]; with the cargo feature `server`, on by default,
 //!   else a stand-in that raises) and a small agent to register resources ([`agent`], over
 //!   `allocate-client`'s agent session).
@@ -14,6 +15,7 @@
 //! let Ctrl-C through. Errors are one exception class per contract error code ([`errors`]).
 
 mod agent;
+mod aio;
 mod allocation;
 mod bench;
 mod client;
