@@ -47,7 +47,7 @@ struct Local {
 /// One allocation request. `with client.allocate(...) as a:` sends it, waits until it is ready
 /// (calling `on_queued` with each new queue position), and releases it when the block ends,
 /// also when the block raises. Outside a `with`: `start()`, `wait()`, `release()`.
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Debug)]
 pub struct Allocation {
     client: allocate_client::Client,

@@ -30,7 +30,7 @@ const USERNAME_VARIABLES: [&str; 4] = ["ALLOCATE_USERNAME", "USER", "LOGNAME", "
 /// login name) is whom allocations are for unless a request names another; `timeout` bounds
 /// each HTTP call; `ca_file` (PEM) is trusted besides the system's roots for `https`.
 /// Every call releases the GIL while it waits, and Ctrl-C interrupts it.
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Debug)]
 pub struct Client {
     client: allocate_client::Client,
