@@ -5,13 +5,68 @@
 //! Cancelling the asyncio future aborts the tokio task, which drops the Rust future and so
 //! cancels what it was doing (a future that must clean up does it in a drop guard). Neither
 //! side waits for the other while holding the GIL: the task takes it only to hand the result
-//! over.
+//! over, through [`attach`].
+//!
+//! A runtime thread must not hold the GIL while the interpreter finalizes (CPython aborts
+//! with "PyGILState_Release: thread state must be current"): the awaiting code may have its
+//! result, and the program may end, before the thread that handed it over has let go. So
+//! [`attach`] counts the threads inside it, and an `atexit` hook ([`register_atexit`]) stops
+//! new ones and waits for those inside before finalization begins.
 
 use crate::runtime::runtime;
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 use pyo3::IntoPyObjectExt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Set by the `atexit` hook: runtime threads no longer take the GIL.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Runtime threads inside [`attach`].
+static ATTACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// How long the `atexit` hook waits for runtime threads to let go of the GIL.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `f` with the GIL on a runtime thread; `None` once the interpreter is exiting.
+pub fn attach<R>(f: impl FnOnce(Python<'_>) -> R) -> Option<R> {
+    /// Counts the thread out however `f` ends.
+    struct Inside;
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            ATTACHED.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    // Counted in before the flag is read: the hook sets the flag, then waits for the count.
+    ATTACHED.fetch_add(1, Ordering::SeqCst);
+    let _inside = Inside;
+    if EXITING.load(Ordering::SeqCst) {
+        return None;
+    }
+    Some(Python::attach(f))
+}
+
+/// Registers the `atexit` hook that stops [`attach`] before the interpreter finalizes.
+pub fn register_atexit(py: Python<'_>) -> PyResult<()> {
+    let hook = wrap_pyfunction!(stop_attaching, py)?;
+    py.import("atexit")?.call_method1("register", (hook,))?;
+    Ok(())
+}
+
+/// The `atexit` hook: no runtime thread takes the GIL from now on; waits (GIL released, at
+/// most [`EXIT_WAIT`]) for those that have it or wait for it.
+#[pyfunction]
+fn stop_attaching(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let start = Instant::now();
+        while ATTACHED.load(Ordering::SeqCst) > 0 && start.elapsed() < EXIT_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
 
 /// Runs `future` on the runtime; returns an `asyncio.Future` of the running loop that takes
 /// its output (or its exception). Raises `RuntimeError` outside a running loop.
@@ -25,7 +80,8 @@ where
     let target = (event_loop.unbind(), waiter.clone().unbind());
     let task = runtime().spawn(async move {
         let output = future.await;
-        Python::attach(|py| deliver(py, target, output));
+        // Exiting: the loop that waits for it is gone.
+        let _ = attach(|py| deliver(py, target, output));
     });
     let abort = task.abort_handle();
     let on_done = PyCFunction::new_closure(

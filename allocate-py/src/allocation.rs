@@ -293,7 +293,9 @@ impl Allocation {
                 Step::Ready => break Ok(()),
                 Step::Fail(err) => break Err(err),
                 Step::Report(queued) => {
-                    Python::attach(|py| allocation.report_soon(py, event_loop.bind(py), queued))?
+                    let report =
+                        |py: Python<'_>| allocation.report_soon(py, event_loop.bind(py), queued);
+                    crate::aio::attach(report).unwrap_or(Ok(()))?
                 }
                 Step::TimedOut => {
                     allocation.abandon_async("timed_out").await;

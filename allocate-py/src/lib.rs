@@ -71,10 +71,12 @@ mod _allocate {
     };
     use pyo3::prelude::*;
 
-    /// What is not a class or function: the version, and each exception's `code`.
+    /// What is not a class or function: the version, each exception's `code`, and the
+    /// `atexit` hook of [`crate::aio`].
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        crate::aio::register_atexit(m.py())?;
         crate::errors::set_codes(m.py())
     }
 }

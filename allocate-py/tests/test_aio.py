@@ -208,3 +208,27 @@ def test_the_async_example_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "ran on 10.0.0.7, 10.0.0.8; both released" in done.stdout
+
+
+EXIT_RIGHT_AFTER_AWAITS = """
+import asyncio, allocate
+server = allocate.Server().__enter__()
+client = allocate.AsyncClient(server.url)
+async def main():
+    await asyncio.gather(*[client.inventory() for _ in range(50)])
+asyncio.run(main())
+"""
+
+
+def test_the_interpreter_exits_cleanly_right_after_awaits() -> None:
+    # The runtime thread that handed a result over may still hold the GIL when the program
+    # ends; the atexit hook waits for it, else CPython aborts while finalizing.
+    for _ in range(5):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_RIGHT_AFTER_AWAITS],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert (done.returncode, done.stderr) == (0, "")
