@@ -161,6 +161,32 @@ def test_cancelling_a_waiting_block_leaves_nothing_queued_or_held(
         assert [a.state for a in mine] == [info.state]
 
 
+def test_cancelling_a_task_that_holds_a_resource_releases_it(
+    server: allocate.Server, client: allocate.Client, aclient: allocate.AsyncClient, tag: str
+) -> None:
+    async def body() -> allocate.AsyncAllocation:
+        ready = asyncio.Event()
+        request = aclient.allocate(tags=[tag], timeout=5)
+
+        async def use_it() -> None:
+            async with request:
+                ready.set()
+                await asyncio.sleep(30)
+
+        task = asyncio.create_task(use_it())
+        await asyncio.wait_for(ready.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return request
+
+    with server.add_agent([machine(tag, 38)]) as agent:
+        held = run(body)
+        assert held.state == "released"
+        assert client.allocation(held.allocation_id or "").state == "released"
+        assert client.resource(agent.inventory_ids[0]).state == "free"
+
+
 def test_two_allocations_wait_together_on_one_loop(
     server: allocate.Server, client: allocate.Client, aclient: allocate.AsyncClient, tag: str
 ) -> None:
