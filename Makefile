@@ -155,12 +155,13 @@ test-c: ## Build the C library; compile examples/c and the C tests (-Werror, sta
 PY := $(VENV)/bin/python
 MATURIN_DEVELOP := cd allocate-py && VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --locked
 
-test-py: $(VENV_STAMP) ## Build allocate-py into .venv (debug); pytest, stubtest of the .pyi, mypy --strict on examples/python, run the harness
+test-py: $(VENV_STAMP) ## Build allocate-py into .venv (debug); pytest, stubtest of the .pyi, mypy --strict on examples/python, run the harnesses (blocking and asyncio)
 	$(MATURIN_DEVELOP)
 	$(PY) -m pytest allocate-py/tests
 	$(PY) -m mypy.stubtest allocate._allocate
 	$(PY) -m mypy --strict examples/python
 	$(PY) examples/python/harness.py
+	$(PY) examples/python/harness_async.py
 
 bench-py: $(VENV_STAMP) ## Allocate+release cycles/s through the Python engine binding vs Rust, in one run (release build)
 	$(MATURIN_DEVELOP) --release

@@ -155,7 +155,7 @@ struct Session {
 /// for the others the server's orders call `provision(order: Provision) -> Connection`
 /// (raise to refuse) and `release(order: Release)`, each on its own thread. Use it in a
 /// `with` block, or call `start()` / `stop()`. It does not reconnect.
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Debug)]
 pub struct Agent {
     client: allocate_client::Client,

@@ -1,5 +1,6 @@
 //! `Client`: the contract's HTTP calls, and allocations over `WEBSOCKET /allocate/`.
 
+use crate::aio::awaitable;
 use crate::allocation::Allocation;
 use crate::convert::{dict_to_json, Id};
 use crate::errors;
@@ -29,7 +30,7 @@ const USERNAME_VARIABLES: [&str; 4] = ["ALLOCATE_USERNAME", "USER", "LOGNAME", "
 /// login name) is whom allocations are for unless a request names another; `timeout` bounds
 /// each HTTP call; `ca_file` (PEM) is trusted besides the system's roots for `https`.
 /// Every call releases the GIL while it waits, and Ctrl-C interrupts it.
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Debug)]
 pub struct Client {
     client: allocate_client::Client,
@@ -76,13 +77,68 @@ impl Client {
         })
     }
 
-    /// Runs one call of the client crate with the GIL released; its error as the exception.
-    fn call<T: Send>(
+    /// One call of the client crate as a future that owns what it needs (so it can run as a
+    /// task for asyncio too); its error as the exception.
+    fn call<T, F>(
         &self,
-        py: Python<'_>,
-        call: impl Future<Output = Result<T, allocate_client::Error>> + Send,
-    ) -> PyResult<T> {
-        wait(py, call)?.map_err(client_error)
+        call: impl FnOnce(allocate_client::Client) -> F,
+    ) -> impl Future<Output = PyResult<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, allocate_client::Error>> + Send + 'static,
+    {
+        let call = call(self.client.clone());
+        async move { call.await.map_err(client_error) }
+    }
+
+    fn inventory_call(
+        &self,
+        tags: Option<Vec<String>>,
+        state: Option<String>,
+    ) -> PyResult<impl Future<Output = PyResult<Vec<InventoryEntry>>> + Send + 'static> {
+        let state = match state.as_deref() {
+            None => None,
+            Some(s) => Some(ResourceState::parse(s).ok_or_else(|| {
+                errors::from_error_code(
+                    allocate_core::ErrorCode::InvalidRequest,
+                    format!("state must be one of free, allocated, offline, error, maintenance, reserved; got {s:?}"),
+                )
+            })?),
+        };
+        let filter = InventoryFilter {
+            tags: tags.unwrap_or_default(),
+            state,
+        };
+        let entries = self.call(move |c| async move { c.inventory(&filter).await });
+        Ok(async move { Ok(entries.await?.into_iter().map(InventoryEntry).collect()) })
+    }
+
+    fn resource_call(&self, id: Id) -> impl Future<Output = PyResult<InventoryEntry>> + Send {
+        let entry = self.call(move |c| async move { c.resource(id.0).await });
+        async move { entry.await.map(InventoryEntry) }
+    }
+
+    fn allocations_call(&self) -> impl Future<Output = PyResult<Vec<AllocationInfo>>> + Send {
+        let all = self.call(move |c| async move { c.allocations().await });
+        async move { Ok(all.await?.into_iter().map(AllocationInfo).collect()) }
+    }
+
+    fn allocation_call(&self, id: Id) -> impl Future<Output = PyResult<AllocationInfo>> + Send {
+        let info = self.call(move |c| async move { c.allocation(id.0).await });
+        async move { info.await.map(AllocationInfo) }
+    }
+
+    fn extend_call(
+        &self,
+        id: Id,
+        expires: u64,
+    ) -> impl Future<Output = PyResult<AllocationInfo>> + Send {
+        let info = self.call(move |c| async move { c.extend(id.0, expires).await });
+        async move { info.await.map(AllocationInfo) }
+    }
+
+    fn release_call(&self, id: Id) -> impl Future<Output = PyResult<()>> + Send {
+        self.call(move |c| async move { c.release(id.0).await })
     }
 }
 
@@ -120,50 +176,85 @@ impl Client {
         tags: Option<Vec<String>>,
         state: Option<String>,
     ) -> PyResult<Vec<InventoryEntry>> {
-        let state = match state.as_deref() {
-            None => None,
-            Some(s) => Some(ResourceState::parse(s).ok_or_else(|| {
-                errors::from_error_code(
-                    allocate_core::ErrorCode::InvalidRequest,
-                    format!("state must be one of free, allocated, offline, error, maintenance, reserved; got {s:?}"),
-                )
-            })?),
-        };
-        let filter = InventoryFilter {
-            tags: tags.unwrap_or_default(),
-            state,
-        };
-        let entries = self.call(py, self.client.inventory(&filter))?;
-        Ok(entries.into_iter().map(InventoryEntry).collect())
+        wait(py, self.inventory_call(tags, state)?)?
+    }
+
+    /// `inventory` for asyncio: an awaitable of the entries.
+    #[pyo3(signature = (*, tags = None, state = None))]
+    fn _inventory_async<'py>(
+        &self,
+        py: Python<'py>,
+        tags: Option<Vec<String>>,
+        state: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.inventory_call(tags, state)?)
     }
 
     /// One resource; raises NotFound for an unknown id.
     fn resource(&self, py: Python<'_>, inventory_id: Id) -> PyResult<InventoryEntry> {
-        self.call(py, self.client.resource(inventory_id.0))
-            .map(InventoryEntry)
+        wait(py, self.resource_call(inventory_id))?
+    }
+
+    /// `resource` for asyncio.
+    fn _resource_async<'py>(
+        &self,
+        py: Python<'py>,
+        inventory_id: Id,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.resource_call(inventory_id))
     }
 
     /// The caller's allocations (every allocation, for an admin).
     fn allocations(&self, py: Python<'_>) -> PyResult<Vec<AllocationInfo>> {
-        let all = self.call(py, self.client.allocations())?;
-        Ok(all.into_iter().map(AllocationInfo).collect())
+        wait(py, self.allocations_call())?
+    }
+
+    /// `allocations` for asyncio.
+    fn _allocations_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.allocations_call())
     }
 
     /// One allocation; raises NotFound for an unknown id.
     fn allocation(&self, py: Python<'_>, allocation_id: Id) -> PyResult<AllocationInfo> {
-        self.call(py, self.client.allocation(allocation_id.0))
-            .map(AllocationInfo)
+        wait(py, self.allocation_call(allocation_id))?
+    }
+
+    /// `allocation` for asyncio.
+    fn _allocation_async<'py>(
+        &self,
+        py: Python<'py>,
+        allocation_id: Id,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.allocation_call(allocation_id))
     }
 
     /// Moves an allocation's lease end to `expires` (unix seconds, capped by the server).
     fn extend(&self, py: Python<'_>, allocation_id: Id, expires: u64) -> PyResult<AllocationInfo> {
-        self.call(py, self.client.extend(allocation_id.0, expires))
-            .map(AllocationInfo)
+        wait(py, self.extend_call(allocation_id, expires))?
+    }
+
+    /// `extend` for asyncio.
+    fn _extend_async<'py>(
+        &self,
+        py: Python<'py>,
+        allocation_id: Id,
+        expires: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.extend_call(allocation_id, expires))
     }
 
     /// Frees an allocation or cancels a waiting request; raises NotFound when it has ended.
     fn release(&self, py: Python<'_>, allocation_id: Id) -> PyResult<()> {
-        self.call(py, self.client.release(allocation_id.0))
+        wait(py, self.release_call(allocation_id))?
+    }
+
+    /// `release` for asyncio.
+    fn _release_async<'py>(
+        &self,
+        py: Python<'py>,
+        allocation_id: Id,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.release_call(allocation_id))
     }
 
     /// An allocation request with the contract's requirements as keywords (`tags`, `type`,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A clock that stands still until advanced; an `Engine` reads it when a call names no `now`.
 /// Times are unix seconds (floats, millisecond precision). It never goes backwards.
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Debug)]
 pub struct ManualClock {
     millis: AtomicU64,

@@ -61,7 +61,7 @@ fn poisoned<T>(_: T) -> PyErr {
 ///
 /// Mutating calls release the GIL while the engine works. One call runs at a time; other
 /// threads wait for it.
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Debug)]
 pub struct Engine {
     state: Mutex<State>,

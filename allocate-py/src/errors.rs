@@ -7,61 +7,61 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
 create_exception!(
-    allocate,
+    allocate._allocate,
     AllocateError,
     PyException,
     "Base class of every error the allocate package raises; `code` names the contract's error code."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     InvalidRequest,
     AllocateError,
     "A malformed or out-of-range request or field (400 invalid_request); the message names the field."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     Unauthorized,
     AllocateError,
     "No bearer token, or one the server does not know (401 unauthorized)."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     Forbidden,
     AllocateError,
     "The token's role may not do this (403 forbidden)."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     NotFound,
     AllocateError,
     "An unknown or already ended allocation or resource (404 not_found)."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     AllocationTimeout,
     AllocateError,
     "Nothing matching became ready before the wait ended (408 allocation_timeout)."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     Conflict,
     AllocateError,
     "The request clashes with the current state, such as an id another agent owns (409 conflict)."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     InternalError,
     AllocateError,
     "A fault in the server; its log has the details (500 internal)."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     ShuttingDown,
     AllocateError,
     "The server is stopping (503 shutting_down)."
 );
 create_exception!(
-    allocate,
+    allocate._allocate,
     ConnectionLost,
     AllocateError,
     "The server could not be reached, or the connection to it dropped or stopped answering."
@@ -71,21 +71,15 @@ create_exception!(
 const BASE_CODE: &str = "error";
 const CONNECTION_LOST_CODE: &str = "connection_lost";
 
-/// Adds the exception classes to the module, each with its `code` class attribute.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    let base = py.get_type::<AllocateError>();
-    base.setattr("code", BASE_CODE)?;
-    m.add("AllocateError", base)?;
+/// Sets each exception class's `code` class attribute (the module exports the classes).
+pub fn set_codes(py: Python<'_>) -> PyResult<()> {
+    py.get_type::<AllocateError>().setattr("code", BASE_CODE)?;
     for code in ErrorCode::ALL {
         let class = from_error_code(code, String::new()).get_type(py);
         class.setattr("code", code.as_str())?;
-        m.add(class.name()?, class)?;
     }
-    let lost = py.get_type::<ConnectionLost>();
-    lost.setattr("code", CONNECTION_LOST_CODE)?;
-    m.add("ConnectionLost", lost)?;
-    Ok(())
+    py.get_type::<ConnectionLost>()
+        .setattr("code", CONNECTION_LOST_CODE)
 }
 
 /// The exception for a contract error `code` (as the server sends it) with its message; an

@@ -3,7 +3,8 @@
 //!
 //! - A client of a running server ([`client`], [`allocation`]): inventory, allocations that wait
 //!   in the queue and release on exit, extend and release; thin wrappers over `allocate-client`
-//!   (http(s) and ws(s) through rustls), on a runtime this module owns ([`runtime`]).
+//!   (http(s) and ws(s) through rustls), on a runtime this module owns ([`runtime`]). The
+//!   same calls as asyncio awaitables ([`aio`]) under `allocate.AsyncClient` (Python, `_aio.py`).
 //! - The real server in-process ([`server`]; with the cargo feature `server`, on by default,
 //!   else a stand-in that raises) and a small agent to register resources ([`agent`], over
 //!   `allocate-client`'s agent session).
@@ -14,6 +15,7 @@
 //! let Ctrl-C through. Errors are one exception class per contract error code ([`errors`]).
 
 mod agent;
+mod aio;
 mod allocation;
 mod bench;
 mod client;
@@ -35,34 +37,46 @@ mod types;
 
 use pyo3::prelude::*;
 
-/// The module `allocate._allocate`; `allocate/__init__.py` re-exports it.
+/// The module `allocate._allocate`; `allocate/__init__.py` re-exports it. Every class and
+/// exception says this module as its `__module__`, so pickling and stubtest find it here.
 #[pymodule]
-fn _allocate(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    errors::register(m)?;
-    m.add_class::<types::Gpu>()?;
-    m.add_class::<types::Connection>()?;
-    m.add_class::<types::Resource>()?;
-    m.add_class::<types::InventoryEntry>()?;
-    m.add_class::<types::AllocationInfo>()?;
-    m.add_class::<types::GpuRequirement>()?;
-    m.add_class::<types::Requirements>()?;
-    m.add_class::<types::Candidate>()?;
-    m.add_class::<outputs::Queued>()?;
-    m.add_class::<outputs::Ready>()?;
-    m.add_class::<outputs::TimedOut>()?;
-    m.add_class::<outputs::Expired>()?;
-    m.add_class::<outputs::Released>()?;
-    m.add_class::<outputs::Offline>()?;
-    m.add_class::<outputs::Online>()?;
-    m.add_class::<outputs::Provision>()?;
-    m.add_class::<outputs::Release>()?;
-    m.add_class::<clock::ManualClock>()?;
-    m.add_class::<engine::Engine>()?;
-    m.add_class::<client::Client>()?;
-    m.add_class::<allocation::Allocation>()?;
-    m.add_class::<server::Server>()?;
-    m.add_class::<agent::Agent>()?;
-    m.add_function(wrap_pyfunction!(bench::_bench_rust_cycles, m)?)?;
-    Ok(())
+mod _allocate {
+    #[pymodule_export]
+    use crate::agent::Agent;
+    #[pymodule_export]
+    use crate::allocation::Allocation;
+    #[pymodule_export]
+    use crate::bench::_bench_rust_cycles;
+    #[pymodule_export]
+    use crate::client::Client;
+    #[pymodule_export]
+    use crate::clock::ManualClock;
+    #[pymodule_export]
+    use crate::engine::Engine;
+    #[pymodule_export]
+    use crate::errors::{
+        AllocateError, AllocationTimeout, Conflict, ConnectionLost, Forbidden, InternalError,
+        InvalidRequest, NotFound, ShuttingDown, Unauthorized,
+    };
+    #[pymodule_export]
+    use crate::outputs::{
+        Expired, Offline, Online, Provision, Queued, Ready, Release, Released, TimedOut,
+    };
+    #[pymodule_export]
+    use crate::server::Server;
+    #[pymodule_export]
+    use crate::types::{
+        AllocationInfo, Candidate, Connection, Gpu, GpuRequirement, InventoryEntry, Requirements,
+        Resource,
+    };
+    use pyo3::prelude::*;
+
+    /// What is not a class or function: the version, each exception's `code`, and the
+    /// `atexit` hook of [`crate::aio`].
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        crate::aio::register_atexit(m.py())?;
+        crate::errors::set_codes(m.py())
+    }
 }

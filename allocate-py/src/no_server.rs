@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 /// The in-process server, left out of this build (the cargo feature `server` is off).
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Debug)]
 pub struct Server;
 

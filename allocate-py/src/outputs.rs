@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use uuid::Uuid;
 
 /// A waiting request's place in the queue (sent again whenever it changes).
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Queued {
     /// The request.
@@ -21,7 +21,7 @@ pub struct Queued {
 }
 
 /// The allocation is ready: its resource and how to reach it.
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ready {
     /// The allocation.
@@ -35,7 +35,7 @@ pub struct Ready {
 }
 
 /// Nothing became free before the request's wait ended (the contract's 408).
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimedOut {
     /// The request.
@@ -43,7 +43,7 @@ pub struct TimedOut {
 }
 
 /// The lease ended.
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expired {
     /// The allocation.
@@ -51,7 +51,7 @@ pub struct Expired {
 }
 
 /// The allocation was released (or the waiting request cancelled).
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Released {
     /// The allocation.
@@ -59,7 +59,7 @@ pub struct Released {
 }
 
 /// The resource's agent went away during the lease.
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Offline {
     /// The allocation.
@@ -67,7 +67,7 @@ pub struct Offline {
 }
 
 /// The resource's agent came back during the lease.
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Online {
     /// The allocation.
@@ -75,7 +75,7 @@ pub struct Online {
 }
 
 /// An order to an agent: prepare a resource for a user.
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Provision {
     /// The agent to ask.
@@ -91,7 +91,7 @@ pub struct Provision {
 }
 
 /// An order to an agent: clean up a resource after an allocation.
-#[pyclass(frozen, eq, get_all, module = "allocate")]
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Release {
     /// The agent to ask.

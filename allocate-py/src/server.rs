@@ -28,7 +28,7 @@ struct Running {
 /// 127.0.0.1 and an ephemeral port unless `port` names one. `config` holds the engine's
 /// settings (`lease_secs_default`, `provision_timeout_ms`, ...); times are in seconds. Use it
 /// in a `with` block (`url` is then the base URL), or call `start()` / `stop()`.
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,

@@ -31,7 +31,7 @@ pub fn repr_opt<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
 }
 
 /// One GPU of a resource.
-#[pyclass(frozen, eq, module = "allocate")]
+#[pyclass(frozen, eq, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gpu(pub allocate_core::Gpu);
 
@@ -79,7 +79,7 @@ fn gpus(gpus: &[allocate_core::Gpu]) -> Vec<Gpu> {
 }
 
 /// How to reach an allocated resource. `repr` never shows the password.
-#[pyclass(frozen, eq, module = "allocate")]
+#[pyclass(frozen, eq, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connection(pub allocate_core::Connection);
 
@@ -129,7 +129,7 @@ pub fn connection_repr(c: &allocate_core::Connection) -> String {
 }
 
 /// A resource as an agent registers it.
-#[pyclass(frozen, eq, module = "allocate")]
+#[pyclass(frozen, eq, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource(pub ResourceSpec);
 
@@ -219,7 +219,7 @@ impl Resource {
 }
 
 /// One inventory entry as the server shows it (never with credentials).
-#[pyclass(frozen, eq, module = "allocate")]
+#[pyclass(frozen, eq, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InventoryEntry(pub allocate_core::InventoryEntry);
 
@@ -298,7 +298,7 @@ impl InventoryEntry {
 }
 
 /// One allocation as the server or engine records it.
-#[pyclass(frozen, eq, module = "allocate")]
+#[pyclass(frozen, eq, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllocationInfo(pub allocate_core::AllocationInfo);
 
@@ -371,7 +371,7 @@ impl AllocationInfo {
 }
 
 /// What a request needs of its GPUs.
-#[pyclass(frozen, eq, module = "allocate")]
+#[pyclass(frozen, eq, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GpuRequirement(pub allocate_core::GpuRequirement);
 
@@ -412,7 +412,7 @@ fn gpu_requirement_repr(g: &allocate_core::GpuRequirement) -> String {
 }
 
 /// What a request asks for: the contract's `requirements`, checked as the server checks them.
-#[pyclass(frozen, eq, module = "allocate")]
+#[pyclass(frozen, eq, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Requirements(pub allocate_core::Requirements);
 
@@ -532,7 +532,7 @@ impl Requirements {
 }
 
 /// A resource the engine is considering for a request (what a matching policy sees).
-#[pyclass(frozen, module = "allocate")]
+#[pyclass(frozen, module = "allocate._allocate")]
 #[derive(Clone, Debug)]
 pub struct Candidate {
     inventory_id: uuid::Uuid,

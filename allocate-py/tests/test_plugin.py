@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 import allocate
@@ -30,6 +33,26 @@ def test_allocation_marker_takes_any_requirement(allocation: allocate.Allocation
     assert allocation.connection is not None and allocation.connection.host == "10.0.0.21"
 
 
+@pytest.mark.allocate(tags=["plugin", "nvidia"], timeout=10)
+def test_the_async_client_fixture_with_the_marker(
+    allocate_async_client: allocate.AsyncClient,
+    allocate_requirements: dict[str, Any],
+    allocate_client: allocate.Client,
+) -> None:
+    assert allocate_requirements == {"tags": ["plugin", "nvidia"], "timeout": 10}
+    assert allocate_async_client.url == allocate_client.url
+
+    async def body() -> str:
+        async with allocate_async_client.allocate(**allocate_requirements) as held:
+            assert held.connection == allocate.Connection("10.0.0.20", "lab", "gpu-secret")
+            entry = await allocate_async_client.resource(held.inventory_id or "")
+            assert entry.state == "allocated"
+            return entry.inventory_id
+
+    inventory_id = asyncio.run(body())
+    assert allocate_client.resource(inventory_id).state == "free"
+
+
 def test_the_plugin_in_a_fresh_session(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
@@ -43,6 +66,7 @@ def test_the_plugin_in_a_fresh_session(pytester: pytest.Pytester) -> None:
     )
     pytester.makepyfile(
         """
+        import asyncio
         import pytest
 
         @pytest.mark.allocate(tags=["nvidia"], timeout=5)
@@ -59,10 +83,17 @@ def test_the_plugin_in_a_fresh_session(pytester: pytest.Pytester) -> None:
         @pytest.mark.allocate(tags=["nvidia"], tag=["typo"])
         def test_a_typo_fails_the_test(allocation):
             pass
+
+        @pytest.mark.allocate(tags=["nvidia"], timeout=5)
+        def test_the_async_client(allocate_async_client, allocate_requirements):
+            async def body():
+                async with allocate_async_client.allocate(**allocate_requirements) as held:
+                    return held.connection.host
+            assert asyncio.run(body()) == "10.1.1.1"
         """
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.allocate(**requirements)*"])
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
-    result.assert_outcomes(passed=2, errors=2)
+    result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(["*keyword arguments only*", "*InvalidRequest*unknown field `tag`*"])

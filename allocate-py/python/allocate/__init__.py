@@ -3,6 +3,8 @@
 - ``Client``: a client of a running allocate server. ``with client.allocate(tags=["nvidia"])
   as a:`` waits in the queue until a matching resource is ready, gives its ``connection``,
   ``inventory_id`` and ``expires``, and releases it when the block ends, also when it raises.
+- ``AsyncClient``: the same for asyncio. ``async with client.allocate(...) as a:`` waits
+  without blocking the loop; ``await client.inventory()``, ``await a.extend(seconds=60)``.
 - ``Server``: the real server (allocate-http) in this process on an ephemeral port, and
   ``Agent`` (or ``Server.add_agent``) to register resources with it.
 - ``Engine``: the engine itself with a ``ManualClock``, for simulations and fast
@@ -51,6 +53,7 @@ from allocate._allocate import (
     Unauthorized,
     __version__,
 )
+from allocate._aio import AsyncAllocation, AsyncClient
 from allocate._types import (
     AllocationState,
     EngineConfigDict,
@@ -69,6 +72,8 @@ Output = Union[Queued, Ready, TimedOut, Expired, Released, Offline, Online, Prov
 __all__ = [
     "Agent",
     "AllocateError",
+    "AsyncAllocation",
+    "AsyncClient",
     "Allocation",
     "AllocationInfo",
     "AllocationState",

@@ -3,6 +3,7 @@
 Hand-written, and checked against the built module by mypy's stubtest (``make test-py``).
 """
 
+import asyncio
 import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -529,6 +530,13 @@ class Allocation:
         """Moves the lease end: to `expires`, or `seconds` later than it is now. Returns the new end."""
     def info(self) -> AllocationInfo:
         """The server's record of this allocation."""
+    # The awaitables under `allocate.AsyncAllocation`: asyncio futures of the running loop.
+    def _wait_async(self) -> asyncio.Future[None]: ...
+    def _release_async(self) -> asyncio.Future[None]: ...
+    def _extend_async(
+        self, expires: int | None = None, *, seconds: int | None = None
+    ) -> asyncio.Future[int]: ...
+    def _info_async(self) -> asyncio.Future[AllocationInfo]: ...
     @property
     def allocation_id(self) -> str | None:
         """The allocation's id (None until the server has answered)."""
@@ -589,6 +597,15 @@ class Client:
         """Moves an allocation's lease end to `expires` (unix seconds, capped by the server)."""
     def release(self, allocation_id: _Id) -> None:
         """Frees an allocation or cancels a waiting request; raises NotFound when it has ended."""
+    # The awaitables under `allocate.AsyncClient`: asyncio futures of the running loop.
+    def _inventory_async(
+        self, *, tags: Sequence[str] | None = None, state: ResourceState | None = None
+    ) -> asyncio.Future[list[InventoryEntry]]: ...
+    def _resource_async(self, inventory_id: _Id) -> asyncio.Future[InventoryEntry]: ...
+    def _allocations_async(self) -> asyncio.Future[list[AllocationInfo]]: ...
+    def _allocation_async(self, allocation_id: _Id) -> asyncio.Future[AllocationInfo]: ...
+    def _extend_async(self, allocation_id: _Id, expires: int) -> asyncio.Future[AllocationInfo]: ...
+    def _release_async(self, allocation_id: _Id) -> asyncio.Future[None]: ...
     def allocate(
         self,
         *,

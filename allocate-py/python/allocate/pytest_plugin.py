@@ -10,6 +10,11 @@ Fixtures:
   against a real lab server; otherwise the in-process server's URL.
 - ``allocate_client`` (session): a ``Client`` of ``allocate_url`` (``--allocate-token`` /
   ``$ALLOCATE_TOKEN``, ``--allocate-username``).
+- ``allocate_async_client`` (session): an ``AsyncClient`` with ``allocate_client``'s settings.
+  It is tied to no event loop, so it serves every test's loop: pytest-asyncio's, or a plain
+  ``asyncio.run``.
+- ``allocate_requirements``: the keywords of the test's ``@pytest.mark.allocate(...)`` marker
+  (``{}`` without one), for ``async with allocate_async_client.allocate(**allocate_requirements)``.
 - ``allocation``: a resource held for one test, released after it. Its requirements come from
   the test's ``@pytest.mark.allocate(tags=["nvidia"], timeout=30, ...)`` marker (keywords of
   ``Client.allocate``); without the marker, any resource.
@@ -93,16 +98,27 @@ def allocate_client(request: pytest.FixtureRequest, allocate_url: str) -> alloca
     )
 
 
+@pytest.fixture(scope="session")
+def allocate_async_client(allocate_client: allocate.Client) -> allocate.AsyncClient:
+    """An asyncio client of the server under test (usable from any event loop)."""
+    return allocate.AsyncClient.from_client(allocate_client)
+
+
 @pytest.fixture
-def allocation(
-    request: pytest.FixtureRequest, allocate_client: allocate.Client
-) -> Iterator[allocate.Allocation]:
-    """A resource held for this test (see the ``allocate`` marker), released afterwards."""
+def allocate_requirements(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The requirements of this test's ``allocate`` marker (keywords only)."""
     marker = request.node.get_closest_marker(MARKER)
     if marker is not None and marker.args:
         raise pytest.UsageError(
             f"@pytest.mark.{MARKER} takes keyword arguments only, got {marker.args!r}"
         )
-    requirements: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
-    with allocate_client.allocate(**requirements) as held:
+    return dict(marker.kwargs) if marker is not None else {}
+
+
+@pytest.fixture
+def allocation(
+    allocate_requirements: dict[str, Any], allocate_client: allocate.Client
+) -> Iterator[allocate.Allocation]:
+    """A resource held for this test (see the ``allocate`` marker), released afterwards."""
+    with allocate_client.allocate(**allocate_requirements) as held:
         yield held
