@@ -151,7 +151,6 @@ impl Agent {
     }
 
     fn on_event(&self, event: AgentEvent, dispatcher: &Dispatcher) {
-        let server = self.client.url();
         match event {
             AgentEvent::Order(order) => dispatcher.dispatch(order),
             AgentEvent::Registered {
@@ -159,18 +158,19 @@ impl Agent {
                 connection,
             } => {
                 let ids: Vec<String> = inventory_ids.iter().map(ToString::to_string).collect();
+                let server = self.client.url();
                 tracing::info!(%server, connection, inventory_ids = %ids.join(","), "registered");
             }
             AgentEvent::Disconnected {
                 error,
                 retry_in: Some(delay),
             } => {
-                tracing::warn!(%server, "{error}; reconnecting in {:.1} s", delay.as_secs_f64());
+                tracing::warn!("{error}; reconnecting in {:.1} s", delay.as_secs_f64());
             }
             AgentEvent::Disconnected {
                 error,
                 retry_in: None,
-            } => tracing::warn!(%server, "{error}"),
+            } => tracing::warn!("{error}"),
             AgentEvent::Refused(refusal) => {
                 let (status, code, message) = (refusal.status, &refusal.code, &refusal.message);
                 tracing::warn!(status, %code, %message, "server refused a message");
