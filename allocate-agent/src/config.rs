@@ -4,7 +4,6 @@
 use crate::commands::{parse_connection, Commands};
 use crate::detect::{self, DetectError};
 use crate::orders::Responder;
-use crate::session::SessionError;
 use allocate_core::{Connection, Gpu, ResourceSpec};
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -25,7 +24,7 @@ const AGENT_ID_NAMESPACE_NAME: &[u8] = b"urn:allocate:agent-id";
 #[derive(Debug, Parser)]
 #[command(name = "allocate-agent", version)]
 pub struct Cli {
-    /// The server's agent endpoint (ws:// only).
+    /// The server's agent endpoint (ws:// or wss://; http:// and https:// name the same).
     #[arg(
         long,
         env = "ALLOCATE_AGENT_SERVER",
@@ -40,6 +39,10 @@ pub struct Cli {
     /// A file holding the bearer token (keeps it out of `ps`).
     #[arg(long, env = "ALLOCATE_AGENT_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
+
+    /// A PEM file of CA certificates to trust for wss:// besides the system's roots.
+    #[arg(long, env = "ALLOCATE_AGENT_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 
     /// The agent's id; default: the id in --state-dir, else one derived from /etc/machine-id.
     #[arg(long, env = "ALLOCATE_AGENT_ID")]
@@ -211,9 +214,9 @@ pub enum ConfigError {
     /// Nothing says how to answer a provision.
     #[error("nothing to answer provisions with: give --provision-command, or a static connection (--static-username and --static-password, or --connection-file)")]
     NoResponder,
-    /// The session settings are unusable.
+    /// The server URL, the token or the CA file cannot be used.
     #[error(transparent)]
-    Session(#[from] SessionError),
+    Client(#[from] allocate_client::Error),
 }
 
 /// Reads `LABEL:MEMORY_GB` (the label may itself hold colons).

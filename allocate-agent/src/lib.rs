@@ -1,9 +1,11 @@
 //! The reference agent, `allocate-agent`: puts this machine into an allocate server's inventory.
 //!
-//! It detects the machine ([`detect`]), registers it over `WEBSOCKET /agent/`, and answers
-//! the server's provision and release orders, either with the operator's commands
-//! ([`commands`]) or with static connection details sent in the registration ([`session`]
-//! holds the socket loop and its reconnects). `allocate-agent/AGENT.md` is the operator's guide.
+//! It detects the machine ([`detect`]), registers it over `WEBSOCKET /agent/` (`ws://` or
+//! `wss://`), and answers the server's provision and release orders, either with the
+//! operator's commands ([`commands`], run by [`orders`]) or with static connection details
+//! sent in the registration. The protocol (connecting, registering, pings, reconnects with
+//! backoff) and the order bookkeeping are allocate-client's `AgentSession`, which [`session`]
+//! drives. `allocate-agent/AGENT.md` is the operator's guide.
 //!
 //! The `cli` feature (on by default) adds the command line (`config`, [`run`]) and the
 //! `allocate-agent` binary. Without it the crate is the session and the orders, with neither
@@ -19,7 +21,7 @@ pub mod session;
 #[cfg(feature = "cli")]
 pub use config::{Cli, ConfigError};
 pub use orders::Responder;
-pub use session::{Agent, Backoff, Registration, SessionError, Settings};
+pub use session::{Agent, Registration, Settings};
 
 #[cfg(feature = "cli")]
 use std::future::Future;
@@ -47,6 +49,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Con
     let settings = Settings {
         server: cli.server.clone(),
         token: cli.resolve_token()?,
+        ca_file: cli.ca_file.clone(),
         registration,
         responder,
         reconnect_min,

@@ -1,42 +1,36 @@
-//! Turning the server's orders into answers, each in its own task, off the socket loop.
+//! Carrying out the server's orders, each in its own task, and answering them through
+//! allocate-client's [`AgentHandle`].
 //!
-//! The socket loop hands each order to `Dispatcher` and never waits on it; a task runs the
-//! command (at most [`COMMANDS_AT_ONCE`] at a time) and puts its answer on a bounded channel that
-//! the loop drains. An order repeated while its first copy still runs is ignored (its answer
-//! is coming), and a release the agent already finished is acknowledged again at once, since
-//! the server resends an unanswered release when the agent reconnects. A release of an
-//! allocation whose provision still runs waits for that provision to finish first.
+//! The agent's policy is here: how an order is carried out (the operator's commands, at most
+//! [`COMMANDS_AT_ONCE`] at a time, or the static connection), what a release command is told
+//! about the allocation's holder, and that a failed release is left unanswered. The
+//! bookkeeping is allocate-client's `OrderBook`: an order repeated while it runs is not
+//! delivered again, a release waits for its allocation's provision, a release already done is
+//! acknowledged again without the agent, at most 256 orders are in flight, and each answer
+//! goes to the connection it belongs to.
 
 use crate::commands::{clip, Commands, Holder};
-use allocate_core::wire::{AgentMessage, ProvisionOrder, ReleaseOrder};
-use allocate_core::{Connection, ProvisionResult};
-use std::collections::{HashMap, HashSet, VecDeque};
+use allocate_client::{
+    AgentHandle, Connection, Order, ProvisionOrder, ProvisionResult, ReleaseOrder,
+};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// Most commands running at once; further orders wait for a slot.
 pub const COMMANDS_AT_ONCE: usize = 16;
 
-/// Most orders in flight (running or waiting for a slot); beyond it an order is refused.
-pub const ORDERS_IN_FLIGHT_MAX: usize = 256;
-
 /// Most allocations whose holder is remembered for the release command; beyond it the release
 /// command runs without `ALLOCATE_USERNAME` and `ALLOCATE_EXPIRES`.
 const HOLDERS_MAX: usize = 1024;
 
-/// How many finished releases are remembered to answer a resent release without rerunning.
-const RELEASED_REMEMBERED: usize = 64;
-
 /// Longest error text sent to the server; the contract refuses longer strings.
 pub const ERROR_CHARS_MAX: usize = 256;
 
-/// The answer to a provision that failed, with `error` cut to [`ERROR_CHARS_MAX`] characters.
-pub fn failed(allocation_id: Uuid, error: &str) -> AgentMessage {
-    AgentMessage::Provisioned {
-        allocation_id,
-        result: ProvisionResult::Failed(clip(error, ERROR_CHARS_MAX)),
-    }
+/// A failed provision's result, with `error` cut to [`ERROR_CHARS_MAX`] characters.
+pub fn failed(error: &str) -> ProvisionResult {
+    ProvisionResult::Failed(clip(error, ERROR_CHARS_MAX))
 }
 
 /// How the agent answers provisions and releases.
@@ -49,169 +43,82 @@ pub enum Responder {
     Commands(Commands),
 }
 
-/// An answer and the connection whose order it answers.
-#[derive(Debug)]
-pub(crate) struct Outgoing {
-    /// Which connection (counted from 1) the order came on.
-    pub(crate) generation: u64,
-    /// The allocation it answers for.
-    pub(crate) allocation_id: Uuid,
-    /// The answer: [`AgentMessage::Provisioned`] or [`AgentMessage::Released`].
-    pub(crate) answer: AgentMessage,
-}
-
-impl Outgoing {
-    /// The resource is ready.
-    fn provisioned(generation: u64, allocation_id: Uuid, connection: Connection) -> Self {
-        let answer = AgentMessage::Provisioned {
-            allocation_id,
-            result: ProvisionResult::Connection(connection),
-        };
-        Outgoing {
-            generation,
-            allocation_id,
-            answer,
-        }
-    }
-
-    /// Provisioning failed, for the reason `error` (see [`failed`]).
-    pub(crate) fn failed(generation: u64, allocation_id: Uuid, error: &str) -> Self {
-        Outgoing {
-            generation,
-            allocation_id,
-            answer: failed(allocation_id, error),
-        }
-    }
-
-    /// The resource is clean again.
-    fn released(generation: u64, allocation_id: Uuid) -> Self {
-        Outgoing {
-            generation,
-            allocation_id,
-            answer: AgentMessage::Released { allocation_id },
-        }
-    }
-
-    /// Whether it answers a provision (sent only on the connection the order came on).
-    pub(crate) fn answers_provision(&self) -> bool {
-        matches!(self.answer, AgentMessage::Provisioned { .. })
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Action {
-    Provision,
-    Release,
-}
-
-impl Action {
-    fn as_str(self) -> &'static str {
-        match self {
-            Action::Provision => "provision",
-            Action::Release => "release",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Begin {
-    Started,
-    Running,
-    Full,
-}
-
-#[derive(Default)]
-struct State {
-    in_flight: HashSet<(Action, Uuid)>,
-    holders: HashMap<Uuid, Holder>,
-    released: VecDeque<Uuid>,
-}
-
-/// Runs orders in tasks and sends their answers to the socket loop.
+/// Runs orders in tasks and answers them through the session's handle.
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
     responder: Arc<Responder>,
-    answers: mpsc::Sender<Outgoing>,
-    // A std mutex: it guards a few sets, is never held across an `.await`, and every critical
-    // section is a handful of map operations.
-    state: Arc<Mutex<State>>,
+    handle: AgentHandle,
+    // A std mutex: it guards one map, is never held across an `.await`, and every critical
+    // section is one map operation.
+    holders: Arc<Mutex<HashMap<Uuid, Holder>>>,
     slots: Arc<Semaphore>,
-    /// Woken whenever an order finishes.
-    done: Arc<Notify>,
 }
 
 impl Dispatcher {
-    /// A dispatcher answering with `responder` onto `answers`.
-    pub(crate) fn new(responder: Responder, answers: mpsc::Sender<Outgoing>) -> Self {
+    /// A dispatcher answering with `responder` through `handle`.
+    pub(crate) fn new(responder: Responder, handle: AgentHandle) -> Self {
         Dispatcher {
             responder: Arc::new(responder),
-            answers,
-            state: Arc::new(Mutex::new(State::default())),
+            handle,
+            holders: Arc::new(Mutex::new(HashMap::new())),
             slots: Arc::new(Semaphore::new(COMMANDS_AT_ONCE)),
-            done: Arc::new(Notify::new()),
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding it leaves plain sets behind; they are still usable.
-        self.state
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Holder>> {
+        // A panic while holding it leaves a plain map behind; it is still usable.
+        self.holders
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Marks `id`'s order as running, unless it already is or too many are.
-    fn begin(&self, action: Action, id: Uuid) -> Begin {
-        let mut state = self.state();
-        let action_name = action.as_str();
-        if state.in_flight.contains(&(action, id)) {
-            tracing::info!(allocation_id = %id, action = action_name, "order already running; ignoring the repeat");
-            return Begin::Running;
-        }
-        if state.in_flight.len() >= ORDERS_IN_FLIGHT_MAX {
-            tracing::error!(allocation_id = %id, action = action_name, limit = ORDERS_IN_FLIGHT_MAX, "too many orders in flight; refusing this one");
-            return Begin::Full;
-        }
-        state.in_flight.insert((action, id));
-        Begin::Started
-    }
-
-    /// Handles a provision in a new task.
-    pub(crate) fn provision(&self, order: ProvisionOrder, generation: u64) {
-        let id = order.allocation_id;
-        match self.begin(Action::Provision, id) {
-            Begin::Started => {}
-            Begin::Running => return,
-            Begin::Full => {
-                // A full channel drops this answer; the server then times the provision out.
-                let _ = self.answers.try_send(Outgoing::failed(
-                    generation,
-                    id,
-                    &format!("agent is busy: {ORDERS_IN_FLIGHT_MAX} orders in flight"),
-                ));
-                return;
+    /// Carries `order` out in a new task and answers it.
+    pub(crate) fn dispatch(&self, order: Order) {
+        let id = order.allocation_id();
+        match &order {
+            Order::Provision { order: p, .. } => {
+                tracing::info!(allocation_id = %id, inventory_id = %p.inventory_id, username = %p.username, "provisioning");
+            }
+            Order::Release { order: r, .. } => {
+                tracing::info!(allocation_id = %id, inventory_id = %r.inventory_id, "releasing");
             }
         }
-        tracing::info!(allocation_id = %id, inventory_id = %order.inventory_id, username = %order.username, "provisioning");
         let this = self.clone();
-        tokio::spawn(async move {
-            let answer = match &*this.responder {
-                Responder::Static(connection) => {
-                    Outgoing::provisioned(generation, id, connection.clone())
-                }
-                Responder::Commands(commands) => {
-                    this.run_provision(commands, &order, generation).await
-                }
-            };
-            this.finish(Action::Provision, answer).await;
-        });
+        tokio::spawn(async move { this.carry_out(order).await });
     }
 
-    async fn run_provision(
-        &self,
-        commands: &Commands,
-        order: &ProvisionOrder,
-        generation: u64,
-    ) -> Outgoing {
+    async fn carry_out(&self, order: Order) {
+        let id = order.allocation_id();
+        let sent = match &order {
+            Order::Provision { order: p, .. } => {
+                let result = self.provision(p).await;
+                self.handle.provisioned(&order, result).await
+            }
+            Order::Release { order: r, .. } => match self.release(r).await {
+                Ok(()) => {
+                    tracing::info!(allocation_id = %id, "released");
+                    self.handle.released(&order).await
+                }
+                Err(e) => {
+                    // The contract has no failed release: leaving it unanswered makes the
+                    // server mark the resource `error` rather than hand it out unclean.
+                    tracing::error!(allocation_id = %id, error = %e, "release failed; not acknowledging it");
+                    self.handle.abandon(&order).await
+                }
+            },
+        };
+        if sent.is_err() {
+            tracing::debug!(allocation_id = %id, "agent stopped before the answer could be sent");
+        }
+    }
+
+    async fn provision(&self, order: &ProvisionOrder) -> ProvisionResult {
+        let commands = match &*self.responder {
+            Responder::Static(connection) => {
+                return ProvisionResult::Connection(connection.clone())
+            }
+            Responder::Commands(commands) => commands,
+        };
         let id = order.allocation_id;
         let _slot = self
             .slots
@@ -221,114 +128,52 @@ impl Dispatcher {
         match commands.provision(order).await {
             Ok(connection) => {
                 tracing::info!(allocation_id = %id, host = %connection.host, username = %connection.username, "provisioned");
-                let mut state = self.state();
-                if state.holders.len() < HOLDERS_MAX {
-                    state.holders.insert(
-                        id,
-                        Holder {
-                            username: order.username.clone(),
-                            expires: order.expires,
-                        },
-                    );
+                let mut holders = self.holders();
+                if holders.len() < HOLDERS_MAX {
+                    let holder = Holder {
+                        username: order.username.clone(),
+                        expires: order.expires,
+                    };
+                    holders.insert(id, holder);
                 }
-                Outgoing::provisioned(generation, id, connection)
+                ProvisionResult::Connection(connection)
             }
             Err(e) => {
                 tracing::warn!(allocation_id = %id, error = %e, "provisioning failed");
-                Outgoing::failed(generation, id, &e.to_string())
+                failed(&e.to_string())
             }
         }
     }
 
-    /// Handles a release in a new task.
-    pub(crate) fn release(&self, order: ReleaseOrder, generation: u64) {
+    async fn release(&self, order: &ReleaseOrder) -> Result<(), crate::commands::CommandError> {
         let id = order.allocation_id;
-        let already = self.state().released.contains(&id);
-        if !already && self.begin(Action::Release, id) != Begin::Started {
-            return;
+        if let Responder::Commands(commands) = &*self.responder {
+            let holder = self.holders().get(&id).cloned();
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            commands.release(order, holder.as_ref()).await?;
         }
-        let this = self.clone();
-        if already {
-            tracing::info!(allocation_id = %id, "release already done; acknowledging again");
-            tokio::spawn(async move {
-                let _ = this.answers.send(Outgoing::released(generation, id)).await;
-            });
-            return;
-        }
-        tracing::info!(allocation_id = %id, inventory_id = %order.inventory_id, "releasing");
-        tokio::spawn(async move {
-            // The allocation may end while its provision still runs (a DELETE during
-            // provisioning): clean up only after it, so the release undoes all of it.
-            this.provision_done(id).await;
-            let holder = this.state().holders.get(&id).cloned();
-            let result = match &*this.responder {
-                Responder::Static(_) => Ok(()),
-                Responder::Commands(commands) => {
-                    let _slot = this
-                        .slots
-                        .acquire()
-                        .await
-                        .expect("the semaphore is never closed");
-                    commands.release(&order, holder.as_ref()).await
-                }
-            };
-            match result {
-                Ok(()) => {
-                    tracing::info!(allocation_id = %id, "released");
-                    {
-                        let mut state = this.state();
-                        state.holders.remove(&id);
-                        if state.released.len() >= RELEASED_REMEMBERED {
-                            state.released.pop_front();
-                        }
-                        state.released.push_back(id);
-                    }
-                    this.finish(Action::Release, Outgoing::released(generation, id))
-                        .await;
-                }
-                Err(e) => {
-                    // The contract has no failed release: leaving it unanswered makes the
-                    // server mark the resource `error` rather than hand it out unclean.
-                    tracing::error!(allocation_id = %id, error = %e, "release failed; not acknowledging it");
-                    this.state().in_flight.remove(&(Action::Release, id));
-                }
-            }
-        });
-    }
-
-    /// Waits until no provision of `id` is running (bounded by the command timeout).
-    async fn provision_done(&self, id: Uuid) {
-        loop {
-            // Created before the check, so a provision finishing in between still wakes it.
-            let finished = self.done.notified();
-            if !self.state().in_flight.contains(&(Action::Provision, id)) {
-                return;
-            }
-            tracing::info!(allocation_id = %id, "release waits for the provision still running");
-            finished.await;
-        }
-    }
-
-    /// Queues the answer, then marks the order done (so a waiting release answers after it).
-    async fn finish(&self, action: Action, answer: Outgoing) {
-        let id = answer.allocation_id;
-        if self.answers.send(answer).await.is_err() {
-            tracing::debug!(allocation_id = %id, "agent stopped before the answer could be sent");
-        }
-        self.state().in_flight.remove(&(action, id));
-        self.done.notify_waiters();
+        self.holders().remove(&id);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use allocate_core::wire::AgentMessage;
     use allocate_core::Limits;
 
     #[test]
     fn a_long_failure_is_cut_to_what_the_server_reads() {
         let id = Uuid::from_u128(1);
-        let answer = failed(id, &"x".repeat(1000));
+        let answer = AgentMessage::Provisioned {
+            allocation_id: id,
+            result: failed(&"x".repeat(1000)),
+        };
         let AgentMessage::Provisioned {
             result: ProvisionResult::Failed(why),
             ..
@@ -341,8 +186,8 @@ mod tests {
         let parsed = AgentMessage::parse(&answer.to_text(), &Limits::default());
         assert_eq!(parsed.unwrap(), answer);
         assert_eq!(
-            failed(id, "disk full").to_text(),
-            format!(r#"{{"allocation_id":"{id}","error":"disk full"}}"#)
+            failed("disk full"),
+            ProvisionResult::Failed("disk full".into())
         );
     }
 }

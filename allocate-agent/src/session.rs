@@ -1,107 +1,19 @@
-//! The websocket loop: connect, register, answer orders, and reconnect with backoff.
-//!
-//! One connection at a time. After connecting, the agent sends its registration and waits for
-//! the server's `ok`; only then does it send answers (a registration refused with an error
-//! envelope ends the connection). Orders go to `Dispatcher` tasks, whose answers come back
-//! on a bounded channel, so a slow command never stalls the socket. When the connection
-//! ends, the agent waits a jittered, doubling delay (reset by the next accepted registration)
-//! and connects again, until `shutdown` resolves.
-//!
-//! Answers outlive connections: a release finished while disconnected is sent after the next
-//! registration. A provision answer is dropped instead when its connection has closed, since
-//! the server fails a provision whose agent went away.
+//! The agent's connection to its server: allocate-client's [`AgentSession`], which connects
+//! (`ws://` or `wss://`), registers, pings, reconnects with a jittered, doubling delay and keeps
+//! the answers that outlive a connection, driven until `shutdown` resolves. Each order goes to
+//! the `Dispatcher`, which answers it in its own task; every other event is logged here.
 
-use crate::orders::{Dispatcher, Outgoing, Responder};
-use allocate_core::wire::{AgentMessage, Envelope, Refusal, ServerMessage, WireError};
+use crate::orders::{Dispatcher, Responder};
+use allocate_client::{AgentEvent, AgentOptions, AgentSession, Client, ClientOptions};
+use allocate_core::wire::{AgentMessage, WireError};
 use allocate_core::{Limits, ResourceSpec};
-use futures_util::{SinkExt, StreamExt};
-use std::collections::VecDeque;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Largest websocket message either way (the contract's limit).
-pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
-
-/// How long connecting (TCP and the upgrade) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long the server may take to answer the registration.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How often the agent pings; a connection silent for three of these is taken as dead.
-const PING_INTERVAL: Duration = Duration::from_secs(20);
-
-/// How long one send (or the closing handshake's first half) may take; a server that stops
-/// reading would otherwise stall the loop.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most answers waiting for the socket: in the channel, and kept across a reconnect.
-const ANSWERS_QUEUED_MAX: usize = 256;
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Why the agent could not run at all (connection failures are retried, not returned).
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// The server URL is not a `ws://` URL the agent can use.
-    #[error("server URL {url:?} is not usable: {why}")]
-    BadUrl {
-        /// The URL as given.
-        url: String,
-        /// Why.
-        why: String,
-    },
-    /// The bearer token cannot be sent in a header.
-    #[error("the token contains characters that cannot be sent in an HTTP header")]
-    BadToken,
-}
-
-/// The doubling reconnect delay with jitter.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// A backoff starting at `min` and doubling up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        let max = max.max(min);
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    /// The next delay, given `random` in `[0, 1)`: between half the current step and all of it
-    /// ("equal jitter", so agents that lost the server together do not return together, and
-    /// none retries at once). Each call doubles the step, up to the maximum.
-    pub fn next_delay(&mut self, random: f64) -> Duration {
-        let step = self.next;
-        self.next = (step * 2).min(self.max);
-        step.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
-    }
-
-    /// Back to the first step (after a registration the server accepted).
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-/// A random fraction in `[0, 1)` from the operating system (through uuid's v4 source).
-fn random_fraction() -> f64 {
-    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
-}
+/// How long shutting down waits for the socket's close (the session's own bounds are shorter
+/// once connected; a connection still being opened is dropped).
+const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// The agent's registration: who it is and what it offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,10 +58,13 @@ impl Registration {
 /// Everything the agent's session needs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The server's agent endpoint, e.g. `ws://127.0.0.1:8080/agent/`.
+    /// The server: its agent endpoint (`ws://127.0.0.1:8080/agent/`) or its base URL, with
+    /// `ws://`, `wss://`, `http://` or `https://`.
     pub server: String,
     /// Bearer token for the upgrade request.
     pub token: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's roots (`wss://`).
+    pub ca_file: Option<PathBuf>,
     /// What the agent registers.
     pub registration: Registration,
     /// How it answers orders.
@@ -160,386 +75,190 @@ pub struct Settings {
     pub reconnect_max: Duration,
 }
 
-/// How one connection ended.
-enum Ended {
-    /// `shutdown` resolved.
-    Shutdown,
-    /// The connection failed or closed; reconnect.
-    Lost(String),
+/// The base URL of the server that `server` names: an agent endpoint (`.../agent/`) without
+/// its `agent/`; any other URL as it is.
+pub fn server_base(server: &str) -> String {
+    match server.trim_end_matches('/').strip_suffix("/agent") {
+        Some(base)
+            if base
+                .split_once("://")
+                .is_some_and(|(_, host)| !host.is_empty()) =>
+        {
+            format!("{base}/")
+        }
+        _ => server.to_owned(),
+    }
 }
 
 /// The running agent.
+#[derive(Debug)]
 pub struct Agent {
     settings: Settings,
-    registration_text: String,
-    dispatcher: Dispatcher,
-    answers: mpsc::Receiver<Outgoing>,
-    /// Answers taken from the channel but not yet sent.
-    unsent: VecDeque<Outgoing>,
-    generation: u64,
-}
-
-impl std::fmt::Debug for Agent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent")
-            .field("server", &self.settings.server)
-            .field("agent_id", &self.settings.registration.agent_id)
-            .field("generation", &self.generation)
-            .finish_non_exhaustive()
-    }
+    client: Client,
 }
 
 impl Agent {
-    /// An agent for `settings`; checks the URL and token.
-    pub fn new(settings: Settings) -> Result<Self, SessionError> {
-        check_url(&settings.server)?;
-        if let Some(t) = &settings.token {
-            HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| SessionError::BadToken)?;
-        }
-        let (tx, rx) = mpsc::channel(ANSWERS_QUEUED_MAX);
-        Ok(Agent {
-            registration_text: settings.registration.to_text(),
-            dispatcher: Dispatcher::new(settings.responder.clone(), tx),
-            settings,
-            answers: rx,
-            unsent: VecDeque::new(),
-            generation: 0,
-        })
+    /// An agent for `settings`; checks the URL, the token and the CA file.
+    pub fn new(settings: Settings) -> Result<Self, allocate_client::Error> {
+        let options = ClientOptions {
+            token: settings.token.clone(),
+            ca_file: settings.ca_file.clone(),
+            ..ClientOptions::default()
+        };
+        let client = Client::new(&server_base(&settings.server), options)?;
+        Ok(Agent { settings, client })
     }
 
-    /// Runs until `shutdown` resolves: connects, registers, answers, reconnects.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    /// Runs until `shutdown` resolves: connects, registers, answers, reconnects. A server
+    /// that is down or refuses the agent is retried like a lost connection.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let options = AgentOptions {
+            reconnect: true,
+            reconnect_min: self.settings.reconnect_min,
+            reconnect_max: self.settings.reconnect_max,
+            ..AgentOptions::default()
+        };
+        let registration = &self.settings.registration;
+        let mut session = AgentSession::start(
+            &self.client,
+            registration.agent_id,
+            registration.resources.clone(),
+            options,
+        );
+        let handle = session.handle().clone();
+        let dispatcher = Dispatcher::new(self.settings.responder.clone(), handle.clone());
         tokio::pin!(shutdown);
-        let mut backoff = Backoff::new(self.settings.reconnect_min, self.settings.reconnect_max);
         loop {
-            self.generation += 1;
-            let why = match self.connection(&mut shutdown, &mut backoff).await {
-                Ended::Shutdown => return,
-                Ended::Lost(why) => why,
-            };
-            let delay = backoff.next_delay(random_fraction());
-            tracing::warn!(server = %self.settings.server, "{why}; reconnecting in {:.1} s", delay.as_secs_f64());
             tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(delay) => {}
+                () = &mut shutdown => break,
+                event = session.next_event() => match event {
+                    Some(event) => self.on_event(event, &dispatcher),
+                    None => return,
+                },
             }
         }
-    }
-
-    async fn connect(&self) -> Result<Socket, String> {
-        let mut request = self
-            .settings
-            .server
-            .as_str()
-            .into_client_request()
-            .map_err(|e| format!("bad server URL: {e}"))?;
-        if let Some(token) = &self.settings.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| "bad token".to_owned())?;
-            request.headers_mut().insert("authorization", value);
-        }
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MESSAGE_BYTES_MAX))
-            .max_frame_size(Some(MESSAGE_BYTES_MAX));
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Err(_) => Err(format!(
-                "could not connect within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            )),
-            Ok(Err(e)) => Err(format!("could not connect: {e}")),
-            Ok(Ok((socket, _response))) => Ok(socket),
-        }
-    }
-
-    /// Connects and sends the registration.
-    async fn open(&self) -> Result<Socket, String> {
-        let mut socket = self.connect().await?;
-        tracing::info!(server = %self.settings.server, agent_id = %self.settings.registration.agent_id, "connected; registering");
-        let registration = Message::text(self.registration_text.clone());
-        send(&mut socket, registration)
-            .await
-            .map_err(|e| format!("could not send the registration: {e}"))?;
-        Ok(socket)
-    }
-
-    /// One connection, from connecting to its end.
-    async fn connection(
-        &mut self,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-        backoff: &mut Backoff,
-    ) -> Ended {
-        let mut socket = tokio::select! {
-            () = shutdown.as_mut() => return Ended::Shutdown,
-            opened = self.open() => match opened {
-                Ok(s) => s,
-                Err(why) => return Ended::Lost(why),
-            },
+        // Closes the socket; orders that still come are left to the server's timeouts.
+        let stopped = async {
+            handle.stop().await;
+            while session.next_event().await.is_some() {}
         };
-        let mut link = Link::new();
-        loop {
-            let step = tokio::select! {
-                () = shutdown.as_mut() => {
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close(None)).await;
-                    return Ended::Shutdown;
-                }
-                frame = socket.next() => self.on_frame(frame, &mut link, backoff),
-                Some(outgoing) = self.answers.recv(), if link.registered => {
-                    self.queue(outgoing);
-                    Ok(())
-                }
-                _ = link.ping.tick() => link.keepalive(&mut socket).await,
-            };
-            if let Err(why) = self.settle(step, &link, &mut socket).await {
-                return Ended::Lost(why);
-            }
+        if tokio::time::timeout(STOP_WAIT, stopped).await.is_err() {
+            tracing::warn!(
+                "the connection did not close within {} s",
+                STOP_WAIT.as_secs()
+            );
         }
     }
 
-    /// After a step of the loop: sends the queued answers once registered.
-    async fn settle(
-        &mut self,
-        step: Result<(), String>,
-        link: &Link,
-        socket: &mut Socket,
-    ) -> Result<(), String> {
-        step?;
-        if link.registered {
-            self.flush_unsent(socket).await?;
-        }
-        Ok(())
-    }
-
-    /// Handles one frame from the socket; `Err` says why the connection is over.
-    fn on_frame(
-        &mut self,
-        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-        link: &mut Link,
-        backoff: &mut Backoff,
-    ) -> Result<(), String> {
-        link.last_heard = Instant::now();
-        let text = match frame {
-            None => return Err("server closed the connection".into()),
-            Some(Err(e)) => return Err(format!("connection failed: {e}")),
-            Some(Ok(Message::Close(frame))) => {
-                let why = frame
-                    .map(|f| format!(" ({} {})", f.code, f.reason))
-                    .unwrap_or_default();
-                return Err(format!("server closed the connection{why}"));
-            }
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => {
-                tracing::warn!("ignoring a binary message from the server");
-                return Ok(());
-            }
-            Some(Ok(_)) => return Ok(()),
-        };
-        match ServerMessage::parse(&text) {
-            Ok(message) => {
-                if self.on_message(message, link.registered)? {
-                    link.registered = true;
-                    backoff.reset();
-                }
-            }
-            Err(e) => self.on_unreadable(e),
-        }
-        Ok(())
-    }
-
-    /// Handles a message the agent could not read: a provision it can name gets an error answer.
-    fn on_unreadable(&mut self, error: WireError) {
-        let (allocation_id, source) = match error {
-            WireError::Malformed {
-                kind,
-                allocation_id: Some(allocation_id),
-                source,
-            } if kind == "provision" => (allocation_id, source),
-            WireError::Unknown {
-                key: "action",
-                value: action,
+    fn on_event(&self, event: AgentEvent, dispatcher: &Dispatcher) {
+        match event {
+            AgentEvent::Order(order) => dispatcher.dispatch(order),
+            AgentEvent::Registered {
+                inventory_ids,
+                connection,
             } => {
-                tracing::warn!(%action, "ignoring an unknown action from the server");
-                return;
-            }
-            error => {
-                tracing::warn!(%error, "ignoring a server message");
-                return;
-            }
-        };
-        tracing::warn!(%allocation_id, error = %source, "malformed provision; answering with an error");
-        self.queue(Outgoing::failed(
-            self.generation,
-            allocation_id,
-            &format!("agent could not read the provision: {source}"),
-        ));
-    }
-
-    /// Handles one server message; `Ok(true)` when it accepted the registration.
-    fn on_message(
-        &mut self,
-        message: Envelope<ServerMessage>,
-        registered: bool,
-    ) -> Result<bool, String> {
-        let message = match message {
-            Envelope::Ok(message) => message,
-            Envelope::Refused(refusal) => {
-                refused(registered, &refusal)?;
-                return Ok(false);
-            }
-        };
-        match message {
-            ServerMessage::Registered { inventory_ids } => {
                 let ids: Vec<String> = inventory_ids.iter().map(ToString::to_string).collect();
-                tracing::info!(inventory_ids = %ids.join(","), "registered");
-                return Ok(true);
+                let server = self.client.url();
+                tracing::info!(%server, connection, inventory_ids = %ids.join(","), "registered");
             }
-            ServerMessage::Provision(order) => self.dispatcher.provision(order, self.generation),
-            ServerMessage::Release(order) => self.dispatcher.release(order, self.generation),
-        }
-        Ok(false)
-    }
-
-    /// Adds an answer to the queue of unsent ones, dropping what can no longer be sent.
-    fn queue(&mut self, outgoing: Outgoing) {
-        let stale = outgoing.answers_provision() && outgoing.generation != self.generation;
-        if stale {
-            tracing::warn!(allocation_id = %outgoing.allocation_id,
-                "provision finished after its connection closed; the server has already failed it, dropping the answer");
-            return;
-        }
-        if self.unsent.len() >= ANSWERS_QUEUED_MAX {
-            if let Some(dropped) = self.unsent.pop_front() {
-                tracing::error!(allocation_id = %dropped.allocation_id, "too many unsent answers; dropping the oldest");
+            AgentEvent::Disconnected {
+                error,
+                retry_in: Some(delay),
+            } => {
+                tracing::warn!("{error}; reconnecting in {:.1} s", delay.as_secs_f64());
             }
-        }
-        self.unsent.push_back(outgoing);
-    }
-
-    /// Sends every queued answer; on failure the unsent ones stay queued.
-    async fn flush_unsent(&mut self, socket: &mut Socket) -> Result<(), String> {
-        while let Some(outgoing) = self.unsent.pop_front() {
-            if outgoing.answers_provision() && outgoing.generation != self.generation {
-                continue;
+            AgentEvent::Disconnected {
+                error,
+                retry_in: None,
+            } => tracing::warn!("{error}"),
+            AgentEvent::Refused(refusal) => {
+                let (status, code, message) = (refusal.status, &refusal.code, &refusal.message);
+                tracing::warn!(status, %code, %message, "server refused a message");
             }
-            let text = outgoing.answer.to_text();
-            if let Err(e) = send(socket, Message::text(text)).await {
-                self.unsent.push_front(outgoing);
-                return Err(format!("could not send an answer: {e}"));
-            }
-            tracing::debug!(answer = ?outgoing.answer, "answered");
-        }
-        Ok(())
-    }
-}
-
-/// An error envelope: before registration it refuses the agent (the connection is over),
-/// after it only the message it answers.
-fn refused(registered: bool, refusal: &Refusal) -> Result<(), String> {
-    let (status, code, message) = (refusal.status, &refusal.code, &refusal.message);
-    if !registered {
-        return Err(format!(
-            "server refused the registration: {status} {code}: {message}"
-        ));
-    }
-    tracing::warn!(status, %code, %message, "server refused a message");
-    Ok(())
-}
-
-/// The state of one connection.
-struct Link {
-    registered: bool,
-    register_by: Instant,
-    last_heard: Instant,
-    ping: tokio::time::Interval,
-}
-
-impl Link {
-    fn new() -> Self {
-        let now = Instant::now();
-        Link {
-            registered: false,
-            register_by: now + REGISTER_TIMEOUT,
-            last_heard: now,
-            ping: tokio::time::interval_at(now + PING_INTERVAL, PING_INTERVAL),
+            AgentEvent::Unreadable(error) => on_unreadable(&error),
         }
     }
-
-    /// The ping timer fired: give up on a silent server or an unanswered registration, else ping.
-    async fn keepalive(&self, socket: &mut Socket) -> Result<(), String> {
-        if !self.registered && Instant::now() >= self.register_by {
-            return Err(format!(
-                "no answer to the registration within {} s",
-                REGISTER_TIMEOUT.as_secs()
-            ));
-        }
-        if self.last_heard.elapsed() >= PING_INTERVAL * 3 {
-            return Err(format!(
-                "nothing heard from the server for {} s",
-                self.last_heard.elapsed().as_secs()
-            ));
-        }
-        send(socket, Message::Ping(Default::default()))
-            .await
-            .map_err(|e| format!("could not ping the server: {e}"))
-    }
 }
 
-/// Sends one message, bounded by [`SEND_TIMEOUT`].
-async fn send(socket: &mut Socket, message: Message) -> Result<(), String> {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!(
-            "send did not finish within {} s",
-            SEND_TIMEOUT.as_secs()
-        )),
+/// Logs a message the agent could not read (allocate-client has answered a provision that
+/// names its allocation with an error already).
+fn on_unreadable(error: &WireError) {
+    match error {
+        WireError::Malformed {
+            kind,
+            allocation_id: Some(allocation_id),
+            source,
+        } if kind == "provision" => {
+            tracing::warn!(%allocation_id, error = %source, "malformed provision; answered with an error");
+        }
+        WireError::Unknown {
+            key: "action",
+            value: action,
+        } => tracing::warn!(%action, "ignoring an unknown action from the server"),
+        error => tracing::warn!(%error, "ignoring a server message"),
     }
-}
-
-fn check_url(url: &str) -> Result<(), SessionError> {
-    let bad = |why: &str| SessionError::BadUrl {
-        url: url.to_owned(),
-        why: why.to_owned(),
-    };
-    if url.starts_with("wss://") {
-        return Err(bad(
-            "this build has no TLS; use ws:// (behind a TLS-terminating proxy, or on a trusted network)",
-        ));
-    }
-    if !url.starts_with("ws://") {
-        return Err(bad("it must start with ws://"));
-    }
-    url.into_client_request()
-        .map(|_| ())
-        .map_err(|e| bad(&e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::Commands;
 
-    #[test]
-    fn backoff_doubles_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let lows: Vec<u128> = (0..9).map(|_| b.next_delay(0.0).as_millis()).collect();
-        assert_eq!(
-            lows,
-            [250, 500, 1000, 2000, 4000, 8000, 15000, 15000, 15000]
-        );
-        b.reset();
-        assert_eq!(b.next_delay(0.5), Duration::from_millis(375));
-        assert_eq!(b.next_delay(7.0), Duration::from_secs(1));
-        for _ in 0..100 {
-            let r = random_fraction();
-            assert!((0.0..1.0).contains(&r), "{r}");
+    fn settings(server: &str) -> Settings {
+        Settings {
+            server: server.into(),
+            token: None,
+            ca_file: None,
+            registration: Registration {
+                agent_id: uuid::Uuid::nil(),
+                resources: Vec::new(),
+            },
+            responder: Responder::Commands(Commands {
+                provision: "true".into(),
+                release: None,
+                timeout: Duration::from_secs(1),
+                host: None,
+                agent_id: uuid::Uuid::nil(),
+            }),
+            reconnect_min: Duration::from_millis(1),
+            reconnect_max: Duration::from_millis(1),
         }
     }
 
     #[test]
-    fn urls_are_checked() {
-        assert!(check_url("ws://127.0.0.1:8080/agent/").is_ok());
-        let err = check_url("wss://lab/agent/").unwrap_err().to_string();
-        assert!(err.contains("no TLS"), "{err}");
-        assert!(check_url("http://lab/agent/").is_err());
-        assert!(check_url("ws://").is_err());
+    fn the_agent_endpoint_names_the_server() {
+        let cases = [
+            ("ws://127.0.0.1:8080/agent/", "ws://127.0.0.1:8080/"),
+            ("wss://lab/prefix/agent", "wss://lab/prefix/"),
+            ("https://lab/", "https://lab/"),
+            ("ws://agent/", "ws://agent/"),
+        ];
+        for (server, base) in cases {
+            assert_eq!(server_base(server), base, "{server}");
+        }
+    }
+
+    #[test]
+    fn urls_tokens_and_ca_files_are_checked() {
+        for good in [
+            "ws://127.0.0.1:8080/agent/",
+            "wss://lab/agent/",
+            "http://lab",
+            "https://lab",
+        ] {
+            let agent = Agent::new(settings(good));
+            assert!(agent.is_ok(), "{good}: {agent:?}");
+        }
+        for bad in ["ftp://lab/agent/", "ws://", "lab:8080"] {
+            let err = Agent::new(settings(bad)).unwrap_err();
+            assert_eq!(err.code(), "url", "{bad}: {err}");
+        }
+        let mut s = settings("ws://lab/agent/");
+        s.token = Some("two\nlines".into());
+        assert_eq!(Agent::new(s).unwrap_err().code(), "token");
+        let mut s = settings("wss://lab/agent/");
+        s.ca_file = Some("no-such-dir/ca.pem".into());
+        let err = Agent::new(s).unwrap_err();
+        assert!(err.to_string().contains("no-such-dir/ca.pem"), "{err}");
     }
 }

@@ -258,3 +258,36 @@ fn running_needs_a_way_to_answer_provisions() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--provision-command"), "{stderr}");
 }
+
+#[test]
+fn an_unusable_server_url_or_ca_file_stops_the_agent() {
+    let run = |server: &str, ca_file: &str| {
+        let mut agent = agent();
+        if !ca_file.is_empty() {
+            agent.env("ALLOCATE_AGENT_CA_FILE", ca_file);
+        }
+        agent
+            .args([
+                "--agent-id",
+                "d4863713-1388-4297-a479-a582b306f5cb",
+                "--no-gpu",
+                "--provision-command",
+                "true",
+                "--server",
+                server,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("wss://allocate.lab/agent/", "/nonexistent/lab-ca.pem");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CA file /nonexistent/lab-ca.pem"),
+        "{stderr}"
+    );
+    let out = run("ftp://allocate.lab/agent/", "");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ftp://allocate.lab/"), "{stderr}");
+}

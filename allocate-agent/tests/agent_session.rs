@@ -172,6 +172,7 @@ fn settings(server: &FakeServer, responder: Responder, connection: Option<Connec
     Settings {
         server: server.url(),
         token: Some("agent-token".into()),
+        ca_file: None,
         registration: Registration {
             agent_id: AGENT_ID,
             resources: vec![machine(connection)],
@@ -284,7 +285,7 @@ async fn registers_then_answers_provisions_and_releases() {
             answer["error"]
                 .as_str()
                 .unwrap()
-                .starts_with("agent could not read the provision"),
+                .contains("agent could not read the provision: "),
             "{answer}"
         );
 
@@ -374,6 +375,40 @@ async fn reconnects_after_the_server_drops_it() {
             json!({"allocation_id": a, "released": true})
         );
 
+        stop.send(()).unwrap();
+        timeout(STEP, task).await.unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_release_is_not_acknowledged_and_runs_again_when_resent() {
+    bounded(async {
+        let server = FakeServer::start().await;
+        let dir = scratch();
+        let tries = dir.join("tries");
+        // Fails the first time, cleans up the second.
+        let release_cmd = format!(
+            "echo x >> '{0}'; [ \"$(wc -l < '{0}')\" -ge 2 ]",
+            tries.display()
+        );
+        let (stop, task) = spawn_agent(settings(&server, commands(Some(release_cmd)), None));
+        let (mut ws, _) = server.accept().await;
+        register(&mut ws).await;
+        let a = Uuid::from_u128(0xa);
+        send(&mut ws, release(a)).await;
+        // No answer to the failed release; the server resends it (until the agent answers,
+        // since the agent may not have given the first one up yet).
+        let answer = loop {
+            let waited = timeout(Duration::from_millis(300), recv(&mut ws)).await;
+            match waited {
+                Ok(answer) => break answer,
+                Err(_) => send(&mut ws, release(a)).await,
+            }
+        };
+        assert_eq!(answer, json!({"allocation_id": a, "released": true}));
+        assert_eq!(std::fs::read_to_string(&tries).unwrap(), "x\nx\n");
         stop.send(()).unwrap();
         timeout(STEP, task).await.unwrap().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -10,6 +10,9 @@ mod agent_proc;
 // allocate-http's tests, read from there.
 #[path = "../../allocate-http/tests/common/mod.rs"]
 mod common;
+// allocate-client's test support, for its TLS front with a private CA.
+#[path = "../../allocate-client/tests/common/mod.rs"]
+mod client_common;
 
 use agent_proc::{requirements, sh_quote, AgentProc, Client, Scratch};
 use allocate_http::ServerConfig;
@@ -359,6 +362,27 @@ async fn a_killed_agent_goes_offline_and_its_restart_brings_the_resource_back() 
     .await;
 }
 
+/// The flags of a small machine labelled `lab` with a static connection, as `agent_id`.
+fn small_static_machine(agent_id: &str) -> Vec<&str> {
+    vec![
+        "--agent-id",
+        agent_id,
+        "--label",
+        "lab",
+        "--no-gpu",
+        "--cpu-count",
+        "1",
+        "--memory-gb",
+        "1",
+        "--static-username",
+        "lab",
+        "--static-password",
+        "pw",
+        "--static-host",
+        "10.0.0.9",
+    ]
+}
+
 #[tokio::test]
 async fn a_frozen_agent_is_dropped_by_the_idle_timeout_and_comes_back_when_it_thaws() {
     e2e(async {
@@ -370,23 +394,7 @@ async fn a_frozen_agent_is_dropped_by_the_idle_timeout_and_comes_back_when_it_th
             &server,
             &scratch,
             "agent.log",
-            &[
-                "--agent-id",
-                &agent_id,
-                "--label",
-                "lab",
-                "--no-gpu",
-                "--cpu-count",
-                "1",
-                "--memory-gb",
-                "1",
-                "--static-username",
-                "lab",
-                "--static-password",
-                "pw",
-                "--static-host",
-                "10.0.0.9",
-            ],
+            &small_static_machine(&agent_id),
             &[],
         );
         let entry = agent.wait_resource(&server, &agent_id, "free").await;
@@ -407,6 +415,44 @@ async fn a_frozen_agent_is_dropped_by_the_idle_timeout_and_comes_back_when_it_th
         agent.signal("CONT");
         client.status("online").await;
         agent.wait_resource(&server, &agent_id, "allocated").await;
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wss_through_a_tls_front_with_a_private_ca() {
+    e2e(async {
+        let server = Server::start().await;
+        let front = client_common::TlsFront::start(server.addr).await;
+        let url = format!("wss://localhost:{}/agent/", front.addr.port());
+        let scratch = Scratch::new("wss");
+        let args = small_static_machine;
+
+        // Without the CA the front's certificate is not trusted: the agent keeps trying.
+        let untrusting = "0f1e2d3c-4b5a-4697-8877-665544332211";
+        let mut refused =
+            AgentProc::spawn_for(&url, &scratch, "refused.log", &args(untrusting), &[]);
+
+        // With it, the agent registers through the front.
+        let trusting = "00112233-4455-4677-8899-aabbccddeeff";
+        let ca_file = front.ca_file.display().to_string();
+        let mut agent = AgentProc::spawn_for(
+            &url,
+            &scratch,
+            "agent.log",
+            &args(trusting),
+            &[("ALLOCATE_AGENT_CA_FILE", &ca_file)],
+        );
+        agent.wait_resource(&server, trusting, "free").await;
+        refused.assert_running();
+        let inventory = server.get("/inventory/").await;
+        assert_eq!(inventory.as_array().expect("list").len(), 1, "{inventory}");
+        assert!(refused.log().contains("reconnecting"), "{}", refused.log());
+
+        agent.signal("TERM");
+        let status = agent.exited(STEP).await;
+        assert!(status.success(), "{status}; log:\n{}", agent.log());
         server.stop().await;
     })
     .await;

@@ -227,3 +227,56 @@ async fn https_and_wss_with_a_private_ca() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_started_session_retries_its_first_connection_too() {
+    // A server that is not there: the first attempt is a disconnection, retried.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let down = Client::new(&format!("ws://127.0.0.1:{port}"), ClientOptions::default()).unwrap();
+    let mut waiting = AgentSession::start(&down, AGENT, vec![resource(&["gpu"], None)], quick());
+    assert!(waiting.inventory_ids().is_empty());
+    for _ in 0..2 {
+        match bounded(waiting.next_event()).await {
+            Some(AgentEvent::Disconnected {
+                error,
+                retry_in: Some(_),
+            }) => assert_eq!(error.code(), "connection", "{error}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    bounded(waiting.handle().stop()).await;
+
+    // A refused first registration is retried as well, not returned.
+    let server = Server::start().await;
+    let mut bad = resource(&["gpu"], None);
+    bad.labels = vec![String::new()];
+    let mut refused = AgentSession::start(&server.client(), AGENT, vec![bad], quick());
+    match bounded(refused.next_event()).await {
+        Some(AgentEvent::Disconnected {
+            error,
+            retry_in: Some(_),
+        }) => assert_eq!(error.code(), "invalid_request", "{error}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    bounded(refused.handle().stop()).await;
+
+    // An accepted one is an event, on connection 1.
+    let mut agent = AgentSession::start(
+        &server.client(),
+        AGENT,
+        vec![resource(&["gpu"], None)],
+        quick(),
+    );
+    match bounded(agent.next_event()).await {
+        Some(AgentEvent::Registered {
+            inventory_ids,
+            connection: 1,
+        }) => assert_eq!(inventory_ids.len(), 1),
+        other => panic!("unexpected {other:?}"),
+    }
+    bounded(agent.handle().stop()).await;
+    assert!(bounded(agent.next_event()).await.is_none());
+}

@@ -115,12 +115,24 @@ impl AgentProc {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> AgentProc {
+        let url = format!("ws://{}/agent/", server.addr);
+        AgentProc::spawn_for(&url, scratch, log_name, args, envs)
+    }
+
+    /// [`AgentProc::spawn`] against the server at `url` (a TLS front, say).
+    pub fn spawn_for(
+        url: &str,
+        scratch: &Scratch,
+        log_name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> AgentProc {
         let log = scratch.join(log_name);
         let log_file = std::fs::File::create(&log).expect("create the agent's log");
         let mut command = Command::new(AGENT_BIN);
         command
             .arg("--server")
-            .arg(format!("ws://{}/agent/", server.addr))
+            .arg(url)
             .args(["--reconnect-min-ms", "50", "--reconnect-max-ms", "500"])
             .args(args)
             .stdin(Stdio::null())

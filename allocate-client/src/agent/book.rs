@@ -196,8 +196,24 @@ impl OrderBook {
             self.unsent.pop_front();
         }
         self.unsent.push_back((order.connection(), message));
+        self.held_release(order)
+    }
+
+    /// The caller gives `order` up without answering it (a release whose clean-up failed:
+    /// the contract has no failed release). It leaves the orders in flight and nothing is
+    /// sent, so the server's resend (a release, after a reconnect) is delivered again. Returns
+    /// a held release of the same allocation, now due, as [`OrderBook::answer`] does.
+    pub fn abandon(&mut self, order: &Order) -> Option<Order> {
+        if !self.in_flight.remove(&order.key()) {
+            return None;
+        }
+        self.held_release(order)
+    }
+
+    /// After `order` left the orders in flight: the release held back for it, if any.
+    fn held_release(&mut self, order: &Order) -> Option<Order> {
         let held = match order {
-            Order::Provision { .. } => self.held.remove(&id)?,
+            Order::Provision { .. } => self.held.remove(&order.allocation_id())?,
             Order::Release { .. } => return None,
         };
         Some(Order::Release {
@@ -403,6 +419,30 @@ mod tests {
             book.on_order(release()),
             OrderStep::Answer(AgentMessage::Released { allocation_id: ID })
         );
+    }
+
+    #[test]
+    fn an_abandoned_order_sends_nothing_and_its_resend_is_delivered_again() {
+        let mut book = OrderBook::new();
+        book.connected();
+        book.registered();
+        let OrderStep::Deliver(r) = book.on_order(release()) else {
+            panic!()
+        };
+        assert_eq!(book.abandon(&r), None);
+        assert_eq!(book.abandon(&r), None, "abandoned twice");
+        assert_eq!((book.in_flight(), book.take_unsent()), (0, None));
+        assert!(matches!(book.on_order(release()), OrderStep::Deliver(_)));
+
+        // An abandoned provision lets the release held back for it go.
+        let mut book = OrderBook::new();
+        book.connected();
+        let OrderStep::Deliver(p) = book.on_order(provision()) else {
+            panic!()
+        };
+        assert_eq!(book.on_order(release()), OrderStep::Wait);
+        assert!(matches!(book.abandon(&p), Some(Order::Release { .. })));
+        assert_eq!(book.in_flight(), 1);
     }
 
     #[test]

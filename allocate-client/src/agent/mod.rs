@@ -16,7 +16,7 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::socket::{self, Socket, SocketEnd};
 use allocate_core::wire::{AgentMessage, Envelope, Refusal, ServerMessage, WireError};
-use allocate_core::{ProvisionResult, ResourceSpec};
+use allocate_core::{Limits, ProvisionResult, ResourceSpec};
 use book::Jitter;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -90,10 +90,18 @@ pub enum AgentEvent {
 /// Where the answer to a new registration goes: the inventory ids or the refusal.
 type RegisterReply = oneshot::Sender<Result<Vec<Uuid>, Error>>;
 
+/// What the caller made of an order.
+#[derive(Debug)]
+enum Reply {
+    Provisioned(ProvisionResult),
+    Released,
+    Abandoned,
+}
+
 /// A command for the session task.
 #[derive(Debug)]
 enum Command {
-    Answer(Order, Option<ProvisionResult>),
+    Answer(Order, Reply),
     Register(String, RegisterReply),
     Stop,
 }
@@ -109,14 +117,23 @@ impl AgentHandle {
     /// Answers a provision order: the connection details, or why it failed. An answer to an
     /// order whose connection has closed is dropped (the server has failed it already).
     pub async fn provisioned(&self, order: &Order, result: ProvisionResult) -> Result<(), Error> {
-        self.send(Command::Answer(order.clone(), Some(result)))
+        self.send(Command::Answer(order.clone(), Reply::Provisioned(result)))
             .await
     }
 
     /// Acknowledges a release order: the resource is clean. Sent on the next connection if
     /// this one has closed.
     pub async fn released(&self, order: &Order) -> Result<(), Error> {
-        self.send(Command::Answer(order.clone(), None)).await
+        self.send(Command::Answer(order.clone(), Reply::Released))
+            .await
+    }
+
+    /// Gives an order up without answering it (a release whose clean-up failed: the contract
+    /// has no failed release, so the server's release timeout marks the resource `error`). It
+    /// no longer counts as in flight, and the server's resend of it is delivered again.
+    pub async fn abandon(&self, order: &Order) -> Result<(), Error> {
+        self.send(Command::Answer(order.clone(), Reply::Abandoned))
+            .await
     }
 
     /// Replaces the agent's resource list (on this connection and every later one); returns
@@ -167,34 +184,46 @@ impl AgentSession {
         resources: Vec<ResourceSpec>,
         options: AgentOptions,
     ) -> Result<Self, Error> {
-        let registration = AgentMessage::Register {
-            agent_id,
-            resources,
-        }
-        .to_text();
-        let mut task = Task {
-            client: client.clone(),
-            registration,
-            backoff: Backoff::new(options.reconnect_min, options.reconnect_max),
-            jitter: Jitter::new(options.jitter_seed),
-            options,
-            book: OrderBook::new(),
-            events: mpsc::channel(EVENTS_QUEUED_MAX).0,
-            pending: None,
-        };
+        let mut task = Task::new(client, agent_id, resources, options);
         let (socket, inventory_ids) = task.open().await?;
+        Ok(Self::launch(task, Some(socket), agent_id, inventory_ids))
+    }
+
+    /// Like [`AgentSession::connect`], but connects in the background and treats the first
+    /// connection like every later one: its registration's acceptance is an
+    /// [`AgentEvent::Registered`], and its failure (the server down, a refused upgrade or
+    /// registration) an [`AgentEvent::Disconnected`], retried with backoff when `reconnect`
+    /// is on. A long-running agent starts this way so that it also waits for a server that
+    /// is not up yet. [`AgentSession::inventory_ids`] stays empty.
+    pub fn start(
+        client: &Client,
+        agent_id: Uuid,
+        resources: Vec<ResourceSpec>,
+        options: AgentOptions,
+    ) -> Self {
+        let task = Task::new(client, agent_id, resources, options);
+        Self::launch(task, None, agent_id, Vec::new())
+    }
+
+    /// Runs `task` (from `socket`, or from connecting) and returns its session.
+    fn launch(
+        mut task: Task,
+        socket: Option<Socket>,
+        agent_id: Uuid,
+        inventory_ids: Vec<Uuid>,
+    ) -> Self {
         let (events_tx, events) = mpsc::channel(EVENTS_QUEUED_MAX);
         let (commands_tx, commands) = mpsc::channel(COMMANDS_QUEUED_MAX);
         task.events = events_tx;
         tokio::spawn(task.run(socket, commands));
-        Ok(AgentSession {
+        AgentSession {
             agent_id,
             inventory_ids,
             events,
             handle: AgentHandle {
                 commands: commands_tx,
             },
-        })
+        }
     }
 
     /// The next event; `None` once the session has ended (stopped, or disconnected without
@@ -240,6 +269,31 @@ struct Task {
 }
 
 impl Task {
+    /// A task that registers `resources` as `agent_id`; its events go nowhere until
+    /// [`AgentSession::launch`] gives it its channel.
+    fn new(
+        client: &Client,
+        agent_id: Uuid,
+        resources: Vec<ResourceSpec>,
+        options: AgentOptions,
+    ) -> Self {
+        let registration = AgentMessage::Register {
+            agent_id,
+            resources,
+        }
+        .to_text();
+        Task {
+            client: client.clone(),
+            registration,
+            backoff: Backoff::new(options.reconnect_min, options.reconnect_max),
+            jitter: Jitter::new(options.jitter_seed),
+            options,
+            book: OrderBook::new(),
+            events: mpsc::channel(EVENTS_QUEUED_MAX).0,
+            pending: None,
+        }
+    }
+
     fn what(&self) -> String {
         // `ws://` or `wss://`, as the socket was opened.
         format!(
@@ -293,8 +347,7 @@ impl Task {
     }
 
     /// Serves connections until stopped, reconnecting when one ends (if asked to).
-    async fn run(mut self, socket: Socket, mut commands: mpsc::Receiver<Command>) {
-        let mut socket = Some(socket);
+    async fn run(mut self, mut socket: Option<Socket>, mut commands: mpsc::Receiver<Command>) {
         loop {
             let error = match socket.take() {
                 Some(s) => match self.serve(s, &mut commands).await {
@@ -345,8 +398,8 @@ impl Task {
                 () = tokio::time::sleep_until(until) => return Ok(()),
                 command = commands.recv() => match command {
                     None | Some(Command::Stop) => return Err(()),
-                    Some(Command::Answer(order, result)) => {
-                        if let Some(due) = self.book.answer(&order, result) {
+                    Some(Command::Answer(order, reply)) => {
+                        if let Some(due) = self.book_reply(&order, reply) {
                             if self.events.send(AgentEvent::Order(due)).await.is_err() {
                                 return Err(());
                             }
@@ -392,8 +445,8 @@ impl Task {
                         socket::close(&mut socket).await;
                         return Ended::Stop;
                     }
-                    Some(Command::Answer(order, result)) => {
-                        match self.book.answer(&order, result) {
+                    Some(Command::Answer(order, reply)) => {
+                        match self.book_reply(&order, reply) {
                             Some(due) => self.deliver(due).await,
                             None => Ok(()),
                         }
@@ -430,6 +483,15 @@ impl Task {
                 }
                 return lost(end);
             }
+        }
+    }
+
+    /// Books the caller's reply to `order`; returns a release now due to the caller.
+    fn book_reply(&mut self, order: &Order, reply: Reply) -> Option<Order> {
+        match reply {
+            Reply::Provisioned(result) => self.book.answer(order, Some(result)),
+            Reply::Released => self.book.answer(order, None),
+            Reply::Abandoned => self.book.abandon(order),
         }
     }
 
@@ -517,11 +579,12 @@ impl Task {
         } = &error
         {
             if kind == "provision" {
+                // Cut to what the server reads: a longer reason would be refused.
+                let why = format!("the agent could not read the provision: {source}");
+                let chars_max = Limits::default().string_chars_max;
                 let answer = AgentMessage::Provisioned {
                     allocation_id: *allocation_id,
-                    result: ProvisionResult::Failed(format!(
-                        "the agent could not read the provision: {source}"
-                    )),
+                    result: ProvisionResult::Failed(why.chars().take(chars_max).collect()),
                 };
                 socket::send(socket, Message::text(answer.to_text())).await?;
             }
