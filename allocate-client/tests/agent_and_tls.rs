@@ -6,7 +6,7 @@ use allocate_client::{
     AgentEvent, AgentOptions, AgentSession, Client, ClientOptions, Error, InventoryFilter, Order,
     ProvisionResult, Requirements, SocketEnd,
 };
-use common::{bounded, connection, resource, Server, TlsFront};
+use common::{bounded, connection, resource, ClientOf, Server, TlsFront};
 use std::time::Duration;
 use uuid::Uuid;
 

@@ -1,17 +1,14 @@
-//! A real server on 127.0.0.1:0 (in memory, short timeouts), a TLS front for it with a
-//! private CA, and small builders. The server starts through `allocate_http::run` as the
-//! server's own tests start it.
+//! A real server on 127.0.0.1:0 (testkit's, feature `server`), a TLS front for it with a
+//! private CA, and small builders.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use allocate_client::{Client, ClientOptions, Connection, ResourceSpec};
-use allocate_http::{run, ServerConfig};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The longest any single step of a test may take.
@@ -24,50 +21,17 @@ pub async fn bounded<F: Future>(f: F) -> F::Output {
         .expect("a step of the test took too long")
 }
 
-/// A server running in this process until dropped.
-pub struct Server {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+pub use testkit::server::Server;
+
+/// A client of a test server over plain HTTP.
+pub trait ClientOf {
+    /// The client.
+    fn client(&self) -> Client;
 }
 
-impl Server {
-    /// Starts a server with short timeouts, in memory.
-    pub async fn start() -> Server {
-        let mut config = ServerConfig {
-            ping_interval: Duration::from_millis(200),
-            idle_timeout: Duration::from_secs(10),
-            close_wait: Duration::from_millis(100),
-            shutdown_grace: Duration::from_secs(2),
-            ..ServerConfig::default()
-        };
-        config.engine.provision_timeout_ms = 2000;
-        config.engine.release_timeout_ms = 2000;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        Server {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// A client of this server over plain HTTP.
-    pub fn client(&self) -> Client {
-        Client::new(&format!("http://{}", self.addr), ClientOptions::default()).expect("client")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
+impl ClientOf for Server {
+    fn client(&self) -> Client {
+        Client::new(&self.url(), ClientOptions::default()).expect("client")
     }
 }
 
