@@ -1,0 +1,260 @@
+//! The real `allocate` binary against a real server on an ephemeral port (testkit's, feature
+//! `server`), with resources registered over a real agent socket (static connections).
+
+use allocate_client::{
+    AgentOptions, AgentSession, Client, ClientOptions, Connection, ResourceSpec,
+};
+use allocate_core::Gpu;
+use serde_json::Value;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use testkit::server::Server;
+use uuid::Uuid;
+
+/// Exit codes the binary documents (src/exit.rs).
+const REFUSED: i32 = 5;
+const TIMED_OUT: i32 = 4;
+const CONNECTION: i32 = 6;
+const USAGE: i32 = 2;
+
+/// The longest any single step may take.
+const STEP: Duration = Duration::from_secs(20);
+
+/// A server with one agent holding one static GPU machine, `host`.
+struct Lab {
+    server: Server,
+    client: Client,
+    _agent: AgentSession,
+    /// Its own config directory, so that no user's config file is read.
+    config_home: std::path::PathBuf,
+}
+
+impl Lab {
+    async fn start() -> Lab {
+        let server = Server::start().await;
+        let client = Client::new(&server.url(), ClientOptions::default()).expect("client");
+        let machine = ResourceSpec {
+            inventory_id: None,
+            labels: vec!["x".into()],
+            cpu_count: 8,
+            memory_gb: 32,
+            gpu: vec![Gpu {
+                label: "NVIDIA GeForce RTX 2080".into(),
+                memory_gb: 8,
+            }],
+            kind: "server-onsite".into(),
+            connection: Some(Connection {
+                host: "gpu-1.lab".into(),
+                username: "dev".into(),
+                password: "pw".into(),
+            }),
+        };
+        let agent = AgentSession::connect(
+            &client,
+            Uuid::from_u128(0xa),
+            vec![machine],
+            AgentOptions::default(),
+        )
+        .await
+        .expect("agent");
+        let config_home = std::env::temp_dir().join(format!(
+            "allocate-cli-test-{}-{}",
+            std::process::id(),
+            server.addr.port()
+        ));
+        Lab {
+            server,
+            client,
+            _agent: agent,
+            config_home,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        command_for(&self.server.url(), &self.config_home, args)
+    }
+
+    /// Runs `allocate ARGS` to its end.
+    async fn allocate(&self, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        tokio::time::timeout(STEP, command.output())
+            .await
+            .expect("allocate took too long")
+            .expect("allocate runs")
+    }
+
+    /// The live allocations, as the server says.
+    async fn live(&self) -> Vec<Uuid> {
+        let list = self.client.allocations().await.expect("allocations");
+        list.iter()
+            .filter(|a| matches!(a.state.as_str(), "queued" | "provisioning" | "ready"))
+            .map(|a| a.allocation_id)
+            .collect()
+    }
+}
+
+fn command_for(url: &str, config_home: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_allocate"));
+    c.args(args)
+        .env("ALLOCATE_URL", url)
+        .env("XDG_CONFIG_HOME", config_home)
+        .env("USER", "tester")
+        .env_remove("ALLOCATE_TOKEN")
+        .env_remove("ALLOCATE_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_ls_extend_release() {
+    let lab = Lab::start().await;
+    let got = json(
+        &lab.allocate(&["get", "--gpu", "RTX 2080", "--for", "2h", "-o", "json"])
+            .await,
+    );
+    assert_eq!(got["status"], "ready");
+    assert_eq!(got["connection"]["host"], "gpu-1.lab");
+    let id = got["allocation_id"].as_str().expect("id").to_owned();
+    let expires = got["expires"].as_u64().expect("expires");
+
+    let human = lab.allocate(&["show", &id]).await;
+    let shown = text(&human.stdout);
+    assert!(shown.contains("ssh dev@gpu-1.lab"), "{shown}");
+    assert!(
+        shown.contains("(in 1h 59m)") || shown.contains("(in 2h 0m)"),
+        "{shown}"
+    );
+
+    let listed = json(&lab.allocate(&["ls", "-o", "json"]).await);
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["allocation_id"], id.as_str());
+    assert_eq!(listed[0]["state"], "ready");
+    assert_eq!(listed[0]["username"], "tester");
+
+    let extended = json(
+        &lab.allocate(&["extend", &id, "--for", "1h", "-o", "json"])
+            .await,
+    );
+    assert_eq!(extended["expires"].as_u64(), Some(expires + 3600));
+
+    let released = lab.allocate(&["release", &id]).await;
+    assert_eq!(
+        released.status.code(),
+        Some(0),
+        "{}",
+        text(&released.stderr)
+    );
+    assert!(lab.live().await.is_empty());
+    let again = lab.allocate(&["release", &id]).await;
+    assert_eq!(again.status.code(), Some(3), "not found the second time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_passes_the_lease_on_exits_with_its_status_and_releases() {
+    let lab = Lab::start().await;
+    let out = lab
+        .allocate(&[
+            "run",
+            "--tags",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            "echo $ALLOCATE_HOST $ALLOCATE_USERNAME $ALLOCATE_PASSWORD; exit 3",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "gpu-1.lab dev pw");
+    assert!(lab.live().await.is_empty(), "released after the command");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_and_mistyped_requests_are_refused_naming_the_field() {
+    let lab = Lab::start().await;
+    let out = lab.allocate(&["get", "--gpu", "RTX 2090"]).await;
+    assert_eq!(out.status.code(), Some(REFUSED));
+    let said = text(&out.stderr);
+    assert!(said.contains("--gpu \"RTX 2090\""), "{said}");
+
+    let out = lab.allocate(&["get", "--gpus", "0"]).await;
+    assert_eq!(out.status.code(), Some(REFUSED));
+    let said = text(&out.stderr);
+    assert!(said.contains("gpu.count"), "{said}");
+
+    let out = lab.allocate(&["get", "--gpu-mem", "8"]).await;
+    assert_eq!(out.status.code(), Some(USAGE));
+    assert!(text(&out.stderr).contains("--gpu-mem"));
+    assert!(lab.live().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_runs_out_exits_timed_out() {
+    let lab = Lab::start().await;
+    let held = json(&lab.allocate(&["get", "-o", "json"]).await);
+    let out = lab.allocate(&["get", "--tags", "x", "--wait", "1s"]).await;
+    assert_eq!(out.status.code(), Some(TIMED_OUT), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("queued: position 1, 1 matching resource"));
+    assert_eq!(
+        lab.live().await,
+        vec![held["allocation_id"]
+            .as_str()
+            .unwrap()
+            .parse::<Uuid>()
+            .unwrap()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_exits_with_the_connection_code() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let home = std::env::temp_dir().join("allocate-cli-test-none");
+    let mut command = command_for(&format!("http://127.0.0.1:{port}"), &home, &["ls"]);
+    let out = command.output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
+    let mut command = command_for(&format!("http://127.0.0.1:{port}"), &home, &["get"]);
+    let out = command.output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_run_ends_the_command_and_releases() {
+    let lab = Lab::start().await;
+    let child = lab
+        .command(&["run", "--tags", "x", "--", "sleep", "30"])
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    tokio::time::timeout(STEP, async {
+        while lab.live().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the lease was taken");
+    // Ready is not enough: wait until `sleep` has started (the lease is handed over first).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("kill");
+    let out = tokio::time::timeout(STEP, child.wait_with_output())
+        .await
+        .expect("run ended")
+        .expect("output");
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
+    assert!(lab.live().await.is_empty(), "released on SIGTERM");
+}
