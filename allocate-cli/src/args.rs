@@ -92,6 +92,14 @@ pub enum Command {
         /// The allocation ids.
         ids: Vec<Uuid>,
     },
+    /// ssh to the machine an allocation holds (its owner or an admin).
+    Ssh {
+        /// The allocation id.
+        id: Uuid,
+        /// More arguments for ssh (after `--`).
+        #[arg(last = true)]
+        ssh_args: Vec<String>,
+    },
     /// List the lab's resources.
     Inventory {
         /// Only resources with every one of these labels (comma-separated).
@@ -101,6 +109,14 @@ pub enum Command {
         #[arg(long)]
         state: Option<String>,
     },
+    /// Print completions for a shell (`allocate completions bash > /etc/bash_completion.d/allocate`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (`allocate man > allocate.1`).
+    Man,
     /// Take a resource out of service, or return it (admin).
     Maintenance {
         /// The resource's inventory id.
@@ -113,6 +129,9 @@ pub enum Command {
         reason: Option<String>,
     },
 }
+
+/// A shell that completions can be written for.
+pub use clap_complete::Shell;
 
 /// `on` or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

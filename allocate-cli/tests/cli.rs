@@ -258,3 +258,59 @@ async fn sigterm_to_run_ends_the_command_and_releases() {
     assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
     assert!(lab.live().await.is_empty(), "released on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_get_becomes_ready_when_the_machine_is_released() {
+    let lab = Lab::start().await;
+    let held = json(&lab.allocate(&["get", "-q", "-o", "json"]).await);
+    let held = held["allocation_id"].as_str().expect("id").to_owned();
+    let waiting = lab
+        .command(&[
+            "get", "--tags", "x", "--wait", "20s", "--for", "30m", "-o", "json",
+        ])
+        .spawn()
+        .expect("spawn");
+    tokio::time::timeout(STEP, async {
+        loop {
+            let list = lab.client.allocations().await.expect("allocations");
+            if list.iter().any(|a| a.state.as_str() == "queued") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the second request queued");
+    let released = lab.allocate(&["release", &held]).await;
+    assert_eq!(released.status.code(), Some(0));
+    let out = tokio::time::timeout(STEP, waiting.wait_with_output())
+        .await
+        .expect("get ended")
+        .expect("output");
+    let got = json(&out);
+    assert_eq!(got["status"], "ready");
+    let expires = got["expires"].as_u64().expect("expires");
+    let now = unix_now();
+    assert!(
+        (now + 1790..=now + 1800).contains(&expires),
+        "30 minutes from ready"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_the_man_page_come_from_the_definitions() {
+    let lab = Lab::start().await;
+    let out = lab.allocate(&["completions", "bash"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("--gpu-memory"));
+    let out = lab.allocate(&["man"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains(".TH allocate"));
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}

@@ -1,6 +1,8 @@
 //! One module per group of subcommands; [`dispatch`] runs the one asked for.
 
 mod acquire;
+mod connect;
+mod help;
 mod list;
 mod manage;
 
@@ -44,6 +46,9 @@ pub async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
             until,
         } => manage::extend(ctx, id, for_secs, until).await.map(|()| 0),
         Command::Release { ids } => manage::release(ctx, ids).await.map(|()| 0),
+        Command::Ssh { id, ssh_args } => connect::ssh(ctx, id, ssh_args).await,
+        Command::Completions { shell } => help::completions(shell).map(|()| 0),
+        Command::Man => help::man().map(|()| 0),
         Command::Maintenance { id, mode, reason } => {
             manage::maintenance(ctx, id, mode, reason).await.map(|()| 0)
         }
