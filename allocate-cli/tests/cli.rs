@@ -8,7 +8,7 @@ use allocate_core::Gpu;
 use serde_json::Value;
 use std::process::{Output, Stdio};
 use std::time::Duration;
-use testkit::server::Server;
+use testkit::server::{Server, TlsFront};
 use uuid::Uuid;
 
 /// Exit codes the binary documents (src/exit.rs).
@@ -313,4 +313,22 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_needs_ca_file() {
+    let lab = Lab::start().await;
+    let front = TlsFront::start(lab.server.addr).await;
+    let url = format!("https://localhost:{}", front.addr.port());
+    let ca = front.ca_file.to_string_lossy().into_owned();
+    let mut trusted = command_for(
+        &url,
+        &lab.config_home,
+        &["--ca-file", &ca, "inventory", "-o", "json"],
+    );
+    let listed = json(&trusted.output().await.expect("runs"));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let mut untrusted = command_for(&url, &lab.config_home, &["inventory"]);
+    let out = untrusted.output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
 }
