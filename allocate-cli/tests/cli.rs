@@ -1,10 +1,9 @@
 //! The real `allocate` binary against a real server on an ephemeral port (testkit's, feature
 //! `server`), with resources registered over a real agent socket (static connections).
 
-use allocate_client::{
-    AgentOptions, AgentSession, Client, ClientOptions, Connection, ResourceSpec,
-};
-use allocate_core::Gpu;
+mod common;
+
+use allocate_client::{AgentSession, Client, ClientOptions};
 use serde_json::Value;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -33,30 +32,7 @@ impl Lab {
     async fn start() -> Lab {
         let server = Server::start().await;
         let client = Client::new(&server.url(), ClientOptions::default()).expect("client");
-        let machine = ResourceSpec {
-            inventory_id: None,
-            labels: vec!["x".into()],
-            cpu_count: 8,
-            memory_gb: 32,
-            gpu: vec![Gpu {
-                label: "NVIDIA GeForce RTX 2080".into(),
-                memory_gb: 8,
-            }],
-            kind: "server-onsite".into(),
-            connection: Some(Connection {
-                host: "gpu-1.lab".into(),
-                username: "dev".into(),
-                password: "pw".into(),
-            }),
-        };
-        let agent = AgentSession::connect(
-            &client,
-            Uuid::from_u128(0xa),
-            vec![machine],
-            AgentOptions::default(),
-        )
-        .await
-        .expect("agent");
+        let agent = common::register_machine(&client, 0xa, "x", "gpu-1.lab").await;
         let config_home = std::env::temp_dir().join(format!(
             "allocate-cli-test-{}-{}",
             std::process::id(),
