@@ -208,31 +208,84 @@ async fn a_server_that_is_down_exits_with_the_connection_code() {
     assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_to_run_ends_the_command_and_releases() {
+/// Sends `signal` to process `pid`.
+fn kill(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, signal).expect("kill");
+}
+
+/// Waits until the server lists a live allocation in `state`.
+async fn wait_for_state(lab: &Lab, state: &str) {
+    tokio::time::timeout(STEP, async {
+        loop {
+            let list = lab.client.allocations().await.expect("allocations");
+            if list.iter().any(|a| a.state.as_str() == state) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the allocation reached the state");
+}
+
+/// `run -- sleep 30` gets `signal` once its command runs: the command gets it too, `run`
+/// exits with 128 + its number and the lease is released.
+async fn a_signal_to_run_ends_the_command_and_releases(signal: rustix::process::Signal) {
     let lab = Lab::start().await;
     let child = lab
         .command(&["run", "--tags", "x", "--", "sleep", "30"])
         .spawn()
         .expect("spawn");
-    let pid = child.id().expect("pid");
-    tokio::time::timeout(STEP, async {
-        while lab.live().await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the lease was taken");
+    wait_for_state(&lab, "ready").await;
     // Ready is not enough: wait until `sleep` has started (the lease is handed over first).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("kill");
+    kill(child.id().expect("pid"), signal);
     let out = tokio::time::timeout(STEP, child.wait_with_output())
         .await
         .expect("run ended")
         .expect("output");
-    assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
-    assert!(lab.live().await.is_empty(), "released on SIGTERM");
+    assert_eq!(
+        out.status.code(),
+        Some(128 + signal.as_raw()),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(lab.live().await.is_empty(), "released on {signal:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_run_ends_the_command_and_releases() {
+    a_signal_to_run_ends_the_command_and_releases(rustix::process::Signal::TERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_of_run_ends_the_command_and_releases() {
+    a_signal_to_run_ends_the_command_and_releases(rustix::process::Signal::HUP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_waiting_cancels_the_request() {
+    let lab = Lab::start().await;
+    let held = json(&lab.allocate(&["get", "-o", "json"]).await);
+    let waiting = lab
+        .command(&["get", "--tags", "x", "--wait", "20s"])
+        .spawn()
+        .expect("spawn");
+    wait_for_state(&lab, "queued").await;
+    kill(waiting.id().expect("pid"), rustix::process::Signal::INT);
+    let out = tokio::time::timeout(STEP, waiting.wait_with_output())
+        .await
+        .expect("get ended")
+        .expect("output");
+    assert_eq!(out.status.code(), Some(128 + 2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the request was cancelled"));
+    let held: Uuid = held["allocation_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    assert_eq!(lab.live().await, vec![held], "only the held lease is left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,17 +299,7 @@ async fn a_queued_get_becomes_ready_when_the_machine_is_released() {
         ])
         .spawn()
         .expect("spawn");
-    tokio::time::timeout(STEP, async {
-        loop {
-            let list = lab.client.allocations().await.expect("allocations");
-            if list.iter().any(|a| a.state.as_str() == "queued") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the second request queued");
+    wait_for_state(&lab, "queued").await;
     let released = lab.allocate(&["release", &held]).await;
     assert_eq!(released.status.code(), Some(0));
     let out = tokio::time::timeout(STEP, waiting.wait_with_output())
