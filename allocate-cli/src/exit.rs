@@ -37,7 +37,8 @@ pub enum Exit {
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 done; 1 other failure; 2 usage (bad flag, value \
 or configuration); 3 not found; 4 timed out (nothing free within --wait); 5 refused by the server \
 (impossible request, bad field, not allowed); 6 connection (server unreachable or connection \
-lost). `run` and `shell` exit with their command's status.";
+lost). `run` and `shell` exit with their command's status; a wait interrupted by a signal \
+exits with 128 + its number (130 for Ctrl-C), cancelling the request.";
 
 /// Why a command failed: a sentence and an exit code.
 #[derive(Debug)]
