@@ -194,9 +194,15 @@ typedef struct allocate_request {
    */
   uint64_t allocation_timeout_seconds;
   /**
-   * Lease end in unix seconds; 0 takes the default lease.
+   * Lease end in unix seconds; 0 for a lease counted from `ready` (`duration_seconds`,
+   * or the default lease).
    */
   uint64_t expires;
+  /**
+   * Lease length in seconds counted from `ready`; 0 for none (at most one of this and
+   * `expires` may be set).
+   */
+  uint64_t duration_seconds;
   /**
    * Required `type` (the contract's field), or null for any.
    */

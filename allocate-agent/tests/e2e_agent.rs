@@ -10,9 +10,6 @@ mod agent_proc;
 // allocate-http's tests, read from there.
 #[path = "../../allocate-http/tests/common/mod.rs"]
 mod common;
-// allocate-client's test support, for its TLS front with a private CA.
-#[path = "../../allocate-client/tests/common/mod.rs"]
-mod client_common;
 
 use agent_proc::{requirements, sh_quote, AgentProc, Client, Scratch};
 use allocate_http::ServerConfig;
@@ -424,7 +421,7 @@ async fn a_frozen_agent_is_dropped_by_the_idle_timeout_and_comes_back_when_it_th
 async fn wss_through_a_tls_front_with_a_private_ca() {
     e2e(async {
         let server = Server::start().await;
-        let front = client_common::TlsFront::start(server.addr).await;
+        let front = testkit::server::TlsFront::start(server.addr).await;
         let url = format!("wss://localhost:{}/agent/", front.addr.port());
         let scratch = Scratch::new("wss");
         let args = small_static_machine;

@@ -127,6 +127,7 @@ fn cycles(c: &mut Criterion) {
         exclude_tags_len: 0,
         allocation_timeout_seconds: 60,
         expires: 0,
+        duration_seconds: 0,
         kind: std::ptr::null(),
         min_cpu_count: 16,
         min_memory_gb: 0,

@@ -23,8 +23,12 @@ pub struct allocate_request {
     pub exclude_tags_len: usize,
     /// How long to wait in the queue; 0 means only if something is free now.
     pub allocation_timeout_seconds: u64,
-    /// Lease end in unix seconds; 0 takes the default lease.
+    /// Lease end in unix seconds; 0 for a lease counted from `ready` (`duration_seconds`,
+    /// or the default lease).
     pub expires: u64,
+    /// Lease length in seconds counted from `ready`; 0 for none (at most one of this and
+    /// `expires` may be set).
+    pub duration_seconds: u64,
     /// Required `type` (the contract's field), or null for any.
     pub kind: *const c_char,
     /// Minimum CPUs.
@@ -60,6 +64,7 @@ impl allocate_request {
             username: username.to_owned(),
             allocation_timeout_seconds: self.allocation_timeout_seconds,
             expires: (self.expires != 0).then_some(self.expires),
+            duration_seconds: (self.duration_seconds != 0).then_some(self.duration_seconds),
             kind: unsafe { opt_text(self.kind, "request.kind") }?.map(str::to_owned),
             min_cpu_count: (self.min_cpu_count != 0).then_some(self.min_cpu_count),
             min_memory_gb: (self.min_memory_gb != 0).then_some(self.min_memory_gb),

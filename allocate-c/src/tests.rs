@@ -110,6 +110,7 @@ fn a_null_handle_is_null_parameter_in_every_call_on_it() {
         exclude_tags_len: 0,
         allocation_timeout_seconds: 0,
         expires: 0,
+        duration_seconds: 0,
         kind: null(),
         min_cpu_count: 0,
         min_memory_gb: 0,

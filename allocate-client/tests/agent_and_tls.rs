@@ -6,8 +6,9 @@ use allocate_client::{
     AgentEvent, AgentOptions, AgentSession, Client, ClientOptions, Error, InventoryFilter, Order,
     ProvisionResult, Requirements, SocketEnd,
 };
-use common::{bounded, connection, resource, Server, TlsFront};
+use common::{bounded, connection, resource, ClientOf, Server};
 use std::time::Duration;
+use testkit::server::TlsFront;
 use uuid::Uuid;
 
 const AGENT: Uuid = Uuid::from_u128(0xa);

@@ -6,7 +6,7 @@ use allocate_client::{
     AgentOptions, AgentSession, AllocationError, ClientEvent, Error, InventoryFilter, Phase,
     Requirements, ResourceState,
 };
-use common::{bounded, resource, unix_now, Server};
+use common::{bounded, resource, unix_now, ClientOf, Server};
 use uuid::Uuid;
 
 fn requirements(tags: &[&str], timeout_secs: u64) -> Requirements {

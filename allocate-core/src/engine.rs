@@ -51,8 +51,12 @@ struct Allocation {
     /// Arrival order: its place in the queue, kept when it goes back after a failed provision.
     seq: u64,
     created: Timestamp,
-    /// The lease end (effective, after capping).
+    /// The lease end (effective, after capping). For a lease counted from `ready`, an upper
+    /// bound until then: it is set again when the allocation becomes ready.
     expires: Timestamp,
+    /// The lease length counted from `ready` (capped), when no absolute `expires` was asked
+    /// (`duration_seconds` or the default lease); `None` once the lease end is absolute.
+    lease_secs: Option<u64>,
     /// When waiting in the queue gives up.
     wait_until: Timestamp,
     state: AllocationState,
@@ -128,6 +132,17 @@ enum Reply {
     Nothing,
     InventoryIds(Vec<Uuid>),
     Expires(u64),
+}
+
+impl Allocation {
+    /// When waiting (in the queue or for a provision) gives up: the wait's deadline, or the
+    /// lease end if that is absolute and earlier. A lease counted from `ready` cannot end first.
+    fn give_up(&self) -> Timestamp {
+        match self.lease_secs {
+            Some(_) => self.wait_until,
+            None => self.wait_until.min(self.expires),
+        }
+    }
 }
 
 impl Engine {

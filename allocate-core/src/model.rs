@@ -83,8 +83,13 @@ pub struct Requirements {
     pub username: String,
     /// How long to wait in the queue; 0 means only if something is free now.
     pub allocation_timeout_seconds: u64,
-    /// When the lease should end (unix seconds); `None` takes the server's default lease.
+    /// When the lease should end (unix seconds); with neither this nor `duration_seconds`, the
+    /// server's default lease, counted from `ready`.
     pub expires: Option<u64>,
+    /// How long the lease lasts, counted from `ready` (at most one of this and `expires`).
+    /// Absent in records and snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u64>,
     /// The resource's `type` must equal this.
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -111,6 +116,7 @@ impl Requirements {
             username: username.into(),
             allocation_timeout_seconds: DEFAULT_ALLOCATION_TIMEOUT_SECS,
             expires: None,
+            duration_seconds: None,
             kind: None,
             min_cpu_count: None,
             min_memory_gb: None,

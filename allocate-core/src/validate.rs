@@ -72,11 +72,25 @@ pub(crate) fn registration(specs: &[ResourceSpec], limits: &Limits) -> Result<()
 }
 
 /// Requirements within the limits, with a username.
+/// At most one of `expires` and `duration_seconds`, and a duration of at least one second.
+pub(crate) fn lease_length(expires: Option<u64>, duration_seconds: Option<u64>) -> Result<()> {
+    match (expires, duration_seconds) {
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "requirements.duration_seconds and requirements.expires are exclusive: name at most one",
+        )),
+        (_, Some(0)) => Err(Error::invalid(
+            "requirements.duration_seconds must be more than 0",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn requirements(r: &Requirements, limits: &Limits) -> Result<()> {
     if r.username.trim().is_empty() {
         return Err(Error::invalid("requirements.username must not be empty"));
     }
     text(&r.username, "requirements.username", limits)?;
+    lease_length(r.expires, r.duration_seconds)?;
     tags(&r.tags, "requirements.tags", limits)?;
     tags(&r.exclude_tags, "requirements.exclude_tags", limits)?;
     if let Some(kind) = &r.kind {

@@ -35,7 +35,11 @@ async fn register_allocate_ready_delete_release_free() {
     assert_eq!(ready["allocation_id"], provision["allocation_id"]);
     assert_eq!(ready["inventory_id"], ids[0].as_str());
     assert_eq!(ready["connection"]["host"], "10.0.0.7");
-    assert_eq!(ready["expires"], provision["expires"]);
+    // The default lease counts from `ready` (API.md, "Lease length"), which comes after the
+    // order: its end is the one the agent was told, or a second later.
+    let told = provision["expires"].as_u64().expect("expires");
+    let effective = ready["expires"].as_u64().expect("expires");
+    assert!((told..=told + 1).contains(&effective), "{told} {effective}");
     let id = ready["allocation_id"].as_str().expect("id").to_owned();
 
     let info = server.get(&format!("/allocate/{id}")).await;
@@ -492,5 +496,44 @@ async fn shutdown_tells_waiting_clients_503_and_closes_every_socket() {
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn duration_seconds_counts_from_ready_and_excludes_expires() {
+    let server = Server::start().await;
+    let mut agent = Agent::connect(&server).await;
+    agent.register(vec![resource(&["x"], 1, Some("h"))]).await;
+    let mut holder = allocate(&server, json!({"tags": ["x"], "username": "a"})).await;
+    let held = recv_status(&mut holder, "ready").await;
+    let mut waiter = allocate(
+        &server,
+        json!({"tags": ["x"], "username": "b", "duration_seconds": 600}),
+    )
+    .await;
+    recv_status(&mut waiter, "queued").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let released_at = unix_now();
+    let id = held["allocation_id"].as_str().expect("id");
+    let (status, _) = server
+        .call("DELETE", &format!("/allocate/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let ready = recv_status(&mut waiter, "ready").await;
+    let expires = ready["expires"].as_u64().expect("expires");
+    assert!(
+        (released_at + 600..=released_at + 601).contains(&expires),
+        "600 s from ready ({released_at}), got {expires}"
+    );
+
+    let mut both = allocate(
+        &server,
+        json!({"username": "c", "duration_seconds": 60, "expires": unix_now() + 60}),
+    )
+    .await;
+    let message = recv_error(&mut both, 400, "invalid_request").await;
+    assert!(
+        message.contains("requirements.duration_seconds"),
+        "{message}"
     );
 }

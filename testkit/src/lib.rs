@@ -16,6 +16,8 @@
 //!   that generated resources and requests draw from.
 //! - [`rng`]: the deterministic random source the labs are built with.
 //! - [`fuzz_inputs`]: the fuzz targets' committed seeds and regressions, for plain tests.
+//! - `server` (cargo feature `server`, for dev-dependencies only): a real server on an
+//!   ephemeral port, for the integration tests of the client and the command line.
 //!
 //! [`LinearScan`]: reference::LinearScan
 
@@ -25,4 +27,6 @@ pub mod labs;
 pub mod policy;
 pub mod reference;
 pub mod rng;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sim;

@@ -104,7 +104,17 @@ impl Engine {
                 req.allocation_timeout_seconds, self.config.wait_secs_max
             )));
         }
-        let expires = self.lease_end(req.expires, "requirements.expires")?;
+        let wait_until = self.now.add_secs(req.allocation_timeout_seconds);
+        let (expires, lease_secs) = match req.expires {
+            Some(_) => (self.lease_end(req.expires, "requirements.expires")?, None),
+            None => {
+                let secs = req
+                    .duration_seconds
+                    .unwrap_or(self.config.lease_secs_default)
+                    .min(self.config.lease_secs_max);
+                (wait_until.add_secs(secs), Some(secs))
+            }
+        };
         self.next_seq += 1;
         let allocation = Box::new(Allocation {
             id,
@@ -113,7 +123,8 @@ impl Engine {
             seq: self.next_seq,
             created: self.now,
             expires,
-            wait_until: self.now.add_secs(req.allocation_timeout_seconds),
+            lease_secs,
+            wait_until,
             state: AllocationState::Queued,
             inventory_id: None,
             connection: None,
@@ -151,7 +162,7 @@ impl Engine {
         ) {
             return self.assign(id, slot);
         }
-        let give_up = a.wait_until.min(a.expires);
+        let give_up = a.give_up();
         if give_up <= self.now {
             return self.end(id, AllocationState::TimedOut, true);
         }
@@ -175,6 +186,10 @@ impl Engine {
             Some(connection) => self.make_ready(id, slot, connection),
             None => {
                 a.state = AllocationState::Provisioning;
+                if let Some(secs) = a.lease_secs {
+                    // What the agent is told; counted again from `ready`.
+                    a.expires = self.now.add_secs(secs);
+                }
                 let (username, expires) = (a.requirements.username.clone(), a.expires.as_secs());
                 self.outputs.push_back(Output::Provision {
                     agent_id,
@@ -196,6 +211,9 @@ impl Engine {
             .expect("ready allocation exists");
         a.state = AllocationState::Ready;
         a.connection = Some(connection.clone());
+        if let Some(secs) = a.lease_secs.take() {
+            a.expires = self.now.add_secs(secs);
+        }
         let (expires, inventory_id) = (
             a.expires,
             a.inventory_id.expect("ready allocation holds a resource"),
@@ -227,7 +245,7 @@ impl Engine {
             let a = &allocations[&id];
             // A request whose wait ends at this very instant is left to its timer (408): it
             // must not get a lease that is already over.
-            a.wait_until.min(a.expires) > now
+            a.give_up() > now
                 && policy
                     .as_ref()
                     .is_none_or(|p| !p.veto(&a.requirements, &candidate))
@@ -357,8 +375,15 @@ impl Engine {
             }
         }
         // Back in front with its original deadline: once that has passed, the wait is over.
-        let a = &self.allocations[&id];
-        if a.wait_until.min(a.expires) <= self.now {
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("failed allocation exists");
+        if let Some(secs) = a.lease_secs {
+            // Waiting again: the same upper bound as when it was first queued.
+            a.expires = a.wait_until.add_secs(secs);
+        }
+        if a.give_up() <= self.now {
             return self.end(id, AllocationState::TimedOut, true);
         }
         self.place_or_queue(id);
@@ -413,7 +438,7 @@ impl Engine {
                 a.state.as_str()
             )));
         }
-        let lease_over = a.expires <= self.now;
+        let lease_over = a.lease_secs.is_none() && a.expires <= self.now;
         let slot = a
             .inventory_id
             .and_then(|i| self.inventory.slot_of(&i))
@@ -488,6 +513,8 @@ impl Engine {
         let at = self.lease_end(Some(expires), "expires")?;
         let a = self.allocations.get_mut(&id).expect("live allocation");
         a.expires = at;
+        // An explicit lease end replaces one counted from `ready`.
+        a.lease_secs = None;
         match a.state {
             AllocationState::Queued => {
                 let give_up = a.wait_until.min(at);

@@ -78,6 +78,10 @@ pub struct AllocationSnapshot {
     pub created: Timestamp,
     /// The effective lease end.
     pub expires: Timestamp,
+    /// The lease length counted from `ready`, while not ready yet (absent in snapshots written
+    /// before leases could count from `ready`: those restore with their absolute `expires`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
     /// When waiting gives up.
     pub wait_until: Timestamp,
     /// Where it stands.
@@ -163,6 +167,7 @@ impl Engine {
                 seq: a.seq,
                 created: a.created,
                 expires: a.expires,
+                lease_secs: a.lease_secs,
                 wait_until: a.wait_until,
                 state: a.state,
                 inventory_id: a.inventory_id,
@@ -285,6 +290,7 @@ impl Engine {
                 seq: s.seq,
                 created: s.created,
                 expires: s.expires,
+                lease_secs: s.lease_secs,
                 wait_until: s.wait_until,
                 state: s.state,
                 inventory_id: s.inventory_id,

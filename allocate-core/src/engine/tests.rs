@@ -266,7 +266,8 @@ fn fifo_among_waiters_and_positions_are_resent_when_they_change() {
         allocation_id: w[2],
         position: 1,
         matching_resources: 1,
-        eta: Some(T0 + 1 + 3600)
+        // w[1]'s default lease counts from its `ready` at 6 (API.md, "Lease length").
+        eta: Some(T0 + 6 + 3600)
     }));
 }
 
@@ -961,4 +962,122 @@ fn filtered_listing_answers_through_the_index_as_a_scan_would() {
             assert_eq!(got, want, "{filter:?}");
         }
     }
+}
+
+#[test]
+fn a_request_that_waited_gets_its_full_default_lease_from_ready() {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], Some("h"))])
+        .unwrap();
+    let default = e.config().lease_secs_default;
+    let mut long = want(&["x"], 0);
+    long.duration_seconds = Some(10 * default);
+    let holder = e.request(at(0), long).unwrap();
+    // It waits longer than the default lease: the wait is bounded by its timeout alone.
+    let waiter = e.request(at(1), want(&["x"], 2 * default)).unwrap();
+    drain(&mut e);
+    let later = default + 50;
+    e.handle_timeout(at(later));
+    drain(&mut e);
+    assert_eq!(
+        e.allocation(&waiter).unwrap().state,
+        AllocationState::Queued,
+        "a wait longer than the default lease is not cut short"
+    );
+    e.release(at(later), holder).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Ready { allocation_id, expires, .. }
+            if *allocation_id == waiter && *expires == T0 + later + default)),
+        "{out:?}"
+    );
+    assert_eq!(e.allocation(&waiter).unwrap().expires, T0 + later + default);
+}
+
+#[test]
+fn duration_seconds_counts_from_ready_through_a_provision_and_is_capped() {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    let mut r = want(&["x"], 60);
+    r.duration_seconds = Some(7200);
+    let a = e.request(at(0), r.clone()).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        matches!(out[0], Output::Provision { expires, .. } if expires == T0 + 7200),
+        "{out:?}"
+    );
+    e.provisioned(at(4), agent(1), a, ProvisionResult::Connection(conn("h")))
+        .unwrap();
+    let out = drain(&mut e);
+    assert!(matches!(out[0], Output::Ready { expires, .. } if expires == T0 + 4 + 7200));
+    e.handle_timeout(at(4 + 7199));
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Ready);
+    e.handle_timeout(at(4 + 7200));
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Expired);
+    drain(&mut e);
+    e.release_acknowledged(at(4 + 7200), agent(1), a).unwrap();
+    r.duration_seconds = Some(10 * 24 * 3600);
+    let b = e.request(at(8000), r).unwrap();
+    let out = drain(&mut e);
+    e.provisioned(
+        at(8000),
+        agent(1),
+        b,
+        ProvisionResult::Connection(conn("h")),
+    )
+    .unwrap();
+    let max = e.config().lease_secs_max;
+    assert_eq!(
+        e.allocation(&b).unwrap().expires,
+        T0 + 8000 + max,
+        "{out:?}"
+    );
+}
+
+#[test]
+fn duration_seconds_is_refused_with_expires_or_zero() {
+    let mut e = engine();
+    let mut r = want(&[], 0);
+    r.duration_seconds = Some(60);
+    r.expires = Some(T0 + 100);
+    let err = e.request(at(0), r.clone()).unwrap_err();
+    assert_eq!(err.code(), crate::ErrorCode::InvalidRequest);
+    assert!(
+        err.to_string().contains("requirements.duration_seconds"),
+        "{err}"
+    );
+    r.expires = None;
+    r.duration_seconds = Some(0);
+    let err = e.request(at(0), r).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "requirements.duration_seconds must be more than 0"
+    );
+}
+
+#[test]
+fn a_snapshot_written_before_lease_lengths_still_restores() {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], Some("h"))])
+        .unwrap();
+    e.request(at(0), want(&["x"], 0)).unwrap();
+    let mut r = want(&["x"], 60);
+    r.duration_seconds = Some(600);
+    e.request(at(1), r).unwrap();
+    let mut json = serde_json::to_value(e.snapshot()).unwrap();
+    let waiting = &mut json["allocations"][1];
+    assert_eq!(waiting["lease_secs"], 600);
+    assert_eq!(waiting["requirements"]["duration_seconds"], 600);
+    // What an older engine wrote: neither field (an absolute lease end instead).
+    waiting.as_object_mut().unwrap().remove("lease_secs");
+    waiting["requirements"]
+        .as_object_mut()
+        .unwrap()
+        .remove("duration_seconds");
+    let old: Snapshot = serde_json::from_value(json).unwrap();
+    let restored = Engine::restore(&old, Box::new(SeededIds::new(0))).unwrap();
+    assert_eq!(restored.snapshot().allocations.len(), 2);
+    assert_eq!(restored.snapshot().allocations[1].lease_secs, None);
 }

@@ -34,6 +34,7 @@ impl Requirements {
             "username",
             "allocation_timeout_seconds",
             "expires",
+            "duration_seconds",
             "type",
             "min_cpu_count",
             "min_memory_gb",
@@ -53,13 +54,16 @@ impl Requirements {
             .value("gpu")
             .map(|g| GpuRequirement::from_json(g, &f.path_of("gpu"), limits))
             .transpose()?;
+        let (expires, duration_seconds) = (f.opt_u64("expires")?, f.opt_u64("duration_seconds")?);
+        crate::validate::lease_length(expires, duration_seconds)?;
         Ok(Requirements {
             tags: f.opt_strings("tags")?.unwrap_or_default(),
             username: username.to_owned(),
             allocation_timeout_seconds: f
                 .opt_u64("allocation_timeout_seconds")?
                 .unwrap_or(DEFAULT_ALLOCATION_TIMEOUT_SECS),
-            expires: f.opt_u64("expires")?,
+            expires,
+            duration_seconds,
             kind: f.opt_str("type")?.map(str::to_owned),
             min_cpu_count: f.opt_u64("min_cpu_count")?,
             min_memory_gb: f.opt_u64("min_memory_gb")?,
@@ -277,6 +281,8 @@ mod tests {
             })
         );
         assert!(r.release_on_disconnect);
+        let r = reqs(json!({"username": "u", "duration_seconds": 7200})).unwrap();
+        assert_eq!(r.duration_seconds, Some(7200));
     }
 
     #[test]
@@ -287,6 +293,18 @@ mod tests {
                 "unknown field `tag` in requirements",
             ),
             (json!({}), "requirements.username is required"),
+            (
+                json!({"username": "u", "duration_seconds": "2h"}),
+                "requirements.duration_seconds must be",
+            ),
+            (
+                json!({"username": "u", "duration_seconds": 0}),
+                "requirements.duration_seconds must be more than 0",
+            ),
+            (
+                json!({"username": "u", "duration_seconds": 60, "expires": 1576686942}),
+                "requirements.duration_seconds and requirements.expires are exclusive",
+            ),
             (
                 json!({"username": " "}),
                 "requirements.username must not be empty",
@@ -345,7 +363,10 @@ mod tests {
         });
         full.exclude_tags = vec!["flaky".into()];
         full.release_on_disconnect = true;
-        for sent in [Requirements::for_user("u"), full] {
+        let mut relative = full.clone();
+        relative.expires = None;
+        relative.duration_seconds = Some(7200);
+        for sent in [Requirements::for_user("u"), full, relative] {
             let text = allocate_request_text(&sent);
             assert_eq!(
                 parse_allocate_request(&text, &Limits::default()).unwrap(),

@@ -1,0 +1,243 @@
+//! Presentation: tables, key/value blocks, JSON documents, and the waiting line on stderr.
+
+use crate::units::{format_duration, format_when};
+use allocate_client::{AllocationInfo, AllocationState, Connection, InventoryEntry, Lease};
+use std::io::{IsTerminal, Write};
+
+/// Rows with a header, columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// `key  value` lines, keys padded.
+pub fn block(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+        .collect()
+}
+
+/// The `ssh` command line for a connection.
+pub fn ssh_command(connection: &Connection) -> Vec<String> {
+    vec![
+        "ssh".to_owned(),
+        format!("{}@{}", connection.username, connection.host),
+    ]
+}
+
+/// Connection lines (host, username, password, ssh) for a key/value block.
+fn connection_pairs(connection: &Connection) -> Vec<(&'static str, String)> {
+    vec![
+        ("host", connection.host.clone()),
+        ("username", connection.username.clone()),
+        ("password", connection.password.clone()),
+        ("ssh", ssh_command(connection).join(" ")),
+    ]
+}
+
+/// A ready lease, for people.
+pub fn lease_block(lease: &Lease, now: u64) -> String {
+    let mut pairs = vec![
+        ("allocation", lease.allocation_id.to_string()),
+        ("resource", lease.inventory_id.to_string()),
+    ];
+    pairs.extend(connection_pairs(&lease.connection));
+    pairs.push(("expires", format_when(lease.expires, now)));
+    block(&pairs)
+}
+
+/// A ready lease as the contract's `ready` object.
+pub fn lease_json(lease: &Lease) -> serde_json::Value {
+    serde_json::json!({
+        "status": "ready",
+        "allocation_id": lease.allocation_id,
+        "inventory_id": lease.inventory_id,
+        "connection": lease.connection,
+        "expires": lease.expires,
+    })
+}
+
+/// One allocation, for people.
+pub fn allocation_block(a: &AllocationInfo, now: u64) -> String {
+    let mut pairs = vec![
+        ("allocation", a.allocation_id.to_string()),
+        ("state", a.state.as_str().to_owned()),
+        ("username", a.username.clone()),
+        (
+            "resource",
+            a.inventory_id
+                .map_or_else(|| "-".to_owned(), |i| i.to_string()),
+        ),
+        ("created", format_when(a.created, now)),
+        ("expires", format_when(a.expires, now)),
+    ];
+    if let Some(p) = a.position {
+        pairs.push(("position", p.to_string()));
+    }
+    if let Some(c) = &a.connection {
+        pairs.extend(connection_pairs(c));
+    }
+    block(&pairs)
+}
+
+/// Allocations as a table.
+pub fn allocations_table(list: &[AllocationInfo], now: u64) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.allocation_id.to_string(),
+                a.username.clone(),
+                a.state.as_str().to_owned(),
+                a.connection
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |c| c.host.clone()),
+                format_when(a.expires, now),
+            ]
+        })
+        .collect();
+    table(&["ID", "USER", "STATE", "HOST", "EXPIRES"], &rows)
+}
+
+/// Resources as a table.
+pub fn inventory_table(list: &[InventoryEntry]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            let gpus: Vec<String> = r
+                .gpu
+                .iter()
+                .map(|g| format!("{} ({} GB)", g.label, g.memory_gb))
+                .collect();
+            let state = match &r.reason {
+                Some(why) => format!("{} ({why})", r.state.as_str()),
+                None => r.state.as_str().to_owned(),
+            };
+            vec![
+                r.inventory_id.to_string(),
+                state,
+                r.kind.clone(),
+                r.cpu_count.to_string(),
+                r.memory_gb.to_string(),
+                if gpus.is_empty() {
+                    "-".to_owned()
+                } else {
+                    gpus.join(", ")
+                },
+                r.labels.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "STATE", "TYPE", "CPUS", "MEM GB", "GPUS", "LABELS"],
+        &rows,
+    )
+}
+
+/// A JSON document on stdout.
+pub fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("allocate: cannot write JSON: {e}"),
+    }
+}
+
+/// What a waiting request looks like, in one line.
+pub fn waiting_line(state: &AllocationState, waited_secs: u64, now: u64) -> String {
+    let mut line = match state.position() {
+        Some(p) => format!("queued: position {p}"),
+        None => "waiting".to_owned(),
+    };
+    if let Some(m) = state.matching_resources() {
+        line += &format!(", {m} matching resource{}", if m == 1 { "" } else { "s" });
+    }
+    match state.eta() {
+        Some(eta) => line += &format!(", a match frees up at {}", format_when(eta, now)),
+        None if state.position().is_some() => line += ", no estimate",
+        None => {}
+    }
+    line + &format!(" (waited {})", format_duration(waited_secs))
+}
+
+/// Shows progress on stderr: one line redrawn on a terminal, a line per change otherwise.
+#[derive(Debug)]
+pub struct Progress {
+    live: bool,
+    quiet: bool,
+    last: String,
+}
+
+impl Progress {
+    /// Progress to stderr, silent when `quiet`.
+    pub fn new(quiet: bool) -> Self {
+        Progress {
+            live: std::io::stderr().is_terminal(),
+            quiet,
+            last: String::new(),
+        }
+    }
+
+    /// Shows `line` (a terminal redraws; otherwise only a changed line is printed, without
+    /// its waited time so that it changes only when the queue does).
+    pub fn show(&mut self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if self.live {
+            let _ = write!(err, "\r\x1b[K{line}");
+            let _ = err.flush();
+            self.last = line.to_owned();
+            return;
+        }
+        let key = line.split(" (waited").next().unwrap_or(line);
+        if key != self.last {
+            let _ = writeln!(err, "{line}");
+            self.last = key.to_owned();
+        }
+    }
+
+    /// Ends the live line, if one is shown.
+    pub fn done(&mut self) {
+        if self.live && !self.quiet && !self.last.is_empty() {
+            let _ = writeln!(std::io::stderr());
+        }
+        self.last.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_columns() {
+        let t = table(
+            &["ID", "STATE"],
+            &[
+                vec!["a".into(), "free".into()],
+                vec!["bbbb".into(), "x".into()],
+            ],
+        );
+        assert_eq!(t, "ID    STATE\na     free\nbbbb  x\n");
+    }
+}

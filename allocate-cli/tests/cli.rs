@@ -1,0 +1,353 @@
+//! The real `allocate` binary against a real server on an ephemeral port (testkit's, feature
+//! `server`), with resources registered over a real agent socket (static connections).
+
+mod common;
+
+use allocate_client::{AgentSession, Client, ClientOptions};
+use serde_json::Value;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use testkit::server::{Server, TlsFront};
+use uuid::Uuid;
+
+/// Exit codes the binary documents (src/exit.rs).
+const REFUSED: i32 = 5;
+const TIMED_OUT: i32 = 4;
+const CONNECTION: i32 = 6;
+const USAGE: i32 = 2;
+
+/// The longest any single step may take.
+const STEP: Duration = Duration::from_secs(20);
+
+/// A server with one agent holding one static GPU machine, `host`.
+struct Lab {
+    server: Server,
+    client: Client,
+    _agent: AgentSession,
+    /// Its own config directory, so that no user's config file is read.
+    config_home: std::path::PathBuf,
+}
+
+impl Lab {
+    async fn start() -> Lab {
+        let server = Server::start().await;
+        let client = Client::new(&server.url(), ClientOptions::default()).expect("client");
+        let agent = common::register_machine(&client, 0xa, "x", "gpu-1.lab").await;
+        let config_home = std::env::temp_dir().join(format!(
+            "allocate-cli-test-{}-{}",
+            std::process::id(),
+            server.addr.port()
+        ));
+        Lab {
+            server,
+            client,
+            _agent: agent,
+            config_home,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        command_for(&self.server.url(), &self.config_home, args)
+    }
+
+    /// Runs `allocate ARGS` to its end.
+    async fn allocate(&self, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        tokio::time::timeout(STEP, command.output())
+            .await
+            .expect("allocate took too long")
+            .expect("allocate runs")
+    }
+
+    /// The live allocations, as the server says.
+    async fn live(&self) -> Vec<Uuid> {
+        let list = self.client.allocations().await.expect("allocations");
+        list.iter()
+            .filter(|a| matches!(a.state.as_str(), "queued" | "provisioning" | "ready"))
+            .map(|a| a.allocation_id)
+            .collect()
+    }
+}
+
+fn command_for(url: &str, config_home: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_allocate"));
+    c.args(args)
+        .env("ALLOCATE_URL", url)
+        .env("XDG_CONFIG_HOME", config_home)
+        .env("USER", "tester")
+        .env_remove("ALLOCATE_TOKEN")
+        .env_remove("ALLOCATE_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_ls_extend_release() {
+    let lab = Lab::start().await;
+    let got = json(
+        &lab.allocate(&["get", "--gpu", "RTX 2080", "--for", "2h", "-o", "json"])
+            .await,
+    );
+    assert_eq!(got["status"], "ready");
+    assert_eq!(got["connection"]["host"], "gpu-1.lab");
+    let id = got["allocation_id"].as_str().expect("id").to_owned();
+    let expires = got["expires"].as_u64().expect("expires");
+
+    let human = lab.allocate(&["show", &id]).await;
+    let shown = text(&human.stdout);
+    assert!(shown.contains("ssh dev@gpu-1.lab"), "{shown}");
+    assert!(
+        shown.contains("(in 1h 59m)") || shown.contains("(in 2h 0m)"),
+        "{shown}"
+    );
+
+    let listed = json(&lab.allocate(&["ls", "-o", "json"]).await);
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["allocation_id"], id.as_str());
+    assert_eq!(listed[0]["state"], "ready");
+    assert_eq!(listed[0]["username"], "tester");
+
+    let extended = json(
+        &lab.allocate(&["extend", &id, "--for", "1h", "-o", "json"])
+            .await,
+    );
+    assert_eq!(extended["expires"].as_u64(), Some(expires + 3600));
+
+    let released = lab.allocate(&["release", &id]).await;
+    assert_eq!(
+        released.status.code(),
+        Some(0),
+        "{}",
+        text(&released.stderr)
+    );
+    assert!(lab.live().await.is_empty());
+    let again = lab.allocate(&["release", &id]).await;
+    assert_eq!(again.status.code(), Some(3), "not found the second time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_passes_the_lease_on_exits_with_its_status_and_releases() {
+    let lab = Lab::start().await;
+    let out = lab
+        .allocate(&[
+            "run",
+            "--tags",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            "echo $ALLOCATE_HOST $ALLOCATE_USERNAME $ALLOCATE_PASSWORD; exit 3",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "gpu-1.lab dev pw");
+    assert!(lab.live().await.is_empty(), "released after the command");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_and_mistyped_requests_are_refused_naming_the_field() {
+    let lab = Lab::start().await;
+    let out = lab.allocate(&["get", "--gpu", "RTX 2090"]).await;
+    assert_eq!(out.status.code(), Some(REFUSED));
+    let said = text(&out.stderr);
+    assert!(said.contains("--gpu \"RTX 2090\""), "{said}");
+
+    let out = lab.allocate(&["get", "--gpus", "0"]).await;
+    assert_eq!(out.status.code(), Some(REFUSED));
+    let said = text(&out.stderr);
+    assert!(said.contains("gpu.count"), "{said}");
+
+    let out = lab.allocate(&["get", "--gpu-mem", "8"]).await;
+    assert_eq!(out.status.code(), Some(USAGE));
+    assert!(text(&out.stderr).contains("--gpu-mem"));
+    assert!(lab.live().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_runs_out_exits_timed_out() {
+    let lab = Lab::start().await;
+    let held = json(&lab.allocate(&["get", "-o", "json"]).await);
+    let out = lab.allocate(&["get", "--tags", "x", "--wait", "1s"]).await;
+    assert_eq!(out.status.code(), Some(TIMED_OUT), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("queued: position 1, 1 matching resource"));
+    assert_eq!(
+        lab.live().await,
+        vec![held["allocation_id"]
+            .as_str()
+            .unwrap()
+            .parse::<Uuid>()
+            .unwrap()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_exits_with_the_connection_code() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let home = std::env::temp_dir().join("allocate-cli-test-none");
+    let mut command = command_for(&format!("http://127.0.0.1:{port}"), &home, &["ls"]);
+    let out = command.output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
+    let mut command = command_for(&format!("http://127.0.0.1:{port}"), &home, &["get"]);
+    let out = command.output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
+}
+
+/// Sends `signal` to process `pid`.
+fn kill(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, signal).expect("kill");
+}
+
+/// Waits until the server lists a live allocation in `state`.
+async fn wait_for_state(lab: &Lab, state: &str) {
+    tokio::time::timeout(STEP, async {
+        loop {
+            let list = lab.client.allocations().await.expect("allocations");
+            if list.iter().any(|a| a.state.as_str() == state) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the allocation reached the state");
+}
+
+/// `run -- sleep 30` gets `signal` once its command runs: the command gets it too, `run`
+/// exits with 128 + its number and the lease is released.
+async fn a_signal_to_run_ends_the_command_and_releases(signal: rustix::process::Signal) {
+    let lab = Lab::start().await;
+    let child = lab
+        .command(&["run", "--tags", "x", "--", "sleep", "30"])
+        .spawn()
+        .expect("spawn");
+    wait_for_state(&lab, "ready").await;
+    // Ready is not enough: wait until `sleep` has started (the lease is handed over first).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(child.id().expect("pid"), signal);
+    let out = tokio::time::timeout(STEP, child.wait_with_output())
+        .await
+        .expect("run ended")
+        .expect("output");
+    assert_eq!(
+        out.status.code(),
+        Some(128 + signal.as_raw()),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(lab.live().await.is_empty(), "released on {signal:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_run_ends_the_command_and_releases() {
+    a_signal_to_run_ends_the_command_and_releases(rustix::process::Signal::TERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_of_run_ends_the_command_and_releases() {
+    a_signal_to_run_ends_the_command_and_releases(rustix::process::Signal::HUP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_waiting_cancels_the_request() {
+    let lab = Lab::start().await;
+    let held = json(&lab.allocate(&["get", "-o", "json"]).await);
+    let waiting = lab
+        .command(&["get", "--tags", "x", "--wait", "20s"])
+        .spawn()
+        .expect("spawn");
+    wait_for_state(&lab, "queued").await;
+    kill(waiting.id().expect("pid"), rustix::process::Signal::INT);
+    let out = tokio::time::timeout(STEP, waiting.wait_with_output())
+        .await
+        .expect("get ended")
+        .expect("output");
+    assert_eq!(out.status.code(), Some(128 + 2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the request was cancelled"));
+    let held: Uuid = held["allocation_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    assert_eq!(lab.live().await, vec![held], "only the held lease is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_get_becomes_ready_when_the_machine_is_released() {
+    let lab = Lab::start().await;
+    let held = json(&lab.allocate(&["get", "-q", "-o", "json"]).await);
+    let held = held["allocation_id"].as_str().expect("id").to_owned();
+    let waiting = lab
+        .command(&[
+            "get", "--tags", "x", "--wait", "20s", "--for", "30m", "-o", "json",
+        ])
+        .spawn()
+        .expect("spawn");
+    wait_for_state(&lab, "queued").await;
+    let released = lab.allocate(&["release", &held]).await;
+    assert_eq!(released.status.code(), Some(0));
+    let out = tokio::time::timeout(STEP, waiting.wait_with_output())
+        .await
+        .expect("get ended")
+        .expect("output");
+    let got = json(&out);
+    assert_eq!(got["status"], "ready");
+    let expires = got["expires"].as_u64().expect("expires");
+    let now = unix_now();
+    assert!(
+        (now + 1790..=now + 1800).contains(&expires),
+        "30 minutes from ready"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_the_man_page_come_from_the_definitions() {
+    let lab = Lab::start().await;
+    let out = lab.allocate(&["completions", "bash"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("--gpu-memory"));
+    let out = lab.allocate(&["man"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains(".TH allocate"));
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_needs_ca_file() {
+    let lab = Lab::start().await;
+    let front = TlsFront::start(lab.server.addr).await;
+    let url = format!("https://localhost:{}", front.addr.port());
+    let ca = front.ca_file.to_string_lossy().into_owned();
+    let mut trusted = command_for(
+        &url,
+        &lab.config_home,
+        &["--ca-file", &ca, "inventory", "-o", "json"],
+    );
+    let listed = json(&trusted.output().await.expect("runs"));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let mut untrusted = command_for(&url, &lab.config_home, &["inventory"]);
+    let out = untrusted.output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
+}
