@@ -383,6 +383,54 @@ impl Engine {
         self.allocations.get(allocation_id).map(|a| self.info_of(a))
     }
 
+    /// What a socket that starts following `allocation_id` is told first: its current state
+    /// as the creating socket saw it last (API.md, "Following an allocation"): `queued` with
+    /// its current position, or `ready` with its connection and lease end, then `offline`
+    /// while its resource's agent is away. Empty while it is being provisioned (its `ready`
+    /// follows) and for an ended or unknown allocation. Changes nothing (`&mut` only for the
+    /// matcher's scratch space).
+    pub fn current_outputs(&mut self, allocation_id: &Uuid) -> Vec<Output> {
+        let Some(a) = self.allocations.get(allocation_id) else {
+            return Vec::new();
+        };
+        match a.state {
+            AllocationState::Queued => {
+                let Some(position) = self.queue.position_sent(a.seq).filter(|&p| p > 0) else {
+                    return Vec::new();
+                };
+                let (matching_resources, eta) = self.inventory.outlook(&a.criteria);
+                vec![Output::Queued {
+                    allocation_id: a.id,
+                    position,
+                    matching_resources,
+                    eta: eta.map(Timestamp::as_secs),
+                }]
+            }
+            AllocationState::Ready => {
+                let (Some(inventory_id), Some(connection)) = (a.inventory_id, &a.connection) else {
+                    return Vec::new();
+                };
+                let mut out = vec![Output::Ready {
+                    allocation_id: a.id,
+                    inventory_id,
+                    connection: connection.clone(),
+                    expires: a.expires.as_secs(),
+                }];
+                let offline = self
+                    .inventory
+                    .slot_of(&inventory_id)
+                    .is_some_and(|s| !self.inventory.get(s).online);
+                if offline {
+                    out.push(Output::Offline {
+                        allocation_id: a.id,
+                    });
+                }
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Every remembered allocation, live ones first by arrival, then ended ones oldest first.
     pub fn allocations(&self) -> Vec<AllocationInfo> {
         self.remembered().map(|a| self.info_of(a)).collect()

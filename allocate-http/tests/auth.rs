@@ -162,6 +162,12 @@ async fn agent_as(server: &Server, token: &str, agent_id: &str, resources: Vec<V
     agent
 }
 
+/// A fresh agent (general agent token) with `n` static machines.
+async fn machines(server: &Server, n: usize) -> Agent {
+    let agent_id = uuid::Uuid::new_v4().to_string();
+    agent_as(server, AGENT, &agent_id, static_machines(n)).await
+}
+
 /// Opens an allocation as `token` for `username`; returns the socket and the `ready` data.
 async fn ready_as(server: &Server, token: &str, username: &str) -> (Ws, Value) {
     let mut ws = ws_as(server, "/allocate/", Some(token))
@@ -294,13 +300,7 @@ async fn agents_register_only_their_own_agent_id() {
 async fn users_allocate_only_as_themselves_and_admins_as_anyone() {
     let lab = Lab::start().await;
     let server = &lab.server;
-    let _agent = agent_as(
-        server,
-        AGENT,
-        &uuid::Uuid::new_v4().to_string(),
-        static_machines(3),
-    )
-    .await;
+    let _agent = machines(server, 3).await;
 
     let mut impostor = ws_as(server, "/allocate/", Some(ALICE))
         .await
@@ -332,13 +332,7 @@ async fn users_allocate_only_as_themselves_and_admins_as_anyone() {
 async fn users_see_extend_and_free_only_their_own_allocations() {
     let lab = Lab::start().await;
     let server = &lab.server;
-    let _agent = agent_as(
-        server,
-        AGENT,
-        &uuid::Uuid::new_v4().to_string(),
-        static_machines(2),
-    )
-    .await;
+    let _agent = machines(server, 2).await;
     let (mut alice_ws, alice) = ready_as(server, ALICE, "alice").await;
     let (_bob_ws, bob) = ready_as(server, BOB, "bob").await;
     let alice_id = alice["allocation_id"].as_str().expect("id").to_owned();
@@ -396,13 +390,7 @@ async fn users_see_extend_and_free_only_their_own_allocations() {
 async fn only_admins_take_resources_out_of_service_and_no_one_sees_credentials_there() {
     let lab = Lab::start().await;
     let server = &lab.server;
-    let mut agent = agent_as(
-        server,
-        AGENT,
-        &uuid::Uuid::new_v4().to_string(),
-        static_machines(1),
-    )
-    .await;
+    let mut agent = machines(server, 1).await;
     let inventory_id = get_as(server, ADMIN, "/inventory").await[0]["inventory_id"]
         .as_str()
         .expect("id")
@@ -451,13 +439,7 @@ async fn only_admins_take_resources_out_of_service_and_no_one_sees_credentials_t
 async fn a_browser_sends_its_token_as_a_websocket_subprotocol() {
     let lab = Lab::start().await;
     let server = &lab.server;
-    let _agent = agent_as(
-        server,
-        AGENT,
-        &uuid::Uuid::new_v4().to_string(),
-        static_machines(1),
-    )
-    .await;
+    let _agent = machines(server, 1).await;
     let mut request = format!("ws://{}/allocate/", server.addr)
         .into_client_request()
         .expect("request");
@@ -548,4 +530,25 @@ async fn with_no_tokens_the_server_runs_open() {
     let all = get_as(&server, "anything", "/allocate/").await;
     assert_eq!(ids_of(&all), [ready["allocation_id"].as_str().expect("id")]);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_follows_an_allocation() {
+    let lab = Lab::start().await;
+    let server = &lab.server;
+    let _agent = machines(server, 1).await;
+    let (_alice, ready) = ready_as(server, ALICE, "alice").await;
+    let path = format!("/allocate/{}", ready["allocation_id"].as_str().expect("id"));
+
+    let mut bob = ws_as(server, &path, Some(BOB)).await.expect("upgrade");
+    let message = recv_error(&mut bob, 403, "forbidden").await;
+    assert!(message.contains("another user"), "{message}");
+    expect_close(&mut bob, 1008).await;
+    assert_eq!(ws_as(server, &path, Some(AGENT)).await.err(), Some(403));
+    assert_eq!(ws_as(server, &path, None).await.err(), Some(401));
+
+    for token in [ALICE, ADMIN] {
+        let mut follower = ws_as(server, &path, Some(token)).await.expect("upgrade");
+        assert_eq!(recv_status(&mut follower, "ready").await, ready, "{token}");
+    }
 }

@@ -1081,3 +1081,31 @@ fn a_snapshot_written_before_lease_lengths_still_restores() {
     assert_eq!(restored.snapshot().allocations.len(), 2);
     assert_eq!(restored.snapshot().allocations[1].lease_secs, None);
 }
+
+#[test]
+fn current_outputs_say_what_the_creating_socket_saw_last() {
+    let mut e = engine();
+    let ids = e
+        .register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], Some("h"))])
+        .unwrap();
+    let a = e.request(at(0), want(&["x"], 60)).unwrap();
+    let b = e.request(at(0), want(&["x"], 60)).unwrap();
+    let out = drain(&mut e);
+    let ready = out.iter().find(|o| ready_on(&[(*o).clone()], a).is_some());
+    assert_eq!(e.current_outputs(&a), vec![ready.unwrap().clone()]);
+    let queued = e.current_outputs(&b);
+    assert!(
+        matches!(&queued[..], [Output::Queued { allocation_id, position: 1, matching_resources: 1, .. }] if *allocation_id == b),
+        "{queued:?}"
+    );
+    e.disconnect_agent(at(1), agent(1)).unwrap();
+    drain(&mut e);
+    let current = e.current_outputs(&a);
+    assert_eq!(current.len(), 2, "{current:?}");
+    assert_eq!(current[1], Output::Offline { allocation_id: a });
+    assert!(drain(&mut e).is_empty(), "a query sends nothing");
+    e.release(at(2), a).unwrap();
+    assert!(e.current_outputs(&a).is_empty(), "ended");
+    assert!(e.current_outputs(&Uuid::nil()).is_empty(), "unknown");
+    assert_eq!(e.resource(&ids[0]).unwrap().state, ResourceState::Offline);
+}

@@ -69,6 +69,8 @@ impl Delivery {
 pub(super) enum Owner {
     /// The client of this allocation: dropping it counts as the client leaving.
     Client(Uuid),
+    /// A socket that follows this allocation: dropping it affects nothing else.
+    Follower(Uuid),
     /// This agent: dropping it takes the agent's resources offline.
     Agent(Uuid),
     /// A socket that is closing anyway.
@@ -206,6 +208,10 @@ impl Driver {
                     self.forget_client(allocation_id);
                 }
             }
+            Owner::Follower(allocation_id) => {
+                warn!(%allocation_id, "dropping a follower that fell behind");
+                self.sockets.remove_follower(&allocation_id, peer.id());
+            }
             Owner::Agent(agent_id) => {
                 if self.forget_agent(peer.id()) {
                     warn!(%agent_id, "dropped an agent that fell behind");
@@ -223,7 +229,8 @@ impl Driver {
                 // A new position for a client whose socket is gone or closing would be
                 // written only to be dropped. When thousands of waiting clients leave at
                 // once, each leaving moves all behind it: that writing was the whole cost.
-                if !self.sockets.client_open(allocation_id) {
+                if !self.sockets.client_open(allocation_id) && !self.sockets.followed(allocation_id)
+                {
                     continue;
                 }
             }
@@ -232,6 +239,7 @@ impl Driver {
             match output.recipient() {
                 Recipient::Client(id) => {
                     let queued = matches!(output, Output::Queued { .. });
+                    self.send_to_followers(id, &text, output.is_final());
                     self.send_to_client(id, text, output.is_final(), queued);
                 }
                 Recipient::Agent(id) => self.send_to_agent(id, text),
@@ -259,6 +267,33 @@ impl Driver {
             frames,
             owner: Owner::Client(allocation_id),
             supersede,
+        });
+    }
+
+    /// Sends a client's event to every socket that follows its allocation; the last one
+    /// closes them.
+    pub(super) fn send_to_followers(&mut self, allocation_id: Uuid, text: &str, last: bool) {
+        let peers = if last {
+            self.sockets.take_followers(&allocation_id)
+        } else {
+            self.sockets.followers(&allocation_id).to_vec()
+        };
+        for peer in peers {
+            let mut frames = vec![Frame::Text(text.to_owned())];
+            if last {
+                frames.push(Frame::Close(CLOSE_NORMAL, "allocation ended"));
+            }
+            self.greet_follower(allocation_id, peer, frames);
+        }
+    }
+
+    /// Queues frames on a socket that follows `allocation_id`.
+    pub(super) fn greet_follower(&mut self, allocation_id: Uuid, peer: Peer, frames: Vec<Frame>) {
+        self.dispatch(Delivery::Frames {
+            peer,
+            frames,
+            owner: Owner::Follower(allocation_id),
+            supersede: None,
         });
     }
 

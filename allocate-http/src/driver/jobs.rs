@@ -175,6 +175,28 @@ impl DriverHandle {
         self.try_call(move |d| d.request(peer, requirements)).await
     }
 
+    /// `peer` follows the allocation `allocation_id` of `caller`'s (any, for an admin): it
+    /// gets the current state, then every later event.
+    pub async fn follow(
+        &self,
+        caller: Caller,
+        peer: Peer,
+        allocation_id: Uuid,
+    ) -> Result<(), DriverError> {
+        self.try_call(move |d| d.follow(&caller, peer, allocation_id))
+            .await
+    }
+
+    /// The follower socket `peer_id` of `allocation_id` closed.
+    pub async fn follower_gone(
+        &self,
+        allocation_id: Uuid,
+        peer_id: u64,
+    ) -> Result<(), DriverError> {
+        self.call(move |d| d.follower_gone(allocation_id, peer_id))
+            .await
+    }
+
     /// The client socket `peer_id` of `allocation_id` closed.
     pub async fn client_gone(&self, allocation_id: Uuid, peer_id: u64) -> Result<(), DriverError> {
         self.call(move |d| d.client_gone(allocation_id, peer_id))

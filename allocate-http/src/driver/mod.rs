@@ -71,6 +71,30 @@ impl Driver {
         Ok(id)
     }
 
+    /// A socket follows the allocation `id` of `caller`'s (any, for an admin): it is told the
+    /// current state the engine gives now, then every later event. An ended or unknown
+    /// allocation is not found.
+    fn follow(&mut self, caller: &Caller, peer: Peer, id: Uuid) -> Result<(), Error> {
+        if self.owned(caller, id)?.state.is_terminal() {
+            return Err(not_found("allocation", id));
+        }
+        let frames = self
+            .engine
+            .current_outputs(&id)
+            .iter()
+            .map(|output| Frame::Text(output.to_text()))
+            .collect();
+        debug!(allocation_id = %id, by = %caller, "following");
+        self.sockets.add_follower(id, peer.clone());
+        self.greet_follower(id, peer, frames);
+        Ok(())
+    }
+
+    /// A follower's socket closed; the allocation is not affected.
+    fn follower_gone(&mut self, allocation_id: Uuid, peer_id: u64) {
+        self.sockets.remove_follower(&allocation_id, peer_id);
+    }
+
     /// A client's socket closed (unless the driver closed or dropped it already).
     fn client_gone(&mut self, allocation_id: Uuid, peer_id: u64) {
         if self.sockets.remove_client_if(&allocation_id, peer_id) {
@@ -224,6 +248,16 @@ impl Driver {
             Err(e) => debug!(%allocation_id, "client left: {e}"),
         }
         self.outgoing.collect(&mut self.engine);
+        // Its request was cancelled, or its lease freed (`release_on_disconnect`): the
+        // engine tells no one, so its followers hear `released`, the contract's end of both.
+        let ended = self
+            .engine
+            .allocation(&allocation_id)
+            .is_some_and(|a| a.state.is_terminal());
+        if ended && self.sockets.followed(&allocation_id) {
+            let text = allocate_core::Output::Released { allocation_id }.to_text();
+            self.send_to_followers(allocation_id, &text, true);
+        }
     }
 
     /// The agent socket `peer_id` is gone; the engine decides whether it still spoke for

@@ -112,12 +112,14 @@ impl Outbox {
     }
 }
 
-/// The sockets the engine's outputs go to: the open socket of each allocation's client, and
-/// the connection that currently speaks for each agent (the engine decides which; see
+/// The sockets the engine's outputs go to: the open socket of each allocation's client, the
+/// sockets that follow it (`WEBSOCKET /allocate/{id}`), and the connection that currently
+/// speaks for each agent (the engine decides which; see
 /// [`allocate_core::Engine::session_register`]).
 #[derive(Debug, Default)]
 pub(super) struct Sockets {
     clients: HashMap<Uuid, Peer>,
+    followers: HashMap<Uuid, Vec<Peer>>,
     agents: HashMap<Uuid, Peer>,
 }
 
@@ -153,6 +155,36 @@ impl Sockets {
         current
     }
 
+    /// `peer` follows `allocation_id`.
+    pub(super) fn add_follower(&mut self, allocation_id: Uuid, peer: Peer) {
+        self.followers.entry(allocation_id).or_default().push(peer);
+    }
+
+    /// The sockets that follow `allocation_id`.
+    pub(super) fn followers(&self, allocation_id: &Uuid) -> &[Peer] {
+        self.followers.get(allocation_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether some socket follows `allocation_id`.
+    pub(super) fn followed(&self, allocation_id: &Uuid) -> bool {
+        self.followers.contains_key(allocation_id)
+    }
+
+    /// Forgets the follower `peer_id` of `allocation_id`.
+    pub(super) fn remove_follower(&mut self, allocation_id: &Uuid, peer_id: u64) {
+        if let Some(peers) = self.followers.get_mut(allocation_id) {
+            peers.retain(|p| p.id() != peer_id);
+            if peers.is_empty() {
+                self.followers.remove(allocation_id);
+            }
+        }
+    }
+
+    /// Forgets every follower of `allocation_id` (it ended) and returns them.
+    pub(super) fn take_followers(&mut self, allocation_id: &Uuid) -> Vec<Peer> {
+        self.followers.remove(allocation_id).unwrap_or_default()
+    }
+
     /// Client sockets open.
     pub(super) fn client_count(&self) -> usize {
         self.clients.len()
@@ -177,11 +209,15 @@ impl Sockets {
         }
     }
 
-    /// Empties the registry (shutdown): every client socket, then every agent socket.
+    /// Empties the registry (shutdown): every client socket, then every follower and agent
+    /// socket.
     pub(super) fn drain(&mut self) -> (HashMap<Uuid, Peer>, Vec<Peer>) {
         let clients = std::mem::take(&mut self.clients);
-        let agents = self.agents.drain().map(|(_, peer)| peer).collect();
-        (clients, agents)
+        let followers = self.followers.drain().flat_map(|(_, peers)| peers);
+        let others = followers
+            .chain(self.agents.drain().map(|(_, peer)| peer))
+            .collect();
+        (clients, others)
     }
 
     /// Whether `agent_id` is registered (tests).

@@ -67,14 +67,26 @@ fn sized(upgrade: WebSocketUpgrade, shared: &sockets::Shared) -> WebSocketUpgrad
         .protocols([SUBPROTOCOL])
 }
 
-/// `GET /allocate/{id}`.
+/// `GET /allocate/{id}`: the allocation; a websocket upgrade follows it (its owner or an
+/// admin; the socket says why it is refused).
 pub(super) async fn get_one(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     IdSegment(id): IdSegment,
 ) -> Result<Response, ApiError> {
     let id = parse_uuid(&id, "allocation_id")?;
-    ok(app.shared.driver.allocation(caller, id).await?)
+    if !headers.contains_key(UPGRADE) {
+        return ok(app.shared.driver.allocation(caller, id).await?);
+    }
+    caller.require_allocator("/allocate/{id}")?;
+    let upgrade = upgrade.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let shared = app.shared;
+    Ok(
+        sized(upgrade, &shared)
+            .on_upgrade(move |ws| sockets::follow::serve(ws, shared, caller, id)),
+    )
 }
 
 /// `DELETE /allocate/{id}`: frees the allocation or cancels its request.

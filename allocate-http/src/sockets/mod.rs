@@ -1,9 +1,11 @@
-//! The websocket endpoints' tasks: [`client`] (`/allocate/`) and [`agent`] (`/agent/`), over
+//! The websocket endpoints' tasks: [`client`] (`/allocate/`), [`follow`] (`/allocate/{id}`)
+//! and [`agent`] (`/agent/`), over
 //! a socket wrapper that writes what the driver queued for it, reads messages, pings, and
 //! closes with the right code.
 
 pub mod agent;
 pub mod client;
+pub mod follow;
 
 use crate::config::ServerConfig;
 use crate::driver::{
