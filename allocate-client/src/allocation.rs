@@ -56,6 +56,19 @@ impl Client {
         Allocation::start(self.clone(), socket, request.text).await
     }
 
+    /// Opens `WEBSOCKET /allocate/{id}` to follow an existing allocation (its owner's, or
+    /// anyone's for an admin): the server sends its current state first (`queued` with the
+    /// position, or `ready` with the lease), then the same events as the socket that created
+    /// it, as one [`Allocation`]. Dropping the handle stops following and changes nothing on
+    /// the server. An ended or unknown id (`not_found`) or another user's (`forbidden`) is
+    /// the stream's first error.
+    pub async fn follow(&self, id: Uuid) -> Result<Allocation, Error> {
+        let socket = self.connect(&format!("allocate/{id}")).await?;
+        let (handle, driver) = Allocation::new(self.clone());
+        tokio::spawn(drive(socket, driver));
+        Ok(handle)
+    }
+
     /// Like [`Client::allocate`], but returns at once and connects in the background (for a
     /// caller that must not wait, such as a binding's `start()`): a failure to connect
     /// becomes the allocation's failure. Must be called within a tokio runtime.

@@ -258,3 +258,61 @@ async fn a_request_started_in_the_background_is_served_and_changes_wake() {
     assert_eq!(err.code(), "invalid_request");
     assert!(err.to_string().contains("tag"), "{err}");
 }
+
+#[tokio::test]
+async fn following_an_allocation_sees_its_state_then_its_events() {
+    let server = Server::start().await;
+    let client = server.client();
+    let _agent = bounded(AgentSession::connect(
+        &client,
+        Uuid::from_u128(4),
+        vec![resource(&["nvidia"], Some("10.0.0.1"))],
+        AgentOptions::default(),
+    ))
+    .await
+    .unwrap();
+    let first = bounded(client.allocate(&requirements(&["nvidia"], 30)))
+        .await
+        .unwrap();
+    let lease = bounded(first.wait_ready()).await.unwrap();
+    let second = bounded(client.allocate(&requirements(&["nvidia"], 30)))
+        .await
+        .unwrap();
+    let Some(ClientEvent::Queued { allocation_id, .. }) =
+        bounded(second.next_event()).await.unwrap()
+    else {
+        panic!("not queued")
+    };
+
+    let ready = bounded(client.follow(lease.allocation_id)).await.unwrap();
+    assert_eq!(bounded(ready.wait_ready()).await.unwrap(), lease);
+    let queued = bounded(client.follow(allocation_id)).await.unwrap();
+    assert!(matches!(
+        bounded(queued.next_event()).await.unwrap(),
+        Some(ClientEvent::Queued { position: 1, .. })
+    ));
+    assert_eq!(queued.state().position(), Some(1));
+
+    bounded(first.release()).await.unwrap();
+    assert!(matches!(
+        bounded(ready.next_event()).await.unwrap(),
+        Some(ClientEvent::Ready { .. })
+    ));
+    assert!(matches!(
+        bounded(ready.next_event()).await.unwrap(),
+        Some(ClientEvent::Released { .. })
+    ));
+    assert!(bounded(ready.next_event()).await.unwrap().is_none());
+    let served = bounded(queued.wait_ready()).await.unwrap();
+    assert_eq!(served, bounded(second.wait_ready()).await.unwrap());
+    drop(queued);
+    assert_eq!(
+        second.state().phase(),
+        Phase::Ready,
+        "following changes nothing"
+    );
+
+    let gone = bounded(client.follow(lease.allocation_id)).await.unwrap();
+    let err = bounded(gone.next_event()).await.unwrap_err();
+    assert_eq!(err.code(), "not_found", "{err}");
+}
