@@ -76,6 +76,12 @@ pub enum Command {
         /// The allocation id.
         id: Uuid,
     },
+    /// Follow an allocation (yours, or anyone's for an admin): print its state, then each
+    /// event until it ends (`-o json`: one contract object a line).
+    Watch {
+        /// The allocation id.
+        id: Uuid,
+    },
     /// Lengthen (or shorten) a lease.
     Extend {
         /// The allocation id.

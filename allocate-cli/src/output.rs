@@ -1,7 +1,9 @@
 //! Presentation: tables, key/value blocks, JSON documents, and the waiting line on stderr.
 
 use crate::units::{format_duration, format_when};
-use allocate_client::{AllocationInfo, AllocationState, Connection, InventoryEntry, Lease};
+use allocate_client::{
+    AllocationInfo, AllocationState, ClientEvent, Connection, InventoryEntry, Lease,
+};
 use std::io::{IsTerminal, Write};
 
 /// Rows with a header, columns padded to their widest cell.
@@ -161,21 +163,61 @@ pub fn print_json(value: &impl serde::Serialize) {
     }
 }
 
-/// What a waiting request looks like, in one line.
-pub fn waiting_line(state: &AllocationState, waited_secs: u64, now: u64) -> String {
-    let mut line = match state.position() {
+/// A JSON document on one line of stdout (a stream of them, one per event).
+pub fn print_json_line(value: &impl serde::Serialize) {
+    match serde_json::to_string(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("allocate: cannot write JSON: {e}"),
+    }
+}
+
+/// Where a request stands in the queue, in one line.
+fn queue_line(position: Option<u32>, matching: Option<u64>, eta: Option<u64>, now: u64) -> String {
+    let mut line = match position {
         Some(p) => format!("queued: position {p}"),
         None => "waiting".to_owned(),
     };
-    if let Some(m) = state.matching_resources() {
+    if let Some(m) = matching {
         line += &format!(", {m} matching resource{}", if m == 1 { "" } else { "s" });
     }
-    match state.eta() {
+    match eta {
         Some(eta) => line += &format!(", a match frees up at {}", format_when(eta, now)),
-        None if state.position().is_some() => line += ", no estimate",
+        None if position.is_some() => line += ", no estimate",
         None => {}
     }
+    line
+}
+
+/// What a waiting request looks like, in one line.
+pub fn waiting_line(state: &AllocationState, waited_secs: u64, now: u64) -> String {
+    let line = queue_line(
+        state.position(),
+        state.matching_resources(),
+        state.eta(),
+        now,
+    );
     line + &format!(" (waited {})", format_duration(waited_secs))
+}
+
+/// One event of an allocation, for people (`allocate watch`): a line, and the lease's block
+/// when it is ready.
+pub fn event_text(event: &ClientEvent, now: u64) -> String {
+    match event {
+        ClientEvent::Queued {
+            position,
+            matching_resources,
+            eta,
+            ..
+        } => queue_line(Some(*position), Some(*matching_resources), *eta, now) + "\n",
+        ClientEvent::Ready { .. } => {
+            let block = Lease::of(event).map_or_else(String::new, |l| lease_block(&l, now));
+            "ready\n".to_owned() + &block
+        }
+        ClientEvent::Offline { .. } => "offline: the machine's agent is away\n".to_owned(),
+        ClientEvent::Online { .. } => "online: the machine's agent is back\n".to_owned(),
+        ClientEvent::Expired { .. } => "expired: the lease ended\n".to_owned(),
+        ClientEvent::Released { .. } => "released\n".to_owned(),
+    }
 }
 
 /// Shows progress on stderr: one line redrawn on a terminal, a line per change otherwise.

@@ -351,3 +351,90 @@ async fn https_with_a_private_ca_needs_ca_file() {
     let out = untrusted.output().await.expect("runs");
     assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
 }
+
+/// `allocate ARGS` started, with a reader of its stdout's lines.
+struct Watching {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Watching {
+    fn start(lab: &Lab, args: &[&str]) -> Watching {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = lab.command(args).spawn().expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = tokio::io::BufReader::new(stdout).lines();
+        Watching { child, lines }
+    }
+
+    /// The next line it prints.
+    async fn line(&mut self) -> String {
+        tokio::time::timeout(STEP, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("stdout")
+            .expect("a line before the end")
+    }
+
+    /// Its exit code, once it ends.
+    async fn exit(mut self) -> Option<i32> {
+        let status = tokio::time::timeout(STEP, self.child.wait()).await;
+        status.expect("watch ended").expect("status").code()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_the_state_then_each_event_until_the_end() {
+    let lab = Lab::start().await;
+    let held = json(&lab.allocate(&["get", "-o", "json"]).await);
+    let held = held["allocation_id"].as_str().expect("id").to_owned();
+    let _waiting = lab
+        .command(&["get", "--tags", "x", "--wait", "20s"])
+        .spawn()
+        .expect("spawn");
+    wait_for_state(&lab, "queued").await;
+    let queued = lab.client.allocations().await.expect("allocations");
+    let queued = queued
+        .iter()
+        .find(|a| a.state.as_str() == "queued")
+        .expect("queued")
+        .allocation_id
+        .to_string();
+
+    let mut human = Watching::start(&lab, &["watch", &queued]);
+    let line = human.line().await;
+    assert!(
+        line.starts_with("queued: position 1, 1 matching resource"),
+        "{line}"
+    );
+    let mut scripted = Watching::start(&lab, &["watch", &held, "-o", "json"]);
+    let ready: Value = serde_json::from_str(&scripted.line().await).expect("JSON line");
+    assert_eq!(
+        (ready["status"].as_str(), ready["allocation_id"].as_str()),
+        (Some("ready"), Some(held.as_str()))
+    );
+    assert_eq!(ready["connection"]["host"], "gpu-1.lab");
+
+    assert_eq!(
+        lab.allocate(&["release", &held]).await.status.code(),
+        Some(0)
+    );
+    let released: Value = serde_json::from_str(&scripted.line().await).expect("JSON line");
+    assert_eq!(released["status"], "released");
+    assert_eq!(scripted.exit().await, Some(0));
+    assert_eq!(human.line().await, "ready");
+    let mut block = String::new();
+    while !block.contains("expires") {
+        block += &human.line().await;
+    }
+    assert!(block.contains("gpu-1.lab"), "{block}");
+    assert_eq!(
+        lab.allocate(&["release", &queued]).await.status.code(),
+        Some(0)
+    );
+    assert_eq!(human.line().await, "released");
+    assert_eq!(human.exit().await, Some(0));
+
+    let ended = lab.allocate(&["watch", &held]).await;
+    assert_eq!(ended.status.code(), Some(3), "{}", text(&ended.stderr));
+}

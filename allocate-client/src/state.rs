@@ -127,6 +127,26 @@ pub struct Lease {
     pub expires: u64,
 }
 
+impl Lease {
+    /// The lease a `ready` event hands over (`None` for any other event).
+    pub fn of(event: &ClientEvent) -> Option<Lease> {
+        match event {
+            ClientEvent::Ready {
+                allocation_id,
+                inventory_id,
+                connection,
+                expires,
+            } => Some(Lease {
+                allocation_id: *allocation_id,
+                inventory_id: *inventory_id,
+                connection: connection.clone(),
+                expires: *expires,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Where one allocation stands, fed by the server's events: no IO, no clock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllocationState {
@@ -181,20 +201,10 @@ impl AllocationState {
                 self.matching_resources = Some(*matching_resources);
                 self.eta = *eta;
             }
-            ClientEvent::Ready {
-                allocation_id,
-                inventory_id,
-                connection,
-                expires,
-            } => {
+            ClientEvent::Ready { .. } => {
                 self.phase = Phase::Ready;
                 self.position = None;
-                self.lease = Some(Lease {
-                    allocation_id: *allocation_id,
-                    inventory_id: *inventory_id,
-                    connection: connection.clone(),
-                    expires: *expires,
-                });
+                self.lease = Lease::of(event);
             }
             ClientEvent::Expired { .. } => self.phase = Phase::Expired,
             ClientEvent::Released { .. } if self.phase.is_held() => self.phase = Phase::Released,

@@ -1,8 +1,10 @@
-//! `ls`, `show` and `inventory`: what is held and what the lab has.
+//! `ls`, `show`, `watch` and `inventory`: what is held and what the lab has.
 
 use super::Ctx;
 use crate::exit::{CliError, CliResult};
-use crate::output::{allocation_block, allocations_table, inventory_table, print_json};
+use crate::output::{
+    allocation_block, allocations_table, event_text, inventory_table, print_json, print_json_line,
+};
 use crate::units::unix_now;
 use allocate_client::{AllocationInfo, InventoryFilter, ResourceState};
 use uuid::Uuid;
@@ -39,6 +41,22 @@ pub async fn show(ctx: &Ctx, id: Uuid) -> CliResult {
         print_json(&a);
     } else {
         print!("{}", allocation_block(&a, unix_now()));
+    }
+    Ok(())
+}
+
+/// `allocate watch ID`: the allocation's current state, then each event as it comes, until
+/// it ends (a refusal, such as an ended or unknown id, exits with its code).
+pub async fn watch(ctx: &Ctx, id: Uuid) -> CliResult {
+    let allocation = ctx.client.follow(id).await?;
+    while let Some(event) = allocation.next_event().await? {
+        if ctx.json() {
+            print_json_line(&event);
+        } else if ctx.quiet {
+            println!("{}", event.status());
+        } else {
+            print!("{}", event_text(&event, unix_now()));
+        }
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ pub async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Shell { request, ssh_args } => acquire::shell(ctx, &request, ssh_args).await,
         Command::Ls { all } => list::ls(ctx, all).await.map(|()| 0),
         Command::Show { id } => list::show(ctx, id).await.map(|()| 0),
+        Command::Watch { id } => list::watch(ctx, id).await.map(|()| 0),
         Command::Inventory { tags, state } => list::inventory(ctx, tags, state).await.map(|()| 0),
         Command::Extend {
             id,
