@@ -30,6 +30,8 @@ fn order(username: &str) -> ProvisionOrder {
         inventory_id: INV,
         username: username.into(),
         expires: 1576688942,
+        ssh_keys: vec![],
+        provision: None,
     }
 }
 

@@ -125,6 +125,8 @@ fn provision(allocation_id: Uuid, username: &str) -> Value {
         inventory_id: INVENTORY_ID,
         username: username.into(),
         expires: 1576688942,
+        ssh_keys: vec![],
+        provision: None,
     }
     .to_wire()
 }

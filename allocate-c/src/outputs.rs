@@ -192,6 +192,8 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             inventory_id,
             username,
             expires,
+            // `ssh_keys` and `provision` are in `allocate_engine_poll_output_json` only.
+            ..
         } => {
             o.kind = K::ALLOCATE_OUTPUT_PROVISION;
             o.agent_id = (*agent_id).into();

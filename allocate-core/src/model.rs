@@ -103,6 +103,14 @@ pub struct Requirements {
     pub exclude_tags: Vec<String>,
     /// End the allocation when the requesting client disconnects.
     pub release_on_disconnect: bool,
+    /// Public keys that should be allowed to log in, handed to the agent in its `provision`
+    /// order. Absent in records and snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
+    /// A JSON object the server does not interpret, handed to the agent in its `provision`
+    /// order. Absent in records and snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The default `allocation_timeout_seconds`.
@@ -123,6 +131,8 @@ impl Requirements {
             gpu: None,
             exclude_tags: Vec::new(),
             release_on_disconnect: false,
+            ssh_keys: Vec::new(),
+            provision: None,
         }
     }
 }

@@ -43,6 +43,14 @@ fn want(tags: &[&str], timeout: u64) -> Requirements {
     r
 }
 
+/// An engine with one resource tagged `x` whose agent provisions it.
+fn one_provisioned_resource() -> Engine {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    e
+}
+
 fn drain(e: &mut Engine) -> Vec<Output> {
     std::iter::from_fn(|| e.poll_output()).collect()
 }
@@ -997,9 +1005,7 @@ fn a_request_that_waited_gets_its_full_default_lease_from_ready() {
 
 #[test]
 fn duration_seconds_counts_from_ready_through_a_provision_and_is_capped() {
-    let mut e = engine();
-    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
-        .unwrap();
+    let mut e = one_provisioned_resource();
     let mut r = want(&["x"], 60);
     r.duration_seconds = Some(7200);
     let a = e.request(at(0), r.clone()).unwrap();
@@ -1080,4 +1086,46 @@ fn a_snapshot_written_before_lease_lengths_still_restores() {
     let restored = Engine::restore(&old, Box::new(SeededIds::new(0))).unwrap();
     assert_eq!(restored.snapshot().allocations.len(), 2);
     assert_eq!(restored.snapshot().allocations[1].lease_secs, None);
+}
+
+#[test]
+fn keys_and_provision_data_reach_the_agent_and_survive_a_snapshot() {
+    let mut e = one_provisioned_resource();
+    let mut r = want(&["x"], 60);
+    r.ssh_keys = vec!["ssh-ed25519 AAAAC3Nza ci@laptop".into()];
+    r.provision = serde_json::json!({"image": "ubuntu-24.04"})
+        .as_object()
+        .cloned();
+    let a = e.request(at(0), r.clone()).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        matches!(&out[0], Output::Provision { allocation_id, ssh_keys, provision, .. }
+        if *allocation_id == a && *ssh_keys == r.ssh_keys && *provision == r.provision)
+    );
+    let json = serde_json::to_value(e.snapshot()).unwrap();
+    let back: Snapshot = serde_json::from_value(json).unwrap();
+    let restored = Engine::restore(&back, Box::new(SeededIds::new(0))).unwrap();
+    assert_eq!(restored.snapshot().allocations[0].requirements, r);
+    let mut bad = want(&["x"], 60);
+    bad.ssh_keys = vec!["ssh-ed25519 A\nssh-rsa B".into()];
+    let err = e.request(at(1), bad).unwrap_err();
+    assert!(
+        err.to_string().contains("requirements.ssh_keys[0]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_snapshot_written_before_keys_and_provision_data_still_restores() {
+    let mut e = one_provisioned_resource();
+    e.request(at(0), want(&["x"], 60)).unwrap();
+    let json = serde_json::to_value(e.snapshot()).unwrap();
+    let requirements = json["allocations"][0]["requirements"].as_object().unwrap();
+    // Absent when empty, so what this engine writes is what an older one wrote.
+    assert!(!requirements.contains_key("ssh_keys"));
+    assert!(!requirements.contains_key("provision"));
+    let old: Snapshot = serde_json::from_value(json).unwrap();
+    let restored = Engine::restore(&old, Box::new(SeededIds::new(0))).unwrap();
+    let r = &restored.snapshot().allocations[0].requirements;
+    assert!(r.ssh_keys.is_empty() && r.provision.is_none());
 }

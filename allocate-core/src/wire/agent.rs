@@ -232,6 +232,10 @@ pub struct ProvisionOrder {
     pub username: String,
     /// When the lease ends (unix seconds).
     pub expires: u64,
+    /// Public keys to allow to log in; empty (and absent on the wire) when the request had none.
+    pub ssh_keys: Vec<String>,
+    /// The request's `provision` object, absent when it had none.
+    pub provision: Option<serde_json::Map<String, Value>>,
 }
 
 /// The server asks the agent to clean up a resource after an allocation.
@@ -287,6 +291,8 @@ impl ServerMessage {
                     inventory_id: f.uuid("inventory_id")?,
                     username: f.str("username")?.to_owned(),
                     expires: f.u64("expires")?,
+                    ssh_keys: f.raw_strings("ssh_keys", usize::MAX)?,
+                    provision: f.opt_object("provision")?.cloned(),
                 }))
             }),
             "release" => order.read(|f| {
@@ -314,6 +320,12 @@ impl Serialize for ServerMessage {
                 map.serialize_entry("allocation_id", &order.allocation_id)?;
                 map.serialize_entry("expires", &order.expires)?;
                 map.serialize_entry("inventory_id", &order.inventory_id)?;
+                if let Some(provision) = &order.provision {
+                    map.serialize_entry("provision", provision)?;
+                }
+                if !order.ssh_keys.is_empty() {
+                    map.serialize_entry("ssh_keys", &order.ssh_keys)?;
+                }
                 map.serialize_entry("username", &order.username)?;
             }
             ServerMessage::Release(order) => {
@@ -533,9 +545,24 @@ mod tests {
                     inventory_id: inv,
                     username: "ci".into(),
                     expires: 1576688942,
+                    ssh_keys: vec![],
+                    provision: None,
                 }),
                 format!(
                     r#"{{"data":{{"action":"provision","allocation_id":"{ALLOC}","expires":1576688942,"inventory_id":"{AGENT}","username":"ci"}},"status":200}}"#
+                ),
+            ),
+            (
+                ServerMessage::Provision(ProvisionOrder {
+                    allocation_id: id,
+                    inventory_id: inv,
+                    username: "ci".into(),
+                    expires: 1576688942,
+                    ssh_keys: vec!["ssh-ed25519 AAAAC3Nza ci@laptop".into()],
+                    provision: json!({"image": "ubuntu-24.04"}).as_object().cloned(),
+                }),
+                format!(
+                    r#"{{"data":{{"action":"provision","allocation_id":"{ALLOC}","expires":1576688942,"inventory_id":"{AGENT}","provision":{{"image":"ubuntu-24.04"}},"ssh_keys":["ssh-ed25519 AAAAC3Nza ci@laptop"],"username":"ci"}},"status":200}}"#
                 ),
             ),
             (

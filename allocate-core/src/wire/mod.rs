@@ -90,6 +90,9 @@ const UNLIMITED: Limits = Limits {
     string_chars_max: usize::MAX,
     list_len_max: usize::MAX,
     resources_per_registration_max: usize::MAX,
+    ssh_keys_max: usize::MAX,
+    ssh_key_bytes_max: usize::MAX,
+    provision_bytes_max: usize::MAX,
 };
 
 /// A server message's data read leniently: the kind (`status` or `action`) names the errors.
@@ -196,6 +199,8 @@ impl Output {
                 inventory_id,
                 username,
                 expires,
+                ssh_keys,
+                provision,
                 ..
             } => {
                 return Outgoing::Agent(ServerMessage::Provision(ProvisionOrder {
@@ -203,6 +208,8 @@ impl Output {
                     inventory_id,
                     username,
                     expires,
+                    ssh_keys,
+                    provision,
                 }))
             }
             Output::Release {
