@@ -131,7 +131,7 @@ pub(crate) fn ssh_keys(keys: &[String], limits: &Limits) -> Result<()> {
                 limits.ssh_key_bytes_max
             )));
         }
-        if key.chars().any(char::is_control) {
+        if key.chars().any(|c| c.is_control() && c != '\t') {
             return Err(Error::invalid(format!(
                 "requirements.ssh_keys[{i}] must be one line without control characters"
             )));
