@@ -13,8 +13,9 @@
 //! the order: `{"allocation_id", "inventory_id", "username", "expires", "ssh_keys": [...],
 //! "provision": {...}}` (the same keys and object, never truncated). A command may ignore stdin.
 //!
-//! The provision command prints `{"host", "username", "password"}` on stdout (`host` may be
-//! left out, then the agent's `--host` is used). A command that exits non-zero, runs past the
+//! The provision command prints `{"host", "username", "password", "port"}` on stdout (`host`
+//! may be left out, then the agent's `--host` is used; `password` for a key login and `port`
+//! for SSH's default). A command that exits non-zero, runs past the
 //! timeout (its whole process group is then killed) or prints something else fails; the last
 //! line of its stderr becomes part of the error the server shows as the resource's reason.
 
@@ -330,10 +331,10 @@ pub fn parse_connection(text: &[u8], default_host: Option<&str>) -> Result<Conne
     };
     if let Some(unknown) = map
         .keys()
-        .find(|k| !["host", "username", "password"].contains(&k.as_str()))
+        .find(|k| !["host", "username", "password", "port"].contains(&k.as_str()))
     {
         return Err(format!(
-            "unknown field `{}`; expected host, username, password",
+            "unknown field `{}`; expected host, username, password, port",
             clip(unknown, 40)
         ));
     }
@@ -352,7 +353,15 @@ pub fn parse_connection(text: &[u8], default_host: Option<&str>) -> Result<Conne
             .ok_or("host is missing and the agent has no --host")?,
     };
     let username = username.ok_or("username is missing")?;
-    let password = password.ok_or("password is missing")?;
+    let port = match map.get("port") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(
+            p.as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .ok_or("port must be an integer between 1 and 65535")?,
+        ),
+    };
     if host.trim().is_empty() {
         return Err("host must not be empty".into());
     }
@@ -363,6 +372,7 @@ pub fn parse_connection(text: &[u8], default_host: Option<&str>) -> Result<Conne
         host,
         username,
         password,
+        port,
     })
 }
 

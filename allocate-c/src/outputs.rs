@@ -184,7 +184,11 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             o.expires = *expires;
             o.host = lend(&mut strings.host, &connection.host);
             o.username = lend(&mut strings.username, &connection.username);
-            o.password = lend(&mut strings.password, &connection.password);
+            // No password (a key login) is an empty string: C has no absent string here.
+            o.password = lend(
+                &mut strings.password,
+                connection.password.as_deref().unwrap_or(""),
+            );
         }
         Output::Provision {
             agent_id,

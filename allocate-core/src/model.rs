@@ -22,8 +22,12 @@ pub struct Connection {
     pub host: String,
     /// Login name.
     pub username: String,
-    /// Password or other secret.
-    pub password: String,
+    /// Password or other secret; absent for a key-based login (clients must not assume one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The SSH port, when not 22 (1-65535).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 impl fmt::Debug for Connection {
@@ -31,7 +35,8 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("host", &self.host)
             .field("username", &self.username)
-            .field("password", &"<redacted>")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("port", &self.port)
             .finish()
     }
 }

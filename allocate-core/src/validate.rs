@@ -46,7 +46,15 @@ pub(crate) fn tags(list: &[String], path: &str, limits: &Limits) -> Result<()> {
 pub(crate) fn connection(c: &Connection, path: &str, limits: &Limits) -> Result<()> {
     text(&c.host, &format!("{path}.host"), limits)?;
     text(&c.username, &format!("{path}.username"), limits)?;
-    text(&c.password, &format!("{path}.password"), limits)
+    if c.port == Some(0) {
+        return Err(Error::invalid(format!(
+            "{path}.port must be between 1 and 65535, got 0"
+        )));
+    }
+    match &c.password {
+        Some(password) => text(password, &format!("{path}.password"), limits),
+        None => Ok(()),
+    }
 }
 
 /// A whole registration within the limits.

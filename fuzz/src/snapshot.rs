@@ -288,7 +288,8 @@ impl BuiltAllocation {
             connection: self.connection.then(|| Connection {
                 host: "h".into(),
                 username: "u".into(),
-                password: "p".into(),
+                password: Some("p".into()),
+                port: None,
             }),
             deadline: self.deadline.map(When::at),
             position: self.position.map(u32::from),

@@ -259,7 +259,7 @@ async fn run_child(command: &[String], lease: &Lease, signals: &mut Signals) -> 
         .env("ALLOCATE_INVENTORY_ID", lease.inventory_id.to_string())
         .env("ALLOCATE_HOST", &c.host)
         .env("ALLOCATE_USERNAME", &c.username)
-        .env("ALLOCATE_PASSWORD", &c.password)
+        .env("ALLOCATE_PASSWORD", c.password.as_deref().unwrap_or(""))
         .env("ALLOCATE_EXPIRES", lease.expires.to_string())
         .env("ALLOCATE_SSH", ssh_command(c).join(" "))
         .spawn()

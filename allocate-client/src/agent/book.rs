@@ -334,7 +334,8 @@ mod tests {
         ProvisionResult::Connection(Connection {
             host: "h".into(),
             username: "u".into(),
-            password: "p".into(),
+            password: Some("p".into()),
+            port: None,
         })
     }
 

@@ -25,7 +25,8 @@ fn conn(host: &str) -> Connection {
     Connection {
         host: host.into(),
         username: "lab".into(),
-        password: "secret".into(),
+        password: Some("secret".into()),
+        port: None,
     }
 }
 

@@ -143,7 +143,7 @@ impl Connection {
         Self::read(&Fields::new(
             value,
             path,
-            &["host", "username", "password"],
+            &["host", "username", "password", "port"],
             limits,
         )?)
     }
@@ -153,7 +153,17 @@ impl Connection {
         Ok(Connection {
             host: f.str("host")?.to_owned(),
             username: f.str("username")?.to_owned(),
-            password: f.str("password")?.to_owned(),
+            password: f.opt_str("password")?.map(str::to_owned),
+            port: match f.opt_u64("port")? {
+                None => None,
+                Some(port @ 1..=65535) => Some(port as u16),
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "{} must be between 1 and 65535, got {other}",
+                        f.path_of("port")
+                    )))
+                }
+            },
         })
     }
 }
@@ -441,8 +451,44 @@ mod tests {
         Connection {
             host: "h".into(),
             username: "u".into(),
-            password: "p".into(),
+            password: Some("p".into()),
+            port: None,
         }
+    }
+
+    #[test]
+    fn a_key_login_needs_no_password_and_ports_are_checked() {
+        let limits = Limits::default();
+        let read = |v: serde_json::Value| Connection::from_json(&v, "connection", &limits);
+        let c = read(json!({"host": "h", "username": "u", "port": 2222})).unwrap();
+        assert_eq!((c.password, c.port), (None, Some(2222)));
+        let text = serde_json::to_string(&SortedConnection::from(
+            &read(json!({"host": "h", "username": "u", "port": 22})).unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(text, r#"{"host":"h","port":22,"username":"u"}"#);
+        for (port, want) in [
+            (
+                json!(0),
+                "connection.port must be between 1 and 65535, got 0",
+            ),
+            (
+                json!(65536),
+                "connection.port must be between 1 and 65535, got 65536",
+            ),
+            (
+                json!("22"),
+                "connection.port must be a non-negative integer",
+            ),
+        ] {
+            let err = read(json!({"host": "h", "username": "u", "port": port})).unwrap_err();
+            assert!(err.to_string().starts_with(want), "{err}");
+        }
+        let shown = format!(
+            "{:?}",
+            read(json!({"host": "h", "username": "u", "password": "s3cret"})).unwrap()
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]
@@ -465,6 +511,14 @@ mod tests {
             AgentMessage::Provisioned {
                 allocation_id: id,
                 result: ProvisionResult::Failed("disk full".into()),
+            },
+            AgentMessage::Provisioned {
+                allocation_id: id,
+                result: ProvisionResult::Connection(Connection {
+                    password: None,
+                    port: Some(2222),
+                    ..connection()
+                }),
             },
             AgentMessage::Released { allocation_id: id },
         ];
@@ -512,7 +566,8 @@ mod tests {
             result: ProvisionResult::Connection(Connection {
                 host: "h".into(),
                 username: "u".into(),
-                password: "hunter2".into(),
+                password: Some("hunter2".into()),
+                port: None,
             }),
         };
         let shown = format!("{answer:?}");

@@ -494,7 +494,8 @@ mod tests {
                     connection: Connection {
                         host: "1.2.3.4".into(),
                         username: "test".into(),
-                        password: "foo".into(),
+                        password: Some("foo".into()),
+                        port: None,
                     },
                     expires: 1576688942,
                 },

@@ -139,7 +139,10 @@ impl<'a> Data<'a> {
 #[derive(Serialize)]
 struct SortedConnection<'a> {
     host: &'a str,
-    password: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
     username: &'a str,
 }
 
@@ -147,7 +150,8 @@ impl<'a> From<&'a Connection> for SortedConnection<'a> {
     fn from(c: &'a Connection) -> Self {
         SortedConnection {
             host: &c.host,
-            password: &c.password,
+            password: c.password.as_deref(),
+            port: c.port,
             username: &c.username,
         }
     }
