@@ -1,13 +1,21 @@
 //! Running the operator's provision and release commands, and reading what they print.
 //!
-//! Each command runs as `sh -c '<command>'` in its own process group with stdin closed and
-//! these variables set: `ALLOCATE_ALLOCATION_ID`, `ALLOCATE_INVENTORY_ID`, `ALLOCATE_USERNAME`,
-//! `ALLOCATE_EXPIRES` (unix seconds), `ALLOCATE_AGENT_ID` and, when known, `ALLOCATE_HOST`. A
-//! release gets the username and expiry only when this agent ran the provision. The agent's own
+//! Each command runs as `sh -c '<command>'` in its own process group with stdin closed (a
+//! provision's holds the order, see below) and these variables set: `ALLOCATE_ALLOCATION_ID`,
+//! `ALLOCATE_INVENTORY_ID`, `ALLOCATE_USERNAME`, `ALLOCATE_EXPIRES` (unix seconds),
+//! `ALLOCATE_AGENT_ID` and, when known, `ALLOCATE_HOST`. A release gets the username and expiry only when this agent ran the provision. The agent's own
 //! token variable is removed from the command's environment.
 //!
-//! The provision command prints `{"host", "username", "password"}` on stdout (`host` may be
-//! left out, then the agent's `--host` is used). A command that exits non-zero, runs past the
+//! The provision command also gets what the user sent for the machine: `ALLOCATE_SSH_KEYS`, the
+//! request's public keys one per line (the format of `authorized_keys`; empty when none, left
+//! out when longer than [`SSH_KEYS_ENV_BYTES_MAX`]), `ALLOCATE_PROVISION`, the request's
+//! `provision` object as compact JSON (`{}` when none), and on stdin one JSON object with all of
+//! the order: `{"allocation_id", "inventory_id", "username", "expires", "ssh_keys": [...],
+//! "provision": {...}}` (the same keys and object, never truncated). A command may ignore stdin.
+//!
+//! The provision command prints `{"host", "username", "password", "port"}` on stdout (`host`
+//! may be left out, then the agent's `--host` is used; `password` for a key login and `port`
+//! for SSH's default). A command that exits non-zero, runs past the
 //! timeout (its whole process group is then killed) or prints something else fails; the last
 //! line of its stderr becomes part of the error the server shows as the resource's reason.
 
@@ -24,6 +32,10 @@ pub const STDOUT_BYTES_MAX: usize = 64 * 1024;
 
 /// Most bytes of a command's stderr kept (the end of it).
 const STDERR_BYTES_MAX: usize = 16 * 1024;
+
+/// Most bytes of `ALLOCATE_SSH_KEYS`: one environment string may not exceed 128 KiB on Linux,
+/// and the contract allows 16 keys of 16 KiB. Longer key lists are on stdin only.
+pub const SSH_KEYS_ENV_BYTES_MAX: usize = 64 * 1024;
 
 /// Most characters of stderr quoted in an error.
 const STDERR_QUOTE_CHARS_MAX: usize = 160;
@@ -106,7 +118,7 @@ pub struct Holder {
 impl Commands {
     /// Runs the provision command for `order` and reads the connection it prints.
     pub async fn provision(&self, order: &ProvisionOrder) -> Result<Connection, CommandError> {
-        let env = self.env(
+        let mut env = self.env(
             order.allocation_id,
             order.inventory_id,
             Some(&Holder {
@@ -114,7 +126,26 @@ impl Commands {
                 expires: order.expires,
             }),
         );
-        let stdout = self.run("provision", &self.provision, &env).await?;
+        let keys = order.ssh_keys.join("\n");
+        if keys.len() <= SSH_KEYS_ENV_BYTES_MAX {
+            env.push(("ALLOCATE_SSH_KEYS", keys));
+        }
+        let empty = serde_json::Map::new();
+        let provision = order.provision.as_ref().unwrap_or(&empty);
+        env.push((
+            "ALLOCATE_PROVISION",
+            Value::from(provision.clone()).to_string(),
+        ));
+        let stdin = serde_json::json!({
+            "allocation_id": order.allocation_id,
+            "inventory_id": order.inventory_id,
+            "username": order.username,
+            "expires": order.expires,
+            "ssh_keys": order.ssh_keys,
+            "provision": provision,
+        });
+        let stdin = Some(stdin.to_string().into_bytes());
+        let stdout = self.run("provision", &self.provision, &env, stdin).await?;
         parse_connection(&stdout, self.host.as_deref()).map_err(CommandError::BadConnection)
     }
 
@@ -128,7 +159,7 @@ impl Commands {
             return Ok(());
         };
         let env = self.env(order.allocation_id, order.inventory_id, holder);
-        self.run("release", command, &env).await.map(|_| ())
+        self.run("release", command, &env, None).await.map(|_| ())
     }
 
     fn env(
@@ -152,18 +183,24 @@ impl Commands {
         env
     }
 
-    /// Runs `sh -c command` with `env`, bounded by the timeout; returns its stdout.
+    /// Runs `sh -c command` with `env` and `stdin` (closed when `None`), bounded by the timeout;
+    /// returns its stdout.
     async fn run(
         &self,
         what: &'static str,
         command: &str,
         env: &[(&'static str, String)],
+        stdin: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, CommandError> {
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
             .arg(command)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so a timeout can kill whatever the script started too.
@@ -176,6 +213,16 @@ impl Commands {
             .spawn()
             .map_err(|source| CommandError::Spawn { what, source })?;
         let pid = child.id();
+        if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
+            // Apart from the wait below: a command that never reads stdin (or leaves it to
+            // something it starts in the background) must not hold up its own answer.
+            let timeout = self.timeout;
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                // A command that exits without reading closes the pipe: not an error.
+                let _ = tokio::time::timeout(timeout, pipe.write_all(&bytes)).await;
+            });
+        }
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let finished = async {
@@ -284,10 +331,10 @@ pub fn parse_connection(text: &[u8], default_host: Option<&str>) -> Result<Conne
     };
     if let Some(unknown) = map
         .keys()
-        .find(|k| !["host", "username", "password"].contains(&k.as_str()))
+        .find(|k| !["host", "username", "password", "port"].contains(&k.as_str()))
     {
         return Err(format!(
-            "unknown field `{}`; expected host, username, password",
+            "unknown field `{}`; expected host, username, password, port",
             clip(unknown, 40)
         ));
     }
@@ -306,7 +353,15 @@ pub fn parse_connection(text: &[u8], default_host: Option<&str>) -> Result<Conne
             .ok_or("host is missing and the agent has no --host")?,
     };
     let username = username.ok_or("username is missing")?;
-    let password = password.ok_or("password is missing")?;
+    let port = match map.get("port") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(
+            p.as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .ok_or("port must be an integer between 1 and 65535")?,
+        ),
+    };
     if host.trim().is_empty() {
         return Err("host must not be empty".into());
     }
@@ -317,6 +372,7 @@ pub fn parse_connection(text: &[u8], default_host: Option<&str>) -> Result<Conne
         host,
         username,
         password,
+        port,
     })
 }
 

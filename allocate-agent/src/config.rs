@@ -336,7 +336,8 @@ impl Cli {
                 Ok(Some(Connection {
                     host: host.to_owned(),
                     username: username.clone(),
-                    password: password.clone(),
+                    password: Some(password.clone()),
+                    port: None,
                 }))
             }
             _ => Err(ConfigError::IncompleteStatic),

@@ -42,8 +42,8 @@ impl Registration {
     pub fn to_redacted_pretty(&self) -> String {
         let mut shown = self.clone();
         for r in &mut shown.resources {
-            if let Some(c) = &mut r.connection {
-                c.password = "<redacted>".into();
+            if let Some(password) = r.connection.as_mut().and_then(|c| c.password.as_mut()) {
+                "<redacted>".clone_into(password);
             }
         }
         serde_json::to_string_pretty(&shown.to_message()).expect("a registration always serializes")

@@ -30,6 +30,8 @@ fn order(username: &str) -> ProvisionOrder {
         inventory_id: INV,
         username: username.into(),
         expires: 1576688942,
+        ssh_keys: vec![],
+        provision: None,
     }
 }
 
@@ -49,7 +51,56 @@ async fn provision_sees_the_order_in_its_environment() {
     let conn = c.provision(&order("ci-runner-7")).await.unwrap();
     assert_eq!(conn.host, "lab-3");
     assert_eq!(conn.username, "ci-runner-7");
-    assert_eq!(conn.password, format!("{ALLOC} {INV} 1576688942"));
+    assert_eq!(
+        conn.password.as_deref(),
+        Some(format!("{ALLOC} {INV} 1576688942").as_str())
+    );
+}
+
+#[tokio::test]
+async fn provision_gets_the_keys_and_data_on_stdin_and_in_its_environment() {
+    let dir = scratch();
+    let c = commands(
+        &format!(
+            r#"cat > '{0}/stdin'; printf '%s' "$ALLOCATE_SSH_KEYS" > '{0}/keys'; printf '%s' "$ALLOCATE_PROVISION" > '{0}/data'; echo '{{"username":"u","password":"p"}}'"#,
+            dir.display()
+        ),
+        None,
+        5000,
+    );
+    let keys = vec![
+        "ssh-ed25519 AAAAC3Nza u@laptop".to_owned(),
+        "ssh-rsa AAAAB3Nza u@desk".to_owned(),
+    ];
+    let mut with_keys = order("u");
+    with_keys.ssh_keys = keys.clone();
+    with_keys.provision = serde_json::json!({"image": "ubuntu-24.04"})
+        .as_object()
+        .cloned();
+    c.provision(&with_keys).await.unwrap();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(read("keys"), keys.join("\n"));
+    assert_eq!(read("data"), r#"{"image":"ubuntu-24.04"}"#);
+    let stdin: serde_json::Value = serde_json::from_str(&read("stdin")).unwrap();
+    assert_eq!(
+        stdin,
+        serde_json::json!({
+            "allocation_id": ALLOC, "inventory_id": INV, "username": "u",
+            "expires": 1576688942, "ssh_keys": keys, "provision": {"image": "ubuntu-24.04"}
+        })
+    );
+    // Without keys or data: empty keys, an empty object.
+    c.provision(&order("u")).await.unwrap();
+    assert_eq!(read("keys"), "");
+    assert_eq!(read("data"), "{}");
+    let stdin: serde_json::Value = serde_json::from_str(&read("stdin")).unwrap();
+    assert_eq!(stdin["ssh_keys"], serde_json::json!([]));
+    // A command that never reads stdin still answers at once, even with a big key list.
+    let ignores_stdin = commands(r#"echo '{"username":"u","password":"p"}'"#, None, 5000);
+    let mut big = order("u");
+    big.ssh_keys = vec![format!("ssh-rsa {}", "A".repeat(16 * 1024 - 8)); 16];
+    ignores_stdin.provision(&big).await.unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]

@@ -125,6 +125,8 @@ fn provision(allocation_id: Uuid, username: &str) -> Value {
         inventory_id: INVENTORY_ID,
         username: username.into(),
         expires: 1576688942,
+        ssh_keys: vec![],
+        provision: None,
     }
     .to_wire()
 }
@@ -446,7 +448,8 @@ async fn a_static_connection_is_registered() {
         let conn = Connection {
             host: "10.0.0.7".into(),
             username: "lab".into(),
-            password: "static-pw".into(),
+            password: Some("static-pw".into()),
+            port: None,
         };
         let s = settings(&server, Responder::Static(conn.clone()), Some(conn));
         let (stop, task) = spawn_agent(s);

@@ -155,7 +155,8 @@ pub unsafe extern "C" fn allocate_engine_provisioned(
             None => ProvisionResult::Connection(Connection {
                 host: unsafe { text(host, "host") }?.to_owned(),
                 username: unsafe { text(username, "username") }?.to_owned(),
-                password: unsafe { text(password, "password") }?.to_owned(),
+                password: Some(unsafe { text(password, "password") }?.to_owned()),
+                port: None,
             }),
         };
         let now = Timestamp::from_millis(now_ms);

@@ -184,7 +184,11 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             o.expires = *expires;
             o.host = lend(&mut strings.host, &connection.host);
             o.username = lend(&mut strings.username, &connection.username);
-            o.password = lend(&mut strings.password, &connection.password);
+            // No password (a key login) is an empty string: C has no absent string here.
+            o.password = lend(
+                &mut strings.password,
+                connection.password.as_deref().unwrap_or(""),
+            );
         }
         Output::Provision {
             agent_id,
@@ -192,6 +196,8 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             inventory_id,
             username,
             expires,
+            // `ssh_keys` and `provision` are in `allocate_engine_poll_output_json` only.
+            ..
         } => {
             o.kind = K::ALLOCATE_OUTPUT_PROVISION;
             o.agent_id = (*agent_id).into();

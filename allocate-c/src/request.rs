@@ -81,6 +81,10 @@ impl allocate_request {
                 )
             }?,
             release_on_disconnect: self.release_on_disconnect,
+            // Not fields of the C struct: a C caller that needs `ssh_keys` or `provision`
+            // uses `allocate_engine_request_json`, whose requirements object carries both.
+            ssh_keys: Vec::new(),
+            provision: None,
         })
     }
 }

@@ -184,4 +184,8 @@ pub struct Request {
     /// How long to wait in the queue (`10m`; `0` only if free now); default: the server's.
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<u64>,
+    /// A public key file the machine should let log in (repeatable); default:
+    /// `~/.ssh/id_ed25519.pub`, else `~/.ssh/id_rsa.pub`, if present.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<std::path::PathBuf>,
 }

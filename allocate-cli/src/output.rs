@@ -40,20 +40,25 @@ pub fn block(pairs: &[(&str, String)]) -> String {
 
 /// The `ssh` command line for a connection.
 pub fn ssh_command(connection: &Connection) -> Vec<String> {
-    vec![
-        "ssh".to_owned(),
-        format!("{}@{}", connection.username, connection.host),
-    ]
+    let mut line = vec!["ssh".to_owned()];
+    if let Some(port) = connection.port {
+        line.extend(["-p".to_owned(), port.to_string()]);
+    }
+    line.push(format!("{}@{}", connection.username, connection.host));
+    line
 }
 
 /// Connection lines (host, username, password, ssh) for a key/value block.
 fn connection_pairs(connection: &Connection) -> Vec<(&'static str, String)> {
-    vec![
+    let mut pairs = vec![
         ("host", connection.host.clone()),
         ("username", connection.username.clone()),
-        ("password", connection.password.clone()),
-        ("ssh", ssh_command(connection).join(" ")),
-    ]
+    ];
+    if let Some(password) = &connection.password {
+        pairs.push(("password", password.clone()));
+    }
+    pairs.push(("ssh", ssh_command(connection).join(" ")));
+    pairs
 }
 
 /// A ready lease, for people.
@@ -270,6 +275,23 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ssh_line_names_the_port_and_no_absent_password() {
+        let mut c = Connection {
+            host: "gpu-1.lab".into(),
+            username: "dev".into(),
+            password: None,
+            port: Some(2222),
+        };
+        assert_eq!(ssh_command(&c).join(" "), "ssh -p 2222 dev@gpu-1.lab");
+        let pairs = connection_pairs(&c);
+        assert!(pairs.iter().all(|(k, _)| *k != "password"));
+        c.port = None;
+        c.password = Some("pw".into());
+        assert_eq!(ssh_command(&c).join(" "), "ssh dev@gpu-1.lab");
+        assert!(connection_pairs(&c).contains(&("password", "pw".to_owned())));
+    }
 
     #[test]
     fn tables_pad_columns() {

@@ -177,6 +177,39 @@ async fn impossible_and_mistyped_requests_are_refused_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_keys_go_to_the_server_which_checks_them() {
+    let lab = Lab::start().await;
+    std::fs::create_dir_all(&lab.config_home).unwrap();
+    let good = lab.config_home.join("good.pub");
+    std::fs::write(&good, "ssh-ed25519 AAAAC3Nza tester@laptop\n").unwrap();
+    let got = json(
+        &lab.allocate(&["get", "--ssh-key", good.to_str().unwrap(), "-o", "json"])
+            .await,
+    );
+    assert_eq!(got["status"], "ready");
+    let released = lab
+        .allocate(&["release", got["allocation_id"].as_str().unwrap()])
+        .await;
+    assert_eq!(released.status.code(), Some(0));
+
+    let huge = lab.config_home.join("huge.pub");
+    std::fs::write(&huge, format!("ssh-rsa {}\n", "A".repeat(20_000))).unwrap();
+    let out = lab
+        .allocate(&["get", "--ssh-key", huge.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(REFUSED));
+    let said = text(&out.stderr);
+    assert!(said.contains("requirements.ssh_keys[0]"), "{said}");
+
+    let out = lab
+        .allocate(&["get", "--ssh-key", "/nonexistent/id.pub"])
+        .await;
+    assert_eq!(out.status.code(), Some(USAGE));
+    assert!(text(&out.stderr).contains("--ssh-key /nonexistent/id.pub"));
+    assert!(lab.live().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_that_runs_out_exits_timed_out() {
     let lab = Lab::start().await;
     let held = json(&lab.allocate(&["get", "-o", "json"]).await);

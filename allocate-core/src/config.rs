@@ -51,6 +51,23 @@ pub struct Limits {
     pub list_len_max: usize,
     /// Most resources in one registration.
     pub resources_per_registration_max: usize,
+    /// Most entries in a request's `ssh_keys`.
+    #[serde(default = "default_ssh_keys_max")]
+    pub ssh_keys_max: usize,
+    /// Most bytes in one of a request's `ssh_keys`.
+    #[serde(default = "default_blob_bytes_max")]
+    pub ssh_key_bytes_max: usize,
+    /// Most bytes in a request's `provision` object, written as compact JSON.
+    #[serde(default = "default_blob_bytes_max")]
+    pub provision_bytes_max: usize,
+}
+
+fn default_ssh_keys_max() -> usize {
+    16
+}
+
+fn default_blob_bytes_max() -> usize {
+    16 * 1024
 }
 
 impl Default for Limits {
@@ -59,6 +76,9 @@ impl Default for Limits {
             string_chars_max: 256,
             list_len_max: 64,
             resources_per_registration_max: 10_000,
+            ssh_keys_max: default_ssh_keys_max(),
+            ssh_key_bytes_max: default_blob_bytes_max(),
+            provision_bytes_max: default_blob_bytes_max(),
         }
     }
 }

@@ -22,8 +22,12 @@ pub struct Connection {
     pub host: String,
     /// Login name.
     pub username: String,
-    /// Password or other secret.
-    pub password: String,
+    /// Password or other secret; absent for a key-based login (clients must not assume one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The SSH port, when not 22 (1-65535).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 impl fmt::Debug for Connection {
@@ -31,7 +35,8 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("host", &self.host)
             .field("username", &self.username)
-            .field("password", &"<redacted>")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("port", &self.port)
             .finish()
     }
 }
@@ -103,6 +108,14 @@ pub struct Requirements {
     pub exclude_tags: Vec<String>,
     /// End the allocation when the requesting client disconnects.
     pub release_on_disconnect: bool,
+    /// Public keys that should be allowed to log in, handed to the agent in its `provision`
+    /// order. Absent in records and snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
+    /// A JSON object the server does not interpret, handed to the agent in its `provision`
+    /// order. Absent in records and snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The default `allocation_timeout_seconds`.
@@ -123,6 +136,8 @@ impl Requirements {
             gpu: None,
             exclude_tags: Vec::new(),
             release_on_disconnect: false,
+            ssh_keys: Vec::new(),
+            provision: None,
         }
     }
 }

@@ -67,6 +67,10 @@ pub enum Output {
         username: String,
         /// When the lease ends (unix seconds).
         expires: u64,
+        /// Public keys to allow to log in (the request's `ssh_keys`), possibly none.
+        ssh_keys: Vec<String>,
+        /// The request's `provision` object, if it had one.
+        provision: Option<serde_json::Map<String, serde_json::Value>>,
     },
     /// Ask an agent to clean up a resource after an allocation.
     Release {

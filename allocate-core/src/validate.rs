@@ -46,7 +46,15 @@ pub(crate) fn tags(list: &[String], path: &str, limits: &Limits) -> Result<()> {
 pub(crate) fn connection(c: &Connection, path: &str, limits: &Limits) -> Result<()> {
     text(&c.host, &format!("{path}.host"), limits)?;
     text(&c.username, &format!("{path}.username"), limits)?;
-    text(&c.password, &format!("{path}.password"), limits)
+    if c.port == Some(0) {
+        return Err(Error::invalid(format!(
+            "{path}.port must be between 1 and 65535, got 0"
+        )));
+    }
+    match &c.password {
+        Some(password) => text(password, &format!("{path}.password"), limits),
+        None => Ok(()),
+    }
 }
 
 /// A whole registration within the limits.
@@ -96,6 +104,10 @@ pub(crate) fn requirements(r: &Requirements, limits: &Limits) -> Result<()> {
     if let Some(kind) = &r.kind {
         text(kind, "requirements.type", limits)?;
     }
+    ssh_keys(&r.ssh_keys, limits)?;
+    if let Some(provision) = &r.provision {
+        provision_data(provision, limits)?;
+    }
     if let Some(gpu) = &r.gpu {
         if gpu.count == 0 || gpu.count as usize > limits.list_len_max {
             return Err(Error::invalid(format!(
@@ -106,6 +118,47 @@ pub(crate) fn requirements(r: &Requirements, limits: &Limits) -> Result<()> {
         if let Some(label) = &gpu.label {
             text(label, "requirements.gpu.label", limits)?;
         }
+    }
+    Ok(())
+}
+
+/// A request's `ssh_keys`: at most `ssh_keys_max`, each a non-empty single line of at most
+/// `ssh_key_bytes_max` bytes (a key becomes one line of `authorized_keys`).
+pub(crate) fn ssh_keys(keys: &[String], limits: &Limits) -> Result<()> {
+    list_len(keys.len(), limits.ssh_keys_max, "requirements.ssh_keys")?;
+    for (i, key) in keys.iter().enumerate() {
+        if key.trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "requirements.ssh_keys[{i}] must not be empty"
+            )));
+        }
+        if key.len() > limits.ssh_key_bytes_max {
+            return Err(Error::invalid(format!(
+                "requirements.ssh_keys[{i}] is {} bytes long, more than the limit of {}",
+                key.len(),
+                limits.ssh_key_bytes_max
+            )));
+        }
+        if key.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(Error::invalid(format!(
+                "requirements.ssh_keys[{i}] must be one line without control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A request's `provision` object within its size limit.
+pub(crate) fn provision_data(
+    data: &serde_json::Map<String, serde_json::Value>,
+    limits: &Limits,
+) -> Result<()> {
+    let bytes = serde_json::to_string(data).map_or(usize::MAX, |s| s.len());
+    if bytes > limits.provision_bytes_max {
+        return Err(Error::invalid(format!(
+            "requirements.provision is {bytes} bytes long as JSON, more than the limit of {}",
+            limits.provision_bytes_max
+        )));
     }
     Ok(())
 }

@@ -60,7 +60,8 @@ fn resource(
                 connection: fixed.then(|| Connection {
                     host: format!("static-{cpu_count}-{memory_gb}"),
                     username: "lab".into(),
-                    password: "pw".into(),
+                    password: Some("pw".into()),
+                    port: None,
                 }),
             },
         )

@@ -83,7 +83,8 @@ mod tests {
             connection: Connection {
                 host: "10.0.0.7".into(),
                 username: "lab".into(),
-                password: "hunter2".into(),
+                password: Some("hunter2".into()),
+                port: None,
             },
             expires: 1576688942,
         };

@@ -286,6 +286,9 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
             inventory_id,
             username,
             expires,
+            // `ssh_keys` and `provision` are for agents; an engine driven from Python answers
+            // provisions itself and does not see them yet.
+            ..
         } => Provision {
             agent_id: id(agent_id),
             allocation_id: id(allocation_id),

@@ -86,11 +86,13 @@ pub struct Connection(pub allocate_core::Connection);
 #[pymethods]
 impl Connection {
     #[new]
-    fn new(host: String, username: String, password: String) -> Self {
+    #[pyo3(signature = (host, username, password=None, port=None))]
+    fn new(host: String, username: String, password: Option<String>, port: Option<u16>) -> Self {
         Connection(allocate_core::Connection {
             host,
             username,
             password,
+            port,
         })
     }
 
@@ -106,10 +108,16 @@ impl Connection {
         &self.0.username
     }
 
-    /// Password or other secret.
+    /// Password or other secret; None for a key login.
     #[getter]
-    fn password(&self) -> &str {
-        &self.0.password
+    fn password(&self) -> Option<&str> {
+        self.0.password.as_deref()
+    }
+
+    /// The SSH port, None for the default.
+    #[getter]
+    fn port(&self) -> Option<u16> {
+        self.0.port
     }
 
     fn __repr__(&self) -> String {

@@ -232,3 +232,13 @@ def test_threads_share_an_engine() -> None:
     for t in threads:
         t.join()
     assert sum(isinstance(o, allocate.Ready) for o in e.drain()) == 80
+
+
+def test_ssh_keys_and_provision_data_are_checked_like_the_server_does() -> None:
+    allocate.Requirements(
+        username="ci", ssh_keys=["ssh-ed25519 AAAAC3Nza ci@laptop"], provision={"image": "ubuntu-24.04"}
+    )
+    with pytest.raises(allocate.InvalidRequest, match=r"requirements\.ssh_keys has 17 entries"):
+        allocate.Requirements(username="ci", ssh_keys=["ssh-ed25519 A"] * 17)
+    with pytest.raises(allocate.InvalidRequest, match=r"requirements\.provision must be an object"):
+        allocate.Requirements(username="ci", provision=["image"])  # type: ignore[typeddict-item]

@@ -20,6 +20,9 @@ pub fn tiny_limits() -> Limits {
         string_chars_max: 8,
         list_len_max: 3,
         resources_per_registration_max: 3,
+        ssh_keys_max: 2,
+        ssh_key_bytes_max: 32,
+        provision_bytes_max: 32,
     }
 }
 
@@ -158,6 +161,8 @@ pub fn server_message(data: &[u8]) {
             inventory_id: order.inventory_id,
             username: order.username,
             expires: order.expires,
+            ssh_keys: order.ssh_keys,
+            provision: order.provision,
         }
         .to_text(),
         Envelope::Ok(ServerMessage::Release(order)) => Output::Release {

@@ -282,13 +282,16 @@ impl BuiltAllocation {
             seq: u64::from(self.seq),
             created: self.created.at(),
             expires: self.expires.at(),
+            // A lease length of its own is not varied here: the fixed end is what restores.
+            lease_secs: None,
             wait_until: self.wait_until.at(),
             state: STATES[usize::from(self.state) % STATES.len()],
             inventory_id: self.inventory_id.and_then(|n| nth(resources, n)),
             connection: self.connection.then(|| Connection {
                 host: "h".into(),
                 username: "u".into(),
-                password: "p".into(),
+                password: Some("p".into()),
+                port: None,
             }),
             deadline: self.deadline.map(When::at),
             position: self.position.map(u32::from),

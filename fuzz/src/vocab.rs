@@ -97,7 +97,8 @@ impl Resource {
             connection: self.fixed.then(|| Connection {
                 host: "10.0.0.7".into(),
                 username: "lab".into(),
-                password: "pw".into(),
+                password: Some("pw".into()),
+                port: None,
             }),
         }
     }

@@ -300,7 +300,8 @@ fn answer(message: &Envelope<ServerMessage>, agent_id: &str) -> Result<String, F
             result: ProvisionResult::Connection(Connection {
                 host: "127.0.0.1".into(),
                 username: order.username.clone(),
-                password: "not-a-secret".into(),
+                password: Some("not-a-secret".into()),
+                port: None,
             }),
         },
         Envelope::Ok(ServerMessage::Release(order)) => AgentMessage::Released {

@@ -8,6 +8,7 @@ use crate::output::{lease_block, lease_json, print_json, ssh_command, waiting_li
 use crate::signals::{forward, Signals};
 use crate::units::{parse_time, unix_now};
 use allocate_client::{Allocation, GpuRequirement, Lease, Requirements};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long a command is given to exit after a forwarded signal before it is killed.
@@ -39,7 +40,48 @@ pub fn requirements(username: &str, request: &Request, now: u64) -> CliResult<Re
     if let Some(wait) = request.wait {
         r.allocation_timeout_seconds = wait;
     }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    r.ssh_keys = ssh_keys(&request.ssh_keys, home.as_deref())?;
     Ok(r)
+}
+
+/// The default public keys, in `~/.ssh`: the first of these that exists.
+const DEFAULT_KEYS: [&str; 2] = ["id_ed25519.pub", "id_rsa.pub"];
+
+/// The public keys in `files` (one per non-empty line, `#` comments skipped), or without files
+/// the user's default key under `home`, if there is one.
+pub fn ssh_keys(files: &[PathBuf], home: Option<&Path>) -> CliResult<Vec<String>> {
+    let default = || {
+        let dir = home?.join(".ssh");
+        DEFAULT_KEYS
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|path| path.is_file())
+    };
+    let files = if files.is_empty() {
+        default().into_iter().collect()
+    } else {
+        files.to_vec()
+    };
+    let mut keys = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CliError::usage(format!("--ssh-key {}: {e}", file.display())))?;
+        let before = keys.len();
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+        if keys.len() == before {
+            return Err(CliError::usage(format!(
+                "--ssh-key {}: no public key in it",
+                file.display()
+            )));
+        }
+    }
+    Ok(keys)
 }
 
 /// The flags that narrow the request, for a message about a request nothing can satisfy.
@@ -217,7 +259,7 @@ async fn run_child(command: &[String], lease: &Lease, signals: &mut Signals) -> 
         .env("ALLOCATE_INVENTORY_ID", lease.inventory_id.to_string())
         .env("ALLOCATE_HOST", &c.host)
         .env("ALLOCATE_USERNAME", &c.username)
-        .env("ALLOCATE_PASSWORD", &c.password)
+        .env("ALLOCATE_PASSWORD", c.password.as_deref().unwrap_or(""))
         .env("ALLOCATE_EXPIRES", lease.expires.to_string())
         .env("ALLOCATE_SSH", ssh_command(c).join(" "))
         .spawn()
@@ -243,4 +285,54 @@ async fn run_child(command: &[String], lease: &Lease, signals: &mut Signals) -> 
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_the_files_named_or_the_default_one() {
+        let dir = std::env::temp_dir().join(format!("allocate-cli-keys-{}", std::process::id()));
+        let ssh = dir.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        assert_eq!(ssh_keys(&[], Some(&dir)).unwrap(), Vec::<String>::new());
+        assert_eq!(ssh_keys(&[], None).unwrap(), Vec::<String>::new());
+        std::fs::write(ssh.join("id_rsa.pub"), "ssh-rsa AAAAB3 me@desk\n").unwrap();
+        assert_eq!(
+            ssh_keys(&[], Some(&dir)).unwrap(),
+            ["ssh-rsa AAAAB3 me@desk"]
+        );
+        std::fs::write(ssh.join("id_ed25519.pub"), "ssh-ed25519 AAAAC3 me@laptop\n").unwrap();
+        assert_eq!(
+            ssh_keys(&[], Some(&dir)).unwrap(),
+            ["ssh-ed25519 AAAAC3 me@laptop"]
+        );
+        let two = dir.join("two.pub");
+        std::fs::write(
+            &two,
+            "# team keys\nssh-ed25519 A a@x\n\nssh-ed25519 B b@x\n",
+        )
+        .unwrap();
+        let named = ssh_keys(&[two, ssh.join("id_rsa.pub")], Some(&dir)).unwrap();
+        assert_eq!(
+            named,
+            [
+                "ssh-ed25519 A a@x",
+                "ssh-ed25519 B b@x",
+                "ssh-rsa AAAAB3 me@desk"
+            ]
+        );
+        let empty = dir.join("empty.pub");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = ssh_keys(&[empty], None).unwrap_err();
+        assert!(
+            err.message.ends_with("empty.pub: no public key in it"),
+            "{}",
+            err.message
+        );
+        let err = ssh_keys(&[dir.join("missing.pub")], None).unwrap_err();
+        assert!(err.message.starts_with("--ssh-key "), "{}", err.message);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

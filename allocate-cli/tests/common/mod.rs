@@ -26,7 +26,8 @@ pub async fn register_machine(
         connection: Some(Connection {
             host: host.into(),
             username: "dev".into(),
-            password: "pw".into(),
+            password: Some("pw".into()),
+            port: None,
         }),
     };
     AgentSession::connect(

@@ -318,6 +318,8 @@ mod tests {
             inventory_id: Uuid::from_u128(2),
             username: "ci".into(),
             expires: 100,
+            ssh_keys: vec![],
+            provision: None,
         })
     }
 
@@ -332,7 +334,8 @@ mod tests {
         ProvisionResult::Connection(Connection {
             host: "h".into(),
             username: "u".into(),
-            password: "p".into(),
+            password: Some("p".into()),
+            port: None,
         })
     }
 
@@ -455,6 +458,8 @@ mod tests {
                 inventory_id: ID,
                 username: "u".into(),
                 expires: 1,
+                ssh_keys: vec![],
+                provision: None,
             });
             assert!(matches!(book.on_order(order), OrderStep::Deliver(_)));
         }

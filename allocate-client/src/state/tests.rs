@@ -22,7 +22,8 @@ fn ready() -> ClientEvent {
         connection: Connection {
             host: "10.0.0.1".into(),
             username: "ci".into(),
-            password: "pw".into(),
+            password: Some("pw".into()),
+            port: None,
         },
         expires: 200,
     }

@@ -48,7 +48,8 @@ pub fn connection(host: &str) -> Connection {
     Connection {
         host: host.into(),
         username: "u".into(),
-        password: "p".into(),
+        password: Some("p".into()),
+        port: None,
     }
 }
 

@@ -191,12 +191,16 @@ impl Engine {
                     a.expires = self.now.add_secs(secs);
                 }
                 let (username, expires) = (a.requirements.username.clone(), a.expires.as_secs());
+                let ssh_keys = a.requirements.ssh_keys.clone();
+                let provision = a.requirements.provision.clone();
                 self.outputs.push_back(Output::Provision {
                     agent_id,
                     allocation_id: id,
                     inventory_id,
                     username,
                     expires,
+                    ssh_keys,
+                    provision,
                 });
                 let at = self.now.add_millis(self.config.provision_timeout_ms);
                 self.set_timer(id, Some(at));

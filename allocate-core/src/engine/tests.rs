@@ -25,7 +25,8 @@ fn conn(host: &str) -> Connection {
     Connection {
         host: host.into(),
         username: "lab".into(),
-        password: "secret".into(),
+        password: Some("secret".into()),
+        port: None,
     }
 }
 
@@ -41,6 +42,14 @@ fn want(tags: &[&str], timeout: u64) -> Requirements {
     r.tags = tags.iter().map(|s| s.to_string()).collect();
     r.allocation_timeout_seconds = timeout;
     r
+}
+
+/// An engine with one resource tagged `x` whose agent provisions it.
+fn one_provisioned_resource() -> Engine {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    e
 }
 
 fn drain(e: &mut Engine) -> Vec<Output> {
@@ -997,9 +1006,7 @@ fn a_request_that_waited_gets_its_full_default_lease_from_ready() {
 
 #[test]
 fn duration_seconds_counts_from_ready_through_a_provision_and_is_capped() {
-    let mut e = engine();
-    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
-        .unwrap();
+    let mut e = one_provisioned_resource();
     let mut r = want(&["x"], 60);
     r.duration_seconds = Some(7200);
     let a = e.request(at(0), r.clone()).unwrap();
@@ -1108,4 +1115,46 @@ fn current_outputs_say_what_the_creating_socket_saw_last() {
     assert!(e.current_outputs(&a).is_empty(), "ended");
     assert!(e.current_outputs(&Uuid::nil()).is_empty(), "unknown");
     assert_eq!(e.resource(&ids[0]).unwrap().state, ResourceState::Offline);
+}
+
+#[test]
+fn keys_and_provision_data_reach_the_agent_and_survive_a_snapshot() {
+    let mut e = one_provisioned_resource();
+    let mut r = want(&["x"], 60);
+    r.ssh_keys = vec!["ssh-ed25519 AAAAC3Nza ci@laptop".into()];
+    r.provision = serde_json::json!({"image": "ubuntu-24.04"})
+        .as_object()
+        .cloned();
+    let a = e.request(at(0), r.clone()).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        matches!(&out[0], Output::Provision { allocation_id, ssh_keys, provision, .. }
+        if *allocation_id == a && *ssh_keys == r.ssh_keys && *provision == r.provision)
+    );
+    let json = serde_json::to_value(e.snapshot()).unwrap();
+    let back: Snapshot = serde_json::from_value(json).unwrap();
+    let restored = Engine::restore(&back, Box::new(SeededIds::new(0))).unwrap();
+    assert_eq!(restored.snapshot().allocations[0].requirements, r);
+    let mut bad = want(&["x"], 60);
+    bad.ssh_keys = vec!["ssh-ed25519 A\nssh-rsa B".into()];
+    let err = e.request(at(1), bad).unwrap_err();
+    assert!(
+        err.to_string().contains("requirements.ssh_keys[0]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_snapshot_written_before_keys_and_provision_data_still_restores() {
+    let mut e = one_provisioned_resource();
+    e.request(at(0), want(&["x"], 60)).unwrap();
+    let json = serde_json::to_value(e.snapshot()).unwrap();
+    let requirements = json["allocations"][0]["requirements"].as_object().unwrap();
+    // Absent when empty, so what this engine writes is what an older one wrote.
+    assert!(!requirements.contains_key("ssh_keys"));
+    assert!(!requirements.contains_key("provision"));
+    let old: Snapshot = serde_json::from_value(json).unwrap();
+    let restored = Engine::restore(&old, Box::new(SeededIds::new(0))).unwrap();
+    let r = &restored.snapshot().allocations[0].requirements;
+    assert!(r.ssh_keys.is_empty() && r.provision.is_none());
 }

@@ -143,7 +143,7 @@ impl Connection {
         Self::read(&Fields::new(
             value,
             path,
-            &["host", "username", "password"],
+            &["host", "username", "password", "port"],
             limits,
         )?)
     }
@@ -153,7 +153,17 @@ impl Connection {
         Ok(Connection {
             host: f.str("host")?.to_owned(),
             username: f.str("username")?.to_owned(),
-            password: f.str("password")?.to_owned(),
+            password: f.opt_str("password")?.map(str::to_owned),
+            port: match f.opt_u64("port")? {
+                None => None,
+                Some(port @ 1..=65535) => Some(port as u16),
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "{} must be between 1 and 65535, got {other}",
+                        f.path_of("port")
+                    )))
+                }
+            },
         })
     }
 }
@@ -232,6 +242,10 @@ pub struct ProvisionOrder {
     pub username: String,
     /// When the lease ends (unix seconds).
     pub expires: u64,
+    /// Public keys to allow to log in; empty (and absent on the wire) when the request had none.
+    pub ssh_keys: Vec<String>,
+    /// The request's `provision` object, absent when it had none.
+    pub provision: Option<serde_json::Map<String, Value>>,
 }
 
 /// The server asks the agent to clean up a resource after an allocation.
@@ -287,6 +301,8 @@ impl ServerMessage {
                     inventory_id: f.uuid("inventory_id")?,
                     username: f.str("username")?.to_owned(),
                     expires: f.u64("expires")?,
+                    ssh_keys: f.raw_strings("ssh_keys", usize::MAX)?,
+                    provision: f.opt_object("provision")?.cloned(),
                 }))
             }),
             "release" => order.read(|f| {
@@ -314,6 +330,12 @@ impl Serialize for ServerMessage {
                 map.serialize_entry("allocation_id", &order.allocation_id)?;
                 map.serialize_entry("expires", &order.expires)?;
                 map.serialize_entry("inventory_id", &order.inventory_id)?;
+                if let Some(provision) = &order.provision {
+                    map.serialize_entry("provision", provision)?;
+                }
+                if !order.ssh_keys.is_empty() {
+                    map.serialize_entry("ssh_keys", &order.ssh_keys)?;
+                }
                 map.serialize_entry("username", &order.username)?;
             }
             ServerMessage::Release(order) => {
@@ -429,8 +451,44 @@ mod tests {
         Connection {
             host: "h".into(),
             username: "u".into(),
-            password: "p".into(),
+            password: Some("p".into()),
+            port: None,
         }
+    }
+
+    #[test]
+    fn a_key_login_needs_no_password_and_ports_are_checked() {
+        let limits = Limits::default();
+        let read = |v: serde_json::Value| Connection::from_json(&v, "connection", &limits);
+        let c = read(json!({"host": "h", "username": "u", "port": 2222})).unwrap();
+        assert_eq!((c.password, c.port), (None, Some(2222)));
+        let text = serde_json::to_string(&SortedConnection::from(
+            &read(json!({"host": "h", "username": "u", "port": 22})).unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(text, r#"{"host":"h","port":22,"username":"u"}"#);
+        for (port, want) in [
+            (
+                json!(0),
+                "connection.port must be between 1 and 65535, got 0",
+            ),
+            (
+                json!(65536),
+                "connection.port must be between 1 and 65535, got 65536",
+            ),
+            (
+                json!("22"),
+                "connection.port must be a non-negative integer",
+            ),
+        ] {
+            let err = read(json!({"host": "h", "username": "u", "port": port})).unwrap_err();
+            assert!(err.to_string().starts_with(want), "{err}");
+        }
+        let shown = format!(
+            "{:?}",
+            read(json!({"host": "h", "username": "u", "password": "s3cret"})).unwrap()
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]
@@ -453,6 +511,14 @@ mod tests {
             AgentMessage::Provisioned {
                 allocation_id: id,
                 result: ProvisionResult::Failed("disk full".into()),
+            },
+            AgentMessage::Provisioned {
+                allocation_id: id,
+                result: ProvisionResult::Connection(Connection {
+                    password: None,
+                    port: Some(2222),
+                    ..connection()
+                }),
             },
             AgentMessage::Released { allocation_id: id },
         ];
@@ -500,7 +566,8 @@ mod tests {
             result: ProvisionResult::Connection(Connection {
                 host: "h".into(),
                 username: "u".into(),
-                password: "hunter2".into(),
+                password: Some("hunter2".into()),
+                port: None,
             }),
         };
         let shown = format!("{answer:?}");
@@ -533,9 +600,24 @@ mod tests {
                     inventory_id: inv,
                     username: "ci".into(),
                     expires: 1576688942,
+                    ssh_keys: vec![],
+                    provision: None,
                 }),
                 format!(
                     r#"{{"data":{{"action":"provision","allocation_id":"{ALLOC}","expires":1576688942,"inventory_id":"{AGENT}","username":"ci"}},"status":200}}"#
+                ),
+            ),
+            (
+                ServerMessage::Provision(ProvisionOrder {
+                    allocation_id: id,
+                    inventory_id: inv,
+                    username: "ci".into(),
+                    expires: 1576688942,
+                    ssh_keys: vec!["ssh-ed25519 AAAAC3Nza ci@laptop".into()],
+                    provision: json!({"image": "ubuntu-24.04"}).as_object().cloned(),
+                }),
+                format!(
+                    r#"{{"data":{{"action":"provision","allocation_id":"{ALLOC}","expires":1576688942,"inventory_id":"{AGENT}","provision":{{"image":"ubuntu-24.04"}},"ssh_keys":["ssh-ed25519 AAAAC3Nza ci@laptop"],"username":"ci"}},"status":200}}"#
                 ),
             ),
             (

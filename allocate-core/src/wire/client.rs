@@ -41,6 +41,8 @@ impl Requirements {
             "gpu",
             "exclude_tags",
             "release_on_disconnect",
+            "ssh_keys",
+            "provision",
         ];
         let f = Fields::new(value, path, FIELDS, limits)?;
         let username = f.str("username")?;
@@ -56,6 +58,13 @@ impl Requirements {
             .transpose()?;
         let (expires, duration_seconds) = (f.opt_u64("expires")?, f.opt_u64("duration_seconds")?);
         crate::validate::lease_length(expires, duration_seconds)?;
+        let ssh_keys = f.raw_strings("ssh_keys", limits.ssh_keys_max)?;
+        crate::validate::ssh_keys(&ssh_keys, limits)?;
+        let provision = f.opt_object("provision")?;
+        if let Some(map) = provision {
+            crate::validate::provision_data(map, limits)?;
+        }
+        let provision = provision.cloned();
         Ok(Requirements {
             tags: f.opt_strings("tags")?.unwrap_or_default(),
             username: username.to_owned(),
@@ -70,6 +79,8 @@ impl Requirements {
             gpu,
             exclude_tags: f.opt_strings("exclude_tags")?.unwrap_or_default(),
             release_on_disconnect: f.opt_bool("release_on_disconnect")?.unwrap_or(false),
+            ssh_keys,
+            provision,
         })
     }
 }
@@ -283,6 +294,73 @@ mod tests {
         assert!(r.release_on_disconnect);
         let r = reqs(json!({"username": "u", "duration_seconds": 7200})).unwrap();
         assert_eq!(r.duration_seconds, Some(7200));
+        let r = reqs(json!({
+            "username": "u", "ssh_keys": ["ssh-ed25519 AAAAC3Nza u@laptop"],
+            "provision": {"image": "ubuntu-24.04", "nested": {"ok": true}}
+        }))
+        .unwrap();
+        assert_eq!(r.ssh_keys, ["ssh-ed25519 AAAAC3Nza u@laptop"]);
+        assert_eq!(r.provision.unwrap()["image"], "ubuntu-24.04");
+    }
+
+    #[test]
+    fn keys_and_provision_data_have_limits() {
+        let limits = Limits::default();
+        let key = |len: usize| format!("ssh-rsa {}", "A".repeat(len - 8));
+        let long_key = key(limits.ssh_key_bytes_max);
+        assert!(reqs(json!({"username": "u", "ssh_keys": [long_key]})).is_ok());
+        let cases = [
+            (
+                json!({"username": "u", "ssh_keys": vec!["ssh-ed25519 A"; 17]}),
+                "requirements.ssh_keys has 17 entries, more than the limit of 16".to_owned(),
+            ),
+            (
+                json!({"username": "u", "ssh_keys": [key(limits.ssh_key_bytes_max + 1)]}),
+                "requirements.ssh_keys[0] is 16385 bytes long".to_owned(),
+            ),
+            (
+                json!({"username": "u", "ssh_keys": ["ssh-ed25519 A", ""]}),
+                "requirements.ssh_keys[1] must not be empty".to_owned(),
+            ),
+            (
+                json!({"username": "u", "ssh_keys": ["ssh-ed25519 A\nssh-rsa B"]}),
+                "requirements.ssh_keys[0] must be one line".to_owned(),
+            ),
+            (
+                json!({"username": "u", "ssh_keys": [3]}),
+                "requirements.ssh_keys[0] must be a string".to_owned(),
+            ),
+            (
+                json!({"username": "u", "ssh_keys": "ssh-ed25519 A"}),
+                "requirements.ssh_keys must be a list".to_owned(),
+            ),
+            (
+                json!({"username": "u", "provision": ["image"]}),
+                "requirements.provision must be an object".to_owned(),
+            ),
+            (
+                json!({"username": "u", "provision": {"blob": "x".repeat(16 * 1024)}}),
+                "requirements.provision is 16395 bytes long as JSON".to_owned(),
+            ),
+        ];
+        for (value, want) in cases {
+            let err = reqs(value.clone()).unwrap_err().to_string();
+            assert!(err.starts_with(&want), "{err:?} should start with {want:?}");
+            // Typed callers (Rust, C, Python) get the same refusal.
+            if let Ok(typed) = serde_json::from_value::<Requirements>(with_defaults(value)) {
+                let err = crate::validate::requirements(&typed, &limits).unwrap_err();
+                assert!(err.to_string().starts_with(&want), "{err}");
+            }
+        }
+    }
+
+    /// A wire requirements object with the fields serde needs filled in.
+    fn with_defaults(mut value: Value) -> Value {
+        let full = serde_json::to_value(Requirements::for_user("u")).unwrap();
+        for (k, v) in full.as_object().unwrap() {
+            value.as_object_mut().unwrap().entry(k).or_insert(v.clone());
+        }
+        value
     }
 
     #[test]
@@ -363,6 +441,8 @@ mod tests {
         });
         full.exclude_tags = vec!["flaky".into()];
         full.release_on_disconnect = true;
+        full.ssh_keys = vec!["ssh-ed25519 AAAAC3Nza ci@laptop".into()];
+        full.provision = json!({"image": "ubuntu-24.04"}).as_object().cloned();
         let mut relative = full.clone();
         relative.expires = None;
         relative.duration_seconds = Some(7200);
@@ -414,7 +494,8 @@ mod tests {
                     connection: Connection {
                         host: "1.2.3.4".into(),
                         username: "test".into(),
-                        password: "foo".into(),
+                        password: Some("foo".into()),
+                        port: None,
                     },
                     expires: 1576688942,
                 },

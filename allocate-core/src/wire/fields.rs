@@ -194,6 +194,35 @@ impl<'a> Fields<'a> {
             .map(Some)
     }
 
+    /// An optional list of at most `len_max` strings whose lengths the caller checks (public
+    /// keys, longer than the string limit); absent is empty.
+    pub(crate) fn raw_strings(&self, key: &str, len_max: usize) -> Result<Vec<String>> {
+        let Some(items) = self.opt_list(key, len_max)? else {
+            return Ok(Vec::new());
+        };
+        let path = self.path_of(key);
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(Error::invalid(format!(
+                    "{path}[{i}] must be a string, got {}",
+                    describe(other)
+                ))),
+            })
+            .collect()
+    }
+
+    /// An optional object, kept as it is.
+    pub(crate) fn opt_object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(other) => Err(self.type_error(key, "an object", other)),
+        }
+    }
+
     /// The error for a required field that is absent.
     pub(crate) fn missing(&self, key: &str) -> Error {
         Error::invalid(format!("{} is required", self.path_of(key)))

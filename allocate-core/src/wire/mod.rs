@@ -90,6 +90,9 @@ const UNLIMITED: Limits = Limits {
     string_chars_max: usize::MAX,
     list_len_max: usize::MAX,
     resources_per_registration_max: usize::MAX,
+    ssh_keys_max: usize::MAX,
+    ssh_key_bytes_max: usize::MAX,
+    provision_bytes_max: usize::MAX,
 };
 
 /// A server message's data read leniently: the kind (`status` or `action`) names the errors.
@@ -136,7 +139,10 @@ impl<'a> Data<'a> {
 #[derive(Serialize)]
 struct SortedConnection<'a> {
     host: &'a str,
-    password: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
     username: &'a str,
 }
 
@@ -144,7 +150,8 @@ impl<'a> From<&'a Connection> for SortedConnection<'a> {
     fn from(c: &'a Connection) -> Self {
         SortedConnection {
             host: &c.host,
-            password: &c.password,
+            password: c.password.as_deref(),
+            port: c.port,
             username: &c.username,
         }
     }
@@ -196,6 +203,8 @@ impl Output {
                 inventory_id,
                 username,
                 expires,
+                ssh_keys,
+                provision,
                 ..
             } => {
                 return Outgoing::Agent(ServerMessage::Provision(ProvisionOrder {
@@ -203,6 +212,8 @@ impl Output {
                     inventory_id,
                     username,
                     expires,
+                    ssh_keys,
+                    provision,
                 }))
             }
             Output::Release {

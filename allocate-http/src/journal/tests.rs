@@ -23,7 +23,8 @@ pub(crate) fn machine(host: Option<&str>) -> ResourceSpec {
         connection: host.map(|h| Connection {
             host: h.into(),
             username: "lab".into(),
-            password: "pw".into(),
+            password: Some("pw".into()),
+            port: None,
         }),
     }
 }
@@ -128,7 +129,8 @@ async fn a_lease_that_ended_while_down_expires_at_once_and_is_released_on_return
     let connection = ProvisionResult::Connection(Connection {
         host: "h".into(),
         username: "u".into(),
-        password: "pw".into(),
+        password: Some("pw".into()),
+        port: None,
     });
     engine.provisioned(now, AGENT, id, connection).unwrap();
     sync(&mut engine, &mut journal).await;

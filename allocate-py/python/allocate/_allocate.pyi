@@ -117,7 +117,9 @@ class Gpu:
 class Connection:
     """How to reach an allocated resource. `repr` never shows the password."""
 
-    def __new__(cls, host: str, username: str, password: str) -> Self: ...
+    def __new__(
+        cls, host: str, username: str, password: str | None = None, port: int | None = None
+    ) -> Self: ...
     @property
     def host(self) -> str:
         """Host name or address."""
@@ -125,8 +127,11 @@ class Connection:
     def username(self) -> str:
         """Login name."""
     @property
-    def password(self) -> str:
-        """Password or other secret."""
+    def password(self) -> str | None:
+        """Password or other secret; None for a key login."""
+    @property
+    def port(self) -> int | None:
+        """The SSH port, None for the default."""
 
 @final
 class Resource:

@@ -6,7 +6,7 @@ objects, checked at run time by the engine or the server (which name any bad fie
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Literal, Optional, Protocol, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Protocol, TypedDict, Union
 
 if TYPE_CHECKING:
     from allocate._allocate import Candidate, Requirements
@@ -46,6 +46,8 @@ class RequirementsDict(TypedDict, total=False):
     gpu: GpuRequirementDict
     exclude_tags: List[str]
     release_on_disconnect: bool
+    ssh_keys: List[str]
+    provision: Dict[str, Any]
 
 
 class LimitsDict(TypedDict):

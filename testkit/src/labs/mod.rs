@@ -39,7 +39,8 @@ fn connection(i: usize, n: usize) -> Connection {
     Connection {
         host: format!("10.{}.{}.{}", i >> 12, (i >> 4) & 0xff, (i & 0xf) * 16 + n),
         username: "lab".to_owned(),
-        password: format!("pw-{i:x}-{n}"),
+        password: Some(format!("pw-{i:x}-{n}")),
+        port: None,
     }
 }
 

@@ -59,7 +59,8 @@ impl Sim {
                 let connection = Connection {
                     host: overlong(),
                     username: "lab".into(),
-                    password: "pw".into(),
+                    password: Some("pw".into()),
+                    port: None,
                 };
                 self.engine
                     .provisioned(t, agent, id, ProvisionResult::Connection(connection))
@@ -148,7 +149,8 @@ impl Sim {
                         list[0].connection = Some(Connection {
                             host: "h".into(),
                             username: "u".into(),
-                            password: overlong(),
+                            password: Some(overlong()),
+                            port: None,
                         })
                     }
                 }

@@ -605,7 +605,8 @@ impl Sim {
                     Answer::Ok => ProvisionResult::Connection(Connection {
                         host: format!("host-{}", id.simple()),
                         username: "lab".into(),
-                        password: "pw".into(),
+                        password: Some("pw".into()),
+                        port: None,
                     }),
                     Answer::Fail => ProvisionResult::Failed("disk full".into()),
                 };
