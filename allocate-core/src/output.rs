@@ -40,7 +40,8 @@ pub enum Output {
         /// The allocation.
         allocation_id: Uuid,
     },
-    /// Someone released the allocation (or cancelled the request): tell the client and close.
+    /// Someone released the allocation (or cancelled the request), or its client left and that
+    /// ended it: tell the client (or whoever follows it) and close.
     Released {
         /// The allocation.
         allocation_id: Uuid,

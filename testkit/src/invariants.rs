@@ -192,9 +192,10 @@ impl Sim {
                     assert!(now >= lease, "{o:?} at {now} before its lease end {lease}");
                 }
             }
-            Output::Released { .. } => {
-                assert_eq!(ctx.deleted, Some(id), "released without a DELETE")
-            }
+            Output::Released { .. } => assert!(
+                ctx.deleted == Some(id) || ctx.gone == Some(id),
+                "released without a DELETE or its client leaving"
+            ),
             Output::Queued {
                 matching_resources,
                 eta,
@@ -449,7 +450,12 @@ impl Sim {
             AllocationState::Released | AllocationState::Cancelled => {
                 let why = format!("{id} ended {state:?} without its client leaving");
                 assert_eq!(ctx.gone, Some(id), "{why}");
-                assert_eq!(fin, None, "{id} gets no final output after leaving");
+                let said = "its followers hear `released` after its client left";
+                assert_eq!(
+                    fin,
+                    Some(&Output::Released { allocation_id: id }),
+                    "{id}: {said}"
+                );
             }
             live => unreachable!("{live:?} is not terminal"),
         }

@@ -500,12 +500,14 @@ impl Engine {
             .allocations
             .get(&id)
             .ok_or_else(|| Error::not_found("allocation", id))?;
+        // Said as `released`, the contract's end of both: the creator is gone, but whoever
+        // follows the allocation hears it.
         match a.state {
-            AllocationState::Queued => self.end(id, AllocationState::Cancelled, false),
+            AllocationState::Queued => self.end(id, AllocationState::Cancelled, true),
             AllocationState::Provisioning | AllocationState::Ready
                 if a.requirements.release_on_disconnect =>
             {
-                self.end(id, AllocationState::Released, false)
+                self.end(id, AllocationState::Released, true)
             }
             _ => {}
         }

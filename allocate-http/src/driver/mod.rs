@@ -248,16 +248,6 @@ impl Driver {
             Err(e) => debug!(%allocation_id, "client left: {e}"),
         }
         self.outgoing.collect(&mut self.engine);
-        // Its request was cancelled, or its lease freed (`release_on_disconnect`): the
-        // engine tells no one, so its followers hear `released`, the contract's end of both.
-        let ended = self
-            .engine
-            .allocation(&allocation_id)
-            .is_some_and(|a| a.state.is_terminal());
-        if ended && self.sockets.followed(&allocation_id) {
-            let text = allocate_core::Output::Released { allocation_id }.to_text();
-            self.send_to_followers(allocation_id, &text, true);
-        }
     }
 
     /// The agent socket `peer_id` is gone; the engine decides whether it still spoke for
