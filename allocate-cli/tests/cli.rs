@@ -4,6 +4,7 @@
 mod common;
 
 use allocate_client::{AgentSession, Client, ClientOptions};
+use allocate_http::{ServerConfig, Tokens};
 use serde_json::Value;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -28,16 +29,51 @@ struct Lab {
     config_home: std::path::PathBuf,
 }
 
+/// The tokens of [`Lab::with_tokens`]: `TOKEN ROLE NAME`.
+const TOKENS: &str = "admin-secret-0123456789abcdef admin root\n\
+                      agent-secret-0123456789abcdef agent 00000000-0000-0000-0000-00000000000a\n\
+                      alice-secret-0123456789abcdef user alice\n\
+                      bob-secret-0123456789abcdef user bob\n";
+
+/// A client of `url` presenting `token`, if any.
+fn client_with(url: &str, token: Option<&str>) -> Client {
+    let options = ClientOptions {
+        token: token.map(str::to_owned),
+        ..ClientOptions::default()
+    };
+    Client::new(url, options).expect("client")
+}
+
 impl Lab {
     async fn start() -> Lab {
-        let server = Server::start().await;
-        let client = Client::new(&server.url(), ClientOptions::default()).expect("client");
-        let agent = common::register_machine(&client, 0xa, "x", "gpu-1.lab").await;
-        let config_home = std::env::temp_dir().join(format!(
-            "allocate-cli-test-{}-{}",
-            std::process::id(),
-            server.addr.port()
-        ));
+        Lab::start_with(|_| {}, None, None).await
+    }
+
+    /// A lab whose server requires [`TOKENS`]; its agent and the test's own checks present
+    /// the agent's and the admin's.
+    async fn with_tokens() -> Lab {
+        let path = write_private(&config_home_for("tokens", 0).join("tokens"), TOKENS);
+        let tokens = Tokens::load(&path).expect("tokens");
+        let configure = move |config: &mut ServerConfig| config.tokens = tokens;
+        Lab::start_with(
+            configure,
+            Some("admin-secret-0123456789abcdef"),
+            Some("agent-secret-0123456789abcdef"),
+        )
+        .await
+    }
+
+    async fn start_with(
+        configure: impl FnOnce(&mut ServerConfig),
+        admin: Option<&str>,
+        agent: Option<&str>,
+    ) -> Lab {
+        let server = Server::start_with(configure).await;
+        let client = client_with(&server.url(), admin);
+        let agent =
+            common::register_machine(&client_with(&server.url(), agent), 0xa, "x", "gpu-1.lab")
+                .await;
+        let config_home = config_home_for("lab", server.addr.port());
         Lab {
             server,
             client,
@@ -67,6 +103,43 @@ impl Lab {
             .map(|a| a.allocation_id)
             .collect()
     }
+
+    /// `allocate release ID` as the lab's default user, which must succeed and leave
+    /// nothing live.
+    async fn release_ok(&self, id: &str) {
+        let released = self.allocate(&["release", id]).await;
+        assert_eq!(
+            released.status.code(),
+            Some(0),
+            "{}",
+            text(&released.stderr)
+        );
+        assert!(self.live().await.is_empty());
+    }
+}
+
+/// A directory of this test process's own, under the temporary directory.
+fn config_home_for(what: &str, port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "allocate-cli-test-{what}-{}-{port}",
+        std::process::id()
+    ))
+}
+
+/// Writes `text` to `path`, readable by this user only; returns the path.
+fn write_private(path: &std::path::Path, text: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("directory");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create");
+    file.write_all(text.as_bytes()).expect("write");
+    path.to_owned()
 }
 
 fn command_for(url: &str, config_home: &std::path::Path, args: &[&str]) -> tokio::process::Command {
@@ -126,14 +199,7 @@ async fn get_ls_extend_release() {
     );
     assert_eq!(extended["expires"].as_u64(), Some(expires + 3600));
 
-    let released = lab.allocate(&["release", &id]).await;
-    assert_eq!(
-        released.status.code(),
-        Some(0),
-        "{}",
-        text(&released.stderr)
-    );
-    assert!(lab.live().await.is_empty());
+    lab.release_ok(&id).await;
     let again = lab.allocate(&["release", &id]).await;
     assert_eq!(again.status.code(), Some(3), "not found the second time");
 }
@@ -470,4 +536,209 @@ async fn watch_prints_the_state_then_each_event_until_the_end() {
 
     let ended = lab.allocate(&["watch", &held]).await;
     assert_eq!(ended.status.code(), Some(3), "{}", text(&ended.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_come_from_flags_environment_or_config_and_bound_what_a_user_does() {
+    let lab = Lab::with_tokens().await;
+    let home = &lab.config_home;
+    let as_user = |token: Option<&str>, args: &[&str]| {
+        let mut c = lab.command(args);
+        if let Some(token) = token {
+            c.env("ALLOCATE_TOKEN", token);
+        }
+        c
+    };
+    let anonymous = as_user(None, &["inventory"]).output().await.expect("runs");
+    assert_eq!(anonymous.status.code(), Some(REFUSED), "no token");
+    assert!(
+        text(&anonymous.stderr).contains("bearer token"),
+        "{}",
+        text(&anonymous.stderr)
+    );
+
+    // Alice's token, with $USER (tester) as the username: not hers to ask for.
+    let impostor = as_user(
+        Some("alice-secret-0123456789abcdef"),
+        &["get", "--wait", "0"],
+    )
+    .output()
+    .await
+    .expect("runs");
+    assert_eq!(
+        impostor.status.code(),
+        Some(REFUSED),
+        "{}",
+        text(&impostor.stderr)
+    );
+    assert!(lab.live().await.is_empty());
+
+    // Alice's config file names her token file and her username.
+    let alice_token = write_private(&home.join("alice-token"), "alice-secret-0123456789abcdef\n");
+    let config_dir = home.join("allocate");
+    std::fs::create_dir_all(&config_dir).expect("config dir");
+    std::fs::write(
+        config_dir.join("config.toml"),
+        format!(
+            "username = \"alice\"\ntoken_file = \"{}\"\n",
+            alice_token.display()
+        ),
+    )
+    .expect("config");
+    let got = json(&lab.allocate(&["get", "-o", "json"]).await);
+    let id = got["allocation_id"].as_str().expect("id").to_owned();
+    let mine = json(&lab.allocate(&["ls", "-o", "json"]).await);
+    assert_eq!(mine[0]["username"], "alice");
+
+    // Bob, by the environment over the config file: sees none of it, frees none of it.
+    let bob = |args: &[&str]| {
+        let mut c = as_user(Some("bob-secret-0123456789abcdef"), args);
+        c.args(["--username", "bob"]);
+        c
+    };
+    let listed = bob(&["ls", "-o", "json"]).output().await.expect("runs");
+    assert_eq!(json(&listed).as_array().map(Vec::len), Some(0));
+    // The server shows everyone's only to an admin.
+    let everyone = bob(&["ls", "--all", "-o", "json"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(json(&everyone).as_array().map(Vec::len), Some(0));
+    let taken = bob(&["release", &id]).output().await.expect("runs");
+    assert_eq!(
+        taken.status.code(),
+        Some(REFUSED),
+        "{}",
+        text(&taken.stderr)
+    );
+    assert!(text(&taken.stderr).contains("belongs to another user"));
+    assert_eq!(lab.live().await.len(), 1, "still Alice's");
+
+    // The admin sees everyone's; a flag's token file beats the rest.
+    let admin_token = write_private(&home.join("admin-token"), "admin-secret-0123456789abcdef\n");
+    let mut admin = as_user(
+        Some("bob-secret-0123456789abcdef"),
+        &["ls", "--all", "-o", "json"],
+    );
+    admin.arg("--token-file").arg(&admin_token);
+    let all = json(&admin.output().await.expect("runs"));
+    assert_eq!(all[0]["allocation_id"], id.as_str());
+
+    lab.release_ok(&id).await;
+}
+
+/// `allocate ARGS` in a pseudo-terminal of its own (util-linux `script`), with a stand-in
+/// `ssh` first on `PATH` that reports whether it has a terminal, then exits with the status
+/// typed into it.
+struct Terminal {
+    child: tokio::process::Child,
+    input: tokio::process::ChildStdin,
+    output: tokio::process::ChildStdout,
+    seen: String,
+}
+
+impl Terminal {
+    fn start(lab: &Lab, args: &[&str]) -> Terminal {
+        let bin = lab.config_home.join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let ssh = bin.join("ssh");
+        std::fs::write(
+            &ssh,
+            "#!/bin/sh\n\
+             if [ -t 0 ]; then t=yes; else t=no; fi\n\
+             echo \"ssh to $*, terminal: $t\"\n\
+             read -r code\n\
+             exit \"$code\"\n",
+        )
+        .expect("ssh");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let line = std::iter::once(env!("CARGO_BIN_EXE_allocate"))
+            .chain(args.iter().copied())
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = tokio::process::Command::new("script");
+        command
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("SHELL", "/bin/sh")
+            .env("PATH", path)
+            .env("ALLOCATE_URL", lab.server.url())
+            .env("XDG_CONFIG_HOME", &lab.config_home)
+            .env("USER", "tester")
+            .env_remove("ALLOCATE_TOKEN")
+            .env_remove("ALLOCATE_TOKEN_FILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("util-linux script runs");
+        let input = child.stdin.take().expect("stdin");
+        let output = child.stdout.take().expect("stdout");
+        Terminal {
+            child,
+            input,
+            output,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads the terminal until `what` has appeared on it.
+    async fn expect(&mut self, what: &str) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout(STEP, async {
+            while !self.seen.contains(what) {
+                let n = self.output.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the terminal closed before {what:?}: {}", self.seen);
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "no {what:?} on the terminal: {}", self.seen);
+    }
+
+    /// Types `keys`.
+    async fn type_keys(&mut self, keys: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.input.write_all(keys.as_bytes()).await.expect("type");
+        self.input.flush().await.expect("flush");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_in_a_terminal_gets_one_and_exits_with_its_status_releasing() {
+    let lab = Lab::start().await;
+    let mut terminal = Terminal::start(&lab, &["shell", "--tags", "x", "--wait", "0"]);
+    terminal.expect("ssh to dev@gpu-1.lab, terminal: yes").await;
+    assert_eq!(lab.live().await.len(), 1, "held while the shell runs");
+    terminal.type_keys("7\n").await;
+    let status = tokio::time::timeout(STEP, terminal.child.wait())
+        .await
+        .expect("shell ended")
+        .expect("status");
+    assert_eq!(status.code(), Some(7), "{}", terminal.seen);
+    assert!(lab.live().await.is_empty(), "released when the shell ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_closing_under_shell_releases_the_lease() {
+    let lab = Lab::start().await;
+    let mut terminal = Terminal::start(&lab, &["shell", "--tags", "x", "--wait", "0"]);
+    terminal.expect("terminal: yes").await;
+    assert_eq!(lab.live().await.len(), 1);
+    // The window goes away: the terminal's master side closes and the session hangs up.
+    terminal.child.start_kill().expect("kill");
+    tokio::time::timeout(STEP, async {
+        while !lab.live().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("released after the hang-up");
 }

@@ -4,6 +4,7 @@ use crate::aio::awaitable;
 use crate::allocation::Allocation;
 use crate::convert::{dict_to_json, Id};
 use crate::errors;
+use crate::follow::Follower;
 use crate::http::client_error;
 use crate::runtime::wait;
 use crate::types::{quote, repr, AllocationInfo, InventoryEntry};
@@ -255,6 +256,22 @@ impl Client {
         allocation_id: Id,
     ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.release_call(allocation_id))
+    }
+
+    /// Follows an existing allocation (yours, or anyone's for an admin): iterate over the
+    /// `Follower` for its current state, then each event up to the final one. Raises NotFound
+    /// for an ended or unknown one.
+    fn follow(&self, py: Python<'_>, allocation_id: Id) -> PyResult<Follower> {
+        wait(py, Follower::connect(self.client.clone(), allocation_id.0))?
+    }
+
+    /// `follow` for asyncio.
+    fn _follow_async<'py>(
+        &self,
+        py: Python<'py>,
+        allocation_id: Id,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, Follower::connect(self.client.clone(), allocation_id.0))
     }
 
     /// An allocation request with the contract's requirements as keywords (`tags`, `type`,

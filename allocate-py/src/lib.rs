@@ -1,8 +1,9 @@
 //! `allocate._allocate`: the compiled half of the Python package `allocate` (the Python half is
 //! `python/allocate/`, its types `python/allocate/_allocate.pyi`).
 //!
-//! - A client of a running server ([`client`], [`allocation`]): inventory, allocations that wait
-//!   in the queue and release on exit, extend and release; thin wrappers over `allocate-client`
+//! - A client of a running server ([`client`], [`allocation`], [`follow`]): inventory,
+//!   allocations that wait in the queue and release on exit, extend and release, following an
+//!   allocation's events; thin wrappers over `allocate-client`
 //!   (http(s) and ws(s) through rustls), on a runtime this module owns ([`runtime`]). The
 //!   same calls as asyncio awaitables ([`aio`]) under `allocate.AsyncClient` (Python, `_aio.py`).
 //! - The real server in-process ([`server`]; with the cargo feature `server`, on by default,
@@ -11,6 +12,9 @@
 //! - The engine itself ([`engine`]) with a manual clock ([`clock`]) and a Python matching
 //!   policy ([`policy`]), for simulations and deterministic tests.
 //!
+//! - The `allocate` command line ([`cli`]): the console script of the package runs
+//!   `allocate-cli`'s implementation, not a second one.
+//!
 //! Every wait on the network or the engine releases the GIL; network waits wake every 50 ms to
 //! let Ctrl-C through. Errors are one exception class per contract error code ([`errors`]).
 
@@ -18,11 +22,13 @@ mod agent;
 mod aio;
 mod allocation;
 mod bench;
+mod cli;
 mod client;
 mod clock;
 mod convert;
 mod engine;
 mod errors;
+mod follow;
 mod http;
 mod outputs;
 mod policy;
@@ -48,6 +54,8 @@ mod _allocate {
     #[pymodule_export]
     use crate::bench::_bench_rust_cycles;
     #[pymodule_export]
+    use crate::cli::_cli_main;
+    #[pymodule_export]
     use crate::client::Client;
     #[pymodule_export]
     use crate::clock::ManualClock;
@@ -58,6 +66,8 @@ mod _allocate {
         AllocateError, AllocationTimeout, Conflict, ConnectionLost, Forbidden, InternalError,
         InvalidRequest, NotFound, ShuttingDown, Unauthorized,
     };
+    #[pymodule_export]
+    use crate::follow::Follower;
     #[pymodule_export]
     use crate::outputs::{
         Expired, Offline, Online, Provision, Queued, Ready, Release, Released, TimedOut,

@@ -2,6 +2,7 @@
 //! agent's orders use the same classes.
 
 use crate::types::{connection_repr, quote, repr, repr_opt, Connection};
+use allocate_core::wire::ClientEvent;
 use allocate_core::Output;
 use pyo3::prelude::*;
 use uuid::Uuid;
@@ -224,6 +225,42 @@ impl Provision {
             ],
         )
     }
+}
+
+/// The Python object for one event of an allocation's socket: the engine output it was
+/// written from.
+pub fn event_to_python(py: Python<'_>, event: ClientEvent) -> PyResult<Py<PyAny>> {
+    to_python(
+        py,
+        match event {
+            ClientEvent::Queued {
+                allocation_id,
+                position,
+                matching_resources,
+                eta,
+            } => Output::Queued {
+                allocation_id,
+                position,
+                matching_resources,
+                eta,
+            },
+            ClientEvent::Ready {
+                allocation_id,
+                inventory_id,
+                connection,
+                expires,
+            } => Output::Ready {
+                allocation_id,
+                inventory_id,
+                connection,
+                expires,
+            },
+            ClientEvent::Expired { allocation_id } => Output::Expired { allocation_id },
+            ClientEvent::Released { allocation_id } => Output::Released { allocation_id },
+            ClientEvent::Offline { allocation_id } => Output::Offline { allocation_id },
+            ClientEvent::Online { allocation_id } => Output::Online { allocation_id },
+        },
+    )
 }
 
 /// The Python object for one engine output.

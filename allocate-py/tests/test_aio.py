@@ -258,3 +258,22 @@ def test_the_interpreter_exits_cleanly_right_after_awaits() -> None:
             check=False,
         )
         assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_async_follow_until_the_end(
+    server: allocate.Server, aclient: allocate.AsyncClient, tag: str
+) -> None:
+    async def body() -> None:
+        with server.add_agent([machine(tag, 44)]):
+            async with aclient.allocate(tags=[tag], timeout=5) as held:
+                assert held.allocation_id is not None
+                async with await aclient.follow(held.allocation_id) as follower:
+                    first = await follower.__anext__()
+                    assert isinstance(first, allocate.Ready)
+                    assert first.connection.host == "10.0.0.44"
+                    await held.release()
+                    assert [type(e) async for e in follower] == [allocate.Released]
+            with pytest.raises(allocate.NotFound):
+                await aclient.follow(held.allocation_id)
+
+    run(body)

@@ -266,3 +266,31 @@ def test_the_token_is_sent_and_refusals_raise_their_class() -> None:
     finally:
         stand_in.shutdown()
         stand_in.server_close()
+
+
+def test_follow_gives_the_state_then_each_event_until_the_end(
+    server: allocate.Server, client: allocate.Client, tag: str
+) -> None:
+    with server.add_agent([machine(tag, 43)]):
+        held = client.allocate(tags=[tag], timeout=5).wait()
+        follower = client.follow(held.allocation_id)
+        assert follower.allocation_id == held.allocation_id
+        first = next(follower)
+        assert isinstance(first, allocate.Ready)
+        assert (first.allocation_id, first.connection.host) == (held.allocation_id, "10.0.0.43")
+
+        waiting = client.allocate(tags=[tag], timeout=10).start()
+        eventually(lambda: waiting.position == 1)
+        with client.follow(str(waiting.allocation_id)) as queued:
+            place = next(queued)
+            assert isinstance(place, allocate.Queued)
+            assert (place.position, place.matching_resources) == (1, 1)
+        # A follower closing changes nothing: only the creating socket's close counts.
+        assert client.allocation(str(waiting.allocation_id)).state == "queued"
+
+        held.release()
+        assert [type(e) for e in follower] == [allocate.Released]
+        with pytest.raises(allocate.NotFound):
+            client.follow(str(held.allocation_id))
+        waiting.wait()
+        waiting.release()

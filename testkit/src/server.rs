@@ -25,6 +25,11 @@ impl Server {
     /// Starts a server with short timeouts (pings every 200 ms, provision and release within
     /// 2 s), in memory. Must be called within a tokio runtime.
     pub async fn start() -> Server {
+        Server::start_with(|_| {}).await
+    }
+
+    /// [`Server::start`], with `configure` applied to its settings first (tokens, limits).
+    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Server {
         let mut config = ServerConfig {
             ping_interval: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(10),
@@ -34,6 +39,7 @@ impl Server {
         };
         config.engine.provision_timeout_ms = 2000;
         config.engine.release_timeout_ms = 2000;
+        configure(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -30,6 +30,7 @@ from allocate._allocate import (
     ConnectionLost,
     Engine,
     Expired,
+    Follower,
     Forbidden,
     Gpu,
     GpuRequirement,
@@ -53,7 +54,7 @@ from allocate._allocate import (
     Unauthorized,
     __version__,
 )
-from allocate._aio import AsyncAllocation, AsyncClient
+from allocate._aio import AsyncAllocation, AsyncClient, AsyncFollower
 from allocate._types import (
     AllocationState,
     EngineConfigDict,
@@ -66,6 +67,9 @@ from allocate._types import (
     VetoPolicy,
 )
 
+#: One event of a followed allocation (``Client.follow``).
+Event = Union[Queued, Ready, TimedOut, Expired, Released, Offline, Online]
+
 #: One output of ``Engine.poll_output()``.
 Output = Union[Queued, Ready, TimedOut, Expired, Released, Offline, Online, Provision, Release]
 
@@ -74,6 +78,7 @@ __all__ = [
     "AllocateError",
     "AsyncAllocation",
     "AsyncClient",
+    "AsyncFollower",
     "Allocation",
     "AllocationInfo",
     "AllocationState",
@@ -85,7 +90,9 @@ __all__ = [
     "ConnectionLost",
     "Engine",
     "EngineConfigDict",
+    "Event",
     "Expired",
+    "Follower",
     "Forbidden",
     "Gpu",
     "GpuRequirement",

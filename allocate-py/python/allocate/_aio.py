@@ -19,8 +19,15 @@ from allocate._allocate import (
     AllocationInfo,
     Client,
     Connection,
+    Expired,
+    Follower,
     InventoryEntry,
+    Offline,
+    Online,
     Queued,
+    Ready,
+    Released,
+    TimedOut,
 )
 from allocate._types import AllocationState, ResourceState
 
@@ -29,7 +36,7 @@ if TYPE_CHECKING:
 
     from allocate._types import RequirementsDict
 
-__all__ = ["AsyncAllocation", "AsyncClient"]
+__all__ = ["AsyncAllocation", "AsyncClient", "AsyncFollower"]
 
 
 class AsyncAllocation:
@@ -134,6 +141,50 @@ async def _finish(release: asyncio.Future[None]) -> None:
         raise
 
 
+class AsyncFollower:
+    """An allocation followed, for asyncio: ``async for event in await client.follow(id)``
+    gives its current state, then each event up to the final one (``Released``, ``Expired``,
+    ``TimedOut``). Closing it (``close()``, the end of ``async with``) leaves the allocation as
+    it is."""
+
+    __slots__ = ("_follower",)
+
+    def __init__(self, follower: Follower) -> None:
+        self._follower = follower
+
+    @property
+    def allocation_id(self) -> str:
+        """The allocation followed."""
+        return self._follower.allocation_id
+
+    def __aiter__(self) -> AsyncFollower:
+        return self
+
+    async def __anext__(self) -> Queued | Ready | TimedOut | Expired | Released | Offline | Online:
+        event = await self._follower._next_async()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        """Stops following. Harmless when already closed."""
+        self._follower.close()
+
+    async def __aenter__(self) -> AsyncFollower:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Async{self._follower!r}"
+
+
 class AsyncClient:
     """A client of a running allocate server for asyncio; the arguments are ``Client``'s.
 
@@ -204,6 +255,11 @@ class AsyncClient:
     async def release(self, allocation_id: str | UUID) -> None:
         """Frees an allocation or cancels a waiting request; raises NotFound when it has ended."""
         await self._client._release_async(allocation_id)
+
+    async def follow(self, allocation_id: str | UUID) -> AsyncFollower:
+        """Follows an existing allocation (as ``Client.follow``); raises NotFound for an ended or
+        unknown one."""
+        return AsyncFollower(await self._client._follow_async(allocation_id))
 
     def allocate(
         self,

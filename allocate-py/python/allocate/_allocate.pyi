@@ -24,6 +24,7 @@ _Id: TypeAlias = str | UUID
 _Output: TypeAlias = (
     Queued | Ready | TimedOut | Expired | Released | Offline | Online | Provision | Release
 )
+_Event: TypeAlias = Queued | Ready | TimedOut | Expired | Released | Offline | Online
 
 __all__ = [
     "__version__",
@@ -58,9 +59,11 @@ __all__ = [
     "Engine",
     "Client",
     "Allocation",
+    "Follower",
     "Server",
     "Agent",
     "_bench_rust_cycles",
+    "_cli_main",
 ]
 
 __version__: str
@@ -619,6 +622,29 @@ class Client:
         **requirements: Unpack[RequirementsDict],
     ) -> Allocation:
         """An allocation request with the contract's requirements as keywords."""
+    def follow(self, allocation_id: _Id) -> Follower:
+        """Follows an existing allocation: its current state, then each event up to the final one; raises NotFound for an ended or unknown one."""
+    def _follow_async(self, allocation_id: _Id) -> asyncio.Future[Follower]: ...
+
+@final
+class Follower:
+    """An allocation followed: iterate for its current state, then each event up to the final one."""
+
+    @property
+    def allocation_id(self) -> str:
+        """The allocation followed."""
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> _Event: ...
+    def _next_async(self) -> asyncio.Future[_Event | None]: ...
+    def close(self) -> None:
+        """Stops following (the allocation is left as it is). Harmless when already closed."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool: ...
 
 # ---- the server in-process ----------------------------------------------------------------
 
@@ -708,3 +734,6 @@ def _bench_rust_cycles(
     resources: Sequence[Resource], requirements: Requirements, cycles: int, now: float
 ) -> float:
     """Times `cycles` allocate+release cycles in Rust (the benchmark's baseline); returns seconds."""
+
+def _cli_main(argv: Sequence[str]) -> int:
+    """Runs the `allocate` command line `argv` (the program's name first); returns its exit status."""
