@@ -647,6 +647,19 @@ enum allocate_result allocate_engine_allocation_json(struct allocate_engine *eng
                                                      char **json_out);
 
 /**
+ * What following an allocation sees first (the contract's *Following an allocation*): a JSON
+ * list of the messages its creating socket saw last (`queued`, or `ready` with its
+ * connection), each the contract's envelope, into `json_out` (free with
+ * `allocate_string_free`); `ALLOCATE_NOT_FOUND` when ended or unknown.
+ *
+ * # Safety
+ * `engine` live; `allocation_id` readable; `json_out` writable.
+ */
+enum allocate_result allocate_engine_current_json(struct allocate_engine *engine,
+                                                  const struct allocate_uuid *allocation_id,
+                                                  char **json_out);
+
+/**
  * Frees a string this library returned. Null is a no-op.
  *
  * Leaves the last error alone, unless a panic is caught inside: then it says so.

@@ -127,7 +127,13 @@ pub struct Cli {
     #[arg(long, env = "ALLOCATE_AGENT_STATIC_USERNAME", conflicts_with_all = ["provision_command", "connection_file"])]
     pub static_username: Option<String>,
 
-    /// Static connection: the password (prefer the variable or --connection-file).
+    /// Static connection: the SSH port, when not 22.
+    #[arg(long, env = "ALLOCATE_AGENT_STATIC_PORT", value_parser = clap::value_parser!(u16).range(1..),
+          conflicts_with_all = ["provision_command", "connection_file"])]
+    pub static_port: Option<u16>,
+
+    /// Static connection: the password (prefer the variable or --connection-file); none for
+    /// a key login.
     #[arg(long, env = "ALLOCATE_AGENT_STATIC_PASSWORD", hide_env_values = true,
           conflicts_with_all = ["provision_command", "connection_file"])]
     pub static_password: Option<String>,
@@ -206,13 +212,13 @@ pub enum ConfigError {
         why: String,
     },
     /// Some but not all static connection details were given.
-    #[error("a static connection needs --static-username and --static-password")]
+    #[error("a static connection needs --static-username")]
     IncompleteStatic,
     /// A static connection has no host.
     #[error("a static connection needs a host: give --static-host or --host")]
     NoStaticHost,
     /// Nothing says how to answer a provision.
-    #[error("nothing to answer provisions with: give --provision-command, or a static connection (--static-username and --static-password, or --connection-file)")]
+    #[error("nothing to answer provisions with: give --provision-command, or a static connection (--static-username, or --connection-file)")]
     NoResponder,
     /// The server URL, the token or the CA file cannot be used.
     #[error(transparent)]
@@ -326,8 +332,8 @@ impl Cli {
             });
         }
         match (&self.static_username, &self.static_password) {
-            (None, None) if self.static_host.is_none() => Ok(None),
-            (Some(username), Some(password)) => {
+            (None, None) if self.static_host.is_none() && self.static_port.is_none() => Ok(None),
+            (Some(username), password) => {
                 let host = self
                     .static_host
                     .as_deref()
@@ -336,11 +342,11 @@ impl Cli {
                 Ok(Some(Connection {
                     host: host.to_owned(),
                     username: username.clone(),
-                    password: Some(password.clone()),
-                    port: None,
+                    password: password.clone(),
+                    port: self.static_port,
                 }))
             }
-            _ => Err(ConfigError::IncompleteStatic),
+            (None, _) => Err(ConfigError::IncompleteStatic),
         }
     }
 
@@ -475,9 +481,19 @@ mod tests {
             Some(Responder::Static(_))
         ));
         assert!(matches!(
-            cli(&["--static-username", "lab"]).static_connection(Some("h")),
+            cli(&["--static-password", "pw"]).static_connection(Some("h")),
             Err(ConfigError::IncompleteStatic)
         ));
+        // A key login: no password, perhaps another port.
+        let keys = cli(&["--static-username", "lab", "--static-port", "2222"])
+            .static_connection(Some("h"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((keys.password, keys.port), (None, Some(2222)));
+        for port in ["0", "65536", "ssh"] {
+            let parsed = Cli::try_parse_from(["allocate-agent", "--static-port", port]);
+            assert!(parsed.is_err_and(|e| e.to_string().contains("--static-port")));
+        }
         assert!(matches!(
             c.static_connection(None),
             Err(ConfigError::NoStaticHost)

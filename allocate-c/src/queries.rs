@@ -44,12 +44,41 @@ pub unsafe extern "C" fn allocate_engine_allocation_json(
         let info = unsafe { lock(engine) }?
             .engine
             .allocation(&id)
-            .ok_or_else(|| {
-                Failure::from(allocate_core::Error::NotFound {
-                    kind: "allocation",
-                    id: id.to_string(),
-                })
-            })?;
+            .ok_or_else(|| not_found(id))?;
         give_json(&info, slot)
+    })
+}
+
+/// What following an allocation sees first (the contract's *Following an allocation*): a JSON
+/// list of the messages its creating socket saw last (`queued`, or `ready` with its
+/// connection), each the contract's envelope, into `json_out` (free with
+/// `allocate_string_free`); `ALLOCATE_NOT_FOUND` when ended or unknown.
+///
+/// # Safety
+/// `engine` live; `allocation_id` readable; `json_out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn allocate_engine_current_json(
+    engine: *mut allocate_engine,
+    allocation_id: *const allocate_uuid,
+    json_out: *mut *mut c_char,
+) -> allocate_result {
+    guard(|| {
+        // SAFETY (all three): the caller's contract.
+        let id = unsafe { uuid_arg(allocation_id, "allocation_id") }?;
+        let slot = unsafe { out(json_out, "json_out") }?;
+        let outputs = unsafe { lock(engine) }?.engine.current_outputs(&id);
+        if outputs.is_empty() {
+            return Err(not_found(id));
+        }
+        let messages: Vec<_> = outputs.iter().map(|o| o.to_wire()).collect();
+        give_json(&messages, slot)
+    })
+}
+
+/// `ALLOCATE_NOT_FOUND` for allocation `id`.
+fn not_found(id: uuid::Uuid) -> Failure {
+    Failure::from(allocate_core::Error::NotFound {
+        kind: "allocation",
+        id: id.to_string(),
     })
 }

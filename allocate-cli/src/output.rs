@@ -44,7 +44,10 @@ pub fn ssh_command(connection: &Connection) -> Vec<String> {
     if let Some(port) = connection.port {
         line.extend(["-p".to_owned(), port.to_string()]);
     }
-    line.push(format!("{}@{}", connection.username, connection.host));
+    line.push(match connection.username.as_str() {
+        "" => connection.host.clone(),
+        user => format!("{user}@{}", connection.host),
+    });
     line
 }
 
@@ -291,6 +294,12 @@ mod tests {
         c.password = Some("pw".into());
         assert_eq!(ssh_command(&c).join(" "), "ssh dev@gpu-1.lab");
         assert!(connection_pairs(&c).contains(&("password", "pw".to_owned())));
+        c.username.clear();
+        assert_eq!(
+            ssh_command(&c).join(" "),
+            "ssh gpu-1.lab",
+            "ssh's own default login"
+        );
     }
 
     #[test]

@@ -627,6 +627,128 @@ async fn tokens_come_from_flags_environment_or_config_and_bound_what_a_user_does
     lab.release_ok(&id).await;
 }
 
+/// A directory holding a stand-in `ssh` that says its arguments and whether it has a
+/// terminal, then exits with the status read from its input (0 at its end), to put first on
+/// `PATH`.
+fn fake_ssh(lab: &Lab) -> std::path::PathBuf {
+    let bin = lab.config_home.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let ssh = bin.join("ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\n\
+         if [ -t 0 ]; then t=yes; else t=no; fi\n\
+         echo \"ssh to $*, terminal: $t\"\n\
+         read -r code || code=0\n\
+         exit \"$code\"\n",
+    )
+    .expect("ssh");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_inventory_filters_and_ssh_to_a_lease() {
+    let lab = Lab::with_tokens().await;
+    let as_user = |token: &str, args: &[&str]| {
+        let mut c = lab.command(args);
+        c.env("ALLOCATE_TOKEN", token);
+        c
+    };
+    let admin = "admin-secret-0123456789abcdef";
+    let alice = "alice-secret-0123456789abcdef";
+    let inventory = |args: &[&str]| {
+        let c = as_user(alice, &[&["inventory", "-o", "json"], args].concat());
+        async move { json(&{ c }.output().await.expect("runs")) }
+    };
+    let all = inventory(&[]).await;
+    let rid = all[0]["inventory_id"].as_str().expect("id").to_owned();
+    assert_eq!(inventory(&["--tags", "x", "--state", "free"]).await, all);
+    assert_eq!(inventory(&["--tags", "nope"]).await, Value::Array(vec![]));
+
+    // Only an admin takes a machine out; it says why, and nothing is handed out meanwhile.
+    let refused = as_user(alice, &["maintenance", &rid, "on"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(
+        refused.status.code(),
+        Some(REFUSED),
+        "{}",
+        text(&refused.stderr)
+    );
+    let on = as_user(admin, &["maintenance", &rid, "on", "--reason", "fan noise"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(on.status.code(), Some(0), "{}", text(&on.stderr));
+    let out = inventory(&["--state", "maintenance"]).await;
+    assert_eq!(out[0]["inventory_id"], rid.as_str());
+    assert_eq!(inventory(&["--state", "free"]).await, Value::Array(vec![]));
+    let human = as_user(alice, &["inventory"]).output().await.expect("runs");
+    assert!(
+        text(&human.stdout).contains("fan noise"),
+        "{}",
+        text(&human.stdout)
+    );
+    let waited = as_user(alice, &["get", "--username", "alice", "--wait", "1s"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(
+        waited.status.code(),
+        Some(TIMED_OUT),
+        "{}",
+        text(&waited.stderr)
+    );
+    let off = as_user(admin, &["maintenance", &rid, "off"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(off.status.code(), Some(0), "{}", text(&off.stderr));
+    assert_eq!(
+        inventory(&["--state", "free"]).await[0]["inventory_id"],
+        rid.as_str()
+    );
+
+    // `allocate ssh ID` runs ssh to the lease's host as its user, with the extra arguments.
+    let got = json(
+        &as_user(alice, &["get", "--username", "alice", "-o", "json"])
+            .output()
+            .await
+            .expect("runs"),
+    );
+    let id = got["allocation_id"].as_str().expect("id").to_owned();
+    let path = format!(
+        "{}:{}",
+        fake_ssh(&lab).display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ssh = as_user(alice, &["ssh", &id, "--", "uname", "-a"])
+        .env("PATH", path)
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(ssh.status.code(), Some(0), "{}", text(&ssh.stderr));
+    let said = text(&ssh.stdout);
+    assert!(
+        said.contains("dev@gpu-1.lab") && said.contains("uname -a"),
+        "{said}"
+    );
+    let released = as_user(alice, &["release", &id, "--username", "alice"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(
+        released.status.code(),
+        Some(0),
+        "{}",
+        text(&released.stderr)
+    );
+    assert!(lab.live().await.is_empty());
+}
+
 /// `allocate ARGS` in a pseudo-terminal of its own (util-linux `script`), with a stand-in
 /// `ssh` first on `PATH` that reports whether it has a terminal, then exits with the status
 /// typed into it.
@@ -639,20 +761,7 @@ struct Terminal {
 
 impl Terminal {
     fn start(lab: &Lab, args: &[&str]) -> Terminal {
-        let bin = lab.config_home.join("bin");
-        std::fs::create_dir_all(&bin).expect("bin");
-        let ssh = bin.join("ssh");
-        std::fs::write(
-            &ssh,
-            "#!/bin/sh\n\
-             if [ -t 0 ]; then t=yes; else t=no; fi\n\
-             echo \"ssh to $*, terminal: $t\"\n\
-             read -r code\n\
-             exit \"$code\"\n",
-        )
-        .expect("ssh");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = fake_ssh(lab);
         let line = std::iter::once(env!("CARGO_BIN_EXE_allocate"))
             .chain(args.iter().copied())
             .map(|a| format!("'{a}'"))

@@ -20,7 +20,8 @@ pub struct Gpu {
 pub struct Connection {
     /// Host name or address.
     pub host: String,
-    /// Login name.
+    /// Login name; empty when the agent named none (ssh's own default then applies).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub username: String,
     /// Password or other secret; absent for a key-based login (clients must not assume one).
     #[serde(default, skip_serializing_if = "Option::is_none")]

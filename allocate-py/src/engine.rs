@@ -349,6 +349,15 @@ impl Engine {
         })
     }
 
+    /// What following an allocation sees first: the outputs its creating socket saw last
+    /// (`Queued`, or `Ready` with its connection); empty when ended or unknown.
+    fn current(&self, py: Python<'_>, allocation_id: Id) -> PyResult<Vec<Py<PyAny>>> {
+        self.locked(py, |s| s.engine.current_outputs(&allocation_id.0))?
+            .into_iter()
+            .map(|o| outputs::to_python(py, o))
+            .collect()
+    }
+
     /// Every remembered allocation: live ones by arrival, then ended ones oldest first.
     fn allocations(&self, py: Python<'_>) -> PyResult<Vec<AllocationInfo>> {
         self.locked(py, |s| {

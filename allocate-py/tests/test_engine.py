@@ -70,12 +70,15 @@ def test_queue_and_release() -> None:
     assert isinstance(queued, allocate.Queued)
     assert (queued.allocation_id, queued.position, queued.matching_resources) == (second, 1, 1)
     assert queued.eta == T0 + 3600
+    # What a follower sees first: the last word each creating socket heard.
+    assert e.current(first) == [ready] and e.current(second) == [queued]
     e.release(first)
     released, ready2 = e.drain()
     assert isinstance(released, allocate.Released) and released.allocation_id == first
     assert isinstance(ready2, allocate.Ready) and ready2.allocation_id == second
     assert ready2.inventory_id == only
     assert [a.state for a in e.allocations()] == ["ready", "released"]
+    assert e.current(first) == [] and e.current(second) == [ready2]
     with pytest.raises(allocate.NotFound, match=first):
         e.release(first)
 

@@ -140,8 +140,12 @@ static void test_lifecycle_static(void) {
   EXPECT(allocate_engine_allocation_json(e, &first, &json) == ALLOCATE_OK);
   EXPECT(strstr(json, "\"state\":\"ready\"") != NULL);
   allocate_string_free(json);
+  EXPECT(allocate_engine_current_json(e, &first, &json) == ALLOCATE_OK); /* what a follower sees first */
+  EXPECT(json[0] == '[' && strstr(json, "\"status\":\"ready\"") != NULL && strstr(json, "p1") != NULL);
+  allocate_string_free(json);
   memset(&missing, 0, sizeof missing);
   EXPECT(allocate_engine_allocation_json(e, &missing, &json) == ALLOCATE_NOT_FOUND);
+  EXPECT(allocate_engine_current_json(e, &missing, &json) == ALLOCATE_NOT_FOUND);
   EXPECT(allocate_engine_release(e, T0, &missing) == ALLOCATE_NOT_FOUND);
 
   uint64_t effective = 0;
@@ -153,6 +157,7 @@ static void test_lifecycle_static(void) {
   EXPECT(drain(e, ALLOCATE_OUTPUT_EXPIRED, NULL) == 1);
   EXPECT(allocate_engine_release(e, T0 + 60000, &second) == ALLOCATE_OK);
   EXPECT(drain(e, ALLOCATE_OUTPUT_RELEASED, NULL) == 1);
+  EXPECT(allocate_engine_current_json(e, &second, &json) == ALLOCATE_NOT_FOUND); /* ended */
   EXPECT(allocate_engine_poll_timeout(e, &deadline) == ALLOCATE_EMPTY);
   EXPECT(allocate_engine_client_gone(e, T0 + 60000, &second) == ALLOCATE_OK);
 

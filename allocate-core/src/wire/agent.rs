@@ -152,7 +152,7 @@ impl Connection {
     pub(crate) fn read(f: &Fields) -> Result<Self> {
         Ok(Connection {
             host: f.str("host")?.to_owned(),
-            username: f.str("username")?.to_owned(),
+            username: f.opt_str("username")?.unwrap_or_default().to_owned(),
             password: f.opt_str("password")?.map(str::to_owned),
             port: match f.opt_u64("port")? {
                 None => None,
@@ -467,6 +467,15 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(text, r#"{"host":"h","port":22,"username":"u"}"#);
+        // No username: ssh's default login; absent again on the way out.
+        let anonymous = read(json!({"host": "h"})).unwrap();
+        assert_eq!(anonymous.username, "");
+        let text = serde_json::to_string(&SortedConnection::from(&anonymous)).unwrap();
+        assert_eq!(text, r#"{"host":"h"}"#);
+        assert_eq!(
+            serde_json::to_string(&anonymous).unwrap(),
+            r#"{"host":"h"}"#
+        );
         for (port, want) in [
             (
                 json!(0),

@@ -560,9 +560,9 @@ mod tests {
             ),
             (
                 format!(
-                    r#"{{"status": 200, "data": {{"status": "ready", "allocation_id": "{ID}", "inventory_id": "{INV}", "expires": 1, "connection": {{"host": "h"}}}}}}"#
+                    r#"{{"status": 200, "data": {{"status": "ready", "allocation_id": "{ID}", "inventory_id": "{INV}", "expires": 1, "connection": {{"username": "u"}}}}}}"#
                 ),
-                "data.connection.username is required",
+                "data.connection.host is required",
             ),
             (
                 r#"{"status": 200, "data": {"status": "expired", "allocation_id": "x"}}"#

@@ -143,6 +143,7 @@ struct SortedConnection<'a> {
     password: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
+    #[serde(skip_serializing_if = "str::is_empty")]
     username: &'a str,
 }
 

@@ -519,6 +519,8 @@ class Engine:
         """One resource, or None."""
     def allocation(self, allocation_id: _Id) -> AllocationInfo | None:
         """One allocation (live, or ended and still remembered), or None."""
+    def current(self, allocation_id: _Id) -> list[_Output]:
+        """What following an allocation sees first: the outputs its creating socket saw last (`Queued`, or `Ready` with its connection); empty when ended or unknown."""
     def allocations(self) -> list[AllocationInfo]:
         """Every remembered allocation: live ones by arrival, then ended ones oldest first."""
 
