@@ -23,7 +23,8 @@ export PATH := $(TOOLS_DIR)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help run shell venv tools lint test test-modules tests test-complexity test-security \
-	test-lint-shellcheck test-lint-docker test-lint-systemd clean bench test-c header test-py bench-py
+	test-lint-shellcheck test-lint-docker test-lint-systemd clean bench test-c test-c-install install header test-py \
+	bench-py
 
 help: ## Show this list of targets (the default)
 	@echo 'Usage: make TARGET'
@@ -55,10 +56,11 @@ lint: ## cargo fmt --check, and clippy on all targets with warnings denied
 
 # Further test suites are appended to this recipe. `test` needs .venv first: allocate-py's
 # build and tests run in it.
-test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests, the C API's (test-c), the Python package's (test-py), the dashboard's in Chromium (test-browser)
+test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests, the C API's (test-c, test-c-install), the Python package's (test-py), the dashboard's in Chromium (test-browser)
 	$(MAKE) --no-print-directory test-modules
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory test-c-install
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory test-browser
 
@@ -123,6 +125,20 @@ CFLAGS_C := -std=c11 -Wall -Wextra -Werror -g
 VALGRIND := valgrind --quiet --error-exitcode=1 --leak-check=full \
 	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
 
+# `make install`: the C library where a C programmer looks for it.
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DESTDIR ?=
+C_VERSION = $(shell cargo pkgid -p allocate-c | sed 's/.*[#@]//')
+
+install: ## Install the C library (release): header, static and shared library (SONAME), allocate.pc, under PREFIX (/usr/local); LIBDIR, INCLUDEDIR, DESTDIR as usual
+	cargo build --release -p allocate-c --locked
+	scripts/install-c.sh "$(TARGET_DIR)/release" "$(DESTDIR)" "$(PREFIX)" "$(LIBDIR)" "$(INCLUDEDIR)" "$(C_VERSION)"
+
+test-c-install: ## make install into a temporary prefix; build and run examples/c/lab.c from outside the repo with only pkg-config (shared and static)
+	scripts/test-c-install.sh
+
 header: ## Regenerate include/allocate.h with cbindgen (a test fails when it is stale)
 	ALLOCATE_BLESS=1 cargo test -p allocate-c --test header --locked
 
@@ -132,7 +148,10 @@ test-c: ## Build the C library; compile examples/c and the C tests (-Werror, sta
 	command -v pkg-config >/dev/null || scripts/apt-install.sh pkg-config
 	mkdir -p $(C_OUT)
 	sed -e 's|@PREFIX@|$(CURDIR)|' -e 's|@LIBDIR@|$(C_LIB_DIR)|' -e 's|@INCLUDEDIR@|$(CURDIR)/include|' \
-		-e 's|@VERSION@|$(shell cargo pkgid -p allocate-c | sed 's/.*[#@]//')|' allocate-c/allocate.pc.in > $(C_OUT)/allocate.pc
+		-e 's|@VERSION@|$(C_VERSION)|' allocate-c/allocate.pc.in > $(C_OUT)/allocate.pc
+	# The shared library records its SONAME (allocate-c/build.rs); programs linked here look for it.
+	soname=$$(readelf -d $(C_LIB_DIR)/liballocate.so | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p'); \
+		test -n "$$soname" && ln -sfn liballocate.so $(C_LIB_DIR)/$$soname
 	set -e; export PKG_CONFIG_PATH=$(C_OUT); \
 	for prog in examples/c/lab.c allocate-c/tests/c/test_allocate.c; do \
 		name=$$(basename $$prog .c); \

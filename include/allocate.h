@@ -10,6 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/** The version of this header; `allocate_version()` says the library's at run time. */
+#define ALLOCATE_VERSION_MAJOR 0
+#define ALLOCATE_VERSION_MINOR 1
+#define ALLOCATE_VERSION_PATCH 0
+#define ALLOCATE_VERSION_STRING "0.1.0"
+
+
 /**
  * What every function returns. The numbers are stable and never reused.
  */
@@ -70,6 +77,11 @@ typedef enum allocate_result {
    * The server is stopping (HTTP 503); not produced by the engine itself.
    */
   ALLOCATE_SHUTTING_DOWN = 13,
+  /**
+   * A policy callback called into the engine that is calling it (which would deadlock);
+   * the inner call did nothing.
+   */
+  ALLOCATE_REENTERED = 14,
 } allocate_result;
 
 /**
@@ -425,7 +437,8 @@ enum allocate_result allocate_engine_new(const struct allocate_config *config,
  * Leaves the last error alone, unless a panic is caught inside: then it says so.
  *
  * # Safety
- * `engine` must be null or a handle from this library not freed before, not in use by another thread.
+ * `engine` must be null or a handle from this library not freed before, not in use by another
+ * thread, and not the engine calling the policy callback this is called from.
  */
 void allocate_engine_free(struct allocate_engine *engine);
 
@@ -589,7 +602,9 @@ enum allocate_result allocate_engine_poll_timeout(struct allocate_engine *engine
 
 /**
  * Takes the next output into `output_out`; `ALLOCATE_EMPTY` when there is none. Its strings
- * belong to the engine and stay valid until the next call of this function or `allocate_engine_free`.
+ * belong to the engine and stay valid until the next call of this function on the same engine,
+ * from any thread, or `allocate_engine_free`: a program that polls one engine from several
+ * threads copies them before another thread may poll. Nothing else invalidates them.
  *
  * # Safety
  * `engine` live; `output_out` writable.

@@ -9,7 +9,9 @@ use crate::result::{allocate_result, Failure};
 use crate::strings::{give_json, LentStrings};
 use crate::uuid::{allocate_uuid, uuid_arg};
 use allocate_core::{Config, Engine, SeededIds, Snapshot, Timestamp};
+use std::cell::RefCell;
 use std::ffi::c_char;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -47,16 +49,60 @@ fn new_handle(engine: Engine) -> *mut allocate_engine {
     }))
 }
 
+thread_local! {
+    /// The engines this thread holds locked, innermost last: a policy callback runs while its
+    /// engine is locked, and locking it again from there would wait forever.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A locked engine; unlocks (and forgets that this thread holds it) when dropped.
+pub(crate) struct EngineGuard<'a> {
+    state: MutexGuard<'a, EngineState>,
+    address: usize,
+}
+
+impl Deref for EngineGuard<'_> {
+    type Target = EngineState;
+    fn deref(&self) -> &EngineState {
+        &self.state
+    }
+}
+
+impl DerefMut for EngineGuard<'_> {
+    fn deref_mut(&mut self) -> &mut EngineState {
+        &mut self.state
+    }
+}
+
+impl Drop for EngineGuard<'_> {
+    fn drop(&mut self) {
+        HELD.with_borrow_mut(|held| {
+            if let Some(i) = held.iter().rposition(|&a| a == self.address) {
+                held.remove(i);
+            }
+        });
+    }
+}
+
 /// Locks a handle. A lock poisoned by a caught panic is taken over: the panic was reported then.
+/// A thread that already holds it (a policy callback calling back into its engine) gets
+/// `ALLOCATE_REENTERED` instead of a deadlock.
 ///
 /// # Safety
 /// `engine` must be null or a live handle from this library.
-pub(crate) unsafe fn lock<'a>(
-    engine: *const allocate_engine,
-) -> Result<MutexGuard<'a, EngineState>, Failure> {
+pub(crate) unsafe fn lock<'a>(engine: *const allocate_engine) -> Result<EngineGuard<'a>, Failure> {
     // SAFETY: forwarded from the caller.
     let cell = unsafe { try_ref_from_ptr(engine, "engine") }?;
-    Ok(cell.lock().unwrap_or_else(|e| e.into_inner()))
+    let address = engine as usize;
+    if HELD.with_borrow(|held| held.contains(&address)) {
+        return Err(Failure::new(
+            allocate_result::ALLOCATE_REENTERED,
+            "a policy callback may not call into the engine that is calling it",
+        ));
+    }
+    let state = cell.lock().unwrap_or_else(|e| e.into_inner());
+    HELD.with_borrow_mut(|held| held.push(address));
+    Ok(EngineGuard { state, address })
 }
 
 /// Runs `f` on the engine with the time and one id argument: the shape of most calls.
@@ -118,7 +164,8 @@ pub unsafe extern "C" fn allocate_engine_new(
 /// Leaves the last error alone, unless a panic is caught inside: then it says so.
 ///
 /// # Safety
-/// `engine` must be null or a handle from this library not freed before, not in use by another thread.
+/// `engine` must be null or a handle from this library not freed before, not in use by another
+/// thread, and not the engine calling the policy callback this is called from.
 #[no_mangle]
 pub unsafe extern "C" fn allocate_engine_free(engine: *mut allocate_engine) {
     // SAFETY: the caller hands back ownership of a handle from `allocate_engine_new`.

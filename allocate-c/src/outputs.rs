@@ -91,7 +91,9 @@ pub unsafe extern "C" fn allocate_engine_poll_timeout(
 }
 
 /// Takes the next output into `output_out`; `ALLOCATE_EMPTY` when there is none. Its strings
-/// belong to the engine and stay valid until the next call of this function or `allocate_engine_free`.
+/// belong to the engine and stay valid until the next call of this function on the same engine,
+/// from any thread, or `allocate_engine_free`: a program that polls one engine from several
+/// threads copies them before another thread may poll. Nothing else invalidates them.
 ///
 /// # Safety
 /// `engine` live; `output_out` writable.

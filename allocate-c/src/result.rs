@@ -36,6 +36,9 @@ pub enum allocate_result {
     ALLOCATE_INTERNAL = 12,
     /// The server is stopping (HTTP 503); not produced by the engine itself.
     ALLOCATE_SHUTTING_DOWN = 13,
+    /// A policy callback called into the engine that is calling it (which would deadlock);
+    /// the inner call did nothing.
+    ALLOCATE_REENTERED = 14,
 }
 
 impl From<ErrorCode> for allocate_result {

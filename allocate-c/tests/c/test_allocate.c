@@ -63,7 +63,8 @@ static void test_errors_and_helpers(void) {
   EXPECT(allocate_uuid_format(&id, text, 10) == ALLOCATE_BUFFER_TOO_SMALL);
   EXPECT(allocate_uuid_format(&id, text, sizeof text) == ALLOCATE_OK && strcmp(text, AGENT) == 0);
   EXPECT(allocate_uuid_format(NULL, text, sizeof text) == ALLOCATE_NULL_PARAMETER);
-  EXPECT(strlen(allocate_version()) > 0);
+  EXPECT(strcmp(allocate_version(), ALLOCATE_VERSION_STRING) == 0); /* header and library agree */
+  EXPECT(ALLOCATE_VERSION_MAJOR >= 0 && ALLOCATE_VERSION_MINOR >= 0 && ALLOCATE_VERSION_PATCH >= 0);
   struct allocate_config config;
   EXPECT(allocate_config_default(&config) == ALLOCATE_OK && config.lease_secs_default == 3600);
   EXPECT(allocate_config_default(NULL) == ALLOCATE_NULL_PARAMETER);
@@ -256,6 +257,25 @@ static bool score_big(void *userdata, const struct allocate_request_view *reques
   return candidate->gpus_len == 1 && strcmp(candidate->gpus[0].label, "RTX 2080") == 0;
 }
 
+/* A callback that calls back into its own engine: refused with ALLOCATE_REENTERED, no deadlock. */
+struct reentry {
+  struct allocate_engine *engine;
+  enum allocate_result inner;
+  char message[256];
+};
+
+static bool veto_reentering(void *userdata, const struct allocate_request_view *request,
+                            const struct allocate_candidate *candidate) {
+  struct reentry *r = userdata;
+  char *json = NULL;
+  (void)request;
+  (void)candidate;
+  r->inner = allocate_engine_inventory_json(r->engine, &json);
+  allocate_last_error_message(r->message, sizeof r->message, NULL);
+  allocate_string_free(json);
+  return false;
+}
+
 static void test_policy(void) {
   struct allocate_engine *e = new_engine();
   struct allocate_uuid agent, id;
@@ -276,6 +296,13 @@ static void test_policy(void) {
   EXPECT(allocate_engine_set_policy(e, NULL, NULL, NULL) == ALLOCATE_OK);
   EXPECT(allocate_engine_request_json(e, T0, "{\"username\": \"ci\"}", &id) == ALLOCATE_OK);
   EXPECT(drain(e, ALLOCATE_OUTPUT_READY, &out) == 1 && strcmp(out.host, "h1") == 0);
+  EXPECT(allocate_engine_release(e, T0, &id) == ALLOCATE_OK);
+
+  struct reentry r = {e, ALLOCATE_OK, ""};
+  EXPECT(allocate_engine_set_policy(e, veto_reentering, NULL, &r) == ALLOCATE_OK);
+  EXPECT(allocate_engine_request_json(e, T0, "{\"username\": \"ci\"}", &id) == ALLOCATE_OK);
+  EXPECT(r.inner == ALLOCATE_REENTERED && strstr(r.message, "policy callback") != NULL);
+  EXPECT(drain(e, ALLOCATE_OUTPUT_READY, &out) == 1); /* the outer call went on */
   allocate_engine_free(e);
 }
 
