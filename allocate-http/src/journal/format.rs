@@ -21,36 +21,14 @@ const FRAME_HEADER_BYTES: usize = 8;
 /// a larger length can only be damage.
 pub const RECORD_BYTES_MAX: usize = 64 << 20;
 
-/// The CRC-32 lookup table (reflected polynomial 0xEDB88320), built at compile time.
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            c = if c & 1 == 1 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            bit += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-/// The CRC-32 of the concatenation of `parts`.
+/// The CRC-32 of the concatenation of `parts` (crc32fast: the same IEEE polynomial, with the
+/// processor's CRC or carry-less multiply instructions where it has them).
 pub fn crc32(parts: &[&[u8]]) -> u32 {
-    let mut crc = !0u32;
+    let mut hasher = crc32fast::Hasher::new();
     for part in parts {
-        for &byte in *part {
-            crc = CRC_TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
-        }
+        hasher.update(part);
     }
-    !crc
+    hasher.finalize()
 }
 
 /// Appends one frame holding `payload` to `out`; `None` when the payload is over 4 GiB.
