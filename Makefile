@@ -24,7 +24,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help run shell venv tools lint test test-modules tests test-complexity test-security \
 	test-lint-shellcheck test-lint-docker test-lint-systemd clean bench test-c test-c-install install header test-py \
-	bench-py
+	bench-py wheel test-wheel
 
 help: ## Show this list of targets (the default)
 	@echo 'Usage: make TARGET'
@@ -56,12 +56,13 @@ lint: ## cargo fmt --check, and clippy on all targets with warnings denied
 
 # Further test suites are appended to this recipe. `test` needs .venv first: allocate-py's
 # build and tests run in it.
-test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests, the C API's (test-c, test-c-install), the Python package's (test-py), the dashboard's in Chromium (test-browser)
+test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests, the C API's (test-c, test-c-install), the Python package's (test-py, test-wheel), the dashboard's in Chromium (test-browser)
 	$(MAKE) --no-print-directory test-modules
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-c-install
 	$(MAKE) --no-print-directory test-py
+	$(MAKE) --no-print-directory test-wheel
 	$(MAKE) --no-print-directory test-browser
 
 test-modules: ## Fail when the top-level modules of any crate import each other in a cycle
@@ -181,6 +182,15 @@ test-py: $(VENV_STAMP) ## Build allocate-py into .venv (debug); pytest, stubtest
 	$(PY) -m mypy --strict examples/python
 	$(PY) examples/python/harness.py
 	$(PY) examples/python/harness_async.py
+
+WHEEL_DIR := $(TARGET_DIR)/wheels
+
+wheel: $(VENV_STAMP) ## Build the Python wheel (release, abi3, manylinux-tagged and checked by maturin's auditwheel) into target/wheels
+	rm -rf $(WHEEL_DIR)
+	cd allocate-py && $(VENV)/bin/maturin build --release --locked --auditwheel check --out $(WHEEL_DIR)
+
+test-wheel: wheel ## The wheel as a user installs it: into a fresh venv with no Rust, then the allocate command and a client of an in-process server
+	scripts/test-wheel.sh $(PYTHON) $(WHEEL_DIR)
 
 bench-py: $(VENV_STAMP) ## Allocate+release cycles/s through the Python engine binding vs Rust, in one run (release build)
 	$(MATURIN_DEVELOP) --release
