@@ -91,7 +91,8 @@ pub struct Cli {
     pub gpus: Vec<Gpu>,
 
     /// Register no GPUs and do not run nvidia-smi.
-    #[arg(long, env = "ALLOCATE_AGENT_NO_GPU", conflicts_with = "gpus")]
+    #[arg(long, env = "ALLOCATE_AGENT_NO_GPU", conflicts_with = "gpus",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_gpu: bool,
 
     /// The nvidia-smi program to run (default: `nvidia-smi` on PATH, none if absent).

@@ -291,3 +291,40 @@ fn an_unusable_server_url_or_ca_file_stops_the_agent() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ftp://allocate.lab/"), "{stderr}");
 }
+
+#[test]
+fn boolean_variables_take_what_people_type() {
+    // nvidia-smi fails: only a run that skips it succeeds.
+    let smi = fake_nvidia_smi("nvidia-smi/empty.csv", 1);
+    let run = |value: &str| {
+        agent()
+            .args(["--print-resources", "--cpu-count", "1", "--memory-gb", "1"])
+            .args(["--static-username", "lab", "--static-host", "h"])
+            .arg("--nvidia-smi")
+            .arg(&smi)
+            .env("ALLOCATE_AGENT_NO_GPU", value)
+            .output()
+            .unwrap()
+    };
+    for yes in ["1", "yes", "true", "on", "YES", "True"] {
+        let out = run(yes);
+        assert!(
+            out.status.success(),
+            "{yes}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(printed["resources"][0]["gpu"], json!([]), "{yes}");
+    }
+    for no in ["0", "no", "false", "off"] {
+        assert_eq!(
+            run(no).status.code(),
+            Some(1),
+            "{no}: nvidia-smi is asked, and fails"
+        );
+    }
+    let bad = run("maybe");
+    assert_eq!(bad.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("maybe") && said.contains("no-gpu"), "{said}");
+}
