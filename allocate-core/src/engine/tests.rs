@@ -252,18 +252,7 @@ fn fifo_among_waiters_and_positions_are_resent_when_they_change() {
     drain(&mut e);
     e.client_gone(at(5), w[0]).unwrap();
     let out = drain(&mut e);
-    let positions: Vec<(Uuid, u32)> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Queued {
-                allocation_id,
-                position,
-                ..
-            } => Some((*allocation_id, *position)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(positions, vec![(w[1], 1), (w[2], 2)]);
+    assert_eq!(positions(&out), vec![(w[1], 1), (w[2], 2)]);
     assert_eq!(
         e.allocation(&w[0]).unwrap().state,
         AllocationState::Cancelled
@@ -1158,3 +1147,20 @@ fn a_snapshot_written_before_keys_and_provision_data_still_restores() {
     let r = &restored.snapshot().allocations[0].requirements;
     assert!(r.ssh_keys.is_empty() && r.provision.is_none());
 }
+
+/// The `queued` outputs among `outputs`: each request and the position it is told.
+fn positions(outputs: &[Output]) -> Vec<(Uuid, u32)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Queued {
+                allocation_id,
+                position,
+                ..
+            } => Some((*allocation_id, *position)),
+            _ => None,
+        })
+        .collect()
+}
+
+mod positions;
