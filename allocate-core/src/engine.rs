@@ -264,8 +264,10 @@ impl Engine {
         self.handle(now, Input::Release { allocation_id }).map(drop)
     }
 
-    /// The requesting client's socket closed: cancels a waiting request, and ends a held
-    /// allocation that asked for `release_on_disconnect`. An ended allocation is left as it is.
+    /// The requesting client's socket closed: cancels a waiting request or one being
+    /// provisioned (its agent is told to release; its late answer is taken and changes
+    /// nothing), and ends a held allocation that asked for `release_on_disconnect`. An ended
+    /// allocation is left as it is.
     pub fn client_gone(&mut self, now: Timestamp, allocation_id: Uuid) -> Result<()> {
         self.handle(now, Input::ClientGone { allocation_id })
             .map(drop)

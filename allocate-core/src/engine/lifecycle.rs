@@ -454,6 +454,9 @@ impl Engine {
         id: Uuid,
         result: &ProvisionResult,
     ) -> Result<()> {
+        if self.release_supersedes(agent_id, id) {
+            return Ok(());
+        }
         let a = self.live(id)?;
         if a.state != AllocationState::Provisioning {
             return Err(Error::Conflict(format!(
@@ -490,6 +493,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `id` ended while `agent_id` provisioned it (its client left, or its lease ran
+    /// out) and the release sent since is still pending: the provision's answer then changes
+    /// nothing and is taken without complaint.
+    fn release_supersedes(&self, agent_id: Uuid, id: Uuid) -> bool {
+        let ended = self
+            .allocations
+            .get(&id)
+            .is_none_or(|a| a.state.is_terminal());
+        let on_agent = self
+            .releases
+            .get(&id)
+            .and_then(|i| self.inventory.slot_of(i))
+            .is_some_and(|slot| self.inventory.get(slot).agent_id == agent_id);
+        ended && on_agent
+    }
+
     pub(super) fn do_release_acknowledged(&mut self, agent_id: Uuid, id: Uuid) -> Result<()> {
         let inventory_id = *self
             .releases
@@ -520,12 +539,13 @@ impl Engine {
             .get(&id)
             .ok_or_else(|| Error::not_found("allocation", id))?;
         // Said as `released`, the contract's end of both: the creator is gone, but whoever
-        // follows the allocation hears it.
+        // follows the allocation hears it. Nobody else has the credentials of a provision in
+        // progress, so it is cancelled too: its agent is told to release.
         match a.state {
-            AllocationState::Queued => self.end(id, AllocationState::Cancelled, true),
-            AllocationState::Provisioning | AllocationState::Ready
-                if a.requirements.release_on_disconnect =>
-            {
+            AllocationState::Queued | AllocationState::Provisioning => {
+                self.end(id, AllocationState::Cancelled, true)
+            }
+            AllocationState::Ready if a.requirements.release_on_disconnect => {
                 self.end(id, AllocationState::Released, true)
             }
             _ => {}

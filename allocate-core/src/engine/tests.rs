@@ -321,6 +321,44 @@ fn provisioning_round_trip_and_failure_requeues_in_front() {
 }
 
 #[test]
+fn a_client_leaving_while_provisioning_cancels_it_and_the_agent_releases() {
+    let mut e = one_provisioned_resource();
+    let a = e.request(at(0), want(&["x"], 60)).unwrap();
+    let next = e.request(at(0), want(&["x"], 60)).unwrap();
+    drain(&mut e);
+    e.client_gone(at(1), a).unwrap();
+    let inventory_id = e.inventory().next().unwrap().inventory_id;
+    let release = Output::Release {
+        agent_id: agent(1),
+        allocation_id: a,
+        inventory_id,
+    };
+    let out = drain(&mut e);
+    assert!(
+        out.contains(&Output::Released { allocation_id: a }),
+        "{out:?}"
+    );
+    assert!(out.contains(&release), "{out:?}");
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Cancelled);
+    // The provision's late answer is taken and changes nothing, from its agent only.
+    let late = ProvisionResult::Connection(conn("h"));
+    let other = e.provisioned(at(2), agent(2), a, late.clone());
+    assert_eq!(other.unwrap_err().code(), crate::ErrorCode::NotFound);
+    e.provisioned(at(2), agent(1), a, late.clone()).unwrap();
+    assert!(drain(&mut e).is_empty());
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Cancelled);
+    // Released: the machine goes to the next request.
+    e.release_acknowledged(at(3), agent(1), a).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        matches!(&out[..], [Output::Provision { allocation_id, .. }] if *allocation_id == next),
+        "{out:?}"
+    );
+    let after = e.provisioned(at(4), agent(1), a, late);
+    assert_eq!(after.unwrap_err().code(), crate::ErrorCode::NotFound);
+}
+
+#[test]
 fn unanswered_provision_times_out_and_the_request_keeps_its_deadline() {
     let mut e = engine();
     let ids = e
