@@ -103,8 +103,8 @@ pub struct OrderBook {
     /// Releases that arrived while their allocation's provision was running.
     held: HashMap<Uuid, ReleaseOrder>,
     released: VecDeque<Uuid>,
-    /// Successful provisions not released since, with their answer.
-    provisioned: VecDeque<(Uuid, ProvisionResult)>,
+    /// Successful provisions not released since: allocation, resource, answer.
+    provisioned: VecDeque<(Uuid, Uuid, ProvisionResult)>,
     /// Answers and the connection of their order.
     unsent: VecDeque<(u64, AgentMessage)>,
 }
@@ -162,10 +162,10 @@ impl OrderBook {
                 return OrderStep::Answer(AgentMessage::Released { allocation_id: id });
             }
             Action::Provision => {
-                if let Some((_, result)) = self.provisioned.iter().find(|(p, _)| *p == id) {
+                if let Some(result) = self.remembered(&order) {
                     return OrderStep::Answer(AgentMessage::Provisioned {
                         allocation_id: id,
-                        result: result.clone(),
+                        result,
                     });
                 }
                 // Provisioned again after a release: its next release must run again too.
@@ -206,7 +206,7 @@ impl OrderBook {
             return None; // answered twice, or never given out: the first answer stands
         };
         let message = match (order, result) {
-            (Order::Provision { .. }, result) => {
+            (Order::Provision { order: p, .. }, result) => {
                 let result = result.unwrap_or_else(|| {
                     ProvisionResult::Failed("the agent gave no connection".into())
                 });
@@ -215,7 +215,8 @@ impl OrderBook {
                     if self.provisioned.len() >= PROVISIONS_REMEMBERED {
                         self.provisioned.pop_front();
                     }
-                    self.provisioned.push_back((id, result.clone()));
+                    self.provisioned
+                        .push_back((id, p.inventory_id, result.clone()));
                 }
                 AgentMessage::Provisioned {
                     allocation_id: id,
@@ -223,7 +224,7 @@ impl OrderBook {
                 }
             }
             (Order::Release { .. }, _) => {
-                self.provisioned.retain(|(p, _)| *p != id);
+                self.provisioned.retain(|(p, _, _)| *p != id);
                 if self.released.len() >= RELEASES_REMEMBERED {
                     self.released.pop_front();
                 }
@@ -236,6 +237,17 @@ impl OrderBook {
         }
         self.unsent.push_back((connection, message));
         self.held_release(order)
+    }
+
+    /// The remembered answer to a provision of the same allocation on the same resource.
+    fn remembered(&self, order: &Order) -> Option<ProvisionResult> {
+        let Order::Provision { order, .. } = order else {
+            return None;
+        };
+        self.provisioned
+            .iter()
+            .find(|(a, i, _)| *a == order.allocation_id && *i == order.inventory_id)
+            .map(|(_, _, result)| result.clone())
     }
 
     /// The caller gives `order` up without answering it (a release whose clean-up failed:
@@ -456,6 +468,15 @@ mod tests {
         book.registered();
         assert_eq!(book.on_order(provision()), OrderStep::Answer(answer));
         assert_eq!(book.in_flight(), 0);
+        // The same allocation on another resource (placed again after a timeout) runs.
+        let ServerMessage::Provision(mut elsewhere) = provision() else {
+            unreachable!()
+        };
+        elsewhere.inventory_id = Uuid::from_u128(3);
+        let OrderStep::Deliver(p2) = book.on_order(ServerMessage::Provision(elsewhere)) else {
+            panic!("another resource is provisioned")
+        };
+        book.abandon(&p2);
         // Released, then provisioned again: both run again.
         let OrderStep::Deliver(r) = book.on_order(release()) else {
             panic!()
