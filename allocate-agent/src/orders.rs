@@ -6,8 +6,9 @@
 //! about the allocation's holder, and that a failed release is left unanswered. The
 //! bookkeeping is allocate-client's `OrderBook`: an order repeated while it runs is not
 //! delivered again, a release waits for its allocation's provision, a release already done is
-//! acknowledged again without the agent, at most 256 orders are in flight, and each answer
-//! goes to the connection it belongs to.
+//! acknowledged again and a successful provision answered again without the agent (a socket
+//! that takes over is sent the orders in flight again), at most 256 orders are in flight, and
+//! each answer goes to the newest connection that sent its order.
 
 use crate::commands::{clip, Commands, Holder};
 use allocate_client::{

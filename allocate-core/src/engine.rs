@@ -2,7 +2,9 @@
 //!
 //! Every mutator takes `now`, first fires the deadlines that are due by then, then applies its
 //! input. Outputs accumulate until drained with [`Engine::poll_output`]; [`Engine::poll_timeout`]
-//! says when to call [`Engine::handle_timeout`] next. A refused input changes nothing.
+//! says when to call [`Engine::handle_timeout`] next. A refused input changes nothing. Queue
+//! positions are computed when the outputs are drained (see [`Engine::poll_output`]), so a
+//! batch of inputs costs one report per request that moved, not one per input.
 
 mod lifecycle;
 mod session;
@@ -262,8 +264,10 @@ impl Engine {
         self.handle(now, Input::Release { allocation_id }).map(drop)
     }
 
-    /// The requesting client's socket closed: cancels a waiting request, and ends a held
-    /// allocation that asked for `release_on_disconnect`. An ended allocation is left as it is.
+    /// The requesting client's socket closed: cancels a waiting request or one being
+    /// provisioned (its agent is told to release; its late answer is taken and changes
+    /// nothing), and ends a held allocation that asked for `release_on_disconnect`. An ended
+    /// allocation is left as it is.
     pub fn client_gone(&mut self, now: Timestamp, allocation_id: Uuid) -> Result<()> {
         self.handle(now, Input::ClientGone { allocation_id })
             .map(drop)
@@ -321,7 +325,15 @@ impl Engine {
     // ---- outputs ------------------------------------------------------------------------
 
     /// The next thing to tell a client or agent, if any.
+    ///
+    /// Queue positions are reported when everything else has been drained: each waiting
+    /// request whose position moved since the last drain is told its current one once, after
+    /// the other outputs, however often it moved in between. A shell that applies many inputs
+    /// before draining (a batch) thus sends one `queued` per moved request, not one per move.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() {
+            self.report_positions();
+        }
         self.outputs.pop_front()
     }
 
@@ -521,7 +533,6 @@ impl Engine {
             self.record_time_moved(before, recorded);
         })?;
         self.fire_due();
-        self.report_positions();
         if self.config.record_inputs {
             self.records.push(Record { now, input });
         }
@@ -533,7 +544,6 @@ impl Engine {
         self.now = self.now.max(now);
         if self.fire_due() {
             self.changes = self.changes.wrapping_add(1);
-            self.report_positions();
             if self.config.record_inputs {
                 self.records.push(Record {
                     now: self.now,

@@ -12,8 +12,9 @@ pub(crate) struct Queue {
     order: BTreeMap<u64, (Uuid, u32)>,
     /// Requests with equal needs, by arrival order. Groups are never empty.
     groups: FxMap<Criteria, BTreeSet<(u64, Uuid)>>,
-    /// Some position may have changed since positions were last reported.
-    dirty: bool,
+    /// The earliest arrival order whose position may have changed since positions were
+    /// last reported: every request before it has been told its current position.
+    dirty_from: Option<u64>,
 }
 
 impl Queue {
@@ -29,7 +30,7 @@ impl Queue {
             .entry(criteria.clone())
             .or_default()
             .insert((seq, id));
-        self.dirty = true;
+        self.touch(seq);
     }
 
     /// Removes a request.
@@ -41,7 +42,12 @@ impl Queue {
                 self.groups.remove(criteria);
             }
         }
-        self.dirty = true;
+        self.touch(seq);
+    }
+
+    /// The positions from arrival order `seq` on may have changed.
+    fn touch(&mut self, seq: u64) {
+        self.dirty_from = Some(self.dirty_from.map_or(seq, |d| d.min(seq)));
     }
 
     /// The earliest waiting request whose needs pass `fits` and that `accept` takes.
@@ -68,13 +74,17 @@ impl Queue {
     }
 
     /// The requests whose position changed since the last call, with their new position.
+    /// Only the requests from the earliest change on are visited: those before it were told
+    /// their position by an earlier call and it has not moved since.
     pub fn position_changes(&mut self) -> Vec<(Uuid, u32)> {
-        if !std::mem::take(&mut self.dirty) {
+        let Some(from) = self.dirty_from.take() else {
             return Vec::new();
-        }
+        };
+        let before = self.order.range(..from).next_back();
+        let mut position = before.map_or(0, |(_, &(_, sent))| sent);
         let mut changes = Vec::new();
-        for (i, (id, sent)) in self.order.values_mut().enumerate() {
-            let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        for (id, sent) in self.order.range_mut(from..).map(|(_, entry)| entry) {
+            position = position.saturating_add(1);
             if *sent != position {
                 *sent = position;
                 changes.push((*id, position));
@@ -128,5 +138,27 @@ mod tests {
         q.remove(2, b, &criteria("x"));
         assert!(q.first_waiting(|_| true, |_| true).is_none());
         assert!(q.groups.is_empty());
+    }
+
+    #[test]
+    fn only_requests_behind_the_earliest_change_are_visited() {
+        let mut q = Queue::default();
+        let ids: Vec<Uuid> = (1..=5).map(Uuid::from_u128).collect();
+        for (seq, id) in (1..).zip(&ids) {
+            q.push(seq, *id, &criteria("x"), 0);
+        }
+        assert_eq!(q.position_changes().len(), 5);
+        q.remove(4, ids[3], &criteria("x"));
+        q.remove(2, ids[1], &criteria("x"));
+        assert_eq!(q.dirty_from, Some(2));
+        assert_eq!(q.position_changes(), vec![(ids[2], 2), (ids[4], 3)]);
+        q.push(6, Uuid::from_u128(6), &criteria("x"), 0);
+        assert_eq!(q.position_changes(), vec![(Uuid::from_u128(6), 4)]);
+        q.remove(6, Uuid::from_u128(6), &criteria("x"));
+        assert!(
+            q.position_changes().is_empty(),
+            "nobody behind the last one"
+        );
+        assert_eq!(q.position_sent(5), Some(3));
     }
 }

@@ -241,6 +241,78 @@ async fn agent_offline_and_back_online_and_a_newer_socket_takes_over() {
     server.stop().await;
 }
 
+/// [`test_config`] with provisions and releases that do not time out within a test.
+fn patient() -> ServerConfig {
+    let mut config = test_config();
+    config.engine.provision_timeout_ms = 10_000;
+    config.engine.release_timeout_ms = 10_000;
+    config
+}
+
+#[tokio::test]
+async fn racing_sockets_of_one_agent_settle_on_the_last_and_get_the_orders_in_flight() {
+    let server = Server::with(patient()).await;
+    let spec = || vec![resource(&["x"], 1, None)];
+    let mut agent = Agent::connect(&server).await;
+    let ids = agent.register(spec()).await;
+    let mut client = allocate(&server, json!({"tags": ["x"], "username": "u"})).await;
+    let provision = agent.expect("provision").await;
+    let allocation_id = provision["allocation_id"].clone();
+
+    // Sockets of the agent keep taking over from each other: each is sent the provision
+    // again, each older one is closed, and none of it takes the machine out of service.
+    for _ in 0..4 {
+        let mut newer = Agent::connect_as(&server, &agent.id).await;
+        assert_eq!(newer.register(spec()).await, ids);
+        assert_eq!(newer.expect("provision").await, provision);
+        expect_close(&mut agent.ws, 1000).await;
+        agent = newer;
+    }
+    assert_eq!(server.resource(&ids[0]).await["state"], "allocated");
+    agent.provisioned(&allocation_id, "h").await;
+    recv_status(&mut client, "ready").await;
+
+    // The same with a release in flight.
+    let path = format!("/allocate/{}", allocation_id.as_str().expect("id"));
+    assert_eq!(server.call("DELETE", &path, None).await.0, 200);
+    let release = agent.expect("release").await;
+    for _ in 0..2 {
+        let mut newer = Agent::connect_as(&server, &agent.id).await;
+        newer.register(spec()).await;
+        assert_eq!(newer.expect("release").await, release);
+        expect_close(&mut agent.ws, 1000).await;
+        agent = newer;
+    }
+    agent.released(&allocation_id).await;
+    server.wait_state(&ids[0], "free").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_leaving_while_provisioning_cancels_it_and_the_machine_returns() {
+    let server = Server::with(patient()).await;
+    let mut agent = Agent::connect(&server).await;
+    let ids = agent.register(vec![resource(&["x"], 1, None)]).await;
+    let mut leaver = allocate(&server, json!({"tags": ["x"], "username": "u"})).await;
+    let provision = agent.expect("provision").await;
+    let allocation_id = provision["allocation_id"].clone();
+    leaver.close(None).await.expect("close");
+    let release = agent.expect("release").await;
+    assert_eq!(release["allocation_id"], allocation_id);
+    let path = format!("/allocate/{}", allocation_id.as_str().expect("id"));
+    assert_eq!(server.get(&path).await["state"], "cancelled");
+    // The provision's late answer changes nothing and is not refused.
+    agent.provisioned(&allocation_id, "h").await;
+    agent.released(&allocation_id).await;
+    server.wait_state(&ids[0], "free").await;
+    let mut next = allocate(&server, json!({"tags": ["x"], "username": "v"})).await;
+    // The next message is the next order: no error envelope for the late answer.
+    let order = agent.expect("provision").await;
+    agent.provisioned(&order["allocation_id"], "h").await;
+    recv_status(&mut next, "ready").await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn failed_and_unanswered_provisions_requeue_the_request() {
     let server = Server::start().await;

@@ -75,7 +75,7 @@ struct Args {
     /// Client pairs taking turns in the `handoff` scenario.
     #[arg(long, default_value_t = 16)]
     pairs: usize,
-    /// Clients waiting in the queue in the `queued` scenario.
+    /// Clients waiting in the queue in the `queued` and `departure` scenarios.
     #[arg(long, default_value_t = 10_000)]
     waiters: usize,
     /// Agents in the `scale` scenario.
@@ -175,6 +175,7 @@ async fn run(args: &Args) -> Report {
                 Scenario::Queued,
                 Scenario::Scale,
                 Scenario::Journal,
+                Scenario::Departure,
             ]);
         } else {
             scenarios.push(s);

@@ -14,6 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The longest the queue may take to empty after its clients left, at most.
+const DEPARTURE_WAIT: Duration = Duration::from_secs(120);
+
+/// How often `/healthz` is probed while the queue empties.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
 /// The longest a `GET /inventory/` may take before it counts as a failure.
 const GET_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,6 +46,9 @@ pub enum Scenario {
     Scale,
     /// Cycles with the journal off and on (skipped when the server has no journal flag).
     Journal,
+    /// Many waiting clients leaving the queue at once, with the journal on: the server's CPU
+    /// time and memory for it, and how long `/healthz` waits meanwhile.
+    Departure,
     /// All of the above.
     Main,
 }
@@ -109,6 +118,7 @@ async fn one(
         Scenario::Queued => queued(launch, s, failures, report).await,
         Scenario::Scale => scale(launch, s, failures, report).await,
         Scenario::Journal => journal(launch, s, failures, report).await,
+        Scenario::Departure => departure(launch, s, failures, report).await,
         Scenario::Main => Ok(()),
     }
 }
@@ -455,4 +465,115 @@ async fn journal(
         ratio >= 0.5,
     );
     Ok(())
+}
+
+async fn departure(
+    launch: &Launch,
+    s: &Settings,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let dir = launch.workdir.join("departure");
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = launch
+        .start(launch.has_journal.then_some(dir.as_path()))
+        .await?;
+    let plans = vec![special_agent(0, ["scarce".to_owned()])];
+    let fleet = Fleet::start(server.addr, plans, failures).await?;
+    let holder = Holder::take(server.addr, scarce_request("holder")).await?;
+    let waiters =
+        Waiters::start(server.addr, s.waiters, scarce_request("waiter"), failures).await?;
+    wait_queue_length(server.addr, s.waiters as u64).await?;
+    let (cpu0, rss0, peak0) = (server.cpu_time(), server.rss_kib(), server.peak_rss_kib());
+    let t0 = Instant::now();
+    let (_, healthz) = tokio::join!(waiters.stop(), probe_healthz(server.addr, t0));
+    wait_queue_length(server.addr, 0).await?;
+    let emptied = t0.elapsed();
+    let cpu = server.cpu_time().saturating_sub(cpu0);
+    let (rss, peak) = (server.rss_kib(), server.peak_rss_kib());
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    report.notes.push(format!(
+        "departure: {} waiting clients left at once (journal {}): queue empty after {:.2} s, \
+         server CPU {:.2} s, RSS {:.1} -> {:.1} MiB (peak {:.1} -> {:.1} MiB), /healthz worst {:.0} ms",
+        s.waiters,
+        if launch.has_journal { "on" } else { "off" },
+        emptied.as_secs_f64(),
+        cpu.as_secs_f64(),
+        mib(rss0),
+        mib(rss),
+        mib(peak0),
+        mib(peak),
+        healthz.as_secs_f64() * 1e3,
+    ));
+    report.check(
+        &format!("server CPU while {} waiting clients leave", s.waiters),
+        "<= 1 s",
+        format!("{:.2} s", cpu.as_secs_f64()),
+        cpu <= Duration::from_secs(1),
+    );
+    let grew = peak.saturating_sub(peak0.max(rss0));
+    report.check(
+        &format!(
+            "server peak RSS growth while {} waiting clients leave",
+            s.waiters
+        ),
+        "<= 8 MiB",
+        format!("{:.1} MiB", mib(grew)),
+        grew <= 8 * 1024,
+    );
+    holder.release(server.addr).await?;
+    fleet.stop().await;
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `allocate_queue_length` as `/metrics` says it now.
+async fn queue_length(addr: SocketAddr) -> Result<Option<u64>, Failure> {
+    let mut conn = HttpConn::connect(addr).await?;
+    let response = conn.request("GET", "/metrics").await?;
+    let text = String::from_utf8_lossy(&response.body);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("allocate_queue_length "))
+        .and_then(|v| v.trim().parse::<u64>().ok()))
+}
+
+/// Waits until the queue holds `want` requests.
+async fn wait_queue_length(addr: SocketAddr, want: u64) -> Result<(), Failure> {
+    let deadline = Instant::now() + DEPARTURE_WAIT;
+    loop {
+        let length = queue_length(addr).await?;
+        if length == Some(want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::new(
+                "departure",
+                format!("queue length {length:?}, not {want}, after {DEPARTURE_WAIT:?}"),
+            ));
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// Probes `/healthz` until the queue is empty; returns the longest answer.
+async fn probe_healthz(addr: SocketAddr, t0: Instant) -> Duration {
+    let mut worst = Duration::ZERO;
+    while t0.elapsed() < DEPARTURE_WAIT {
+        let start = Instant::now();
+        let answered = async {
+            let mut conn = HttpConn::connect(addr).await?;
+            conn.request("GET", "/healthz").await
+        };
+        let healthy = tokio::time::timeout(DEPARTURE_WAIT, answered)
+            .await
+            .is_ok_and(|r| r.is_ok_and(|r| r.status == 200));
+        worst = worst.max(start.elapsed());
+        if !healthy || matches!(queue_length(addr).await, Ok(Some(0))) {
+            return worst;
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+    worst
 }

@@ -131,6 +131,11 @@ impl Server {
         status_kib(self.pid, "VmHWM:").unwrap_or(0)
     }
 
+    /// The server's resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        status_kib(self.pid, "VmRSS:").unwrap_or(0)
+    }
+
     /// CPU time (user and system) the server has used so far.
     pub fn cpu_time(&self) -> Duration {
         cpu_time(&format!("/proc/{}/stat", self.pid)).unwrap_or_default()

@@ -3,7 +3,7 @@
 
 use allocate_core::wire::{AgentMessage, ProvisionOrder, ReleaseOrder, ServerMessage};
 use allocate_core::ProvisionResult;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -16,6 +16,10 @@ pub const ANSWERS_UNSENT_MAX: usize = 256;
 
 /// How many finished releases are remembered, to acknowledge a resent one at once.
 pub const RELEASES_REMEMBERED: usize = 64;
+
+/// How many successful provisions are remembered (until their release), to answer a resent
+/// one with the same connection instead of provisioning again.
+pub const PROVISIONS_REMEMBERED: usize = 64;
 
 /// One order of the server, and the connection (counted from 1) it came on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,25 +78,33 @@ pub enum OrderStep {
     /// Send this answer now, without the caller (a resent release already done, or a
     /// provision refused because too many orders run).
     Answer(AgentMessage),
-    /// Nothing to do: the same order is already running (its answer is coming), or a release
-    /// waits for its allocation's provision to be answered first.
+    /// Nothing to do: the same order is already running (its answer is coming, on the
+    /// connection that sent it last), or a release waits for its allocation's provision to be
+    /// answered first.
     Wait,
     /// Too many orders run: the server resends a release when the agent reconnects.
     Drop,
 }
 
-/// The order bookkeeping of one agent across its connections. Answers belong to the connection
-/// that received the order: a provision answered after its connection closed is dropped (the
-/// server has failed it already), a release answer is sent on the next connection (the server
-/// waits for it).
+/// The order bookkeeping of one agent across its connections. Answers belong to the newest
+/// connection that sent the order: a provision answered after that connection closed is
+/// dropped (the server has failed it already), unless a newer connection sent it again (a
+/// connection that took over resends the orders in flight); a release answer is sent on the
+/// next connection (the server waits for it). Orders are answered idempotently: a repeat of
+/// a running order waits for its answer, a repeat of a finished release is acknowledged and a
+/// repeat of a successful provision is answered with its connection, without running again.
 #[derive(Clone, Debug, Default)]
 pub struct OrderBook {
     connection: u64,
     registered: bool,
-    in_flight: HashSet<(Action, Uuid)>,
+    /// The orders given to the caller and not yet answered, with the newest connection that
+    /// sent each.
+    in_flight: HashMap<(Action, Uuid), u64>,
     /// Releases that arrived while their allocation's provision was running.
     held: HashMap<Uuid, ReleaseOrder>,
     released: VecDeque<Uuid>,
+    /// Successful provisions not released since: allocation, resource, answer.
+    provisioned: VecDeque<(Uuid, Uuid, ProvisionResult)>,
     /// Answers and the connection of their order.
     unsent: VecDeque<(u64, AgentMessage)>,
 }
@@ -141,11 +153,25 @@ impl OrderBook {
         };
         let key = order.key();
         let id = key.1;
-        if self.in_flight.contains(&key) {
+        if let Some(connection) = self.in_flight.get_mut(&key) {
+            *connection = self.connection;
             return OrderStep::Wait;
         }
-        if key.0 == Action::Release && self.released.contains(&id) {
-            return OrderStep::Answer(AgentMessage::Released { allocation_id: id });
+        match key.0 {
+            Action::Release if self.released.contains(&id) => {
+                return OrderStep::Answer(AgentMessage::Released { allocation_id: id });
+            }
+            Action::Provision => {
+                if let Some(result) = self.remembered(&order) {
+                    return OrderStep::Answer(AgentMessage::Provisioned {
+                        allocation_id: id,
+                        result,
+                    });
+                }
+                // Provisioned again after a release: its next release must run again too.
+                self.released.retain(|r| *r != id);
+            }
+            Action::Release => {}
         }
         if self.in_flight.len() >= ORDERS_IN_FLIGHT_MAX {
             return match order {
@@ -158,9 +184,11 @@ impl OrderBook {
                 Order::Release { .. } => OrderStep::Drop,
             };
         }
-        self.in_flight.insert(key);
+        self.in_flight.insert(key, self.connection);
         match order {
-            Order::Release { order, .. } if self.in_flight.contains(&(Action::Provision, id)) => {
+            Order::Release { order, .. }
+                if self.in_flight.contains_key(&(Action::Provision, id)) =>
+            {
                 self.held.insert(id, order);
                 OrderStep::Wait
             }
@@ -174,17 +202,29 @@ impl OrderBook {
     pub fn answer(&mut self, order: &Order, result: Option<ProvisionResult>) -> Option<Order> {
         let key = order.key();
         let id = key.1;
-        if !self.in_flight.remove(&key) {
+        let Some(connection) = self.in_flight.remove(&key) else {
             return None; // answered twice, or never given out: the first answer stands
-        }
+        };
         let message = match (order, result) {
-            (Order::Provision { .. }, result) => AgentMessage::Provisioned {
-                allocation_id: id,
-                result: result.unwrap_or_else(|| {
+            (Order::Provision { order: p, .. }, result) => {
+                let result = result.unwrap_or_else(|| {
                     ProvisionResult::Failed("the agent gave no connection".into())
-                }),
-            },
+                });
+                if matches!(result, ProvisionResult::Connection(_)) {
+                    // A failed one is not remembered: running it again is harmless.
+                    if self.provisioned.len() >= PROVISIONS_REMEMBERED {
+                        self.provisioned.pop_front();
+                    }
+                    self.provisioned
+                        .push_back((id, p.inventory_id, result.clone()));
+                }
+                AgentMessage::Provisioned {
+                    allocation_id: id,
+                    result,
+                }
+            }
             (Order::Release { .. }, _) => {
+                self.provisioned.retain(|(p, _, _)| *p != id);
                 if self.released.len() >= RELEASES_REMEMBERED {
                     self.released.pop_front();
                 }
@@ -195,8 +235,19 @@ impl OrderBook {
         if self.unsent.len() >= ANSWERS_UNSENT_MAX {
             self.unsent.pop_front();
         }
-        self.unsent.push_back((order.connection(), message));
+        self.unsent.push_back((connection, message));
         self.held_release(order)
+    }
+
+    /// The remembered answer to a provision of the same allocation on the same resource.
+    fn remembered(&self, order: &Order) -> Option<ProvisionResult> {
+        let Order::Provision { order, .. } = order else {
+            return None;
+        };
+        self.provisioned
+            .iter()
+            .find(|(a, i, _)| *a == order.allocation_id && *i == order.inventory_id)
+            .map(|(_, _, result)| result.clone())
     }
 
     /// The caller gives `order` up without answering it (a release whose clean-up failed:
@@ -204,9 +255,7 @@ impl OrderBook {
     /// sent, so the server's resend (a release, after a reconnect) is delivered again. Returns
     /// a held release of the same allocation, now due, as [`OrderBook::answer`] does.
     pub fn abandon(&mut self, order: &Order) -> Option<Order> {
-        if !self.in_flight.remove(&order.key()) {
-            return None;
-        }
+        self.in_flight.remove(&order.key())?;
         self.held_release(order)
     }
 
@@ -394,6 +443,52 @@ mod tests {
             })
         );
         assert_eq!(book.take_unsent(), None);
+    }
+
+    #[test]
+    fn an_order_resent_on_a_newer_connection_is_answered_there_once() {
+        let mut book = OrderBook::new();
+        book.connected();
+        book.registered();
+        let OrderStep::Deliver(p) = book.on_order(provision()) else {
+            panic!()
+        };
+        // A blip: the second connection takes over and the server sends the order again.
+        book.connected();
+        book.registered();
+        assert_eq!(book.on_order(provision()), OrderStep::Wait, "still running");
+        book.answer(&p, Some(connection()));
+        let answer = AgentMessage::Provisioned {
+            allocation_id: ID,
+            result: connection(),
+        };
+        assert_eq!(book.take_unsent(), Some(answer.clone()), "on the newer one");
+        // Resent after it was answered (the answer was lost): the same answer, not a rerun.
+        book.connected();
+        book.registered();
+        assert_eq!(book.on_order(provision()), OrderStep::Answer(answer));
+        assert_eq!(book.in_flight(), 0);
+        // The same allocation on another resource (placed again after a timeout) runs.
+        let ServerMessage::Provision(mut elsewhere) = provision() else {
+            unreachable!()
+        };
+        elsewhere.inventory_id = Uuid::from_u128(3);
+        let OrderStep::Deliver(p2) = book.on_order(ServerMessage::Provision(elsewhere)) else {
+            panic!("another resource is provisioned")
+        };
+        book.abandon(&p2);
+        // Released, then provisioned again: both run again.
+        let OrderStep::Deliver(r) = book.on_order(release()) else {
+            panic!()
+        };
+        book.answer(&r, None);
+        assert!(matches!(book.on_order(provision()), OrderStep::Deliver(_)));
+        assert_eq!(book.in_flight(), 1);
+        assert_eq!(
+            book.on_order(release()),
+            OrderStep::Wait,
+            "a release waits for the provision, not the memory of the last one"
+        );
     }
 
     #[test]

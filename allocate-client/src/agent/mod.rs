@@ -114,8 +114,9 @@ pub struct AgentHandle {
 }
 
 impl AgentHandle {
-    /// Answers a provision order: the connection details, or why it failed. An answer to an
-    /// order whose connection has closed is dropped (the server has failed it already).
+    /// Answers a provision order: the connection details, or why it failed. The answer goes
+    /// to the newest connection that sent the order; it is dropped when that one has closed
+    /// (the server has failed it already, or resends it on the connection that takes over).
     pub async fn provisioned(&self, order: &Order, result: ProvisionResult) -> Result<(), Error> {
         self.send(Command::Answer(order.clone(), Reply::Provisioned(result)))
             .await

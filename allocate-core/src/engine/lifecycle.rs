@@ -190,20 +190,39 @@ impl Engine {
                     // What the agent is told; counted again from `ready`.
                     a.expires = self.now.add_secs(secs);
                 }
-                let (username, expires) = (a.requirements.username.clone(), a.expires.as_secs());
-                let ssh_keys = a.requirements.ssh_keys.clone();
-                let provision = a.requirements.provision.clone();
-                self.outputs.push_back(Output::Provision {
-                    agent_id,
-                    allocation_id: id,
-                    inventory_id,
-                    username,
-                    expires,
-                    ssh_keys,
-                    provision,
-                });
+                let order = provision_order(a, agent_id, inventory_id);
+                self.outputs.push_back(order);
                 let at = self.now.add_millis(self.config.provision_timeout_ms);
                 self.set_timer(id, Some(at));
+            }
+        }
+    }
+
+    /// Sends again, on the agent's connection that took over from another, the orders still
+    /// in flight on its resources: each unanswered provision and each unacknowledged release,
+    /// as they were first sent and with their deadlines unchanged (what the older connection
+    /// carried may be lost; answers are the agent's whatever connection carries them).
+    pub(super) fn resend_orders(&mut self, agent_id: Uuid) {
+        let Some(agent) = self.inventory.agent(&agent_id) else {
+            return;
+        };
+        for &slot in &agent.slots {
+            let r = self.inventory.get(slot);
+            let Some(occupant) = r.occupant else { continue };
+            if r.releasing {
+                self.outputs.push_back(Output::Release {
+                    agent_id,
+                    allocation_id: occupant,
+                    inventory_id: r.id,
+                });
+                continue;
+            }
+            let provisioning = self
+                .allocations
+                .get(&occupant)
+                .filter(|a| a.state == AllocationState::Provisioning);
+            if let Some(a) = provisioning {
+                self.outputs.push_back(provision_order(a, agent_id, r.id));
             }
         }
     }
@@ -435,6 +454,9 @@ impl Engine {
         id: Uuid,
         result: &ProvisionResult,
     ) -> Result<()> {
+        if self.release_supersedes(agent_id, id) {
+            return Ok(());
+        }
         let a = self.live(id)?;
         if a.state != AllocationState::Provisioning {
             return Err(Error::Conflict(format!(
@@ -471,6 +493,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `id` ended while `agent_id` provisioned it (its client left, or its lease ran
+    /// out) and the release sent since is still pending: the provision's answer then changes
+    /// nothing and is taken without complaint.
+    fn release_supersedes(&self, agent_id: Uuid, id: Uuid) -> bool {
+        let ended = self
+            .allocations
+            .get(&id)
+            .is_none_or(|a| a.state.is_terminal());
+        let on_agent = self
+            .releases
+            .get(&id)
+            .and_then(|i| self.inventory.slot_of(i))
+            .is_some_and(|slot| self.inventory.get(slot).agent_id == agent_id);
+        ended && on_agent
+    }
+
     pub(super) fn do_release_acknowledged(&mut self, agent_id: Uuid, id: Uuid) -> Result<()> {
         let inventory_id = *self
             .releases
@@ -501,12 +539,13 @@ impl Engine {
             .get(&id)
             .ok_or_else(|| Error::not_found("allocation", id))?;
         // Said as `released`, the contract's end of both: the creator is gone, but whoever
-        // follows the allocation hears it.
+        // follows the allocation hears it. Nobody else has the credentials of a provision in
+        // progress, so it is cancelled too: its agent is told to release.
         match a.state {
-            AllocationState::Queued => self.end(id, AllocationState::Cancelled, true),
-            AllocationState::Provisioning | AllocationState::Ready
-                if a.requirements.release_on_disconnect =>
-            {
+            AllocationState::Queued | AllocationState::Provisioning => {
+                self.end(id, AllocationState::Cancelled, true)
+            }
+            AllocationState::Ready if a.requirements.release_on_disconnect => {
                 self.end(id, AllocationState::Released, true)
             }
             _ => {}
@@ -562,6 +601,19 @@ impl Engine {
         self.inventory.settle(slot);
         self.offer(slot);
         Ok(())
+    }
+}
+
+/// The order to provision `a` on `inventory_id`, as `agent_id` is told it.
+fn provision_order(a: &Allocation, agent_id: Uuid, inventory_id: Uuid) -> Output {
+    Output::Provision {
+        agent_id,
+        allocation_id: a.id,
+        inventory_id,
+        username: a.requirements.username.clone(),
+        expires: a.expires.as_secs(),
+        ssh_keys: a.requirements.ssh_keys.clone(),
+        provision: a.requirements.provision.clone(),
     }
 }
 

@@ -2,7 +2,10 @@
 //! (HTTP, C, Python) applies the same ones. A connection ([`SessionId`], numbered by the
 //! shell) starts with a registration, names the same `agent_id` in every later
 //! registration, and a newer connection of that agent takes over from it: the older one's
-//! messages are refused from then on and its closing changes nothing.
+//! messages are refused from then on and its closing changes nothing, and the orders in
+//! flight on the agent's resources (unanswered provisions, unacknowledged releases) are sent
+//! again, to the newer one, so a network blip costs nothing. Answers count whatever
+//! connection of the agent's carried the order.
 //!
 //! Sessions are connections, not lab state: they are neither recorded nor snapshotted
 //! (after a restart every agent reconnects).
@@ -58,6 +61,9 @@ impl Engine {
                 .insert(agent_id, session)
                 .filter(|&old| old != session),
         };
+        if replaced.is_some() {
+            self.resend_orders(agent_id);
+        }
         Ok(Registered {
             agent_id,
             inventory_ids,
@@ -121,7 +127,7 @@ mod tests {
     use super::*;
     use crate::ids::SeededIds;
     use crate::model::test_spec;
-    use crate::{Config, Error, ErrorCode, Requirements, ResourceState};
+    use crate::{Config, Error, ErrorCode, Output, Requirements, ResourceState};
 
     const AGENT: Uuid = Uuid::from_u128(1);
 
@@ -236,6 +242,64 @@ mod tests {
         assert_eq!(engine.session_closed(now(), new), Ok(Some(AGENT)));
         assert_eq!(state_of_only_resource(&engine), ResourceState::Offline);
         assert_eq!(engine.session_closed(now(), new), Ok(None), "closing twice");
+    }
+
+    #[test]
+    fn a_takeover_resends_the_orders_in_flight_and_answers_count_on_the_new_connection() {
+        let mut engine = engine();
+        let (old, new) = (SessionId(1), SessionId(2));
+        let two = vec![machine()[0].clone(), machine()[0].clone()];
+        engine.session_register(now(), old, AGENT, two).unwrap();
+        let provisioning = engine.request(now(), Requirements::for_user("p")).unwrap();
+        let releasing = engine.request(now(), Requirements::for_user("r")).unwrap();
+        let first: Vec<Output> = std::iter::from_fn(|| engine.poll_output()).collect();
+        let ok = ProvisionResult::Connection(crate::model::Connection {
+            host: "h".into(),
+            username: "u".into(),
+            password: None,
+            port: None,
+        });
+        engine
+            .session_provisioned(now(), old, releasing, ok.clone())
+            .unwrap();
+        engine.release(now(), releasing).unwrap();
+        let release: Vec<Output> = std::iter::from_fn(|| engine.poll_output())
+            .filter(|o| matches!(o, Output::Release { .. }))
+            .collect();
+        assert_eq!(release.len(), 1);
+
+        // A blip: the agent's new connection takes over before the old one is seen closing.
+        let later = now().add_secs(1);
+        let taken = engine
+            .session_register(later, new, AGENT, machine())
+            .unwrap();
+        assert_eq!(taken.replaced, Some(old));
+        let resent: Vec<Output> = std::iter::from_fn(|| engine.poll_output()).collect();
+        let provision = first
+            .iter()
+            .find(|o| matches!(o, Output::Provision { allocation_id, .. } if *allocation_id == provisioning))
+            .expect("the first provision");
+        assert_eq!(resent, vec![provision.clone(), release[0].clone()]);
+
+        engine.session_closed(later, old).unwrap();
+        engine
+            .session_provisioned(later, new, provisioning, ok)
+            .unwrap();
+        engine.session_released(later, new, releasing).unwrap();
+        std::iter::from_fn(|| engine.poll_output()).for_each(drop);
+        let state = engine.allocation(&provisioning).unwrap().state;
+        assert_eq!(state, crate::AllocationState::Ready);
+        let states: Vec<ResourceState> = engine.inventory().map(|e| e.state).collect();
+        assert!(!states.contains(&ResourceState::Error), "{states:?}");
+        assert_eq!(
+            engine
+                .session_register(later, SessionId(3), AGENT, machine())
+                .unwrap()
+                .replaced,
+            Some(new)
+        );
+        let again: Vec<Output> = std::iter::from_fn(|| engine.poll_output()).collect();
+        assert!(again.is_empty(), "nothing in flight: {again:?}");
     }
 
     #[test]

@@ -252,18 +252,7 @@ fn fifo_among_waiters_and_positions_are_resent_when_they_change() {
     drain(&mut e);
     e.client_gone(at(5), w[0]).unwrap();
     let out = drain(&mut e);
-    let positions: Vec<(Uuid, u32)> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Queued {
-                allocation_id,
-                position,
-                ..
-            } => Some((*allocation_id, *position)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(positions, vec![(w[1], 1), (w[2], 2)]);
+    assert_eq!(positions(&out), vec![(w[1], 1), (w[2], 2)]);
     assert_eq!(
         e.allocation(&w[0]).unwrap().state,
         AllocationState::Cancelled
@@ -329,6 +318,44 @@ fn provisioning_round_trip_and_failure_requeues_in_front() {
     assert_eq!(e.allocation(&a).unwrap().connection, Some(conn("h2")));
     let again = e.provisioned(at(2), agent(1), a, ProvisionResult::Connection(conn("h2")));
     assert_eq!(again.unwrap_err().code(), crate::ErrorCode::Conflict);
+}
+
+#[test]
+fn a_client_leaving_while_provisioning_cancels_it_and_the_agent_releases() {
+    let mut e = one_provisioned_resource();
+    let a = e.request(at(0), want(&["x"], 60)).unwrap();
+    let next = e.request(at(0), want(&["x"], 60)).unwrap();
+    drain(&mut e);
+    e.client_gone(at(1), a).unwrap();
+    let inventory_id = e.inventory().next().unwrap().inventory_id;
+    let release = Output::Release {
+        agent_id: agent(1),
+        allocation_id: a,
+        inventory_id,
+    };
+    let out = drain(&mut e);
+    assert!(
+        out.contains(&Output::Released { allocation_id: a }),
+        "{out:?}"
+    );
+    assert!(out.contains(&release), "{out:?}");
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Cancelled);
+    // The provision's late answer is taken and changes nothing, from its agent only.
+    let late = ProvisionResult::Connection(conn("h"));
+    let other = e.provisioned(at(2), agent(2), a, late.clone());
+    assert_eq!(other.unwrap_err().code(), crate::ErrorCode::NotFound);
+    e.provisioned(at(2), agent(1), a, late.clone()).unwrap();
+    assert!(drain(&mut e).is_empty());
+    assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Cancelled);
+    // Released: the machine goes to the next request.
+    e.release_acknowledged(at(3), agent(1), a).unwrap();
+    let out = drain(&mut e);
+    assert!(
+        matches!(&out[..], [Output::Provision { allocation_id, .. }] if *allocation_id == next),
+        "{out:?}"
+    );
+    let after = e.provisioned(at(4), agent(1), a, late);
+    assert_eq!(after.unwrap_err().code(), crate::ErrorCode::NotFound);
 }
 
 #[test]
@@ -1158,3 +1185,20 @@ fn a_snapshot_written_before_keys_and_provision_data_still_restores() {
     let r = &restored.snapshot().allocations[0].requirements;
     assert!(r.ssh_keys.is_empty() && r.provision.is_none());
 }
+
+/// The `queued` outputs among `outputs`: each request and the position it is told.
+fn positions(outputs: &[Output]) -> Vec<(Uuid, u32)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Queued {
+                allocation_id,
+                position,
+                ..
+            } => Some((*allocation_id, *position)),
+            _ => None,
+        })
+        .collect()
+}
+
+mod positions;

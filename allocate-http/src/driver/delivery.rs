@@ -11,7 +11,7 @@ use allocate_core::{Engine, Output, Recipient};
 use std::collections::HashMap;
 use std::fmt;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 /// Records handed to the journal and not yet on disk, at most; at this bound the driver
@@ -31,9 +31,9 @@ pub(super) enum Delivery {
         frames: Vec<Frame>,
         /// What dropping the socket means, should it be too far behind to take them.
         owner: Owner,
-        /// For a held `queued` message: skipped when a newer one for the same allocation
-        /// is held too (see [`Outgoing::latest_queued`]).
-        supersede: Option<(Uuid, u64)>,
+        /// A `queued` position: while held, a newer one for the same socket replaces it
+        /// (see [`Outgoing::held_queued`]).
+        queued: bool,
     },
     /// A handler's reply.
     Reply(Box<dyn FnOnce() + Send>),
@@ -59,7 +59,7 @@ impl Delivery {
             peer,
             frames,
             owner: Owner::Closing,
-            supersede: None,
+            queued: false,
         }
     }
 }
@@ -84,11 +84,13 @@ pub(super) struct Outgoing {
     journal: Option<Journal>,
     /// Outputs and replies waiting for their records to be on disk.
     hold: Holdback<Delivery>,
-    /// The newest held `queued` message of each allocation (a counter value): a client's
-    /// positions can change many times while one batch syncs, and only the last one counts,
-    /// so older ones are skipped rather than filling the client's queue.
-    latest_queued: HashMap<Uuid, u64>,
-    queued_count: u64,
+    /// The ticket of the one held `queued` message of each socket (by peer id): a
+    /// position can change many times while one batch syncs, and only the latest counts, so
+    /// a newer one takes the held one's place instead of queueing behind it. A superseded
+    /// position is thus neither kept nor sent, and what is held stays bounded by the
+    /// sockets. Taking the older one's place may show a position a little before its
+    /// records are on disk: a position is advice, and a crash ends every socket anyway.
+    held_queued: HashMap<u64, u64>,
 }
 
 impl Outgoing {
@@ -98,8 +100,7 @@ impl Outgoing {
         Outgoing {
             journal,
             hold: Holdback::new(seq),
-            latest_queued: HashMap::new(),
-            queued_count: 0,
+            held_queued: HashMap::new(),
         }
     }
 
@@ -136,21 +137,23 @@ impl Outgoing {
         }
     }
 
-    /// Marks a `queued` message for `allocation_id` as the newest one, when it may be held.
-    fn supersede(&mut self, allocation_id: Uuid) -> Option<(Uuid, u64)> {
-        self.journal.as_ref()?;
-        self.queued_count += 1;
-        self.latest_queued.insert(allocation_id, self.queued_count);
-        Some((allocation_id, self.queued_count))
-    }
-
-    /// Whether a held `queued` message is still the newest of its allocation.
-    fn is_latest(&mut self, (allocation_id, n): (Uuid, u64)) -> bool {
-        if self.latest_queued.get(&allocation_id) != Some(&n) {
-            return false; // a newer position is held behind it
+    /// Puts a `queued` delivery in the place of the one held for the same socket; hands it
+    /// back when none is held.
+    fn replace_held_queued(&mut self, delivery: Delivery) -> Option<Delivery> {
+        let Delivery::Frames {
+            peer, queued: true, ..
+        } = &delivery
+        else {
+            return Some(delivery);
+        };
+        let held = self.held_queued.get(&peer.id()).copied();
+        match held.and_then(|ticket| self.hold.held_mut(ticket)) {
+            Some(slot) => {
+                *slot = delivery;
+                None
+            }
+            None => Some(delivery),
         }
-        self.latest_queued.remove(&allocation_id);
-        true
     }
 }
 
@@ -163,8 +166,22 @@ impl Driver {
 
     /// Delivers now when nothing is pending, or holds back until the journal catches up.
     pub(super) fn dispatch(&mut self, delivery: Delivery) {
-        if let Some(delivery) = self.outgoing.hold.pass(delivery) {
-            self.deliver(delivery);
+        let Some(delivery) = self.outgoing.replace_held_queued(delivery) else {
+            return;
+        };
+        let queued_peer = match &delivery {
+            Delivery::Frames {
+                peer, queued: true, ..
+            } => Some(peer.id()),
+            _ => None,
+        };
+        match self.outgoing.hold.pass(delivery) {
+            Ok(delivery) => self.deliver(delivery),
+            Err(ticket) => {
+                if let Some(peer_id) = queued_peer {
+                    self.outgoing.held_queued.insert(peer_id, ticket);
+                }
+            }
         }
     }
 
@@ -178,18 +195,20 @@ impl Driver {
 
     /// Hands one delivery over: runs a reply, or queues frames on their socket.
     fn deliver(&mut self, delivery: Delivery) {
-        let (peer, frames, owner, supersede) = match delivery {
+        let (peer, frames, owner) = match delivery {
             Delivery::Reply(send) => return send(),
             Delivery::Frames {
                 peer,
                 frames,
                 owner,
-                supersede,
-            } => (peer, frames, owner, supersede),
+                queued,
+            } => {
+                if queued {
+                    self.outgoing.held_queued.remove(&peer.id());
+                }
+                (peer, frames, owner)
+            }
         };
-        if supersede.is_some_and(|s| !self.outgoing.is_latest(s)) {
-            return;
-        }
         for frame in frames {
             if !peer.push(frame) {
                 return self.drop_peer(&peer, owner);
@@ -204,7 +223,11 @@ impl Driver {
         match owner {
             Owner::Client(allocation_id) => {
                 if self.sockets.remove_client_if(&allocation_id, peer.id()) {
-                    warn!(%allocation_id, "dropping a client that fell behind");
+                    if peer.is_closed() {
+                        debug!(%allocation_id, "a client left before its socket task said so");
+                    } else {
+                        warn!(%allocation_id, "dropping a client that fell behind");
+                    }
                     self.forget_client(allocation_id);
                 }
             }
@@ -239,7 +262,7 @@ impl Driver {
             match output.recipient() {
                 Recipient::Client(id) => {
                     let queued = matches!(output, Output::Queued { .. });
-                    self.send_to_followers(id, &text, output.is_final());
+                    self.send_to_followers(id, &text, output.is_final(), queued);
                     self.send_to_client(id, text, output.is_final(), queued);
                 }
                 Recipient::Agent(id) => self.send_to_agent(id, text),
@@ -257,22 +280,17 @@ impl Driver {
             frames.push(Frame::Close(CLOSE_NORMAL, "allocation ended"));
             self.sockets.remove_client(&allocation_id);
         }
-        let supersede = if queued {
-            self.outgoing.supersede(allocation_id)
-        } else {
-            None
-        };
         self.dispatch(Delivery::Frames {
             peer,
             frames,
             owner: Owner::Client(allocation_id),
-            supersede,
+            queued,
         });
     }
 
     /// Sends a client's event to every socket that follows its allocation; the last one
-    /// closes them.
-    pub(super) fn send_to_followers(&mut self, allocation_id: Uuid, text: &str, last: bool) {
+    /// closes them. `queued`: a position, which replaces one still held for the socket.
+    fn send_to_followers(&mut self, allocation_id: Uuid, text: &str, last: bool, queued: bool) {
         let peers = if last {
             self.sockets.take_followers(&allocation_id)
         } else {
@@ -283,17 +301,27 @@ impl Driver {
             if last {
                 frames.push(Frame::Close(CLOSE_NORMAL, "allocation ended"));
             }
-            self.greet_follower(allocation_id, peer, frames);
+            self.queue_for_follower(allocation_id, peer, frames, queued);
         }
     }
 
     /// Queues frames on a socket that follows `allocation_id`.
     pub(super) fn greet_follower(&mut self, allocation_id: Uuid, peer: Peer, frames: Vec<Frame>) {
+        self.queue_for_follower(allocation_id, peer, frames, false);
+    }
+
+    fn queue_for_follower(
+        &mut self,
+        allocation_id: Uuid,
+        peer: Peer,
+        frames: Vec<Frame>,
+        queued: bool,
+    ) {
         self.dispatch(Delivery::Frames {
             peer,
             frames,
             owner: Owner::Follower(allocation_id),
-            supersede: None,
+            queued,
         });
     }
 
@@ -306,7 +334,7 @@ impl Driver {
             peer,
             frames: vec![Frame::Text(text)],
             owner: Owner::Agent(agent_id),
-            supersede: None,
+            queued: false,
         });
     }
 

@@ -17,6 +17,10 @@ use uuid::Uuid;
 /// Jobs that may wait for the driver task; senders beyond this wait their turn.
 pub(super) const JOBS_MAX: usize = 1024;
 
+/// Jobs run one after another before their outputs are routed, at most: enough to coalesce a
+/// burst, few enough that the first job's outputs wait a few milliseconds at worst.
+pub(super) const JOBS_PER_ROUTE: usize = 256;
+
 /// Work for the driver task: code to run with the driver, which hands its result to
 /// [`Driver::reply`].
 pub(super) type Job = Box<dyn FnOnce(&mut Driver) + Send>;

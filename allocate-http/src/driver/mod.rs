@@ -78,6 +78,9 @@ impl Driver {
         if self.owned(caller, id)?.state.is_terminal() {
             return Err(not_found("allocation", id));
         }
+        // What earlier jobs of this batch made is routed first, so that the follower hears
+        // the current state once and only what comes after it.
+        self.route();
         let frames = self
             .engine
             .current_outputs(&id)
@@ -141,6 +144,9 @@ impl Driver {
         agent_id: Uuid,
         resources: Vec<ResourceSpec>,
     ) -> Result<(), Error> {
+        // Orders that earlier jobs of this batch made go out first, on the socket they were
+        // made for.
+        self.route();
         let registered =
             self.engine
                 .session_register(clock::now(), session, agent_id, resources)?;
@@ -167,6 +173,7 @@ impl Driver {
     /// Stops taking new work (the engine refuses it from now on); clients still waiting for
     /// `ready` get the engine's answer, and every socket is closed.
     fn shutdown(&mut self) {
+        self.route();
         let waiting = self.engine.shut_down();
         let stopping = Envelope::<()>::Refused(Refusal::new(
             Error::ShuttingDown.code(),

@@ -1,7 +1,7 @@
 //! The driver loop: one task owns the [`Driver`], runs the jobs sent to it one at a time,
 //! fires the engine's deadlines with one timer, and releases what the journal made durable.
 
-use super::jobs::{DriverHandle, Job, JOBS_MAX};
+use super::jobs::{DriverHandle, Job, JOBS_MAX, JOBS_PER_ROUTE};
 use super::Driver;
 use crate::clock;
 use crate::journal::{Journal, JournalError, Progress};
@@ -73,7 +73,10 @@ async fn serve_jobs(driver: &mut Driver, mut jobs: mpsc::Receiver<Job>) -> Ended
         }
         tokio::select! {
             job = jobs.recv(), if !driver.outgoing.backlogged() => match job {
-                Some(job) => job(driver),
+                Some(job) => {
+                    job(driver);
+                    run_waiting_jobs(driver, &mut jobs);
+                }
                 None => return Ok(()),
             },
             () = &mut timer, if armed.is_some() => {
@@ -92,6 +95,22 @@ async fn serve_jobs(driver: &mut Driver, mut jobs: mpsc::Receiver<Job>) -> Ended
         }
         driver.route();
         driver.outgoing.snapshot_if_due(&driver.engine);
+    }
+}
+
+/// Runs the jobs already waiting, up to [`JOBS_PER_ROUTE`] and while the disk keeps up, so
+/// that their outputs are routed together: a batch of clients leaving the queue costs one
+/// position report per request that moved, not one per leaving (see
+/// [`allocate_core::Engine::poll_output`]).
+fn run_waiting_jobs(driver: &mut Driver, jobs: &mut mpsc::Receiver<Job>) {
+    for _ in 1..JOBS_PER_ROUTE {
+        if driver.outgoing.backlogged() {
+            return;
+        }
+        match jobs.try_recv() {
+            Ok(job) => job(driver),
+            Err(_) => return,
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 #[derive(Debug)]
 pub struct Holdback<T> {
     queue: VecDeque<(u64, T)>,
+    /// Deliveries popped so far: the ticket of the one at the front of `queue`.
+    popped: u64,
     /// The sequence number of the last record appended.
     appended: u64,
     /// The sequence number of the last record on disk.
@@ -20,6 +22,7 @@ impl<T> Holdback<T> {
     pub fn new(seq: u64) -> Self {
         Holdback {
             queue: VecDeque::new(),
+            popped: 0,
             appended: seq,
             durable: seq,
         }
@@ -31,14 +34,21 @@ impl<T> Holdback<T> {
     }
 
     /// Hands `item` back when it may be delivered now (nothing it depends on is pending and
-    /// nothing is ahead of it); otherwise keeps it.
-    pub fn pass(&mut self, item: T) -> Option<T> {
+    /// nothing is ahead of it); otherwise keeps it and returns its ticket (see
+    /// [`Holdback::held_mut`]).
+    pub fn pass(&mut self, item: T) -> Result<T, u64> {
         if self.queue.is_empty() && self.durable >= self.appended {
-            Some(item)
+            Ok(item)
         } else {
             self.queue.push_back((self.appended, item));
-            None
+            Err(self.popped + self.queue.len() as u64 - 1)
         }
+    }
+
+    /// The held delivery with this ticket, while it is still held.
+    pub fn held_mut(&mut self, ticket: u64) -> Option<&mut T> {
+        let index = usize::try_from(ticket.checked_sub(self.popped)?).ok()?;
+        self.queue.get_mut(index).map(|(_, item)| item)
     }
 
     /// Records up to `seq` are on disk.
@@ -49,7 +59,10 @@ impl<T> Holdback<T> {
     /// The next held delivery whose records are on disk, in order.
     pub fn pop_ready(&mut self) -> Option<T> {
         match self.queue.front() {
-            Some(&(seq, _)) if seq <= self.durable => self.queue.pop_front().map(|(_, item)| item),
+            Some(&(seq, _)) if seq <= self.durable => {
+                self.popped += 1;
+                self.queue.pop_front().map(|(_, item)| item)
+            }
             _ => None,
         }
     }
@@ -72,20 +85,35 @@ mod tests {
     #[test]
     fn deliveries_wait_for_their_records_and_keep_their_order() {
         let mut hold = Holdback::new(5);
-        assert_eq!(hold.pass("early"), Some("early"), "nothing pending");
+        assert_eq!(hold.pass("early"), Ok("early"), "nothing pending");
         hold.appended(6);
-        assert_eq!(hold.pass("a"), None);
+        assert_eq!(hold.pass("a"), Err(0));
         hold.appended(8);
-        assert_eq!(hold.pass("b"), None);
+        assert_eq!(hold.pass("b"), Err(1));
         assert_eq!(hold.in_flight(), 3);
         hold.durable(7);
         assert_eq!(hold.pop_ready(), Some("a"));
         assert_eq!(hold.pop_ready(), None, "b waits for record 8");
-        assert_eq!(hold.pass("c"), None, "c may not overtake b");
+        assert_eq!(hold.pass("c"), Err(2), "c may not overtake b");
         hold.durable(8);
         assert_eq!(hold.pop_ready(), Some("b"));
         assert_eq!(hold.pop_ready(), Some("c"));
         assert_eq!(hold.len(), 0);
-        assert_eq!(hold.pass("d"), Some("d"));
+        assert_eq!(hold.pass("d"), Ok("d"));
+    }
+
+    #[test]
+    fn a_held_delivery_can_be_replaced_in_place_until_it_is_popped() {
+        let mut hold = Holdback::new(0);
+        hold.appended(1);
+        assert_eq!(hold.pass("a"), Err(0));
+        assert_eq!(hold.pass("b"), Err(1));
+        *hold.held_mut(1).unwrap() = "b2";
+        hold.durable(1);
+        assert_eq!(hold.pop_ready(), Some("a"));
+        assert_eq!(hold.held_mut(0), None, "popped");
+        assert_eq!(hold.pop_ready(), Some("b2"));
+        assert_eq!(hold.held_mut(1), None);
+        assert_eq!(hold.held_mut(7), None, "never held");
     }
 }

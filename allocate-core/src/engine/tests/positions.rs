@@ -1,0 +1,81 @@
+//! Queue positions are reported once per drain: a batch of inputs tells each moved request
+//! its latest position, once.
+
+use super::*;
+
+/// An engine whose one resource is held, with `n` requests waiting behind it.
+fn waiting(n: u64) -> (Engine, Vec<Uuid>) {
+    let mut e = engine();
+    e.register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], Some("h"))])
+        .unwrap();
+    e.request(at(0), want(&["x"], 600)).unwrap();
+    let ids = (0..n)
+        .map(|_| e.request(at(1), want(&["x"], 600)).unwrap())
+        .collect();
+    (e, ids)
+}
+
+#[test]
+fn a_batch_of_departures_tells_each_remaining_request_its_latest_position_once() {
+    let (mut e, w) = waiting(1_000);
+    let first = positions(&drain(&mut e));
+    assert_eq!(
+        first.len(),
+        1_000,
+        "each new request hears its position once"
+    );
+    assert_eq!(first[999], (w[999], 1_000));
+    // Every other request leaves, front first: without coalescing, each leaving would
+    // re-send the position of everyone behind it (about 250,000 messages).
+    for id in w.iter().step_by(2) {
+        e.client_gone(at(2), *id).unwrap();
+    }
+    let out = drain(&mut e);
+    let moved = positions(&out);
+    let expected: Vec<(Uuid, u32)> = w.iter().skip(1).step_by(2).copied().zip(1..).collect();
+    assert_eq!(
+        moved, expected,
+        "one message per moved request, its final position"
+    );
+    let released = out
+        .iter()
+        .filter(|o| matches!(o, Output::Released { .. }))
+        .count();
+    assert_eq!(released, 500);
+    let queued_at = out.iter().position(|o| matches!(o, Output::Queued { .. }));
+    assert_eq!(
+        queued_at,
+        Some(500),
+        "positions come after the batch's other outputs"
+    );
+    assert_eq!(e.allocation(&w[999]).unwrap().position, Some(500));
+    assert!(positions(&drain(&mut e)).is_empty(), "nothing moved since");
+}
+
+#[test]
+fn requests_that_leave_before_the_drain_hear_nothing_and_a_late_one_moves_alone() {
+    let (mut e, w) = waiting(10_000);
+    drain(&mut e);
+    for id in &w[..9_999] {
+        e.client_gone(at(2), *id).unwrap();
+    }
+    let moved = positions(&drain(&mut e));
+    assert_eq!(moved, vec![(w[9_999], 1)]);
+    let late = e.request(at(3), want(&["x"], 600)).unwrap();
+    e.client_gone(at(3), w[9_999]).unwrap();
+    assert_eq!(positions(&drain(&mut e)), vec![(late, 1)]);
+}
+
+#[test]
+fn a_request_placed_or_timed_out_within_the_batch_is_never_told_a_position() {
+    let (mut e, w) = waiting(2);
+    drain(&mut e);
+    let third = e.request(at(2), want(&["x"], 1)).unwrap();
+    e.client_gone(at(2), w[0]).unwrap();
+    e.handle_timeout(at(3));
+    let out = drain(&mut e);
+    assert!(out.contains(&Output::TimedOut {
+        allocation_id: third
+    }));
+    assert_eq!(positions(&out), vec![(w[1], 1)]);
+}
