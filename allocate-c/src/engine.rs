@@ -205,7 +205,7 @@ pub unsafe extern "C" fn allocate_engine_restore_json(
         // SAFETY (both): the caller's contract.
         let slot = unsafe { out(engine_out, "engine_out") }?;
         let text = unsafe { text(snapshot_json, "snapshot_json") }?;
-        let snapshot: Snapshot = serde_json::from_str(text).map_err(|e| {
+        let snapshot = Snapshot::from_stored(text.as_bytes()).map_err(|e| {
             Failure::new(
                 allocate_result::ALLOCATE_INVALID_REQUEST,
                 format!("snapshot_json is not a snapshot: {e}"),

@@ -54,6 +54,7 @@ mod output;
 mod policy;
 mod queue;
 mod record;
+mod stored;
 mod time;
 mod validate;
 mod view;
@@ -72,6 +73,7 @@ pub use model::{
 pub use output::{Output, Recipient};
 pub use policy::{BestFit, Candidate, MatchPolicy};
 pub use record::{Input, ProvisionResult, Record};
+pub use stored::{StoredError, SCHEMA};
 pub use time::Timestamp;
 pub use view::{AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState};
 #[cfg(feature = "wire")]

@@ -227,6 +227,7 @@ impl BuiltSnapshot {
             cohere(&mut agents, &allocations);
         }
         Snapshot {
+            schema: allocate_core::SCHEMA,
             config: self.config.config(),
             now: self.now.at(),
             next_seq: u64::from(self.next_seq),

@@ -18,6 +18,10 @@ use uuid::Uuid;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
+    /// The version of its format ([`crate::SCHEMA`] when taken; 1 when read from before
+    /// versions were written).
+    #[serde(default = "crate::stored::snapshot_schema_default")]
+    pub schema: u32,
     /// The settings.
     pub config: Config,
     /// The latest time the engine was given.
@@ -180,6 +184,7 @@ impl Engine {
             })
             .collect();
         Snapshot {
+            schema: crate::SCHEMA,
             config: self.config.clone(),
             now: self.now,
             next_seq: self.next_seq,

@@ -121,10 +121,10 @@ impl Replay {
             if seq < self.next {
                 continue;
             }
-            let record: Record = serde_json::from_slice(&bytes[payload.clone()]).map_err(|e| {
+            let record = Record::from_stored(&bytes[payload.clone()]).map_err(|e| {
                 damaged(
                     *offset,
-                    format!("record {seq} is intact but not a journal record: {e}"),
+                    format!("record {seq} is intact but cannot be read: {e}"),
                 )
             })?;
             self.engine
@@ -195,8 +195,8 @@ fn load_snapshot(path: &Path, seq: u64) -> Result<Engine> {
             "unexpected bytes after the snapshot".to_owned(),
         ));
     }
-    let snapshot: Snapshot = serde_json::from_slice(&bytes[payload])
-        .map_err(|e| damaged(HEADER_BYTES, format!("not a snapshot: {e}")))?;
+    let snapshot = Snapshot::from_stored(&bytes[payload])
+        .map_err(|e| damaged(HEADER_BYTES, format!("the snapshot cannot be read: {e}")))?;
     Engine::restore(&snapshot, Box::new(RandomIds))
         .map_err(|e| damaged(HEADER_BYTES, e.to_string()))
 }

@@ -93,11 +93,10 @@ impl Writer {
         match command {
             Command::Append(records) => {
                 for record in &records {
-                    let json =
-                        serde_json::to_vec(record).map_err(|source| JournalError::Encode {
-                            what: "a journal record",
-                            source,
-                        })?;
+                    let json = record.to_stored().map_err(|source| JournalError::Encode {
+                        what: "a journal record",
+                        source,
+                    })?;
                     push_frame(&mut self.buf, &json).ok_or_else(|| too_big("a journal record"))?;
                     self.encoded += 1;
                 }
@@ -148,10 +147,12 @@ impl Writer {
 /// every later record must go there (recovery reads from the newest segment that starts at
 /// or before the snapshot), which is why a failure here stops the journal.
 pub fn compact(dir: &DataDir, seq: u64, snapshot: &Snapshot) -> Result<File> {
-    let json = serde_json::to_vec(snapshot).map_err(|source| JournalError::Encode {
-        what: "a snapshot",
-        source,
-    })?;
+    let json = snapshot
+        .to_stored()
+        .map_err(|source| JournalError::Encode {
+            what: "a snapshot",
+            source,
+        })?;
     let mut framed = Vec::with_capacity(json.len() + 8);
     push_frame(&mut framed, &json).ok_or_else(|| too_big("a snapshot"))?;
     dir.write_snapshot(seq, &framed)?;

@@ -1,0 +1,211 @@
+//! The stored forms of records and snapshots (a journal, a snapshot file, a database row),
+//! with the version of their format: what this build writes, what it reads, and the clear
+//! error for what a newer build wrote.
+//!
+//! Every stored record and snapshot carries `"schema": N`. Those written before versioning
+//! carry none and read as version 1, which they are. A build reads every version up to its
+//! own [`SCHEMA`], upgrading older ones as it reads; a format change bumps [`SCHEMA`] and adds
+//! its upgrade here, and the committed fixtures of older versions keep being read by the tests.
+
+use crate::engine::Snapshot;
+use crate::record::{Input, Record};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The format version this build writes, and the newest it reads.
+pub const SCHEMA: u32 = 1;
+
+/// The version of what was stored before versions were written.
+const UNVERSIONED: u32 = 1;
+
+fn unversioned() -> u32 {
+    UNVERSIONED
+}
+
+/// Why a stored record or snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredError {
+    /// A newer build wrote it, in a format this one does not know.
+    #[error("written by a newer allocate, in format version {found} (this build reads up to {SCHEMA}): run that version or a later one")]
+    Newer {
+        /// The version it says it is in.
+        found: u32,
+    },
+    /// It is not what it should be at the version it says.
+    #[error("not a {what} of format version {version}: {source}")]
+    Malformed {
+        /// `record` or `snapshot`.
+        what: &'static str,
+        /// The version it says (or 1 when unversioned).
+        version: u32,
+        /// What the parser found wrong.
+        source: serde_json::Error,
+    },
+}
+
+/// Only the version, read first when the whole does not parse.
+#[derive(Deserialize)]
+struct VersionOnly {
+    #[serde(default = "unversioned")]
+    schema: u32,
+}
+
+/// Parses `bytes` as a `T`; when that fails, says whether a newer build wrote it.
+fn read<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, StoredError> {
+    serde_json::from_slice(bytes).map_err(|source| {
+        let version =
+            serde_json::from_slice::<VersionOnly>(bytes).map_or(UNVERSIONED, |v| v.schema);
+        if version > SCHEMA {
+            StoredError::Newer { found: version }
+        } else {
+            StoredError::Malformed {
+                what,
+                version,
+                source,
+            }
+        }
+    })
+}
+
+/// A record as stored: the version, then the record's own fields.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    schema: u32,
+    now: Timestamp,
+    input: &'a Input,
+}
+
+/// A record as read: any version up to [`SCHEMA`].
+#[derive(Deserialize)]
+struct RecordIn {
+    #[serde(default = "unversioned")]
+    schema: u32,
+    now: Timestamp,
+    input: Input,
+}
+
+impl Record {
+    /// The stored form: JSON with the format version.
+    pub fn to_stored(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&RecordOut {
+            schema: SCHEMA,
+            now: self.now,
+            input: &self.input,
+        })
+    }
+
+    /// Reads a stored record of any version up to [`SCHEMA`].
+    pub fn from_stored(bytes: &[u8]) -> Result<Record, StoredError> {
+        let stored: RecordIn = read(bytes, "record")?;
+        if stored.schema > SCHEMA {
+            return Err(StoredError::Newer {
+                found: stored.schema,
+            });
+        }
+        Ok(Record {
+            now: stored.now,
+            input: stored.input,
+        })
+    }
+}
+
+impl Snapshot {
+    /// The stored form: JSON with the format version.
+    pub fn to_stored(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(self)
+    }
+
+    /// Reads a stored snapshot of any version up to [`SCHEMA`].
+    pub fn from_stored(bytes: &[u8]) -> Result<Snapshot, StoredError> {
+        let snapshot: Snapshot = read(bytes, "snapshot")?;
+        if snapshot.schema > SCHEMA {
+            return Err(StoredError::Newer {
+                found: snapshot.schema,
+            });
+        }
+        Ok(Snapshot {
+            schema: SCHEMA,
+            ..snapshot
+        })
+    }
+}
+
+/// The version a snapshot without one was written in (serde's default for the field).
+pub(crate) fn snapshot_schema_default() -> u32 {
+    UNVERSIONED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SeededIds;
+    use crate::{Config, Engine, Requirements};
+    use serde_json::json;
+
+    fn record() -> Record {
+        Record {
+            now: Timestamp::from_secs(1_700_000_000),
+            input: Input::Tick,
+        }
+    }
+
+    #[test]
+    fn records_carry_their_version_and_read_back() {
+        let stored = record().to_stored().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(value["schema"], SCHEMA);
+        assert_eq!(Record::from_stored(&stored).unwrap(), record());
+        // Written before versions were: version 1.
+        let unversioned =
+            serde_json::to_vec(&json!({"now": 1_700_000_000_000_u64, "input": {"input": "tick"}}))
+                .unwrap();
+        assert_eq!(Record::from_stored(&unversioned).unwrap(), record());
+    }
+
+    #[test]
+    fn a_newer_version_says_so_whether_or_not_it_parses() {
+        let newer =
+            json!({"schema": SCHEMA + 1, "now": 1_700_000_000_000_u64, "input": {"input": "tick"}});
+        let err = Record::from_stored(&serde_json::to_vec(&newer).unwrap()).unwrap_err();
+        assert!(matches!(err, StoredError::Newer { found } if found == SCHEMA + 1));
+        assert!(err.to_string().contains("newer allocate"), "{err}");
+        let unknown = json!({"schema": SCHEMA + 1, "at": 5, "what": {"input": "teleport"}});
+        let err = Record::from_stored(&serde_json::to_vec(&unknown).unwrap()).unwrap_err();
+        assert!(matches!(err, StoredError::Newer { .. }), "{err}");
+        let broken = Record::from_stored(br#"{"now": "soon", "input": {"input": "tick"}}"#);
+        let err = broken.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoredError::Malformed {
+                    what: "record",
+                    version: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn snapshots_carry_their_version_and_read_back() {
+        let mut engine = Engine::new(Config::default(), Box::new(SeededIds::new(3)));
+        let now = Timestamp::from_secs(1_700_000_000);
+        engine.request(now, Requirements::for_user("u")).unwrap();
+        let snapshot = engine.snapshot();
+        assert_eq!(snapshot.schema, SCHEMA);
+        let stored = snapshot.to_stored().unwrap();
+        assert_eq!(Snapshot::from_stored(&stored).unwrap(), snapshot);
+        let mut value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        value.as_object_mut().unwrap().remove("schema");
+        let unversioned = Snapshot::from_stored(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(
+            unversioned, snapshot,
+            "read as version 1, held as this build's"
+        );
+        value["schema"] = json!(SCHEMA + 1);
+        value["quotas"] = json!({});
+        let err = Snapshot::from_stored(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(matches!(err, StoredError::Newer { .. }), "{err}");
+    }
+}
