@@ -7,7 +7,6 @@
 //! own [`SCHEMA`], upgrading older ones as it reads; a format change bumps [`SCHEMA`] and adds
 //! its upgrade here, and the committed fixtures of older versions keep being read by the tests.
 
-use crate::engine::Snapshot;
 use crate::record::{Input, Record};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -18,7 +17,8 @@ pub const SCHEMA: u32 = 1;
 /// The version of what was stored before versions were written.
 const UNVERSIONED: u32 = 1;
 
-fn unversioned() -> u32 {
+/// [`UNVERSIONED`], as serde's default for a missing `schema`.
+pub(crate) fn unversioned() -> u32 {
     UNVERSIONED
 }
 
@@ -51,7 +51,10 @@ struct VersionOnly {
 }
 
 /// Parses `bytes` as a `T`; when that fails, says whether a newer build wrote it.
-fn read<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, StoredError> {
+pub(crate) fn read<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<T, StoredError> {
     serde_json::from_slice(bytes).map_err(|source| {
         let version =
             serde_json::from_slice::<VersionOnly>(bytes).map_or(UNVERSIONED, |v| v.schema);
@@ -109,37 +112,9 @@ impl Record {
     }
 }
 
-impl Snapshot {
-    /// The stored form: JSON with the format version.
-    pub fn to_stored(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(self)
-    }
-
-    /// Reads a stored snapshot of any version up to [`SCHEMA`].
-    pub fn from_stored(bytes: &[u8]) -> Result<Snapshot, StoredError> {
-        let snapshot: Snapshot = read(bytes, "snapshot")?;
-        if snapshot.schema > SCHEMA {
-            return Err(StoredError::Newer {
-                found: snapshot.schema,
-            });
-        }
-        Ok(Snapshot {
-            schema: SCHEMA,
-            ..snapshot
-        })
-    }
-}
-
-/// The version a snapshot without one was written in (serde's default for the field).
-pub(crate) fn snapshot_schema_default() -> u32 {
-    UNVERSIONED
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::SeededIds;
-    use crate::{Config, Engine, Requirements};
     use serde_json::json;
 
     fn record() -> Record {
@@ -185,27 +160,5 @@ mod tests {
             ),
             "{err}"
         );
-    }
-
-    #[test]
-    fn snapshots_carry_their_version_and_read_back() {
-        let mut engine = Engine::new(Config::default(), Box::new(SeededIds::new(3)));
-        let now = Timestamp::from_secs(1_700_000_000);
-        engine.request(now, Requirements::for_user("u")).unwrap();
-        let snapshot = engine.snapshot();
-        assert_eq!(snapshot.schema, SCHEMA);
-        let stored = snapshot.to_stored().unwrap();
-        assert_eq!(Snapshot::from_stored(&stored).unwrap(), snapshot);
-        let mut value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
-        value.as_object_mut().unwrap().remove("schema");
-        let unversioned = Snapshot::from_stored(&serde_json::to_vec(&value).unwrap()).unwrap();
-        assert_eq!(
-            unversioned, snapshot,
-            "read as version 1, held as this build's"
-        );
-        value["schema"] = json!(SCHEMA + 1);
-        value["quotas"] = json!({});
-        let err = Snapshot::from_stored(&serde_json::to_vec(&value).unwrap()).unwrap_err();
-        assert!(matches!(err, StoredError::Newer { .. }), "{err}");
     }
 }

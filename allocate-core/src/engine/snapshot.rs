@@ -6,6 +6,7 @@ use crate::criteria::Criteria;
 use crate::error::{Error, Result};
 use crate::ids::IdSource;
 use crate::model::{Connection, Requirements, ResourceSpec};
+use crate::stored::{self, StoredError, SCHEMA};
 use crate::time::Timestamp;
 use crate::view::AllocationState;
 use serde::{Deserialize, Serialize};
@@ -18,9 +19,9 @@ use uuid::Uuid;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
-    /// The version of its format ([`crate::SCHEMA`] when taken; 1 when read from before
+    /// The version of its format ([`SCHEMA`] when taken; 1 when read from before
     /// versions were written).
-    #[serde(default = "crate::stored::snapshot_schema_default")]
+    #[serde(default = "crate::stored::unversioned")]
     pub schema: u32,
     /// The settings.
     pub config: Config,
@@ -184,7 +185,7 @@ impl Engine {
             })
             .collect();
         Snapshot {
-            schema: crate::SCHEMA,
+            schema: SCHEMA,
             config: self.config.clone(),
             now: self.now,
             next_seq: self.next_seq,
@@ -331,10 +332,32 @@ impl Engine {
     }
 }
 
+impl Snapshot {
+    /// The stored form: JSON with the format version.
+    pub fn to_stored(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(self)
+    }
+
+    /// Reads a stored snapshot of any version up to [`SCHEMA`].
+    pub fn from_stored(bytes: &[u8]) -> Result<Snapshot, StoredError> {
+        let snapshot: Snapshot = stored::read(bytes, "snapshot")?;
+        if snapshot.schema > SCHEMA {
+            return Err(StoredError::Newer {
+                found: snapshot.schema,
+            });
+        }
+        Ok(Snapshot {
+            schema: SCHEMA,
+            ..snapshot
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ids::SeededIds;
+    use serde_json::json;
 
     /// Two agents with one resource each, and one allocation waiting.
     fn snapshot() -> Snapshot {
@@ -397,5 +420,27 @@ mod tests {
         let mut snap = snapshot();
         snap.next_seq -= 1;
         assert!(refusal(&snap).contains("is beyond next_seq"));
+    }
+
+    #[test]
+    fn snapshots_carry_their_version_and_read_back() {
+        let mut engine = Engine::new(Config::default(), Box::new(SeededIds::new(3)));
+        let now = Timestamp::from_secs(1_700_000_000);
+        engine.request(now, Requirements::for_user("u")).unwrap();
+        let snapshot = engine.snapshot();
+        assert_eq!(snapshot.schema, SCHEMA);
+        let stored = snapshot.to_stored().unwrap();
+        assert_eq!(Snapshot::from_stored(&stored).unwrap(), snapshot);
+        let mut value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        value.as_object_mut().unwrap().remove("schema");
+        let unversioned = Snapshot::from_stored(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(
+            unversioned, snapshot,
+            "read as version 1, held as this build's"
+        );
+        value["schema"] = json!(SCHEMA + 1);
+        value["quotas"] = json!({});
+        let err = Snapshot::from_stored(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(matches!(err, StoredError::Newer { .. }), "{err}");
     }
 }
