@@ -224,6 +224,23 @@ impl AgentProc {
         waited.unwrap_or_else(|_| panic!("allocate-agent still runs; its log:\n{}", self.log()))
     }
 
+    /// Waits, at most [`AGENT_START`], until the agent has logged `text`; fails at once, with
+    /// its log, if it exits meanwhile.
+    pub async fn wait_log(&mut self, text: &str) {
+        let found = timeout(AGENT_START, async {
+            while !self.log().contains(text) {
+                self.assert_running();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "no {text:?} logged within {AGENT_START:?}; its log:\n{}",
+            self.log()
+        );
+    }
+
     /// Waits until the inventory holds a resource of `agent_id` in `state`; returns it.
     /// Fails at once, with the agent's log, if the agent exits meanwhile.
     pub async fn wait_resource(&mut self, server: &Server, agent_id: &str, state: &str) -> Value {
