@@ -99,6 +99,18 @@ async fn bad_allocation_requests_are_refused_while_good_clients_carry_on() {
             r#"{"requirements": {"username": "u", "gpu": {"count": 0}}}"#,
             "requirements.gpu.count",
         ),
+        (
+            r#"{"requirements": {"username": "u", "tags": ["x"], "username": "v"}}"#,
+            "duplicate field `username` in requirements",
+        ),
+        (
+            r#"{"requirements": {"username": "u", "expires": 1e400}}"#,
+            "requirements.expires is a number out of range",
+        ),
+        (
+            r#"{"requirements": {"username": "u", "expires": 99999999999999999999}}"#,
+            "requirements.expires must be a non-negative integer, got a number out of range",
+        ),
     ];
     for (text, want) in cases {
         refused(&server, text, want).await;
@@ -392,6 +404,16 @@ async fn http_errors_are_envelopes() {
             Some("application/json"),
             "{\"expires\": ",
             "message is not valid JSON",
+        ),
+        (
+            Some("application/json"),
+            "{\"expires\": 5, \"expires\": 6}",
+            "duplicate field `expires` in message",
+        ),
+        (
+            Some("application/json"),
+            "{\"expires\": 1e999}",
+            "expires is a number out of range",
         ),
         (
             Some("text/plain"),
