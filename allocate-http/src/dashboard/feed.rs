@@ -18,7 +18,7 @@ use crate::auth::Caller;
 use crate::clock;
 use crate::driver::CLOSE_GOING_AWAY;
 use crate::error::ApiError;
-use crate::sockets::Shared;
+use crate::sockets::{self, Shared};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -268,13 +268,18 @@ impl Feed {
         }
     }
 
-    /// Handles what the dashboard sent: pongs count as signs of life, a close ends it.
+    /// Handles what the dashboard sent: pongs count as signs of life, a close ends it, and
+    /// so does a message that breaks the protocol or the size limit (with the code for it).
     fn read(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
         self.last_heard = Instant::now();
         match message {
             Some(Ok(Message::Close(_))) => Step::End(Ending::Closed),
             Some(Ok(_)) => Step::Continue,
-            Some(Err(_)) | None => Step::End(Ending::Drop),
+            Some(Err(e)) => match sockets::close_for(e) {
+                Some((code, reason)) => Step::End(Ending::Close(code, reason)),
+                None => Step::End(Ending::Drop),
+            },
+            None => Step::End(Ending::Drop),
         }
     }
 

@@ -9,8 +9,8 @@ pub mod follow;
 
 use crate::config::ServerConfig;
 use crate::driver::{
-    DriverHandle, Frame, Killed, Outbox, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_REFUSED,
-    CLOSE_TOO_BIG,
+    DriverHandle, Frame, Killed, Outbox, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NOT_UTF8,
+    CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_TOO_BIG,
 };
 use crate::error::ApiError;
 use allocate_core::ErrorCode;
@@ -147,8 +147,8 @@ impl Socket {
                 Step::Finish
             }
             Some(Err(e)) => {
-                if is_too_big(e) {
-                    self.close(CLOSE_TOO_BIG, "message too big").await;
+                if let Some((code, reason)) = close_for(e) {
+                    self.close(code, reason).await;
                 }
                 Step::Finish
             }
@@ -232,9 +232,21 @@ pub fn binary_refused() -> ApiError {
     ApiError::invalid("messages must be JSON text, got a binary message")
 }
 
-/// Whether a read failed because a message or frame was over the size limit.
-fn is_too_big(e: axum::Error) -> bool {
-    e.into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+/// The close code and reason for a read that failed because of what the peer sent: 1009
+/// for a message or frame over the size limit, 1002 for a frame that breaks the protocol,
+/// 1007 for text that is not UTF-8. `None` when the connection itself failed (nothing more
+/// can be sent on it).
+pub fn close_for(e: axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::error::ProtocolError;
+    match e.into_inner().downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some((CLOSE_TOO_BIG, "message too big")),
+        tungstenite::Error::Utf8(_) => Some((CLOSE_NOT_UTF8, "text is not UTF-8")),
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::ReceivedAfterClosing
+            | ProtocolError::SendAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(_) => Some((CLOSE_PROTOCOL, "websocket protocol error")),
+        _ => None,
+    }
 }
