@@ -14,9 +14,10 @@
 //! - Publisher: runs only while someone subscribes, and stops at shutdown.
 
 use super::view::{self, Hello};
+use crate::auth::tokens::Revocation;
 use crate::auth::Caller;
 use crate::clock;
-use crate::driver::CLOSE_GOING_AWAY;
+use crate::driver::{CLOSE_GOING_AWAY, CLOSE_REFUSED};
 use crate::error::ApiError;
 use crate::sockets::{self, Shared};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -171,10 +172,16 @@ async fn publish_once(hub: &Hub, app: &Shared, seen: &mut Option<u64>) -> Option
 }
 
 /// Serves one feed socket: the hello, then every new snapshot, until the dashboard leaves,
-/// falls behind, goes silent, or the server stops.
-pub async fn serve(ws: WebSocket, app: Shared, caller: Caller, subscription: Subscription) {
+/// falls behind, goes silent, loses its token to a reload, or the server stops.
+pub async fn serve(
+    ws: WebSocket,
+    app: Shared,
+    caller: Caller,
+    subscription: Subscription,
+    revocation: Revocation,
+) {
     let _alive = app.alive.clone();
-    let mut feed = Feed::new(ws, &app, subscription);
+    let mut feed = Feed::new(ws, &app, subscription, revocation);
     let hello = Hello::new(&caller, clock::now().as_secs());
     let Ok(hello) = view::envelope_text(&hello) else {
         return;
@@ -202,6 +209,7 @@ struct Feed {
     last_heard: Instant,
     idle_timeout: Duration,
     close_wait: Duration,
+    revocation: Revocation,
 }
 
 /// What [`Feed::step`] leads to.
@@ -221,7 +229,12 @@ enum Ending {
 }
 
 impl Feed {
-    fn new(ws: WebSocket, app: &Shared, mut subscription: Subscription) -> Feed {
+    fn new(
+        ws: WebSocket,
+        app: &Shared,
+        mut subscription: Subscription,
+        revocation: Revocation,
+    ) -> Feed {
         let every = app.config.ping_interval;
         let mut pings = tokio::time::interval_at(Instant::now() + every, every);
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -235,6 +248,7 @@ impl Feed {
             last_heard: Instant::now(),
             idle_timeout: app.config.idle_timeout,
             close_wait: app.config.close_wait,
+            revocation,
         }
     }
 
@@ -248,6 +262,10 @@ impl Feed {
             changed = self.subscription.snapshots.changed() => self.forward(changed.is_ok()).await,
             message = self.ws.recv() => self.read(message),
             _ = self.pings.tick() => self.ping().await,
+            () = self.revocation.revoked() => {
+                debug!("closing a dashboard whose token a reload took away");
+                Step::End(Ending::Close(CLOSE_REFUSED, "token revoked"))
+            }
         }
     }
 

@@ -7,6 +7,8 @@ pub mod agent;
 pub mod client;
 pub mod follow;
 
+use crate::auth::tokens::Revocation;
+use crate::auth::Unauthorized;
 use crate::config::ServerConfig;
 use crate::driver::{
     DriverHandle, Frame, Killed, Outbox, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NOT_UTF8,
@@ -52,13 +54,16 @@ pub struct Socket {
     idle_timeout: Duration,
     close_wait: Duration,
     last_heard: Instant,
+    /// Completes when a reload takes away the token the socket was opened with.
+    revocation: Revocation,
     /// Shutdown waits until every socket has dropped this.
     _alive: mpsc::Sender<()>,
 }
 
 impl Socket {
     /// Wraps an upgraded socket; pings and the idle limit come from the server's settings.
-    pub fn new(ws: WebSocket, outbox: Outbox, app: &Shared) -> Self {
+    /// `revocation` ends it (401, then 1008) when its token is taken away.
+    pub fn new(ws: WebSocket, outbox: Outbox, app: &Shared, revocation: Revocation) -> Self {
         // The first ping is due one interval from now: a short-lived socket (one allocation
         // cycle) sends none.
         let every = app.config.ping_interval;
@@ -71,6 +76,7 @@ impl Socket {
             idle_timeout: app.config.idle_timeout,
             close_wait: app.config.close_wait,
             last_heard: Instant::now(),
+            revocation,
             _alive: app.alive.clone(),
         }
     }
@@ -108,6 +114,7 @@ impl Socket {
                 },
                 message = self.ws.recv() => self.read(message).await,
                 _ = self.pings.tick() => self.ping().await,
+                () = self.revocation.revoked() => self.revoked().await,
             };
             match step {
                 Step::Continue => {}
@@ -153,6 +160,16 @@ impl Socket {
                 Step::Finish
             }
         }
+    }
+
+    /// Tells the other side that its token was revoked, and closes.
+    async fn revoked(&mut self) -> Step {
+        tracing::info!("closing a socket whose token a reload took away");
+        let err = ApiError::Unauthorized(Unauthorized::Revoked);
+        if self.send_error(&err).await {
+            self.close(CLOSE_REFUSED, "token revoked").await;
+        }
+        Step::Finish
     }
 
     /// Pings, or gives up on a socket that has been silent too long.
