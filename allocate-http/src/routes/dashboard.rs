@@ -45,7 +45,7 @@ pub async fn feed(
     let upgrade = upgrade.map_err(|e| ApiError::invalid(e.body_text()))?;
     // Taken before the upgrade, so that a refusal is an HTTP answer the page can read.
     let credential = credential.map(|Extension(credential)| credential);
-    let subscription = app.dashboard.subscribe(&app.shared)?;
+    let subscription = app.dashboard.subscribe(&app.shared, credential.clone())?;
     let revocation = app.shared.config.tokens.revocation(credential);
     Ok(upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
