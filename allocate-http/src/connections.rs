@@ -117,11 +117,6 @@ impl Gate {
         }))
     }
 
-    /// The caps in force.
-    pub fn caps(&self) -> Caps {
-        self.0.caps
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while held leaves plain counters behind.
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)

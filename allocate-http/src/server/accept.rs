@@ -15,6 +15,7 @@ use allocate_core::wire::{self, Envelope};
 use axum::Router;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,13 +50,16 @@ pub async fn serve(
 ) {
     let (closing_tx, closing) = watch::channel(false);
     let (alive_tx, mut all_closed) = mpsc::channel::<()>(1);
-    let context = Context {
-        router,
-        timeouts,
-        closing,
-        alive: alive_tx,
+    let admission = Admission {
+        gate,
+        context: Context {
+            router,
+            timeouts,
+            closing,
+            alive: alive_tx,
+        },
+        refusing: Arc::new(Semaphore::new(REFUSING_MAX)),
     };
-    let refusing = Arc::new(Semaphore::new(REFUSING_MAX));
     let mut accept_log = LogLimiter::default();
     tokio::pin!(signal);
     loop {
@@ -63,43 +67,62 @@ pub async fn serve(
             () = &mut signal => break,
             accepted = listener.accept() => accepted,
         };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                if let Some(count) = accept_log.hit(std::time::Instant::now()) {
-                    error!(count, "cannot accept connections: {e}; pausing");
-                }
-                tokio::time::sleep(ACCEPT_PAUSE).await;
-                continue;
-            }
-        };
-        match gate.admit(peer.ip(), std::time::Instant::now()) {
-            Ok(permit) => {
-                tokio::spawn(connection::serve(tcp, permit, context.clone()));
-            }
-            Err(refused) => {
-                if let Some(count) = refused.log {
-                    warn!(
-                        count,
-                        open = gate.counts().open,
-                        "connection refused with 503: {}",
-                        refused.refusal
-                    );
-                }
-                refuse(tcp, refused.refusal, &refusing);
-            }
+        match accepted {
+            Ok((tcp, peer)) => admission.admit(tcp, peer),
+            Err(e) => shrug_off(&e, &mut accept_log).await,
         }
     }
     drop(listener);
     let _ = closing_tx.send(true);
-    drop(context);
+    drop(admission);
     if timeout(grace, all_closed.recv()).await.is_err() {
         warn!(
             grace_ms = grace.as_millis(),
             "some connections did not close in time"
         );
     }
+}
+
+/// What the loop needs to admit or refuse a connection.
+struct Admission {
+    gate: Gate,
+    context: Context,
+    /// Places for refusals being answered.
+    refusing: Arc<Semaphore>,
+}
+
+impl Admission {
+    /// Serves the connection from `peer` in a task of its own, or refuses it over the caps.
+    fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
+        match self.gate.admit(peer.ip(), std::time::Instant::now()) {
+            Ok(permit) => {
+                tokio::spawn(connection::serve(tcp, permit, self.context.clone()));
+            }
+            Err(refused) => {
+                if let Some(count) = refused.log {
+                    warn!(
+                        count,
+                        open = self.gate.counts().open,
+                        "connection refused with 503: {}",
+                        refused.refusal
+                    );
+                }
+                refuse(tcp, refused.refusal, &self.refusing);
+            }
+        }
+    }
+}
+
+/// After a failed accept: nothing for one connection's error, else a log line (at most one
+/// per [`crate::connections::LOG_EVERY`]) and a pause.
+async fn shrug_off(e: &io::Error, log: &mut LogLimiter) {
+    if is_connection_error(e) {
+        return;
+    }
+    if let Some(count) = log.hit(std::time::Instant::now()) {
+        error!(count, "cannot accept connections: {e}; pausing");
+    }
+    tokio::time::sleep(ACCEPT_PAUSE).await;
 }
 
 /// Errors of one connection that the loop shrugs off (the peer left before its accept).

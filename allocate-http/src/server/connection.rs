@@ -60,7 +60,7 @@ pub async fn serve(tcp: TcpStream, permit: Permit, context: Context) {
     let Context {
         router,
         timeouts,
-        mut closing,
+        closing,
         alive: _alive,
     } = context;
     let activity = Arc::new(Activity::new());
@@ -71,28 +71,51 @@ pub async fn serve(tcp: TcpStream, permit: Permit, context: Context) {
         .max_buf_size(READ_BUFFER_BYTES_MAX)
         .serve_connection(io, TowerToHyperService::new(router))
         .with_upgrades();
+    if let Err(e) = drive(conn, &activity, timeouts.keep_alive, closing).await {
+        debug!("connection closed: {e}");
+    }
+}
+
+/// A connection as hyper serves it.
+type Conn = http1::UpgradeableConnection<TokioIo<Guarded>, TowerToHyperService<Router>>;
+
+/// Runs `conn` until it ends, or until it has been idle for `keep_alive` or the server
+/// stops: then hyper closes it once the answer in progress, if any, is out.
+async fn drive(
+    conn: Conn,
+    activity: &Activity,
+    keep_alive: Duration,
+    closing: watch::Receiver<bool>,
+) -> hyper::Result<()> {
     tokio::pin!(conn);
-    let mut ending = false;
-    loop {
-        let idle_at = activity.last() + timeouts.keep_alive;
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    debug!("connection closed: {e}");
-                }
-                return;
-            }
-            () = sleep_until(idle_at), if !ending => {
-                if activity.last() + timeouts.keep_alive <= Instant::now() {
-                    debug!("closing an idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    ending = true;
-                }
-            }
-            _ = closing.wait_for(|closing| *closing), if !ending => {
-                conn.as_mut().graceful_shutdown();
-                ending = true;
-            }
+    let ended = tokio::select! {
+        result = conn.as_mut() => Some(result),
+        () = idle(activity, keep_alive) => {
+            debug!("closing an idle connection");
+            None
+        }
+        () = stopped(closing) => None,
+    };
+    match ended {
+        Some(result) => result,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     }
+}
+
+/// Completes once no byte has moved for `keep_alive`.
+async fn idle(activity: &Activity, keep_alive: Duration) {
+    loop {
+        sleep_until(activity.last() + keep_alive).await;
+        if activity.last() + keep_alive <= Instant::now() {
+            return;
+        }
+    }
+}
+
+/// Completes once the server stops (the guard that `wait_for` returns is not `Send`).
+async fn stopped(mut closing: watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
 }

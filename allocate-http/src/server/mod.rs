@@ -44,7 +44,7 @@ pub async fn run(
         keep_alive: config.keep_alive_timeout,
         write: config.write_timeout,
     };
-    let gate = Gate::new(within_open_files(config.connections));
+    let gate = open_gate(config.connections);
     let (engine, journal) = open_engine(&config).await?;
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -59,12 +59,6 @@ pub async fn run(
         dashboard: Hub::default(),
         connections: gate.clone(),
     };
-    let caps = gate.caps();
-    info!(
-        connections_max = caps.total_max,
-        connections_per_peer_max = caps.per_peer_max,
-        "connection caps"
-    );
     // Alone on its line: tools read the address from its end.
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {
@@ -102,6 +96,18 @@ async fn open_engine(config: &ServerConfig) -> io::Result<(Engine, Option<Journa
             .map_err(io::Error::other)?
             .map_err(io::Error::other)?;
     Ok((engine, Some(journal)))
+}
+
+/// The gate of the connection caps, `wanted` lowered to the open-files limit; logs the caps
+/// in force.
+fn open_gate(wanted: Caps) -> Gate {
+    let caps = within_open_files(wanted);
+    info!(
+        connections_max = caps.total_max,
+        connections_per_peer_max = caps.per_peer_max,
+        "connection caps"
+    );
+    Gate::new(caps)
 }
 
 /// File descriptors kept for everything but admitted connections: the listener, the
