@@ -1,6 +1,7 @@
 //! The server's settings: command-line flags (each also read from an `ALLOCATE_*` variable).
 
 use crate::auth::tokens::{Tokens, TokensError};
+use crate::connections::Caps;
 use crate::journal::JournalConfig;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -41,6 +42,32 @@ pub struct Args {
     /// socket has to send its first message.
     #[arg(long, env = "ALLOCATE_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
     pub idle_timeout_ms: u64,
+    /// Time a client has to send a request's head (request line and headers), counted
+    /// from the connection's start or the end of the previous answer; then it is closed.
+    #[arg(
+        long,
+        env = "ALLOCATE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and no byte moving for this long is closed.
+    #[arg(long, env = "ALLOCATE_KEEP_ALIVE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub keep_alive_timeout_ms: u64,
+    /// A write (an HTTP answer, a websocket message) that makes no progress for this long,
+    /// because the client does not read, closes the connection.
+    #[arg(long, env = "ALLOCATE_WRITE_TIMEOUT_MS", default_value_t = 15_000)]
+    pub write_timeout_ms: u64,
+    /// Open connections at most (HTTP and websockets); more are answered 503. Lowered to
+    /// what the open-files limit allows.
+    #[arg(long, env = "ALLOCATE_CONNECTIONS_MAX", default_value_t = 16_384)]
+    pub connections_max: usize,
+    /// Open connections at most from one peer address; more are answered 503.
+    #[arg(
+        long,
+        env = "ALLOCATE_CONNECTIONS_PER_PEER_MAX",
+        default_value_t = 1_024
+    )]
+    pub connections_per_peer_max: usize,
     /// Directory of the journal and snapshots (created readable by this user only).
     #[arg(long, env = "ALLOCATE_DATA_DIR", default_value = "./allocate-data")]
     pub data_dir: PathBuf,
@@ -67,6 +94,9 @@ pub enum ConfigError {
          allocate; listen on a loopback address, pass --tokens-file, or pass --allow-open"
     )]
     OpenToNetwork(SocketAddr),
+    /// A timeout or cap that would refuse or close every connection.
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
     /// The tokens file cannot be used.
     #[error(transparent)]
     Tokens(#[from] TokensError),
@@ -75,6 +105,19 @@ pub enum ConfigError {
 impl Args {
     /// Checks that the flags are safe to serve.
     pub fn check(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("--header-read-timeout-ms", self.header_read_timeout_ms),
+            ("--keep-alive-timeout-ms", self.keep_alive_timeout_ms),
+            ("--write-timeout-ms", self.write_timeout_ms),
+            ("--connections-max", self.connections_max as u64),
+            (
+                "--connections-per-peer-max",
+                self.connections_per_peer_max as u64,
+            ),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Zero(flag));
+        }
         if self.listen.ip().is_loopback() || self.allow_open || self.tokens_file.is_some() {
             Ok(())
         } else {
@@ -111,6 +154,15 @@ pub struct ServerConfig {
     pub close_wait: Duration,
     /// How long shutdown waits for sockets to close before giving up on them.
     pub shutdown_grace: Duration,
+    /// Time a client has to send a request's head, from the connection's start or the end
+    /// of the previous answer.
+    pub header_read_timeout: Duration,
+    /// How long a connection may sit with no request in progress and no byte moving.
+    pub keep_alive_timeout: Duration,
+    /// How long a write may make no progress before its connection is closed.
+    pub write_timeout: Duration,
+    /// Open connections at most, in total and per peer address.
+    pub connections: Caps,
     /// The bearer tokens; none (the default) runs the server open.
     pub tokens: Tokens,
     /// The write-ahead journal; `None` (the default here, `--in-memory` for the binary)
@@ -128,6 +180,13 @@ impl Default for ServerConfig {
             client_queue_len: 64,
             close_wait: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(15),
+            connections: Caps {
+                total_max: 16_384,
+                per_peer_max: 1_024,
+            },
             tokens: Tokens::default(),
             journal: None,
         }
@@ -157,6 +216,13 @@ impl From<&Args> for ServerConfig {
             },
             ping_interval: Duration::from_millis(args.ping_interval_ms),
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(args.keep_alive_timeout_ms),
+            write_timeout: Duration::from_millis(args.write_timeout_ms),
+            connections: Caps {
+                total_max: args.connections_max,
+                per_peer_max: args.connections_per_peer_max,
+            },
             journal: (!args.in_memory).then(|| JournalConfig {
                 dir: args.data_dir.clone(),
                 snapshot_every_records: args.snapshot_every_records,
@@ -194,6 +260,11 @@ mod tests {
         assert!(args.check().is_ok());
         let open = Args::parse_from(["allocate-http", "--listen", "[::]:80", "--allow-open"]);
         assert!(open.check().is_ok());
+        let zero = Args::parse_from(["allocate-http", "--write-timeout-ms", "0"]);
+        assert_eq!(
+            zero.check().unwrap_err().to_string(),
+            "--write-timeout-ms must be greater than 0"
+        );
     }
 
     #[test]
@@ -208,12 +279,22 @@ mod tests {
             "250",
             "--idle-timeout-ms",
             "900",
+            "--header-read-timeout-ms",
+            "300",
+            "--write-timeout-ms",
+            "400",
+            "--connections-per-peer-max",
+            "7",
         ]);
         assert!(matches!(args.check(), Err(ConfigError::OpenToNetwork(_))));
         let config = ServerConfig::from(&args);
         assert_eq!(config.engine.lease_secs_max, 60);
         assert_eq!(config.engine.provision_timeout_ms, 250);
         assert_eq!(config.idle_timeout, Duration::from_millis(900));
+        assert_eq!(config.header_read_timeout, Duration::from_millis(300));
+        assert_eq!(config.write_timeout, Duration::from_millis(400));
+        assert_eq!(config.connections.per_peer_max, 7);
+        assert_eq!(config.connections.total_max, 16_384);
     }
 
     #[test]

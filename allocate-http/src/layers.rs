@@ -9,6 +9,7 @@ use std::path::Path;
 /// The layers, first to last, as `lib.rs` documents them.
 const LAYERS: &[&[&str]] = &[
     &["clock", "events", "metrics"],
+    &["connections"],
     &["auth"],
     &["journal"],
     &["config"],

@@ -9,8 +9,8 @@
 //! own layer's other modules or from a later one (a test, `layers`, checks every
 //! `crate::` path against this order):
 //!
-//! 1. leaves: `clock`, `events` (log lines), `metrics`, `auth` (who may do what: pure rules,
-//!    no HTTP types), `journal`, `config`;
+//! 1. leaves: `clock`, `events` (log lines), `metrics`, `connections` (the caps on open
+//!    connections), `auth` (who may do what: pure rules, no HTTP types), `journal`, `config`;
 //! 2. `driver`: the engine's task (job channel, loop and timer, socket registry, delivery
 //!    with journal hold-back), reached only through the typed methods of its handle;
 //! 3. `error`: the one error type of the HTTP layer and its envelope;
@@ -18,11 +18,12 @@
 //! 5. `dashboard`: the live feed's publisher and socket;
 //! 6. `state`: what handlers share;
 //! 7. `routes`: the router and its handlers;
-//! 8. `server`: [`run`].
+//! 8. `server`: [`run`]: the accept loop, each connection's timeouts.
 
 mod auth;
 mod clock;
 mod config;
+mod connections;
 mod dashboard;
 mod driver;
 mod error;

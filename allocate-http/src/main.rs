@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    raise_open_files_limit();
     let config = match args.server_config() {
         Ok(config) => config,
         Err(e) => {
@@ -57,6 +58,25 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+/// Raises the soft limit on open files to the hard one, so that `--connections-max` is what
+/// bounds the connections (the server lowers it to what the limit allows, and says so).
+#[cfg(unix)]
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    limit.current = limit.maximum;
+    if let Err(e) = setrlimit(Resource::Nofile, limit) {
+        tracing::debug!("cannot raise the open-files limit: {e}");
+    }
+}
+
+/// Elsewhere the limit stays as it is.
+#[cfg(not(unix))]
+fn raise_open_files_limit() {}
 
 /// Reads the tokens file again on every SIGHUP; a bad file keeps the tokens loaded before.
 #[cfg(unix)]

@@ -117,6 +117,27 @@ impl Metrics {
     }
 }
 
+/// Appends the connection families to an exposition: `open` connections now, and those
+/// refused with `503` since start, by the cap that refused them (`total`, `peer`).
+pub fn render_connections(out: &mut String, open: u64, refused_total: u64, refused_peer: u64) {
+    family(
+        out,
+        "allocate_connections_open",
+        "gauge",
+        "Open connections (HTTP and websockets).",
+        [(String::new(), open)],
+    );
+    let refused = [("total", refused_total), ("peer", refused_peer)]
+        .map(|(cap, n)| (format!("cap=\"{cap}\""), n));
+    family(
+        out,
+        "allocate_connections_refused_total",
+        "counter",
+        "Connections answered 503 and closed because a cap was reached.",
+        refused,
+    );
+}
+
 /// Writes one metric family: its help, type and one sample per `(labels, value)`.
 fn family(
     out: &mut String,
@@ -153,7 +174,8 @@ mod tests {
             ended_by_state: [5, 0, 1, 0],
             ..Stats::default()
         };
-        let text = m.render(&stats, 3);
+        let mut text = m.render(&stats, 3);
+        render_connections(&mut text, 9, 2, 5);
         for line in [
             "allocate_resources{state=\"free\"} 2",
             "allocate_queue_length 4",
@@ -168,6 +190,9 @@ mod tests {
             "allocate_time_to_ready_seconds_count 3",
             "allocate_agents_connected 1",
             "allocate_clients_connected 3",
+            "allocate_connections_open 9",
+            "allocate_connections_refused_total{cap=\"total\"} 2",
+            "allocate_connections_refused_total{cap=\"peer\"} 5",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

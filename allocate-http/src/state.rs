@@ -1,5 +1,7 @@
-//! What every handler shares: what the socket tasks share, and the dashboard's feed.
+//! What every handler shares: what the socket tasks share, the dashboard's feed, and the
+//! connection counts.
 
+use crate::connections::Gate;
 use crate::dashboard::Hub;
 use crate::sockets::Shared;
 
@@ -10,4 +12,6 @@ pub struct AppState {
     pub shared: Shared,
     /// The dashboard's live feed.
     pub dashboard: Hub,
+    /// Open connections against their caps (for `/metrics`).
+    pub connections: Gate,
 }

@@ -552,3 +552,102 @@ async fn only_the_owner_or_an_admin_follows_an_allocation() {
         assert_eq!(recv_status(&mut follower, "ready").await, ready, "{token}");
     }
 }
+
+/// Waits until what an admin reads at `path` shows `state` at `pointer`.
+async fn wait_for_state(server: &Server, path: &str, pointer: &str, state: &str) {
+    bounded(async {
+        while get_as(server, ADMIN, path).await.pointer(pointer) != Some(&json!(state)) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Expects the refusal that a revoked token's socket gets, then its close.
+async fn expect_revoked(ws: &mut Ws) {
+    let message = recv_error(ws, 401, "unauthorized").await;
+    assert!(message.contains("revoked"), "{message}");
+    expect_close(ws, 1008).await;
+}
+
+#[tokio::test]
+async fn revoking_a_token_closes_the_sockets_opened_with_it() {
+    let lab = Lab::start().await;
+    let server = &lab.server;
+    let mut agent = machines(server, 1).await;
+    let (mut holder, ready) = ready_as(server, ALICE, "alice").await;
+    let id = ready["allocation_id"].as_str().expect("id").to_owned();
+    let mut follower = ws_as(server, &format!("/allocate/{id}"), Some(ALICE))
+        .await
+        .expect("follow upgrade");
+    recv_status(&mut follower, "ready").await;
+    let mut waiting = ws_as(server, "/allocate/", Some(ALICE))
+        .await
+        .expect("allocate upgrade");
+    send(&mut waiting, json!({"requirements": {"username": "alice"}})).await;
+    let queued = recv_status(&mut waiting, "queued").await;
+    let mut bob = ws_as(server, "/allocate/", Some(BOB))
+        .await
+        .expect("allocate upgrade");
+    send(&mut bob, json!({"requirements": {"username": "bob"}})).await;
+    recv_status(&mut bob, "queued").await;
+    let mut feed = ws_as(server, "/dashboard/feed", Some(ALICE))
+        .await
+        .expect("feed upgrade");
+
+    // Alice's token goes: every socket it opened closes; Bob's stays.
+    std::fs::write(
+        &lab.file,
+        tokens_text().replace(&format!("{ALICE} user alice\n"), ""),
+    )
+    .expect("rewrite");
+    assert_eq!(lab.tokens.reload().expect("reload"), 4);
+    for ws in [&mut holder, &mut follower, &mut waiting] {
+        expect_revoked(ws).await;
+    }
+    let feed_closed = bounded(async {
+        loop {
+            if let Received::Closed(code) = receive(&mut feed).await {
+                return code;
+            }
+        }
+    })
+    .await;
+    assert_eq!(feed_closed, Some(1008));
+    // The waiting request left with its socket; the lease lives on, as after any close.
+    let waiting_id = queued["allocation_id"].as_str().expect("id");
+    wait_for_state(
+        server,
+        &format!("/allocate/{waiting_id}"),
+        "/state",
+        "cancelled",
+    )
+    .await;
+    assert_eq!(
+        get_as(server, ADMIN, &format!("/allocate/{id}")).await["state"],
+        "ready"
+    );
+    let quiet = std::time::Duration::from_millis(300);
+    match tokio::time::timeout(quiet, receive(&mut bob)).await {
+        Err(_) => {}
+        Ok(Received::Json(moved)) => assert_eq!(moved["data"]["status"], "queued", "{moved}"),
+        Ok(Received::Closed(code)) => panic!("bob's socket closed ({code:?})"),
+    }
+
+    // A token whose role changes is revoked too: the agent's machine goes offline.
+    std::fs::write(
+        &lab.file,
+        tokens_text()
+            .replace(&format!("{ALICE} user alice\n"), "")
+            .replace(
+                &format!("{AGENT} agent\n"),
+                &format!("{AGENT} user carol\n"),
+            ),
+    )
+    .expect("rewrite");
+    lab.tokens.reload().expect("reload");
+    expect_revoked(&mut agent.ws).await;
+    let inventory_id = ready["inventory_id"].as_str().expect("inventory id");
+    let path = format!("/inventory/{inventory_id}");
+    wait_for_state(server, &path, "/0/state", "offline").await;
+}

@@ -6,6 +6,8 @@ mod common;
 use common::*;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const MIB: usize = 1 << 20;
@@ -98,6 +100,18 @@ async fn bad_allocation_requests_are_refused_while_good_clients_carry_on() {
         (
             r#"{"requirements": {"username": "u", "gpu": {"count": 0}}}"#,
             "requirements.gpu.count",
+        ),
+        (
+            r#"{"requirements": {"username": "u", "tags": ["x"], "username": "v"}}"#,
+            "duplicate field `username` in requirements",
+        ),
+        (
+            r#"{"requirements": {"username": "u", "expires": 1e400}}"#,
+            "requirements.expires is a number out of range",
+        ),
+        (
+            r#"{"requirements": {"username": "u", "expires": 99999999999999999999}}"#,
+            "requirements.expires must be a non-negative integer, got a number out of range",
         ),
     ];
     for (text, want) in cases {
@@ -394,6 +408,16 @@ async fn http_errors_are_envelopes() {
             "message is not valid JSON",
         ),
         (
+            Some("application/json"),
+            "{\"expires\": 5, \"expires\": 6}",
+            "duplicate field `expires` in message",
+        ),
+        (
+            Some("application/json"),
+            "{\"expires\": 1e999}",
+            "expires is a number out of range",
+        ),
+        (
             Some("text/plain"),
             "{\"expires\": 5}",
             "content-type must be application/json",
@@ -435,5 +459,95 @@ async fn http_errors_are_envelopes() {
         server.get(&format!("/allocate/{id}")).await["state"],
         "ready"
     );
+    server.stop().await;
+}
+
+/// A websocket handshake on a plain TCP connection, so that a test can send frames no
+/// client library would.
+async fn raw_websocket(server: &Server, path: &str) -> TcpStream {
+    let mut tcp = bounded(TcpStream::connect(server.addr))
+        .await
+        .expect("connect");
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(handshake.as_bytes())
+        .await
+        .expect("handshake");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(
+            bounded(tcp.read_u8())
+                .await
+                .expect("the handshake's answer"),
+        );
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    tcp
+}
+
+/// A masked client frame of at most 125 bytes; `first` holds the FIN bit, the reserved bits
+/// and the opcode.
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![first, 0x80 | payload.len() as u8];
+    out.extend(mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    out
+}
+
+/// The code of the close frame the server sends next, skipping the frames before it.
+async fn close_code(tcp: &mut TcpStream) -> u16 {
+    bounded(async {
+        loop {
+            let mut head = [0u8; 2];
+            tcp.read_exact(&mut head).await.expect("a frame");
+            let len = match head[1] & 0x7f {
+                126 => u64::from(tcp.read_u16().await.expect("its length")),
+                127 => tcp.read_u64().await.expect("its length"),
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; usize::try_from(len).expect("a length")];
+            tcp.read_exact(&mut payload).await.expect("its payload");
+            if head[0] & 0x0f == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn websocket_protocol_errors_close_with_1002_and_text_that_is_not_utf8_with_1007() {
+    let server = Server::start().await;
+    let mut reserved_bits = raw_websocket(&server, "/allocate/").await;
+    reserved_bits
+        .write_all(&frame(0x80 | 0x40 | 0x1, b"{}"))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut reserved_bits).await, 1002);
+    let mut unknown_opcode = raw_websocket(&server, "/agent/").await;
+    unknown_opcode
+        .write_all(&frame(0x80 | 0x3, b"{}"))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut unknown_opcode).await, 1002);
+    let mut not_utf8 = raw_websocket(&server, "/agent/").await;
+    not_utf8
+        .write_all(&frame(0x81, &[b'{', 0xff, 0xfe, b'}']))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut not_utf8).await, 1007);
+    let mut feed = raw_websocket(&server, "/dashboard/feed").await;
+    feed.write_all(&frame(0x80 | 0x20 | 0x9, b""))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut feed).await, 1002);
+    // A client that keeps to the protocol is served as ever.
+    let mut agent = Agent::connect(&server).await;
+    agent.register(vec![resource(&["x"], 1, Some("h"))]).await;
+    let mut client = allocate(&server, json!({"username": "u"})).await;
+    recv_status(&mut client, "ready").await;
     server.stop().await;
 }

@@ -364,3 +364,34 @@ async fn with_tokens_the_feed_needs_a_user_or_admin_token() {
     drop(ws);
     lab.server.stop().await;
 }
+
+#[tokio::test]
+async fn one_token_opens_a_few_feeds_and_leaves_the_rest_to_others() {
+    let lab = Guarded::start().await;
+    let server = &lab.server;
+    let as_alice = format!("allocate, bearer.{ALICE}");
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let (mut ws, _) = feed(server, Some(&as_alice)).await.expect("a feed");
+        next_of(&mut ws, "hello").await;
+        open.push(ws);
+    }
+    assert_eq!(feed(server, Some(&as_alice)).await.err(), Some(409));
+    let (mut admin, _) = feed(server, Some(&format!("allocate, bearer.{ADMIN}")))
+        .await
+        .expect("another token still gets one");
+    next_of(&mut admin, "hello").await;
+    let mut closed = open.pop().expect("a feed");
+    closed.close(None).await.expect("close");
+    let again = timeout(STEP, async {
+        loop {
+            if let Ok(ws) = feed(server, Some(&as_alice)).await {
+                return ws;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    again.await.expect("a place comes back once a feed closes");
+    drop(open);
+    lab.server.stop().await;
+}

@@ -140,6 +140,7 @@ async fn run(args: &Args) -> Report {
         workdir: workdir.clone(),
         has_journal: false,
         has_in_memory: false,
+        has_peer_cap: false,
     };
     let launch = match launch.detect().await {
         Ok(launch) => launch,

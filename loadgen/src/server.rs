@@ -33,7 +33,14 @@ pub struct Launch {
     pub has_journal: bool,
     /// Whether the server needs `--in-memory` to run without one.
     pub has_in_memory: bool,
+    /// Whether the server caps connections per peer address (`--connections-per-peer-max`).
+    pub has_peer_cap: bool,
 }
+
+/// The per-address connection cap given to a server that has one, unless the server's
+/// arguments set it: every simulated agent and client connects from 127.0.0.1, as many as
+/// 10,000 of them at once. The server lowers it to what its open-files limit allows.
+const CONNECTIONS_PER_PEER_MAX: &str = "1048576";
 
 /// A running server.
 #[derive(Debug)]
@@ -58,6 +65,7 @@ impl Launch {
         let help = String::from_utf8_lossy(&out.stdout);
         self.has_journal = help.contains("--data-dir");
         self.has_in_memory = help.contains("--in-memory");
+        self.has_peer_cap = help.contains("--connections-per-peer-max");
         Ok(self)
     }
 
@@ -75,8 +83,14 @@ impl Launch {
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--log-level")
-            .arg(&self.log_level)
-            .args(&self.args);
+            .arg(&self.log_level);
+        let given = |flag: &str| self.args.iter().any(|arg| arg.starts_with(flag));
+        if self.has_peer_cap && !given("--connections-per-peer-max") {
+            command
+                .arg("--connections-per-peer-max")
+                .arg(CONNECTIONS_PER_PEER_MAX);
+        }
+        command.args(&self.args);
         match journal {
             Some(dir) => {
                 command.arg("--data-dir").arg(dir);

@@ -8,11 +8,25 @@ use crate::validate;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use super::json::parse_json;
+
 /// A JSON object being read field by field; rejects fields it was not told about.
 pub(crate) struct Fields<'a> {
     path: String,
     map: &'a Map<String, Value>,
     limits: &'a Limits,
+}
+
+/// 2^64, the first integer past `u64::MAX`.
+const U64_END: f64 = 18_446_744_073_709_551_616.0;
+
+/// -2^63, `i64::MIN`: serde_json reads an integer below it as a float.
+const I64_START: f64 = -9_223_372_036_854_775_808.0;
+
+/// Whether a number serde_json read as a float was written as an integer too large for 64
+/// bits (or a float of that size, which no integer field can hold either).
+fn is_out_of_range(f: f64) -> bool {
+    f.fract() == 0.0 && !(I64_START..U64_END).contains(&f)
 }
 
 fn describe(value: &Value) -> &'static str {
@@ -21,6 +35,8 @@ fn describe(value: &Value) -> &'static str {
         Value::Bool(_) => "a boolean",
         Value::Number(n) if n.is_u64() => "an integer",
         Value::Number(n) if n.is_i64() => "a negative integer",
+        // serde_json reads an integer beyond 64 bits as a float.
+        Value::Number(n) if n.as_f64().is_some_and(is_out_of_range) => "a number out of range",
         Value::Number(_) => "a float",
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
@@ -253,12 +269,6 @@ pub fn parse_uuid(s: &str, what: &str) -> Result<Uuid> {
         .map_err(|_| Error::invalid(format!("{what} must be a hyphenated UUID, got {s:?}")))
 }
 
-/// Parses a message's text as JSON, with an error that says where it is malformed.
-pub fn parse_json(text: &str) -> Result<Value> {
-    serde_json::from_str(text)
-        .map_err(|e| Error::invalid(format!("message is not valid JSON: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +296,8 @@ mod tests {
             (json!(true), "a boolean"),
             (json!("3"), "a string"),
             (json!(-1), "a negative integer"),
+            (json!(18_446_744_073_709_551_616.0), "a number out of range"),
+            (json!(-1e19), "a number out of range"),
         ] {
             let err = read(json!({ "a": bad }), |f| f.u64("a")).unwrap_err();
             assert_eq!(

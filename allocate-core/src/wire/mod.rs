@@ -9,12 +9,14 @@
 //! - [`admin`]: the bodies of `PATCH /allocate/{id}` and `PATCH /inventory/{id}`.
 //! - [`listing`]: the HTTP answers that show state (inventory, allocations) and the
 //!   inventory query, as clients read them.
+//! - `json`: the strict reader of what clients and agents send ([`parse_json`]): a key
+//!   named twice in an object is refused, and a number out of range names its field.
 //!
-//! What clients and agents send is read strictly: unknown fields are refused and every error
-//! ([`crate::Error::Invalid`]) names the field and the limit. What the server sends is read
-//! leniently, so a client keeps working against a newer server that adds a field; its errors
-//! are [`WireError`]s. The server's messages are written with their keys in sorted order, the
-//! bytes clients have always received.
+//! What clients and agents send is read strictly: unknown and duplicate fields are refused
+//! and every error ([`crate::Error::Invalid`]) names the field and the limit. What the
+//! server sends is read leniently, so a client keeps working against a newer server that adds
+//! a field; its errors are [`WireError`]s. The server's messages are written with their keys
+//! in sorted order, the bytes clients have always received.
 //!
 //! This module imports the domain (model, config, engine outputs); nothing in the domain
 //! imports it, so the engine builds without it (`--no-default-features`).
@@ -24,6 +26,7 @@ pub mod agent;
 pub mod client;
 pub mod envelope;
 mod fields;
+mod json;
 pub mod listing;
 
 pub use agent::{AgentMessage, ProvisionOrder, ReleaseOrder, ServerMessage};

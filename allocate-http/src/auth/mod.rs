@@ -17,7 +17,7 @@ pub mod tokens;
 use allocate_core::{AllocationInfo, Error};
 use std::fmt;
 use thiserror::Error;
-use tokens::{Role, Tokens};
+use tokens::{Credential, Role, Tokens};
 use uuid::Uuid;
 
 /// Why a request was not authenticated (401). No variant holds the token.
@@ -32,6 +32,10 @@ pub enum Unauthorized {
     /// A token the tokens file does not hold.
     #[error("the bearer token is not valid")]
     Unknown,
+    /// A reload of the tokens file took away (or changed the role of) the token that opened
+    /// a socket.
+    #[error("the bearer token that opened this socket was revoked")]
+    Revoked,
 }
 
 impl Unauthorized {
@@ -39,7 +43,7 @@ impl Unauthorized {
     pub fn challenge(self) -> &'static str {
         match self {
             Unauthorized::Missing => "Bearer realm=\"allocate\"",
-            Unauthorized::Malformed | Unauthorized::Unknown => {
+            Unauthorized::Malformed | Unauthorized::Unknown | Unauthorized::Revoked => {
                 "Bearer realm=\"allocate\", error=\"invalid_token\""
             }
         }
@@ -152,18 +156,19 @@ impl Caller {
 }
 
 /// The caller a request makes with the token it presented (`presented`: the token, or why
-/// none was found): anyone when no tokens are configured, else the role of a known token.
+/// none was found): anyone when no tokens are configured, else the role of a known token,
+/// with the token as a [`Credential`] (for the sockets it opens).
 pub fn identify(
     tokens: &Tokens,
     presented: Result<&str, Unauthorized>,
-) -> Result<Caller, Unauthorized> {
+) -> Result<(Caller, Option<Credential>), Unauthorized> {
     let Some(table) = tokens.table() else {
-        return Ok(Caller::Anyone);
+        return Ok((Caller::Anyone, None));
     };
-    table
-        .role_of(presented?)
-        .map(|role| Caller::Bearer(role.clone()))
-        .ok_or(Unauthorized::Unknown)
+    let credential = table
+        .credential_of(presented?)
+        .ok_or(Unauthorized::Unknown)?;
+    Ok((Caller::Bearer(credential.role().clone()), Some(credential)))
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use thiserror::Error;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Shortest token accepted in the file (a guessable token is no protection).
@@ -24,7 +25,7 @@ const DIGEST_PREFIX: &str = "sha256:";
 type TokenDigest = [u8; 32];
 
 /// What a token lets its bearer do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Serves `/agent/`; bound to this `agent_id` when the file names one.
     Agent(Option<Uuid>),
@@ -148,17 +149,57 @@ impl TokenTable {
         self.entries.is_empty()
     }
 
-    /// The role of `token`, if it is in the table. Compares its digest with every entry's
-    /// without stopping at the first match or the first differing byte.
+    /// The role of `token`, if it is in the table.
+    #[cfg(test)]
     pub fn role_of(&self, token: &str) -> Option<&Role> {
+        self.find(&sha256(token.as_bytes()))
+    }
+
+    /// `token` as a [`Credential`], if it is in the table.
+    pub fn credential_of(&self, token: &str) -> Option<Credential> {
         let digest = sha256(token.as_bytes());
+        let role = self.find(&digest)?.clone();
+        Some(Credential { digest, role })
+    }
+
+    /// Whether the table still gives `credential`'s token the same role.
+    fn holds(&self, credential: &Credential) -> bool {
+        self.find(&credential.digest) == Some(&credential.role)
+    }
+
+    /// The role of the token with `digest`. Compares it with every entry's without stopping
+    /// at the first match or the first differing byte.
+    fn find(&self, digest: &TokenDigest) -> Option<&Role> {
         let mut found = None;
         for (entry, role) in &self.entries {
-            if digests_equal(entry, &digest) {
+            if digests_equal(entry, digest) {
                 found = Some(role);
             }
         }
         found
+    }
+}
+
+/// A token a request presented, kept as its digest and role (never the token itself): what
+/// a socket remembers of the token it was opened with. `Debug` shows only the role.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Credential {
+    digest: TokenDigest,
+    role: Role,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credential {
+    /// What the token lets its bearer do.
+    pub fn role(&self) -> &Role {
+        &self.role
     }
 }
 
@@ -231,8 +272,9 @@ pub struct Tokens {
 #[derive(Debug)]
 struct TokensFile {
     path: PathBuf,
-    /// Read by every request, replaced by a reload; never held across an `.await`.
-    table: RwLock<Arc<TokenTable>>,
+    /// Read by every request, replaced by a reload, watched by the sockets opened with a
+    /// token; never borrowed across an `.await`.
+    table: watch::Sender<Arc<TokenTable>>,
 }
 
 impl PartialEq for Tokens {
@@ -249,10 +291,7 @@ impl Eq for Tokens {}
 
 impl TokensFile {
     fn current(&self) -> Arc<TokenTable> {
-        self.table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.table.borrow().clone()
     }
 }
 
@@ -263,7 +302,7 @@ impl Tokens {
         Ok(Tokens {
             file: Some(Arc::new(TokensFile {
                 path: path.to_owned(),
-                table: RwLock::new(Arc::new(table)),
+                table: watch::Sender::new(Arc::new(table)),
             })),
         })
     }
@@ -286,13 +325,54 @@ impl Tokens {
         };
         let table = read_file(&file.path)?;
         let count = table.len();
-        *file.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        file.table.send_replace(Arc::new(table));
         Ok(count)
+    }
+
+    /// What completes when a reload takes `credential`'s token away (or gives it another
+    /// role); `None` (the server runs open) never completes.
+    pub fn revocation(&self, credential: Option<Credential>) -> Revocation {
+        let watching = self
+            .file
+            .as_ref()
+            .zip(credential)
+            .map(|(file, credential)| {
+                let mut table = file.table.subscribe();
+                // A reload between the request and now counts too.
+                table.mark_changed();
+                (table, credential)
+            });
+        Revocation { watching }
     }
 
     /// The current table, `None` when the server runs open.
     pub(crate) fn table(&self) -> Option<Arc<TokenTable>> {
         self.file.as_ref().map(|f| f.current())
+    }
+}
+
+/// Watches one token for a reload that takes it away: see [`Tokens::revocation`].
+#[derive(Debug)]
+pub struct Revocation {
+    watching: Option<(watch::Receiver<Arc<TokenTable>>, Credential)>,
+}
+
+impl Revocation {
+    /// Completes once the token is no longer in the table with its role; pending for ever
+    /// when nothing is watched. Cancel-safe: a reload it saw but did not act on is checked
+    /// again.
+    pub async fn revoked(&mut self) {
+        let Some((table, credential)) = &mut self.watching else {
+            return std::future::pending().await;
+        };
+        loop {
+            if table.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if !table.borrow_and_update().holds(credential) {
+                return;
+            }
+        }
     }
 }
 

@@ -10,16 +10,21 @@
 //!   than one snapshot behind and a slow one skips to the newest instead of queueing. One
 //!   whose write stalls past the idle timeout, or that answers no ping for that long, is
 //!   dropped, as agent and client sockets are.
-//! - Subscribers: at most [`SUBSCRIBERS_MAX`]; the next upgrade is refused (409).
+//! - Subscribers: at most [`SUBSCRIBERS_MAX`], and at most [`SUBSCRIBERS_PER_TOKEN_MAX`]
+//!   with one token, so that one client cannot lock every dashboard out; the next upgrade
+//!   is refused (409). One counter per token with a feed open, so at most
+//!   [`SUBSCRIBERS_MAX`] of them.
 //! - Publisher: runs only while someone subscribes, and stops at shutdown.
 
 use super::view::{self, Hello};
+use crate::auth::tokens::{Credential, Revocation};
 use crate::auth::Caller;
 use crate::clock;
-use crate::driver::CLOSE_GOING_AWAY;
+use crate::driver::{CLOSE_GOING_AWAY, CLOSE_REFUSED};
 use crate::error::ApiError;
-use crate::sockets::Shared;
+use crate::sockets::{self, Shared};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -38,6 +43,10 @@ const PUBLISH_INTERVAL_MAX: Duration = Duration::from_secs(5);
 /// Feed sockets open at once, at most.
 pub const SUBSCRIBERS_MAX: usize = 256;
 
+/// Feed sockets open at once with one token, at most (a few browser tabs). A server that
+/// runs open has no tokens, so only [`SUBSCRIBERS_MAX`] applies there.
+pub const SUBSCRIBERS_PER_TOKEN_MAX: usize = 8;
+
 /// Largest message a dashboard may send (it sends none; pongs and closes are tiny).
 pub const INBOUND_BYTES_MAX: usize = 4096;
 
@@ -55,6 +64,8 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Counts {
     subscribers: usize,
+    /// Feeds open per token, for the tokens with one open.
+    per_token: HashMap<Credential, usize>,
     publishing: bool,
 }
 
@@ -72,11 +83,22 @@ impl Default for Hub {
 pub struct Subscription {
     hub: Hub,
     snapshots: watch::Receiver<Option<Utf8Bytes>>,
+    /// The token it counts against, if any.
+    credential: Option<Credential>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.counts().subscribers -= 1;
+        let mut counts = self.hub.counts();
+        counts.subscribers -= 1;
+        if let Some(credential) = &self.credential {
+            if let Some(n) = counts.per_token.get_mut(credential) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.per_token.remove(credential);
+                }
+            }
+        }
     }
 }
 
@@ -86,9 +108,14 @@ impl Hub {
         self.0.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a place among the subscribers (409 beyond [`SUBSCRIBERS_MAX`]) and starts the
-    /// publisher if it is not running.
-    pub fn subscribe(&self, app: &Shared) -> Result<Subscription, ApiError> {
+    /// Takes a place among the subscribers for a caller with `credential` (409 beyond
+    /// [`SUBSCRIBERS_MAX`] or [`SUBSCRIBERS_PER_TOKEN_MAX`]) and starts the publisher if it
+    /// is not running.
+    pub fn subscribe(
+        &self,
+        app: &Shared,
+        credential: Option<Credential>,
+    ) -> Result<Subscription, ApiError> {
         let mut counts = self.counts();
         if counts.subscribers >= SUBSCRIBERS_MAX {
             return Err(allocate_core::Error::Conflict(format!(
@@ -96,6 +123,17 @@ impl Hub {
                  close a dashboard and try again"
             ))
             .into());
+        }
+        if let Some(credential) = &credential {
+            let with_token = counts.per_token.get(credential).copied().unwrap_or(0);
+            if with_token >= SUBSCRIBERS_PER_TOKEN_MAX {
+                return Err(allocate_core::Error::Conflict(format!(
+                    "this token has {SUBSCRIBERS_PER_TOKEN_MAX} dashboard feeds open, the \
+                     limit per token; close one and try again"
+                ))
+                .into());
+            }
+            *counts.per_token.entry(credential.clone()).or_insert(0) += 1;
         }
         counts.subscribers += 1;
         if !counts.publishing {
@@ -105,6 +143,7 @@ impl Hub {
         Ok(Subscription {
             hub: self.clone(),
             snapshots: self.0.latest.subscribe(),
+            credential,
         })
     }
 
@@ -171,10 +210,16 @@ async fn publish_once(hub: &Hub, app: &Shared, seen: &mut Option<u64>) -> Option
 }
 
 /// Serves one feed socket: the hello, then every new snapshot, until the dashboard leaves,
-/// falls behind, goes silent, or the server stops.
-pub async fn serve(ws: WebSocket, app: Shared, caller: Caller, subscription: Subscription) {
+/// falls behind, goes silent, loses its token to a reload, or the server stops.
+pub async fn serve(
+    ws: WebSocket,
+    app: Shared,
+    caller: Caller,
+    subscription: Subscription,
+    revocation: Revocation,
+) {
     let _alive = app.alive.clone();
-    let mut feed = Feed::new(ws, &app, subscription);
+    let mut feed = Feed::new(ws, &app, subscription, revocation);
     let hello = Hello::new(&caller, clock::now().as_secs());
     let Ok(hello) = view::envelope_text(&hello) else {
         return;
@@ -202,6 +247,7 @@ struct Feed {
     last_heard: Instant,
     idle_timeout: Duration,
     close_wait: Duration,
+    revocation: Revocation,
 }
 
 /// What [`Feed::step`] leads to.
@@ -221,7 +267,12 @@ enum Ending {
 }
 
 impl Feed {
-    fn new(ws: WebSocket, app: &Shared, mut subscription: Subscription) -> Feed {
+    fn new(
+        ws: WebSocket,
+        app: &Shared,
+        mut subscription: Subscription,
+        revocation: Revocation,
+    ) -> Feed {
         let every = app.config.ping_interval;
         let mut pings = tokio::time::interval_at(Instant::now() + every, every);
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -235,6 +286,7 @@ impl Feed {
             last_heard: Instant::now(),
             idle_timeout: app.config.idle_timeout,
             close_wait: app.config.close_wait,
+            revocation,
         }
     }
 
@@ -248,6 +300,10 @@ impl Feed {
             changed = self.subscription.snapshots.changed() => self.forward(changed.is_ok()).await,
             message = self.ws.recv() => self.read(message),
             _ = self.pings.tick() => self.ping().await,
+            () = self.revocation.revoked() => {
+                debug!("closing a dashboard whose token a reload took away");
+                Step::End(Ending::Close(CLOSE_REFUSED, "token revoked"))
+            }
         }
     }
 
@@ -268,13 +324,18 @@ impl Feed {
         }
     }
 
-    /// Handles what the dashboard sent: pongs count as signs of life, a close ends it.
+    /// Handles what the dashboard sent: pongs count as signs of life, a close ends it, and
+    /// so does a message that breaks the protocol or the size limit (with the code for it).
     fn read(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
         self.last_heard = Instant::now();
         match message {
             Some(Ok(Message::Close(_))) => Step::End(Ending::Closed),
             Some(Ok(_)) => Step::Continue,
-            Some(Err(_)) | None => Step::End(Ending::Drop),
+            Some(Err(e)) => match sockets::close_for(e) {
+                Some((code, reason)) => Step::End(Ending::Close(code, reason)),
+                None => Step::End(Ending::Drop),
+            },
+            None => Step::End(Ending::Drop),
         }
     }
 
@@ -350,6 +411,29 @@ mod tests {
         (app, Hub::default(), stop)
     }
 
+    #[tokio::test]
+    async fn one_token_holds_a_few_places_and_gives_them_back() {
+        let (app, hub, _stop) = app();
+        let table = crate::auth::tokens::TokenTable::parse(
+            "alice-token-0123456789 user alice\nbob-token-0123456789 user bob",
+        )
+        .expect("a table");
+        let alice = table.credential_of("alice-token-0123456789");
+        let bob = table.credential_of("bob-token-0123456789");
+        let mut of_alice: Vec<Subscription> = (0..SUBSCRIBERS_PER_TOKEN_MAX)
+            .map(|_| hub.subscribe(&app, alice.clone()).expect("room"))
+            .collect();
+        let refused = hub.subscribe(&app, alice.clone()).expect_err("full");
+        assert!(refused.to_string().contains("limit per token"), "{refused}");
+        let _of_bob = hub.subscribe(&app, bob).expect("another token");
+        let _open = hub.subscribe(&app, None).expect("no token");
+        of_alice.pop();
+        of_alice.push(hub.subscribe(&app, alice).expect("a place came back"));
+        drop(of_alice);
+        assert_eq!(hub.counts().per_token.len(), 1, "alice's counter went");
+        assert_eq!(hub.counts().subscribers, 2);
+    }
+
     async fn next_snapshot(sub: &mut Subscription) -> String {
         timeout(Duration::from_secs(5), sub.snapshots.changed())
             .await
@@ -363,15 +447,15 @@ mod tests {
     async fn subscribers_are_bounded_and_the_publisher_runs_only_while_someone_listens() {
         let (app, hub, stop) = app();
         let mut subs: Vec<Subscription> = (0..SUBSCRIBERS_MAX)
-            .map(|_| hub.subscribe(&app).expect("room"))
+            .map(|_| hub.subscribe(&app, None).expect("room"))
             .collect();
-        let refused = hub.subscribe(&app).expect_err("full");
+        let refused = hub.subscribe(&app, None).expect_err("full");
         assert!(refused.to_string().contains("256 subscribers"), "{refused}");
         assert!(next_snapshot(&mut subs[0])
             .await
             .contains("\"type\":\"snapshot\""));
         subs.pop();
-        let mut late = hub.subscribe(&app).expect("room again");
+        let mut late = hub.subscribe(&app, None).expect("room again");
         assert!(
             late.snapshots.borrow().is_some(),
             "the newest is there at once"
@@ -394,7 +478,7 @@ mod tests {
             .expect("the publisher stops with its last subscriber");
         assert!(hub.0.latest.borrow().is_none(), "no stale picture is kept");
 
-        let mut again = hub.subscribe(&app).expect("a new publisher");
+        let mut again = hub.subscribe(&app, None).expect("a new publisher");
         next_snapshot(&mut again).await;
         let _ = stop.send(true);
         timeout(Duration::from_secs(5), async {

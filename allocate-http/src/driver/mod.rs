@@ -23,8 +23,8 @@ mod tests;
 pub use jobs::{DriverError, DriverHandle};
 pub use run::{spawn, DriverTask, Ended};
 pub use sockets::{
-    Frame, Killed, Outbox, Peer, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_REFUSED,
-    CLOSE_TOO_BIG,
+    Frame, Killed, Outbox, Peer, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_NOT_UTF8,
+    CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_TOO_BIG,
 };
 
 use crate::auth::Caller;

@@ -13,6 +13,10 @@ use uuid::Uuid;
 pub const CLOSE_NORMAL: u16 = 1000;
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: a frame broke the websocket protocol (RFC 6455, 7.4.1).
+pub const CLOSE_PROTOCOL: u16 = 1002;
+/// Close code: a text message was not UTF-8 (RFC 6455, 7.4.1).
+pub const CLOSE_NOT_UTF8: u16 = 1007;
 /// Close code: the request was refused (its error envelope says why).
 pub const CLOSE_REFUSED: u16 = 1008;
 /// Close code: a message was larger than the limit.

@@ -4,6 +4,7 @@
 use super::authn::SUBPROTOCOL;
 use super::extract::{IdSegment, JsonText};
 use super::ok;
+use crate::auth::tokens::{Credential, Revocation};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::sockets;
@@ -15,12 +16,14 @@ use axum::extract::State;
 use axum::http::header::UPGRADE;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::Extension;
 
 /// `GET /allocate/`: a websocket upgrade opens an allocation; a plain GET lists the
 /// caller's allocations (every one for an admin).
 pub(super) async fn socket_or_list(
     State(app): State<AppState>,
     caller: Caller,
+    credential: Option<Extension<Credential>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -30,13 +33,16 @@ pub(super) async fn socket_or_list(
     }
     let upgrade = upgrade.map_err(|e| ApiError::invalid(e.body_text()))?;
     let shared = app.shared;
-    Ok(sized(upgrade, &shared).on_upgrade(move |ws| sockets::client::serve(ws, shared, caller)))
+    let revocation = revocation(&shared, credential);
+    Ok(sized(upgrade, &shared)
+        .on_upgrade(move |ws| sockets::client::serve(ws, shared, caller, revocation)))
 }
 
 /// `GET /agent/`: the agent websocket.
 pub(super) async fn agent_socket(
     State(app): State<AppState>,
     caller: Caller,
+    credential: Option<Extension<Credential>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     caller.require_agent()?;
@@ -47,7 +53,17 @@ pub(super) async fn agent_socket(
         ))
     })?;
     let shared = app.shared;
-    Ok(sized(upgrade, &shared).on_upgrade(move |ws| sockets::agent::serve(ws, shared, caller)))
+    let revocation = revocation(&shared, credential);
+    Ok(sized(upgrade, &shared)
+        .on_upgrade(move |ws| sockets::agent::serve(ws, shared, caller, revocation)))
+}
+
+/// What tells a socket that a reload took away the token it is opened with.
+fn revocation(shared: &sockets::Shared, credential: Option<Extension<Credential>>) -> Revocation {
+    shared
+        .config
+        .tokens
+        .revocation(credential.map(|Extension(credential)| credential))
 }
 
 /// Read buffer of each websocket. tungstenite's default (128 KiB) is zeroed before every
@@ -72,6 +88,7 @@ fn sized(upgrade: WebSocketUpgrade, shared: &sockets::Shared) -> WebSocketUpgrad
 pub(super) async fn get_one(
     State(app): State<AppState>,
     caller: Caller,
+    credential: Option<Extension<Credential>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     IdSegment(id): IdSegment,
@@ -83,10 +100,9 @@ pub(super) async fn get_one(
     caller.require_allocator("/allocate/{id}")?;
     let upgrade = upgrade.map_err(|e| ApiError::invalid(e.body_text()))?;
     let shared = app.shared;
-    Ok(
-        sized(upgrade, &shared)
-            .on_upgrade(move |ws| sockets::follow::serve(ws, shared, caller, id)),
-    )
+    let revocation = revocation(&shared, credential);
+    Ok(sized(upgrade, &shared)
+        .on_upgrade(move |ws| sockets::follow::serve(ws, shared, caller, revocation, id)))
 }
 
 /// `DELETE /allocate/{id}`: frees the allocation or cancels its request.

@@ -1,6 +1,7 @@
 //! Authentication at the edge: the middleware of every guarded route finds the bearer token
 //! in the request's headers and asks [`crate::auth`] who that makes the caller, and the
-//! extractor hands that [`Caller`] to handlers.
+//! extractor hands that [`Caller`] to handlers (and, with tokens, the token's
+//! [`Credential`](crate::auth::tokens::Credential), to the sockets it opens).
 
 use crate::auth::{self, Caller, Unauthorized};
 use crate::error::ApiError;
@@ -22,8 +23,11 @@ const SUBPROTOCOL_TOKEN_PREFIX: &str = "bearer.";
 /// The middleware of every guarded route: finds the caller or answers 401.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     match auth::identify(&app.shared.config.tokens, bearer_token(req.headers())) {
-        Ok(caller) => {
+        Ok((caller, credential)) => {
             req.extensions_mut().insert(caller);
+            if let Some(credential) = credential {
+                req.extensions_mut().insert(credential);
+            }
             next.run(req).await
         }
         Err(e) => {

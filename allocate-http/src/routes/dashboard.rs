@@ -1,6 +1,7 @@
 //! `GET /dashboard/feed`: the dashboard's live feed ([`crate::dashboard`]).
 
 use super::authn::SUBPROTOCOL;
+use crate::auth::tokens::Credential;
 use crate::auth::Caller;
 use crate::clock;
 use crate::dashboard::{self, CallerView};
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, UPGRADE};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 /// Read buffer of a feed socket: the page sends nothing but pongs and a close.
 const READ_BUFFER_BYTES: usize = 1024;
@@ -22,6 +24,7 @@ const READ_BUFFER_BYTES: usize = 1024;
 pub async fn feed(
     State(app): State<AppState>,
     caller: Caller,
+    credential: Option<Extension<Credential>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -41,11 +44,13 @@ pub async fn feed(
     }
     let upgrade = upgrade.map_err(|e| ApiError::invalid(e.body_text()))?;
     // Taken before the upgrade, so that a refusal is an HTTP answer the page can read.
-    let subscription = app.dashboard.subscribe(&app.shared)?;
+    let credential = credential.map(|Extension(credential)| credential);
+    let subscription = app.dashboard.subscribe(&app.shared, credential.clone())?;
+    let revocation = app.shared.config.tokens.revocation(credential);
     Ok(upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(dashboard::INBOUND_BYTES_MAX)
         .max_frame_size(dashboard::INBOUND_BYTES_MAX)
         .protocols([SUBPROTOCOL])
-        .on_upgrade(move |ws| dashboard::serve(ws, app.shared, caller, subscription)))
+        .on_upgrade(move |ws| dashboard::serve(ws, app.shared, caller, subscription, revocation)))
 }

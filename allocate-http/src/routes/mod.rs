@@ -14,6 +14,7 @@ mod extract;
 mod inventory;
 
 use crate::error::{self, ApiError};
+use crate::metrics;
 use crate::state::AppState;
 use allocate_core::wire::Envelope;
 use axum::extract::State;
@@ -108,7 +109,14 @@ async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
 
 /// `GET /metrics`: the Prometheus exposition.
 async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let text = app.shared.driver.metrics().await?;
+    let mut text = app.shared.driver.metrics().await?;
+    let counts = app.connections.counts();
+    metrics::render_connections(
+        &mut text,
+        counts.open,
+        counts.refused_total,
+        counts.refused_peer,
+    );
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

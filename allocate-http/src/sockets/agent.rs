@@ -6,6 +6,7 @@
 //! first against the caller's token covers every later message.
 
 use super::{binary_refused, Inbound, Shared, Socket};
+use crate::auth::tokens::Revocation;
 use crate::auth::Caller;
 use crate::driver::Peer;
 use crate::error::ApiError;
@@ -14,9 +15,9 @@ use axum::extract::ws::WebSocket;
 
 /// Serves one agent socket from its first message to its close; `caller`'s token must allow
 /// the `agent_id` it registers.
-pub async fn serve(ws: WebSocket, app: Shared, caller: Caller) {
+pub async fn serve(ws: WebSocket, app: Shared, caller: Caller, revocation: Revocation) {
     let (peer, outbox) = Peer::new(app.config.agent_queue_len());
-    let mut socket = Socket::new(ws, outbox, &app);
+    let mut socket = Socket::new(ws, outbox, &app, revocation);
     let text = match socket.first_message(&app).await {
         Ok(Some(text)) => text,
         Ok(None) => return,

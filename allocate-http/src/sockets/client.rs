@@ -2,6 +2,7 @@
 //! the engine's outputs for that allocation come back until it ends.
 
 use super::{Shared, Socket};
+use crate::auth::tokens::Revocation;
 use crate::auth::Caller;
 use crate::driver::Peer;
 use allocate_core::parse_allocate_request;
@@ -10,9 +11,9 @@ use tracing::debug;
 
 /// Serves one client socket from its request to its close; `caller` (a user or an admin)
 /// may request only as its own username unless it is an admin.
-pub async fn serve(ws: WebSocket, app: Shared, caller: Caller) {
+pub async fn serve(ws: WebSocket, app: Shared, caller: Caller, revocation: Revocation) {
     let (peer, outbox) = Peer::new(app.config.client_queue_len);
-    let mut socket = Socket::new(ws, outbox, &app);
+    let mut socket = Socket::new(ws, outbox, &app, revocation);
     let text = match socket.first_message(&app).await {
         Ok(Some(text)) => text,
         Ok(None) => return,

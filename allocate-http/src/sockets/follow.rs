@@ -3,6 +3,7 @@
 //! nothing, and its leaving does not affect the allocation.
 
 use super::{Shared, Socket};
+use crate::auth::tokens::Revocation;
 use crate::auth::Caller;
 use crate::driver::Peer;
 use axum::extract::ws::WebSocket;
@@ -11,9 +12,15 @@ use uuid::Uuid;
 
 /// Serves one follower socket of `allocation_id` (of `caller`'s, any for an admin) until
 /// either side closes it.
-pub async fn serve(ws: WebSocket, app: Shared, caller: Caller, allocation_id: Uuid) {
+pub async fn serve(
+    ws: WebSocket,
+    app: Shared,
+    caller: Caller,
+    revocation: Revocation,
+    allocation_id: Uuid,
+) {
     let (peer, outbox) = Peer::new(app.config.client_queue_len);
-    let mut socket = Socket::new(ws, outbox, &app);
+    let mut socket = Socket::new(ws, outbox, &app, revocation);
     let peer_id = peer.id();
     if let Err(e) = app.driver.follow(caller, peer, allocation_id).await {
         return socket.fail(&e.into()).await;

@@ -7,10 +7,12 @@ pub mod agent;
 pub mod client;
 pub mod follow;
 
+use crate::auth::tokens::Revocation;
+use crate::auth::Unauthorized;
 use crate::config::ServerConfig;
 use crate::driver::{
-    DriverHandle, Frame, Killed, Outbox, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_REFUSED,
-    CLOSE_TOO_BIG,
+    DriverHandle, Frame, Killed, Outbox, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NOT_UTF8,
+    CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_TOO_BIG,
 };
 use crate::error::ApiError;
 use allocate_core::ErrorCode;
@@ -52,13 +54,16 @@ pub struct Socket {
     idle_timeout: Duration,
     close_wait: Duration,
     last_heard: Instant,
+    /// Completes when a reload takes away the token the socket was opened with.
+    revocation: Revocation,
     /// Shutdown waits until every socket has dropped this.
     _alive: mpsc::Sender<()>,
 }
 
 impl Socket {
     /// Wraps an upgraded socket; pings and the idle limit come from the server's settings.
-    pub fn new(ws: WebSocket, outbox: Outbox, app: &Shared) -> Self {
+    /// `revocation` ends it (401, then 1008) when its token is taken away.
+    pub fn new(ws: WebSocket, outbox: Outbox, app: &Shared, revocation: Revocation) -> Self {
         // The first ping is due one interval from now: a short-lived socket (one allocation
         // cycle) sends none.
         let every = app.config.ping_interval;
@@ -71,6 +76,7 @@ impl Socket {
             idle_timeout: app.config.idle_timeout,
             close_wait: app.config.close_wait,
             last_heard: Instant::now(),
+            revocation,
             _alive: app.alive.clone(),
         }
     }
@@ -108,6 +114,7 @@ impl Socket {
                 },
                 message = self.ws.recv() => self.read(message).await,
                 _ = self.pings.tick() => self.ping().await,
+                () = self.revocation.revoked() => self.revoked().await,
             };
             match step {
                 Step::Continue => {}
@@ -147,12 +154,22 @@ impl Socket {
                 Step::Finish
             }
             Some(Err(e)) => {
-                if is_too_big(e) {
-                    self.close(CLOSE_TOO_BIG, "message too big").await;
+                if let Some((code, reason)) = close_for(e) {
+                    self.close(code, reason).await;
                 }
                 Step::Finish
             }
         }
+    }
+
+    /// Tells the other side that its token was revoked, and closes.
+    async fn revoked(&mut self) -> Step {
+        tracing::info!("closing a socket whose token a reload took away");
+        let err = ApiError::Unauthorized(Unauthorized::Revoked);
+        if self.send_error(&err).await {
+            self.close(CLOSE_REFUSED, "token revoked").await;
+        }
+        Step::Finish
     }
 
     /// Pings, or gives up on a socket that has been silent too long.
@@ -232,9 +249,21 @@ pub fn binary_refused() -> ApiError {
     ApiError::invalid("messages must be JSON text, got a binary message")
 }
 
-/// Whether a read failed because a message or frame was over the size limit.
-fn is_too_big(e: axum::Error) -> bool {
-    e.into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+/// The close code and reason for a read that failed because of what the peer sent: 1009
+/// for a message or frame over the size limit, 1002 for a frame that breaks the protocol,
+/// 1007 for text that is not UTF-8. `None` when the connection itself failed (nothing more
+/// can be sent on it).
+pub fn close_for(e: axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::error::ProtocolError;
+    match e.into_inner().downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some((CLOSE_TOO_BIG, "message too big")),
+        tungstenite::Error::Utf8(_) => Some((CLOSE_NOT_UTF8, "text is not UTF-8")),
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::ReceivedAfterClosing
+            | ProtocolError::SendAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(_) => Some((CLOSE_PROTOCOL, "websocket protocol error")),
+        _ => None,
+    }
 }

@@ -37,7 +37,24 @@ pub enum Started {
 
 /// Starts the server on `data_dir` (plus `extra` flags) and waits until it listens or exits.
 pub fn start(data_dir: &Path, extra: &[&str]) -> Started {
-    let mut command = Command::new(SERVER_BIN);
+    start_limited(data_dir, extra, None)
+}
+
+/// [`start`], with the soft and hard limits on open files set to `open_files` when given
+/// (through the shell's `ulimit`, which then execs the server in its place).
+pub fn start_limited(data_dir: &Path, extra: &[&str], open_files: Option<u64>) -> Started {
+    let mut command = match open_files {
+        None => Command::new(SERVER_BIN),
+        Some(n) => {
+            let mut shell = Command::new("sh");
+            shell.args([
+                "-c",
+                &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                SERVER_BIN,
+            ]);
+            shell
+        }
+    };
     command
         .args([
             "--listen",
@@ -115,6 +132,11 @@ pub fn start_ok(data_dir: &Path, extra: &[&str]) -> ServerProc {
 }
 
 impl ServerProc {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").join("\n")

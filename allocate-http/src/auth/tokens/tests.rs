@@ -213,3 +213,42 @@ fn load_and_reload() {
     assert_eq!(Tokens::default(), Tokens::default());
     assert_ne!(tokens, Tokens::default());
 }
+
+/// Whether `revocation` has completed, without waiting for it.
+fn is_revoked(revocation: &mut Revocation) -> bool {
+    use std::future::Future as _;
+    let mut revoked = std::pin::pin!(revocation.revoked());
+    let waker = std::task::Waker::noop();
+    revoked
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+        .is_ready()
+}
+
+#[test]
+fn a_reload_revokes_a_token_it_takes_away_or_gives_another_role() {
+    let alice = format!("{ALICE} user alice\n");
+    let bob = "bob-token-0123456789 user bob\n";
+    let file = TempFile::new(&format!("{alice}{bob}"), 0o600);
+    let tokens = Tokens::load(&file.path).unwrap();
+    let credential = |token: &str| tokens.table().unwrap().credential_of(token);
+    let mut of_alice = tokens.revocation(credential(ALICE));
+    let mut of_bob = tokens.revocation(credential("bob-token-0123456789"));
+    assert_eq!(
+        format!("{:?}", credential(ALICE).unwrap()),
+        "Credential { role: User(\"alice\"), .. }"
+    );
+    assert!(!is_revoked(&mut of_alice), "a reload that kept it");
+    std::fs::write(&file.path, format!("{alice}{bob}# a comment\n")).unwrap();
+    tokens.reload().unwrap();
+    assert!(!is_revoked(&mut of_alice));
+    std::fs::write(&file.path, format!("{ALICE} user carol\n{bob}")).unwrap();
+    tokens.reload().unwrap();
+    assert!(is_revoked(&mut of_alice), "another role");
+    assert!(!is_revoked(&mut of_bob));
+    std::fs::write(&file.path, alice).unwrap();
+    tokens.reload().unwrap();
+    assert!(is_revoked(&mut of_bob), "taken away");
+    let mut open = Tokens::default().revocation(None);
+    assert!(!is_revoked(&mut open), "an open server revokes nothing");
+}

@@ -1,7 +1,14 @@
-//! `run`: serves the API on a listener until a shutdown future completes.
+//! `run`: serves the API on a listener until a shutdown future completes: the accept loop
+//! and its caps ([`accept`]), each connection and its timeouts ([`connection`]), and the
+//! stream under it that bounds a stalled write ([`stream`]).
+
+mod accept;
+mod connection;
+mod stream;
 
 use crate::clock::RandomIds;
 use crate::config::ServerConfig;
+use crate::connections::{Caps, Gate};
 use crate::dashboard::Hub;
 use crate::driver::{self, DriverTask};
 use crate::journal::{self, Journal};
@@ -9,7 +16,7 @@ use crate::routes;
 use crate::sockets::Shared;
 use crate::state::AppState;
 use allocate_core::Engine;
-use axum::serve::ListenerExt;
+use connection::Timeouts;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -32,6 +39,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
+    let timeouts = Timeouts {
+        header_read: config.header_read_timeout,
+        keep_alive: config.keep_alive_timeout,
+        write: config.write_timeout,
+    };
+    let gate = open_gate(config.connections);
     let (engine, journal) = open_engine(&config).await?;
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -44,7 +57,9 @@ pub async fn run(
             alive: alive_tx,
         },
         dashboard: Hub::default(),
+        connections: gate.clone(),
     };
+    // Alone on its line: tools read the address from its end.
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {
         tokio::select! {
@@ -54,18 +69,8 @@ pub async fn run(
         let _ = stop_tx.send(true);
         let _ = driver.shutdown().await;
     };
-    // Without TCP_NODELAY a small websocket frame written right after another (`released`,
-    // then the close) waits for the peer's delayed ACK: tens of milliseconds per cycle.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    // `into_make_service`: each connection shares the router. Serving the `Router` itself
-    // clones every route of it per connection, a tenth of the CPU of a short websocket.
-    axum::serve(listener, routes::router(state).into_make_service())
-        .with_graceful_shutdown(signal)
-        .await?;
+    let router = routes::router(state);
+    accept::serve(listener, gate, router, timeouts, grace, signal).await;
     // Upgraded sockets have left hyper's hands, so `serve` does not wait for them.
     let ended = wait_for_sockets(alive_rx, join, grace).await;
     info!("stopped");
@@ -91,6 +96,58 @@ async fn open_engine(config: &ServerConfig) -> io::Result<(Engine, Option<Journa
             .map_err(io::Error::other)?
             .map_err(io::Error::other)?;
     Ok((engine, Some(journal)))
+}
+
+/// The gate of the connection caps, `wanted` lowered to the open-files limit; logs the caps
+/// in force.
+fn open_gate(wanted: Caps) -> Gate {
+    let caps = within_open_files(wanted);
+    info!(
+        connections_max = caps.total_max,
+        connections_per_peer_max = caps.per_peer_max,
+        "connection caps"
+    );
+    Gate::new(caps)
+}
+
+/// File descriptors kept for everything but admitted connections: the listener, the
+/// journal, the runtime, the log, and refusals being answered.
+const FDS_RESERVED: usize = 64 + accept::REFUSING_MAX;
+
+/// `wanted`, lowered so that admitted connections cannot run the process out of file
+/// descriptors (then a flood would find `accept` failing rather than a `503`).
+fn within_open_files(wanted: Caps) -> Caps {
+    let Some(limit) = open_files_limit() else {
+        return wanted;
+    };
+    let room = limit.saturating_sub(FDS_RESERVED).max(1);
+    if wanted.total_max <= room {
+        return wanted;
+    }
+    warn!(
+        connections_max = room,
+        open_files_limit = limit,
+        "--connections-max {} is more than the open-files limit allows; raise it (ulimit -n) \
+         to allow more",
+        wanted.total_max
+    );
+    Caps {
+        total_max: room,
+        per_peer_max: wanted.per_peer_max.min(room),
+    }
+}
+
+/// The process's limit on open files, where there is one.
+#[cfg(unix)]
+fn open_files_limit() -> Option<usize> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit.current.and_then(|n| usize::try_from(n).ok())
+}
+
+/// Elsewhere no limit is known.
+#[cfg(not(unix))]
+fn open_files_limit() -> Option<usize> {
+    None
 }
 
 /// Waits (at most `grace` each) for every socket to close and then for the engine task to

@@ -1,0 +1,121 @@
+//! One accepted connection served over HTTP/1.1 until it ends, is upgraded to a websocket,
+//! times out, or the server stops.
+//!
+//! Its timeouts:
+//! - the head of each request (request line and headers) must arrive within the
+//!   header-read timeout, counted from the connection's start or the end of the previous
+//!   answer (hyper's own timer): a trickling client (slowloris) is closed;
+//! - no request in progress and no byte moving for the keep-alive timeout: closed after
+//!   any answer in progress;
+//! - a write that makes no progress for the write timeout fails ([`super::stream`]).
+
+use super::stream::{Activity, Guarded};
+use crate::connections::Permit;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, warn};
+
+/// Largest request head (and read buffer) a connection may hold, in bytes. hyper's default
+/// (about 400 KiB) would let each trickling connection hold that much.
+const READ_BUFFER_BYTES_MAX: usize = 64 * 1024;
+
+/// The timeouts of every connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// For a request's head.
+    pub header_read: Duration,
+    /// With no request in progress and nothing moving.
+    pub keep_alive: Duration,
+    /// For a write that makes no progress.
+    pub write: Duration,
+}
+
+/// What every connection task gets from the accept loop.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The routes.
+    pub router: Router,
+    /// The timeouts.
+    pub timeouts: Timeouts,
+    /// Becomes `true` when the server stops: finish the answer in progress, then close.
+    pub closing: watch::Receiver<bool>,
+    /// Held until the connection ends; the server's shutdown waits until every one is dropped.
+    pub alive: mpsc::Sender<()>,
+}
+
+/// Serves one connection, which holds `permit` for as long as it (or its websocket) lives.
+pub async fn serve(tcp: TcpStream, permit: Permit, context: Context) {
+    // Without TCP_NODELAY a small websocket frame written right after another (`released`,
+    // then the close) waits for the peer's delayed ACK: tens of milliseconds per cycle.
+    if let Err(e) = tcp.set_nodelay(true) {
+        warn!("cannot set TCP_NODELAY: {e}");
+    }
+    let Context {
+        router,
+        timeouts,
+        closing,
+        alive: _alive,
+    } = context;
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Guarded::new(tcp, permit, activity.clone(), timeouts.write));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .max_buf_size(READ_BUFFER_BYTES_MAX)
+        .serve_connection(io, TowerToHyperService::new(router))
+        .with_upgrades();
+    if let Err(e) = drive(conn, &activity, timeouts.keep_alive, closing).await {
+        debug!("connection closed: {e}");
+    }
+}
+
+/// A connection as hyper serves it.
+type Conn = http1::UpgradeableConnection<TokioIo<Guarded>, TowerToHyperService<Router>>;
+
+/// Runs `conn` until it ends, or until it has been idle for `keep_alive` or the server
+/// stops: then hyper closes it once the answer in progress, if any, is out.
+async fn drive(
+    conn: Conn,
+    activity: &Activity,
+    keep_alive: Duration,
+    closing: watch::Receiver<bool>,
+) -> hyper::Result<()> {
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        result = conn.as_mut() => Some(result),
+        () = idle(activity, keep_alive) => {
+            debug!("closing an idle connection");
+            None
+        }
+        () = stopped(closing) => None,
+    };
+    match ended {
+        Some(result) => result,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+/// Completes once no byte has moved for `keep_alive`.
+async fn idle(activity: &Activity, keep_alive: Duration) {
+    loop {
+        sleep_until(activity.last() + keep_alive).await;
+        if activity.last() + keep_alive <= Instant::now() {
+            return;
+        }
+    }
+}
+
+/// Completes once the server stops (the guard that `wait_for` returns is not `Send`).
+async fn stopped(mut closing: watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
