@@ -3,6 +3,7 @@
 use crate::auth::tokens::{Tokens, TokensError};
 use crate::connections::Caps;
 use crate::journal::JournalConfig;
+use clap::builder::BoolishValueParser;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ pub struct Args {
     #[arg(long, env = "ALLOCATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Serve on a non-loopback address although no tokens are configured (anyone can use it).
-    #[arg(long, env = "ALLOCATE_ALLOW_OPEN")]
+    #[arg(long, env = "ALLOCATE_ALLOW_OPEN", value_parser = BoolishValueParser::new())]
     pub allow_open: bool,
     /// File of bearer tokens, one `TOKEN ROLE [NAME]` per line, readable by this user only;
     /// without it the server runs open. Read again on SIGHUP.
@@ -72,7 +73,7 @@ pub struct Args {
     #[arg(long, env = "ALLOCATE_DATA_DIR", default_value = "./allocate-data")]
     pub data_dir: PathBuf,
     /// Keep no journal: a restart forgets every allocation.
-    #[arg(long, env = "ALLOCATE_IN_MEMORY")]
+    #[arg(long, env = "ALLOCATE_IN_MEMORY", value_parser = BoolishValueParser::new())]
     pub in_memory: bool,
     /// Write a snapshot (and start a new journal file) after this many records...
     #[arg(long, env = "ALLOCATE_SNAPSHOT_EVERY_RECORDS", default_value_t = JournalConfig::SNAPSHOT_EVERY_RECORDS)]

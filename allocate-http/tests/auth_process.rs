@@ -65,6 +65,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
+        Proc::spawn_env(args, &[])
+    }
+
+    /// [`Proc::spawn`] with `env` set (every other `ALLOCATE_*` variable removed).
+    fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let dir = std::env::temp_dir().join(format!("allocate-auth-cwd-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir(&dir).expect("scratch dir");
         let mut command = Command::new(SERVER_BIN);
@@ -79,6 +84,7 @@ impl Proc {
                 command.env_remove(name);
             }
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("start allocate-http");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
@@ -184,6 +190,30 @@ fn a_non_loopback_address_without_tokens_is_refused() {
     assert!(log.contains("refusing to listen on 0.0.0.0:0"), "{log}");
     assert!(
         log.contains("--tokens-file") && log.contains("--allow-open"),
+        "{log}"
+    );
+}
+
+#[test]
+fn boolean_variables_take_what_people_type() {
+    for yes in ["1", "yes", "true", "on"] {
+        let mut server =
+            Proc::spawn_env(&["--listen", "127.0.0.1:0"], &[("ALLOCATE_IN_MEMORY", yes)]);
+        server.wait_for("running in memory");
+        server.kill();
+    }
+    // Off is off: a non-loopback address is still refused, before anything is bound.
+    for no in ["0", "no", "false", "off"] {
+        let env = [("ALLOCATE_ALLOW_OPEN", no)];
+        let (status, log) = Proc::spawn_env(&["--listen", "0.0.0.0:0"], &env).exit();
+        assert_eq!(status.code(), Some(2), "{no}: {log}");
+        assert!(log.contains("refusing to listen"), "{no}: {log}");
+    }
+    let env = [("ALLOCATE_IN_MEMORY", "maybe")];
+    let (status, log) = Proc::spawn_env(&["--listen", "127.0.0.1:0"], &env).exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("maybe") && log.contains("--in-memory"),
         "{log}"
     );
 }
