@@ -50,6 +50,8 @@ impl Binary {
             .args(["--listen", &addr.to_string(), "--log-level", "warn"])
             .args(["--idle-timeout-ms", "600000", "--data-dir"])
             .arg(&data)
+            // Every waiting client connects from 127.0.0.1: lift the per-address cap.
+            .args(["--connections-per-peer-max", "1048576"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
