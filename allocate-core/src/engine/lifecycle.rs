@@ -454,6 +454,10 @@ impl Engine {
         id: Uuid,
         result: &ProvisionResult,
     ) -> Result<()> {
+        // A malformed answer is refused whatever became of the allocation meanwhile.
+        if let ProvisionResult::Connection(connection) = result {
+            validate::connection(connection, "connection", &self.config.limits)?;
+        }
         if self.release_supersedes(agent_id, id) {
             return Ok(());
         }
@@ -476,7 +480,6 @@ impl Engine {
         }
         match result {
             ProvisionResult::Connection(connection) => {
-                validate::connection(connection, "connection", &self.config.limits)?;
                 if lease_over {
                     // The lease ended while the agent prepared the resource: the wait is over
                     // (408), and the agent is asked to clean up what it prepared.
