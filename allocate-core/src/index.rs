@@ -256,7 +256,12 @@ impl Terms {
             mark(&mut self.labels, label.as_str(), pos, add);
         }
         mark(&mut self.kinds, spec.kind.as_str(), pos, add);
-        for gpu in &spec.gpu {
+        // A GPU like the one before it (a resource's GPUs are often all alike) has nothing to
+        // add.
+        for (i, gpu) in spec.gpu.iter().enumerate() {
+            if i > 0 && spec.gpu[i - 1] == *gpu {
+                continue;
+            }
             mark(
                 &mut self.gpu_models,
                 gpu.label.to_lowercase().as_str(),
