@@ -347,7 +347,7 @@ impl Index {
             match checked {
                 Ok(()) if found.len() >= limit => Step::SkipTo(sorted),
                 Ok(()) => Step::Next,
-                Err(next) => Step::SkipTo(self.lower_bound(&next)),
+                Err(next) => Step::SkipTo(self.lower_bound_after(pos, &next)),
             }
         });
         if found.len() > in_order {
@@ -393,6 +393,22 @@ impl Index {
         let start = block * FENCE_EVERY;
         let end = (start + FENCE_EVERY).min(self.sorted);
         (start + self.ranks[start..end].partition_point(|r| r < rank)) as Pos
+    }
+
+    /// [`Index::lower_bound`] for a `rank` above the rank at `pos` in the layout: a gallop
+    /// forward from `pos`, which reads the ranks next to one just read while the answer is
+    /// near (a skip is often to the next CPU or memory size), and the fences once it is not.
+    fn lower_bound_after(&self, pos: Pos, rank: &Rank) -> Pos {
+        let (mut below, mut step) = (pos as usize, 1);
+        while below + step < self.sorted && self.ranks[below + step] < *rank {
+            below += step;
+            step *= 2;
+            if step > FENCE_EVERY {
+                return self.lower_bound(rank);
+            }
+        }
+        let end = (below + step).min(self.sorted);
+        (below + 1 + self.ranks[below + 1..end].partition_point(|r| r < rank)) as Pos
     }
 
     /// Calls `on`, in position order, with each position in `from..to` in `scope` that carries
