@@ -82,8 +82,13 @@ impl Chunk {
     fn insert(&mut self, low: u16) -> bool {
         match self {
             Chunk::Array(v) => {
-                let Err(i) = v.binary_search(&low) else {
-                    return false;
+                // Positions are mostly added in ascending order: at the end.
+                let i = match v.last() {
+                    Some(&last) if last >= low => match v.binary_search(&low) {
+                        Ok(_) => return false,
+                        Err(i) => i,
+                    },
+                    _ => v.len(),
                 };
                 v.insert(i, low);
                 if v.len() > ARRAY_MAX {
@@ -205,7 +210,12 @@ impl Bitmap {
     }
 
     fn chunk(&self, high: u16) -> Result<usize, usize> {
-        self.chunks.binary_search_by_key(&high, |(k, _)| *k)
+        // The last chunk first: positions are mostly added in ascending order.
+        match self.chunks.last() {
+            Some((last, _)) if *last == high => Ok(self.chunks.len() - 1),
+            Some((last, _)) if *last < high => Err(self.chunks.len()),
+            _ => self.chunks.binary_search_by_key(&high, |(k, _)| *k),
+        }
     }
 
     /// Adds `pos`; `true` if it was not there.
