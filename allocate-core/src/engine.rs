@@ -8,6 +8,7 @@ mod lifecycle;
 mod session;
 mod shutdown;
 pub(crate) mod snapshot;
+mod timers;
 
 use crate::config::Config;
 use crate::criteria::Criteria;
@@ -25,9 +26,10 @@ use crate::time::Timestamp;
 use crate::view::{
     AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState,
 };
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+use timers::Timers;
 use uuid::Uuid;
 
 pub use session::{Registered, SessionId};
@@ -98,7 +100,7 @@ pub struct Engine {
     /// Allocation -> resource, for releases waiting on an agent's acknowledgement.
     releases: FxMap<Uuid, Uuid>,
     queue: Queue,
-    timers: BTreeSet<(Timestamp, Timer)>,
+    timers: Timers,
     outputs: VecDeque<Output>,
     records: Vec<Record>,
     ids: Box<dyn IdSource>,
@@ -157,7 +159,7 @@ impl Engine {
             ended: VecDeque::new(),
             releases: FxMap::default(),
             queue: Queue::default(),
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             outputs: VecDeque::new(),
             records: Vec::new(),
             ids,
