@@ -11,10 +11,12 @@
 //!   scanning every resource, the baseline;
 //! - `diverse_exhaust/N`: a fresh lab of N free resources, then N requests, the ith derived from
 //!   resource `perm[i]` of a random permutation, each asked once in turn, nothing released; the
-//!   stream is timed as a whole (throughput in requests; how many were satisfied is printed).
+//!   stream is timed as a whole (throughput in requests; how many were satisfied is printed,
+//!   with the requests per second of the thread's CPU time, which other work on a shared
+//!   machine leaves alone).
 //!   `DIVERSE_EXHAUST_REQUESTS` cuts the stream to its first requests, for slow engines;
 //! - `register/N`: registering N diverse resources from N / 10 agents into a fresh engine
-//!   (throughput in resources).
+//!   (throughput in resources; the resources per second of CPU time are printed too).
 //!
 //! A size's lab is built only when one of its benchmarks runs, so that a filter such as
 //! `'/1000$'` skips the set-up of the larger ones. Latency percentiles are in
@@ -25,7 +27,7 @@
     reason = "criterion_group! writes a public function that takes no doc comment"
 )]
 
-use allocate_benches::{env_count, timed_pick, timed_request, SIZES};
+use allocate_benches::{cpu_timed, env_count, per_cpu_second, timed_pick, timed_request, SIZES};
 use allocate_core::{Engine, Requirements};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use testkit::labs::{
@@ -86,6 +88,7 @@ fn exhaust(c: &mut Criterion, n: usize) {
     let asked = env_count("DIVERSE_EXHAUST_REQUESTS", n).min(n);
     let mut requests: Option<Vec<Requirements>> = None;
     let mut satisfied = None;
+    let mut cpu = Vec::new();
     let mut group = c.benchmark_group("diverse_exhaust");
     group.sample_size(10);
     group.throughput(Throughput::Elements(asked as u64));
@@ -94,10 +97,12 @@ fn exhaust(c: &mut Criterion, n: usize) {
         b.iter_batched(
             || (diverse_engine(n), requests.clone()),
             |(mut engine, requests)| {
-                let got = requests
-                    .into_iter()
-                    .filter_map(|r| allocate(&mut engine, r))
-                    .count();
+                let got = cpu_timed(&mut cpu, || {
+                    requests
+                        .into_iter()
+                        .filter_map(|r| allocate(&mut engine, r))
+                        .count()
+                });
                 satisfied = Some(got);
                 engine
             },
@@ -106,7 +111,10 @@ fn exhaust(c: &mut Criterion, n: usize) {
     });
     group.finish();
     if let Some(got) = satisfied {
-        println!("diverse_exhaust/{n}: {got} of {asked} requests satisfied");
+        println!(
+            "diverse_exhaust/{n}: {got} of {asked} requests satisfied; requests: {}",
+            per_cpu_second(asked, &mut cpu)
+        );
     }
 }
 
@@ -124,17 +132,21 @@ fn exhaust_requests(n: usize, count: usize) -> Vec<Requirements> {
 
 /// `register/N`.
 fn register(c: &mut Criterion, n: usize) {
+    let mut cpu = Vec::new();
     let mut group = c.benchmark_group("register");
     group.sample_size(10);
     group.throughput(Throughput::Elements(n as u64));
     group.bench_function(BenchmarkId::from_parameter(n), |b| {
         b.iter_batched(
             || lab_agents(n, diverse_resources).collect::<Vec<_>>(),
-            engine_with,
+            |agents| cpu_timed(&mut cpu, || engine_with(agents)),
             BatchSize::PerIteration,
         );
     });
     group.finish();
+    if !cpu.is_empty() {
+        println!("register/{n}: resources: {}", per_cpu_second(n, &mut cpu));
+    }
 }
 
 criterion_group! {

@@ -47,10 +47,6 @@ impl Bits {
         removed
     }
 
-    fn contains(&self, low: u16) -> bool {
-        self.words[usize::from(low) / 64] & (1 << (low % 64)) != 0
-    }
-
     /// The first word at or after `w` with a bit set.
     fn next_nonzero(&self, w: usize) -> Option<usize> {
         let mut s = w / 64;
@@ -83,18 +79,16 @@ impl Chunk {
         }
     }
 
-    fn contains(&self, low: u16) -> bool {
-        match self {
-            Chunk::Array(v) => v.binary_search(&low).is_ok(),
-            Chunk::Bits(bits, _) => bits.contains(low),
-        }
-    }
-
     fn insert(&mut self, low: u16) -> bool {
         match self {
             Chunk::Array(v) => {
-                let Err(i) = v.binary_search(&low) else {
-                    return false;
+                // Positions are mostly added in ascending order: at the end.
+                let i = match v.last() {
+                    Some(&last) if last >= low => match v.binary_search(&low) {
+                        Ok(_) => return false,
+                        Err(i) => i,
+                    },
+                    _ => v.len(),
                 };
                 v.insert(i, low);
                 if v.len() > ARRAY_MAX {
@@ -216,14 +210,12 @@ impl Bitmap {
     }
 
     fn chunk(&self, high: u16) -> Result<usize, usize> {
-        self.chunks.binary_search_by_key(&high, |(k, _)| *k)
-    }
-
-    /// Whether it holds `pos`.
-    pub fn contains(&self, pos: u32) -> bool {
-        let (high, low) = split(pos);
-        self.chunk(high)
-            .is_ok_and(|i| self.chunks[i].1.contains(low))
+        // The last chunk first: positions are mostly added in ascending order.
+        match self.chunks.last() {
+            Some((last, _)) if *last == high => Ok(self.chunks.len() - 1),
+            Some((last, _)) if *last < high => Err(self.chunks.len()),
+            _ => self.chunks.binary_search_by_key(&high, |(k, _)| *k),
+        }
     }
 
     /// Adds `pos`; `true` if it was not there.
@@ -307,11 +299,6 @@ impl<'a> Cursor<'a> {
         cursor
     }
 
-    /// How many members its bitmap has in all.
-    pub fn bitmap_len(&self) -> u64 {
-        self.chunks.iter().map(|(_, c)| c.len() as u64).sum()
-    }
-
     /// The least member at or after `pos` and every position sought before (`u32::MAX` if
     /// none).
     pub fn seek(&mut self, pos: u32) -> u32 {
@@ -321,22 +308,31 @@ impl<'a> Cursor<'a> {
         self.at
     }
 
-    /// The members at or after the cursor among the 64 positions from `block` (a multiple of
-    /// 64), as bits, once it has sought `block`.
+    /// The members among the 64 positions from `block` (a multiple of 64), as bits: every one
+    /// at or after the least position sought so far, and perhaps some before it. The cursor
+    /// moves on to `block`, so the next seek must not be before it.
     pub fn word(&mut self, block: u32) -> u64 {
-        let at = self.seek(block);
-        let Some(offset) = at.checked_sub(block).filter(|&o| o < 64) else {
+        if self.at >= block && self.at - block >= 64 {
             return 0;
-        };
-        let from = at as u16;
-        match &self.chunks[self.chunk].1 {
-            Chunk::Array(v) => v[self.idx..]
-                .iter()
-                .take_while(|&&x| x - from < 64 - offset as u16)
-                .fold(0, |w, &x| {
-                    w | 1 << (u32::from(x) + offset - u32::from(from))
-                }),
-            Chunk::Bits(bits, _) => bits.words[usize::from(from) / 64] & (!0u64 << offset),
+        }
+        let (high, low) = split(block);
+        while self.chunks.get(self.chunk).is_some_and(|(k, _)| *k < high) {
+            self.chunk += 1;
+            self.idx = 0;
+        }
+        match self.chunks.get(self.chunk) {
+            Some((key, Chunk::Bits(bits, _))) if *key == high => bits.words[usize::from(low) / 64],
+            Some((key, chunk @ Chunk::Array(v))) if *key == high => {
+                if chunk.seek_from(low, &mut self.idx).is_none() {
+                    return 0;
+                }
+                v[self.idx..]
+                    .iter()
+                    .map(|&x| x - low)
+                    .take_while(|&offset| offset < 64)
+                    .fold(0, |w, offset| w | 1 << offset)
+            }
+            _ => 0,
         }
     }
 
@@ -385,7 +381,6 @@ mod tests {
             }
             if step % 997 == 0 {
                 let probe = (x >> 24) as u32 % 310_000;
-                assert_eq!(bitmap.contains(probe), set.contains(&probe));
                 assert_eq!(
                     Cursor::new(&bitmap, probe).seek(probe),
                     set.range(probe..).next().copied().unwrap_or(u32::MAX)
@@ -447,7 +442,12 @@ mod tests {
                 let want = set.range(pos..).next().copied().unwrap_or(u32::MAX);
                 assert_eq!(cursor.seek(pos), want, "seek {pos}, stride {stride}");
                 let block = pos & !63;
-                assert_eq!(cursor.word(block), word_of(&set, block, pos), "word {pos}");
+                let from_pos = !0u64 << (pos - block);
+                assert_eq!(
+                    cursor.word(block) & from_pos,
+                    word_of(&set, block, pos),
+                    "word {pos}"
+                );
                 pos += 1 + (next() % stride) as u32;
             }
         }

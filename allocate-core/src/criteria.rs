@@ -5,6 +5,7 @@
 //! applied to one resource at a time where a single resource is offered to the queue.
 
 use crate::model::{Gpu, Requirements, ResourceSpec};
+use std::fmt::Write;
 
 /// The canonical text of a resource's matching-relevant part (labels, type, CPUs, memory,
 /// GPUs, normalised): resources with equal keys are interchangeable, and inventory ids are
@@ -15,9 +16,45 @@ pub(crate) fn shape_key(spec: &ResourceSpec) -> String {
     labels.dedup();
     let mut gpus: Vec<&Gpu> = spec.gpu.iter().collect();
     gpus.sort_unstable();
-    // A tuple writes the same JSON array as the `json!` value it replaced, without building one.
-    serde_json::to_string(&(labels, &spec.kind, spec.cpu_count, spec.memory_gb, gpus))
-        .expect("strings and numbers always serialise")
+    // The JSON array `[labels, type, cpu_count, memory_gb, gpus]` that serde_json writes for
+    // that tuple (a test holds it to serde_json's text), written by hand: a registration
+    // writes one per resource.
+    let mut key = String::with_capacity(64 + 16 * labels.len() + 48 * gpus.len());
+    key.push('[');
+    push_list(&mut key, &labels, |key, label| push_json_str(key, label));
+    key.push(',');
+    push_json_str(&mut key, &spec.kind);
+    write!(key, ",{},{},", spec.cpu_count, spec.memory_gb).expect("a String takes any text");
+    push_list(&mut key, &gpus, |key, gpu| {
+        key.push_str("{\"label\":");
+        push_json_str(key, &gpu.label);
+        write!(key, ",\"memory_gb\":{}}}", gpu.memory_gb).expect("a String takes any text");
+    });
+    key.push(']');
+    key
+}
+
+/// Appends `items` to `key` as a JSON array, each written by `push`.
+fn push_list<T>(key: &mut String, items: &[T], push: impl Fn(&mut String, &T)) {
+    key.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        push(key, item);
+    }
+    key.push(']');
+}
+
+/// Appends `s` to `key` as a JSON string, escaped as serde_json escapes it.
+fn push_json_str(key: &mut String, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        key.push_str(&serde_json::to_string(s).expect("a string always serialises"));
+    } else {
+        key.push('"');
+        key.push_str(s);
+        key.push('"');
+    }
 }
 
 /// The GPU part of [`Criteria`].
@@ -188,6 +225,46 @@ mod tests {
         assert!(Criteria::of(&gpu_req(Some("Ω-100"), 0, 1)).matches(&machine));
         assert!(!Criteria::of(&gpu_req(Some("eclair"), 0, 1)).matches(&machine));
         assert!(contains_ignoring_case("Tesla T4", ""));
+    }
+
+    #[test]
+    fn shape_keys_are_the_json_serde_json_writes() {
+        let odd = [
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "nul\u{0}",
+            "é ü 🚀",
+            "\u{7f}",
+            "",
+        ];
+        for (i, label) in odd.iter().enumerate() {
+            let mut s = spec(
+                &[label, "plain", odd[(i + 1) % odd.len()]],
+                3,
+                9,
+                &[],
+                label,
+            );
+            s.gpu = vec![
+                Gpu {
+                    label: (*label).to_owned(),
+                    memory_gb: u64::MAX,
+                },
+                Gpu {
+                    label: "T4".to_owned(),
+                    memory_gb: 16,
+                },
+            ];
+            s.cpu_count = u64::MAX - i as u64;
+            let mut labels: Vec<&str> = s.labels.iter().map(String::as_str).collect();
+            labels.sort_unstable();
+            labels.dedup();
+            let mut gpus: Vec<&Gpu> = s.gpu.iter().collect();
+            gpus.sort_unstable();
+            let want = serde_json::to_string(&(labels, &s.kind, s.cpu_count, s.memory_gb, gpus));
+            assert_eq!(shape_key(&s), want.expect("serialises"), "{s:?}");
+        }
     }
 
     #[test]

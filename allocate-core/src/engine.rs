@@ -10,6 +10,7 @@ mod lifecycle;
 mod session;
 mod shutdown;
 pub(crate) mod snapshot;
+mod timers;
 
 use crate::config::Config;
 use crate::criteria::Criteria;
@@ -27,9 +28,10 @@ use crate::time::Timestamp;
 use crate::view::{
     AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState,
 };
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+use timers::Timers;
 use uuid::Uuid;
 
 pub use session::{Registered, SessionId};
@@ -100,7 +102,7 @@ pub struct Engine {
     /// Allocation -> resource, for releases waiting on an agent's acknowledgement.
     releases: FxMap<Uuid, Uuid>,
     queue: Queue,
-    timers: BTreeSet<(Timestamp, Timer)>,
+    timers: Timers,
     outputs: VecDeque<Output>,
     records: Vec<Record>,
     ids: Box<dyn IdSource>,
@@ -159,7 +161,7 @@ impl Engine {
             ended: VecDeque::new(),
             releases: FxMap::default(),
             queue: Queue::default(),
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             outputs: VecDeque::new(),
             records: Vec::new(),
             ids,
@@ -529,11 +531,14 @@ impl Engine {
         self.changes = self.changes.wrapping_add(1);
         let (before, recorded) = (self.now, self.records.len());
         let now = self.advance(now);
-        let reply = self.apply_input(&input).inspect_err(|_| {
+        // The input itself is handed over, so that what it carries is moved, not copied, into
+        // the engine; a copy is kept only when inputs are recorded.
+        let kept = self.config.record_inputs.then(|| input.clone());
+        let reply = self.apply_input(input).inspect_err(|_| {
             self.record_time_moved(before, recorded);
         })?;
         self.fire_due();
-        if self.config.record_inputs {
+        if let Some(input) = kept {
             self.records.push(Record { now, input });
         }
         Ok(reply)
@@ -587,53 +592,51 @@ impl Engine {
         fired
     }
 
-    fn apply_input(&mut self, input: &Input) -> Result<Reply> {
+    fn apply_input(&mut self, input: Input) -> Result<Reply> {
         match input {
             Input::Register {
                 agent_id,
                 resources,
             } => self
-                .do_register(*agent_id, resources)
+                .do_register(agent_id, resources)
                 .map(Reply::InventoryIds),
-            Input::Disconnect { agent_id } => {
-                self.do_disconnect(*agent_id).map(|()| Reply::Nothing)
-            }
+            Input::Disconnect { agent_id } => self.do_disconnect(agent_id).map(|()| Reply::Nothing),
             Input::Request {
                 allocation_id,
                 requirements,
             } => self
-                .do_request(*allocation_id, requirements)
+                .do_request(allocation_id, requirements)
                 .map(|()| Reply::Nothing),
             Input::Provisioned {
                 agent_id,
                 allocation_id,
                 result,
             } => self
-                .do_provisioned(*agent_id, *allocation_id, result)
+                .do_provisioned(agent_id, allocation_id, &result)
                 .map(|()| Reply::Nothing),
             Input::ReleaseAcknowledged {
                 agent_id,
                 allocation_id,
             } => self
-                .do_release_acknowledged(*agent_id, *allocation_id)
+                .do_release_acknowledged(agent_id, allocation_id)
                 .map(|()| Reply::Nothing),
             Input::Release { allocation_id } => {
-                self.do_release(*allocation_id).map(|()| Reply::Nothing)
+                self.do_release(allocation_id).map(|()| Reply::Nothing)
             }
             Input::ClientGone { allocation_id } => {
-                self.do_client_gone(*allocation_id).map(|()| Reply::Nothing)
+                self.do_client_gone(allocation_id).map(|()| Reply::Nothing)
             }
             Input::SetExpires {
                 allocation_id,
                 expires,
             } => self
-                .do_set_expires(*allocation_id, *expires)
+                .do_set_expires(allocation_id, expires)
                 .map(Reply::Expires),
             Input::SetMaintenance {
                 inventory_id,
                 reason,
             } => self
-                .do_set_maintenance(*inventory_id, reason.as_deref())
+                .do_set_maintenance(inventory_id, reason.as_deref())
                 .map(|()| Reply::Nothing),
             Input::Tick => Ok(Reply::Nothing),
         }

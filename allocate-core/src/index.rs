@@ -15,8 +15,9 @@
 //! next position the others may agree on, a 64-bit word of positions at a time where they are
 //! dense. It starts at the first position whose rank could match; the numeric needs (CPUs,
 //! memory, GPU count and total GPU memory) are checked on the rank, and a failure skips ahead to
-//! the first position that could pass (a skip scan). Excluded tags are checked on each
-//! position the terms agree on, per-GPU needs by the caller's `exact` test. Nothing is cached:
+//! the first position that could pass (a skip scan). Excluded tags are taken out of the
+//! positions the terms agree on a word at a time, per-GPU needs are left to the caller's
+//! `exact` test. Nothing is cached:
 //! the work depends on the inventory and the request alone.
 
 use crate::bitmap::{Bitmap, Cursor};
@@ -150,19 +151,21 @@ impl<'a> Cursors<'a> {
     /// Adds a term, the union of `bitmaps`, with its cursor at the first position from `from`.
     fn add(&mut self, bitmaps: impl IntoIterator<Item = &'a Bitmap>, from: Pos) {
         let start = self.members.len();
-        self.members
-            .extend(bitmaps.into_iter().map(|b| Cursor::new(b, from)));
-        let size = self.members[start..].iter().map(Cursor::bitmap_len).sum();
+        let mut size = 0;
+        for bitmap in bitmaps {
+            size += bitmap.len();
+            self.members.push(Cursor::new(bitmap, from));
+        }
         self.terms.push((size, start, self.members.len()));
     }
 
-    /// Puts the smallest term first, so that it leads the join.
+    /// Puts the smallest term first, so that a join meets the most selective terms first.
     fn smallest_first(&mut self) {
         self.terms.sort_unstable();
     }
 
-    /// The positions of term `term` among the 64 from `block` (a multiple of 64), from where
-    /// its cursors stand, as bits.
+    /// The positions of term `term` among the 64 from `block` (a multiple of 64), as bits:
+    /// every one at or after the least position sought, perhaps some before.
     fn word(&mut self, term: usize, block: Pos) -> u64 {
         let (_, start, end) = self.terms[term];
         self.members[start..end]
@@ -253,7 +256,12 @@ impl Terms {
             mark(&mut self.labels, label.as_str(), pos, add);
         }
         mark(&mut self.kinds, spec.kind.as_str(), pos, add);
-        for gpu in &spec.gpu {
+        // A GPU like the one before it (a resource's GPUs are often all alike) has nothing to
+        // add.
+        for (i, gpu) in spec.gpu.iter().enumerate() {
+            if i > 0 && spec.gpu[i - 1] == *gpu {
+                continue;
+            }
             mark(
                 &mut self.gpu_models,
                 gpu.label.to_lowercase().as_str(),
@@ -339,7 +347,7 @@ impl Index {
             match checked {
                 Ok(()) if found.len() >= limit => Step::SkipTo(sorted),
                 Ok(()) => Step::Next,
-                Err(next) => Step::SkipTo(self.lower_bound(&next)),
+                Err(next) => Step::SkipTo(self.lower_bound_after(pos, &next)),
             }
         });
         if found.len() > in_order {
@@ -387,6 +395,22 @@ impl Index {
         (start + self.ranks[start..end].partition_point(|r| r < rank)) as Pos
     }
 
+    /// [`Index::lower_bound`] for a `rank` above the rank at `pos` in the layout: a gallop
+    /// forward from `pos`, which reads the ranks next to one just read while the answer is
+    /// near (a skip is often to the next CPU or memory size), and the fences once it is not.
+    fn lower_bound_after(&self, pos: Pos, rank: &Rank) -> Pos {
+        let (mut below, mut step) = (pos as usize, 1);
+        while below + step < self.sorted && self.ranks[below + step] < *rank {
+            below += step;
+            step *= 2;
+            if step > FENCE_EVERY {
+                return self.lower_bound(rank);
+            }
+        }
+        let end = (below + step).min(self.sorted);
+        (below + 1 + self.ranks[below + 1..end].partition_point(|r| r < rank)) as Pos
+    }
+
     /// Calls `on`, in position order, with each position in `from..to` in `scope` that carries
     /// every required tag, the type and a GPU model asked for, and no excluded tag.
     ///
@@ -431,50 +455,49 @@ impl Index {
             cursors.add(union, from);
         }
         cursors.smallest_first();
-        let excluded: Vec<&Bitmap> = c
+        let mut excluded: Vec<Cursor> = c
             .exclude_tags
             .iter()
             .filter_map(|t| self.terms.labels.get(t.as_str()))
+            .map(|b| Cursor::new(b, from))
             .collect();
         let (n, mut pos) = (cursors.terms.len(), from);
         loop {
-            let (mut agreed, mut i) = (0, 0);
-            while agreed < n {
-                let at = cursors.seek(i, pos);
-                if at >= to {
+            // Every term leaps to its next position from the farthest so far: none of them
+            // has one before where the last lands.
+            let at = (0..n).fold(pos, |at, t| cursors.seek(t, at));
+            if at >= to {
+                return;
+            }
+            // Then the positions they all share in the rest of its block of 64, a word at a
+            // time, each visited in turn.
+            let block = at & !63;
+            let mut common = !0u64 << (at % 64);
+            for t in 0..n {
+                common &= cursors.word(t, block);
+                if common == 0 {
+                    break;
+                }
+            }
+            for cursor in &mut excluded {
+                common &= !cursor.word(block);
+            }
+            pos = block + 64;
+            while common != 0 {
+                let p = block + common.trailing_zeros();
+                if p >= to {
                     return;
                 }
-                if at != pos {
-                    // Before leaping term by term, look for a common position in the rest
-                    // of `at`'s 64-position block, all terms at once, a word at a time.
-                    let block = at & !63;
-                    let mut common = !0u64 << (at % 64);
-                    for t in 0..n {
-                        if common == 0 {
-                            break;
-                        }
-                        common &= cursors.word(t, block);
-                    }
-                    if common != 0 {
-                        pos = block + common.trailing_zeros();
-                        break;
-                    }
-                    pos = block + 64;
-                    agreed = 0;
-                    continue;
+                let next = match on(p) {
+                    Step::Next => p + 1,
+                    Step::SkipTo(next) => next.max(p + 1),
+                };
+                if next >= block + 64 {
+                    pos = next;
+                    break;
                 }
-                agreed += 1;
-                i = (i + 1) % n;
+                common &= !0u64 << (next % 64);
             }
-            let step = if excluded.iter().any(|b| b.contains(pos)) {
-                Step::Next
-            } else {
-                on(pos)
-            };
-            pos = match step {
-                Step::Next => pos + 1,
-                Step::SkipTo(next) => next.max(pos + 1),
-            };
         }
     }
 

@@ -262,7 +262,8 @@ impl Inventory {
             .unwrap_or_default();
         let mut slots = Vec::with_capacity(specs.len());
         let mut out = Registered::default();
-        for (spec, (id, existing)) in specs.into_iter().zip(plan) {
+        for (mut spec, (id, existing)) in specs.into_iter().zip(plan) {
+            spec.shrink_to_fit();
             let slot = match existing {
                 Some(slot) => {
                     self.respec(slot, spec);

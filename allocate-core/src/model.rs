@@ -65,6 +65,23 @@ pub struct ResourceSpec {
     pub connection: Option<Connection>,
 }
 
+impl ResourceSpec {
+    /// Drops the spare capacity of its lists and strings, so that the copy the engine keeps
+    /// of a registered resource weighs no more than a clone of it would.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.labels.shrink_to_fit();
+        self.labels.iter_mut().for_each(String::shrink_to_fit);
+        self.gpu.shrink_to_fit();
+        self.gpu.iter_mut().for_each(|g| g.label.shrink_to_fit());
+        self.kind.shrink_to_fit();
+        if let Some(c) = &mut self.connection {
+            c.host.shrink_to_fit();
+            c.username.shrink_to_fit();
+            c.password.iter_mut().for_each(String::shrink_to_fit);
+        }
+    }
+}
+
 /// What a request needs of its GPUs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,9 +4,15 @@
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::model::{Connection, Requirements, ResourceSpec};
+use std::fmt::Display;
 
-/// A string within the length limit.
-pub(crate) fn text(s: &str, path: &str, limits: &Limits) -> Result<()> {
+/// A string within the length limit. Paths are written only into an error, so that a valid
+/// input costs no formatting.
+pub(crate) fn text(s: &str, path: impl Display, limits: &Limits) -> Result<()> {
+    // No more bytes than the limit is no more characters.
+    if s.len() <= limits.string_chars_max {
+        return Ok(());
+    }
     let chars = s.chars().count();
     if chars > limits.string_chars_max {
         return Err(Error::invalid(format!(
@@ -18,7 +24,7 @@ pub(crate) fn text(s: &str, path: &str, limits: &Limits) -> Result<()> {
 }
 
 /// A list no longer than `len_max`.
-pub(crate) fn list_len(len: usize, len_max: usize, path: &str) -> Result<()> {
+pub(crate) fn list_len(len: usize, len_max: usize, path: impl Display) -> Result<()> {
     if len > len_max {
         return Err(Error::invalid(format!(
             "{path} has {len} entries, more than the limit of {len_max}"
@@ -28,31 +34,28 @@ pub(crate) fn list_len(len: usize, len_max: usize, path: &str) -> Result<()> {
 }
 
 /// A list of non-empty tags or labels within the limits.
-pub(crate) fn tags(list: &[String], path: &str, limits: &Limits) -> Result<()> {
-    list_len(list.len(), limits.list_len_max, path)?;
+pub(crate) fn tags(list: &[String], path: impl Display, limits: &Limits) -> Result<()> {
+    list_len(list.len(), limits.list_len_max, &path)?;
     for (i, tag) in list.iter().enumerate() {
         if tag.is_empty() {
             return Err(Error::invalid(format!("{path}[{i}] must not be empty")));
         }
-        // The path is built only for the error, not for every valid tag.
-        if tag.chars().count() > limits.string_chars_max {
-            text(tag, &format!("{path}[{i}]"), limits)?;
-        }
+        text(tag, format_args!("{path}[{i}]"), limits)?;
     }
     Ok(())
 }
 
 /// Connection details within the limits.
-pub(crate) fn connection(c: &Connection, path: &str, limits: &Limits) -> Result<()> {
-    text(&c.host, &format!("{path}.host"), limits)?;
-    text(&c.username, &format!("{path}.username"), limits)?;
+pub(crate) fn connection(c: &Connection, path: impl Display, limits: &Limits) -> Result<()> {
+    text(&c.host, format_args!("{path}.host"), limits)?;
+    text(&c.username, format_args!("{path}.username"), limits)?;
     if c.port == Some(0) {
         return Err(Error::invalid(format!(
             "{path}.port must be between 1 and 65535, got 0"
         )));
     }
     match &c.password {
-        Some(password) => text(password, &format!("{path}.password"), limits),
+        Some(password) => text(password, format_args!("{path}.password"), limits),
         None => Ok(()),
     }
 }
@@ -65,15 +68,22 @@ pub(crate) fn registration(specs: &[ResourceSpec], limits: &Limits) -> Result<()
         "resources",
     )?;
     for (i, spec) in specs.iter().enumerate() {
-        let path = format!("resources[{i}]");
-        tags(&spec.labels, &format!("{path}.labels"), limits)?;
-        text(&spec.kind, &format!("{path}.type"), limits)?;
-        list_len(spec.gpu.len(), limits.list_len_max, &format!("{path}.gpu"))?;
+        tags(&spec.labels, format_args!("resources[{i}].labels"), limits)?;
+        text(&spec.kind, format_args!("resources[{i}].type"), limits)?;
+        list_len(
+            spec.gpu.len(),
+            limits.list_len_max,
+            format_args!("resources[{i}].gpu"),
+        )?;
         for (j, gpu) in spec.gpu.iter().enumerate() {
-            text(&gpu.label, &format!("{path}.gpu[{j}].label"), limits)?;
+            text(
+                &gpu.label,
+                format_args!("resources[{i}].gpu[{j}].label"),
+                limits,
+            )?;
         }
         if let Some(c) = &spec.connection {
-            connection(c, &format!("{path}.connection"), limits)?;
+            connection(c, format_args!("resources[{i}].connection"), limits)?;
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! What only the benchmarks use: the sizes they run at, criterion's settings, counts from the
-//! environment, and the timed steps. The labs, their request streams and the linear scan baseline come from
+//! environment, the timed steps and CPU time. The labs, their request streams and the linear scan baseline come from
 //! `testkit` (`testkit::labs`, `testkit::reference::LinearScan`).
 
 use allocate_core::{Engine, Output, Requirements};
@@ -70,4 +70,33 @@ pub fn timed_pick(scan: &mut LinearScan, req: &Requirements) -> Duration {
         scan.set_free(i, true);
     }
     timed
+}
+
+/// The CPU time the calling thread has used: unlike the wall clock, it leaves out the time
+/// other processes on a shared machine hold the cores.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Runs `f`, adding the CPU time it took to `times`.
+pub fn cpu_timed<R>(times: &mut Vec<Duration>, f: impl FnOnce() -> R) -> R {
+    let start = thread_cpu_time();
+    let r = f();
+    times.push(thread_cpu_time() - start);
+    r
+}
+
+/// `count` per CPU second at the median of `times`, and how many runs those are, for a line
+/// printed after criterion's (its warm-up runs included).
+pub fn per_cpu_second(count: usize, times: &mut [Duration]) -> String {
+    times.sort_unstable();
+    let Some(median) = times.get(times.len() / 2) else {
+        return "no runs".to_owned();
+    };
+    format!(
+        "{:.0} per CPU second (median of {} runs)",
+        count as f64 / median.as_secs_f64(),
+        times.len()
+    )
 }

@@ -17,13 +17,13 @@ impl Engine {
     pub(super) fn do_register(
         &mut self,
         agent_id: Uuid,
-        specs: &[ResourceSpec],
+        specs: Vec<ResourceSpec>,
     ) -> Result<Vec<Uuid>> {
-        validate::registration(specs, &self.config.limits)?;
+        validate::registration(&specs, &self.config.limits)?;
         let was_online = self.inventory.agent(&agent_id).is_some_and(|a| a.online);
         let registered = self
             .inventory
-            .register(agent_id, specs.to_vec(), &mut self.next_seq)?;
+            .register(agent_id, specs, &mut self.next_seq)?;
         let slots = self.inventory.set_agent_online(agent_id, true);
         for slot in slots {
             if !was_online {
@@ -89,7 +89,7 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn do_request(&mut self, id: Uuid, req: &Requirements) -> Result<()> {
+    pub(super) fn do_request(&mut self, id: Uuid, req: Requirements) -> Result<()> {
         // A forgotten ended allocation may still be named by a release its agent has not
         // acknowledged: the id stays taken until then.
         if self.allocations.contains_key(&id) || self.releases.contains_key(&id) {
@@ -97,7 +97,7 @@ impl Engine {
                 "allocation id {id} is already in use"
             )));
         }
-        validate::requirements(req, &self.config.limits)?;
+        validate::requirements(&req, &self.config.limits)?;
         if req.allocation_timeout_seconds > self.config.wait_secs_max {
             return Err(Error::invalid(format!(
                 "requirements.allocation_timeout_seconds {} is more than the limit of {}",
@@ -118,8 +118,8 @@ impl Engine {
         self.next_seq += 1;
         let allocation = Box::new(Allocation {
             id,
-            requirements: req.clone(),
-            criteria: Criteria::of(req),
+            criteria: Criteria::of(&req),
+            requirements: req,
             seq: self.next_seq,
             created: self.now,
             expires,

@@ -4,6 +4,7 @@ use super::*;
 use crate::ids::SeededIds;
 use crate::model::{test_spec, GpuRequirement};
 use crate::policy::Candidate;
+use std::collections::BTreeSet;
 
 const T0: u64 = 1_700_000_000;
 

@@ -113,7 +113,7 @@ impl<'a> Fields<'a> {
         match self.value(key) {
             None => Ok(None),
             Some(Value::String(s)) => {
-                validate::text(s, &self.path_of(key), self.limits).map(|()| Some(s.as_str()))
+                validate::text(s, self.path_of(key), self.limits).map(|()| Some(s.as_str()))
             }
             Some(other) => Err(self.type_error(key, "a string", other)),
         }
@@ -178,7 +178,7 @@ impl<'a> Fields<'a> {
         match self.value(key) {
             None => Ok(None),
             Some(Value::Array(items)) => {
-                validate::list_len(items.len(), len_max, &self.path_of(key)).map(|()| Some(items))
+                validate::list_len(items.len(), len_max, self.path_of(key)).map(|()| Some(items))
             }
             Some(other) => Err(self.type_error(key, "a list", other)),
         }
