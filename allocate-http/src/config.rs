@@ -1,7 +1,7 @@
 //! The server's settings: command-line flags (each also read from an `ALLOCATE_*` variable).
 
 use crate::auth::tokens::{Tokens, TokensError};
-use crate::journal::JournalConfig;
+use crate::journal::{JournalConfig, JournalStore};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +44,10 @@ pub struct Args {
     /// Directory of the journal and snapshots (created readable by this user only).
     #[arg(long, env = "ALLOCATE_DATA_DIR", default_value = "./allocate-data")]
     pub data_dir: PathBuf,
+    /// Keep the journal and snapshots in PostgreSQL instead (`postgres://user@host/db`):
+    /// one server writes, others on the same store wait as standbys.
+    #[arg(long, env = "ALLOCATE_STORE", value_parser = postgres_url, conflicts_with = "in_memory")]
+    pub store: Option<String>,
     /// Keep no journal: a restart forgets every allocation.
     #[arg(long, env = "ALLOCATE_IN_MEMORY")]
     pub in_memory: bool,
@@ -56,6 +60,16 @@ pub struct Args {
     /// Log filter, such as `info` or `allocate_http=debug` (tracing's `EnvFilter` syntax).
     #[arg(long, env = "ALLOCATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// `--store`: a `postgres://` (or `postgresql://`) URL that the client can read.
+fn postgres_url(url: &str) -> Result<String, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("the store must be a postgres:// URL".to_owned());
+    }
+    url.parse::<postgres::Config>()
+        .map(|_| url.to_owned())
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))
 }
 
 /// Why the flags cannot be served.
@@ -158,7 +172,10 @@ impl From<&Args> for ServerConfig {
             ping_interval: Duration::from_millis(args.ping_interval_ms),
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             journal: (!args.in_memory).then(|| JournalConfig {
-                dir: args.data_dir.clone(),
+                store: match &args.store {
+                    Some(url) => JournalStore::Postgres(url.clone()),
+                    None => JournalStore::Dir(args.data_dir.clone()),
+                },
                 snapshot_every_records: args.snapshot_every_records,
                 snapshot_every: Duration::from_secs(args.snapshot_every_secs),
             }),
@@ -194,6 +211,27 @@ mod tests {
         assert!(args.check().is_ok());
         let open = Args::parse_from(["allocate-http", "--listen", "[::]:80", "--allow-open"]);
         assert!(open.check().is_ok());
+    }
+
+    #[test]
+    fn store_takes_a_postgres_url_instead_of_the_data_directory() {
+        let url = "postgres://allocate:secret@db.lab/allocate";
+        let args = Args::parse_from(["allocate-http", "--store", url]);
+        let journal = ServerConfig::from(&args).journal.expect("a journal");
+        assert_eq!(journal.store, JournalStore::Postgres(url.to_owned()));
+        assert!(
+            !format!("{journal:?}").contains("secret"),
+            "the password stays out of logs"
+        );
+        for bad in [
+            &["--store", "http://db.lab/allocate"][..],
+            &["--store", "postgres://db.lab:port/x"],
+            &["--store", url, "--in-memory"],
+        ] {
+            let parsed =
+                Args::try_parse_from(std::iter::once("allocate-http").chain(bad.iter().copied()));
+            assert!(parsed.is_err(), "{bad:?} is refused");
+        }
     }
 
     #[test]

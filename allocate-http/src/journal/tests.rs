@@ -33,6 +33,14 @@ fn config(dir: &Path) -> JournalConfig {
     JournalConfig::new(dir.join("data"))
 }
 
+/// The data directory of a journal in one.
+fn dir_of(config: &JournalConfig) -> &Path {
+    match &config.store {
+        JournalStore::Dir(dir) => dir,
+        JournalStore::Postgres(_) => panic!("these tests keep the journal in a directory"),
+    }
+}
+
 fn open_ok(config: &JournalConfig) -> (Engine, Journal) {
     open(config, &Config::default()).unwrap_or_else(|e| panic!("open: {e}"))
 }
@@ -62,7 +70,7 @@ async fn two_allocations(config: &JournalConfig) -> (Uuid, Uuid) {
 }
 
 fn segments(config: &JournalConfig) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = fs::read_dir(&config.dir)
+    let mut found: Vec<PathBuf> = fs::read_dir(dir_of(config))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
@@ -183,7 +191,7 @@ async fn snapshots_replace_the_journal_files_they_cover() {
     }
     sync(&mut engine, &mut journal).await;
     journal.close().await;
-    let names: Vec<String> = fs::read_dir(&config.dir)
+    let names: Vec<String> = fs::read_dir(dir_of(&config))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -272,7 +280,7 @@ async fn a_damaged_snapshot_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     two_allocations(&config).await;
-    let snapshot = fs::read_dir(&config.dir)
+    let snapshot = fs::read_dir(dir_of(&config))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "snap"))
@@ -304,7 +312,7 @@ async fn missing_records_refuse_to_start() {
     // Restart once, so that the journal starts after a snapshot, then lose the snapshot.
     let (_, journal) = open_ok(&config);
     journal.close().await;
-    for entry in fs::read_dir(&config.dir).unwrap() {
+    for entry in fs::read_dir(dir_of(&config)).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "snap") {
             fs::remove_file(path).unwrap();
