@@ -48,6 +48,10 @@ pub struct Args {
     /// one server writes, others on the same store wait as standbys.
     #[arg(long, env = "ALLOCATE_STORE", value_parser = postgres_url, conflicts_with = "in_memory")]
     pub store: Option<String>,
+    /// With `--store`: the URL clients reach this server at, which standbys name in their
+    /// `503 not_leader` answers while this server leads.
+    #[arg(long, env = "ALLOCATE_ADVERTISE_URL", requires = "store")]
+    pub advertise_url: Option<String>,
     /// Keep no journal: a restart forgets every allocation.
     #[arg(long, env = "ALLOCATE_IN_MEMORY")]
     pub in_memory: bool,
@@ -178,6 +182,7 @@ impl From<&Args> for ServerConfig {
                 },
                 snapshot_every_records: args.snapshot_every_records,
                 snapshot_every: Duration::from_secs(args.snapshot_every_secs),
+                advertise_url: args.advertise_url.clone(),
             }),
             ..defaults
         }

@@ -1,6 +1,7 @@
 //! The journal in PostgreSQL (`--store`), against a cluster of the test's own: one writer at
-//! a time, fenced by its epoch; a standby takes over when the writer's session ends; a
-//! restart of PostgreSQL stops the writer, and the next start has everything.
+//! a time, fenced by its epoch; a standby answers `503 not_leader` and takes over when the
+//! writer's session ends; a restart of PostgreSQL stops the writer, and the next start has
+//! everything.
 //! (`durability_crash` runs its `kill -9` cycles on this store too.)
 
 mod durability_support;
@@ -56,10 +57,7 @@ async fn an_old_writer_never_appends_after_a_takeover_and_stops_serving() {
     agent.abort();
 
     // Its session ended with it: the standby takes over, with the allocation.
-    let second = match standby.wait_listening() {
-        durability_support::Started::Running(server) => server,
-        durability_support::Started::Exited(code, log) => panic!("exited {code:?}:\n{log}"),
-    };
+    let second = standby.running();
     assert_same(&find(&second, &held).await, &held);
 
     // A writer whose session the database ends (a cut network, a pause past
@@ -77,13 +75,53 @@ async fn an_old_writer_never_appends_after_a_takeover_and_stops_serving() {
     );
     assert_eq!(ended, "1", "one session holds the writer's lock");
     assert_eq!(second.wait_exit(STOP_MAX), Some(1), "{}", second.log());
-    let third = match third.wait_listening() {
-        durability_support::Started::Running(server) => server,
-        durability_support::Started::Exited(code, log) => panic!("exited {code:?}:\n{log}"),
-    };
+    let third = third.running();
     assert_same(&find(&third, &held).await, &held);
     let epochs = cluster.sql("SELECT epoch FROM allocate_leader");
     assert_eq!(epochs, "4", "three writers and one forced takeover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_address() {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let leader_url = "http://leader.lab:8080";
+    let leader = start_store_ok(&url, &["--advertise-url", leader_url]);
+    let standby = launch_store(&url, &[]);
+    let line = standby
+        .wait_for_line("listening as a standby", STEP)
+        .unwrap_or_else(|| panic!("a standby listens:\n{}", standby.log()));
+    let (_, addr) = line.split_once("address=").expect("an address");
+    let addr = addr.trim().to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(STEP)
+        .build()
+        .expect("http client");
+    for path in ["/healthz", "/inventory/", "/allocate/"] {
+        let deadline = tokio::time::Instant::now() + STEP;
+        let body = loop {
+            let resp = http
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .expect("the standby answers");
+            assert_eq!(resp.status().as_u16(), 503, "GET {path}");
+            let body: Value = resp.json().await.expect("JSON");
+            // The standby reads the leader's URL every 200 ms.
+            if !body["error"]["leader"].is_null() || tokio::time::Instant::now() > deadline {
+                break body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(body["status"], 503, "{body}");
+        assert_eq!(body["error"]["code"], "not_leader", "{body}");
+        assert_eq!(body["error"]["leader"], leader_url, "{body}");
+        assert_eq!(body["error"]["role"], "standby", "{body}");
+    }
+    drop(leader.kill9());
+    let server = standby.running();
+    assert_eq!(server.addr.to_string(), addr, "the same address");
+    assert_eq!(server.get("/healthz").await, "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,6 +149,9 @@ pub enum JournalError {
         #[source]
         source: allocate_core::Error,
     },
+    /// The server shut down while it waited as a standby.
+    #[error("stopped while waiting to become the writer of the store")]
+    Cancelled,
     /// The writer thread could not be started.
     #[error("cannot start the journal writer thread: {source}")]
     Spawn {

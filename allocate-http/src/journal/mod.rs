@@ -29,6 +29,7 @@ use allocate_core::{AllocationState, Config, Engine, Output, Record, Snapshot, T
 use files::DataDir;
 use recover::Recovered;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -70,6 +71,27 @@ pub struct JournalConfig {
     pub snapshot_every_records: u64,
     /// ... or this long after the last one, when anything was recorded since.
     pub snapshot_every: Duration,
+    /// The URL this server is reached at, which standbys name while it is the writer.
+    pub advertise_url: Option<String>,
+}
+
+/// A server waiting to become the writer of a PostgreSQL store, and the HTTP layer answering
+/// for it meanwhile.
+#[derive(Clone, Debug)]
+pub struct Waiting {
+    /// The URL the writer advertises, as last read from the store.
+    pub leader: watch::Sender<Option<String>>,
+    /// Set when the server shuts down: the wait ends with [`JournalError::Cancelled`].
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting {
+            leader: watch::channel(None).0,
+            cancel: Arc::default(),
+        }
+    }
 }
 
 impl JournalConfig {
@@ -89,6 +111,7 @@ impl JournalConfig {
             store,
             snapshot_every_records: Self::SNAPSHOT_EVERY_RECORDS,
             snapshot_every: Duration::from_secs(Self::SNAPSHOT_EVERY_SECS),
+            advertise_url: None,
         }
     }
 }
@@ -120,10 +143,12 @@ pub struct Journal {
 /// (its resources show `offline` until it reconnects), every request still waiting lost its
 /// client and is cancelled, and leases that ended while the server was down expire now.
 /// That state is written as a snapshot before anything is served, so the journal starts
-/// afresh from it. Blocking: call it off the async runtime.
+/// afresh from it. With PostgreSQL, the wait as a standby is reported through `waiting`.
+/// Blocking: call it off the async runtime.
 pub fn open(
     config: &JournalConfig,
     engine_config: &Config,
+    waiting: &Waiting,
 ) -> Result<(Engine, Journal), JournalError> {
     let started = std::time::Instant::now();
     let engine_config = Config {
@@ -141,7 +166,9 @@ pub fn open(
             (engine, store, restarted)
         }
         JournalStore::Postgres(url) => {
-            let (mut store, recovered) = postgres::open(url, &engine_config)?;
+            let advertise_url = config.advertise_url.as_deref();
+            let (mut store, recovered) =
+                postgres::open(url, advertise_url, &engine_config, waiting)?;
             let (engine, restarted) = restart(recovered, engine_config)?;
             store.compact(restarted.last_seq, &engine.snapshot())?;
             let store: Box<dyn Store> = Box::new(store);

@@ -17,9 +17,11 @@
 use super::error::JournalError;
 use super::recover::{Recovered, Replay};
 use super::store::{encode_snapshot, Store};
+use super::Waiting;
 use crate::clock::RandomIds;
 use allocate_core::{Config, Engine, Record, Snapshot};
 use postgres::{Client, NoTls, Statement, Transaction};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tracing::info;
 
@@ -46,11 +48,12 @@ CREATE TABLE allocate_leader (
     id integer PRIMARY KEY CHECK (id = 1),
     epoch bigint NOT NULL,
     holder text NOT NULL,
+    advertise_url text,
     since timestamptz NOT NULL,
     heartbeat timestamptz NOT NULL,
     last_seq bigint NOT NULL
 );
-INSERT INTO allocate_leader VALUES (1, 0, '', now(), now(), 0);
+INSERT INTO allocate_leader VALUES (1, 0, '', NULL, now(), now(), 0);
 CREATE TABLE allocate_snapshot (
     id integer PRIMARY KEY CHECK (id = 1),
     seq bigint NOT NULL,
@@ -105,10 +108,16 @@ fn sql_seq(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-/// Connects to `url`, waits to become the writer (as a standby while another server is),
-/// creates or migrates the tables, raises the epoch and rebuilds the engine from the
-/// snapshot row and the records after it. Blocking.
-pub fn open(url: &str, config: &Config) -> Result<(PgStore, Recovered)> {
+/// Connects to `url`, waits to become the writer (as a standby while another server is,
+/// telling `waiting` the writer's URL), creates or migrates the tables, raises the epoch
+/// (advertising `advertise_url`) and rebuilds the engine from the snapshot row and the
+/// records after it. Blocking.
+pub fn open(
+    url: &str,
+    advertise_url: Option<&str>,
+    config: &Config,
+    waiting: &Waiting,
+) -> Result<(PgStore, Recovered)> {
     let mut pg_config: postgres::Config = url.parse().map_err(pg("read the store's URL"))?;
     pg_config
         .application_name("allocate-http")
@@ -123,15 +132,15 @@ pub fn open(url: &str, config: &Config) -> Result<(PgStore, Recovered)> {
         .map_err(pg(
             "set idle_session_timeout (PostgreSQL 14 or later is needed)",
         ))?;
-    wait_to_write(&mut client)?;
+    wait_to_write(&mut client, waiting)?;
     migrate(&mut client)?;
     let holder = format!("pid {}", std::process::id());
     let epoch: i64 = client
         .query_one(
             "UPDATE allocate_leader SET epoch = epoch + 1, since = now(), heartbeat = now(), \
-             holder = coalesce(host(inet_client_addr()), 'local socket') || ' ' || $1 \
-             WHERE id = 1 RETURNING epoch",
-            &[&holder],
+             holder = coalesce(host(inet_client_addr()), 'local socket') || ' ' || $1, \
+             advertise_url = $2 WHERE id = 1 RETURNING epoch",
+            &[&holder, &advertise_url],
         )
         .map_err(pg("raise the epoch of"))?
         .get(0);
@@ -157,10 +166,14 @@ pub fn open(url: &str, config: &Config) -> Result<(PgStore, Recovered)> {
 }
 
 /// Takes the writer's lock, waiting as a standby for as long as another session holds it
-/// (that is the standby's job: the wait ends with the writer's session, or with this process).
-fn wait_to_write(client: &mut Client) -> Result<()> {
+/// (that is the standby's job: the wait ends with the writer's session, or when `waiting`
+/// is cancelled). Meanwhile `waiting` hears the URL the writer advertises.
+fn wait_to_write(client: &mut Client, waiting: &Waiting) -> Result<()> {
     let mut told = false;
     loop {
+        if waiting.cancel.load(Ordering::Relaxed) {
+            return Err(JournalError::Cancelled);
+        }
         let taken: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
             .map_err(pg("take the writer's lock of"))?
@@ -174,6 +187,20 @@ fn wait_to_write(client: &mut Client) -> Result<()> {
             );
             told = true;
         }
+        // Missing before the first writer created the table: then nobody is named.
+        let leader: Option<String> = client
+            .query_opt(
+                "SELECT advertise_url FROM allocate_leader WHERE id = 1",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .and_then(|row| row.get(0));
+        waiting.leader.send_if_modified(|known| {
+            let changed = *known != leader;
+            *known = leader;
+            changed
+        });
         std::thread::sleep(STANDBY_POLL);
     }
 }

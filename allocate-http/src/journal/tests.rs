@@ -42,7 +42,7 @@ fn dir_of(config: &JournalConfig) -> &Path {
 }
 
 fn open_ok(config: &JournalConfig) -> (Engine, Journal) {
-    open(config, &Config::default()).unwrap_or_else(|e| panic!("open: {e}"))
+    open(config, &Config::default(), &Waiting::default()).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
 /// Hands the engine's records to the journal and waits until they are on disk.
@@ -251,7 +251,7 @@ async fn damage_before_the_last_record_refuses_to_start_and_says_where() {
         let mut bytes = pristine.clone();
         bytes[flip] ^= 0x08;
         fs::write(&segment, &bytes).unwrap();
-        match open(&config, &Config::default()) {
+        match open(&config, &Config::default(), &Waiting::default()) {
             Err(JournalError::Damaged {
                 path,
                 offset,
@@ -270,7 +270,7 @@ async fn damage_before_the_last_record_refuses_to_start_and_says_where() {
     bytes[0] = b'X';
     fs::write(&segment, &bytes).unwrap();
     assert!(matches!(
-        open(&config, &Config::default()),
+        open(&config, &Config::default(), &Waiting::default()),
         Err(JournalError::Damaged { offset: 0, .. })
     ));
 }
@@ -289,7 +289,7 @@ async fn a_damaged_snapshot_refuses_to_start() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
     fs::write(&snapshot, &bytes).unwrap();
-    match open(&config, &Config::default()) {
+    match open(&config, &Config::default(), &Waiting::default()) {
         Err(JournalError::Damaged { path, offset, why }) => {
             assert_eq!(path, snapshot);
             assert_eq!(offset, HEADER_BYTES as u64);
@@ -299,7 +299,7 @@ async fn a_damaged_snapshot_refuses_to_start() {
     }
     fs::write(&snapshot, &bytes[..middle]).unwrap();
     assert!(matches!(
-        open(&config, &Config::default()),
+        open(&config, &Config::default(), &Waiting::default()),
         Err(JournalError::Damaged { .. })
     ));
 }
@@ -318,7 +318,7 @@ async fn missing_records_refuse_to_start() {
             fs::remove_file(path).unwrap();
         }
     }
-    match open(&config, &Config::default()) {
+    match open(&config, &Config::default(), &Waiting::default()) {
         Err(e @ JournalError::Missing { first: 1, .. }) => {
             assert!(e.to_string().contains("records 1 to"), "{e}");
         }
@@ -342,7 +342,7 @@ async fn a_record_the_engine_refuses_on_replay_refuses_to_start() {
     let at = bytes.len();
     push_frame(&mut bytes, &serde_json::to_vec(&record).unwrap()).unwrap();
     fs::write(&segment, &bytes).unwrap();
-    match open(&config, &Config::default()) {
+    match open(&config, &Config::default(), &Waiting::default()) {
         Err(JournalError::Replay { path, offset, .. }) => {
             assert_eq!(path, segment);
             assert_eq!(offset, at as u64);
@@ -360,7 +360,7 @@ async fn new_settings_apply_after_a_restart() {
         lease_secs_max: 60,
         ..Config::default()
     };
-    let (engine, journal) = open(&config, &changed).unwrap();
+    let (engine, journal) = open(&config, &changed, &Waiting::default()).unwrap();
     assert_eq!(engine.config().lease_secs_max, 60);
     assert!(engine.config().record_inputs);
     journal.close().await;

@@ -54,10 +54,7 @@ pub fn launch_store(url: &str, extra: &[&str]) -> Launched {
 
 /// Starts the server on the PostgreSQL store at `url`, which must come up.
 pub fn start_store_ok(url: &str, extra: &[&str]) -> ServerProc {
-    match launch_store(url, extra).wait_listening() {
-        Started::Running(server) => server,
-        Started::Exited(code, log) => panic!("allocate-http exited ({code:?}) on start:\n{log}"),
-    }
+    launch_store(url, extra).running()
 }
 
 /// The binary on 127.0.0.1:0 with `extra` flags, its log on a pipe, no `ALLOCATE_*` variable
@@ -123,6 +120,14 @@ impl Launched {
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits until it listens, which it must (not exit).
+    pub fn running(self) -> ServerProc {
+        match self.wait_listening() {
+            Started::Running(server) => server,
+            Started::Exited(code, log) => panic!("allocate-http exited ({code:?}):\n{log}"),
+        }
     }
 
     /// Waits until it listens or exits.
