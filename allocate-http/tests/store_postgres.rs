@@ -6,7 +6,7 @@
 
 mod durability_support;
 
-use durability_support::{launch_store, start_store_ok, unix_now, ServerProc};
+use durability_support::{launch_store, start_store_ok, unix_now, Launched, ServerProc};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -26,18 +26,15 @@ const STANDBY: &str = "standby: another allocate-http is the writer";
 async fn an_old_writer_never_appends_after_a_takeover_and_stops_serving() {
     let cluster = Cluster::start();
     let url = cluster.url();
-    let mut first = start_store_ok(&url, &[]);
-    let agent = connect_agent(&first).await;
-    let held = allocate(&first).await.expect("ready on the first writer");
-    let standby = launch_store(&url, &[]);
-    assert!(
-        standby.wait_for_line(STANDBY, STEP).is_some(),
-        "a second server waits:\n{}",
-        standby.log()
-    );
+    let Pair {
+        mut first,
+        agent,
+        held,
+        standby,
+        epoch: old_epoch,
+    } = writer_and_standby(&cluster).await;
 
     // A takeover that the lock did not prevent: the epoch moves on under the first writer.
-    let old_epoch = cluster.sql("SELECT epoch FROM allocate_leader");
     let taken_at = cluster.sql("UPDATE allocate_leader SET epoch = epoch + 1 RETURNING last_seq");
     let late = allocate(&first).await;
     assert!(
@@ -50,10 +47,11 @@ async fn an_old_writer_never_appends_after_a_takeover_and_stops_serving() {
         "{}",
         first.log()
     );
-    let after = cluster.sql(&format!(
-        "SELECT count(*) FROM allocate_journal WHERE epoch = {old_epoch} AND seq > {taken_at}"
-    ));
-    assert_eq!(after, "0", "the fenced writer appended after the takeover");
+    assert_eq!(
+        appended_since(&cluster, &old_epoch, &taken_at),
+        "0",
+        "the fenced writer appended after the takeover"
+    );
     agent.abort();
 
     // Its session ended with it: the standby takes over, with the allocation.
@@ -125,6 +123,26 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_writer_loses_its_session_to_a_standby_and_never_writes_again() {
+    let cluster = Cluster::start();
+    let mut pair = writer_and_standby(&cluster).await;
+    pair.first.signal("STOP");
+    // PostgreSQL ends the silent session after idle_session_timeout (10 s).
+    let second = pair.standby.running();
+    let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
+    assert_same(&find(&second, &pair.held).await, &pair.held);
+    pair.first.signal("CONT");
+    let exited = pair.first.wait_exit(STOP_MAX);
+    assert_eq!(exited, Some(1), "{}", pair.first.log());
+    pair.agent.abort();
+    assert_eq!(
+        appended_since(&cluster, &pair.epoch, &taken_at),
+        "0",
+        "the paused writer appended after the takeover"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_of_postgres_stops_the_writer_and_the_next_start_loses_nothing() {
     let mut cluster = Cluster::start();
     let url = cluster.url();
@@ -141,6 +159,44 @@ async fn a_restart_of_postgres_stops_the_writer_and_the_next_start_loses_nothing
     );
     let server = start_store_ok(&url, &[]);
     assert_same(&find(&server, &held).await, &held);
+}
+
+/// A writer with an agent and a `ready` allocation, and a second server waiting as a standby.
+struct Pair {
+    first: ServerProc,
+    agent: tokio::task::JoinHandle<()>,
+    held: Value,
+    standby: Launched,
+    /// The writer's epoch.
+    epoch: String,
+}
+
+/// Starts a [`Pair`] on `cluster`.
+async fn writer_and_standby(cluster: &Cluster) -> Pair {
+    let url = &cluster.url();
+    let first = start_store_ok(url, &[]);
+    let agent = connect_agent(&first).await;
+    let held = allocate(&first).await.expect("ready on the first writer");
+    let standby = launch_store(url, &[]);
+    assert!(
+        standby.wait_for_line(STANDBY, STEP).is_some(),
+        "a second server waits:\n{}",
+        standby.log()
+    );
+    Pair {
+        first,
+        agent,
+        held,
+        standby,
+        epoch: cluster.sql("SELECT epoch FROM allocate_leader"),
+    }
+}
+
+/// How many records of `epoch` the journal table holds after record `seq`.
+fn appended_since(cluster: &Cluster, epoch: &str, seq: &str) -> String {
+    cluster.sql(&format!(
+        "SELECT count(*) FROM allocate_journal WHERE epoch = {epoch} AND seq > {seq}"
+    ))
 }
 
 /// The allocation `held` as `server` has it now.

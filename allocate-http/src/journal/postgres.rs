@@ -36,7 +36,7 @@ const STANDBY_POLL: Duration = Duration::from_millis(200);
 /// How often the writer checks its epoch while nothing is written.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// The database ends the writer's session once it is silent this long (a paused or cut off
-/// server), which frees the lock for a standby. The heartbeat keeps a live writer's session
+/// server), in a transaction or not, which frees the lock for a standby. The heartbeat keeps a live writer's session
 /// busier than that.
 const SESSION_IDLE_SECS: u64 = 10;
 /// How long connecting may take.
@@ -125,13 +125,6 @@ pub fn open(
     let mut client = pg_config
         .connect(NoTls)
         .map_err(pg("connect to the store"))?;
-    client
-        .batch_execute(&format!(
-            "SET idle_session_timeout = '{SESSION_IDLE_SECS}s'"
-        ))
-        .map_err(pg(
-            "set idle_session_timeout (PostgreSQL 14 or later is needed)",
-        ))?;
     wait_to_write(&mut client, waiting)?;
     migrate(&mut client)?;
     let holder = format!("pid {}", std::process::id());
@@ -146,6 +139,16 @@ pub fn open(
         .get(0);
     info!(epoch, "this server is the writer of the store");
     let recovered = recover(&mut client, config)?;
+    // Only now: the replay above may leave the session idle for long between two statements.
+    // From here on the writer's heartbeat keeps it busy.
+    client
+        .batch_execute(&format!(
+            "SET idle_session_timeout = '{SESSION_IDLE_SECS}s'; \
+             SET idle_in_transaction_session_timeout = '{SESSION_IDLE_SECS}s'"
+        ))
+        .map_err(pg(
+            "set idle_session_timeout (PostgreSQL 14 or later is needed)",
+        ))?;
     let fence = client
         .prepare(FENCE)
         .map_err(pg("prepare a statement on"))?;

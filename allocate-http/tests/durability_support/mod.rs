@@ -205,6 +205,16 @@ impl ServerProc {
         None
     }
 
+    /// Sends it a signal (`STOP`, `CONT`) with `kill`, by its PID.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
     /// `kill -9`; returns its log.
     pub fn kill9(mut self) -> String {
         let _ = self.child.kill(); // SIGKILL on unix
