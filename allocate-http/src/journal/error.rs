@@ -93,10 +93,13 @@ pub enum JournalError {
         source: serde_json::Error,
     },
     /// A statement on the PostgreSQL store failed (or the connection to it).
-    #[error("cannot {action}: {source}")]
+    #[error("cannot {action} the PostgreSQL store: {detail}")]
     Postgres {
-        /// What was being done, naming the store.
+        /// What was being done (`connect to`, `read the journal from`, ...).
         action: &'static str,
+        /// The client's error and its causes (the server's message, the socket's error),
+        /// which its own message leaves out.
+        detail: String,
         /// The client's error, with the server's message.
         #[source]
         source: postgres::Error,

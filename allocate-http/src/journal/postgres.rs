@@ -100,7 +100,21 @@ impl std::fmt::Debug for PgStore {
 
 /// A failure of a statement.
 fn pg(action: &'static str) -> impl FnOnce(postgres::Error) -> JournalError {
-    move |source| JournalError::Postgres { action, source }
+    move |source| {
+        let mut detail = source.to_string();
+        let mut cause = std::error::Error::source(&source);
+        // A chain is a few links long (client, server or socket); the bound is for safety.
+        for _ in 0..8 {
+            let Some(e) = cause else { break };
+            detail = format!("{detail}: {e}");
+            cause = e.source();
+        }
+        JournalError::Postgres {
+            action,
+            detail,
+            source,
+        }
+    }
 }
 
 /// A sequence number as PostgreSQL's `bigint`.
@@ -118,13 +132,11 @@ pub fn open(
     config: &Config,
     waiting: &Waiting,
 ) -> Result<(PgStore, Recovered)> {
-    let mut pg_config: postgres::Config = url.parse().map_err(pg("read the store's URL"))?;
+    let mut pg_config: postgres::Config = url.parse().map_err(pg("read the URL of"))?;
     pg_config
         .application_name("allocate-http")
         .connect_timeout(CONNECT_TIMEOUT);
-    let mut client = pg_config
-        .connect(NoTls)
-        .map_err(pg("connect to the store"))?;
+    let mut client = pg_config.connect(NoTls).map_err(pg("connect to"))?;
     wait_to_write(&mut client, waiting)?;
     migrate(&mut client)?;
     let holder = format!("pid {}", std::process::id());
@@ -146,9 +158,7 @@ pub fn open(
             "SET idle_session_timeout = '{SESSION_IDLE_SECS}s'; \
              SET idle_in_transaction_session_timeout = '{SESSION_IDLE_SECS}s'"
         ))
-        .map_err(pg(
-            "set idle_session_timeout (PostgreSQL 14 or later is needed)",
-        ))?;
+        .map_err(pg("set the idle timeouts (PostgreSQL 14 or later) on"))?;
     let fence = client
         .prepare(FENCE)
         .map_err(pg("prepare a statement on"))?;
