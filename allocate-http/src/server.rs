@@ -36,7 +36,7 @@ pub async fn run(
     let grace = config.shutdown_grace;
     let mut shutdown = Box::pin(shutdown);
     let Some((engine, journal)) = open_engine(&config, &listener, &mut shutdown).await? else {
-        info!("stopped while a standby");
+        info!("stopped before serving");
         return Ok(());
     };
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
