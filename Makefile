@@ -56,14 +56,23 @@ lint: ## cargo fmt --check, and clippy on all targets with warnings denied
 
 # Further test suites are appended to this recipe. `test` needs .venv first: allocate-py's
 # build and tests run in it.
-test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests, the C API's (test-c, test-c-install), the Python package's (test-py, test-wheel), the dashboard's in Chromium (test-browser)
+test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests (the PostgreSQL store's start their own cluster: see postgresql), the C API's (test-c, test-c-install), the Python package's (test-py, test-wheel), the dashboard's in Chromium (test-browser)
 	$(MAKE) --no-print-directory test-modules
+	$(MAKE) --no-print-directory postgresql
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-c-install
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory test-wheel
 	$(MAKE) --no-print-directory test-browser
+
+# The tests of the PostgreSQL store (--store) start a throwaway cluster of their own from
+# Debian's binaries (testkit's `postgres` module); never a system-wide one.
+# ALLOCATE_PG_BIN=/path/to/bin uses other binaries.
+.PHONY: postgresql
+postgresql: ## Install Debian's postgresql package when missing (initdb and postgres for the store's tests)
+	[[ -n "$${ALLOCATE_PG_BIN:-}" ]] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || \
+		scripts/apt-install.sh postgresql
 
 test-modules: ## Fail when the top-level modules of any crate import each other in a cycle
 	$(PYTHON) scripts/module-cycles.py allocate-*/src testkit/src loadgen/src benches/common fuzz/src

@@ -89,8 +89,8 @@ struct RecordIn {
 
 impl Record {
     /// The stored form: JSON with the format version.
-    pub fn to_stored(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&RecordOut {
+    pub fn to_stored(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&RecordOut {
             schema: SCHEMA,
             now: self.now,
             input: &self.input,
@@ -127,9 +127,9 @@ mod tests {
     #[test]
     fn records_carry_their_version_and_read_back() {
         let stored = record().to_stored().unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(value["schema"], SCHEMA);
-        assert_eq!(Record::from_stored(&stored).unwrap(), record());
+        assert_eq!(Record::from_stored(stored.as_bytes()).unwrap(), record());
         // Written before versions were: version 1.
         let unversioned =
             serde_json::to_vec(&json!({"now": 1_700_000_000_000_u64, "input": {"input": "tick"}}))

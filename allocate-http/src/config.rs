@@ -2,7 +2,7 @@
 
 use crate::auth::tokens::{Tokens, TokensError};
 use crate::connections::Caps;
-use crate::journal::JournalConfig;
+use crate::journal::{JournalConfig, JournalStore};
 use clap::builder::BoolishValueParser;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -72,6 +72,14 @@ pub struct Args {
     /// Directory of the journal and snapshots (created readable by this user only).
     #[arg(long, env = "ALLOCATE_DATA_DIR", default_value = "./allocate-data")]
     pub data_dir: PathBuf,
+    /// Keep the journal and snapshots in PostgreSQL instead (`postgres://user@host/db`):
+    /// one server writes, others on the same store wait as standbys.
+    #[arg(long, env = "ALLOCATE_STORE", value_parser = postgres_url, conflicts_with = "in_memory")]
+    pub store: Option<String>,
+    /// With `--store`: the URL clients reach this server at, which standbys name in their
+    /// `503 not_leader` answers while this server leads.
+    #[arg(long, env = "ALLOCATE_ADVERTISE_URL", requires = "store")]
+    pub advertise_url: Option<String>,
     /// Keep no journal: a restart forgets every allocation.
     #[arg(long, env = "ALLOCATE_IN_MEMORY", value_parser = BoolishValueParser::new())]
     pub in_memory: bool,
@@ -84,6 +92,16 @@ pub struct Args {
     /// Log filter, such as `info` or `allocate_http=debug` (tracing's `EnvFilter` syntax).
     #[arg(long, env = "ALLOCATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// `--store`: a `postgres://` (or `postgresql://`) URL that the client can read.
+fn postgres_url(url: &str) -> Result<String, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("the store must be a postgres:// URL".to_owned());
+    }
+    url.parse::<postgres::Config>()
+        .map(|_| url.to_owned())
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))
 }
 
 /// Why the flags cannot be served.
@@ -225,9 +243,13 @@ impl From<&Args> for ServerConfig {
                 per_peer_max: args.connections_per_peer_max,
             },
             journal: (!args.in_memory).then(|| JournalConfig {
-                dir: args.data_dir.clone(),
+                store: match &args.store {
+                    Some(url) => JournalStore::Postgres(url.clone()),
+                    None => JournalStore::Dir(args.data_dir.clone()),
+                },
                 snapshot_every_records: args.snapshot_every_records,
                 snapshot_every: Duration::from_secs(args.snapshot_every_secs),
+                advertise_url: args.advertise_url.clone(),
             }),
             ..defaults
         }
@@ -266,6 +288,27 @@ mod tests {
             zero.check().unwrap_err().to_string(),
             "--write-timeout-ms must be greater than 0"
         );
+    }
+
+    #[test]
+    fn store_takes_a_postgres_url_instead_of_the_data_directory() {
+        let url = "postgres://allocate:secret@db.lab/allocate";
+        let args = Args::parse_from(["allocate-http", "--store", url]);
+        let journal = ServerConfig::from(&args).journal.expect("a journal");
+        assert_eq!(journal.store, JournalStore::Postgres(url.to_owned()));
+        assert!(
+            !format!("{journal:?}").contains("secret"),
+            "the password stays out of logs"
+        );
+        for bad in [
+            &["--store", "http://db.lab/allocate"][..],
+            &["--store", "postgres://db.lab:port/x"],
+            &["--store", url, "--in-memory"],
+        ] {
+            let parsed =
+                Args::try_parse_from(std::iter::once("allocate-http").chain(bad.iter().copied()));
+            assert!(parsed.is_err(), "{bad:?} is refused");
+        }
     }
 
     #[test]

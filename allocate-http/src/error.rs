@@ -29,6 +29,12 @@ pub enum ApiError {
         /// The path asked for.
         path: String,
     },
+    /// This server is a standby of a PostgreSQL store: another one leads (503 `not_leader`).
+    #[error("this server is a standby; the leader is {}", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader {
+        /// The URL the leader advertises, when it does.
+        leader: Option<String>,
+    },
     /// A fault of ours; the cause is logged, not shown.
     #[error("internal error")]
     Internal(&'static str),
@@ -44,18 +50,19 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
             other => StatusCode::from_u16(other.code().map_or(500, ErrorCode::http_status))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 
-    /// The contract's code; `None` only for 405, which the table has no code for.
+    /// The contract's code; `None` for 405 and `not_leader`, which the table has no code for.
     pub fn code(&self) -> Option<ErrorCode> {
         Some(match self {
             ApiError::Core(e) => e.code(),
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::NoRoute(_) => ErrorCode::NotFound,
-            ApiError::MethodNotAllowed { .. } => return None,
+            ApiError::MethodNotAllowed { .. } | ApiError::NotLeader { .. } => return None,
             ApiError::Internal(_) => ErrorCode::Internal,
         })
     }
@@ -65,16 +72,30 @@ impl ApiError {
         match self.code() {
             Some(code) => Refusal::new(code, self.to_string()),
             None => Refusal {
-                status: 405,
-                code: "method_not_allowed".to_owned(),
+                status: self.status().as_u16(),
+                code: match self {
+                    ApiError::NotLeader { .. } => "not_leader",
+                    _ => "method_not_allowed",
+                }
+                .to_owned(),
                 message: self.to_string(),
             },
         }
     }
 
-    /// The failure envelope `{"status", "error": {"code", "message"}}` as text.
+    /// The failure envelope `{"status", "error": {"code", "message"}}` as text; a
+    /// `not_leader` error also names the `leader` (or `null`) and this server's `role`.
     pub fn envelope_text(&self) -> String {
-        Envelope::<()>::Refused(self.refusal()).to_text()
+        let envelope = Envelope::<()>::Refused(self.refusal());
+        let ApiError::NotLeader { leader } = self else {
+            return envelope.to_text();
+        };
+        let mut value = serde_json::to_value(&envelope).unwrap_or_default();
+        if let Some(error) = value.get_mut("error").and_then(|e| e.as_object_mut()) {
+            error.insert("leader".to_owned(), leader.clone().into());
+            error.insert("role".to_owned(), "standby".into());
+        }
+        value.to_string()
     }
 }
 
@@ -153,6 +174,7 @@ mod tests {
                 "forbidden",
             ),
             (ApiError::Internal("engine task stopped"), 500, "internal"),
+            (ApiError::NotLeader { leader: None }, 503, "not_leader"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status);
@@ -165,6 +187,17 @@ mod tests {
             ApiError::Internal("secret cause").refusal().message,
             "internal error"
         );
+    }
+
+    #[test]
+    fn not_leader_names_the_leader_and_the_role() {
+        let leader = Some("http://a.lab:8080".to_owned());
+        let text = ApiError::NotLeader { leader }.envelope_text();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["status"], 503);
+        assert_eq!(value["error"]["code"], "not_leader");
+        assert_eq!(value["error"]["leader"], "http://a.lab:8080");
+        assert_eq!(value["error"]["role"], "standby");
     }
 
     #[test]

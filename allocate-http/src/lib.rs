@@ -39,5 +39,5 @@ mod state;
 
 pub use auth::tokens::{LineProblem, Tokens, TokensError};
 pub use config::{Args, ConfigError, ServerConfig};
-pub use journal::{JournalConfig, JournalError};
+pub use journal::{JournalConfig, JournalError, JournalStore};
 pub use server::run;

@@ -4,11 +4,12 @@
 //! for their agent, and the server always comes back.
 //!
 //! Snapshots are taken every few records, so that kills also land in the middle of one.
+//! The same runs with the journal in PostgreSQL (`--store`, a cluster of the test's own).
 //! A failing run prints its seed; `ALLOCATE_TEST_SEED=<seed>` repeats its choices.
 
 mod durability_support;
 
-use durability_support::{start_ok, unix_now, Rng, ServerProc};
+use durability_support::{start_ok, start_store_ok, unix_now, Rng, ServerProc};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -22,6 +23,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Kill-and-restart cycles.
 const CYCLES: usize = 20;
+/// Kill-and-restart cycles with the PostgreSQL store.
+const PG_CYCLES: usize = 8;
 /// Concurrent clients.
 const WORKERS: u64 = 6;
 /// Static machines of the one agent.
@@ -33,10 +36,11 @@ const FLAGS: &[&str] = &["--snapshot-every-records", "25"];
 /// The bound on any one network step.
 const STEP: Duration = Duration::from_secs(5);
 
-/// What a client saw ready: where, and until when.
+/// What a client saw ready: where, how to log in, and until when.
 #[derive(Clone, Debug, PartialEq)]
 struct Lease {
     inventory_id: String,
+    connection: Value,
     expires: u64,
 }
 
@@ -63,16 +67,29 @@ type Shared = Arc<Mutex<Model>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_at_random_moments_loses_nothing_a_client_saw() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let data = scratch.path().join("data");
+    kill_9_cycles(CYCLES, || start_ok(&data, FLAGS)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_with_the_postgres_store_loses_nothing_a_client_saw() {
+    let cluster = testkit::postgres::Cluster::start();
+    let url = cluster.url();
+    kill_9_cycles(PG_CYCLES, || start_store_ok(&url, FLAGS)).await;
+}
+
+/// `cycles` times: a server from `start`, clients and an agent on it, `kill -9` at a random
+/// moment; then checks what the last start recovered.
+async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
     let seed = Rng::seed();
     println!("seed {seed} (ALLOCATE_TEST_SEED={seed} repeats this run)");
     let mut rng = Rng::new(seed);
-    let scratch = tempfile::tempdir().expect("temp dir");
-    let data = scratch.path().join("data");
     let model: Shared = Arc::default();
     let agent_id = uuid::Uuid::new_v4().to_string();
     let mut inventory: Option<Vec<String>> = None;
-    for cycle in 0..CYCLES {
-        let server = start_ok(&data, FLAGS);
+    for cycle in 0..cycles {
+        let server = start();
         check_recovered(&server, &model).await;
         let (agent, ids) = connect_agent(&server, &agent_id).await;
         assert_eq!(
@@ -103,7 +120,7 @@ async fn kill_9_at_random_moments_loses_nothing_a_client_saw() {
         let m = model.lock().expect("model");
         assert!(m.violations.is_empty(), "cycle {cycle}: {:?}", m.violations);
     }
-    let server = start_ok(&data, FLAGS);
+    let server = start();
     check_recovered(&server, &model).await;
     let m = model.lock().expect("model");
     println!(
@@ -113,7 +130,7 @@ async fn kill_9_at_random_moments_loses_nothing_a_client_saw() {
         m.held.len()
     );
     assert!(
-        m.ready_seen >= CYCLES && m.released_seen >= CYCLES / 2,
+        m.ready_seen >= cycles && m.released_seen >= cycles / 2,
         "the load did too little to prove anything: {m:?}"
     );
 }
@@ -163,6 +180,7 @@ fn check_model(m: &Model, by_id: &HashMap<&str, &Value>) {
 
 fn assert_lease(a: &Value, lease: &Lease) {
     assert_eq!(a["inventory_id"], lease.inventory_id.as_str(), "{a}");
+    assert_eq!(a["connection"], lease.connection, "{a}");
     assert_eq!(a["expires"], lease.expires, "{a}");
 }
 
@@ -374,6 +392,7 @@ async fn allocate(addr: SocketAddr, user: &str) -> Result<Option<(String, Lease)
             let id = data["allocation_id"].as_str().expect("id").to_owned();
             let lease = Lease {
                 inventory_id: data["inventory_id"].as_str().expect("resource").to_owned(),
+                connection: data["connection"].clone(),
                 expires: data["expires"].as_u64().expect("expires"),
             };
             break Some((id, lease));

@@ -87,6 +87,10 @@ struct Args {
     /// Timed `GET /inventory/` requests in the `scale` scenario.
     #[arg(long, default_value_t = 5)]
     inventory_gets: usize,
+    /// A PostgreSQL URL (`postgres://...`, a database of its own): the `journal` scenario then
+    /// also runs with `--store` on it and compares it with the journal in `--data-dir`.
+    #[arg(long)]
+    store: Option<String>,
     /// Exit with status 1 when a target is missed, not only on errors.
     #[arg(long)]
     strict: bool,
@@ -165,6 +169,7 @@ async fn run(args: &Args) -> Report {
         scale_agents: args.scale_agents,
         scale_resources_per_agent: args.scale_resources_per_agent,
         inventory_gets: args.inventory_gets,
+        store: args.store.clone(),
     };
     let mut scenarios: Vec<Scenario> = Vec::new();
     for &s in &args.scenario {

@@ -4,7 +4,7 @@ use crate::failure::{Failure, Tally};
 use crate::fleet::{self, AgentPlan, Fleet, Provisioning};
 use crate::http::HttpConn;
 use crate::report::{ms, Latency, Phase, Report};
-use crate::server::{machine_busy_time, own_cpu_time, Launch, Server};
+use crate::server::{machine_busy_time, own_cpu_time, Journal, Launch, Server};
 use crate::users::{self, Bounds, Holder, Pace, Run, Waiters};
 use allocate_core::wire::Envelope;
 use clap::ValueEnum;
@@ -78,6 +78,8 @@ pub struct Settings {
     pub scale_resources_per_agent: usize,
     /// `GET /inventory/` requests timed in the `scale` scenario.
     pub inventory_gets: usize,
+    /// A PostgreSQL URL: the `journal` scenario also runs with `--store` on it.
+    pub store: Option<String>,
 }
 
 /// Runs one scenario and adds what it measured to `report`. A scenario that overruns its
@@ -228,7 +230,7 @@ async fn cycles(
     failures: &Arc<Tally>,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    let server = launch.start(None).await?;
+    let server = launch.start(Journal::Off).await?;
     let plans = fleet::catalog(FLEET_CATALOG, s.agents, s.resources, provisioning);
     let fleet = Fleet::start(server.addr, plans, failures).await?;
     let label = match provisioning {
@@ -269,7 +271,7 @@ async fn handoff(
     failures: &Arc<Tally>,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    let server = launch.start(None).await?;
+    let server = launch.start(Journal::Off).await?;
     let labels = (0..s.pairs).map(|p| format!("handoff-{p}"));
     let fleet = Fleet::start(server.addr, vec![special_agent(0, labels)], failures).await?;
     let before = CpuTimes::now(&server);
@@ -293,7 +295,7 @@ async fn queued(
     failures: &Arc<Tally>,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    let server = launch.start(None).await?;
+    let server = launch.start(Journal::Off).await?;
     let mut plans = fleet::catalog(FLEET_CATALOG, s.agents, s.resources, Provisioning::Static);
     plans.push(special_agent(0, ["scarce".to_owned()]));
     let fleet = Fleet::start(server.addr, plans, failures).await?;
@@ -338,7 +340,7 @@ async fn scale(
     failures: &Arc<Tally>,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    let server = launch.start(None).await?;
+    let server = launch.start(Journal::Off).await?;
     let resources = s.scale_agents * s.scale_resources_per_agent;
     let t0 = Instant::now();
     let plans = fleet::catalog(
@@ -442,13 +444,19 @@ async fn journal(
         return Ok(());
     }
     let dir = launch.workdir.join("journal");
+    let mut journals = vec![Journal::Off, Journal::Dir(&dir)];
+    journals.extend(s.store.as_deref().map(Journal::Store));
     let mut rates = Vec::new();
-    for journal in [None, Some(dir.as_path())] {
+    for journal in journals {
         let _ = std::fs::remove_dir_all(&dir);
         let server = launch.start(journal).await?;
         let plans = fleet::catalog(FLEET_CATALOG, s.agents, s.resources, Provisioning::Static);
         let fleet = Fleet::start(server.addr, plans, failures).await?;
-        let label = if journal.is_some() { "on" } else { "off" };
+        let label = match journal {
+            Journal::Off => "off",
+            Journal::Dir(_) => "on",
+            Journal::Store(_) => "in PostgreSQL",
+        };
         let name = format!("journal {label}/{}u static", s.users);
         let p = measure(&server, name, s.users, s.bounds, Some(s.warmup), failures).await;
         rates.push(p.rate());
@@ -464,6 +472,15 @@ async fn journal(
         format!("{ratio:.2}"),
         ratio >= 0.5,
     );
+    if let Some(&store) = rates.get(2) {
+        let ratio = store / rates[1].max(1e-9);
+        report.check(
+            "cycles/s with the PostgreSQL store vs the journal in --data-dir",
+            ">= 0.50",
+            format!("{ratio:.2}"),
+            ratio >= 0.5,
+        );
+    }
     Ok(())
 }
 
@@ -475,9 +492,12 @@ async fn departure(
 ) -> Result<(), Failure> {
     let dir = launch.workdir.join("departure");
     let _ = std::fs::remove_dir_all(&dir);
-    let server = launch
-        .start(launch.has_journal.then_some(dir.as_path()))
-        .await?;
+    let journal = if launch.has_journal {
+        Journal::Dir(&dir)
+    } else {
+        Journal::Off
+    };
+    let server = launch.start(journal).await?;
     let plans = vec![special_agent(0, ["scarce".to_owned()])];
     let fleet = Fleet::start(server.addr, plans, failures).await?;
     let holder = Holder::take(server.addr, scarce_request("holder")).await?;

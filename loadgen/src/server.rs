@@ -42,6 +42,17 @@ pub struct Launch {
 /// 10,000 of them at once. The server lowers it to what its open-files limit allows.
 const CONNECTIONS_PER_PEER_MAX: &str = "1048576";
 
+/// Where a started server keeps its journal.
+#[derive(Clone, Copy, Debug)]
+pub enum Journal<'a> {
+    /// None: `--in-memory` (where the server has the flag).
+    Off,
+    /// `--data-dir` in this directory.
+    Dir(&'a Path),
+    /// `--store` with this PostgreSQL URL.
+    Store(&'a str),
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
@@ -69,9 +80,9 @@ impl Launch {
         Ok(self)
     }
 
-    /// Starts the server on a free loopback port, journaling into `journal` (in memory when
-    /// `None`), and waits until it answers.
-    pub async fn start(&self, journal: Option<&Path>) -> Result<Server, Failure> {
+    /// Starts the server on a free loopback port, journaling into `journal`, and waits until
+    /// it answers.
+    pub async fn start(&self, journal: Journal<'_>) -> Result<Server, Failure> {
         let addr = free_port().map_err(|e| Failure::new("server", e))?;
         let stderr = match &self.log {
             Some(path) => Stdio::from(open_log(path).map_err(|e| Failure::new("server", e))?),
@@ -92,13 +103,16 @@ impl Launch {
         }
         command.args(&self.args);
         match journal {
-            Some(dir) => {
+            Journal::Dir(dir) => {
                 command.arg("--data-dir").arg(dir);
             }
-            None if self.has_in_memory => {
+            Journal::Store(url) => {
+                command.arg("--store").arg(url);
+            }
+            Journal::Off if self.has_in_memory => {
                 command.arg("--in-memory");
             }
-            None => {}
+            Journal::Off => {}
         }
         let child = command
             .stdin(Stdio::null())

@@ -16,6 +16,8 @@
 //!   that generated resources and requests draw from.
 //! - [`rng`]: the deterministic random source the labs are built with.
 //! - [`fuzz_inputs`]: the fuzz targets' committed seeds and regressions, for plain tests.
+//! - `postgres` (cargo feature `postgres`, for dev-dependencies only): a throwaway
+//!   PostgreSQL cluster, started and stopped by the test.
 //! - `server` (cargo feature `server`, for dev-dependencies only): a real server on an
 //!   ephemeral port, for the integration tests of the client and the command line.
 //!
@@ -25,6 +27,8 @@ pub mod fuzz_inputs;
 pub mod invariants;
 pub mod labs;
 pub mod policy;
+#[cfg(all(feature = "postgres", unix))]
+pub mod postgres;
 pub mod reference;
 pub mod rng;
 #[cfg(feature = "server")]

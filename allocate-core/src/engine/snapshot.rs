@@ -334,8 +334,8 @@ impl Engine {
 
 impl Snapshot {
     /// The stored form: JSON with the format version.
-    pub fn to_stored(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(self)
+    pub fn to_stored(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
     }
 
     /// Reads a stored snapshot of any version up to [`SCHEMA`].
@@ -430,8 +430,8 @@ mod tests {
         let snapshot = engine.snapshot();
         assert_eq!(snapshot.schema, SCHEMA);
         let stored = snapshot.to_stored().unwrap();
-        assert_eq!(Snapshot::from_stored(&stored).unwrap(), snapshot);
-        let mut value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(Snapshot::from_stored(stored.as_bytes()).unwrap(), snapshot);
+        let mut value: serde_json::Value = serde_json::from_str(&stored).unwrap();
         value.as_object_mut().unwrap().remove("schema");
         let unversioned = Snapshot::from_stored(&serde_json::to_vec(&value).unwrap()).unwrap();
         assert_eq!(

@@ -92,6 +92,76 @@ pub enum JournalError {
         #[source]
         source: serde_json::Error,
     },
+    /// A statement on the PostgreSQL store failed (or the connection to it).
+    #[error("cannot {action} the PostgreSQL store: {detail}")]
+    Postgres {
+        /// What was being done (`connect to`, `read the journal from`, ...).
+        action: &'static str,
+        /// The client's error and its causes (the server's message, the socket's error),
+        /// which its own message leaves out.
+        detail: String,
+        /// The client's error, with the server's message.
+        #[source]
+        source: postgres::Error,
+    },
+    /// Another server became the writer of the PostgreSQL store.
+    #[error(
+        "another allocate-http became the writer of the store: the epoch of this server \
+         ({epoch}) is over, so it must not write again"
+    )]
+    Fenced {
+        /// This server's epoch.
+        epoch: i64,
+    },
+    /// The store's tables were made by a newer allocate-http.
+    #[error(
+        "the store's schema is version {found}, newer than this allocate-http knows \
+         ({known}); run the version that wrote it"
+    )]
+    SchemaTooNew {
+        /// The version in `allocate_schema`.
+        found: i32,
+        /// The newest version this server knows.
+        known: i32,
+    },
+    /// A row of the PostgreSQL store cannot be read.
+    #[error("{what} in the store is damaged: {why}; refusing to start rather than drop data")]
+    StoreDamaged {
+        /// Which row.
+        what: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Records are missing from the PostgreSQL store's journal table.
+    #[error(
+        "records {first} to {last} are missing from the store's journal table; refusing to \
+         start rather than drop data"
+    )]
+    StoreMissing {
+        /// The first missing record.
+        first: u64,
+        /// The last missing record.
+        last: u64,
+    },
+    /// A record of the PostgreSQL store that the engine refuses when it is replayed.
+    #[error("record {seq} in the store cannot be replayed: {source}")]
+    ReplayRow {
+        /// Its sequence number.
+        seq: u64,
+        /// Why the engine refused it.
+        #[source]
+        source: allocate_core::Error,
+    },
+    /// The server shut down while it waited as a standby.
+    #[error("stopped while waiting to become the writer of the store")]
+    Cancelled,
+    /// The writer thread could not be started.
+    #[error("cannot start the journal writer thread: {source}")]
+    Spawn {
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// The writer thread ended while the server still needed it.
     #[error("the journal writer stopped unexpectedly")]
     WriterStopped,

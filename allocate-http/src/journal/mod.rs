@@ -1,18 +1,21 @@
-//! The write-ahead journal: every input the engine accepts is appended to a file in the data
-//! directory and synced before anything it caused is shown to anyone; periodic snapshots
-//! compact it; on start the engine is rebuilt from the newest snapshot and the records
-//! after it. `docs/durability.md` describes the files and the recovery rules.
+//! The write-ahead journal: every input the engine accepts is appended to a store (files in
+//! the data directory, or tables in PostgreSQL) and made durable before anything it caused
+//! is shown to anyone; periodic snapshots compact it; on start the engine is rebuilt from
+//! the newest snapshot and the records after it. `docs/durability.md` describes the files
+//! and the recovery rules, `docs/high-availability.md` the PostgreSQL store.
 //!
 //! The engine task stays non-blocking: it hands records to the writer thread
-//! ([`writer`]), which writes and syncs them in batches (group commit) and publishes how far
-//! the journal is durable; the engine task holds outputs and replies back ([`Holdback`])
-//! until then.
+//! ([`writer`]), which commits them to the [`store::Store`] in batches (group commit) and
+//! publishes how far the journal is durable; the engine task holds outputs and replies back
+//! ([`Holdback`]) until then.
 
 mod error;
 mod files;
 mod format;
 mod hold;
+mod postgres;
 mod recover;
+mod store;
 #[cfg(test)]
 pub(crate) mod tests;
 mod writer;
@@ -24,25 +27,71 @@ use crate::clock::{self, RandomIds};
 use crate::events;
 use allocate_core::{AllocationState, Config, Engine, Output, Record, Snapshot, Timestamp};
 use files::DataDir;
+use recover::Recovered;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
+use store::{DirStore, Store};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 use uuid::Uuid;
 use writer::{Command, Writer};
 
+/// Where the journal keeps its records and snapshots.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JournalStore {
+    /// A data directory (created `0700` when missing), one server at a time.
+    Dir(PathBuf),
+    /// A PostgreSQL database, by its `postgres://` URL: one writer, the others wait.
+    Postgres(String),
+}
+
+/// Never shows a password of the URL.
+impl std::fmt::Debug for JournalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalStore::Dir(dir) => f.debug_tuple("Dir").field(dir).finish(),
+            JournalStore::Postgres(url) => match url.parse::<::postgres::Config>() {
+                Ok(config) => f.debug_tuple("Postgres").field(&config).finish(),
+                Err(_) => f.write_str("Postgres(<an invalid URL>)"),
+            },
+        }
+    }
+}
+
 /// Where the journal lives and how often it is compacted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalConfig {
-    /// The data directory (created `0700` when missing).
-    pub dir: PathBuf,
+    /// The store of records and snapshots.
+    pub store: JournalStore,
     /// A snapshot is written after this many records.
     pub snapshot_every_records: u64,
     /// ... or this long after the last one, when anything was recorded since.
     pub snapshot_every: Duration,
+    /// The URL this server is reached at, which standbys name while it is the writer.
+    pub advertise_url: Option<String>,
+}
+
+/// A server waiting to become the writer of a PostgreSQL store, and the HTTP layer answering
+/// for it meanwhile.
+#[derive(Clone, Debug)]
+pub struct Waiting {
+    /// The URL the writer advertises, as last read from the store.
+    pub leader: watch::Sender<Option<String>>,
+    /// Set when the server shuts down: the wait ends with [`JournalError::Cancelled`].
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting {
+            leader: watch::channel(None).0,
+            cancel: Arc::default(),
+        }
+    }
 }
 
 impl JournalConfig {
@@ -53,10 +102,16 @@ impl JournalConfig {
 
     /// A journal in `dir`, snapshotting at the default intervals.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self::with_store(JournalStore::Dir(dir.into()))
+    }
+
+    /// A journal in `store`, snapshotting at the default intervals.
+    pub fn with_store(store: JournalStore) -> Self {
         JournalConfig {
-            dir: dir.into(),
+            store,
             snapshot_every_records: Self::SNAPSHOT_EVERY_RECORDS,
             snapshot_every: Duration::from_secs(Self::SNAPSHOT_EVERY_SECS),
+            advertise_url: None,
         }
     }
 }
@@ -83,39 +138,78 @@ pub struct Journal {
     config: JournalConfig,
 }
 
-/// Opens the data directory, rebuilds the engine from it (see [`recover::recover`]), and
-/// settles what the restart changed: every agent is disconnected (its resources show
-/// `offline` until it reconnects), every request still waiting lost its client and is
-/// cancelled, and leases that ended while the server was down expire now. That state is
-/// written as a snapshot before anything is served, so the journal starts afresh from it.
+/// Opens the store, rebuilds the engine from it (see [`recover::recover`] and
+/// [`postgres::open`]), and settles what the restart changed: every agent is disconnected
+/// (its resources show `offline` until it reconnects), every request still waiting lost its
+/// client and is cancelled, and leases that ended while the server was down expire now.
+/// That state is written as a snapshot before anything is served, so the journal starts
+/// afresh from it. With PostgreSQL, the wait as a standby is reported through `waiting`.
 /// Blocking: call it off the async runtime.
 pub fn open(
     config: &JournalConfig,
     engine_config: &Config,
+    waiting: &Waiting,
 ) -> Result<(Engine, Journal), JournalError> {
     let started = std::time::Instant::now();
-    let dir = DataDir::open(&config.dir)?;
     let engine_config = Config {
         record_inputs: true,
         ..engine_config.clone()
     };
-    let recovered = recover::recover(&dir, &engine_config)?;
-    let (mut engine, online) = with_config(&recovered.engine, engine_config)?;
-    let settled = settle(&mut engine, &online, clock::now());
-    let seq = recovered.last_seq;
-    let segment = writer::compact(&dir, seq, &engine.snapshot())?;
+    let (engine, store, restarted) = match &config.store {
+        JournalStore::Dir(path) => {
+            let dir = DataDir::open(path)?;
+            let recovered = recover::recover(&dir, &engine_config)?;
+            let (engine, restarted) = restart(recovered, engine_config)?;
+            let seq = restarted.last_seq;
+            let segment = store::compact(&dir, seq, &engine.snapshot())?;
+            let store: Box<dyn Store> = Box::new(DirStore::new(dir, segment, seq));
+            (engine, store, restarted)
+        }
+        JournalStore::Postgres(url) => {
+            let advertise_url = config.advertise_url.as_deref();
+            let (mut store, recovered) =
+                postgres::open(url, advertise_url, &engine_config, waiting)?;
+            let (engine, restarted) = restart(recovered, engine_config)?;
+            store.compact(restarted.last_seq, &engine.snapshot())?;
+            let store: Box<dyn Store> = Box::new(store);
+            (engine, store, restarted)
+        }
+    };
     info!(
-        dir = %config.dir.display(),
-        last_record = seq,
-        replayed = recovered.replayed,
+        store = ?config.store,
+        last_record = restarted.last_seq,
+        replayed = restarted.replayed,
         ms = started.elapsed().as_millis() as u64,
-        agents_offline = online.len(),
-        requests_cancelled = settled.cancelled,
-        leases_expired = settled.expired,
+        agents_offline = restarted.online,
+        requests_cancelled = restarted.cancelled,
+        leases_expired = restarted.expired,
         "journal recovered"
     );
-    let journal = Journal::start(dir, segment, seq, config)?;
+    let journal = Journal::start(store, restarted.last_seq, config)?;
     Ok((engine, journal))
+}
+
+/// What recovery found and what settling after the restart did.
+struct Restarted {
+    last_seq: u64,
+    replayed: u64,
+    online: usize,
+    cancelled: usize,
+    expired: usize,
+}
+
+/// The recovered engine under the current settings, settled at the current time.
+fn restart(recovered: Recovered, config: Config) -> Result<(Engine, Restarted), JournalError> {
+    let (mut engine, online) = with_config(&recovered.engine, config)?;
+    let settled = settle(&mut engine, &online, clock::now());
+    let restarted = Restarted {
+        last_seq: recovered.last_seq,
+        replayed: recovered.replayed,
+        online: online.len(),
+        cancelled: settled.cancelled,
+        expired: settled.expired,
+    };
+    Ok((engine, restarted))
 }
 
 /// The engine in the same state under the current settings (a restart may change them; the
@@ -185,10 +279,9 @@ fn cancel_waiting(engine: &mut Engine, now: Timestamp) -> usize {
 }
 
 impl Journal {
-    /// Starts the writer thread on `segment`, whose last record is `seq`.
+    /// Starts the writer thread on `store`, whose last record is `seq`.
     fn start(
-        dir: DataDir,
-        segment: std::fs::File,
+        store: Box<dyn Store>,
         seq: u64,
         config: &JournalConfig,
     ) -> Result<Journal, JournalError> {
@@ -197,12 +290,11 @@ impl Journal {
             durable: seq,
             failed: None,
         });
-        let path = dir.path().to_owned();
-        let writer = Writer::new(dir, segment, seq, progress_tx);
+        let writer = Writer::new(store, seq, progress_tx);
         let thread = thread::Builder::new()
             .name("allocate-journal".into())
             .spawn(move || writer.run(commands_rx))
-            .map_err(JournalError::io("start the writer thread for", path))?;
+            .map_err(|source| JournalError::Spawn { source })?;
         Ok(Journal {
             commands,
             progress,
@@ -254,7 +346,7 @@ impl Journal {
     }
 
     /// Lets the writer finish what it was given, and waits until it has (and released the
-    /// data directory).
+    /// data directory, or its session on the database).
     pub async fn close(self) {
         let Journal {
             commands, thread, ..

@@ -32,11 +32,7 @@ pub fn recover(dir: &DataDir, config: &Config) -> Result<Recovered> {
         Some((seq, path)) => (load_snapshot(path, *seq)?, *seq),
         None => (Engine::new(config.clone(), Box::new(RandomIds)), 0),
     };
-    let mut replay = Replay {
-        engine,
-        next: base + 1,
-        replayed: 0,
-    };
+    let mut replay = Replay::new(engine, base);
     let segments = &listing.segments;
     // The segment holding record base + 1 is the last one starting at or before it; earlier
     // ones lie wholly inside the snapshot (a cleanup that did not finish) and are skipped.
@@ -87,7 +83,7 @@ fn gap(dir: &DataDir, expected: u64, first: u64, path: &Path) -> JournalError {
 }
 
 /// A replay in progress.
-struct Replay {
+pub struct Replay {
     engine: Engine,
     /// The sequence number of the next record to apply.
     next: u64,
@@ -95,6 +91,35 @@ struct Replay {
 }
 
 impl Replay {
+    /// A replay over `engine`, the state after record `base`.
+    pub fn new(engine: Engine, base: u64) -> Replay {
+        Replay {
+            engine,
+            next: base + 1,
+            replayed: 0,
+        }
+    }
+
+    /// The sequence number of the next record to apply.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Applies record `seq`, the next one; what the engine would say goes nowhere (nobody
+    /// is connected yet).
+    pub fn apply(
+        &mut self,
+        seq: u64,
+        record: &Record,
+    ) -> std::result::Result<(), allocate_core::Error> {
+        self.engine.apply(record)?;
+        while self.engine.poll_output().is_some() {}
+        drop(self.engine.take_records());
+        self.next = seq + 1;
+        self.replayed += 1;
+        Ok(())
+    }
+
     /// Applies the records of one segment that come after what is applied; returns how many
     /// records the segment holds. In the last segment a torn last record is cut off.
     fn segment(&mut self, path: &PathBuf, first: u64, last: bool) -> Result<u64> {
@@ -127,19 +152,13 @@ impl Replay {
                     format!("record {seq} is intact but cannot be read: {e}"),
                 )
             })?;
-            self.engine
-                .apply(&record)
+            self.apply(seq, &record)
                 .map_err(|source| JournalError::Replay {
                     path: path.clone(),
                     offset: *offset as u64,
                     seq,
                     source,
                 })?;
-            // Nobody is connected yet: what the engine would say goes nowhere.
-            while self.engine.poll_output().is_some() {}
-            drop(self.engine.take_records());
-            self.next = seq + 1;
-            self.replayed += 1;
         }
         if let Some((offset, why)) = found.torn {
             cut(path, offset, bytes.len() - offset, &why)?;
@@ -147,7 +166,8 @@ impl Replay {
         Ok(found.records.len() as u64)
     }
 
-    fn done(self) -> Recovered {
+    /// The engine after every record applied.
+    pub fn done(self) -> Recovered {
         Recovered {
             engine: self.engine,
             last_seq: self.next - 1,

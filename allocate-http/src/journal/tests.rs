@@ -33,8 +33,16 @@ fn config(dir: &Path) -> JournalConfig {
     JournalConfig::new(dir.join("data"))
 }
 
+/// The data directory of a journal in one.
+fn dir_of(config: &JournalConfig) -> &Path {
+    match &config.store {
+        JournalStore::Dir(dir) => dir,
+        JournalStore::Postgres(_) => panic!("these tests keep the journal in a directory"),
+    }
+}
+
 fn open_ok(config: &JournalConfig) -> (Engine, Journal) {
-    open(config, &Config::default()).unwrap_or_else(|e| panic!("open: {e}"))
+    open(config, &Config::default(), &Waiting::default()).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
 /// Hands the engine's records to the journal and waits until they are on disk.
@@ -62,7 +70,7 @@ async fn two_allocations(config: &JournalConfig) -> (Uuid, Uuid) {
 }
 
 fn segments(config: &JournalConfig) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = fs::read_dir(&config.dir)
+    let mut found: Vec<PathBuf> = fs::read_dir(dir_of(config))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
@@ -183,7 +191,7 @@ async fn snapshots_replace_the_journal_files_they_cover() {
     }
     sync(&mut engine, &mut journal).await;
     journal.close().await;
-    let names: Vec<String> = fs::read_dir(&config.dir)
+    let names: Vec<String> = fs::read_dir(dir_of(&config))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -243,7 +251,7 @@ async fn damage_before_the_last_record_refuses_to_start_and_says_where() {
         let mut bytes = pristine.clone();
         bytes[flip] ^= 0x08;
         fs::write(&segment, &bytes).unwrap();
-        match open(&config, &Config::default()) {
+        match open(&config, &Config::default(), &Waiting::default()) {
             Err(JournalError::Damaged {
                 path,
                 offset,
@@ -262,7 +270,7 @@ async fn damage_before_the_last_record_refuses_to_start_and_says_where() {
     bytes[0] = b'X';
     fs::write(&segment, &bytes).unwrap();
     assert!(matches!(
-        open(&config, &Config::default()),
+        open(&config, &Config::default(), &Waiting::default()),
         Err(JournalError::Damaged { offset: 0, .. })
     ));
 }
@@ -272,7 +280,7 @@ async fn a_damaged_snapshot_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     two_allocations(&config).await;
-    let snapshot = fs::read_dir(&config.dir)
+    let snapshot = fs::read_dir(dir_of(&config))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "snap"))
@@ -281,7 +289,7 @@ async fn a_damaged_snapshot_refuses_to_start() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
     fs::write(&snapshot, &bytes).unwrap();
-    match open(&config, &Config::default()) {
+    match open(&config, &Config::default(), &Waiting::default()) {
         Err(JournalError::Damaged { path, offset, why }) => {
             assert_eq!(path, snapshot);
             assert_eq!(offset, HEADER_BYTES as u64);
@@ -291,7 +299,7 @@ async fn a_damaged_snapshot_refuses_to_start() {
     }
     fs::write(&snapshot, &bytes[..middle]).unwrap();
     assert!(matches!(
-        open(&config, &Config::default()),
+        open(&config, &Config::default(), &Waiting::default()),
         Err(JournalError::Damaged { .. })
     ));
 }
@@ -304,13 +312,13 @@ async fn missing_records_refuse_to_start() {
     // Restart once, so that the journal starts after a snapshot, then lose the snapshot.
     let (_, journal) = open_ok(&config);
     journal.close().await;
-    for entry in fs::read_dir(&config.dir).unwrap() {
+    for entry in fs::read_dir(dir_of(&config)).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "snap") {
             fs::remove_file(path).unwrap();
         }
     }
-    match open(&config, &Config::default()) {
+    match open(&config, &Config::default(), &Waiting::default()) {
         Err(e @ JournalError::Missing { first: 1, .. }) => {
             assert!(e.to_string().contains("records 1 to"), "{e}");
         }
@@ -334,7 +342,7 @@ async fn a_record_the_engine_refuses_on_replay_refuses_to_start() {
     let at = bytes.len();
     push_frame(&mut bytes, &serde_json::to_vec(&record).unwrap()).unwrap();
     fs::write(&segment, &bytes).unwrap();
-    match open(&config, &Config::default()) {
+    match open(&config, &Config::default(), &Waiting::default()) {
         Err(JournalError::Replay { path, offset, .. }) => {
             assert_eq!(path, segment);
             assert_eq!(offset, at as u64);
@@ -352,7 +360,7 @@ async fn new_settings_apply_after_a_restart() {
         lease_secs_max: 60,
         ..Config::default()
     };
-    let (engine, journal) = open(&config, &changed).unwrap();
+    let (engine, journal) = open(&config, &changed, &Waiting::default()).unwrap();
     assert_eq!(engine.config().lease_secs_max, 60);
     assert!(engine.config().record_inputs);
     journal.close().await;
@@ -435,7 +443,7 @@ async fn a_data_directory_of_format_version_1_is_read_by_this_build() {
         let config = config(dir.path());
         let state = write_the_fixture_story(&config).await;
         fs::create_dir_all(fixture.join("data")).unwrap();
-        for file in data_files(&config.dir) {
+        for file in data_files(dir_of(&config)) {
             fs::copy(&file, fixture.join("data").join(file.file_name().unwrap())).unwrap();
         }
         let text = serde_json::to_string_pretty(&state).unwrap();

@@ -25,6 +25,7 @@ use axum::routing::{get, MethodRouter};
 use axum::Router;
 use serde::{Serialize, Serializer};
 use std::cell::Cell;
+use tokio::sync::watch;
 
 /// Every route, each with and without its trailing slash, and envelope fallbacks.
 pub fn router(state: AppState) -> Router {
@@ -55,6 +56,19 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
         .with_state(state)
+}
+
+/// What a standby serves while it waits to lead: `503 not_leader` naming the leader's
+/// advertised URL, to every request (`/healthz` and websocket upgrades included).
+pub fn standby_router(leader: watch::Receiver<Option<String>>) -> Router {
+    Router::new().fallback(not_leader).with_state(leader)
+}
+
+/// The standby's answer.
+async fn not_leader(State(leader): State<watch::Receiver<Option<String>>>) -> ApiError {
+    ApiError::NotLeader {
+        leader: leader.borrow().clone(),
+    }
 }
 
 /// Adds each route with and without its trailing slash.

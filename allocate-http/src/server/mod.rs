@@ -11,7 +11,7 @@ use crate::config::ServerConfig;
 use crate::connections::{Caps, Gate};
 use crate::dashboard::Hub;
 use crate::driver::{self, DriverTask};
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, JournalError, JournalStore, Waiting};
 use crate::routes;
 use crate::sockets::Shared;
 use crate::state::AppState;
@@ -19,10 +19,11 @@ use allocate_core::Engine;
 use connection::Timeouts;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::{error, info, warn};
@@ -32,7 +33,8 @@ use tracing::{error, info, warn};
 ///
 /// With a journal (`config.journal`), the state is first recovered from the data directory;
 /// damage there is an error before anything is served. A journal that fails later (a full
-/// disk) stops the server the same way, and `run` returns that error.
+/// disk) stops the server the same way, and `run` returns that error. With a PostgreSQL
+/// store, the server answers `503 not_leader` while it waits to become the writer.
 pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
@@ -45,7 +47,11 @@ pub async fn run(
         write: config.write_timeout,
     };
     let gate = open_gate(config.connections);
-    let (engine, journal) = open_engine(&config).await?;
+    let mut shutdown = Box::pin(shutdown);
+    let Some((engine, journal)) = open_engine(&config, &listener, &mut shutdown).await? else {
+        info!("stopped before serving");
+        return Ok(());
+    };
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
@@ -63,7 +69,7 @@ pub async fn run(
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {
         tokio::select! {
-            () = shutdown => info!("shutting down"),
+            () = &mut shutdown => info!("shutting down"),
             Ok(()) = failed => error!("the journal failed; shutting down"),
         }
         let _ = stop_tx.send(true);
@@ -77,8 +83,13 @@ pub async fn run(
     ended.map_err(io::Error::other)
 }
 
-/// The engine: rebuilt from the data directory with a journal, empty without.
-async fn open_engine(config: &ServerConfig) -> io::Result<(Engine, Option<Journal>)> {
+/// The engine: rebuilt from the journal's store, empty without one; `None` when `shutdown`
+/// came first (while a standby waited to lead).
+async fn open_engine(
+    config: &ServerConfig,
+    listener: &TcpListener,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> io::Result<Option<(Engine, Option<Journal>)>> {
     let Some(journal_config) = config.journal.clone() else {
         info!("running in memory: a restart forgets every allocation");
         // Nothing would take the records: keeping them would only grow the engine.
@@ -87,15 +98,85 @@ async fn open_engine(config: &ServerConfig) -> io::Result<(Engine, Option<Journa
             ..config.engine.clone()
         };
         let engine = Engine::new(engine_config, Box::new(RandomIds));
-        return Ok((engine, None));
+        return Ok(Some((engine, None)));
     };
     let engine_config = config.engine.clone();
-    let (engine, journal) =
-        tokio::task::spawn_blocking(move || journal::open(&journal_config, &engine_config))
-            .await
-            .map_err(io::Error::other)?
-            .map_err(io::Error::other)?;
-    Ok((engine, Some(journal)))
+    let waiting = Waiting::default();
+    let standby = match &journal_config.store {
+        JournalStore::Postgres(_) => Some(Standby::serve(listener, &waiting)?),
+        JournalStore::Dir(_) => None,
+    };
+    let waits = waiting.clone();
+    let mut opening =
+        tokio::task::spawn_blocking(move || journal::open(&journal_config, &engine_config, &waits));
+    let opened = tokio::select! {
+        opened = &mut opening => opened,
+        () = shutdown => {
+            // The standby's wait ends within one try of the lock.
+            waiting.cancel.store(true, Ordering::Relaxed);
+            let _ = opening.await;
+            Ok(Err(JournalError::Cancelled))
+        }
+    };
+    if let Some(standby) = standby {
+        standby.stop(config.shutdown_grace).await;
+    }
+    match opened.map_err(io::Error::other)? {
+        Ok((engine, journal)) => Ok(Some((engine, Some(journal)))),
+        Err(JournalError::Cancelled) => Ok(None),
+        Err(e) => Err(io::Error::other(e)),
+    }
+}
+
+/// A standby's server (`503 not_leader` to everything) on a second handle of the listener,
+/// until the journal is open and the real one takes over.
+struct Standby {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Standby {
+    /// Serves the standby's answers, naming the leader that `waiting` hears of.
+    fn serve(listener: &TcpListener, waiting: &Waiting) -> io::Result<Standby> {
+        let second = second_handle(listener)?;
+        let router = routes::standby_router(waiting.leader.subscribe());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(second, router.into_make_service())
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        info!(address = %listener.local_addr()?, "allocate-http listening as a standby");
+        Ok(Standby { stop, task })
+    }
+
+    /// Stops serving (waiting at most `grace` for its connections to close).
+    async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(());
+        match timeout(grace, self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!("the standby's server failed: {e}"),
+            Ok(Err(e)) => warn!("the standby's server failed: {e}"),
+            Err(_) => warn!("the standby's connections did not close in time"),
+        }
+    }
+}
+
+/// A second handle of the same listening socket (a `dup`), so that the standby's server and
+/// then the leader's accept on one address.
+#[cfg(unix)]
+fn second_handle(listener: &TcpListener) -> io::Result<TcpListener> {
+    use std::os::fd::AsFd;
+    let fd = listener.as_fd().try_clone_to_owned()?;
+    TcpListener::from_std(std::net::TcpListener::from(fd))
+}
+
+/// Standbys serve on unix only.
+#[cfg(not(unix))]
+fn second_handle(_listener: &TcpListener) -> io::Result<TcpListener> {
+    Err(io::Error::other("a standby can only serve on unix"))
 }
 
 /// The gate of the connection caps, `wanted` lowered to the open-files limit; logs the caps

@@ -43,6 +43,29 @@ pub fn start(data_dir: &Path, extra: &[&str]) -> Started {
 /// [`start`], with the soft and hard limits on open files set to `open_files` when given
 /// (through the shell's `ulimit`, which then execs the server in its place).
 pub fn start_limited(data_dir: &Path, extra: &[&str], open_files: Option<u64>) -> Started {
+    let mut command = server_command(extra, open_files);
+    command.arg("--data-dir").arg(data_dir);
+    if let Some(parent) = data_dir.parent() {
+        command.current_dir(parent);
+    }
+    Launched::new(command).wait_listening()
+}
+
+/// Starts the server on the PostgreSQL store at `url` (plus `extra` flags), without waiting.
+pub fn launch_store(url: &str, extra: &[&str]) -> Launched {
+    let mut command = server_command(extra, None);
+    command.args(["--store", url]);
+    Launched::new(command)
+}
+
+/// Starts the server on the PostgreSQL store at `url`, which must come up.
+pub fn start_store_ok(url: &str, extra: &[&str]) -> ServerProc {
+    launch_store(url, extra).running()
+}
+
+/// The binary on 127.0.0.1:0 with `extra` flags, its log on a pipe, no `ALLOCATE_*` variable
+/// of the environment; its open-files limits set to `open_files` when given.
+fn server_command(extra: &[&str], open_files: Option<u64>) -> Command {
     let mut command = match open_files {
         None => Command::new(SERVER_BIN),
         Some(n) => {
@@ -56,69 +79,119 @@ pub fn start_limited(data_dir: &Path, extra: &[&str], open_files: Option<u64>) -
         }
     };
     command
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "info",
-            "--data-dir",
-        ])
-        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if let Some(parent) = data_dir.parent() {
-        command.current_dir(parent);
-    }
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("ALLOCATE_") {
             command.env_remove(name);
         }
     }
-    let mut child = command.spawn().expect("start allocate-http");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (lines_tx, lines) = mpsc::channel();
-    let keep = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            keep.lock().expect("log lock").push(line.clone());
-            let _ = lines_tx.send(line);
+    command
+}
+
+/// A server process that was started, before it listens (a standby waits here).
+pub struct Launched {
+    /// Taken out once it listens.
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Launched {
+    /// Spawns `command`; a thread keeps its log.
+    fn new(mut command: Command) -> Launched {
+        let mut child = command.spawn().expect("start allocate-http");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (lines_tx, lines) = mpsc::channel();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().expect("log lock").push(line.clone());
+                let _ = lines_tx.send(line);
+            }
+        });
+        Launched {
+            child: Some(child),
+            log,
+            lines,
         }
-    });
-    let deadline = Instant::now() + START_MAX;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some((_, address)) = line.split_once("allocate-http listening address=") {
-                    let addr = address.trim().parse().expect("a socket address");
-                    let http = reqwest::Client::builder()
-                        .timeout(Duration::from_secs(3))
-                        .build()
-                        .expect("http client");
-                    return Started::Running(ServerProc {
-                        child,
-                        addr,
-                        log,
-                        http,
-                    });
+    }
+
+    /// Waits (at most `within`) for a log line containing `needle`; returns it.
+    pub fn wait_for_line(&self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits until it listens, which it must (not exit).
+    pub fn running(self) -> ServerProc {
+        match self.wait_listening() {
+            Started::Running(server) => server,
+            Started::Exited(code, log) => panic!("allocate-http exited ({code:?}):\n{log}"),
+        }
+    }
+
+    /// Waits until it listens or exits.
+    pub fn wait_listening(mut self) -> Started {
+        let mut child = self.child.take().expect("not yet taken");
+        let deadline = Instant::now() + START_MAX;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((_, address)) = line.split_once("allocate-http listening address=")
+                    {
+                        let addr = address.trim().parse().expect("a socket address");
+                        let http = reqwest::Client::builder()
+                            .timeout(Duration::from_secs(3))
+                            .build()
+                            .expect("http client");
+                        return Started::Running(ServerProc {
+                            child,
+                            addr,
+                            log: self.log.clone(),
+                            http,
+                        });
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().expect("wait for allocate-http");
+                    return Started::Exited(status.code(), self.log());
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "allocate-http neither listened nor exited within {START_MAX:?}:\n{}",
+                        self.log()
+                    );
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait().expect("wait for allocate-http");
-                let log = log.lock().expect("log lock").join("\n");
-                return Started::Exited(status.code(), log);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "allocate-http neither listened nor exited within {START_MAX:?}:\n{}",
-                    log.lock().expect("log lock").join("\n")
-                );
-            }
+        }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -140,6 +213,28 @@ impl ServerProc {
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits (at most `within`) for it to exit by itself; its exit code, `None` if it did not.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Sends it a signal (`STOP`, `CONT`) with `kill`, by its PID.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
     }
 
     /// `kill -9`; returns its log.
