@@ -14,6 +14,7 @@ pub(crate) mod snapshot;
 use crate::config::Config;
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
+use crate::explain::{self, Availability, Explanation, Reason};
 use crate::filter::InventoryFilter;
 use crate::hash::FxMap;
 use crate::ids::IdSource;
@@ -465,6 +466,47 @@ impl Engine {
     /// dashboard's queue does, without the connection details that [`AllocationInfo`] has).
     pub fn requirements(&self, allocation_id: &Uuid) -> Option<&Requirements> {
         self.allocations.get(allocation_id).map(|a| &a.requirements)
+    }
+
+    /// Why `req` is or is not served now (API.md, "Why not"): how many registered resources
+    /// match it, how many of those are free, and the findings. A dry run: nothing changes, and
+    /// neither `username` nor the lease is read. Refused (naming the field) when the parts
+    /// that matching reads are beyond the limits.
+    pub fn explain(&self, req: &Requirements) -> Result<Explanation> {
+        crate::validate::matching(req, &self.config.limits)?;
+        Ok(self.explanation(req))
+    }
+
+    /// The explanation of `req`, already validated.
+    fn explanation(&self, req: &Requirements) -> Explanation {
+        let resources = self
+            .inventory
+            .iter()
+            .map(|r| (&r.spec, self.availability(r)));
+        explain::explain(req, resources)
+    }
+
+    /// What a resource is doing, as a finding names it: `None` when it could be placed on now.
+    fn availability(&self, r: &Resource) -> Availability {
+        if !r.online {
+            Some(Reason::Offline)
+        } else if let Some(occupant) = r.occupant {
+            let provisioning = self
+                .allocations
+                .get(&occupant)
+                .is_some_and(|a| a.state == AllocationState::Provisioning);
+            Some(if provisioning {
+                Reason::Provisioning
+            } else {
+                Reason::Allocated
+            })
+        } else if r.maintenance.is_some() {
+            Some(Reason::Maintenance)
+        } else if r.error.is_some() {
+            Some(Reason::Error)
+        } else {
+            None
+        }
     }
 
     /// A counter that grows whenever what the queries show may have changed: on every input

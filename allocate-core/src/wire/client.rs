@@ -13,12 +13,21 @@ use uuid::Uuid;
 
 /// Reads the message a client sends on `/allocate/`: `{"requirements": {...}}`.
 pub fn parse_allocate_request(text: &str, limits: &Limits) -> Result<Requirements> {
+    parse_requirements_body(text, limits, Username::Required)
+}
+
+/// Reads `{"requirements": {...}}`, with `username` as `rule` says.
+pub(super) fn parse_requirements_body(
+    text: &str,
+    limits: &Limits,
+    rule: Username,
+) -> Result<Requirements> {
     let value = parse_json(text)?;
     let f = Fields::new(&value, "", &["requirements"], limits)?;
     let requirements = f
         .value("requirements")
         .ok_or_else(|| f.missing("requirements"))?;
-    Requirements::from_json(requirements, "requirements", limits)
+    Requirements::read(requirements, "requirements", limits, rule)
 }
 
 /// Writes the message a client sends on `/allocate/`: `{"requirements": {...}}`.
@@ -26,9 +35,23 @@ pub fn allocate_request_text(requirements: &Requirements) -> String {
     json!({ "requirements": requirements }).to_string()
 }
 
+/// Whether a requirements object must name its `username`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Username {
+    /// Required and not blank (an allocation is held by someone).
+    Required,
+    /// May be omitted (a dry run); then empty.
+    Optional,
+}
+
 impl Requirements {
     /// Reads the `requirements` object of a client's message.
     pub fn from_json(value: &Value, path: &str, limits: &Limits) -> Result<Self> {
+        Self::read(value, path, limits, Username::Required)
+    }
+
+    /// Reads a `requirements` object; `username` as `rule` says.
+    pub(super) fn read(value: &Value, path: &str, limits: &Limits, rule: Username) -> Result<Self> {
         const FIELDS: &[&str] = &[
             "tags",
             "username",
@@ -45,8 +68,11 @@ impl Requirements {
             "provision",
         ];
         let f = Fields::new(value, path, FIELDS, limits)?;
-        let username = f.str("username")?;
-        if username.trim().is_empty() {
+        let username = match rule {
+            Username::Required => f.str("username")?,
+            Username::Optional => f.opt_str("username")?.unwrap_or_default(),
+        };
+        if rule == Username::Required && username.trim().is_empty() {
             return Err(Error::invalid(format!(
                 "{} must not be empty",
                 f.path_of("username")

@@ -6,6 +6,7 @@
 //!   requirements object that `POST`-like bodies share.
 //! - [`agent`]: the `/agent/` socket: [`AgentMessage`] (registration and answers) and
 //!   [`ServerMessage`] (the registration reply, provision and release orders).
+//! - [`explain`]: "Why not": the body of `POST /match` and the explanation that answers it.
 //! - [`admin`]: the bodies of `PATCH /allocate/{id}` and `PATCH /inventory/{id}`.
 //! - [`listing`]: the HTTP answers that show state (inventory, allocations) and the
 //!   inventory query, as clients read them.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod agent;
 pub mod client;
 pub mod envelope;
+pub mod explain;
 mod fields;
 pub mod listing;
 
