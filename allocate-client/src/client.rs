@@ -322,6 +322,7 @@ fn refused_upgrade(
             status: status.as_u16(),
             code,
             message: format!("the websocket upgrade was refused with {status}"),
+            explain: None,
         },
     }
 }

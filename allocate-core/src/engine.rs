@@ -412,11 +412,14 @@ impl Engine {
                     return Vec::new();
                 };
                 let (matching_resources, eta) = self.inventory.outlook(&a.criteria);
+                // A follower's first message is its first too: it says why, as the creator's did.
+                let explain = (matching_resources == 0).then(|| self.explanation(&a.requirements));
                 vec![Output::Queued {
                     allocation_id: a.id,
                     position,
                     matching_resources,
                     eta: eta.map(Timestamp::as_secs),
+                    explain,
                 }]
             }
             AllocationState::Ready => {
@@ -477,13 +480,30 @@ impl Engine {
         Ok(self.explanation(req))
     }
 
+    /// The explanation of what a live request (queued, provisioning or ready) asks for;
+    /// `not_found` for an unknown or ended one.
+    pub fn explain_allocation(&self, allocation_id: &Uuid) -> Result<Explanation> {
+        Ok(self.explanation(&self.live(*allocation_id)?.requirements))
+    }
+
     /// The explanation of `req`, already validated.
     fn explanation(&self, req: &Requirements) -> Explanation {
-        let resources = self
-            .inventory
+        explain::explain(req, self.resources_now())
+    }
+
+    /// Every registered resource with what it is doing, as explanations read them.
+    fn resources_now(&self) -> impl Iterator<Item = (&ResourceSpec, Availability)> + '_ {
+        self.inventory
             .iter()
-            .map(|r| (&r.spec, self.availability(r)));
-        explain::explain(req, resources)
+            .map(|r| (&r.spec, self.availability(r)))
+    }
+
+    /// Why a request that no registered resource could ever satisfy is not served (`None`
+    /// when some could): what its first `queued` message and its `408` carry.
+    fn explain_if_hopeless(&mut self, id: Uuid) -> Option<Explanation> {
+        let a = &self.allocations[&id];
+        let (matching_resources, _) = self.inventory.outlook(&a.criteria);
+        (matching_resources == 0).then(|| explain::explain(&a.requirements, self.resources_now()))
     }
 
     /// What a resource is doing, as a finding names it: `None` when it could be placed on now.
@@ -707,16 +727,19 @@ impl Engine {
         // One placement moves every request behind it: requests with equal needs share one
         // outlook per report instead of walking the matching shapes once each.
         let mut outlooks: FxMap<&Criteria, (u64, Option<Timestamp>)> = FxMap::default();
-        for (id, position) in self.queue.position_changes() {
-            let criteria = &self.allocations[&id].criteria;
+        for (id, position, first) in self.queue.position_changes() {
+            let a = &self.allocations[&id];
             let (matching_resources, eta) = *outlooks
-                .entry(criteria)
-                .or_insert_with(|| self.inventory.outlook(criteria));
+                .entry(&a.criteria)
+                .or_insert_with(|| self.inventory.outlook(&a.criteria));
+            let explain = (first && matching_resources == 0)
+                .then(|| explain::explain(&a.requirements, self.resources_now()));
             self.outputs.push_back(Output::Queued {
                 allocation_id: id,
                 position,
                 matching_resources,
                 eta: eta.map(Timestamp::as_secs),
+                explain,
             });
         }
     }

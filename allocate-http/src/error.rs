@@ -68,6 +68,7 @@ impl ApiError {
                 status: 405,
                 code: "method_not_allowed".to_owned(),
                 message: self.to_string(),
+                explain: None,
             },
         }
     }

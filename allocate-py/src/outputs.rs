@@ -3,7 +3,7 @@
 
 use crate::types::{connection_repr, quote, repr, repr_opt, Connection};
 use allocate_core::wire::ClientEvent;
-use allocate_core::Output;
+use allocate_core::{Explanation, Output};
 use pyo3::prelude::*;
 use uuid::Uuid;
 
@@ -238,11 +238,18 @@ pub fn event_to_python(py: Python<'_>, event: ClientEvent) -> PyResult<Py<PyAny>
                 position,
                 matching_resources,
                 eta,
+                explain,
             } => Output::Queued {
                 allocation_id,
                 position,
                 matching_resources,
                 eta,
+                // A first message says why only when nothing matches: none is free either.
+                explain: explain.map(|findings| Explanation {
+                    findings,
+                    free: 0,
+                    matching_resources,
+                }),
             },
             ClientEvent::Ready {
                 allocation_id,
@@ -271,6 +278,7 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
             position,
             matching_resources,
             eta,
+            ..
         } => Queued {
             allocation_id: id(allocation_id),
             position,
@@ -292,7 +300,7 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
         }
         .into_pyobject(py)?
         .into_any(),
-        Output::TimedOut { allocation_id } => TimedOut {
+        Output::TimedOut { allocation_id, .. } => TimedOut {
             allocation_id: id(allocation_id),
         }
         .into_pyobject(py)?

@@ -439,7 +439,13 @@ impl Sim {
         let fin = self.finals.get(&id);
         match state {
             AllocationState::TimedOut => {
-                assert_eq!(fin, Some(&Output::TimedOut { allocation_id: id }))
+                assert_eq!(
+                    fin,
+                    Some(&Output::TimedOut {
+                        allocation_id: id,
+                        explain: None
+                    })
+                )
             }
             AllocationState::Expired => {
                 assert_eq!(fin, Some(&Output::Expired { allocation_id: id }))

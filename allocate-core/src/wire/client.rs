@@ -1,10 +1,12 @@
 //! The `/allocate/` socket: the client's request (`{"requirements": {...}}`, whose
 //! requirements object the HTTP bodies share) and the events the server answers with.
 
+use super::explain::read_findings;
 use super::fields::{parse_json, Fields};
 use super::{Data, Envelope, SortedConnection, WireError, UNLIMITED};
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::explain::Finding;
 use crate::model::{Connection, GpuRequirement, Requirements, DEFAULT_ALLOCATION_TIMEOUT_SECS};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -144,6 +146,9 @@ pub enum ClientEvent {
         matching_resources: u64,
         /// The earliest known lease end among the matching resources that are held.
         eta: Option<u64>,
+        /// Why no registered resource could ever satisfy it (only in the first message of
+        /// such a request): the findings of its explanation.
+        explain: Option<Vec<Finding>>,
     },
     /// The resource is the client's.
     Ready {
@@ -217,6 +222,7 @@ impl ClientEvent {
                     position: f.u32("position")?,
                     matching_resources: f.u64("matching_resources")?,
                     eta: f.opt_u64("eta")?,
+                    explain: read_findings(f)?,
                 })
             })?,
             "ready" => data.read(|f| {
@@ -256,9 +262,13 @@ impl Serialize for ClientEvent {
                 position,
                 matching_resources,
                 eta,
+                explain,
                 ..
             } => {
                 map.serialize_entry("eta", eta)?;
+                if let Some(explain) = explain {
+                    map.serialize_entry("explain", explain)?;
+                }
                 map.serialize_entry("matching_resources", matching_resources)?;
                 map.serialize_entry("position", position)?;
             }
@@ -497,6 +507,7 @@ mod tests {
                     position: 1,
                     matching_resources: 3,
                     eta: None,
+                    explain: None,
                 },
                 format!(
                     r#"{{"data":{{"allocation_id":"{ID}","eta":null,"matching_resources":3,"position":1,"status":"queued"}},"status":200}}"#
@@ -508,6 +519,7 @@ mod tests {
                     position: 2,
                     matching_resources: 0,
                     eta: Some(1576688942),
+                    explain: None,
                 },
                 format!(
                     r#"{{"data":{{"allocation_id":"{ID}","eta":1576688942,"matching_resources":0,"position":2,"status":"queued"}},"status":200}}"#

@@ -39,31 +39,36 @@ pub fn parse_explanation(text: &str) -> std::result::Result<Envelope<Explanation
     })
 }
 
+/// Reads the `explain` list of findings of an object (an explanation, a `queued` message, a
+/// refusal's `error`), if it has one. Findings whose `reason` this reader does not know (a
+/// newer server's) are skipped.
+pub(super) fn read_findings(f: &Fields<'_>) -> Result<Option<Vec<Finding>>> {
+    let Some(items) = f.opt_list("explain", usize::MAX)? else {
+        return Ok(None);
+    };
+    let mut findings = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{}[{i}]", f.path_of("explain"));
+        let finding = Fields::lenient(item, &path, &UNLIMITED)?;
+        let Some(reason) = Reason::parse(finding.str("reason")?) else {
+            continue;
+        };
+        findings.push(Finding {
+            count: finding.u64("count")?,
+            message: finding.str("message")?.to_owned(),
+            reason,
+        });
+    }
+    Ok(Some(findings))
+}
+
 impl Explanation {
     /// Reads an explanation at `path` leniently: fields a newer server adds are ignored, and
     /// so are findings whose `reason` this reader does not know.
     pub fn from_value(value: &Value, path: &str) -> Result<Self> {
         let f = Fields::lenient(value, path, &UNLIMITED)?;
-        let mut findings = Vec::new();
-        for (i, item) in f
-            .opt_list("explain", usize::MAX)?
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let finding =
-                Fields::lenient(item, &format!("{}[{i}]", f.path_of("explain")), &UNLIMITED)?;
-            let Some(reason) = Reason::parse(finding.str("reason")?) else {
-                continue;
-            };
-            findings.push(Finding {
-                count: finding.u64("count")?,
-                message: finding.str("message")?.to_owned(),
-                reason,
-            });
-        }
         Ok(Explanation {
-            findings,
+            findings: read_findings(&f)?.unwrap_or_default(),
             free: f.u64("free")?,
             matching_resources: f.u64("matching_resources")?,
         })
@@ -168,5 +173,86 @@ mod tests {
             let err = parse_match_request(body, &limits).unwrap_err().to_string();
             assert!(err.contains(says), "{body}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod messages {
+    use super::*;
+    use crate::output::Output;
+    use crate::wire::ClientEvent;
+    use uuid::Uuid;
+
+    fn why() -> Explanation {
+        Explanation {
+            findings: vec![Finding {
+                count: 2,
+                message: "0 of 2 registered resources carry every tag of \"gpu\"; labels seen: cpu"
+                    .into(),
+                reason: Reason::Tags,
+            }],
+            free: 0,
+            matching_resources: 0,
+        }
+    }
+
+    #[test]
+    fn a_first_queued_message_carries_the_findings_and_reads_back() {
+        let id = Uuid::from_u128(1);
+        let queued = Output::Queued {
+            allocation_id: id,
+            position: 1,
+            matching_resources: 0,
+            eta: None,
+            explain: Some(why()),
+        };
+        let text = queued.to_text();
+        assert_eq!(
+            text,
+            r#"{"data":{"allocation_id":"00000000-0000-0000-0000-000000000001","eta":null,"explain":[{"count":2,"message":"0 of 2 registered resources carry every tag of \"gpu\"; labels seen: cpu","reason":"tags"}],"matching_resources":0,"position":1,"status":"queued"},"status":200}"#
+        );
+        assert_eq!(queued.to_wire().to_string(), text);
+        let back = ClientEvent::parse(&text).unwrap().into_result().unwrap();
+        assert_eq!(
+            back,
+            ClientEvent::Queued {
+                allocation_id: id,
+                position: 1,
+                matching_resources: 0,
+                eta: None,
+                explain: Some(why().findings),
+            }
+        );
+        assert_eq!(Envelope::Ok(back).to_text(), text);
+    }
+
+    #[test]
+    fn a_hopeless_408_names_the_first_finding_and_reads_back() {
+        let id = Uuid::from_u128(1);
+        let text = Output::TimedOut {
+            allocation_id: id,
+            explain: Some(why()),
+        }
+        .to_text();
+        let refusal = ClientEvent::parse(&text)
+            .unwrap()
+            .into_result()
+            .unwrap_err();
+        assert_eq!(refusal.status, 408);
+        assert_eq!(
+            refusal.message,
+            "allocation 00000000-0000-0000-0000-000000000001: no registered resource could ever satisfy it: 0 of 2 registered resources carry every tag of \"gpu\"; labels seen: cpu"
+        );
+        assert_eq!(refusal.explain, Some(why().findings));
+        assert_eq!(Envelope::<()>::Refused(refusal).to_text(), text);
+        let plain = Output::TimedOut {
+            allocation_id: id,
+            explain: None,
+        }
+        .to_text();
+        assert!(!plain.contains("explain"), "{plain}");
+        let bad = r#"{"status":408,"error":{"code":"allocation_timeout","message":"m","explain":[{"reason":"tags"}]}}"#;
+        let err = ClientEvent::parse(bad).unwrap_err().to_string();
+        assert!(err.contains("error.explain[0].count"), "{err}");
     }
 }
