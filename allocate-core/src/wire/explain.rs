@@ -17,6 +17,12 @@ pub fn parse_match_request(text: &str, limits: &Limits) -> Result<Requirements> 
     parse_requirements_body(text, limits, Username::Optional)
 }
 
+/// Reads a `requirements` object for a dry run: as on `/allocate/`, with `username` optional
+/// (empty when omitted).
+pub fn match_requirements(value: &Value, path: &str, limits: &Limits) -> Result<Requirements> {
+    Requirements::read(value, path, limits, Username::Optional)
+}
+
 /// Writes the body of `POST /match` (an empty `username` is left out).
 pub fn match_request_text(requirements: &Requirements) -> String {
     let mut value = json!({ "requirements": requirements });
