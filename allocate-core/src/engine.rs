@@ -492,10 +492,13 @@ impl Engine {
     }
 
     /// Every registered resource with what it is doing, as explanations read them.
-    fn resources_now(&self) -> impl Iterator<Item = (&ResourceSpec, Availability)> + '_ {
+    fn resources_now(
+        &self,
+    ) -> impl Iterator<Item = (&ResourceSpec, impl FnOnce() -> Availability + '_)> + Clone + '_
+    {
         self.inventory
             .iter()
-            .map(|r| (&r.spec, self.availability(r)))
+            .map(move |r| (&r.spec, move || self.availability(r)))
     }
 
     /// Why a request that no registered resource could ever satisfy is not served (`None`

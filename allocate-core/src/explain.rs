@@ -8,10 +8,12 @@
 //! same sentences (seen values are sorted and at most [`SEEN_MAX`] are named).
 
 use crate::criteria::{contains_ignoring_case, Criteria};
+use crate::hash::FxHasher;
 use crate::model::{Requirements, ResourceSpec};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
+use std::hash::BuildHasherDefault;
 
 /// Most distinct values a finding's sentence names (labels, types, GPU models seen).
 pub const SEEN_MAX: usize = 10;
@@ -129,7 +131,12 @@ impl Explanation {
 /// What a matching resource is doing: `None` when it could be allocated now.
 pub(crate) type Availability = Option<Reason>;
 
-/// Per-requirement counts and the values seen, gathered in one pass.
+/// A set of the values seen, hashed while gathering (a sorted set cost more than the rest of
+/// the pass at 100,000 resources); sorted once a sentence names them.
+type Seen<'a> = HashSet<&'a str, BuildHasherDefault<FxHasher>>;
+
+/// Per-requirement counts, gathered in one pass, and the values seen, gathered in a second
+/// pass only for the findings whose sentences name them.
 #[derive(Default)]
 struct Tally<'a> {
     ruled_out: [u64; 8],
@@ -173,13 +180,14 @@ fn judge(criteria: &Criteria, spec: &ResourceSpec, mut fail: impl FnMut(Reason))
             .as_ref()
             .is_none_or(|l| contains_ignoring_case(label, l))
     };
-    let no_label = !spec.gpu.iter().any(|g| label_ok(&g.label));
-    let no_memory = !spec.gpu.iter().any(|g| g.memory_gb >= want.min_memory_gb);
-    let suitable = spec
-        .gpu
-        .iter()
-        .filter(|g| g.memory_gb >= want.min_memory_gb && label_ok(&g.label))
-        .count() as u64;
+    // One look at each GPU: its model's name is searched once.
+    let (mut no_label, mut no_memory, mut suitable) = (true, true, 0u64);
+    for g in &spec.gpu {
+        let (label, memory) = (label_ok(&g.label), g.memory_gb >= want.min_memory_gb);
+        no_label &= !label;
+        no_memory &= !memory;
+        suitable += u64::from(label && memory);
+    }
     let label_failed = want.label_lower.is_some() && no_label;
     let memory_failed = want.min_memory_gb > 0 && no_memory;
     if label_failed {
@@ -198,7 +206,13 @@ fn judge(criteria: &Criteria, spec: &ResourceSpec, mut fail: impl FnMut(Reason))
 }
 
 impl<'a> Tally<'a> {
-    fn add(&mut self, criteria: &Criteria, spec: &'a ResourceSpec, availability: Availability) {
+    /// Counts one resource; `availability` is asked only of a matching one.
+    fn add(
+        &mut self,
+        criteria: &Criteria,
+        spec: &'a ResourceSpec,
+        availability: impl FnOnce() -> Availability,
+    ) {
         self.total += 1;
         let mut fails = false;
         let ruled_out = &mut self.ruled_out;
@@ -206,19 +220,9 @@ impl<'a> Tally<'a> {
             fails = true;
             ruled_out[r as usize] += 1;
         });
-        if !criteria.tags.is_empty() || !criteria.exclude_tags.is_empty() {
-            self.labels.extend(spec.labels.iter().map(String::as_str));
-        }
-        if criteria.kind.is_some() {
-            self.kinds.insert(&spec.kind);
-        }
         self.cpu_max = self.cpu_max.max(spec.cpu_count);
         self.memory_max = self.memory_max.max(spec.memory_gb);
-        if let Some(want) = &criteria.gpu {
-            if want.label_lower.is_some() {
-                self.gpu_labels
-                    .extend(spec.gpu.iter().map(|g| g.label.as_str()));
-            }
+        if criteria.gpu.is_some() {
             let most = spec.gpu.iter().map(|g| g.memory_gb).max().unwrap_or(0);
             self.gpu_memory_max = self.gpu_memory_max.max(most);
             self.suitable_gpus_max = self.suitable_gpus_max.max(suitable);
@@ -227,7 +231,7 @@ impl<'a> Tally<'a> {
             return;
         }
         self.matching += 1;
-        match availability {
+        match availability() {
             None => self.free += 1,
             Some(state) => {
                 let i = state as usize - Reason::Allocated as usize;
@@ -235,6 +239,36 @@ impl<'a> Tally<'a> {
             }
         }
     }
+}
+
+/// Gathers the values the findings' sentences name (labels for `tags`, types for `type`, GPU
+/// models for `gpu_label`), sorted.
+fn gather_seen<'a>(tally: &mut Tally<'a>, resources: impl Iterator<Item = &'a ResourceSpec>) {
+    let wants = |r: Reason| tally.ruled_out[r as usize] > 0;
+    let (labels, kinds, gpus) = (
+        wants(Reason::Tags),
+        wants(Reason::Type),
+        wants(Reason::GpuLabel),
+    );
+    if !(labels || kinds || gpus) {
+        return;
+    }
+    let (mut seen_labels, mut seen_kinds, mut seen_gpus) =
+        (Seen::default(), Seen::default(), Seen::default());
+    for spec in resources {
+        if labels {
+            seen_labels.extend(spec.labels.iter().map(String::as_str));
+        }
+        if kinds {
+            seen_kinds.insert(&spec.kind);
+        }
+        if gpus {
+            seen_gpus.extend(spec.gpu.iter().map(|g| g.label.as_str()));
+        }
+    }
+    tally.labels = seen_labels.into_iter().collect();
+    tally.kinds = seen_kinds.into_iter().collect();
+    tally.gpu_labels = seen_gpus.into_iter().collect();
 }
 
 /// `values` sorted, at most [`SEEN_MAX`] of them, joined with commas (`none` when empty).
@@ -328,16 +362,21 @@ fn state_message(reason: Reason, count: u64, matching: u64) -> String {
     format!("{count} of {matching} matching resources {what}")
 }
 
-/// Explains `req` over `resources` (every registered resource with its availability).
-pub(crate) fn explain<'a>(
-    req: &Requirements,
-    resources: impl IntoIterator<Item = (&'a ResourceSpec, Availability)>,
-) -> Explanation {
+/// Explains `req` over `resources`: every registered resource, with a way to learn its
+/// availability (asked only of matching ones: it costs a look-up of the allocation holding it).
+pub(crate) fn explain<'a, I, A>(req: &Requirements, resources: I) -> Explanation
+where
+    I: IntoIterator<Item = (&'a ResourceSpec, A)>,
+    I::IntoIter: Clone,
+    A: FnOnce() -> Availability,
+{
     let criteria = &Criteria::of(req);
     let mut tally = Tally::default();
-    for (spec, availability) in resources {
+    let resources = resources.into_iter();
+    for (spec, availability) in resources.clone() {
         tally.add(criteria, spec, availability);
     }
+    gather_seen(&mut tally, resources.map(|(spec, _)| spec));
     let mut requirements: Vec<Finding> = Reason::ALL[..8]
         .iter()
         .zip(tally.ruled_out)

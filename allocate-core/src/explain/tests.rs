@@ -24,7 +24,10 @@ fn a_typo_in_the_gpu_label_rules_out_everything_and_names_the_labels_seen() {
             spec(&["nvidia"], 8, 32, &[(model, 8)], "VM")
         })
         .collect();
-    let e = explain(&gpu(Some("RTX 2090"), 0, 1), lab.iter().map(|s| (s, None)));
+    let e = explain(
+        &gpu(Some("RTX 2090"), 0, 1),
+        lab.iter().map(|s| (s, || None)),
+    );
     assert_eq!(e.matching_resources, 0);
     assert_eq!(e.free, 0);
     assert_eq!(
@@ -63,7 +66,7 @@ fn each_requirement_counts_on_its_own_most_first_then_states() {
         Some(Reason::Maintenance),
         None,
     ];
-    let e = explain(&r, lab.iter().zip(states));
+    let e = explain(&r, lab.iter().zip(states).map(|(s, a)| (s, move || a)));
     assert_eq!(e.matching_resources, 5);
     assert_eq!(e.free, 1);
     let got: Vec<(Reason, u64)> = e.findings.iter().map(|f| (f.reason, f.count)).collect();
@@ -105,14 +108,14 @@ fn gpu_count_covers_what_label_and_memory_alone_do_not() {
         spec(&[], 1, 1, &[("T4", 16)], ""),
         spec(&[], 1, 1, &[("T4", 16), ("T4", 16)], ""),
     ];
-    let e = explain(&gpu(None, 0, 1), lab.iter().map(|s| (s, None)));
+    let e = explain(&gpu(None, 0, 1), lab.iter().map(|s| (s, || None)));
     assert_eq!(e.findings.len(), 1);
     assert_eq!(e.findings[0].reason, Reason::GpuCount);
     assert_eq!(
         e.findings[0].message,
         "2 of 3 registered resources have 1 GPUs that meet the label and memory asked for; the most seen on one resource: 2"
     );
-    let e = explain(&gpu(Some("t4"), 0, 2), lab.iter().map(|s| (s, None)));
+    let e = explain(&gpu(Some("t4"), 0, 2), lab.iter().map(|s| (s, || None)));
     let got: Vec<(Reason, u64)> = e.findings.iter().map(|f| (f.reason, f.count)).collect();
     assert_eq!(got, [(Reason::GpuLabel, 1), (Reason::GpuCount, 1)]);
     assert_eq!(e.matching_resources, 1);
@@ -130,7 +133,7 @@ fn seen_values_are_sorted_and_capped() {
         .collect();
     let mut r = Requirements::for_user("u");
     r.tags = vec!["zz".into(), "missing".into()];
-    let e = explain(&r, lab.iter().map(|s| (s, None)));
+    let e = explain(&r, lab.iter().map(|s| (s, || None)));
     assert_eq!(
         e.findings[0].message,
         "0 of 15 registered resources carry every tag of \"missing\", \"zz\"; labels seen: l00, l01, l02, l03, l04, l05, l06, l07, l08, l09 and 5 more"
@@ -140,7 +143,10 @@ fn seen_values_are_sorted_and_capped() {
 
 #[test]
 fn nothing_registered_explains_nothing_and_reason_codes_read_back() {
-    let e = explain(&Requirements::for_user("u"), std::iter::empty());
+    let e = explain(
+        &Requirements::for_user("u"),
+        std::iter::empty::<(&ResourceSpec, fn() -> Availability)>(),
+    );
     assert_eq!(e, Explanation::default());
     for reason in Reason::ALL {
         assert_eq!(Reason::parse(reason.as_str()), Some(reason));
