@@ -67,17 +67,20 @@ impl From<allocate_core::Explanation> for Explanation {
         Explanation {
             matching_resources: e.matching_resources,
             free: e.free,
-            explain: e
-                .findings
-                .into_iter()
-                .map(|f| Finding {
-                    reason: f.reason.as_str().to_owned(),
-                    count: f.count,
-                    message: f.message,
-                })
-                .collect(),
+            explain: findings(&e.findings),
         }
     }
+}
+
+/// The Python objects of an explanation's findings.
+pub fn findings(list: &[allocate_core::Finding]) -> Vec<Finding> {
+    list.iter()
+        .map(|f| Finding {
+            reason: f.reason.as_str().to_owned(),
+            count: f.count,
+            message: f.message.clone(),
+        })
+        .collect()
 }
 
 /// Reads keyword arguments as the contract's `requirements` object for a dry run: as for a

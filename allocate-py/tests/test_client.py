@@ -313,3 +313,16 @@ def test_match_and_explain_say_why_not(server: allocate.Server, client: allocate
             client.explain(held.allocation_id or "")
         with pytest.raises(allocate.InvalidRequest, match="gpu.count"):
             client.match(gpu={"count": 0})
+
+
+def test_a_hopeless_request_says_why_first_and_in_its_timeout(
+    server: allocate.Server, client: allocate.Client, tag: str
+) -> None:
+    seen: list[allocate.Queued] = []
+    with server.add_agent([machine(tag, 7, gpu=[allocate.Gpu("GeForce RTX 2080", 8)])]):
+        waiting = client.allocate(tags=[tag], gpu={"label": "RTX 2090"}, timeout=2, on_queued=seen.append)
+        with pytest.raises(allocate.AllocationTimeout, match="no registered resource could ever satisfy it"):
+            waiting.wait()
+    assert seen and seen[0].matching_resources == 0
+    reasons = [f.reason for f in seen[0].explain or []]
+    assert "gpu_label" in reasons, seen

@@ -265,6 +265,11 @@ def test_explain_is_a_dry_run_naming_what_rules_resources_out() -> None:
     assert (busy.matching_resources, busy.free) == (2, 1)
     assert [(f.reason, f.count) for f in busy.explain] == [("allocated", 1)]
     assert e.drain() == [] and e.allocation(held) is not None
+    hopeless = e.request(username="ci", gpu={"label": "RTX 2090"}, allocation_timeout_seconds=30)
+    [queued] = e.drain()
+    assert isinstance(queued, allocate.Queued) and queued.allocation_id == hopeless
+    assert queued.matching_resources == 0 and queued.explain == why.explain
+    assert e.current(hopeless)[0] == queued, "a follower's first message says why too"
     with pytest.raises(allocate.InvalidRequest, match="gpu.count"):
         e.explain(gpu={"count": 0})
     with pytest.raises(allocate.InvalidRequest, match="`tag`"):

@@ -363,6 +363,9 @@ class Queued:
     @property
     def eta(self) -> int | None:
         """The earliest known lease end (unix seconds) among matching resources that are held."""
+    @property
+    def explain(self) -> list[Finding] | None:
+        """Why no registered resource could ever satisfy it: in the first message of such a request only, else None."""
 
 @final
 class Ready:
