@@ -675,6 +675,20 @@ enum allocate_result allocate_engine_current_json(struct allocate_engine *engine
                                                   char **json_out);
 
 /**
+ * Why requirements would or would not be served now (the contract's *Why not*; a dry run
+ * that changes nothing): the contract's `requirements` JSON object (`username` optional), and
+ * into `json_out` (free with `allocate_string_free`) the answer's data,
+ * `{"explain": [{"count", "message", "reason"}, ...], "free", "matching_resources"}`.
+ * `ALLOCATE_INVALID_REQUEST` names the bad field, as a request would.
+ *
+ * # Safety
+ * `engine` live; `requirements_json` a NUL-terminated string; `json_out` writable.
+ */
+enum allocate_result allocate_engine_explain_json(struct allocate_engine *engine,
+                                                  const char *requirements_json,
+                                                  char **json_out);
+
+/**
  * Frees a string this library returned. Null is a no-op.
  *
  * Leaves the last error alone, unless a panic is caught inside: then it says so.

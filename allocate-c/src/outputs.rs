@@ -166,6 +166,8 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             position,
             matching_resources,
             eta,
+            // `explain` is in `allocate_engine_poll_output_json` only.
+            ..
         } => {
             o.kind = K::ALLOCATE_OUTPUT_QUEUED;
             o.allocation_id = (*allocation_id).into();
@@ -218,7 +220,7 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             o.allocation_id = (*allocation_id).into();
             o.inventory_id = (*inventory_id).into();
         }
-        Output::TimedOut { allocation_id }
+        Output::TimedOut { allocation_id, .. }
         | Output::Expired { allocation_id }
         | Output::Released { allocation_id }
         | Output::Offline { allocation_id }

@@ -1,11 +1,13 @@
 //! Reading the engine's state on demand, as the contract's JSON.
 
-use crate::args::out;
+use crate::args::{out, text};
 use crate::engine::{allocate_engine, lock};
 use crate::panic::guard;
 use crate::result::{allocate_result, Failure};
 use crate::strings::give_json;
 use crate::uuid::{allocate_uuid, uuid_arg};
+use allocate_core::parse_json;
+use allocate_core::wire::explain::match_requirements;
 use std::ffi::c_char;
 
 /// The whole inventory as the contract's JSON list (never with credentials), into `json_out`
@@ -72,6 +74,31 @@ pub unsafe extern "C" fn allocate_engine_current_json(
         }
         let messages: Vec<_> = outputs.iter().map(|o| o.to_wire()).collect();
         give_json(&messages, slot)
+    })
+}
+
+/// Why requirements would or would not be served now (the contract's *Why not*; a dry run
+/// that changes nothing): the contract's `requirements` JSON object (`username` optional), and
+/// into `json_out` (free with `allocate_string_free`) the answer's data,
+/// `{"explain": [{"count", "message", "reason"}, ...], "free", "matching_resources"}`.
+/// `ALLOCATE_INVALID_REQUEST` names the bad field, as a request would.
+///
+/// # Safety
+/// `engine` live; `requirements_json` a NUL-terminated string; `json_out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn allocate_engine_explain_json(
+    engine: *mut allocate_engine,
+    requirements_json: *const c_char,
+    json_out: *mut *mut c_char,
+) -> allocate_result {
+    guard(|| {
+        // SAFETY (all three): the caller's contract.
+        let text = unsafe { text(requirements_json, "requirements_json") }?;
+        let slot = unsafe { out(json_out, "json_out") }?;
+        let held = unsafe { lock(engine) }?;
+        let limits = &held.engine.config().limits;
+        let requirements = match_requirements(&parse_json(text)?, "requirements", limits)?;
+        give_json(&held.engine.explain(&requirements)?, slot)
     })
 }
 

@@ -76,6 +76,13 @@ pub enum Command {
         /// The allocation id.
         id: Uuid,
     },
+    /// Why a waiting request is not served: per requirement, how many registered resources it
+    /// rules out, and why matching ones cannot be used now (yours, or anyone's for an admin).
+    #[command(alias = "explain")]
+    Why {
+        /// The allocation id.
+        id: Uuid,
+    },
     /// Follow an allocation (yours, or anyone's for an admin): print its state, then each
     /// event until it ends (`-o json`: one contract object a line).
     Watch {

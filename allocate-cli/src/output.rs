@@ -2,7 +2,8 @@
 
 use crate::units::{format_duration, format_when};
 use allocate_client::{
-    AllocationInfo, AllocationState, ClientEvent, Connection, InventoryEntry, Lease,
+    AllocationInfo, AllocationState, ClientEvent, Connection, Explanation, Finding, InventoryEntry,
+    Lease,
 };
 use std::io::{IsTerminal, Write};
 
@@ -226,6 +227,30 @@ pub fn event_text(event: &ClientEvent, now: u64) -> String {
         ClientEvent::Expired { .. } => "expired: the lease ended\n".to_owned(),
         ClientEvent::Released { .. } => "released\n".to_owned(),
     }
+}
+
+/// Each finding of an explanation on a line of its own, indented, after a newline.
+pub fn findings_lines(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| format!("\n  {}: {}", f.reason.as_str(), f.message))
+        .collect()
+}
+
+/// An explanation for people (`allocate why`): the counts, then each finding.
+pub fn explanation_text(e: &Explanation) -> String {
+    let lines = findings_lines(&e.findings);
+    format!(
+        "{} matching resource{}, {} free{}\n",
+        e.matching_resources,
+        if e.matching_resources == 1 { "" } else { "s" },
+        e.free,
+        if lines.is_empty() {
+            String::new()
+        } else {
+            lines
+        }
+    )
 }
 
 /// Shows progress on stderr: one line redrawn on a terminal, a line per change otherwise.

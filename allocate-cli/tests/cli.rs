@@ -230,6 +230,11 @@ async fn impossible_and_mistyped_requests_are_refused_naming_the_field() {
     assert_eq!(out.status.code(), Some(REFUSED));
     let said = text(&out.stderr);
     assert!(said.contains("--gpu \"RTX 2090\""), "{said}");
+    // The first `queued` message says why (API.md, "Why not"); `get` shows it.
+    assert!(
+        said.contains("gpu_label: 0 of 1 registered resources have a GPU whose label contains \"RTX 2090\"; GPU labels seen: NVIDIA GeForce RTX 2080"),
+        "{said}"
+    );
 
     let out = lab.allocate(&["get", "--gpus", "0"]).await;
     assert_eq!(out.status.code(), Some(REFUSED));
@@ -399,6 +404,22 @@ async fn a_queued_get_becomes_ready_when_the_machine_is_released() {
         .spawn()
         .expect("spawn");
     wait_for_state(&lab, "queued").await;
+    let queued = lab
+        .live()
+        .await
+        .into_iter()
+        .map(|id| id.to_string())
+        .find(|id| *id != held)
+        .expect("the queued request");
+    let why = lab.allocate(&["why", &queued]).await;
+    assert_eq!(why.status.code(), Some(0), "{}", text(&why.stderr));
+    assert_eq!(
+        text(&why.stdout),
+        "1 matching resource, 0 free\n  allocated: 1 of 1 matching resources are allocated\n"
+    );
+    let why = json(&lab.allocate(&["explain", &queued, "-o", "json"]).await);
+    assert_eq!(why["matching_resources"], 1);
+    assert_eq!(why["explain"][0]["reason"], "allocated");
     let released = lab.allocate(&["release", &held]).await;
     assert_eq!(released.status.code(), Some(0));
     let out = tokio::time::timeout(STEP, waiting.wait_with_output())

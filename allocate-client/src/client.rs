@@ -5,8 +5,10 @@ use crate::chain::chain;
 use crate::error::Error;
 use crate::socket::{Socket, MESSAGE_BYTES_MAX};
 use crate::tls;
-use allocate_core::wire::{self, admin, listing, Envelope, WireError};
-use allocate_core::{AllocationInfo, ErrorCode, InventoryEntry, InventoryFilter};
+use allocate_core::wire::{self, admin, explain, listing, Envelope, WireError};
+use allocate_core::{
+    AllocationInfo, ErrorCode, Explanation, InventoryEntry, InventoryFilter, Requirements,
+};
 use reqwest::{Method, Url};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -197,6 +199,27 @@ impl Client {
             .map(drop)
     }
 
+    /// `POST /match`: a dry run of `requirements` (its `username` may be empty): how many
+    /// registered resources match, how many are free, and why the others are not.
+    pub async fn dry_run(&self, requirements: &Requirements) -> Result<Explanation, Error> {
+        let body = explain::match_request_text(requirements);
+        self.call(
+            Method::POST,
+            "match",
+            &[],
+            Some(body),
+            explain::parse_explanation,
+        )
+        .await
+    }
+
+    /// `GET /allocate/{id}/explain`: the same for a live request (its owner's or an admin's).
+    pub async fn explain(&self, allocation_id: Uuid) -> Result<Explanation, Error> {
+        let path = format!("allocate/{allocation_id}/explain");
+        self.call(Method::GET, &path, &[], None, explain::parse_explanation)
+            .await
+    }
+
     /// `GET /healthz`: `Ok` when the server (the leader) is serving.
     pub async fn health(&self) -> Result<(), Error> {
         self.call(Method::GET, "healthz", &[], None, listing::parse_sentence)
@@ -322,6 +345,7 @@ fn refused_upgrade(
             status: status.as_u16(),
             code,
             message: format!("the websocket upgrade was refused with {status}"),
+            explain: None,
         },
     }
 }

@@ -42,6 +42,6 @@ pub use state::{AllocationError, AllocationState, Lease, Phase};
 /// `allocate-core` themselves.
 pub use allocate_core::{
     wire::{ClientEvent, ProvisionOrder, Refusal, ReleaseOrder},
-    AllocationInfo, Connection, GpuRequirement, InventoryEntry, InventoryFilter, ProvisionResult,
-    Requirements, ResourceSpec, ResourceState,
+    AllocationInfo, Connection, Explanation, Finding, GpuRequirement, InventoryEntry,
+    InventoryFilter, ProvisionResult, Reason, Requirements, ResourceSpec, ResourceState,
 };

@@ -5,7 +5,7 @@
 
 use crate::socket::SocketEnd;
 use allocate_core::wire::{ClientEvent, Envelope, Refusal};
-use allocate_core::{AllocationInfo, Connection, ErrorCode};
+use allocate_core::{AllocationInfo, Connection, ErrorCode, Finding};
 use uuid::Uuid;
 
 /// Where a request stands.
@@ -155,6 +155,7 @@ pub struct AllocationState {
     position: Option<u32>,
     matching_resources: Option<u64>,
     eta: Option<u64>,
+    explain: Option<Vec<Finding>>,
     lease: Option<Lease>,
     failure: Option<AllocationError>,
     socket_open: bool,
@@ -175,6 +176,7 @@ impl AllocationState {
             position: None,
             matching_resources: None,
             eta: None,
+            explain: None,
             lease: None,
             failure: None,
             socket_open: true,
@@ -194,12 +196,16 @@ impl AllocationState {
                 position,
                 matching_resources,
                 eta,
+                explain,
                 ..
             } if !self.phase.is_held() => {
                 self.phase = Phase::Queued;
                 self.position = Some(*position);
                 self.matching_resources = Some(*matching_resources);
                 self.eta = *eta;
+                if explain.is_some() {
+                    self.explain.clone_from(explain);
+                }
             }
             ClientEvent::Ready { .. } => {
                 self.phase = Phase::Ready;
@@ -299,6 +305,12 @@ impl AllocationState {
     /// The earliest known end of a lease holding a matching resource (from the last `queued`).
     pub fn eta(&self) -> Option<u64> {
         self.eta
+    }
+
+    /// Why no registered resource could ever satisfy the request, when its first `queued`
+    /// said so (API.md, "Why not").
+    pub fn explain(&self) -> Option<&[Finding]> {
+        self.explain.as_deref()
     }
 
     /// What the allocation holds, once it has been ready (kept after it ends).

@@ -84,7 +84,7 @@ fn sorted_unique(list: &[String]) -> Vec<String> {
 }
 
 /// Whether `haystack` contains `needle_lower` (already in lower case), ignoring case.
-fn contains_ignoring_case(haystack: &str, needle_lower: &str) -> bool {
+pub(crate) fn contains_ignoring_case(haystack: &str, needle_lower: &str) -> bool {
     if haystack.is_ascii() && needle_lower.is_ascii() {
         let (h, n) = (haystack.as_bytes(), needle_lower.as_bytes());
         return n.is_empty()

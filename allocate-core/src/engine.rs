@@ -15,6 +15,7 @@ mod timers;
 use crate::config::Config;
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
+use crate::explain::{self, Availability, Explanation, Reason};
 use crate::filter::InventoryFilter;
 use crate::hash::FxMap;
 use crate::ids::IdSource;
@@ -413,11 +414,14 @@ impl Engine {
                     return Vec::new();
                 };
                 let (matching_resources, eta) = self.inventory.outlook(&a.criteria);
+                // A follower's first message is its first too: it says why, as the creator's did.
+                let explain = (matching_resources == 0).then(|| self.explanation(&a.requirements));
                 vec![Output::Queued {
                     allocation_id: a.id,
                     position,
                     matching_resources,
                     eta: eta.map(Timestamp::as_secs),
+                    explain,
                 }]
             }
             AllocationState::Ready => {
@@ -467,6 +471,67 @@ impl Engine {
     /// dashboard's queue does, without the connection details that [`AllocationInfo`] has).
     pub fn requirements(&self, allocation_id: &Uuid) -> Option<&Requirements> {
         self.allocations.get(allocation_id).map(|a| &a.requirements)
+    }
+
+    /// Why `req` is or is not served now (API.md, "Why not"): how many registered resources
+    /// match it, how many of those are free, and the findings. A dry run: nothing changes, and
+    /// neither `username` nor the lease is read. Refused (naming the field) when the parts
+    /// that matching reads are beyond the limits.
+    pub fn explain(&self, req: &Requirements) -> Result<Explanation> {
+        crate::validate::matching(req, &self.config.limits)?;
+        Ok(self.explanation(req))
+    }
+
+    /// The explanation of what a live request (queued, provisioning or ready) asks for;
+    /// `not_found` for an unknown or ended one.
+    pub fn explain_allocation(&self, allocation_id: &Uuid) -> Result<Explanation> {
+        Ok(self.explanation(&self.live(*allocation_id)?.requirements))
+    }
+
+    /// The explanation of `req`, already validated.
+    fn explanation(&self, req: &Requirements) -> Explanation {
+        explain::explain(req, self.resources_now())
+    }
+
+    /// Every registered resource with what it is doing, as explanations read them.
+    fn resources_now(
+        &self,
+    ) -> impl Iterator<Item = (&ResourceSpec, impl FnOnce() -> Availability + '_)> + Clone + '_
+    {
+        self.inventory
+            .iter()
+            .map(move |r| (&r.spec, move || self.availability(r)))
+    }
+
+    /// Why a request that no registered resource could ever satisfy is not served (`None`
+    /// when some could): what its first `queued` message and its `408` carry.
+    fn explain_if_hopeless(&mut self, id: Uuid) -> Option<Explanation> {
+        let a = &self.allocations[&id];
+        let (matching_resources, _) = self.inventory.outlook(&a.criteria);
+        (matching_resources == 0).then(|| explain::explain(&a.requirements, self.resources_now()))
+    }
+
+    /// What a resource is doing, as a finding names it: `None` when it could be placed on now.
+    fn availability(&self, r: &Resource) -> Availability {
+        if !r.online {
+            Some(Reason::Offline)
+        } else if let Some(occupant) = r.occupant {
+            let provisioning = self
+                .allocations
+                .get(&occupant)
+                .is_some_and(|a| a.state == AllocationState::Provisioning);
+            Some(if provisioning {
+                Reason::Provisioning
+            } else {
+                Reason::Allocated
+            })
+        } else if r.maintenance.is_some() {
+            Some(Reason::Maintenance)
+        } else if r.error.is_some() {
+            Some(Reason::Error)
+        } else {
+            None
+        }
     }
 
     /// A counter that grows whenever what the queries show may have changed: on every input
@@ -668,16 +733,19 @@ impl Engine {
         // One placement moves every request behind it: requests with equal needs share one
         // outlook per report instead of walking the matching shapes once each.
         let mut outlooks: FxMap<&Criteria, (u64, Option<Timestamp>)> = FxMap::default();
-        for (id, position) in self.queue.position_changes() {
-            let criteria = &self.allocations[&id].criteria;
+        for (id, position, first) in self.queue.position_changes() {
+            let a = &self.allocations[&id];
             let (matching_resources, eta) = *outlooks
-                .entry(criteria)
-                .or_insert_with(|| self.inventory.outlook(criteria));
+                .entry(&a.criteria)
+                .or_insert_with(|| self.inventory.outlook(&a.criteria));
+            let explain = (first && matching_resources == 0)
+                .then(|| explain::explain(&a.requirements, self.resources_now()));
             self.outputs.push_back(Output::Queued {
                 allocation_id: id,
                 position,
                 matching_resources,
                 eta: eta.map(Timestamp::as_secs),
+                explain,
             });
         }
     }

@@ -136,12 +136,12 @@ impl Inventory {
     }
 
     /// Every resource in registration order.
-    pub fn iter(&self) -> impl Iterator<Item = &Resource> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &Resource> + Clone + '_ {
         self.slots_in_order().map(|s| self.get(s))
     }
 
     /// Every resource's slot in registration order.
-    pub fn slots_in_order(&self) -> impl Iterator<Item = Slot> + '_ {
+    pub fn slots_in_order(&self) -> impl Iterator<Item = Slot> + Clone + '_ {
         self.by_seq.values().copied()
     }
 

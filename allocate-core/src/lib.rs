@@ -44,6 +44,7 @@ mod config;
 mod criteria;
 mod engine;
 mod error;
+mod explain;
 mod filter;
 mod hash;
 mod ids;
@@ -65,6 +66,7 @@ pub use config::{Config, Limits};
 pub use engine::snapshot::{AgentSnapshot, AllocationSnapshot, ResourceSnapshot};
 pub use engine::{Engine, Registered, SessionId, Snapshot, Stats};
 pub use error::{Error, ErrorCode, Result, SessionError};
+pub use explain::{Explanation, Finding, Reason, SEEN_MAX};
 pub use filter::InventoryFilter;
 pub use ids::{IdSource, SeededIds};
 pub use model::{

@@ -1,5 +1,6 @@
 //! What the engine asks its caller to do, as plain data drained with [`crate::Engine::poll_output`].
 
+use crate::explain::Explanation;
 use crate::model::Connection;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,6 +19,10 @@ pub enum Output {
         matching_resources: u64,
         /// The earliest known lease end (unix seconds) among matching resources that are held.
         eta: Option<u64>,
+        /// Why no registered resource could ever satisfy it: only in the first message of a
+        /// request that none matches (API.md, "Why not").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        explain: Option<Explanation>,
     },
     /// The allocation is ready: hand the client its connection.
     Ready {
@@ -34,6 +39,9 @@ pub enum Output {
     TimedOut {
         /// The request.
         allocation_id: Uuid,
+        /// Why, when no registered resource could ever satisfy it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        explain: Option<Explanation>,
     },
     /// The lease ended: tell the client and close.
     Expired {
@@ -102,7 +110,7 @@ impl Output {
             }
             Output::Queued { allocation_id, .. }
             | Output::Ready { allocation_id, .. }
-            | Output::TimedOut { allocation_id }
+            | Output::TimedOut { allocation_id, .. }
             | Output::Expired { allocation_id }
             | Output::Released { allocation_id }
             | Output::Offline { allocation_id }
@@ -126,7 +134,11 @@ mod tests {
     #[test]
     fn outputs_know_their_recipient_and_whether_they_end_the_socket() {
         let id = Uuid::from_u128(7);
-        assert!(Output::TimedOut { allocation_id: id }.is_final());
+        let timed_out = Output::TimedOut {
+            allocation_id: id,
+            explain: None,
+        };
+        assert!(timed_out.is_final());
         assert!(!Output::Offline { allocation_id: id }.is_final());
         assert_eq!(
             Output::Online { allocation_id: id }.recipient(),

@@ -73,10 +73,11 @@ impl Queue {
         best
     }
 
-    /// The requests whose position changed since the last call, with their new position.
+    /// The requests whose position changed since the last call, with their new position and
+    /// whether it is the first one they are told.
     /// Only the requests from the earliest change on are visited: those before it were told
     /// their position by an earlier call and it has not moved since.
-    pub fn position_changes(&mut self) -> Vec<(Uuid, u32)> {
+    pub fn position_changes(&mut self) -> Vec<(Uuid, u32, bool)> {
         let Some(from) = self.dirty_from.take() else {
             return Vec::new();
         };
@@ -86,8 +87,8 @@ impl Queue {
         for (id, sent) in self.order.range_mut(from..).map(|(_, entry)| entry) {
             position = position.saturating_add(1);
             if *sent != position {
+                changes.push((*id, position, *sent == 0));
                 *sent = position;
-                changes.push((*id, position));
             }
         }
         changes
@@ -130,10 +131,10 @@ mod tests {
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
         q.push(1, a, &criteria("x"), 0);
         q.push(2, b, &criteria("x"), 0);
-        assert_eq!(q.position_changes(), vec![(a, 1), (b, 2)]);
+        assert_eq!(q.position_changes(), vec![(a, 1, true), (b, 2, true)]);
         assert!(q.position_changes().is_empty());
         q.remove(1, a, &criteria("x"));
-        assert_eq!(q.position_changes(), vec![(b, 1)]);
+        assert_eq!(q.position_changes(), vec![(b, 1, false)]);
         assert_eq!(q.len(), 1);
         q.remove(2, b, &criteria("x"));
         assert!(q.first_waiting(|_| true, |_| true).is_none());
@@ -151,9 +152,12 @@ mod tests {
         q.remove(4, ids[3], &criteria("x"));
         q.remove(2, ids[1], &criteria("x"));
         assert_eq!(q.dirty_from, Some(2));
-        assert_eq!(q.position_changes(), vec![(ids[2], 2), (ids[4], 3)]);
+        assert_eq!(
+            q.position_changes(),
+            vec![(ids[2], 2, false), (ids[4], 3, false)]
+        );
         q.push(6, Uuid::from_u128(6), &criteria("x"), 0);
-        assert_eq!(q.position_changes(), vec![(Uuid::from_u128(6), 4)]);
+        assert_eq!(q.position_changes(), vec![(Uuid::from_u128(6), 4, true)]);
         q.remove(6, Uuid::from_u128(6), &criteria("x"));
         assert!(
             q.position_changes().is_empty(),

@@ -109,14 +109,20 @@ pub(crate) fn requirements(r: &Requirements, limits: &Limits) -> Result<()> {
     }
     text(&r.username, "requirements.username", limits)?;
     lease_length(r.expires, r.duration_seconds)?;
+    ssh_keys(&r.ssh_keys, limits)?;
+    if let Some(provision) = &r.provision {
+        provision_data(provision, limits)?;
+    }
+    matching(r, limits)
+}
+
+/// The parts of requirements that matching reads (tags, type, GPU) within the limits: all
+/// that a dry run (`POST /match`) checks, since it needs no username or lease.
+pub(crate) fn matching(r: &Requirements, limits: &Limits) -> Result<()> {
     tags(&r.tags, "requirements.tags", limits)?;
     tags(&r.exclude_tags, "requirements.exclude_tags", limits)?;
     if let Some(kind) = &r.kind {
         text(kind, "requirements.type", limits)?;
-    }
-    ssh_keys(&r.ssh_keys, limits)?;
-    if let Some(provision) = &r.provision {
-        provision_data(provision, limits)?;
     }
     if let Some(gpu) = &r.gpu {
         if gpu.count == 0 || gpu.count as usize > limits.list_len_max {

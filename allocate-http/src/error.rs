@@ -79,6 +79,7 @@ impl ApiError {
                 }
                 .to_owned(),
                 message: self.to_string(),
+                explain: None,
             },
         }
     }

@@ -43,7 +43,7 @@ fn describe(output: &Output) -> (&'static str, Uuid, String) {
                 connection.host
             ),
         ),
-        Output::TimedOut { allocation_id } => ("timed out", *allocation_id, String::new()),
+        Output::TimedOut { allocation_id, .. } => ("timed out", *allocation_id, String::new()),
         Output::Expired { allocation_id } => ("expired", *allocation_id, String::new()),
         Output::Released { allocation_id } => ("released", *allocation_id, String::new()),
         Output::Offline { allocation_id } => ("offline", *allocation_id, String::new()),

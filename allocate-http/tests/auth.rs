@@ -207,6 +207,8 @@ async fn no_or_an_unknown_token_is_401_everywhere_but_the_open_endpoints() {
         ("DELETE", format!("/allocate/{SOME_ID}/")),
         ("PATCH", format!("/allocate/{SOME_ID}")),
         ("GET", "/agent/".to_owned()),
+        ("POST", "/match".to_owned()),
+        ("GET", format!("/allocate/{SOME_ID}/explain")),
     ];
     let body = || Some(json!({"maintenance": true}));
     for (method, path) in &guarded {
@@ -384,6 +386,50 @@ async fn users_see_extend_and_free_only_their_own_allocations() {
     let bob_path = format!("/allocate/{bob_id}");
     let deleted = call_as(server, Some(ADMIN), "DELETE", &bob_path, None).await;
     assert_eq!(deleted.0, 200, "{}", deleted.1);
+}
+
+#[tokio::test]
+async fn users_and_admins_ask_why_not_and_only_of_their_own_allocations() {
+    let lab = Lab::start().await;
+    let server = &lab.server;
+    let _agent = machines(server, 1).await;
+    let (_alice_ws, alice) = ready_as(server, ALICE, "alice").await;
+    let alice_id = alice["allocation_id"].as_str().expect("id").to_owned();
+    let explain = format!("/allocate/{alice_id}/explain");
+    let dry_run = || Some(json!({"requirements": {"tags": ["nvidia"]}}));
+    for token in [ALICE, BOB, ADMIN] {
+        let (status, body) = call_as(server, Some(token), "POST", "/match", dry_run()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["matching_resources"], 1);
+    }
+    assert_error(
+        &call_as(server, Some(AGENT), "POST", "/match", dry_run()).await,
+        403,
+        "forbidden",
+    );
+    for token in [ALICE, ADMIN] {
+        let data = get_as(server, token, &explain).await;
+        assert_eq!(data["explain"][0]["reason"], "allocated", "{data}");
+    }
+    for (token, code) in [(BOB, "forbidden"), (AGENT, "forbidden")] {
+        assert_error(
+            &call_as(server, Some(token), "GET", &explain, None).await,
+            403,
+            code,
+        );
+    }
+    assert_error(
+        &call_as(
+            server,
+            Some(ALICE),
+            "GET",
+            &format!("/allocate/{SOME_ID}/explain"),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
 }
 
 #[tokio::test]

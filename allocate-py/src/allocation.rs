@@ -7,6 +7,7 @@
 //! `on_queued` callbacks, and giving up (timeout, Ctrl-C) by deleting the request.
 
 use crate::aio::awaitable;
+use crate::explain::findings;
 use crate::http::{allocation_error, client_error};
 use crate::outputs::Queued;
 use crate::pylog;
@@ -154,6 +155,7 @@ impl Allocation {
             position,
             matching_resources: now.1,
             eta: now.2,
+            explain: state.explain().map(findings),
         })
     }
 

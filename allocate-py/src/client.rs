@@ -4,6 +4,7 @@ use crate::aio::awaitable;
 use crate::allocation::Allocation;
 use crate::convert::{dict_to_json, Id};
 use crate::errors;
+use crate::explain::{dry_run_requirements, Explanation};
 use crate::follow::Follower;
 use crate::http::client_error;
 use crate::runtime::wait;
@@ -138,6 +139,19 @@ impl Client {
         async move { info.await.map(AllocationInfo) }
     }
 
+    fn dry_run_call(
+        &self,
+        requirements: allocate_core::Requirements,
+    ) -> impl Future<Output = PyResult<Explanation>> + Send {
+        let answer = self.call(move |c| async move { c.dry_run(&requirements).await });
+        async move { answer.await.map(Explanation::from) }
+    }
+
+    fn explain_call(&self, id: Id) -> impl Future<Output = PyResult<Explanation>> + Send {
+        let answer = self.call(move |c| async move { c.explain(id.0).await });
+        async move { answer.await.map(Explanation::from) }
+    }
+
     fn release_call(&self, id: Id) -> impl Future<Output = PyResult<()>> + Send {
         self.call(move |c| async move { c.release(id.0).await })
     }
@@ -227,6 +241,44 @@ impl Client {
         allocation_id: Id,
     ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.allocation_call(allocation_id))
+    }
+
+    /// Why a request with these requirements (the contract's fields as keywords; `username`
+    /// may be left out) would or would not be served now: `POST /match`, a dry run.
+    #[pyo3(name = "match", signature = (**requirements))]
+    fn dry_run(
+        &self,
+        py: Python<'_>,
+        requirements: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Explanation> {
+        let requirements = dry_run_requirements(requirements, &allocate_core::Limits::default())?;
+        wait(py, self.dry_run_call(requirements))?
+    }
+
+    /// `match` for asyncio.
+    #[pyo3(signature = (**requirements))]
+    fn _match_async<'py>(
+        &self,
+        py: Python<'py>,
+        requirements: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let requirements = dry_run_requirements(requirements, &allocate_core::Limits::default())?;
+        awaitable(py, self.dry_run_call(requirements))
+    }
+
+    /// Why a live request of yours (anyone's, for an admin) is or is not served now; raises
+    /// NotFound for an ended or unknown one.
+    fn explain(&self, py: Python<'_>, allocation_id: Id) -> PyResult<Explanation> {
+        wait(py, self.explain_call(allocation_id))?
+    }
+
+    /// `explain` for asyncio.
+    fn _explain_async<'py>(
+        &self,
+        py: Python<'py>,
+        allocation_id: Id,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.explain_call(allocation_id))
     }
 
     /// Moves an allocation's lease end to `expires` (unix seconds, capped by the server).

@@ -3,6 +3,7 @@
 use crate::clock::ManualClock;
 use crate::convert::{engine_config, seconds, timestamp, Id};
 use crate::errors;
+use crate::explain::{dry_run_requirements, Explanation};
 use crate::outputs;
 use crate::policy::PyPolicy;
 use crate::types::{AllocationInfo, Connection, InventoryEntry, Requirements, Resource};
@@ -44,6 +45,22 @@ impl InEngine {
 impl Drop for InEngine {
     fn drop(&mut self) {
         IN_ENGINE.with(|c| c.set(false));
+    }
+}
+
+/// The requirements given as a `Requirements` object, or else read from keywords with `read`;
+/// both at once is a TypeError.
+fn object_or_fields(
+    requirements: Option<PyRef<'_, Requirements>>,
+    fields: Option<&Bound<'_, PyDict>>,
+    read: impl FnOnce(Option<&Bound<'_, PyDict>>) -> PyResult<allocate_core::Requirements>,
+) -> PyResult<allocate_core::Requirements> {
+    match (requirements, fields) {
+        (Some(_), Some(f)) if !f.is_empty() => Err(PyTypeError::new_err(
+            "give a Requirements object or requirement keywords, not both",
+        )),
+        (Some(r), _) => Ok(r.0.clone()),
+        (None, f) => read(f),
     }
 }
 
@@ -194,15 +211,12 @@ impl Engine {
         now: Option<f64>,
         fields: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<String> {
-        let requirements = match (requirements, fields) {
-            (Some(_), Some(f)) if !f.is_empty() => {
-                return Err(PyTypeError::new_err(
-                    "give a Requirements object or requirement keywords, not both",
-                ))
-            }
-            (Some(r), _) => r.0.clone(),
-            (None, f) => Requirements::from_fields(f)?.0,
-        };
+        let requirements =
+            object_or_fields(
+                requirements,
+                fields,
+                |f| Ok(Requirements::from_fields(f)?.0),
+            )?;
         let now = self.now(now)?;
         let id = self.input(py, |e| e.request(now, requirements))?;
         Ok(id.to_string())
@@ -356,6 +370,24 @@ impl Engine {
             .into_iter()
             .map(|o| outputs::to_python(py, o))
             .collect()
+    }
+
+    /// Why a request would or would not be served now (a dry run: nothing changes). Give a
+    /// `Requirements` object or the contract's requirement fields as keywords (`username` may
+    /// be left out); unknown or bad fields raise InvalidRequest.
+    #[pyo3(signature = (requirements = None, /, **fields))]
+    fn explain(
+        &self,
+        py: Python<'_>,
+        requirements: Option<PyRef<'_, Requirements>>,
+        fields: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Explanation> {
+        let requirements = object_or_fields(requirements, fields, |f| {
+            dry_run_requirements(f, &allocate_core::Limits::default())
+        })?;
+        self.locked(py, |s| s.engine.explain(&requirements))?
+            .map(Explanation::from)
+            .map_err(errors::from_core)
     }
 
     /// Every remembered allocation: live ones by arrival, then ended ones oldest first.

@@ -28,6 +28,7 @@ mod clock;
 mod convert;
 mod engine;
 mod errors;
+mod explain;
 mod follow;
 mod http;
 mod outputs;
@@ -66,6 +67,8 @@ mod _allocate {
         AllocateError, AllocationTimeout, Conflict, ConnectionLost, Forbidden, InternalError,
         InvalidRequest, NotFound, ShuttingDown, Unauthorized,
     };
+    #[pymodule_export]
+    use crate::explain::{Explanation, Finding};
     #[pymodule_export]
     use crate::follow::Follower;
     #[pymodule_export]

@@ -1,6 +1,7 @@
 //! The engine's outputs as Python classes, one per kind; the client's queue progress and the
 //! agent's orders use the same classes.
 
+use crate::explain::{findings, Finding};
 use crate::types::{connection_repr, quote, repr, repr_opt, Connection};
 use allocate_core::wire::ClientEvent;
 use allocate_core::Output;
@@ -19,6 +20,9 @@ pub struct Queued {
     pub matching_resources: u64,
     /// The earliest known lease end (unix seconds) among matching resources that are held.
     pub eta: Option<u64>,
+    /// Why no registered resource could ever satisfy it: in the first message of such a
+    /// request only, else None.
+    pub explain: Option<Vec<Finding>>,
 }
 
 /// The allocation is ready: its resource and how to reach it.
@@ -148,6 +152,7 @@ impl Queued {
             position,
             matching_resources,
             eta,
+            explain: None,
         }
     }
 
@@ -238,11 +243,18 @@ pub fn event_to_python(py: Python<'_>, event: ClientEvent) -> PyResult<Py<PyAny>
                 position,
                 matching_resources,
                 eta,
+                explain,
             } => Output::Queued {
                 allocation_id,
                 position,
                 matching_resources,
                 eta,
+                // A first message says why only when nothing matches: none is free either.
+                explain: explain.map(|findings| allocate_core::Explanation {
+                    findings,
+                    free: 0,
+                    matching_resources,
+                }),
             },
             ClientEvent::Ready {
                 allocation_id,
@@ -271,11 +283,13 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
             position,
             matching_resources,
             eta,
+            explain,
         } => Queued {
             allocation_id: id(allocation_id),
             position,
             matching_resources,
             eta,
+            explain: explain.map(|e| findings(&e.findings)),
         }
         .into_pyobject(py)?
         .into_any(),
@@ -292,7 +306,7 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
         }
         .into_pyobject(py)?
         .into_any(),
-        Output::TimedOut { allocation_id } => TimedOut {
+        Output::TimedOut { allocation_id, .. } => TimedOut {
             allocation_id: id(allocation_id),
         }
         .into_pyobject(py)?

@@ -294,3 +294,35 @@ def test_follow_gives_the_state_then_each_event_until_the_end(
             client.follow(str(held.allocation_id))
         waiting.wait()
         waiting.release()
+
+
+def test_match_and_explain_say_why_not(server: allocate.Server, client: allocate.Client, tag: str) -> None:
+    with server.add_agent([machine(tag, 1, gpu=[allocate.Gpu("GeForce RTX 2080", 8)])]):
+        why = client.match(tags=[tag], gpu={"label": "RTX 2090"})
+        assert (why.matching_resources, why.free) == (0, 0)
+        label = [f for f in why.explain if f.reason == "gpu_label"]
+        assert len(label) == 1 and 'contains "RTX 2090"' in label[0].message, why.explain
+        with client.allocate(tags=[tag], timeout=5) as held:
+            mine = client.match(tags=[tag])
+            assert (mine.matching_resources, mine.free) == (1, 0)
+            states = [(f.reason, f.count) for f in mine.explain if f.reason == "allocated"]
+            assert states == [("allocated", 1)], mine.explain
+            live = client.explain(held.allocation_id or "")
+            assert live == mine and "Explanation(" in repr(live)
+        with pytest.raises(allocate.NotFound):
+            client.explain(held.allocation_id or "")
+        with pytest.raises(allocate.InvalidRequest, match="gpu.count"):
+            client.match(gpu={"count": 0})
+
+
+def test_a_hopeless_request_says_why_first_and_in_its_timeout(
+    server: allocate.Server, client: allocate.Client, tag: str
+) -> None:
+    seen: list[allocate.Queued] = []
+    with server.add_agent([machine(tag, 7, gpu=[allocate.Gpu("GeForce RTX 2080", 8)])]):
+        waiting = client.allocate(tags=[tag], gpu={"label": "RTX 2090"}, timeout=2, on_queued=seen.append)
+        with pytest.raises(allocate.AllocationTimeout, match="no registered resource could ever satisfy it"):
+            waiting.wait()
+    assert seen and seen[0].matching_resources == 0
+    reasons = [f.reason for f in seen[0].explain or []]
+    assert "gpu_label" in reasons, seen

@@ -245,3 +245,32 @@ def test_ssh_keys_and_provision_data_are_checked_like_the_server_does() -> None:
         allocate.Requirements(username="ci", ssh_keys=["ssh-ed25519 A"] * 17)
     with pytest.raises(allocate.InvalidRequest, match=r"requirements\.provision must be an object"):
         allocate.Requirements(username="ci", provision=["image"])  # type: ignore[typeddict-item]
+
+
+def test_explain_is_a_dry_run_naming_what_rules_resources_out() -> None:
+    e = engine()
+    e.register_agent(AGENT, small_and_big())
+    held = e.request(username="ci", tags=["nvidia"])
+    e.drain()
+    why = e.explain(gpu={"label": "RTX 2090"})
+    assert isinstance(why, allocate.Explanation)
+    assert (why.matching_resources, why.free) == (0, 0)
+    [finding] = why.explain
+    assert (finding.reason, finding.count) == ("gpu_label", 2)
+    assert finding.message == (
+        '0 of 2 registered resources have a GPU whose label contains "RTX 2090"; '
+        "GPU labels seen: A100, RTX 2080"
+    )
+    busy = e.explain(allocate.Requirements(username="u", tags=["nvidia"]))
+    assert (busy.matching_resources, busy.free) == (2, 1)
+    assert [(f.reason, f.count) for f in busy.explain] == [("allocated", 1)]
+    assert e.drain() == [] and e.allocation(held) is not None
+    hopeless = e.request(username="ci", gpu={"label": "RTX 2090"}, allocation_timeout_seconds=30)
+    [queued] = e.drain()
+    assert isinstance(queued, allocate.Queued) and queued.allocation_id == hopeless
+    assert queued.matching_resources == 0 and queued.explain == why.explain
+    assert e.current(hopeless)[0] == queued, "a follower's first message says why too"
+    with pytest.raises(allocate.InvalidRequest, match="gpu.count"):
+        e.explain(gpu={"count": 0})
+    with pytest.raises(allocate.InvalidRequest, match="`tag`"):
+        e.explain(tag=["nvidia"])  # type: ignore[call-arg]

@@ -2,10 +2,11 @@
 //! server) would send them, must never panic, and checks that what it accepted is consistent
 //! with the rest of the system.
 
+use allocate_core::wire::explain::{match_request_text, parse_match_request};
 use allocate_core::wire::{Envelope, ServerMessage, WireError};
 use allocate_core::{
     parse_allocate_request, parse_expires_patch, parse_maintenance_patch, parse_uuid, AgentMessage,
-    Config, Engine, Error, ErrorCode, InventoryEntry, InventoryFilter, Limits, Output,
+    Config, Engine, Error, ErrorCode, Explanation, InventoryEntry, InventoryFilter, Limits, Output,
     ProvisionResult, Requirements, ResourceSpec, ResourceState, SeededIds, Timestamp,
 };
 use serde_json::{json, Value};
@@ -194,20 +195,43 @@ fn check_wire_error(error: &WireError) {
     }
 }
 
-/// `parse_allocate_request`: what `/allocate/` reads from a client's first message.
+/// `parse_allocate_request`: what `/allocate/` reads from a client's first message; and
+/// `parse_match_request`, `POST /match`'s reader of the same body (see [`match_request`]).
 pub fn allocate_request(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    let dry_run = match_request(text);
     let Some(req) = with_both_limits(|limits| parse_allocate_request(text, limits)) else {
         return;
     };
+    assert_eq!(
+        dry_run.as_ref(),
+        Some(&req),
+        "POST /match takes what /allocate/ takes"
+    );
     serde_round_trip(&req);
     let rendered = json!({ "requirements": req }).to_string();
     let again = parse_allocate_request(&rendered, &Limits::default())
         .unwrap_or_else(|e| panic!("{rendered} does not parse again: {e}"));
     assert_eq!(again, req, "re-rendered as {rendered}");
     check_engine_takes(req);
+}
+
+/// `parse_match_request`: the body `/allocate/` takes with `username` optional. What it accepts
+/// reads back from its own writer, and the engine explains it: on an engine with nothing
+/// registered, nothing matches and no finding is made.
+fn match_request(text: &str) -> Option<Requirements> {
+    let req = with_both_limits(|limits| parse_match_request(text, limits))?;
+    let rendered = match_request_text(&req);
+    let again = parse_match_request(&rendered, &Limits::default())
+        .unwrap_or_else(|e| panic!("{rendered} does not parse again: {e}"));
+    assert_eq!(again, req, "re-rendered as {rendered}");
+    let explained = engine()
+        .explain(&req)
+        .unwrap_or_else(|e| panic!("the engine refuses to explain {rendered}: {e}"));
+    assert_eq!(explained, Explanation::default());
+    Some(req)
 }
 
 /// The engine accepts every request the parser accepts, unless its `expires` is not in the future.

@@ -439,7 +439,10 @@ impl Sim {
         let fin = self.finals.get(&id);
         match state {
             AllocationState::TimedOut => {
-                assert_eq!(fin, Some(&Output::TimedOut { allocation_id: id }))
+                assert!(
+                    matches!(fin, Some(Output::TimedOut { allocation_id, .. }) if *allocation_id == id),
+                    "timed out without its 408: {fin:?}"
+                )
             }
             AllocationState::Expired => {
                 assert_eq!(fin, Some(&Output::Expired { allocation_id: id }))

@@ -144,6 +144,19 @@ static void test_lifecycle_static(void) {
   EXPECT(allocate_engine_current_json(e, &first, &json) == ALLOCATE_OK); /* what a follower sees first */
   EXPECT(json[0] == '[' && strstr(json, "\"status\":\"ready\"") != NULL && strstr(json, "p1") != NULL);
   allocate_string_free(json);
+  /* Why not: a dry run, username optional; the typo'd GPU model is named. */
+  EXPECT(allocate_engine_explain_json(e, "{\"gpu\": {\"label\": \"RTX 2090\"}}", &json) == ALLOCATE_OK);
+  EXPECT(strstr(json, "\"matching_resources\":0") != NULL && strstr(json, "\"reason\":\"gpu_label\"") != NULL);
+  EXPECT(strstr(json, "0 of 2 registered resources have a GPU whose label contains \\\"RTX 2090\\\"") != NULL);
+  allocate_string_free(json);
+  EXPECT(allocate_engine_explain_json(e, "{\"tags\": [\"nvidia\"]}", &json) == ALLOCATE_OK);
+  EXPECT(strstr(json, "\"free\":0") != NULL &&
+         strstr(json, "\"count\":2,\"message\":\"2 of 2 matching resources are allocated\",\"reason\":\"allocated\"") != NULL);
+  allocate_string_free(json);
+  EXPECT(allocate_engine_explain_json(e, "{\"gpu\": {\"count\": 0}}", &json) == ALLOCATE_INVALID_REQUEST);
+  allocate_last_error_message(msg, sizeof msg, NULL);
+  EXPECT(strstr(msg, "requirements.gpu.count") != NULL);
+  EXPECT(allocate_engine_explain_json(e, NULL, &json) == ALLOCATE_NULL_PARAMETER);
   memset(&missing, 0, sizeof missing);
   EXPECT(allocate_engine_allocation_json(e, &missing, &json) == ALLOCATE_NOT_FOUND);
   EXPECT(allocate_engine_current_json(e, &missing, &json) == ALLOCATE_NOT_FOUND);

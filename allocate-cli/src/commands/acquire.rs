@@ -4,7 +4,9 @@
 use super::Ctx;
 use crate::args::Request;
 use crate::exit::{CliError, CliResult, Exit};
-use crate::output::{lease_block, lease_json, print_json, ssh_command, waiting_line, Progress};
+use crate::output::{
+    findings_lines, lease_block, lease_json, print_json, ssh_command, waiting_line, Progress,
+};
 use crate::signals::{forward, Signals};
 use crate::units::{parse_time, unix_now};
 use allocate_client::{Allocation, GpuRequirement, Lease, Requirements};
@@ -171,8 +173,9 @@ async fn wait(
             return Err(Interrupted::Failed(CliError::new(
                 Exit::Refused,
                 format!(
-                    "no registered resource could ever satisfy {}: check the names (allocate inventory lists them)",
-                    named_flags(request)
+                    "no registered resource could ever satisfy {}: check the names (allocate inventory lists them){}",
+                    named_flags(request),
+                    state.explain().map_or_else(String::new, findings_lines),
                 ),
             )));
         }

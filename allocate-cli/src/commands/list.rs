@@ -3,7 +3,8 @@
 use super::Ctx;
 use crate::exit::{CliError, CliResult};
 use crate::output::{
-    allocation_block, allocations_table, event_text, inventory_table, print_json, print_json_line,
+    allocation_block, allocations_table, event_text, explanation_text, inventory_table, print_json,
+    print_json_line,
 };
 use crate::units::unix_now;
 use allocate_client::{AllocationInfo, InventoryFilter, ResourceState};
@@ -41,6 +42,17 @@ pub async fn show(ctx: &Ctx, id: Uuid) -> CliResult {
         print_json(&a);
     } else {
         print!("{}", allocation_block(&a, unix_now()));
+    }
+    Ok(())
+}
+
+/// `allocate why ID`: why a live request is or is not served now.
+pub async fn why(ctx: &Ctx, id: Uuid) -> CliResult {
+    let explanation = ctx.client.explain(id).await?;
+    if ctx.json() {
+        print_json(&explanation);
+    } else {
+        print!("{}", explanation_text(&explanation));
     }
     Ok(())
 }

@@ -40,6 +40,7 @@ pub async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Ls { all } => list::ls(ctx, all).await.map(|()| 0),
         Command::Show { id } => list::show(ctx, id).await.map(|()| 0),
         Command::Watch { id } => list::watch(ctx, id).await.map(|()| 0),
+        Command::Why { id } => list::why(ctx, id).await.map(|()| 0),
         Command::Inventory { tags, state } => list::inventory(ctx, tags, state).await.map(|()| 0),
         Command::Extend {
             id,

@@ -12,6 +12,7 @@ fn queued(position: u32) -> ClientEvent {
         position,
         matching_resources: 3,
         eta: Some(100),
+        explain: None,
     }
 }
 

@@ -287,6 +287,9 @@ impl Engine {
 
     /// Ends a live allocation in `state`, starting the release of whatever it held.
     pub(super) fn end(&mut self, id: Uuid, state: AllocationState, notify: bool) {
+        let explain = (notify && state == AllocationState::TimedOut)
+            .then(|| self.explain_if_hopeless(id))
+            .flatten();
         self.set_timer(id, None);
         let a = self
             .allocations
@@ -299,7 +302,10 @@ impl Engine {
         }
         if notify {
             self.outputs.push_back(match state {
-                AllocationState::TimedOut => Output::TimedOut { allocation_id: id },
+                AllocationState::TimedOut => Output::TimedOut {
+                    allocation_id: id,
+                    explain,
+                },
                 AllocationState::Expired => Output::Expired { allocation_id: id },
                 _ => Output::Released { allocation_id: id },
             });

@@ -116,8 +116,16 @@ fn zero_timeout_answers_408_at_once_and_unknown_tags_wait_with_zero_matching() {
     let mut e = engine();
     e.register_agent(at(0), agent(1), vec![res(&["cpu"], 4, &[], Some("h"))])
         .unwrap();
+    let why = e.explain(&want(&["nvidia"], 0)).unwrap();
+    assert_eq!(why.findings[0].reason, crate::Reason::Tags);
     let a = e.request(at(0), want(&["nvidia"], 0)).unwrap();
-    assert_eq!(drain(&mut e), vec![Output::TimedOut { allocation_id: a }]);
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::TimedOut {
+            allocation_id: a,
+            explain: Some(why.clone())
+        }]
+    );
     assert_eq!(e.allocation(&a).unwrap().state, AllocationState::TimedOut);
     let b = e.request(at(0), want(&["nvidia"], 20)).unwrap();
     assert_eq!(
@@ -126,9 +134,17 @@ fn zero_timeout_answers_408_at_once_and_unknown_tags_wait_with_zero_matching() {
             allocation_id: b,
             position: 1,
             matching_resources: 0,
-            eta: None
+            eta: None,
+            explain: Some(why.clone())
         }]
     );
+    let followed = e.current_outputs(&b);
+    assert!(
+        matches!(&followed[..], [Output::Queued { explain: Some(x), .. }] if *x == why),
+        "a follower's first message says why too: {followed:?}"
+    );
+    assert_eq!(e.explain_allocation(&b).unwrap(), why);
+    assert!(e.explain_allocation(&a).is_err(), "an ended request");
 }
 
 #[test]
@@ -143,7 +159,14 @@ fn wait_times_out_exactly_at_its_deadline() {
         "nothing fires before the deadline"
     );
     e.handle_timeout(at(20));
-    assert_eq!(drain(&mut e), vec![Output::TimedOut { allocation_id: a }]);
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::TimedOut {
+            allocation_id: a,
+            // Nothing is registered: nothing could ever serve it, and no finding says more.
+            explain: Some(crate::Explanation::default())
+        }]
+    );
     assert_eq!(e.poll_timeout(), None);
 }
 
@@ -156,7 +179,14 @@ fn wait_ends_when_expires_passes_first() {
     drain(&mut e);
     assert_eq!(e.poll_timeout(), Some(at(30)));
     e.handle_timeout(at(30));
-    assert_eq!(drain(&mut e), vec![Output::TimedOut { allocation_id: a }]);
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::TimedOut {
+            allocation_id: a,
+            // Nothing is registered: nothing could ever serve it, and no finding says more.
+            explain: Some(crate::Explanation::default())
+        }]
+    );
 }
 
 #[test]
@@ -171,7 +201,7 @@ fn lease_expires_exactly_at_expires_and_the_queue_gets_the_resource() {
     let b = e.request(at(1), want(&["x"], 600)).unwrap();
     let out = drain(&mut e);
     assert!(
-        matches!(out[1], Output::Queued { allocation_id, position: 1, matching_resources: 1, eta: Some(eta) }
+        matches!(out[1], Output::Queued { allocation_id, position: 1, matching_resources: 1, eta: Some(eta), explain: None }
         if allocation_id == b && eta == T0 + 100),
         "{out:?}"
     );
@@ -266,7 +296,8 @@ fn fifo_among_waiters_and_positions_are_resent_when_they_change() {
         position: 1,
         matching_resources: 1,
         // w[1]'s default lease counts from its `ready` at 6 (API.md, "Lease length").
-        eta: Some(T0 + 6 + 3600)
+        eta: Some(T0 + 6 + 3600),
+        explain: None,
     }));
 }
 
@@ -385,7 +416,10 @@ fn unanswered_provision_times_out_and_the_request_keeps_its_deadline() {
     );
     e.handle_timeout(at(11));
     // The provision failed again at 11, past the wait deadline of 8: the request times out.
-    assert!(drain(&mut e).contains(&Output::TimedOut { allocation_id: a }));
+    assert!(drain(&mut e).contains(&Output::TimedOut {
+        allocation_id: a,
+        explain: None
+    }));
 }
 
 #[test]
@@ -636,7 +670,13 @@ fn a_policy_can_veto_and_reorder() {
     let mut banned = want(&[], 0);
     banned.username = "banned".into();
     let b = e.request(at(0), banned).unwrap();
-    assert_eq!(drain(&mut e), vec![Output::TimedOut { allocation_id: b }]);
+    assert_eq!(
+        drain(&mut e),
+        vec![Output::TimedOut {
+            allocation_id: b,
+            explain: None
+        }]
+    );
     e.set_policy(None);
     let c = e.request(at(0), want(&[], 0)).unwrap();
     assert_eq!(ready_on(&drain(&mut e), c), Some(ids[0]));
@@ -802,7 +842,10 @@ fn a_provision_failing_after_the_lease_ended_is_not_placed_again() {
     e.handle_timeout(at(5));
     assert_eq!(
         drain(&mut e),
-        vec![Output::TimedOut { allocation_id: a }],
+        vec![Output::TimedOut {
+            allocation_id: a,
+            explain: None
+        }],
         "no second provision for a lease that is already over"
     );
 }
@@ -825,7 +868,14 @@ fn a_provision_answered_after_the_lease_ended_times_out_and_is_released() {
     )
     .unwrap();
     let out = drain(&mut e);
-    assert_eq!(out[0], Output::TimedOut { allocation_id: a }, "{out:?}");
+    assert_eq!(
+        out[0],
+        Output::TimedOut {
+            allocation_id: a,
+            explain: None
+        },
+        "{out:?}"
+    );
     assert!(
         matches!(out[1], Output::Release { allocation_id, inventory_id, .. }
         if allocation_id == a && inventory_id == ids[0]),
@@ -888,7 +938,8 @@ fn a_lease_ending_as_a_wait_ends_hands_no_one_a_lease_already_over() {
                 allocation_id: holder
             },
             Output::TimedOut {
-                allocation_id: waiter
+                allocation_id: waiter,
+                explain: None
             }
         ]
     );

@@ -1,10 +1,12 @@
 //! The `/allocate/` socket: the client's request (`{"requirements": {...}}`, whose
 //! requirements object the HTTP bodies share) and the events the server answers with.
 
+use super::explain::read_findings;
 use super::fields::{parse_json, Fields};
 use super::{Data, Envelope, SortedConnection, WireError, UNLIMITED};
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::explain::Finding;
 use crate::model::{Connection, GpuRequirement, Requirements, DEFAULT_ALLOCATION_TIMEOUT_SECS};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -13,12 +15,21 @@ use uuid::Uuid;
 
 /// Reads the message a client sends on `/allocate/`: `{"requirements": {...}}`.
 pub fn parse_allocate_request(text: &str, limits: &Limits) -> Result<Requirements> {
+    parse_requirements_body(text, limits, Username::Required)
+}
+
+/// Reads `{"requirements": {...}}`, with `username` as `rule` says.
+pub(super) fn parse_requirements_body(
+    text: &str,
+    limits: &Limits,
+    rule: Username,
+) -> Result<Requirements> {
     let value = parse_json(text)?;
     let f = Fields::new(&value, "", &["requirements"], limits)?;
     let requirements = f
         .value("requirements")
         .ok_or_else(|| f.missing("requirements"))?;
-    Requirements::from_json(requirements, "requirements", limits)
+    Requirements::read(requirements, "requirements", limits, rule)
 }
 
 /// Writes the message a client sends on `/allocate/`: `{"requirements": {...}}`.
@@ -26,9 +37,23 @@ pub fn allocate_request_text(requirements: &Requirements) -> String {
     json!({ "requirements": requirements }).to_string()
 }
 
+/// Whether a requirements object must name its `username`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Username {
+    /// Required and not blank (an allocation is held by someone).
+    Required,
+    /// May be omitted (a dry run); then empty.
+    Optional,
+}
+
 impl Requirements {
     /// Reads the `requirements` object of a client's message.
     pub fn from_json(value: &Value, path: &str, limits: &Limits) -> Result<Self> {
+        Self::read(value, path, limits, Username::Required)
+    }
+
+    /// Reads a `requirements` object; `username` as `rule` says.
+    pub(super) fn read(value: &Value, path: &str, limits: &Limits, rule: Username) -> Result<Self> {
         const FIELDS: &[&str] = &[
             "tags",
             "username",
@@ -45,8 +70,11 @@ impl Requirements {
             "provision",
         ];
         let f = Fields::new(value, path, FIELDS, limits)?;
-        let username = f.str("username")?;
-        if username.trim().is_empty() {
+        let username = match rule {
+            Username::Required => f.str("username")?,
+            Username::Optional => f.opt_str("username")?.unwrap_or_default(),
+        };
+        if rule == Username::Required && username.trim().is_empty() {
             return Err(Error::invalid(format!(
                 "{} must not be empty",
                 f.path_of("username")
@@ -118,6 +146,9 @@ pub enum ClientEvent {
         matching_resources: u64,
         /// The earliest known lease end among the matching resources that are held.
         eta: Option<u64>,
+        /// Why no registered resource could ever satisfy it (only in the first message of
+        /// such a request): the findings of its explanation.
+        explain: Option<Vec<Finding>>,
     },
     /// The resource is the client's.
     Ready {
@@ -191,6 +222,7 @@ impl ClientEvent {
                     position: f.u32("position")?,
                     matching_resources: f.u64("matching_resources")?,
                     eta: f.opt_u64("eta")?,
+                    explain: read_findings(f)?,
                 })
             })?,
             "ready" => data.read(|f| {
@@ -230,9 +262,13 @@ impl Serialize for ClientEvent {
                 position,
                 matching_resources,
                 eta,
+                explain,
                 ..
             } => {
                 map.serialize_entry("eta", eta)?;
+                if let Some(explain) = explain {
+                    map.serialize_entry("explain", explain)?;
+                }
                 map.serialize_entry("matching_resources", matching_resources)?;
                 map.serialize_entry("position", position)?;
             }
@@ -471,6 +507,7 @@ mod tests {
                     position: 1,
                     matching_resources: 3,
                     eta: None,
+                    explain: None,
                 },
                 format!(
                     r#"{{"data":{{"allocation_id":"{ID}","eta":null,"matching_resources":3,"position":1,"status":"queued"}},"status":200}}"#
@@ -482,6 +519,7 @@ mod tests {
                     position: 2,
                     matching_resources: 0,
                     eta: Some(1576688942),
+                    explain: None,
                 },
                 format!(
                     r#"{{"data":{{"allocation_id":"{ID}","eta":1576688942,"matching_resources":0,"position":2,"status":"queued"}},"status":200}}"#

@@ -1,8 +1,11 @@
 //! The envelope around every HTTP answer and every message the server sends on a socket:
 //! `{"status": 200, "data": ...}` or `{"status": 4xx|5xx, "error": {"code", "message"}}`.
 
-use super::WireError;
+use super::explain::read_findings;
+use super::fields::Fields;
+use super::{WireError, UNLIMITED};
 use crate::error::ErrorCode;
+use crate::explain::Finding;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -26,6 +29,9 @@ pub struct Refusal {
     pub code: String,
     /// One clear sentence.
     pub message: String,
+    /// Why not (API.md, "Why not"): on a `408` for a request that no registered resource
+    /// could ever satisfy, the findings of its explanation; the message names the first.
+    pub explain: Option<Vec<Finding>>,
 }
 
 impl Refusal {
@@ -35,6 +41,7 @@ impl Refusal {
             status: code.http_status(),
             code: code.as_str().to_owned(),
             message: message.into(),
+            explain: None,
         }
     }
 
@@ -47,6 +54,8 @@ impl Refusal {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explain: Option<&'a [Finding]>,
     message: &'a str,
 }
 
@@ -63,6 +72,7 @@ impl<T: Serialize> Serialize for Envelope<T> {
             Envelope::Refused(r) => {
                 let body = ErrorBody {
                     code: &r.code,
+                    explain: r.explain.as_deref(),
                     message: &r.message,
                 };
                 map.serialize_entry("error", &body)?;
@@ -80,7 +90,7 @@ struct RawEnvelope {
     #[serde(default)]
     data: Option<Value>,
     #[serde(default)]
-    error: Option<RawError>,
+    error: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -115,11 +125,27 @@ impl Envelope<Value> {
                 text: super::quote(text),
             })?;
         Ok(match raw.error {
-            Some(e) => Envelope::Refused(Refusal {
-                status: raw.status,
-                code: e.code,
-                message: e.message,
-            }),
+            Some(error) => {
+                let not_envelope = |source| WireError::NotEnvelope {
+                    source,
+                    text: super::quote(text),
+                };
+                let e = RawError::deserialize(&error).map_err(not_envelope)?;
+                let fields = Fields::lenient(&error, "error", &UNLIMITED);
+                let explain = fields.and_then(|f| read_findings(&f)).map_err(|source| {
+                    WireError::Malformed {
+                        kind: e.code.clone(),
+                        allocation_id: None,
+                        source,
+                    }
+                })?;
+                Envelope::Refused(Refusal {
+                    status: raw.status,
+                    code: e.code,
+                    message: e.message,
+                    explain,
+                })
+            }
             None => Envelope::Ok(raw.data.unwrap_or(Value::Null)),
         })
     }
@@ -188,6 +214,7 @@ mod tests {
             status: 405,
             code: "method_not_allowed".into(),
             message: "no".into(),
+            explain: None,
         };
         assert_eq!(other.error_code(), None);
     }

@@ -6,6 +6,7 @@
 //!   requirements object that `POST`-like bodies share.
 //! - [`agent`]: the `/agent/` socket: [`AgentMessage`] (registration and answers) and
 //!   [`ServerMessage`] (the registration reply, provision and release orders).
+//! - [`explain`]: "Why not": the body of `POST /match` and the explanation that answers it.
 //! - [`admin`]: the bodies of `PATCH /allocate/{id}` and `PATCH /inventory/{id}`.
 //! - [`listing`]: the HTTP answers that show state (inventory, allocations) and the
 //!   inventory query, as clients read them.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod agent;
 pub mod client;
 pub mod envelope;
+pub mod explain;
 mod fields;
 mod json;
 pub mod listing;
@@ -36,6 +38,7 @@ pub use fields::{parse_json, parse_uuid};
 
 use crate::config::Limits;
 use crate::error::ErrorCode;
+use crate::explain::{Explanation, Finding};
 use crate::model::Connection;
 use crate::output::Output;
 use serde::Serialize;
@@ -175,11 +178,13 @@ impl Output {
                 position,
                 matching_resources,
                 eta,
+                explain,
             } => ClientEvent::Queued {
                 allocation_id,
                 position,
                 matching_resources,
                 eta,
+                explain: explain.map(|e| e.findings),
             },
             Output::Ready {
                 allocation_id,
@@ -196,12 +201,10 @@ impl Output {
             Output::Released { allocation_id } => ClientEvent::Released { allocation_id },
             Output::Offline { allocation_id } => ClientEvent::Offline { allocation_id },
             Output::Online { allocation_id } => ClientEvent::Online { allocation_id },
-            Output::TimedOut { allocation_id } => {
-                return Outgoing::Client(Envelope::Refused(Refusal::new(
-                    ErrorCode::AllocationTimeout,
-                    format!("allocation {allocation_id}: no matching resource became free before allocation_timeout_seconds or expires passed"),
-                )))
-            }
+            Output::TimedOut {
+                allocation_id,
+                explain,
+            } => return Outgoing::Client(Envelope::Refused(timed_out(allocation_id, explain))),
             Output::Provision {
                 allocation_id,
                 inventory_id,
@@ -251,6 +254,23 @@ impl Output {
     }
 }
 
+/// The `408` of a request that waited in vain; for one that no registered resource could
+/// ever satisfy, it carries the findings, and its message names the first.
+fn timed_out(allocation_id: Uuid, explain: Option<Explanation>) -> Refusal {
+    let findings = explain.map(|e| e.findings);
+    let message = match findings.as_deref().and_then(<[Finding]>::first) {
+        Some(first) => format!(
+            "allocation {allocation_id}: no registered resource could ever satisfy it: {}",
+            first.message
+        ),
+        None => format!("allocation {allocation_id}: no matching resource became free before allocation_timeout_seconds or expires passed"),
+    };
+    Refusal {
+        explain: findings,
+        ..Refusal::new(ErrorCode::AllocationTimeout, message)
+    }
+}
+
 /// Checks that `message` is written as exactly `text` (which is also what `serde_json`'s
 /// sorted map, the writer before, gives) and that `parse` reads `text` back as `message`.
 #[cfg(test)]
@@ -274,7 +294,10 @@ mod tests {
         let id = Uuid::from_u128(7);
         let outputs = [
             Output::Expired { allocation_id: id },
-            Output::TimedOut { allocation_id: id },
+            Output::TimedOut {
+                allocation_id: id,
+                explain: None,
+            },
             Output::Release {
                 agent_id: id,
                 allocation_id: id,

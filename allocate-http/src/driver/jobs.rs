@@ -7,8 +7,8 @@ use super::sockets::Peer;
 use super::Driver;
 use crate::auth::Caller;
 use allocate_core::{
-    AgentMessage, AllocationInfo, Engine, InventoryEntry, InventoryEntryRef, InventoryFilter,
-    Requirements,
+    AgentMessage, AllocationInfo, Engine, Explanation, InventoryEntry, InventoryEntryRef,
+    InventoryFilter, Requirements,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -150,6 +150,26 @@ impl DriverHandle {
     ) -> Result<AllocationInfo, DriverError> {
         self.try_call(move |d| d.owned(&caller, allocation_id))
             .await
+    }
+
+    /// Why `requirements` would or would not be served now (`POST /match`, a dry run).
+    pub async fn explain(&self, requirements: Requirements) -> Result<Explanation, DriverError> {
+        self.try_call(move |d| d.engine.explain(&requirements))
+            .await
+    }
+
+    /// Why a live request of `caller`'s (any, for an admin) is or is not served now
+    /// (`GET /allocate/{id}/explain`).
+    pub async fn explain_allocation(
+        &self,
+        caller: Caller,
+        allocation_id: Uuid,
+    ) -> Result<Explanation, DriverError> {
+        self.try_call(move |d| {
+            d.owned(&caller, allocation_id)?;
+            d.engine.explain_allocation(&allocation_id)
+        })
+        .await
     }
 
     /// Frees an allocation of `caller`'s or cancels its request (`DELETE /allocate/{id}`).

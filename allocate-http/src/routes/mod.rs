@@ -3,13 +3,14 @@
 //! [`authn::authenticate`] first; handlers check the caller's role (see [`crate::auth`]).
 //!
 //! Submodules: [`authn`] and [`extract`] (what handlers take from a request), then the
-//! handlers ([`inventory`], [`allocations`], [`dashboard`]) and the page's files
+//! handlers ([`inventory`], [`allocations`], [`explain`], [`dashboard`]) and the page's files
 //! ([`assets`]).
 
 mod allocations;
 mod assets;
 mod authn;
 mod dashboard;
+mod explain;
 mod extract;
 mod inventory;
 
@@ -21,7 +22,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use serde::{Serialize, Serializer};
 use std::cell::Cell;
@@ -29,7 +30,7 @@ use tokio::sync::watch;
 
 /// Every route, each with and without its trailing slash, and envelope fallbacks.
 pub fn router(state: AppState) -> Router {
-    let guarded: [(&str, MethodRouter<AppState>); 6] = [
+    let guarded: [(&str, MethodRouter<AppState>); 8] = [
         ("/inventory", get(inventory::list)),
         (
             "/inventory/{id}",
@@ -42,6 +43,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(allocations::delete)
                 .patch(allocations::patch),
         ),
+        ("/allocate/{id}/explain", get(explain::allocation)),
+        ("/match", post(explain::dry_run)),
         ("/agent", get(allocations::agent_socket)),
         ("/dashboard/feed", get(dashboard::feed)),
     ];

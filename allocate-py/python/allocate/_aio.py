@@ -20,6 +20,7 @@ from allocate._allocate import (
     Client,
     Connection,
     Expired,
+    Explanation,
     Follower,
     InventoryEntry,
     Offline,
@@ -255,6 +256,15 @@ class AsyncClient:
     async def release(self, allocation_id: str | UUID) -> None:
         """Frees an allocation or cancels a waiting request; raises NotFound when it has ended."""
         await self._client._release_async(allocation_id)
+
+    async def match(self, **requirements: Unpack[RequirementsDict]) -> Explanation:
+        """Why a request with these requirements would or would not be served now (as
+        ``Client.match``; a dry run)."""
+        return await self._client._match_async(**requirements)
+
+    async def explain(self, allocation_id: str | UUID) -> Explanation:
+        """Why a live request is or is not served now (as ``Client.explain``)."""
+        return await self._client._explain_async(allocation_id)
 
     async def follow(self, allocation_id: str | UUID) -> AsyncFollower:
         """Follows an existing allocation (as ``Client.follow``); raises NotFound for an ended or

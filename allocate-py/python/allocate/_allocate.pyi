@@ -46,6 +46,8 @@ __all__ = [
     "GpuRequirement",
     "Requirements",
     "Candidate",
+    "Finding",
+    "Explanation",
     "Queued",
     "Ready",
     "TimedOut",
@@ -310,6 +312,38 @@ class Candidate:
     def type(self) -> str:
         """Free-text type."""
 
+# ---- why not ------------------------------------------------------------------------------
+
+@final
+class Finding:
+    """One reason some resources cannot serve a request: its `reason` code, how many resources it
+    concerns (`count`) and a sentence (`message`)."""
+
+    @property
+    def reason(self) -> str:
+        """The reason code: a requirement (`tags`, `gpu_label`, ...) or a state (`allocated`, ...)."""
+    @property
+    def count(self) -> int:
+        """How many resources it concerns."""
+    @property
+    def message(self) -> str:
+        """One sentence saying it."""
+
+@final
+class Explanation:
+    """Why a request is or is not served now: how many registered resources match it, how many
+    of those are free, and the findings (`explain`)."""
+
+    @property
+    def matching_resources(self) -> int:
+        """Registered resources that could ever satisfy the request."""
+    @property
+    def free(self) -> int:
+        """Matching resources that could be allocated now."""
+    @property
+    def explain(self) -> list[Finding]:
+        """The findings, requirements first (most first), then states."""
+
 # ---- outputs ------------------------------------------------------------------------------
 
 @final
@@ -329,6 +363,9 @@ class Queued:
     @property
     def eta(self) -> int | None:
         """The earliest known lease end (unix seconds) among matching resources that are held."""
+    @property
+    def explain(self) -> list[Finding] | None:
+        """Why no registered resource could ever satisfy it: in the first message of such a request only, else None."""
 
 @final
 class Ready:
@@ -523,6 +560,10 @@ class Engine:
         """What following an allocation sees first: the outputs its creating socket saw last (`Queued`, or `Ready` with its connection); empty when ended or unknown."""
     def allocations(self) -> list[AllocationInfo]:
         """Every remembered allocation: live ones by arrival, then ended ones oldest first."""
+    def explain(
+        self, requirements: Requirements | None = None, /, **fields: Unpack[RequirementsDict]
+    ) -> Explanation:
+        """Why a request would or would not be served now (a dry run: nothing changes)."""
 
 # ---- the client ---------------------------------------------------------------------------
 
@@ -607,6 +648,10 @@ class Client:
         """Moves an allocation's lease end to `expires` (unix seconds, capped by the server)."""
     def release(self, allocation_id: _Id) -> None:
         """Frees an allocation or cancels a waiting request; raises NotFound when it has ended."""
+    def match(self, **requirements: Unpack[RequirementsDict]) -> Explanation:
+        """Why a request with these requirements would or would not be served now (`POST /match`, a dry run; `username` may be left out)."""
+    def explain(self, allocation_id: _Id) -> Explanation:
+        """Why a live request is or is not served now; raises NotFound for an ended or unknown one."""
     # The awaitables under `allocate.AsyncClient`: asyncio futures of the running loop.
     def _inventory_async(
         self, *, tags: Sequence[str] | None = None, state: ResourceState | None = None
@@ -616,6 +661,8 @@ class Client:
     def _allocation_async(self, allocation_id: _Id) -> asyncio.Future[AllocationInfo]: ...
     def _extend_async(self, allocation_id: _Id, expires: int) -> asyncio.Future[AllocationInfo]: ...
     def _release_async(self, allocation_id: _Id) -> asyncio.Future[None]: ...
+    def _match_async(self, **requirements: Unpack[RequirementsDict]) -> asyncio.Future[Explanation]: ...
+    def _explain_async(self, allocation_id: _Id) -> asyncio.Future[Explanation]: ...
     def allocate(
         self,
         *,

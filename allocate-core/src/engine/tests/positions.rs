@@ -75,7 +75,8 @@ fn a_request_placed_or_timed_out_within_the_batch_is_never_told_a_position() {
     e.handle_timeout(at(3));
     let out = drain(&mut e);
     assert!(out.contains(&Output::TimedOut {
-        allocation_id: third
+        allocation_id: third,
+        explain: None
     }));
     assert_eq!(positions(&out), vec![(w[1], 1)]);
 }
