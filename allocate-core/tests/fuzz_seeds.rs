@@ -2,6 +2,7 @@
 //! as plain tests, so that `cargo test` keeps them valid and keeps fixed crashes fixed without
 //! libFuzzer. The full checks run under `make fuzz` (docs/fuzzing.md).
 
+use allocate_core::wire::explain::parse_match_request;
 use allocate_core::wire::ServerMessage;
 use allocate_core::{
     parse_allocate_request, parse_expires_patch, parse_maintenance_patch, parse_uuid, AgentMessage,
@@ -38,8 +39,10 @@ fn server_messages() {
 
 #[test]
 fn allocate_requests() {
+    // The same body goes to `/allocate/` and, without its username, to `POST /match`.
     run("allocate_request", |text| {
-        parse_allocate_request(text, &Limits::default()).is_ok()
+        let limits = Limits::default();
+        parse_allocate_request(text, &limits).is_ok() || parse_match_request(text, &limits).is_ok()
     });
 }
 

@@ -169,6 +169,7 @@ fn refusal_response(refusal: Refusal) -> Vec<u8> {
         status: 503,
         code: "overloaded".to_owned(),
         message: refusal.to_string(),
+        explain: None,
     })
     .to_text();
     format!(
