@@ -3,6 +3,7 @@
 use crate::auth::tokens::{Tokens, TokensError};
 use crate::connections::Caps;
 use crate::journal::JournalConfig;
+use crate::tls::{Tls, TlsError};
 use clap::builder::BoolishValueParser;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -24,6 +25,13 @@ pub struct Args {
     /// without it the server runs open. Read again on SIGHUP.
     #[arg(long, env = "ALLOCATE_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, the server's certificate first);
+    /// needs --tls-key. Read again on SIGHUP.
+    #[arg(long, env = "ALLOCATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Read again on SIGHUP.
+    #[arg(long, env = "ALLOCATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Lease length when a request names no `expires`.
     #[arg(long, env = "ALLOCATE_LEASE_SECS_DEFAULT", default_value_t = 3600)]
     pub lease_secs_default: u64,
@@ -101,6 +109,9 @@ pub enum ConfigError {
     /// The tokens file cannot be used.
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    /// The certificate or key cannot be served.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl Args {
@@ -126,12 +137,16 @@ impl Args {
         }
     }
 
-    /// The settings to serve: [`Args::check`], then every flag, the tokens file included.
+    /// The settings to serve: [`Args::check`], then every flag, the tokens file and the
+    /// certificate included.
     pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
         self.check()?;
         let mut config = ServerConfig::from(self);
         if let Some(path) = &self.tokens_file {
             config.tokens = Tokens::load(path)?;
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(Tls::load(cert, key)?);
         }
         Ok(config)
     }
@@ -166,6 +181,8 @@ pub struct ServerConfig {
     pub connections: Caps,
     /// The bearer tokens; none (the default) runs the server open.
     pub tokens: Tokens,
+    /// The certificate and key of HTTPS and WSS; none (the default) serves plain HTTP.
+    pub tls: Option<Tls>,
     /// The write-ahead journal; `None` (the default here, `--in-memory` for the binary)
     /// keeps everything in memory only.
     pub journal: Option<JournalConfig>,
@@ -189,6 +206,7 @@ impl Default for ServerConfig {
                 per_peer_max: 1_024,
             },
             tokens: Tokens::default(),
+            tls: None,
             journal: None,
         }
     }
@@ -203,7 +221,8 @@ impl ServerConfig {
     }
 }
 
-/// Every setting but the tokens, which [`Args::server_config`] reads from their file.
+/// Every setting but the tokens and the certificate, which [`Args::server_config`] reads
+/// from their files.
 impl From<&Args> for ServerConfig {
     fn from(args: &Args) -> Self {
         let defaults = ServerConfig::default();

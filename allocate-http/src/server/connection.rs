@@ -7,19 +7,26 @@
 //!   answer (hyper's own timer): a trickling client (slowloris) is closed;
 //! - no request in progress and no byte moving for the keep-alive timeout: closed after
 //!   any answer in progress;
-//! - a write that makes no progress for the write timeout fails ([`super::stream`]).
+//! - a write that makes no progress for the write timeout fails ([`super::stream`]);
+//! - with TLS, the handshake must end within the header-read timeout too, counted from the
+//!   connection's start; the first request's head then has the timeout again.
+//!
+//! TLS sits above the guarded stream, so the write timeout and the keep-alive's activity
+//! count the encrypted bytes, handshake included.
 
 use super::stream::{Activity, Guarded};
 use crate::connections::Permit;
+use crate::tls::Tls;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, warn};
 
 /// Largest request head (and read buffer) a connection may hold, in bytes. hyper's default
@@ -48,6 +55,8 @@ pub struct Context {
     pub closing: watch::Receiver<bool>,
     /// Held until the connection ends; the server's shutdown waits until every one is dropped.
     pub alive: mpsc::Sender<()>,
+    /// The certificate to serve HTTPS and WSS with; `None` serves plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 /// Serves one connection, which holds `permit` for as long as it (or its websocket) lives.
@@ -62,31 +71,63 @@ pub async fn serve(tcp: TcpStream, permit: Permit, context: Context) {
         timeouts,
         closing,
         alive: _alive,
+        tls,
     } = context;
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Guarded::new(tcp, permit, activity.clone(), timeouts.write));
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
-        .max_buf_size(READ_BUFFER_BYTES_MAX)
-        .serve_connection(io, TowerToHyperService::new(router))
-        .with_upgrades();
-    if let Err(e) = drive(conn, &activity, timeouts.keep_alive, closing).await {
+    let guarded = Guarded::new(tcp, permit, activity.clone(), timeouts.write);
+    let ended = match tls {
+        None => {
+            let conn = http(guarded, router, timeouts);
+            drive(conn, &activity, timeouts.keep_alive, closing).await
+        }
+        Some(tls) => {
+            let handshake = tls.acceptor().accept(guarded);
+            let stream = tokio::select! {
+                done = timeout(timeouts.header_read, handshake) => done,
+                () = stopped(closing.clone()) => return,
+            };
+            match stream {
+                Ok(Ok(stream)) => {
+                    let conn = http(stream, router, timeouts);
+                    drive(conn, &activity, timeouts.keep_alive, closing).await
+                }
+                Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
+                Err(_) => return debug!("TLS handshake timed out"),
+            }
+        }
+    };
+    if let Err(e) = ended {
         debug!("connection closed: {e}");
     }
 }
 
-/// A connection as hyper serves it.
-type Conn = http1::UpgradeableConnection<TokioIo<Guarded>, TowerToHyperService<Router>>;
+/// A connection as hyper serves it, over the plain or the TLS stream.
+type Conn<I> = http1::UpgradeableConnection<TokioIo<I>, TowerToHyperService<Router>>;
+
+/// HTTP/1.1 with upgrades over `io`, with the header-read timeout and a bounded buffer.
+fn http<I>(io: I, router: Router, timeouts: Timeouts) -> Conn<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .max_buf_size(READ_BUFFER_BYTES_MAX)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .with_upgrades()
+}
 
 /// Runs `conn` until it ends, or until it has been idle for `keep_alive` or the server
 /// stops: then hyper closes it once the answer in progress, if any, is out.
-async fn drive(
-    conn: Conn,
+async fn drive<I>(
+    conn: Conn<I>,
     activity: &Activity,
     keep_alive: Duration,
     closing: watch::Receiver<bool>,
-) -> hyper::Result<()> {
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     tokio::pin!(conn);
     let ended = tokio::select! {
         result = conn.as_mut() => Some(result),

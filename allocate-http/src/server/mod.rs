@@ -45,6 +45,7 @@ pub async fn run(
         write: config.write_timeout,
     };
     let gate = open_gate(config.connections);
+    let tls = config.tls.clone();
     let (engine, journal) = open_engine(&config).await?;
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -59,6 +60,9 @@ pub async fn run(
         dashboard: Hub::default(),
         connections: gate.clone(),
     };
+    if let Some(tls) = &tls {
+        info!(cert = %tls.cert_path().display(), "serving HTTPS and WSS");
+    }
     // Alone on its line: tools read the address from its end.
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {
@@ -70,7 +74,7 @@ pub async fn run(
         let _ = driver.shutdown().await;
     };
     let router = routes::router(state);
-    accept::serve(listener, gate, router, timeouts, grace, signal).await;
+    accept::serve(listener, gate, router, timeouts, tls, grace, signal).await;
     // Upgraded sockets have left hyper's hands, so `serve` does not wait for them.
     let ended = wait_for_sockets(alive_rx, join, grace).await;
     info!("stopped");
