@@ -5,7 +5,7 @@ use crate::connections::Caps;
 use crate::journal::JournalConfig;
 use crate::tls::{Tls, TlsError};
 use clap::builder::BoolishValueParser;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,6 +92,19 @@ pub struct Args {
     /// Log filter, such as `info` or `allocate_http=debug` (tracing's `EnvFilter` syntax).
     #[arg(long, env = "ALLOCATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Log lines as text, or as JSON objects, one a line.
+    #[arg(long, env = "ALLOCATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: time, level, target, message, then `field=value` pairs.
+    Text,
+    /// For machines: one JSON object per line (tracing-subscriber's JSON layer), the fields
+    /// at its top level.
+    Json,
 }
 
 /// Why the flags cannot be served.
@@ -315,6 +328,10 @@ mod tests {
         assert_eq!(config.write_timeout, Duration::from_millis(400));
         assert_eq!(config.connections.per_peer_max, 7);
         assert_eq!(config.connections.total_max, 16_384);
+        assert_eq!(args.log_format, LogFormat::Text);
+        let json = Args::try_parse_from(["allocate-http", "--log-format", "json"]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        assert!(Args::try_parse_from(["allocate-http", "--log-format", "xml"]).is_err());
     }
 
     #[test]

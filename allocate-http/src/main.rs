@@ -1,6 +1,6 @@
 //! `allocate-http`: serves the allocate API (see `--help` for the flags).
 
-use allocate_http::{run, Args, Tls, Tokens};
+use allocate_http::{run, Args, LogFormat, Tls, Tokens};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -21,11 +21,13 @@ async fn main() -> ExitCode {
     for quiet in ["tungstenite=info", "tokio_tungstenite=info"] {
         filter = filter.add_directive(quiet.parse().expect("a valid directive"));
     }
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => log.json().flatten_event(true).init(),
+    }
     raise_open_files_limit();
     let config = match args.server_config() {
         Ok(config) => config,

@@ -6,11 +6,9 @@ mod common;
 mod process;
 
 use common::{bounded, recv_status, resource, send, Ws};
-use process::Proc;
+use process::{Proc, TokensFile};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -19,38 +17,6 @@ const AGENT: &str = "agent-token-0123456789";
 const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-0123456789";
 const UNKNOWN: &str = "unknown-token-0123456789";
-
-/// A fresh folder holding a tokens file, removed on drop.
-struct TokensFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl TokensFile {
-    fn new(text: &str, mode: u32) -> TokensFile {
-        let dir = std::env::temp_dir().join(format!("allocate-auth-proc-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir(&dir).expect("temp dir");
-        let path = dir.join("tokens");
-        let file = TokensFile { dir, path };
-        file.write(text, mode);
-        file
-    }
-
-    fn write(&self, text: &str, mode: u32) {
-        std::fs::write(&self.path, text).expect("write tokens");
-        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
-
-    fn arg(&self) -> &str {
-        self.path.to_str().expect("a UTF-8 temp path")
-    }
-}
-
-impl Drop for TokensFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn a_non_loopback_address_without_tokens_is_refused() {

@@ -13,6 +13,7 @@ mod dashboard;
 mod extract;
 mod inventory;
 
+use crate::access;
 use crate::error::{self, ApiError};
 use crate::metrics;
 use crate::state::AppState;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     with_slashes(router, open)
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
+        .layer(middleware::from_fn(access::log_requests))
         .with_state(state)
 }
 

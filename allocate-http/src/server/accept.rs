@@ -99,7 +99,7 @@ impl Admission {
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
         match self.gate.admit(peer.ip(), std::time::Instant::now()) {
             Ok(permit) => {
-                tokio::spawn(connection::serve(tcp, permit, self.context.clone()));
+                tokio::spawn(connection::serve(tcp, peer, permit, self.context.clone()));
             }
             Err(refused) => {
                 if let Some(count) = refused.log {

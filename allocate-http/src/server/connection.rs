@@ -15,18 +15,25 @@
 //! count the encrypted bytes, handshake included.
 
 use super::stream::{Activity, Guarded};
+use crate::access::{ConnectionInfo, Upgrade};
 use crate::connections::Permit;
 use crate::tls::Tls;
+use axum::extract::Request;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
+use tower_service::Service;
 use tracing::{debug, warn};
 
 /// Largest request head (and read buffer) a connection may hold, in bytes. hyper's default
@@ -59,8 +66,9 @@ pub struct Context {
     pub tls: Option<Tls>,
 }
 
-/// Serves one connection, which holds `permit` for as long as it (or its websocket) lives.
-pub async fn serve(tcp: TcpStream, permit: Permit, context: Context) {
+/// Serves one connection from `peer`, which holds `permit` for as long as it (or its
+/// websocket) lives.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, permit: Permit, context: Context) {
     // Without TCP_NODELAY a small websocket frame written right after another (`released`,
     // then the close) waits for the peer's delayed ACK: tens of milliseconds per cycle.
     if let Err(e) = tcp.set_nodelay(true) {
@@ -74,10 +82,16 @@ pub async fn serve(tcp: TcpStream, permit: Permit, context: Context) {
         tls,
     } = context;
     let activity = Arc::new(Activity::new());
-    let guarded = Guarded::new(tcp, permit, activity.clone(), timeouts.write);
+    let info = ConnectionInfo {
+        peer,
+        upgrade: Upgrade::new(),
+    };
+    let held = (permit, info.upgrade.clone());
+    let guarded = Guarded::new(tcp, held, activity.clone(), timeouts.write);
+    let routes = Routes { router, info };
     let ended = match tls {
         None => {
-            let conn = http(guarded, router, timeouts);
+            let conn = http(guarded, routes, timeouts);
             drive(conn, &activity, timeouts.keep_alive, closing).await
         }
         Some(tls) => {
@@ -88,7 +102,7 @@ pub async fn serve(tcp: TcpStream, permit: Permit, context: Context) {
             };
             match stream {
                 Ok(Ok(stream)) => {
-                    let conn = http(stream, router, timeouts);
+                    let conn = http(stream, routes, timeouts);
                     drive(conn, &activity, timeouts.keep_alive, closing).await
                 }
                 Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
@@ -102,10 +116,29 @@ pub async fn serve(tcp: TcpStream, permit: Permit, context: Context) {
 }
 
 /// A connection as hyper serves it, over the plain or the TLS stream.
-type Conn<I> = http1::UpgradeableConnection<TokioIo<I>, TowerToHyperService<Router>>;
+type Conn<I> = http1::UpgradeableConnection<TokioIo<I>, Routes>;
+
+/// The routes as hyper calls them, with the connection's peer and upgrade slot in every
+/// request (the access log reads them).
+#[derive(Clone, Debug)]
+struct Routes {
+    router: Router,
+    info: ConnectionInfo,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Routes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.info.clone());
+        self.router.clone().call(req)
+    }
+}
 
 /// HTTP/1.1 with upgrades over `io`, with the header-read timeout and a bounded buffer.
-fn http<I>(io: I, router: Router, timeouts: Timeouts) -> Conn<I>
+fn http<I>(io: I, routes: Routes, timeouts: Timeouts) -> Conn<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -113,7 +146,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
         .max_buf_size(READ_BUFFER_BYTES_MAX)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .serve_connection(TokioIo::new(io), routes)
         .with_upgrades()
 }
 

@@ -5,6 +5,7 @@
 use crate::common::STEP;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -138,6 +139,41 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh folder holding a tokens file, removed on drop.
+pub struct TokensFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TokensFile {
+    /// A tokens file holding `text`, with permissions `mode`.
+    pub fn new(text: &str, mode: u32) -> TokensFile {
+        let dir = std::env::temp_dir().join(format!("allocate-auth-proc-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).expect("temp dir");
+        let path = dir.join("tokens");
+        let file = TokensFile { dir, path };
+        file.write(text, mode);
+        file
+    }
+
+    /// Replaces the file's text and permissions.
+    pub fn write(&self, text: &str, mode: u32) {
+        std::fs::write(&self.path, text).expect("write tokens");
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    /// Its path, as a flag's value.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TokensFile {
+    fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
