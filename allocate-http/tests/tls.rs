@@ -15,15 +15,22 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use testkit::tls::{Issued, TestCa};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 /// A TLS connection to `addr` as `localhost`, trusting only the certificates in `ca_file`.
 async fn connect(addr: SocketAddr, ca_file: &Path) -> io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").expect("a name");
+    tls_client(ca_file).connect(name, tcp).await
+}
+
+/// A TLS client trusting only the certificates in `ca_file`.
+fn tls_client(ca_file: &Path) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
         roots.add(cert.expect("CA certificate")).expect("a root");
@@ -35,11 +42,7 @@ async fn connect(addr: SocketAddr, ca_file: &Path) -> io::Result<TlsStream<TcpSt
         .expect("protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").expect("a name");
     TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
 }
 
 /// The certificate the server at `addr` presents now.
@@ -114,23 +117,55 @@ async fn https_and_wss_are_served_to_a_client_that_trusts_the_ca() {
     server.stop().await;
 }
 
+/// A TLS server of `ca`'s whose header-read timeout is `header_read` (and whose keep-alive
+/// timeout is longer than any test).
+async fn server_with_header_read(ca: &TestCa, header_read: Duration) -> Server {
+    Server::with(ServerConfig {
+        header_read_timeout: header_read,
+        keep_alive_timeout: Duration::from_secs(10),
+        ..tls_config(&ca.issue("server"))
+    })
+    .await
+}
+
+/// How long after `started` the server closes `stream`, which sends nothing.
+async fn closed_after(mut stream: impl AsyncRead + Unpin, started: Instant) -> Duration {
+    let mut byte = [0u8; 1];
+    let read = bounded(stream.read(&mut byte)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    started.elapsed()
+}
+
 #[tokio::test]
 async fn a_handshake_that_never_comes_is_closed_after_the_header_read_timeout() {
     let ca = TestCa::new();
-    let config = ServerConfig {
-        header_read_timeout: Duration::from_millis(300),
-        keep_alive_timeout: Duration::from_secs(10),
-        ..tls_config(&ca.issue("server"))
-    };
-    let server = Server::with(config).await;
-    let started = std::time::Instant::now();
-    let mut silent = TcpStream::connect(server.addr).await.expect("connect");
-    let mut byte = [0u8; 1];
-    let read = bounded(silent.read(&mut byte)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
-    let waited = started.elapsed();
+    let server = server_with_header_read(&ca, Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let silent = TcpStream::connect(server.addr).await.expect("connect");
+    let waited = closed_after(silent, started).await;
     assert!(
         waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_handshake_counts_against_the_first_heads_timeout() {
+    let ca = TestCa::new();
+    let server = server_with_header_read(&ca, Duration::from_millis(1000)).await;
+    let started = Instant::now();
+    // A client that lingers before its handshake, then sends no request: closed when the
+    // timeout from the connection's start is up, not a whole timeout after the handshake.
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let tls = tls_client(&ca.ca_file)
+        .connect(ServerName::try_from("localhost").expect("a name"), tcp)
+        .await
+        .expect("handshake");
+    let waited = closed_after(tls, started).await;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(1500),
         "closed after {waited:?}"
     );
     server.stop().await;

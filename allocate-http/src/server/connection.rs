@@ -8,8 +8,8 @@
 //! - no request in progress and no byte moving for the keep-alive timeout: closed after
 //!   any answer in progress;
 //! - a write that makes no progress for the write timeout fails ([`super::stream`]);
-//! - with TLS, the handshake must end within the header-read timeout too, counted from the
-//!   connection's start; the first request's head then has the timeout again.
+//! - with TLS, the handshake counts against the first request's header-read timeout: the
+//!   handshake and that head must both arrive within it, counted from the connection's start.
 //!
 //! TLS sits above the guarded stream, so the write timeout and the keep-alive's activity
 //! count the encrypted bytes, handshake included.
@@ -27,12 +27,13 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 use tower_service::Service;
 use tracing::{debug, warn};
 
@@ -88,22 +89,28 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, permit: Permit, context: Co
     };
     let held = (permit, info.upgrade.clone());
     let guarded = Guarded::new(tcp, held, activity.clone(), timeouts.write);
-    let routes = Routes { router, info };
+    let routes = Routes {
+        router,
+        info,
+        arrived: Arc::default(),
+    };
     let ended = match tls {
         None => {
             let conn = http(guarded, routes, timeouts);
-            drive(conn, &activity, timeouts.keep_alive, closing).await
+            drive(conn, &activity, timeouts.keep_alive, closing, None).await
         }
         Some(tls) => {
+            let first_head_by = Instant::now() + timeouts.header_read;
             let handshake = tls.acceptor().accept(guarded);
             let stream = tokio::select! {
-                done = timeout(timeouts.header_read, handshake) => done,
+                done = timeout_at(first_head_by, handshake) => done,
                 () = stopped(closing.clone()) => return,
             };
             match stream {
                 Ok(Ok(stream)) => {
+                    let first_head = Some((first_head_by, routes.arrived.clone()));
                     let conn = http(stream, routes, timeouts);
-                    drive(conn, &activity, timeouts.keep_alive, closing).await
+                    drive(conn, &activity, timeouts.keep_alive, closing, first_head).await
                 }
                 Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
                 Err(_) => return debug!("TLS handshake timed out"),
@@ -124,6 +131,8 @@ type Conn<I> = http1::UpgradeableConnection<TokioIo<I>, Routes>;
 struct Routes {
     router: Router,
     info: ConnectionInfo,
+    /// Whether a request's head has arrived on the connection.
+    arrived: Arc<AtomicBool>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Routes {
@@ -132,6 +141,7 @@ impl hyper::service::Service<Request<Incoming>> for Routes {
     type Future = RouteFuture<Infallible>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        self.arrived.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(self.info.clone());
         self.router.clone().call(req)
     }
@@ -151,12 +161,15 @@ where
 }
 
 /// Runs `conn` until it ends, or until it has been idle for `keep_alive` or the server
-/// stops: then hyper closes it once the answer in progress, if any, is out.
+/// stops: then hyper closes it once the answer in progress, if any, is out. With
+/// `first_head`, a connection whose first request has not arrived by its deadline is closed
+/// (hyper's own timer starts only once `conn` runs, after the TLS handshake).
 async fn drive<I>(
     conn: Conn<I>,
     activity: &Activity,
     keep_alive: Duration,
     closing: watch::Receiver<bool>,
+    first_head: Option<(Instant, Arc<AtomicBool>)>,
 ) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -169,6 +182,10 @@ where
             None
         }
         () = stopped(closing) => None,
+        () = first_head_late(first_head) => {
+            debug!("no request head within the header-read timeout of a TLS connection");
+            return Ok(());
+        }
     };
     match ended {
         Some(result) => result,
@@ -187,6 +204,17 @@ async fn idle(activity: &Activity, keep_alive: Duration) {
             return;
         }
     }
+}
+
+/// Completes at the deadline of `first_head` if no request has arrived by then; else never.
+async fn first_head_late(first_head: Option<(Instant, Arc<AtomicBool>)>) {
+    if let Some((deadline, arrived)) = first_head {
+        sleep_until(deadline).await;
+        if !arrived.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Completes once the server stops (the guard that `wait_for` returns is not `Send`).
