@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
 use tower_service::Service;
 use tracing::{debug, warn};
 
@@ -70,11 +71,7 @@ pub struct Context {
 /// Serves one connection from `peer`, which holds `permit` for as long as it (or its
 /// websocket) lives.
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, permit: Permit, context: Context) {
-    // Without TCP_NODELAY a small websocket frame written right after another (`released`,
-    // then the close) waits for the peer's delayed ACK: tens of milliseconds per cycle.
-    if let Err(e) = tcp.set_nodelay(true) {
-        warn!("cannot set TCP_NODELAY: {e}");
-    }
+    set_nodelay(&tcp);
     let Context {
         router,
         timeouts,
@@ -101,24 +98,51 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, permit: Permit, context: Co
         }
         Some(tls) => {
             let first_head_by = Instant::now() + timeouts.header_read;
-            let handshake = tls.acceptor().accept(guarded);
-            let stream = tokio::select! {
-                done = timeout_at(first_head_by, handshake) => done,
-                () = stopped(closing.clone()) => return,
+            let Some(stream) = handshake(&tls, guarded, first_head_by, closing.clone()).await
+            else {
+                return;
             };
-            match stream {
-                Ok(Ok(stream)) => {
-                    let first_head = Some((first_head_by, routes.arrived.clone()));
-                    let conn = http(stream, routes, timeouts);
-                    drive(conn, &activity, timeouts.keep_alive, closing, first_head).await
-                }
-                Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
-                Err(_) => return debug!("TLS handshake timed out"),
-            }
+            let first_head = Some((first_head_by, routes.arrived.clone()));
+            let conn = http(stream, routes, timeouts);
+            drive(conn, &activity, timeouts.keep_alive, closing, first_head).await
         }
     };
     if let Err(e) = ended {
         debug!("connection closed: {e}");
+    }
+}
+
+/// Sets TCP_NODELAY: without it a small websocket frame written right after another
+/// (`released`, then the close) waits for the peer's delayed ACK, tens of milliseconds.
+fn set_nodelay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        warn!("cannot set TCP_NODELAY: {e}");
+    }
+}
+
+/// The TLS handshake on `guarded`, done by `deadline`; `None` (logged at debug level) when
+/// it fails, runs late, or the server stops meanwhile.
+async fn handshake(
+    tls: &Tls,
+    guarded: Guarded,
+    deadline: Instant,
+    closing: watch::Receiver<bool>,
+) -> Option<TlsStream<Guarded>> {
+    let accepting = tls.acceptor().accept(guarded);
+    let done = tokio::select! {
+        done = timeout_at(deadline, accepting) => done,
+        () = stopped(closing) => return None,
+    };
+    match done {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            debug!("TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            None
+        }
     }
 }
 
@@ -182,10 +206,7 @@ where
             None
         }
         () = stopped(closing) => None,
-        () = first_head_late(first_head) => {
-            debug!("no request head within the header-read timeout of a TLS connection");
-            return Ok(());
-        }
+        () = first_head_late(first_head) => return Ok(()),
     };
     match ended {
         Some(result) => result,
@@ -211,6 +232,7 @@ async fn first_head_late(first_head: Option<(Instant, Arc<AtomicBool>)>) {
     if let Some((deadline, arrived)) = first_head {
         sleep_until(deadline).await;
         if !arrived.load(Ordering::Relaxed) {
+            debug!("no request head within the header-read timeout of a TLS connection");
             return;
         }
     }

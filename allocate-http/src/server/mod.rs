@@ -15,6 +15,7 @@ use crate::journal::{self, Journal};
 use crate::routes;
 use crate::sockets::Shared;
 use crate::state::AppState;
+use crate::tls::Tls;
 use allocate_core::Engine;
 use connection::Timeouts;
 use std::future::Future;
@@ -60,9 +61,7 @@ pub async fn run(
         dashboard: Hub::default(),
         connections: gate.clone(),
     };
-    if let Some(tls) = &tls {
-        info!(cert = %tls.cert_path().display(), "serving HTTPS and WSS");
-    }
+    log_tls(tls.as_ref());
     // Alone on its line: tools read the address from its end.
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {
@@ -79,6 +78,13 @@ pub async fn run(
     let ended = wait_for_sockets(alive_rx, join, grace).await;
     info!("stopped");
     ended.map_err(io::Error::other)
+}
+
+/// Says that the listener serves HTTPS and WSS, if it does, with which certificate.
+fn log_tls(tls: Option<&Tls>) {
+    if let Some(tls) = tls {
+        info!(cert = %tls.cert_path().display(), "serving HTTPS and WSS");
+    }
 }
 
 /// The engine: rebuilt from the data directory with a journal, empty without.
