@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 use testkit::server::{Server, TlsFront};
+use testkit::tls::TestCa;
 use uuid::Uuid;
 
 /// Exit codes the binary documents (src/exit.rs).
@@ -468,6 +469,32 @@ async fn https_with_a_private_ca_needs_ca_file() {
     let listed = json(&trusted.output().await.expect("runs"));
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     let mut untrusted = command_for(&url, &lab.config_home, &["inventory"]);
+    let out = untrusted.output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_over_the_servers_own_tls_with_ca_file() {
+    let ca = TestCa::new();
+    let server = Server::start_tls(&ca.issue("server")).await;
+    let url = format!("https://localhost:{}", server.addr.port());
+    let options = ClientOptions {
+        ca_file: Some(ca.ca_file.clone()),
+        ..ClientOptions::default()
+    };
+    let agent_client = Client::new(&url, options).expect("client");
+    let _agent = common::register_machine(&agent_client, 0xa, "x", "gpu-1.lab").await;
+    let config_home = config_home_for("tls", server.addr.port());
+    let ca_file = ca.ca_file.to_string_lossy().into_owned();
+    let args = ["--ca-file", &ca_file, "get", "--for", "1h", "-o", "json"];
+    let got = tokio::time::timeout(STEP, command_for(&url, &config_home, &args).output())
+        .await
+        .expect("get took too long")
+        .expect("get runs");
+    let got = json(&got);
+    assert_eq!(got["status"], "ready");
+    assert_eq!(got["connection"]["host"], "gpu-1.lab");
+    let mut untrusted = command_for(&url, &config_home, &["inventory"]);
     let out = untrusted.output().await.expect("runs");
     assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
 }

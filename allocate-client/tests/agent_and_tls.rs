@@ -7,8 +7,10 @@ use allocate_client::{
     ProvisionResult, Requirements, SocketEnd,
 };
 use common::{bounded, connection, resource, ClientOf, Server};
+use std::path::Path;
 use std::time::Duration;
 use testkit::server::TlsFront;
+use testkit::tls::TestCa;
 use uuid::Uuid;
 
 const AGENT: Uuid = Uuid::from_u128(0xa);
@@ -187,23 +189,39 @@ async fn a_refused_registration_is_an_error() {
 }
 
 #[tokio::test]
-async fn https_and_wss_with_a_private_ca() {
+async fn https_and_wss_through_a_tls_proxy() {
     let server = Server::start().await;
     let front = TlsFront::start(server.addr).await;
     let url = format!("https://localhost:{}", front.addr.port());
+    allocates_over_tls(&url, &front.ca_file).await;
+}
 
+#[tokio::test]
+async fn https_and_wss_served_by_the_server_itself() {
+    let ca = TestCa::new();
+    let issued = ca.issue("server");
+    let server = Server::start_tls(&issued).await;
+    let url = format!("https://localhost:{}", server.addr.port());
+    allocates_over_tls(&url, &ca.ca_file).await;
+}
+
+/// At `url` (https, a certificate from the CA in `ca_file`): a client without the CA fails;
+/// with it, an agent registers over wss and a user is served.
+async fn allocates_over_tls(url: &str, ca_file: &Path) {
     // Without the CA the server's certificate is not trusted.
-    let untrusting = Client::new(&url, ClientOptions::default()).unwrap();
-    let err = bounded(untrusting.health()).await.unwrap_err();
+    let untrusting = Client::new(url, ClientOptions::default()).expect("a client");
+    let err = bounded(untrusting.health())
+        .await
+        .expect_err("an untrusted certificate");
     assert_eq!(err.code(), "connection", "{err}");
 
     let options = ClientOptions {
-        ca_file: Some(front.ca_file.clone()),
+        ca_file: Some(ca_file.to_owned()),
         ..ClientOptions::default()
     };
-    let client = Client::new(&url, options).unwrap();
-    bounded(client.health()).await.unwrap();
-    // wss: an agent registers and a user is served, both through the TLS front.
+    let client = Client::new(url, options).expect("a client");
+    bounded(client.health()).await.expect("healthy over TLS");
+    // wss: an agent registers and a user is served, both over TLS.
     let agent = bounded(AgentSession::connect(
         &client,
         AGENT,
@@ -211,19 +229,23 @@ async fn https_and_wss_with_a_private_ca() {
         quick(),
     ))
     .await
-    .unwrap();
+    .expect("over TLS");
     assert_eq!(agent.inventory_ids().len(), 1);
     let request = bounded(client.allocate(&Requirements::for_user("ci")))
         .await
-        .unwrap();
+        .expect("over TLS");
     assert_eq!(
-        bounded(request.wait_ready()).await.unwrap().connection.host,
+        bounded(request.wait_ready())
+            .await
+            .expect("over TLS")
+            .connection
+            .host,
         "10.3.3.3"
     );
     assert_eq!(
         bounded(client.inventory(&InventoryFilter::default()))
             .await
-            .unwrap()
+            .expect("over TLS")
             .len(),
         1
     );

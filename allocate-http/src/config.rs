@@ -3,8 +3,9 @@
 use crate::auth::tokens::{Tokens, TokensError};
 use crate::connections::Caps;
 use crate::journal::{JournalConfig, JournalStore};
+use crate::tls::{Tls, TlsError};
 use clap::builder::BoolishValueParser;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,13 @@ pub struct Args {
     /// without it the server runs open. Read again on SIGHUP.
     #[arg(long, env = "ALLOCATE_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, the server's certificate first);
+    /// needs --tls-key. Read again on SIGHUP.
+    #[arg(long, env = "ALLOCATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Read again on SIGHUP.
+    #[arg(long, env = "ALLOCATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Lease length when a request names no `expires`.
     #[arg(long, env = "ALLOCATE_LEASE_SECS_DEFAULT", default_value_t = 3600)]
     pub lease_secs_default: u64,
@@ -92,6 +100,19 @@ pub struct Args {
     /// Log filter, such as `info` or `allocate_http=debug` (tracing's `EnvFilter` syntax).
     #[arg(long, env = "ALLOCATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Log lines as text, or as JSON objects, one a line.
+    #[arg(long, env = "ALLOCATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: time, level, target, message, then `field=value` pairs.
+    Text,
+    /// For machines: one JSON object per line (tracing-subscriber's JSON layer), the fields
+    /// at its top level.
+    Json,
 }
 
 /// `--store`: a `postgres://` (or `postgresql://`) URL that the client can read.
@@ -119,6 +140,9 @@ pub enum ConfigError {
     /// The tokens file cannot be used.
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    /// The certificate or key cannot be served.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl Args {
@@ -144,12 +168,16 @@ impl Args {
         }
     }
 
-    /// The settings to serve: [`Args::check`], then every flag, the tokens file included.
+    /// The settings to serve: [`Args::check`], then every flag, the tokens file and the
+    /// certificate included.
     pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
         self.check()?;
         let mut config = ServerConfig::from(self);
         if let Some(path) = &self.tokens_file {
             config.tokens = Tokens::load(path)?;
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(Tls::load(cert, key)?);
         }
         Ok(config)
     }
@@ -184,6 +212,8 @@ pub struct ServerConfig {
     pub connections: Caps,
     /// The bearer tokens; none (the default) runs the server open.
     pub tokens: Tokens,
+    /// The certificate and key of HTTPS and WSS; none (the default) serves plain HTTP.
+    pub tls: Option<Tls>,
     /// The write-ahead journal; `None` (the default here, `--in-memory` for the binary)
     /// keeps everything in memory only.
     pub journal: Option<JournalConfig>,
@@ -207,6 +237,7 @@ impl Default for ServerConfig {
                 per_peer_max: 1_024,
             },
             tokens: Tokens::default(),
+            tls: None,
             journal: None,
         }
     }
@@ -221,7 +252,8 @@ impl ServerConfig {
     }
 }
 
-/// Every setting but the tokens, which [`Args::server_config`] reads from their file.
+/// Every setting but the tokens and the certificate, which [`Args::server_config`] reads
+/// from their files.
 impl From<&Args> for ServerConfig {
     fn from(args: &Args) -> Self {
         let defaults = ServerConfig::default();
@@ -339,6 +371,10 @@ mod tests {
         assert_eq!(config.write_timeout, Duration::from_millis(400));
         assert_eq!(config.connections.per_peer_max, 7);
         assert_eq!(config.connections.total_max, 16_384);
+        assert_eq!(args.log_format, LogFormat::Text);
+        let json = Args::try_parse_from(["allocate-http", "--log-format", "json"]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        assert!(Args::try_parse_from(["allocate-http", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one error type of the HTTP layer, rendered as the contract's failure envelope.
 
+use crate::access::Rejected;
 use crate::auth::Unauthorized;
 use crate::driver::DriverError;
 use allocate_core::wire::{Envelope, Refusal};
@@ -118,6 +119,9 @@ impl IntoResponse for ApiError {
         let body = self.envelope_text();
         let mut response =
             (self.status(), [(CONTENT_TYPE, "application/json")], body).into_response();
+        response
+            .extensions_mut()
+            .insert(Rejected(self.refusal().code));
         if let ApiError::Unauthorized(reason) = &self {
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,

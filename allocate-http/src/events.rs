@@ -10,6 +10,8 @@ pub fn log(output: &Output) {
         return; // spares describing a position nobody logs
     }
     let (event, allocation_id, detail) = describe(output);
+    // No `detail` field at all where there is nothing to say.
+    let detail = (!detail.is_empty()).then_some(detail);
     if event == "queued" {
         debug!(%allocation_id, detail, "allocation {event}");
     } else {

@@ -9,8 +9,10 @@
 //! own layer's other modules or from a later one (a test, `layers`, checks every
 //! `crate::` path against this order):
 //!
-//! 1. leaves: `clock`, `events` (log lines), `metrics`, `connections` (the caps on open
-//!    connections), `auth` (who may do what: pure rules, no HTTP types), `journal`, `config`;
+//! 1. leaves: `access` (the access log), `clock`, `events` (log lines), `metrics`, `tls`
+//!    (the certificate and key),
+//!    `connections` (the caps on open connections), `auth` (who may do what: pure rules, no
+//!    HTTP types), `journal`, `config`;
 //! 2. `driver`: the engine's task (job channel, loop and timer, socket registry, delivery
 //!    with journal hold-back), reached only through the typed methods of its handle;
 //! 3. `error`: the one error type of the HTTP layer and its envelope;
@@ -20,6 +22,7 @@
 //! 7. `routes`: the router and its handlers;
 //! 8. `server`: [`run`]: the accept loop, each connection's timeouts.
 
+mod access;
 mod auth;
 mod clock;
 mod config;
@@ -36,8 +39,10 @@ mod routes;
 mod server;
 mod sockets;
 mod state;
+mod tls;
 
 pub use auth::tokens::{LineProblem, Tokens, TokensError};
-pub use config::{Args, ConfigError, ServerConfig};
+pub use config::{Args, ConfigError, LogFormat, ServerConfig};
 pub use journal::{JournalConfig, JournalError, JournalStore};
 pub use server::run;
+pub use tls::{Tls, TlsError};

@@ -1,6 +1,6 @@
 //! `allocate-http`: serves the allocate API (see `--help` for the flags).
 
-use allocate_http::{run, Args, Tokens};
+use allocate_http::{run, Args, LogFormat, Tls, Tokens};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -21,11 +21,13 @@ async fn main() -> ExitCode {
     for quiet in ["tungstenite=info", "tokio_tungstenite=info"] {
         filter = filter.add_directive(quiet.parse().expect("a valid directive"));
     }
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => log.json().flatten_event(true).init(),
+    }
     raise_open_files_limit();
     let config = match args.server_config() {
         Ok(config) => config,
@@ -41,7 +43,9 @@ async fn main() -> ExitCode {
         );
     } else {
         tracing::info!(tokens = config.tokens.count(), "bearer tokens loaded");
-        tokio::spawn(reload_on_hangup(config.tokens.clone()));
+    }
+    if !config.tokens.is_open() || config.tls.is_some() {
+        tokio::spawn(reload_on_hangup(config.tokens.clone(), config.tls.clone()));
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
@@ -78,28 +82,39 @@ fn raise_open_files_limit() {
 #[cfg(not(unix))]
 fn raise_open_files_limit() {}
 
-/// Reads the tokens file again on every SIGHUP; a bad file keeps the tokens loaded before.
+/// Reads the tokens file and the certificate and key again on every SIGHUP; a bad file
+/// keeps what was loaded before.
 #[cfg(unix)]
-async fn reload_on_hangup(tokens: Tokens) {
+async fn reload_on_hangup(tokens: Tokens, tls: Option<Tls>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: the tokens file is read only at start");
+        tracing::warn!(
+            "cannot listen for SIGHUP: the tokens and certificate are read only at start"
+        );
         return;
     };
     while hangups.recv().await.is_some() {
-        reload(&tokens);
+        reload(&tokens, tls.as_ref());
     }
 }
 
-/// Without SIGHUP the tokens file is read only at start.
+/// Without SIGHUP the files are read only at start.
 #[cfg(not(unix))]
-async fn reload_on_hangup(_tokens: Tokens) {}
+async fn reload_on_hangup(_tokens: Tokens, _tls: Option<Tls>) {}
 
 #[cfg(unix)]
-fn reload(tokens: &Tokens) {
-    match tokens.reload() {
-        Ok(count) => tracing::info!(tokens = count, "tokens file reloaded"),
-        Err(e) => tracing::error!("{e}; keeping the tokens loaded before"),
+fn reload(tokens: &Tokens, tls: Option<&Tls>) {
+    if !tokens.is_open() {
+        match tokens.reload() {
+            Ok(count) => tracing::info!(tokens = count, "tokens file reloaded"),
+            Err(e) => tracing::error!("{e}; keeping the tokens loaded before"),
+        }
+    }
+    if let Some(tls) = tls {
+        match tls.reload() {
+            Ok(()) => tracing::info!(cert = %tls.cert_path().display(), "certificate reloaded"),
+            Err(e) => tracing::error!("{e}; keeping the certificate loaded before"),
+        }
     }
 }
 

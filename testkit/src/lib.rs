@@ -20,6 +20,8 @@
 //!   PostgreSQL cluster, started and stopped by the test.
 //! - `server` (cargo feature `server`, for dev-dependencies only): a real server on an
 //!   ephemeral port, for the integration tests of the client and the command line.
+//! - `tls` (cargo feature `tls`, implied by `server`): a private CA and the certificates it
+//!   issues, for the TLS tests of the server and its clients.
 //!
 //! [`LinearScan`]: reference::LinearScan
 
@@ -34,3 +36,5 @@ pub mod rng;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod sim;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -1,9 +1,10 @@
-//! A real server (`allocate_http::run`) on `127.0.0.1:0`, in memory, with short timeouts,
-//! and a TLS front for it with a private CA, for the integration tests of the crates that
-//! talk to one (the client, the command line).
+//! A real server (`allocate_http::run`) on `127.0.0.1:0`, in memory, with short timeouts
+//! (plain or with TLS of its own), and a TLS front for it with a private CA, for the
+//! integration tests of the crates that talk to one (the client, the command line).
 //! Behind the cargo feature `server`, so that testkit builds without axum otherwise.
 
-use allocate_http::{run, ServerConfig};
+use crate::tls::{Issued, TestCa};
+use allocate_http::{run, ServerConfig, Tls};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,12 @@ impl Server {
         }
     }
 
+    /// [`Server::start`], serving HTTPS and WSS with `issued` (`--tls-cert`, `--tls-key`).
+    pub async fn start_tls(issued: &Issued) -> Server {
+        let tls = Tls::load(&issued.cert_file, &issued.key_file).expect("a valid pair");
+        Server::start_with(|config| config.tls = Some(tls)).await
+    }
+
     /// Its URL over plain HTTP: `http://127.0.0.1:port`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -76,31 +83,18 @@ pub struct TlsFront {
     pub addr: SocketAddr,
     /// The private CA's certificate, as a PEM file.
     pub ca_file: PathBuf,
+    /// Owns the CA's folder, removed with the front.
+    _ca: TestCa,
     task: JoinHandle<()>,
 }
 
 impl TlsFront {
     /// Starts a front for `backend`. Must be called within a tokio runtime.
     pub async fn start(backend: SocketAddr) -> TlsFront {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         use tokio_rustls::rustls;
 
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let key = KeyPair::generate().expect("key");
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("params");
-        let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
-
-        let ca_file = std::env::temp_dir().join(format!(
-            "allocate-test-ca-{}-{}.pem",
-            std::process::id(),
-            backend.port()
-        ));
-        std::fs::write(&ca_file, ca.pem()).expect("write the CA file");
-
+        let ca = TestCa::new();
+        let issued = ca.issue("front");
         #[allow(deprecated)] // ring, as the client uses
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -108,8 +102,8 @@ impl TlsFront {
             .expect("protocol versions")
             .with_no_client_auth()
             .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                vec![issued.cert_der.into()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(issued.key_der.into()),
             )
             .expect("server TLS config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -131,7 +125,8 @@ impl TlsFront {
         });
         TlsFront {
             addr,
-            ca_file,
+            ca_file: ca.ca_file.clone(),
+            _ca: ca,
             task,
         }
     }
@@ -140,6 +135,5 @@ impl TlsFront {
 impl Drop for TlsFront {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.ca_file);
     }
 }

@@ -3,6 +3,7 @@
 //! extractor hands that [`Caller`] to handlers (and, with tokens, the token's
 //! [`Credential`](crate::auth::tokens::Credential), to the sockets it opens).
 
+use crate::access::CallerName;
 use crate::auth::{self, Caller, Unauthorized};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -24,11 +25,16 @@ const SUBPROTOCOL_TOKEN_PREFIX: &str = "bearer.";
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     match auth::identify(&app.shared.config.tokens, bearer_token(req.headers())) {
         Ok((caller, credential)) => {
+            let name = matches!(caller, Caller::Bearer(_)).then(|| CallerName(caller.to_string()));
             req.extensions_mut().insert(caller);
             if let Some(credential) = credential {
                 req.extensions_mut().insert(credential);
             }
-            next.run(req).await
+            let mut response = next.run(req).await;
+            if let Some(name) = name {
+                response.extensions_mut().insert(name);
+            }
+            response
         }
         Err(e) => {
             tracing::info!(path = req.uri().path(), "unauthorized: {e}");

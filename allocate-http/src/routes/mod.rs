@@ -14,6 +14,7 @@ mod explain;
 mod extract;
 mod inventory;
 
+use crate::access;
 use crate::error::{self, ApiError};
 use crate::metrics;
 use crate::state::AppState;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     with_slashes(router, open)
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
+        .layer(middleware::from_fn(access::log_requests))
         .with_state(state)
 }
 

@@ -6,11 +6,12 @@
 //! Bounds, and what happens at each:
 //! - open connections: the [`Gate`]'s caps; the next one is answered `503`;
 //! - refusals being answered at once: [`REFUSING_MAX`], each within [`REFUSAL_WAIT`];
-//!   beyond that a connection is closed without an answer;
+//!   beyond that a connection is closed without an answer (with TLS, always);
 //! - at shutdown, connections get the shutdown grace to finish their answer.
 
 use super::connection::{self, Context, Timeouts};
 use crate::connections::{Gate, LogLimiter, Refusal};
+use crate::tls::Tls;
 use allocate_core::wire::{self, Envelope};
 use axum::Router;
 use std::future::Future;
@@ -38,13 +39,14 @@ const REFUSAL_DRAIN_BYTES_MAX: usize = 64 * 1024;
 /// descriptors, memory), rather than spinning on it.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
-/// Accepts connections until `signal` completes, then tells every connection to finish
-/// its answer and close, and waits for them at most `grace`.
+/// Accepts connections (over TLS with `tls`) until `signal` completes, then tells every
+/// connection to finish its answer and close, and waits for them at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     gate: Gate,
     router: Router,
     timeouts: Timeouts,
+    tls: Option<Tls>,
     grace: Duration,
     signal: impl Future<Output = ()>,
 ) {
@@ -57,6 +59,7 @@ pub async fn serve(
             timeouts,
             closing,
             alive: alive_tx,
+            tls,
         },
         refusing: Arc::new(Semaphore::new(REFUSING_MAX)),
     };
@@ -96,7 +99,7 @@ impl Admission {
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
         match self.gate.admit(peer.ip(), std::time::Instant::now()) {
             Ok(permit) => {
-                tokio::spawn(connection::serve(tcp, permit, self.context.clone()));
+                tokio::spawn(connection::serve(tcp, peer, permit, self.context.clone()));
             }
             Err(refused) => {
                 if let Some(count) = refused.log {
@@ -107,7 +110,11 @@ impl Admission {
                         refused.refusal
                     );
                 }
-                refuse(tcp, refused.refusal, &self.refusing);
+                // A TLS client would read the plain `503` as a corrupt record: it is closed
+                // instead (answering over TLS would spend a handshake on every refusal).
+                if self.context.tls.is_none() {
+                    refuse(tcp, refused.refusal, &self.refusing);
+                }
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::journal::{self, Journal, JournalError, JournalStore, Waiting};
 use crate::routes;
 use crate::sockets::Shared;
 use crate::state::AppState;
+use crate::tls::Tls;
 use allocate_core::Engine;
 use connection::Timeouts;
 use std::future::Future;
@@ -47,6 +48,7 @@ pub async fn run(
         write: config.write_timeout,
     };
     let gate = open_gate(config.connections);
+    let tls = config.tls.clone();
     let mut shutdown = Box::pin(shutdown);
     let Some((engine, journal)) = open_engine(&config, &listener, &mut shutdown).await? else {
         info!("stopped before serving");
@@ -65,6 +67,7 @@ pub async fn run(
         dashboard: Hub::default(),
         connections: gate.clone(),
     };
+    log_tls(tls.as_ref());
     // Alone on its line: tools read the address from its end.
     info!(address = %listener.local_addr()?, "allocate-http listening");
     let signal = async move {
@@ -76,11 +79,18 @@ pub async fn run(
         let _ = driver.shutdown().await;
     };
     let router = routes::router(state);
-    accept::serve(listener, gate, router, timeouts, grace, signal).await;
+    accept::serve(listener, gate, router, timeouts, tls, grace, signal).await;
     // Upgraded sockets have left hyper's hands, so `serve` does not wait for them.
     let ended = wait_for_sockets(alive_rx, join, grace).await;
     info!("stopped");
     ended.map_err(io::Error::other)
+}
+
+/// Says that the listener serves HTTPS and WSS, if it does, with which certificate.
+fn log_tls(tls: Option<&Tls>) {
+    if let Some(tls) = tls {
+        info!(cert = %tls.cert_path().display(), "serving HTTPS and WSS");
+    }
 }
 
 /// The engine: rebuilt from the journal's store, empty without one; `None` when `shutdown`

@@ -3,6 +3,7 @@
 //! that makes no progress for the write timeout fails, which ends the connection. The
 //! connection's place under the caps goes with it.
 
+use crate::access::Upgrade;
 use crate::connections::Permit;
 use std::future::Future;
 use std::io;
@@ -54,14 +55,16 @@ pub struct Guarded {
     stall: Option<Pin<Box<Sleep>>>,
     /// Whether `stall` counts down for the write now waiting.
     stalled: bool,
-    _permit: Permit,
+    /// The connection's place under the caps, and its websocket's access-log line (logged
+    /// when the last holder drops it): both go with the stream, which a websocket keeps.
+    _held: (Permit, Arc<Upgrade>),
 }
 
 impl Guarded {
-    /// Wraps an accepted stream, which holds `permit` until it is dropped.
+    /// Wraps an accepted stream, which holds `held` until it is dropped.
     pub fn new(
         tcp: TcpStream,
-        permit: Permit,
+        held: (Permit, Arc<Upgrade>),
         activity: Arc<Activity>,
         write_timeout: Duration,
     ) -> Guarded {
@@ -71,7 +74,7 @@ impl Guarded {
             write_timeout,
             stall: None,
             stalled: false,
-            _permit: permit,
+            _held: held,
         }
     }
 
@@ -194,7 +197,8 @@ mod tests {
             .admit(writer.peer_addr().unwrap().ip(), std::time::Instant::now())
             .expect("room");
         let activity = Arc::new(Activity::new());
-        let guarded = Guarded::new(writer, permit, activity.clone(), write_timeout);
+        let held = (permit, Upgrade::new());
+        let guarded = Guarded::new(writer, held, activity.clone(), write_timeout);
         (guarded, reader, activity)
     }
 
