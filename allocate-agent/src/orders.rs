@@ -95,21 +95,31 @@ impl Dispatcher {
                 let result = self.provision(p).await;
                 self.handle.provisioned(&order, result).await
             }
-            Order::Release { order: r, .. } => match self.release(r).await {
-                Ok(()) => {
-                    tracing::info!(allocation_id = %id, "released");
-                    self.handle.released(&order).await
-                }
-                Err(e) => {
-                    // The contract has no failed release: leaving it unanswered makes the
-                    // server mark the resource `error` rather than hand it out unclean.
-                    tracing::error!(allocation_id = %id, error = %e, "release failed; not acknowledging it");
-                    self.handle.abandon(&order).await
-                }
-            },
+            Order::Release { order: r, .. } => self.carry_out_release(&order, r).await,
         };
         if sent.is_err() {
             tracing::debug!(allocation_id = %id, "agent stopped before the answer could be sent");
+        }
+    }
+
+    /// Runs a release and acknowledges it, or leaves it unanswered when it failed.
+    async fn carry_out_release(
+        &self,
+        order: &Order,
+        release: &ReleaseOrder,
+    ) -> Result<(), allocate_client::Error> {
+        let id = release.allocation_id;
+        match self.release(release).await {
+            Ok(()) => {
+                tracing::info!(allocation_id = %id, "released");
+                self.handle.released(order).await
+            }
+            Err(e) => {
+                // The contract has no failed release: leaving it unanswered makes the
+                // server mark the resource `error` rather than hand it out unclean.
+                tracing::error!(allocation_id = %id, error = %e, "release failed; not acknowledging it");
+                self.handle.abandon(order).await
+            }
         }
     }
 

@@ -161,22 +161,21 @@ impl Agent {
                 let server = self.client.url();
                 tracing::info!(%server, connection, inventory_ids = %ids.join(","), "registered");
             }
-            AgentEvent::Disconnected {
-                error,
-                retry_in: Some(delay),
-            } => {
-                tracing::warn!("{error}; reconnecting in {:.1} s", delay.as_secs_f64());
-            }
-            AgentEvent::Disconnected {
-                error,
-                retry_in: None,
-            } => tracing::warn!("{error}"),
+            AgentEvent::Disconnected { error, retry_in } => on_disconnected(&error, retry_in),
             AgentEvent::Refused(refusal) => {
                 let (status, code, message) = (refusal.status, &refusal.code, &refusal.message);
                 tracing::warn!(status, %code, %message, "server refused a message");
             }
             AgentEvent::Unreadable(error) => on_unreadable(&error),
         }
+    }
+}
+
+/// Logs a lost connection, and when the next try comes (`None`: no more tries).
+fn on_disconnected(error: &impl std::fmt::Display, retry_in: Option<Duration>) {
+    match retry_in {
+        Some(delay) => tracing::warn!("{error}; reconnecting in {:.1} s", delay.as_secs_f64()),
+        None => tracing::warn!("{error}"),
     }
 }
 
@@ -188,15 +187,23 @@ fn on_unreadable(error: &WireError) {
             kind,
             allocation_id: Some(allocation_id),
             source,
-        } if kind == "provision" => {
-            tracing::warn!(%allocation_id, error = %source, "malformed provision; answered with an error");
-        }
+        } if kind == "provision" => on_malformed_provision(allocation_id, source),
         WireError::Unknown {
             key: "action",
             value: action,
-        } => tracing::warn!(%action, "ignoring an unknown action from the server"),
+        } => on_unknown_action(action),
         error => tracing::warn!(%error, "ignoring a server message"),
     }
+}
+
+/// Logs a provision the agent could not read, which allocate-client answered with an error.
+fn on_malformed_provision(allocation_id: &impl std::fmt::Display, source: &impl std::fmt::Display) {
+    tracing::warn!(%allocation_id, error = %source, "malformed provision; answered with an error");
+}
+
+/// Logs an order of an action this agent does not know.
+fn on_unknown_action(action: &impl std::fmt::Display) {
+    tracing::warn!(%action, "ignoring an unknown action from the server");
 }
 
 #[cfg(test)]

@@ -105,16 +105,28 @@ async fn reload_on_hangup(_tokens: Tokens, _tls: Option<Tls>) {}
 #[cfg(unix)]
 fn reload(tokens: &Tokens, tls: Option<&Tls>) {
     if !tokens.is_open() {
-        match tokens.reload() {
-            Ok(count) => tracing::info!(tokens = count, "tokens file reloaded"),
-            Err(e) => tracing::error!("{e}; keeping the tokens loaded before"),
-        }
+        reload_tokens(tokens);
     }
     if let Some(tls) = tls {
-        match tls.reload() {
-            Ok(()) => tracing::info!(cert = %tls.cert_path().display(), "certificate reloaded"),
-            Err(e) => tracing::error!("{e}; keeping the certificate loaded before"),
-        }
+        reload_tls(tls);
+    }
+}
+
+/// Rereads the tokens file; on a failure the tokens loaded before stay.
+#[cfg(unix)]
+fn reload_tokens(tokens: &Tokens) {
+    match tokens.reload() {
+        Ok(count) => tracing::info!(tokens = count, "tokens file reloaded"),
+        Err(e) => tracing::error!("{e}; keeping the tokens loaded before"),
+    }
+}
+
+/// Rereads the certificate and key; on a failure the pair loaded before stays.
+#[cfg(unix)]
+fn reload_tls(tls: &Tls) {
+    match tls.reload() {
+        Ok(()) => tracing::info!(cert = %tls.cert_path().display(), "certificate reloaded"),
+        Err(e) => tracing::error!("{e}; keeping the certificate loaded before"),
     }
 }
 

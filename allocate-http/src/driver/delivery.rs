@@ -221,16 +221,7 @@ impl Driver {
     fn drop_peer(&mut self, peer: &Peer, owner: Owner) {
         peer.kill();
         match owner {
-            Owner::Client(allocation_id) => {
-                if self.sockets.remove_client_if(&allocation_id, peer.id()) {
-                    if peer.is_closed() {
-                        debug!(%allocation_id, "a client left before its socket task said so");
-                    } else {
-                        warn!(%allocation_id, "dropping a client that fell behind");
-                    }
-                    self.forget_client(allocation_id);
-                }
-            }
+            Owner::Client(allocation_id) => self.drop_client(peer, allocation_id),
             Owner::Follower(allocation_id) => {
                 warn!(%allocation_id, "dropping a follower that fell behind");
                 self.sockets.remove_follower(&allocation_id, peer.id());
@@ -242,6 +233,19 @@ impl Driver {
             }
             Owner::Closing => {}
         }
+    }
+
+    /// [`Self::drop_peer`] for a client's socket.
+    fn drop_client(&mut self, peer: &Peer, allocation_id: Uuid) {
+        if !self.sockets.remove_client_if(&allocation_id, peer.id()) {
+            return;
+        }
+        if peer.is_closed() {
+            debug!(%allocation_id, "a client left before its socket task said so");
+        } else {
+            warn!(%allocation_id, "dropping a client that fell behind");
+        }
+        self.forget_client(allocation_id);
     }
 
     /// Drains the engine's outputs to their sockets.

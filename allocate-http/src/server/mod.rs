@@ -67,17 +67,8 @@ pub async fn run(
         dashboard: Hub::default(),
         connections: gate.clone(),
     };
-    log_tls(tls.as_ref());
-    // Alone on its line: tools read the address from its end.
-    info!(address = %listener.local_addr()?, "allocate-http listening");
-    let signal = async move {
-        tokio::select! {
-            () = &mut shutdown => info!("shutting down"),
-            Ok(()) = failed => error!("the journal failed; shutting down"),
-        }
-        let _ = stop_tx.send(true);
-        let _ = driver.shutdown().await;
-    };
+    announce(&listener, tls.as_ref())?;
+    let signal = stop_when(shutdown, failed, stop_tx, driver);
     let router = routes::router(state);
     accept::serve(listener, gate, router, timeouts, tls, grace, signal).await;
     // Upgraded sockets have left hyper's hands, so `serve` does not wait for them.
@@ -86,11 +77,31 @@ pub async fn run(
     ended.map_err(io::Error::other)
 }
 
-/// Says that the listener serves HTTPS and WSS, if it does, with which certificate.
-fn log_tls(tls: Option<&Tls>) {
+/// Completes once `shutdown` does or the journal `failed`, after telling every socket
+/// (`stop`) and the engine's task that the server stops.
+async fn stop_when(
+    mut shutdown: impl Future<Output = ()> + Unpin,
+    failed: oneshot::Receiver<()>,
+    stop: watch::Sender<bool>,
+    driver: driver::DriverHandle,
+) {
+    tokio::select! {
+        () = &mut shutdown => info!("shutting down"),
+        Ok(()) = failed => error!("the journal failed; shutting down"),
+    }
+    let _ = stop.send(true);
+    let _ = driver.shutdown().await;
+}
+
+/// Says that the listener serves HTTPS and WSS, if it does, with which certificate, and
+/// then where it listens.
+fn announce(listener: &TcpListener, tls: Option<&Tls>) -> io::Result<()> {
     if let Some(tls) = tls {
         info!(cert = %tls.cert_path().display(), "serving HTTPS and WSS");
     }
+    // Alone on its line: tools read the address from its end.
+    info!(address = %listener.local_addr()?, "allocate-http listening");
+    Ok(())
 }
 
 /// The engine: rebuilt from the journal's store, empty without one; `None` when `shutdown`
@@ -165,12 +176,13 @@ impl Standby {
     /// Stops serving (waiting at most `grace` for its connections to close).
     async fn stop(self, grace: Duration) {
         let _ = self.stop.send(());
-        match timeout(grace, self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => warn!("the standby's server failed: {e}"),
-            Ok(Err(e)) => warn!("the standby's server failed: {e}"),
-            Err(_) => warn!("the standby's connections did not close in time"),
-        }
+        let trouble = match timeout(grace, self.task).await {
+            Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(e))) => format!("the standby's server failed: {e}"),
+            Ok(Err(e)) => format!("the standby's server failed: {e}"),
+            Err(_) => "the standby's connections did not close in time".to_owned(),
+        };
+        warn!("{trouble}");
     }
 }
 
