@@ -82,6 +82,16 @@ typedef enum allocate_result {
    * the inner call did nothing.
    */
   ALLOCATE_REENTERED = 14,
+  /**
+   * The server holds as many connections as it allows (HTTP 503 `overloaded`); not produced
+   * by the engine itself.
+   */
+  ALLOCATE_OVERLOADED = 15,
+  /**
+   * The server is a standby, another leads (HTTP 503 `not_leader`); not produced by the
+   * engine itself.
+   */
+  ALLOCATE_NOT_LEADER = 16,
 } allocate_result;
 
 /**

@@ -39,6 +39,12 @@ pub enum allocate_result {
     /// A policy callback called into the engine that is calling it (which would deadlock);
     /// the inner call did nothing.
     ALLOCATE_REENTERED = 14,
+    /// The server holds as many connections as it allows (HTTP 503 `overloaded`); not produced
+    /// by the engine itself.
+    ALLOCATE_OVERLOADED = 15,
+    /// The server is a standby, another leads (HTTP 503 `not_leader`); not produced by the
+    /// engine itself.
+    ALLOCATE_NOT_LEADER = 16,
 }
 
 impl From<ErrorCode> for allocate_result {
@@ -52,6 +58,8 @@ impl From<ErrorCode> for allocate_result {
             ErrorCode::Conflict => allocate_result::ALLOCATE_CONFLICT,
             ErrorCode::Internal => allocate_result::ALLOCATE_INTERNAL,
             ErrorCode::ShuttingDown => allocate_result::ALLOCATE_SHUTTING_DOWN,
+            ErrorCode::Overloaded => allocate_result::ALLOCATE_OVERLOADED,
+            ErrorCode::NotLeader => allocate_result::ALLOCATE_NOT_LEADER,
         }
     }
 }

@@ -24,11 +24,15 @@ pub enum ErrorCode {
     Internal,
     /// The server is stopping (503).
     ShuttingDown,
+    /// The server holds as many connections as it allows, in all or from this address (503).
+    Overloaded,
+    /// This server is a standby: another one leads (503; the envelope names the leader).
+    NotLeader,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (for tables in other languages).
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -37,6 +41,8 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::Internal,
         ErrorCode::ShuttingDown,
+        ErrorCode::Overloaded,
+        ErrorCode::NotLeader,
     ];
 
     /// The snake_case string that appears in `error.code`.
@@ -50,6 +56,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::Internal => "internal",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::NotLeader => "not_leader",
         }
     }
 
@@ -63,7 +71,7 @@ impl ErrorCode {
             ErrorCode::AllocationTimeout => 408,
             ErrorCode::Conflict => 409,
             ErrorCode::Internal => 500,
-            ErrorCode::ShuttingDown => 503,
+            ErrorCode::ShuttingDown | ErrorCode::Overloaded | ErrorCode::NotLeader => 503,
         }
     }
 }

@@ -51,19 +51,19 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
             other => StatusCode::from_u16(other.code().map_or(500, ErrorCode::http_status))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 
-    /// The contract's code; `None` for 405 and `not_leader`, which the table has no code for.
+    /// The contract's code; `None` for 405, which the table has no code for.
     pub fn code(&self) -> Option<ErrorCode> {
         Some(match self {
             ApiError::Core(e) => e.code(),
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::NoRoute(_) => ErrorCode::NotFound,
-            ApiError::MethodNotAllowed { .. } | ApiError::NotLeader { .. } => return None,
+            ApiError::MethodNotAllowed { .. } => return None,
+            ApiError::NotLeader { .. } => ErrorCode::NotLeader,
             ApiError::Internal(_) => ErrorCode::Internal,
         })
     }
@@ -74,11 +74,7 @@ impl ApiError {
             Some(code) => Refusal::new(code, self.to_string()),
             None => Refusal {
                 status: self.status().as_u16(),
-                code: match self {
-                    ApiError::NotLeader { .. } => "not_leader",
-                    _ => "method_not_allowed",
-                }
-                .to_owned(),
+                code: "method_not_allowed".to_owned(),
                 message: self.to_string(),
                 explain: None,
             },

@@ -62,6 +62,18 @@ create_exception!(
 );
 create_exception!(
     allocate._allocate,
+    Overloaded,
+    AllocateError,
+    "The server holds as many connections as it allows, in all or from this address (503 overloaded)."
+);
+create_exception!(
+    allocate._allocate,
+    NotLeader,
+    AllocateError,
+    "This server is a standby of a shared store; another one leads (503 not_leader)."
+);
+create_exception!(
+    allocate._allocate,
     ConnectionLost,
     AllocateError,
     "The server could not be reached, or the connection to it dropped or stopped answering."
@@ -103,6 +115,8 @@ pub fn from_error_code(code: ErrorCode, message: String) -> PyErr {
         ErrorCode::Conflict => Conflict::new_err(message),
         ErrorCode::Internal => InternalError::new_err(message),
         ErrorCode::ShuttingDown => ShuttingDown::new_err(message),
+        ErrorCode::Overloaded => Overloaded::new_err(message),
+        ErrorCode::NotLeader => NotLeader::new_err(message),
     }
 }
 

@@ -274,3 +274,21 @@ def test_explain_is_a_dry_run_naming_what_rules_resources_out() -> None:
         e.explain(gpu={"count": 0})
     with pytest.raises(allocate.InvalidRequest, match="`tag`"):
         e.explain(tag=["nvidia"])  # type: ignore[call-arg]
+
+
+def test_every_contract_code_has_its_exception() -> None:
+    classes = {
+        "invalid_request": allocate.InvalidRequest,
+        "unauthorized": allocate.Unauthorized,
+        "forbidden": allocate.Forbidden,
+        "not_found": allocate.NotFound,
+        "allocation_timeout": allocate.AllocationTimeout,
+        "conflict": allocate.Conflict,
+        "internal": allocate.InternalError,
+        "shutting_down": allocate.ShuttingDown,
+        "overloaded": allocate.Overloaded,
+        "not_leader": allocate.NotLeader,
+    }
+    for code, cls in classes.items():
+        assert issubclass(cls, allocate.AllocateError)
+        assert cls.code == code, cls

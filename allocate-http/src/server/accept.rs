@@ -13,6 +13,7 @@ use super::connection::{self, Context, Timeouts};
 use crate::connections::{Gate, LogLimiter, Refusal};
 use crate::tls::Tls;
 use allocate_core::wire::{self, Envelope};
+use allocate_core::ErrorCode;
 use axum::Router;
 use std::future::Future;
 use std::io;
@@ -172,12 +173,10 @@ async fn answer(mut tcp: TcpStream, refusal: Refusal) -> io::Result<()> {
 /// The whole HTTP answer to a refused connection: `503` with the failure envelope, code
 /// `overloaded`, and `Connection: close`.
 fn refusal_response(refusal: Refusal) -> Vec<u8> {
-    let body = Envelope::<()>::Refused(wire::Refusal {
-        status: 503,
-        code: "overloaded".to_owned(),
-        message: refusal.to_string(),
-        explain: None,
-    })
+    let body = Envelope::<()>::Refused(wire::Refusal::new(
+        ErrorCode::Overloaded,
+        refusal.to_string(),
+    ))
     .to_text();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\

@@ -37,6 +37,8 @@ __all__ = [
     "Conflict",
     "InternalError",
     "ShuttingDown",
+    "Overloaded",
+    "NotLeader",
     "ConnectionLost",
     "Gpu",
     "Connection",
@@ -100,6 +102,12 @@ class InternalError(AllocateError):
 
 class ShuttingDown(AllocateError):
     """The server is stopping (503 shutting_down)."""
+
+class Overloaded(AllocateError):
+    """The server holds as many connections as it allows, in all or from this address (503 overloaded)."""
+
+class NotLeader(AllocateError):
+    """This server is a standby of a shared store; another one leads (503 not_leader)."""
 
 class ConnectionLost(AllocateError):
     """The server could not be reached, or the connection to it dropped or stopped answering."""
