@@ -6,9 +6,11 @@ use crate::panic::guard;
 use crate::result::{allocate_result, Failure};
 use crate::strings::give_json;
 use crate::uuid::{allocate_uuid, uuid_arg};
-use allocate_core::parse_json;
 use allocate_core::wire::explain::match_requirements;
+use allocate_core::{parse_json, Engine};
+use serde::Serialize;
 use std::ffi::c_char;
+use uuid::Uuid;
 
 /// The whole inventory as the contract's JSON list (never with credentials), into `json_out`
 /// (free with `allocate_string_free`).
@@ -39,16 +41,12 @@ pub unsafe extern "C" fn allocate_engine_allocation_json(
     allocation_id: *const allocate_uuid,
     json_out: *mut *mut c_char,
 ) -> allocate_result {
-    guard(|| {
-        // SAFETY (all three): the caller's contract.
-        let id = unsafe { uuid_arg(allocation_id, "allocation_id") }?;
-        let slot = unsafe { out(json_out, "json_out") }?;
-        let info = unsafe { lock(engine) }?
-            .engine
-            .allocation(&id)
-            .ok_or_else(|| not_found(id))?;
-        give_json(&info, slot)
-    })
+    // SAFETY: the caller's contract.
+    unsafe {
+        allocation_query(engine, allocation_id, json_out, |engine, id| {
+            engine.allocation(&id).ok_or_else(|| not_found(id))
+        })
+    }
 }
 
 /// What following an allocation sees first (the contract's *Following an allocation*): a JSON
@@ -64,17 +62,16 @@ pub unsafe extern "C" fn allocate_engine_current_json(
     allocation_id: *const allocate_uuid,
     json_out: *mut *mut c_char,
 ) -> allocate_result {
-    guard(|| {
-        // SAFETY (all three): the caller's contract.
-        let id = unsafe { uuid_arg(allocation_id, "allocation_id") }?;
-        let slot = unsafe { out(json_out, "json_out") }?;
-        let outputs = unsafe { lock(engine) }?.engine.current_outputs(&id);
-        if outputs.is_empty() {
-            return Err(not_found(id));
-        }
-        let messages: Vec<_> = outputs.iter().map(|o| o.to_wire()).collect();
-        give_json(&messages, slot)
-    })
+    // SAFETY: the caller's contract.
+    unsafe {
+        allocation_query(engine, allocation_id, json_out, |engine, id| {
+            let outputs = engine.current_outputs(&id);
+            if outputs.is_empty() {
+                return Err(not_found(id));
+            }
+            Ok(outputs.iter().map(|o| o.to_wire()).collect::<Vec<_>>())
+        })
+    }
 }
 
 /// Why requirements would or would not be served now (the contract's *Why not*; a dry run
@@ -102,8 +99,28 @@ pub unsafe extern "C" fn allocate_engine_explain_json(
     })
 }
 
+/// The shape of the calls that answer one allocation's JSON: reads `allocation_id`, asks
+/// `answer` with the engine locked, and gives its JSON to `json_out`.
+///
+/// # Safety
+/// `engine` live; `allocation_id` readable; `json_out` writable.
+unsafe fn allocation_query<T: Serialize>(
+    engine: *mut allocate_engine,
+    allocation_id: *const allocate_uuid,
+    json_out: *mut *mut c_char,
+    answer: impl FnOnce(&mut Engine, Uuid) -> Result<T, Failure>,
+) -> allocate_result {
+    guard(|| {
+        // SAFETY (all three): forwarded from the caller.
+        let id = unsafe { uuid_arg(allocation_id, "allocation_id") }?;
+        let slot = unsafe { out(json_out, "json_out") }?;
+        let value = answer(&mut unsafe { lock(engine) }?.engine, id)?;
+        give_json(&value, slot)
+    })
+}
+
 /// `ALLOCATE_NOT_FOUND` for allocation `id`.
-fn not_found(id: uuid::Uuid) -> Failure {
+fn not_found(id: Uuid) -> Failure {
     Failure::from(allocate_core::Error::NotFound {
         kind: "allocation",
         id: id.to_string(),

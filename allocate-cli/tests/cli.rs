@@ -87,6 +87,15 @@ impl Lab {
         command_for(&self.server.url(), &self.config_home, args)
     }
 
+    /// [`Lab::command`] presenting `token` in `ALLOCATE_TOKEN`, if any.
+    fn command_as(&self, token: Option<&str>, args: &[&str]) -> tokio::process::Command {
+        let mut command = self.command(args);
+        if let Some(token) = token {
+            command.env("ALLOCATE_TOKEN", token);
+        }
+        command
+    }
+
     /// Runs `allocate ARGS` to its end.
     async fn allocate(&self, args: &[&str]) -> Output {
         let mut command = self.command(args);
@@ -590,13 +599,7 @@ async fn watch_prints_the_state_then_each_event_until_the_end() {
 async fn tokens_come_from_flags_environment_or_config_and_bound_what_a_user_does() {
     let lab = Lab::with_tokens().await;
     let home = &lab.config_home;
-    let as_user = |token: Option<&str>, args: &[&str]| {
-        let mut c = lab.command(args);
-        if let Some(token) = token {
-            c.env("ALLOCATE_TOKEN", token);
-        }
-        c
-    };
+    let as_user = |token: Option<&str>, args: &[&str]| lab.command_as(token, args);
     let anonymous = as_user(None, &["inventory"]).output().await.expect("runs");
     assert_eq!(anonymous.status.code(), Some(REFUSED), "no token");
     assert!(
@@ -699,11 +702,7 @@ fn fake_ssh(lab: &Lab) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_inventory_filters_and_ssh_to_a_lease() {
     let lab = Lab::with_tokens().await;
-    let as_user = |token: &str, args: &[&str]| {
-        let mut c = lab.command(args);
-        c.env("ALLOCATE_TOKEN", token);
-        c
-    };
+    let as_user = |token: &str, args: &[&str]| lab.command_as(Some(token), args);
     let admin = "admin-secret-0123456789abcdef";
     let alice = "alice-secret-0123456789abcdef";
     let inventory = |args: &[&str]| {
