@@ -507,8 +507,8 @@ impl Engine {
     /// when some could): what its first `queued` message and its `408` carry.
     fn explain_if_hopeless(&mut self, id: Uuid) -> Option<Explanation> {
         let a = &self.allocations[&id];
-        let (matching_resources, _) = self.inventory.outlook(&a.criteria);
-        (matching_resources == 0).then(|| explain::explain(&a.requirements, self.resources_now()))
+        let hopeless = !self.inventory.could_satisfy(&a.criteria);
+        hopeless.then(|| explain::explain(&a.requirements, self.resources_now()))
     }
 
     /// What a resource is doing, as a finding names it: `None` when it could be placed on now.

@@ -377,6 +377,22 @@ impl Index {
         });
     }
 
+    /// Whether some resource in `scope` matches `c` (per the index and `exact`): the walk
+    /// stops at the first.
+    pub fn any(&mut self, c: &Criteria, scope: Scope, exact: impl Fn(Slot) -> bool) -> bool {
+        self.keep_tail_short();
+        let (end, mut found) = (self.ranks.len() as Pos, false);
+        self.join(c, scope, self.floor_pos(c), end, |pos| {
+            found = self.ranks[pos as usize].check(c).is_ok() && exact(self.slots[pos as usize]);
+            if found {
+                Step::SkipTo(end)
+            } else {
+                Step::Next
+            }
+        });
+        found
+    }
+
     /// The first position in the layout whose rank could match `c`.
     fn floor_pos(&self, c: &Criteria) -> Pos {
         let floor = Rank::floor(c);
@@ -687,11 +703,15 @@ mod tests {
             let mut want_all = self.expected(&c, false);
             want_all.sort_unstable();
             assert_eq!(all, want_all, "{c:?}");
+            let any = self.index.any(&c, Scope::All, exact);
+            assert_eq!(any, !want_all.is_empty(), "any {c:?}");
+            let any_free = self.index.any(&c, Scope::Free, exact);
+            assert_eq!(any_free, !want.is_empty(), "any free {c:?}");
         }
     }
 
     #[test]
-    fn best_and_each_agree_with_a_plain_scan_through_churn_and_relayouts() {
+    fn best_each_and_any_agree_with_a_plain_scan_through_churn_and_relayouts() {
         let mut rng = Rng(7);
         let mut lab = Lab {
             index: Index::default(),

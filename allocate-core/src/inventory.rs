@@ -223,6 +223,13 @@ impl Inventory {
         (count, eta)
     }
 
+    /// Whether any registered resource could ever satisfy `criteria` (cheaper than
+    /// [`Inventory::outlook`]: it stops at the first).
+    pub fn could_satisfy(&mut self, criteria: &Criteria) -> bool {
+        let exact = Self::gpus_fit(&self.slots, criteria);
+        self.index.any(criteria, Scope::All, exact)
+    }
+
     /// Resources carrying every tag in `tags` (free ones only if `free_only`), in registration order.
     pub fn with_tags(&mut self, tags: &[String], free_only: bool) -> Vec<Slot> {
         let criteria = Criteria {
