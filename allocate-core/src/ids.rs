@@ -46,17 +46,38 @@ const INVENTORY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3a52_9c0e_4d7a_8f21_5e4
 ///
 /// Derived (UUID v5) rather than drawn, so the same agent registering the same list gets
 /// the same ids even across a restart without a journal.
+///
+/// Exactly `Uuid::new_v5(INVENTORY_NAMESPACE, agent_id ‖ shape_key ‖ occurrence)` (a test holds
+/// it to that), hashed with the `sha1` crate, which uses the CPU's SHA instructions where
+/// there are some: a registration derives one per resource.
 pub fn derive_inventory_id(agent_id: Uuid, shape_key: &str, occurrence: u32) -> Uuid {
-    let mut name = Vec::with_capacity(16 + shape_key.len() + 4);
-    name.extend_from_slice(agent_id.as_bytes());
-    name.extend_from_slice(shape_key.as_bytes());
-    name.extend_from_slice(&occurrence.to_be_bytes());
-    Uuid::new_v5(&INVENTORY_NAMESPACE, &name)
+    use sha1::Digest;
+    let digest = sha1::Sha1::new()
+        .chain_update(INVENTORY_NAMESPACE.as_bytes())
+        .chain_update(agent_id.as_bytes())
+        .chain_update(shape_key.as_bytes())
+        .chain_update(occurrence.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inventory_ids_are_the_v5_ids_of_agent_shape_and_occurrence() {
+        let agent = Uuid::from_u128(0x1234_5678_9abc_def0_0fed_cba9_8765_4321);
+        for (key, n) in [("", 0), ("[[\"a\"],\"VM\",4,16,[]]", 3), ("é", u32::MAX)] {
+            let mut name = agent.as_bytes().to_vec();
+            name.extend_from_slice(key.as_bytes());
+            name.extend_from_slice(&n.to_be_bytes());
+            let want = Uuid::new_v5(&INVENTORY_NAMESPACE, &name);
+            assert_eq!(derive_inventory_id(agent, key, n), want, "{key:?} {n}");
+        }
+    }
 
     #[test]
     fn seeded_ids_repeat_per_seed_and_differ_between_seeds() {
