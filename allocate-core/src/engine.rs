@@ -102,6 +102,9 @@ pub struct Engine {
     ended: VecDeque<Uuid>,
     /// Allocation -> resource, for releases waiting on an agent's acknowledgement.
     releases: FxMap<Uuid, Uuid>,
+    /// Allocation -> the agents still to acknowledge the release of a provision of it they
+    /// abandoned: it is not placed on their resources until they do.
+    abandoned: FxMap<Uuid, Vec<Uuid>>,
     queue: Queue,
     timers: Timers,
     outputs: VecDeque<Output>,
@@ -161,6 +164,7 @@ impl Engine {
             allocations: FxMap::default(),
             ended: VecDeque::new(),
             releases: FxMap::default(),
+            abandoned: FxMap::default(),
             queue: Queue::default(),
             timers: Timers::default(),
             outputs: VecDeque::new(),
@@ -754,7 +758,8 @@ impl Engine {
 fn state_of(r: &Resource) -> ResourceState {
     if !r.online {
         ResourceState::Offline
-    } else if r.occupant.is_some() {
+    } else if r.occupant.is_some() && !(r.abandoned && r.error.is_some()) {
+        // Cleaning up after a provision that failed says `error`, as the failure does.
         ResourceState::Allocated
     } else if r.maintenance.is_some() {
         ResourceState::Maintenance

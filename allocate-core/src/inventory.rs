@@ -26,6 +26,9 @@ pub(crate) struct Resource {
     pub occupant: Option<Uuid>,
     /// Waiting for the agent to acknowledge a release of `occupant`.
     pub releasing: bool,
+    /// That release cleans up after an abandoned provision (unanswered in time, or its agent
+    /// went away): `occupant` did not end, it waits again or holds another resource.
+    pub abandoned: bool,
     /// When an unacknowledged release gives up (none while the agent is offline).
     pub release_deadline: Option<Timestamp>,
     pub error: Option<String>,
@@ -201,15 +204,19 @@ impl Inventory {
         move |slot| !each_gpu || criteria.gpus_match(&slots.live(slot).spec.gpu)
     }
 
-    /// Free resources satisfying `criteria`, best fit first, ties by registration order; at most `limit`.
-    pub fn candidates(&mut self, criteria: &Criteria, limit: usize) -> Vec<Slot> {
-        let exact = Self::gpus_fit(&self.slots, criteria);
+    /// Free resources satisfying `criteria`, best fit first, ties by registration order; at
+    /// most `limit`, none of them on an agent in `avoid`.
+    pub fn candidates(&mut self, criteria: &Criteria, limit: usize, avoid: &[Uuid]) -> Vec<Slot> {
+        let (slots, fit) = (&self.slots, Self::gpus_fit(&self.slots, criteria));
+        let exact =
+            |slot| fit(slot) && (avoid.is_empty() || !avoid.contains(&slots.live(slot).agent_id));
         self.index.best(criteria, limit, exact)
     }
 
-    /// The best free resource for `criteria` (the first of [`Inventory::candidates`]).
-    pub fn best_free(&mut self, criteria: &Criteria) -> Option<Slot> {
-        self.candidates(criteria, 1).first().copied()
+    /// The best free resource for `criteria` off the agents in `avoid` (the first of
+    /// [`Inventory::candidates`]).
+    pub fn best_free(&mut self, criteria: &Criteria, avoid: &[Uuid]) -> Option<Slot> {
+        self.candidates(criteria, 1, avoid).first().copied()
     }
 
     /// How many registered resources could ever satisfy `criteria`, and the earliest lease end among them.
@@ -386,6 +393,7 @@ impl Inventory {
             online: false,
             occupant: None,
             releasing: false,
+            abandoned: false,
             release_deadline: None,
             error: None,
             maintenance: None,

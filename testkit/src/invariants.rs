@@ -59,6 +59,14 @@ impl<'a> View<'a> {
             .unwrap_or_else(|| panic!("{inventory_id} is not in inventory"))
     }
 
+    /// Whether `agent` still owes the release of a provision of `id` it abandoned (the
+    /// engine does not place `id` on its resources until it is acknowledged).
+    fn cleaning_up(&self, id: Uuid, agent: Uuid) -> bool {
+        self.resources
+            .values()
+            .any(|(owner, _, r)| *owner == agent && r.abandoned && r.occupant == Some(id))
+    }
+
     /// Whether `inventory_id` is free and the policy lets `req` have it.
     fn free_for(&self, req: &Requirements, r: &InventoryEntry) -> bool {
         r.state == ResourceState::Free && reference::eligible(req, r, self.picky)
@@ -321,8 +329,10 @@ impl Sim {
                     .allocations
                     .get(other)
                     .is_some_and(|a| a.state == AllocationState::Queued);
+                let eligible = reference::eligible(req, r, view.picky)
+                    && !view.cleaning_up(*other, r.agent_id);
                 assert!(
-                    !(still_waiting && other_seq < seq && reference::eligible(req, r, view.picky)),
+                    !(still_waiting && other_seq < seq && eligible),
                     "{inventory_id} went to {id} although the earlier {other} waits for it"
                 );
             }
@@ -369,7 +379,13 @@ impl Sim {
             if r.releasing {
                 let a = view.allocations.get(&occupant);
                 let ended = a.is_none_or(|a| a.state.is_terminal());
-                assert!(ended, "released {id} has a live holder");
+                // A release after an abandoned provision: its request waits again, or holds
+                // another resource, never this one.
+                let elsewhere = a.is_none_or(|a| a.inventory_id != Some(*id));
+                assert!(
+                    ended || (r.abandoned && elsewhere),
+                    "released {id} has a live holder"
+                );
                 assert_eq!(
                     r.release_deadline.is_some(),
                     *online,
@@ -397,10 +413,9 @@ impl Sim {
                     let give_up = a.wait_until.min(a.expires);
                     assert_eq!(a.deadline, Some(give_up), "{id} waits until {give_up}");
                     assert_eq!(a.position, Some(rank), "{id}'s position");
-                    let free = view
-                        .inventory
-                        .iter()
-                        .find(|r| view.free_for(&a.requirements, r));
+                    let free = view.inventory.iter().find(|r| {
+                        view.free_for(&a.requirements, r) && !view.cleaning_up(id, r.agent_id)
+                    });
                     assert!(free.is_none(), "{id} waits although {free:?} is free");
                     self.queued.insert(id, (a.seq, a.requirements.clone()));
                 }

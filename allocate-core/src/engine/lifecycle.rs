@@ -3,6 +3,7 @@
 use super::{Allocation, Engine};
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
+use crate::hash::FxMap;
 use crate::inventory::{Inventory, Slot};
 use crate::model::{Connection, Requirements, ResourceSpec};
 use crate::output::Output;
@@ -79,7 +80,7 @@ impl Engine {
                 continue;
             }
             match self.allocations.get(&occupant).map(|a| a.state) {
-                Some(AllocationState::Provisioning) => self.provision_failed(occupant, None),
+                Some(AllocationState::Provisioning) => self.provision_failed(occupant, None, true),
                 Some(AllocationState::Ready) => self.outputs.push_back(Output::Offline {
                     allocation_id: occupant,
                 }),
@@ -159,6 +160,7 @@ impl Engine {
             self.policy.as_deref(),
             self.config.policy_candidates_max,
             a,
+            avoided(&self.abandoned, id),
         ) {
             return self.assign(id, slot);
         }
@@ -263,12 +265,13 @@ impl Engine {
             agent_id: r.agent_id,
             spec: &r.spec,
         };
-        let now = self.now;
+        let (now, abandoned) = (self.now, &self.abandoned);
         let accept = |id: Uuid| {
             let a = &allocations[&id];
             // A request whose wait ends at this very instant is left to its timer (408): it
             // must not get a lease that is already over.
             a.give_up() > now
+                && !avoided(abandoned, id).contains(&candidate.agent_id)
                 && policy
                     .as_ref()
                     .is_none_or(|p| !p.veto(&a.requirements, &candidate))
@@ -366,24 +369,54 @@ impl Engine {
     /// The resource no longer belongs to anyone: retire it, or offer it to the queue.
     fn free(&mut self, slot: Slot) {
         let r = self.inventory.get_mut(slot);
-        if let Some(occupant) = r.occupant.take() {
-            self.releases.remove(&occupant);
-        }
+        let (abandoned, agent_id) = (std::mem::take(&mut r.abandoned), r.agent_id);
+        let occupant = r.occupant.take();
         r.releasing = false;
         if let Some(t) = r.release_deadline.take() {
             let id = r.id;
             self.timers.remove(&(t, super::Timer::Release(id)));
         }
         if self.inventory.get(slot).retiring {
-            return self.inventory.remove(slot);
+            self.inventory.remove(slot);
+        } else {
+            self.inventory.settle(slot);
+            self.offer(slot);
         }
-        self.inventory.settle(slot);
-        self.offer(slot);
+        match occupant {
+            Some(id) if abandoned => self.cleaned_up(id, agent_id),
+            Some(id) => drop(self.releases.remove(&id)),
+            None => {}
+        }
+    }
+
+    /// `agent_id` is done with its abandoned provision of `id` (acknowledged, or given up on):
+    /// `id`, if it still waits, may now have that agent's free resources.
+    fn cleaned_up(&mut self, id: Uuid, agent_id: Uuid) {
+        forget_abandoned(&mut self.abandoned, id, agent_id);
+        let waits = self
+            .allocations
+            .get(&id)
+            .is_some_and(|a| a.state == AllocationState::Queued);
+        if !waits {
+            return;
+        }
+        let slots = self
+            .inventory
+            .agent(&agent_id)
+            .map(|a| a.slots.clone())
+            .unwrap_or_default();
+        for slot in slots {
+            self.offer(slot);
+        }
     }
 
     /// Provisioning did not work out: mark the resource (`Some(reason)`: error; `None`: it went
-    /// offline) and put the request back in front, or time it out if its wait is over.
-    fn provision_failed(&mut self, id: Uuid, reason: Option<String>) {
+    /// offline) and put the request back in front, or time it out if its wait is over. An
+    /// `abandoned` provision (unanswered in time, or its agent went away) is followed by a
+    /// release of it, now or when the agent is back, so that what it created is cleaned up;
+    /// until the agent acknowledges it, the resource stays held and the request is not placed
+    /// on that agent's resources (its answers name only the allocation).
+    fn provision_failed(&mut self, id: Uuid, reason: Option<String>, abandoned: bool) {
         let a = self
             .allocations
             .get_mut(&id)
@@ -393,13 +426,27 @@ impl Engine {
         self.set_timer(id, None);
         if let Some(slot) = inventory_id.and_then(|i| self.inventory.slot_of(&i)) {
             let r = self.inventory.get_mut(slot);
-            r.occupant = None;
             if reason.is_some() {
                 r.error = reason;
             }
-            if r.retiring {
-                self.inventory.remove(slot);
+            if abandoned {
+                (r.releasing, r.abandoned) = (true, true);
+                let (agent_id, inventory_id, online) = (r.agent_id, r.id, r.online);
+                self.abandoned.entry(id).or_default().push(agent_id);
+                if online {
+                    self.send_release(slot, agent_id, id, inventory_id);
+                }
             } else {
+                r.occupant = None;
+                if r.retiring {
+                    self.inventory.remove(slot);
+                }
+            }
+            if self
+                .inventory
+                .slot_of(&inventory_id.expect("placed"))
+                .is_some()
+            {
                 self.inventory.settle(slot);
             }
         }
@@ -427,7 +474,7 @@ impl Engine {
                     "agent did not answer the provision of allocation {id} within {} ms",
                     self.config.provision_timeout_ms
                 );
-                self.provision_failed(id, Some(reason));
+                self.provision_failed(id, Some(reason), true);
             }
             _ => {}
         }
@@ -439,18 +486,29 @@ impl Engine {
         };
         let r = self.inventory.get_mut(slot);
         r.release_deadline = None;
+        let abandoned = std::mem::take(&mut r.abandoned);
+        let mut cleaned = None;
         if let Some(occupant) = r.occupant.take() {
-            r.error = Some(format!(
+            let why = format!(
                 "agent did not acknowledge the release of allocation {occupant} within {} ms",
                 self.config.release_timeout_ms
-            ));
-            self.releases.remove(&occupant);
+            );
+            // An abandoned provision's error says why the provision failed; it stays.
+            r.error.get_or_insert(why);
+            if abandoned {
+                cleaned = Some((occupant, r.agent_id));
+            } else {
+                self.releases.remove(&occupant);
+            }
         }
         r.releasing = false;
         if r.retiring {
             self.inventory.remove(slot);
         } else {
             self.inventory.settle(slot);
+        }
+        if let Some((id, agent_id)) = cleaned {
+            self.cleaned_up(id, agent_id);
         }
     }
 
@@ -496,7 +554,7 @@ impl Engine {
             }
             ProvisionResult::Failed(why) => {
                 let why = validate::clip(why, self.config.limits.string_chars_max);
-                self.provision_failed(id, Some(format!("provisioning failed: {why}")));
+                self.provision_failed(id, Some(format!("provisioning failed: {why}")), false);
             }
         }
         Ok(())
@@ -515,10 +573,31 @@ impl Engine {
             .get(&id)
             .and_then(|i| self.inventory.slot_of(i))
             .is_some_and(|slot| self.inventory.get(slot).agent_id == agent_id);
-        ended && on_agent
+        (ended && on_agent) || avoided(&self.abandoned, id).contains(&agent_id)
+    }
+
+    /// The resource of `agent_id` being cleaned up after its abandoned provision of `id`.
+    fn abandoned_slot(&self, agent_id: Uuid, id: Uuid) -> Option<Slot> {
+        if !avoided(&self.abandoned, id).contains(&agent_id) {
+            return None;
+        }
+        let agent = self.inventory.agent(&agent_id)?;
+        agent.slots.iter().copied().find(|&slot| {
+            let r = self.inventory.get(slot);
+            r.abandoned && r.occupant == Some(id)
+        })
     }
 
     pub(super) fn do_release_acknowledged(&mut self, agent_id: Uuid, id: Uuid) -> Result<()> {
+        let normal = self
+            .releases
+            .get(&id)
+            .and_then(|i| self.inventory.slot_of(i))
+            .filter(|&slot| self.inventory.get(slot).agent_id == agent_id);
+        if let Some(slot) = normal.or_else(|| self.abandoned_slot(agent_id, id)) {
+            self.free(slot);
+            return Ok(());
+        }
         let inventory_id = *self
             .releases
             .get(&id)
@@ -626,18 +705,36 @@ fn provision_order(a: &Allocation, agent_id: Uuid, inventory_id: Uuid) -> Output
     }
 }
 
-/// The free resource a request should get: best fit, refined by the policy if one is set.
+/// The agents whose resources `id` is not placed on: those still to acknowledge the release
+/// of a provision of it they abandoned.
+fn avoided(abandoned: &FxMap<Uuid, Vec<Uuid>>, id: Uuid) -> &[Uuid] {
+    abandoned.get(&id).map_or(&[], Vec::as_slice)
+}
+
+/// `agent_id` acknowledged (or gave up on) the release of its abandoned provision of `id`.
+fn forget_abandoned(abandoned: &mut FxMap<Uuid, Vec<Uuid>>, id: Uuid, agent_id: Uuid) {
+    if let Some(agents) = abandoned.get_mut(&id) {
+        agents.retain(|a| *a != agent_id);
+        if agents.is_empty() {
+            abandoned.remove(&id);
+        }
+    }
+}
+
+/// The free resource a request should get: best fit, refined by the policy if one is set,
+/// off the agents in `avoid`.
 fn choose(
     inventory: &mut Inventory,
     policy: Option<&dyn MatchPolicy>,
     limit: usize,
     a: &Allocation,
+    avoid: &[Uuid],
 ) -> Option<Slot> {
     let Some(policy) = policy else {
-        return inventory.best_free(&a.criteria);
+        return inventory.best_free(&a.criteria, avoid);
     };
     let mut best: Option<(Option<i64>, Slot)> = None;
-    for slot in inventory.candidates(&a.criteria, limit) {
+    for slot in inventory.candidates(&a.criteria, limit, avoid) {
         let r = inventory.get(slot);
         let candidate = Candidate {
             inventory_id: r.id,

@@ -59,6 +59,10 @@ pub struct ResourceSnapshot {
     pub occupant: Option<Uuid>,
     /// Waiting for the agent to acknowledge a release.
     pub releasing: bool,
+    /// That release follows an abandoned provision of `occupant`, which did not end
+    /// (absent in snapshots written before it was kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
     /// When that wait gives up.
     pub release_deadline: Option<Timestamp>,
     /// Why it is in error.
@@ -150,6 +154,7 @@ impl Engine {
                             seq: r.seq,
                             occupant: r.occupant,
                             releasing: r.releasing,
+                            abandoned: r.abandoned,
                             release_deadline: r.release_deadline,
                             error: r.error.clone(),
                             maintenance: r.maintenance.clone(),
@@ -234,6 +239,7 @@ impl Engine {
             res.online = agent.online;
             res.occupant = r.occupant;
             res.releasing = r.releasing;
+            res.abandoned = r.abandoned;
             res.release_deadline = r.release_deadline;
             res.error = r.error.clone();
             res.maintenance = r.maintenance.clone();
@@ -241,8 +247,17 @@ impl Engine {
             if let Some(t) = r.release_deadline {
                 self.timers.insert((t, Timer::Release(id)));
             }
-            if let (true, Some(occupant)) = (r.releasing, r.occupant) {
-                self.releases.insert(occupant, id);
+            match (r.releasing, r.occupant) {
+                (true, Some(occupant)) if r.abandoned => {
+                    self.abandoned
+                        .entry(occupant)
+                        .or_default()
+                        .push(agent.agent_id);
+                }
+                (true, Some(occupant)) => {
+                    self.releases.insert(occupant, id);
+                }
+                _ => {}
             }
             self.inventory.settle(slot);
             slots.push(slot);
@@ -312,7 +327,10 @@ impl Engine {
             return Ok(());
         };
         let known = self.allocations.get(&occupant);
-        let consistent = if r.releasing {
+        let consistent = if r.abandoned {
+            // Its provision was abandoned; it may wait, hold another resource, or be over.
+            r.releasing
+        } else if r.releasing {
             known.is_none_or(|a| a.state.is_terminal())
         } else {
             known.is_some_and(|a| {

@@ -400,10 +400,33 @@ fn unanswered_provision_times_out_and_the_request_keeps_its_deadline() {
     drain(&mut e);
     e.handle_timeout(at(5));
     let out = drain(&mut e);
-    assert_eq!(out.len(), 1, "{out:?}");
-    assert!(matches!(out[0], Output::Queued { position: 1, .. }));
+    assert_eq!(out.len(), 2, "{out:?}");
+    // The abandoned provision is released, so that what it created is cleaned up.
+    assert_eq!(
+        out[0],
+        Output::Release {
+            agent_id: agent(1),
+            allocation_id: a,
+            inventory_id: ids[0]
+        }
+    );
+    assert!(matches!(out[1], Output::Queued { position: 1, .. }));
     assert_eq!(e.resource(&ids[0]).unwrap().state, ResourceState::Error);
     e.set_maintenance(at(6), ids[0], None).unwrap();
+    assert!(
+        drain(&mut e).is_empty(),
+        "not placed again before the agent has cleaned up"
+    );
+    // A late answer to the abandoned provision is taken and changes nothing.
+    e.provisioned(
+        at(6),
+        agent(1),
+        a,
+        ProvisionResult::Connection(conn("late")),
+    )
+    .unwrap();
+    assert!(drain(&mut e).is_empty());
+    e.release_acknowledged(at(6), agent(1), a).unwrap();
     assert!(
         matches!(drain(&mut e)[0], Output::Provision { .. }),
         "clearing the error serves the queue"
@@ -420,6 +443,67 @@ fn unanswered_provision_times_out_and_the_request_keeps_its_deadline() {
         allocation_id: a,
         explain: None
     }));
+}
+
+#[test]
+fn an_abandoned_provision_is_released_and_its_request_served_by_another_agent_meanwhile() {
+    let mut e = engine();
+    let slow = e
+        .register_agent(at(0), agent(1), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    let a = e.request(at(0), want(&["x"], 60)).unwrap();
+    drain(&mut e);
+    e.handle_timeout(at(5));
+    drain(&mut e);
+    // A second agent of the same machines, and more on the first: the request goes to the
+    // second, not to the first while its cleanup is pending.
+    let other = e
+        .register_agent(at(6), agent(2), vec![res(&["x"], 8, &[], None)])
+        .unwrap();
+    let out = drain(&mut e);
+    assert!(
+        matches!(&out[..], [Output::Provision { agent_id, allocation_id, .. }] if *agent_id == agent(2) && *allocation_id == a),
+        "{out:?}"
+    );
+    // The first agent's late answer is taken and changes nothing; an acknowledgement from an
+    // agent that owes none is refused; the first agent's acknowledgement ends the cleanup.
+    e.provisioned(
+        at(7),
+        agent(1),
+        a,
+        ProvisionResult::Connection(conn("late")),
+    )
+    .unwrap();
+    assert_eq!(
+        e.allocation(&a).unwrap().state,
+        AllocationState::Provisioning
+    );
+    assert!(e.release_acknowledged(at(7), agent(3), a).is_err());
+    let snapshot = e.snapshot();
+    let mut restored = Engine::restore(&snapshot, Box::new(SeededIds::new(0))).unwrap();
+    assert_eq!(
+        restored.snapshot(),
+        snapshot,
+        "the cleanup survives a restart"
+    );
+    for e in [&mut e, &mut restored] {
+        e.release_acknowledged(at(8), agent(1), a).unwrap();
+        let r = e.resource(&slow[0]).unwrap();
+        assert_eq!(
+            r.state,
+            ResourceState::Error,
+            "the provision's failure stays"
+        );
+        assert!(
+            e.release_acknowledged(at(8), agent(1), a).is_err(),
+            "acknowledged once"
+        );
+        e.provisioned(at(9), agent(2), a, ProvisionResult::Connection(conn("h2")))
+            .unwrap();
+        assert!(drain(e)
+            .iter()
+            .any(|o| matches!(o, Output::Ready { inventory_id, .. } if *inventory_id == other[0])));
+    }
 }
 
 #[test]
@@ -500,6 +584,16 @@ fn agent_disconnect_and_reconnect() {
     assert_eq!(again.unwrap(), ids, "same agent, same list, same ids");
     let out = drain(&mut e);
     assert!(out.contains(&Output::Online { allocation_id: a }));
+    // The provision the disconnect abandoned is released first; b waits for it.
+    let cleanup = Output::Release {
+        agent_id: agent(1),
+        allocation_id: b,
+        inventory_id: ids[1],
+    };
+    assert!(out.contains(&cleanup), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Provision { .. })));
+    e.release_acknowledged(at(3), agent(1), b).unwrap();
+    let out = drain(&mut e);
     assert!(out
         .iter()
         .any(|o| matches!(o, Output::Provision { allocation_id, .. } if *allocation_id == b)));
@@ -840,9 +934,14 @@ fn a_provision_failing_after_the_lease_ended_is_not_placed_again() {
     let a = e.request(at(0), r).unwrap();
     drain(&mut e);
     e.handle_timeout(at(5));
+    let out = drain(&mut e);
+    assert!(
+        matches!(out[0], Output::Release { allocation_id, .. } if allocation_id == a),
+        "{out:?}"
+    );
     assert_eq!(
-        drain(&mut e),
-        vec![Output::TimedOut {
+        out[1..],
+        [Output::TimedOut {
             allocation_id: a,
             explain: None
         }],

@@ -33,18 +33,16 @@ impl Sim {
                 let Some((agent, id)) = Self::pick(list, *pick) else {
                     return Ok(());
                 };
-                // Neither the agent asked nor the one holding it now (it may have moved).
-                let owner = if *ack {
-                    self.pending_release_agent(id)
-                } else {
-                    self.holder_agent(id)
+                // Neither the agent asked, nor the one holding it now (it may have moved), nor
+                // one owing a release of it.
+                let holder = self.holder_agent(id);
+                let ids: Vec<Uuid> = self.agents.iter().map(|a| a.id).collect();
+                let Some(other) = ids
+                    .into_iter()
+                    .find(|&a| a != agent && Some(a) != holder && !self.owes_release(id, a))
+                else {
+                    return Ok(());
                 };
-                let other = self
-                    .agents
-                    .iter()
-                    .map(|a| a.id)
-                    .find(|&a| a != agent && Some(a) != owner)
-                    .expect("there are several agents");
                 if *ack {
                     self.engine.release_acknowledged(t, other, id)
                 } else {

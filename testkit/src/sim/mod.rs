@@ -627,7 +627,7 @@ impl Sim {
                 if !self.agent_online(agent) {
                     return Ok(());
                 }
-                let pending = self.pending_release_agent(id) == Some(agent);
+                let pending = self.owes_release(id, agent);
                 let got = self.engine.release_acknowledged(t, agent, id);
                 if self.nothing_due(t) {
                     assert_eq!(got.is_ok(), pending, "ack of {id}: {got:?}");
@@ -762,14 +762,15 @@ impl Sim {
         Some(self.engine.resource(&inventory_id)?.agent_id)
     }
 
-    /// The agent that owes a release acknowledgement for allocation `id`, if any.
-    pub(crate) fn pending_release_agent(&self, id: Uuid) -> Option<Uuid> {
+    /// Whether `agent` owes a release acknowledgement for allocation `id` (after it ended, or
+    /// after `agent` abandoned a provision of it: it may owe one to each of several agents).
+    pub(crate) fn owes_release(&self, id: Uuid, agent: Uuid) -> bool {
         let snapshot = self.engine.snapshot();
-        snapshot.agents.iter().find_map(|a| {
-            a.resources
-                .iter()
-                .any(|r| r.releasing && r.occupant == Some(id))
-                .then_some(a.agent_id)
+        snapshot.agents.iter().any(|a| {
+            a.agent_id == agent
+                && a.resources
+                    .iter()
+                    .any(|r| r.releasing && r.occupant == Some(id))
         })
     }
 
