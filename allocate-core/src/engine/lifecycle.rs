@@ -396,6 +396,7 @@ impl Engine {
             r.occupant = None;
             if reason.is_some() {
                 r.error = reason;
+                self.failures.entry(r.agent_id).or_default().provision += 1;
             }
             if r.retiring {
                 self.inventory.remove(slot);
@@ -444,6 +445,7 @@ impl Engine {
                 "agent did not acknowledge the release of allocation {occupant} within {} ms",
                 self.config.release_timeout_ms
             ));
+            self.failures.entry(r.agent_id).or_default().release += 1;
             self.releases.remove(&occupant);
         }
         r.releasing = false;
