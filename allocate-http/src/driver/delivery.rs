@@ -109,6 +109,11 @@ impl Outgoing {
         self.journal.as_ref().map(Journal::progress)
     }
 
+    /// The sequence number of the last record handed to the journal (0 in memory).
+    pub(super) fn appended(&self) -> u64 {
+        self.journal.as_ref().map_or(0, Journal::appended)
+    }
+
     /// Takes the journal out, to close it when the driver stops.
     pub(super) fn take_journal(&mut self) -> Option<Journal> {
         self.journal.take()

@@ -117,6 +117,24 @@ impl JournalConfig {
     }
 }
 
+/// A consistent copy of the server's state: a snapshot file of the data directory, which
+/// a server started on a directory holding only it restores (`POST /admin/backup`).
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The name it takes in a data directory (`snapshot-<seq>.snap`).
+    pub file_name: String,
+    /// The file's bytes.
+    pub contents: Vec<u8>,
+}
+
+/// The backup of `snapshot`, the state after record `seq` (0: a server in memory).
+pub fn backup(seq: u64, snapshot: &Snapshot) -> Result<Backup, JournalError> {
+    Ok(Backup {
+        file_name: files::snapshot_name(seq),
+        contents: store::snapshot_file(seq, snapshot)?,
+    })
+}
+
 /// How far the journal is on disk, as the writer publishes it.
 #[derive(Clone, Debug)]
 pub struct Progress {

@@ -3,9 +3,10 @@
 //! [`authn::authenticate`] first; handlers check the caller's role (see [`crate::auth`]).
 //!
 //! Submodules: [`authn`] and [`extract`] (what handlers take from a request), then the
-//! handlers ([`inventory`], [`allocations`], [`explain`], [`dashboard`]) and the page's files
+//! handlers ([`inventory`], [`allocations`], [`explain`], [`dashboard`], [`admin`]) and the page's files
 //! ([`assets`]).
 
+mod admin;
 mod allocations;
 mod assets;
 mod authn;
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 
 /// Every route, each with and without its trailing slash, and envelope fallbacks.
 pub fn router(state: AppState) -> Router {
-    let guarded: [(&str, MethodRouter<AppState>); 8] = [
+    let guarded: [(&str, MethodRouter<AppState>); 9] = [
         ("/inventory", get(inventory::list)),
         (
             "/inventory/{id}",
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         ("/match", post(explain::dry_run)),
         ("/agent", get(allocations::agent_socket)),
         ("/dashboard/feed", get(dashboard::feed)),
+        ("/admin/backup", post(admin::backup)),
     ];
     // Open: no credentials or usernames in their answers (the dashboard's data needs a token).
     let open: [(&str, MethodRouter<AppState>); 2] =
