@@ -521,6 +521,14 @@ async fn metrics_follow_requests_commits_failures_and_waits() {
         Some(1.0),
         "the template, not the id"
     );
+    let (status, _) = server.call("GET", "/no/such/path", None).await;
+    assert_eq!(status, 404);
+    let unmatched = r#"allocate_http_requests_total{method="GET",route="unmatched",status="404"}"#;
+    assert_eq!(
+        server.metric(unmatched).await,
+        Some(1.0),
+        "one series for every path"
+    );
 
     let mut agent = Agent::connect(&server).await;
     agent.register(vec![resource(&["x"], 1, None)]).await;
