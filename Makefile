@@ -56,9 +56,10 @@ lint: ## cargo fmt --check, and clippy on all targets with warnings denied
 
 # Further test suites are appended to this recipe. `test` needs .venv first: allocate-py's
 # build and tests run in it.
-test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests (the PostgreSQL store's start their own cluster: see postgresql), the C API's (test-c, test-c-install), the Python package's (test-py, test-wheel), the dashboard's in Chromium (test-browser)
+test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo tests (the PostgreSQL store's start their own cluster: see postgresql; /metrics is checked with promtool), the C API's (test-c, test-c-install), the Python package's (test-py, test-wheel), the dashboard's in Chromium (test-browser)
 	$(MAKE) --no-print-directory test-modules
 	$(MAKE) --no-print-directory postgresql
+	$(MAKE) --no-print-directory promtool
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-c-install
@@ -73,6 +74,12 @@ test: $(VENV_STAMP) ## Run the test suites: module cycles (test-modules), cargo 
 postgresql: ## Install Debian's postgresql package when missing (initdb and postgres for the store's tests)
 	[[ -n "$${ALLOCATE_PG_BIN:-}" ]] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || \
 		scripts/apt-install.sh postgresql
+
+# The metrics tests check a real scrape of /metrics with `promtool check metrics`; without
+# promtool they skip that check (and say so), except under CI=true, where they fail.
+.PHONY: promtool
+promtool: ## Install Debian's prometheus package when missing (promtool, for the /metrics tests)
+	command -v promtool >/dev/null || scripts/apt-install.sh prometheus
 
 test-modules: ## Fail when the top-level modules of any crate import each other in a cycle
 	$(PYTHON) scripts/module-cycles.py allocate-*/src testkit/src loadgen/src benches/common fuzz/src

@@ -130,6 +130,14 @@ pub enum Command {
     },
     /// Print the man page (`allocate man > allocate.1`).
     Man,
+    /// Save the server's whole state while it runs (admin): a snapshot file that a server
+    /// started on a directory holding only it restores.
+    Backup {
+        /// A file, or a directory to put it in under the server's name for it
+        /// (`snapshot-<n>.snap`, as a data directory names it).
+        #[arg(long, value_name = "FILE_OR_DIR")]
+        to: PathBuf,
+    },
     /// Take a resource out of service, or return it (admin).
     Maintenance {
         /// The resource's inventory id.

@@ -96,6 +96,16 @@ impl Lab {
         command
     }
 
+    /// Runs `allocate ARGS` presenting `token` to its end, expecting exit code `code`.
+    async fn exits_as(&self, token: Option<&str>, args: &[&str], code: i32) -> Output {
+        let out = tokio::time::timeout(STEP, self.command_as(token, args).output())
+            .await
+            .expect("allocate took too long")
+            .expect("allocate runs");
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+        out
+    }
+
     /// Runs `allocate ARGS` to its end.
     async fn allocate(&self, args: &[&str]) -> Output {
         let mut command = self.command(args);
@@ -897,4 +907,45 @@ async fn a_terminal_closing_under_shell_releases_the_lease() {
     })
     .await
     .expect("released after the hang-up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_back_up_the_server_into_a_directory_or_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::with_tokens().await;
+    let admin = Some("admin-secret-0123456789abcdef");
+    let dir = lab.config_home.join("backups");
+    std::fs::create_dir_all(&dir).expect("backups dir");
+    let to_dir = dir.to_str().expect("utf-8 path");
+    let alice = Some("alice-secret-0123456789abcdef");
+    lab.exits_as(alice, &["backup", "--to", to_dir], REFUSED)
+        .await;
+
+    // Into a directory: under the name a data directory gives it (an in-memory server's
+    // state follows record 0).
+    let out = lab
+        .exits_as(admin, &["backup", "--to", to_dir, "-o", "json"], 0)
+        .await;
+    let out: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let path = dir.join("snapshot-00000000000000000000.snap");
+    assert_eq!(out["path"], path.to_str().expect("utf-8 path"));
+    let contents = std::fs::read(&path).expect("the backup");
+    assert_eq!(out["bytes"], contents.len());
+    assert!(contents.starts_with(b"ALCSNAP1"), "a snapshot file");
+    let mode = std::fs::metadata(&path)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "it holds credentials");
+
+    // Into a file, quietly: only the path.
+    let file = dir.join("lab.snap");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let quiet = lab
+        .exits_as(admin, &["backup", "--to", file_arg, "-q"], 0)
+        .await;
+    assert_eq!(text(&quiet.stdout).trim(), file_arg);
+    assert!(std::fs::read(&file)
+        .expect("the file")
+        .starts_with(b"ALCSNAP1"));
 }

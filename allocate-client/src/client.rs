@@ -43,6 +43,41 @@ impl Default for ClientOptions {
     }
 }
 
+/// A backup of the server's state (`POST /admin/backup`).
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The name the server gives the file (`snapshot-<n>.snap`, as its data directory names
+    /// it), when it gave a usable one: a plain file name, no directory.
+    pub file_name: Option<String>,
+    /// The file's bytes.
+    pub contents: Vec<u8>,
+}
+
+/// The file name of a `Content-Disposition: attachment; filename="..."`, when it is a plain
+/// name (no path separator, not `.` or `..`).
+fn attachment_name(disposition: &str) -> Option<String> {
+    let name = disposition
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("filename="))?
+        .trim_matches('"');
+    let plain = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
+    plain.then(|| name.to_owned())
+}
+
+/// Reads an answer's envelope with `parse`: the data, or the refusal as [`Error::Refused`].
+fn read_envelope<T>(
+    what: String,
+    text: &str,
+    parse: fn(&str) -> Result<Envelope<T>, WireError>,
+) -> Result<T, Error> {
+    match parse(text) {
+        Ok(envelope) => envelope
+            .into_result()
+            .map_err(|refusal| Error::Refused { what, refusal }),
+        Err(source) => Err(Error::Unreadable { what, source }),
+    }
+}
+
 /// A server of the contract. Cheap to clone: clones share the HTTP connection pool.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -239,16 +274,41 @@ impl Client {
         Ok(url)
     }
 
-    /// Calls `method path` and reads the answer with `parse`: the data, or the refusal as
-    /// [`Error::Refused`].
-    async fn call<T>(
+    /// `POST /admin/backup` (admins): the server's whole state at a durable point, as a
+    /// snapshot file of its data directory.
+    pub async fn backup(&self) -> Result<Backup, Error> {
+        let (what, response) = self.send(Method::POST, "admin/backup", &[], None).await?;
+        let succeeded = response.status().is_success();
+        let file_name = response
+            .headers()
+            .get(reqwest::header::CONTENT_DISPOSITION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(attachment_name);
+        let body = response.bytes().await.map_err(|source| Error::Http {
+            what: what.clone(),
+            source,
+        })?;
+        if !succeeded {
+            let text = String::from_utf8_lossy(&body);
+            let sentence = read_envelope(what.clone(), &text, listing::parse_sentence)?;
+            let source = WireError::Unrecognized(sentence);
+            return Err(Error::Unreadable { what, source });
+        }
+        Ok(Backup {
+            file_name,
+            contents: body.to_vec(),
+        })
+    }
+
+    /// Sends `method path` with `query` and a JSON `body`; returns what it was (for errors)
+    /// and the answer.
+    async fn send(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<String>,
-        parse: fn(&str) -> Result<Envelope<T>, WireError>,
-    ) -> Result<T, Error> {
+    ) -> Result<(String, reqwest::Response), Error> {
         let url = self.join(path, query)?;
         let what = format!("{method} {url}");
         let mut request = self.inner.http.request(method, url);
@@ -260,18 +320,28 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let failed = |source| Error::Http {
+        match request.send().await {
+            Ok(response) => Ok((what, response)),
+            Err(source) => Err(Error::Http { what, source }),
+        }
+    }
+
+    /// Calls `method path` and reads the answer with `parse`: the data, or the refusal as
+    /// [`Error::Refused`].
+    async fn call<T>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+        parse: fn(&str) -> Result<Envelope<T>, WireError>,
+    ) -> Result<T, Error> {
+        let (what, response) = self.send(method, path, query, body).await?;
+        let text = response.text().await.map_err(|source| Error::Http {
             what: what.clone(),
             source,
-        };
-        let response = request.send().await.map_err(failed)?;
-        let text = response.text().await.map_err(failed)?;
-        match parse(&text) {
-            Ok(envelope) => envelope
-                .into_result()
-                .map_err(|refusal| Error::Refused { what, refusal }),
-            Err(source) => Err(Error::Unreadable { what, source }),
-        }
+        })?;
+        read_envelope(what, &text, parse)
     }
 
     /// Opens a websocket to `path` with the token in the upgrade; an upgrade the server
@@ -381,5 +451,22 @@ mod tests {
             Client::new("http://host", options),
             Err(Error::Token)
         ));
+    }
+
+    #[test]
+    fn a_backup_is_named_only_by_a_plain_file_name() {
+        let named = |d: &str| attachment_name(d);
+        assert_eq!(
+            named("attachment; filename=\"snapshot-00000000000000000042.snap\"").as_deref(),
+            Some("snapshot-00000000000000000042.snap")
+        );
+        for bad in [
+            "attachment",
+            "attachment; filename=\"\"",
+            "attachment; filename=\"../etc/passwd\"",
+            "attachment; filename=\"..\"",
+        ] {
+            assert_eq!(named(bad), None, "{bad}");
+        }
     }
 }

@@ -33,7 +33,7 @@ pub use agent::{
 };
 pub use allocation::{AllocateRequest, Allocation, EVENTS_QUEUED_MAX};
 pub use chain::chain;
-pub use client::{Client, ClientOptions};
+pub use client::{Backup, Client, ClientOptions};
 pub use error::Error;
 pub use socket::{SocketEnd, MESSAGE_BYTES_MAX};
 pub use state::{AllocationError, AllocationState, Lease, Phase};

@@ -29,7 +29,7 @@ use crate::time::Timestamp;
 use crate::view::{
     AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState,
 };
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use timers::Timers;
@@ -87,6 +87,18 @@ pub struct Stats {
     /// Allocations ended since the engine was created (counters), in the order of
     /// [`AllocationState::ENDED`].
     pub ended_by_state: [u64; 4],
+    /// Failed provisions and releases since the engine was created, by agent (only agents
+    /// that failed at least once).
+    pub failures_by_agent: BTreeMap<Uuid, AgentFailures>,
+}
+
+/// An agent's failures since the engine was created (counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentFailures {
+    /// Provisions that the agent answered with a failure or did not answer in time.
+    pub provision: u64,
+    /// Releases that the agent did not acknowledge in time.
+    pub release: u64,
 }
 
 /// The allocation engine. See the module docs for how to drive it.
@@ -113,6 +125,8 @@ pub struct Engine {
     policy: Option<Arc<dyn MatchPolicy>>,
     /// Allocations ended so far, in the order of [`AllocationState::ENDED`].
     ended_total: [u64; 4],
+    /// Failures so far, by agent (bounded by the agents ever registered).
+    failures: BTreeMap<Uuid, AgentFailures>,
     /// See [`Engine::changes`].
     changes: u64,
     /// Set by [`Engine::shut_down`]: new work is refused.
@@ -172,6 +186,7 @@ impl Engine {
             ids,
             policy: None,
             ended_total: [0; 4],
+            failures: BTreeMap::new(),
             changes: 0,
             shutting_down: false,
             sessions: FxMap::default(),
@@ -566,6 +581,7 @@ impl Engine {
             }
         }
         stats.ended_by_state = self.ended_total;
+        stats.failures_by_agent = self.failures.clone();
         stats.agents_online = self
             .inventory
             .agent_ids()

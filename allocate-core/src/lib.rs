@@ -64,7 +64,7 @@ pub mod wire;
 
 pub use config::{Config, Limits};
 pub use engine::snapshot::{AgentSnapshot, AllocationSnapshot, ResourceSnapshot};
-pub use engine::{Engine, Registered, SessionId, Snapshot, Stats};
+pub use engine::{AgentFailures, Engine, Registered, SessionId, Snapshot, Stats};
 pub use error::{Error, ErrorCode, Result, SessionError};
 pub use explain::{Explanation, Finding, Reason, SEEN_MAX};
 pub use filter::InventoryFilter;

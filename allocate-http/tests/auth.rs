@@ -5,7 +5,7 @@ mod common;
 
 use allocate_http::{ServerConfig, Tokens};
 use common::*;
-use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -209,6 +209,7 @@ async fn no_or_an_unknown_token_is_401_everywhere_but_the_open_endpoints() {
         ("GET", "/agent/".to_owned()),
         ("POST", "/match".to_owned()),
         ("GET", format!("/allocate/{SOME_ID}/explain")),
+        ("POST", "/admin/backup".to_owned()),
     ];
     let body = || Some(json!({"maintenance": true}));
     for (method, path) in &guarded {
@@ -472,6 +473,20 @@ async fn only_admins_take_resources_out_of_service_and_no_one_sees_credentials_t
             );
         }
     }
+    for token in [ALICE, AGENT, BOUND] {
+        let got = call_as(server, Some(token), "POST", "/admin/backup", None).await;
+        assert_error(&got, 403, "forbidden");
+    }
+    let backup = call_with(
+        server,
+        Some(&format!("Bearer {ADMIN}")),
+        "POST",
+        "/admin/backup",
+        None,
+    )
+    .await;
+    assert_eq!(backup.0, 200);
+    assert_eq!(backup.2[CONTENT_TYPE], "application/octet-stream");
     let (status, metrics) = call_as(server, None, "GET", "/metrics", None).await;
     assert_eq!(status, 200);
     let metrics = metrics.as_str().expect("text").to_owned();

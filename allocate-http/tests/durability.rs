@@ -178,3 +178,89 @@ async fn a_journal_that_cannot_be_written_stops_the_server() {
         "sockets are closed"
     );
 }
+
+/// `POST /admin/backup` while the server runs, then a fresh server on a directory holding
+/// only that file: the leases, their credentials and the inventory are as they were at the
+/// backup (not after it); the waiting request is known and cancelled, as after any restart.
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_into_a_fresh_data_directory() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let server = Server::with(with_journal(scratch.path())).await;
+    let mut agent = Agent::connect(&server).await;
+    let machines = || {
+        vec![
+            resource(&["x"], 4, None),
+            resource(&["y"], 2, Some("y.lab")),
+        ]
+    };
+    let ids = agent.register(machines()).await;
+    let mut holder = allocate(&server, json!({"tags": ["x"], "username": "holder"})).await;
+    let provision = agent.expect("provision").await;
+    agent
+        .provisioned(&provision["allocation_id"], "x.lab")
+        .await;
+    let lease = recv_status(&mut holder, "ready").await;
+    let mut other = allocate(&server, json!({"tags": ["y"], "username": "other"})).await;
+    let other = recv_status(&mut other, "ready").await;
+    let mut waiting = allocate(&server, json!({"tags": ["x"], "username": "waiter"})).await;
+    let waiter = recv_status(&mut waiting, "queued").await["allocation_id"].clone();
+
+    let response = bounded(server.http.post(server.url("/admin/backup")).send())
+        .await
+        .expect("backup");
+    assert_eq!(response.status(), 200);
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let name = disposition
+        .strip_prefix("attachment; filename=\"")
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{disposition}"))
+        .to_owned();
+    assert!(
+        name.starts_with("snapshot-") && name.ends_with(".snap"),
+        "{name}"
+    );
+    let backup = bounded(response.bytes()).await.expect("backup bytes");
+    // After the backup: a release that the backup does not hold.
+    let other_id = other["allocation_id"].as_str().expect("id");
+    let (status, _) = server
+        .call("DELETE", &format!("/allocate/{other_id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    server.stop().await;
+
+    let restored = scratch.path().join("restored");
+    std::fs::create_dir(&restored).expect("restored dir");
+    std::fs::write(restored.join(&name), &backup).expect("write the backup");
+    let server = Server::with(ServerConfig {
+        journal: Some(JournalConfig::new(&restored)),
+        ..test_config()
+    })
+    .await;
+    for ready in [&lease, &other] {
+        let id = ready["allocation_id"].as_str().expect("id");
+        let info = server.get(&format!("/allocate/{id}")).await;
+        assert_eq!(info["state"], "ready", "{info}");
+        assert_eq!(info["inventory_id"], ready["inventory_id"]);
+        assert_eq!(info["expires"], ready["expires"]);
+        assert_eq!(info["connection"], ready["connection"]);
+    }
+    let info = server
+        .get(&format!("/allocate/{}", waiter.as_str().expect("id")))
+        .await;
+    assert_eq!(info["state"], "cancelled", "{info}");
+    for id in &ids {
+        assert_eq!(server.resource(id).await["state"], "offline");
+    }
+    let mut agent = Agent::connect_as(&server, &agent.id).await;
+    assert_eq!(
+        agent.register(machines()).await,
+        ids,
+        "same resources, same ids"
+    );
+    server.wait_state(&ids[1], "allocated").await;
+    drop(holder);
+    server.stop().await;
+}

@@ -48,17 +48,8 @@ async fn read_until_closed(tcp: &mut TcpStream, within: Duration) -> Option<Vec<
 
 /// The value of one sample of `/metrics`, such as `allocate_connections_open`.
 async fn metric(server: &Server, sample: &str) -> u64 {
-    let text = bounded(async {
-        let response = server.http.get(server.url("/metrics")).send().await?;
-        response.text().await
-    })
-    .await
-    .expect("/metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
-        .parse()
-        .expect("a number")
+    let value = server.metric(sample).await;
+    value.unwrap_or_else(|| panic!("no {sample} in /metrics")) as u64
 }
 
 /// Waits until `/metrics` shows `open` connections (its own included).

@@ -3,7 +3,7 @@
 
 mod common;
 
-use allocate_http::ServerConfig;
+use allocate_http::{JournalConfig, ServerConfig};
 use common::*;
 use serde_json::{json, Value};
 
@@ -485,6 +485,90 @@ async fn a_silent_agent_is_dropped_by_the_keepalive() {
     let entry = server.wait_state(&ids[0], "offline").await;
     assert_eq!(entry["inventory_id"], ids[0].as_str());
     drop(agent);
+    server.stop().await;
+}
+
+/// The families that follow behaviour: a request counts under its route's template and
+/// status, a journal commit is timed, a failed provision counts against its agent, a wait
+/// that ends is observed by outcome; the whole scrape passes `promtool check metrics`.
+#[tokio::test]
+async fn metrics_follow_requests_commits_failures_and_waits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::with(ServerConfig {
+        journal: Some(JournalConfig::new(dir.path().join("data"))),
+        ..test_config()
+    })
+    .await;
+    let inventory = r#"allocate_http_requests_total{method="GET",route="/inventory",status="200"}"#;
+    let unknown =
+        r#"allocate_http_requests_total{method="GET",route="/allocate/{id}",status="404"}"#;
+    let commits = "allocate_journal_commit_seconds_count";
+    let before = server.metric(commits).await.expect("commits counted");
+    assert_eq!(server.metric(inventory).await, None);
+    server.get("/inventory/").await;
+    server.get("/inventory").await;
+    let (status, _) = server
+        .call("GET", &format!("/allocate/{}", uuid::Uuid::new_v4()), None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        server.metric(inventory).await,
+        Some(2.0),
+        "both slashes, one series"
+    );
+    assert_eq!(
+        server.metric(unknown).await,
+        Some(1.0),
+        "the template, not the id"
+    );
+    let (status, _) = server.call("GET", "/no/such/path", None).await;
+    assert_eq!(status, 404);
+    let unmatched = r#"allocate_http_requests_total{method="GET",route="unmatched",status="404"}"#;
+    assert_eq!(
+        server.metric(unmatched).await,
+        Some(1.0),
+        "one series for every path"
+    );
+
+    let mut agent = Agent::connect(&server).await;
+    agent.register(vec![resource(&["x"], 1, None)]).await;
+    let failures = format!(
+        "allocate_provision_failures_total{{agent_id=\"{}\"}}",
+        agent.id
+    );
+    assert_eq!(server.metric(&failures).await, None);
+    assert!(server.metric(commits).await.expect("commits") > before);
+    let mut client = allocate(
+        &server,
+        json!({"tags": ["x"], "username": "u", "allocation_timeout_seconds": 1}),
+    )
+    .await;
+    let provision = agent.expect("provision").await;
+    let failed = json!({"allocation_id": provision["allocation_id"], "error": "disk full"});
+    send(&mut agent.ws, failed).await;
+    // Back in the queue, with nothing else to have, until its wait ends.
+    assert_eq!(recv_status(&mut client, "queued").await["position"], 1);
+    recv_error(&mut client, 408, "allocation_timeout").await;
+    assert_eq!(server.metric(&failures).await, Some(1.0));
+    let timed_out = r#"allocate_queue_wait_seconds_count{outcome="timed_out"}"#;
+    assert_eq!(server.metric(timed_out).await, Some(1.0));
+
+    let text = server.metrics().await;
+    for family in [
+        "allocate_build_info{version=",
+        "allocate_http_request_duration_seconds_bucket{method=\"GET\",route=\"/inventory\",status=\"200\",le=",
+        "allocate_journal_commit_seconds_bucket{le=",
+        "allocate_queue_wait_seconds_bucket{outcome=\"ready\",le=",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(family)), "no {family} in\n{text}");
+    }
+    promtool_check(&text);
+    drop(client);
     server.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! One module per group of subcommands; [`dispatch`] runs the one asked for.
 
 mod acquire;
+mod backup;
 mod connect;
 mod help;
 mod list;
@@ -51,6 +52,7 @@ pub async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Ssh { id, ssh_args } => connect::ssh(ctx, id, ssh_args).await,
         Command::Completions { shell } => help::completions(shell).map(|()| 0),
         Command::Man => help::man().map(|()| 0),
+        Command::Backup { to } => backup::backup(ctx, &to).await.map(|()| 0),
         Command::Maintenance { id, mode, reason } => {
             manage::maintenance(ctx, id, mode, reason).await.map(|()| 0)
         }

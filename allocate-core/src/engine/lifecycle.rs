@@ -428,7 +428,9 @@ impl Engine {
             let r = self.inventory.get_mut(slot);
             if reason.is_some() {
                 r.error = reason;
+                self.failures.entry(r.agent_id).or_default().provision += 1;
             }
+            let retired = r.retiring && !abandoned;
             if abandoned {
                 (r.releasing, r.abandoned) = (true, true);
                 let (agent_id, inventory_id, online) = (r.agent_id, r.id, r.online);
@@ -438,15 +440,10 @@ impl Engine {
                 }
             } else {
                 r.occupant = None;
-                if r.retiring {
-                    self.inventory.remove(slot);
-                }
             }
-            if self
-                .inventory
-                .slot_of(&inventory_id.expect("placed"))
-                .is_some()
-            {
+            if retired {
+                self.inventory.remove(slot);
+            } else {
                 self.inventory.settle(slot);
             }
         }
@@ -493,6 +490,7 @@ impl Engine {
                 "agent did not acknowledge the release of allocation {occupant} within {} ms",
                 self.config.release_timeout_ms
             );
+            self.failures.entry(r.agent_id).or_default().release += 1;
             // An abandoned provision's error says why the provision failed; it stays.
             r.error.get_or_insert(why);
             if abandoned {

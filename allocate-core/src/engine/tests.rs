@@ -340,6 +340,9 @@ fn provisioning_round_trip_and_failure_requeues_in_front() {
     assert!(matches!(&out[0], Output::Provision { inventory_id, .. } if *inventory_id == ids[1]));
     let failed = e.resource(&ids[0]).unwrap();
     assert_eq!(failed.state, ResourceState::Error);
+    let failures = e.stats().failures_by_agent;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[&agent(1)].provision, 1);
     assert_eq!(
         failed.reason.as_deref(),
         Some("provisioning failed: disk full")
@@ -537,6 +540,8 @@ fn release_waits_for_the_agent_and_gives_up_into_error() {
     e.handle_timeout(at(8));
     let r = e.resource(&ids[0]).unwrap();
     assert_eq!(r.state, ResourceState::Error);
+    let failures = e.stats().failures_by_agent[&agent(1)];
+    assert_eq!((failures.provision, failures.release), (0, 1));
     assert!(r
         .reason
         .unwrap()

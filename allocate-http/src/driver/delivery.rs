@@ -7,7 +7,7 @@ use super::sockets::{Frame, Peer, CLOSE_NORMAL};
 use super::Driver;
 use crate::events;
 use crate::journal::{Holdback, Journal, Progress};
-use allocate_core::{Engine, Output, Recipient};
+use allocate_core::{AllocationState, Engine, Output, Recipient};
 use std::collections::HashMap;
 use std::fmt;
 use tokio::sync::watch;
@@ -107,6 +107,11 @@ impl Outgoing {
     /// The journal writer's progress reports (none in memory).
     pub(super) fn progress(&self) -> Option<watch::Receiver<Progress>> {
         self.journal.as_ref().map(Journal::progress)
+    }
+
+    /// The sequence number of the last record handed to the journal (0 in memory).
+    pub(super) fn appended(&self) -> u64 {
+        self.journal.as_ref().map_or(0, Journal::appended)
     }
 
     /// Takes the journal out, to close it when the driver stops.
@@ -344,13 +349,35 @@ impl Driver {
 
     /// Feeds the metrics and logs the event.
     fn observe(&mut self, output: &Output) {
-        if let Output::Ready { allocation_id, .. } = output {
-            if let Some(a) = self.engine.allocation(allocation_id) {
-                let now = self.engine.now().as_millis();
-                self.metrics
-                    .observe_ready(now.saturating_sub(a.created_at.as_millis()));
+        match output {
+            Output::Ready { allocation_id, .. } => {
+                if let Some(ms) = self.waited_ms(allocation_id) {
+                    self.metrics.observe_ready(ms);
+                }
             }
+            // A `released` that ended a wait is a cancellation (the client left); one that
+            // ended a lease, or a DELETE (counted where it is made), is no queue wait.
+            Output::TimedOut { allocation_id, .. } | Output::Released { allocation_id } => {
+                self.observe_left_queue(allocation_id);
+            }
+            _ => {}
         }
         events::log(output);
+    }
+
+    /// Counts the wait of a request that left the queue without a lease (timed out or
+    /// cancelled) into the queue wait histogram.
+    fn observe_left_queue(&mut self, allocation_id: &Uuid) {
+        let Some(a) = self.engine.allocation(allocation_id) else {
+            return;
+        };
+        if matches!(
+            a.state,
+            AllocationState::TimedOut | AllocationState::Cancelled
+        ) {
+            if let Some(ms) = self.waited_ms(allocation_id) {
+                self.metrics.observe_left_queue(a.state, ms);
+            }
+        }
     }
 }

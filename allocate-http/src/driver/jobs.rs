@@ -8,7 +8,7 @@ use super::Driver;
 use crate::auth::Caller;
 use allocate_core::{
     AgentMessage, AllocationInfo, Engine, Explanation, InventoryEntry, InventoryEntryRef,
-    InventoryFilter, Requirements,
+    InventoryFilter, Requirements, Snapshot,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -87,6 +87,17 @@ impl DriverHandle {
     /// The `/metrics` exposition.
     pub async fn metrics(&self) -> Result<String, DriverError> {
         self.call(|d| d.render_metrics()).await
+    }
+
+    /// The engine's state and the sequence number of the last record it includes (0 in
+    /// memory), answered once that record is durable: a state the journal can no longer
+    /// lose (`POST /admin/backup`).
+    pub async fn snapshot(&self) -> Result<(u64, Snapshot), DriverError> {
+        self.call(|d| {
+            d.outgoing.collect(&mut d.engine);
+            (d.outgoing.appended(), d.engine.snapshot())
+        })
+        .await
     }
 
     /// Runs a query on the engine; it cannot change anything.

@@ -33,8 +33,8 @@ use crate::journal::Journal;
 use crate::metrics::Metrics;
 use allocate_core::wire::{Envelope, Refusal, ServerMessage};
 use allocate_core::{
-    AgentMessage, AllocationInfo, Engine, Error, InventoryEntry, Requirements, ResourceSpec,
-    SessionId,
+    AgentMessage, AllocationInfo, AllocationState, Engine, Error, InventoryEntry, Requirements,
+    ResourceSpec, SessionId,
 };
 use delivery::{Delivery, Outgoing};
 use jobs::not_found;
@@ -207,8 +207,23 @@ impl Driver {
 
     /// Frees an allocation of `caller`'s or cancels its request.
     fn release(&mut self, caller: &Caller, id: Uuid) -> Result<(), Error> {
-        self.owned(caller, id)?;
-        self.engine.release(clock::now(), id)
+        let waiting = matches!(
+            self.owned(caller, id)?.state,
+            AllocationState::Queued | AllocationState::Provisioning
+        );
+        self.engine.release(clock::now(), id)?;
+        if let Some(ms) = self.waited_ms(&id).filter(|_| waiting) {
+            self.metrics
+                .observe_left_queue(AllocationState::Released, ms);
+        }
+        Ok(())
+    }
+
+    /// Milliseconds from the request of allocation `id` to the engine's now.
+    fn waited_ms(&self, id: &Uuid) -> Option<u64> {
+        let a = self.engine.allocation(id)?;
+        let now = self.engine.now().as_millis();
+        Some(now.saturating_sub(a.created_at.as_millis()))
     }
 
     /// Moves the lease end of an allocation of `caller`'s; returns it as it is now.

@@ -7,7 +7,7 @@
 //! every file `0600`: snapshots and records hold credentials.
 
 use super::error::JournalError;
-use super::format::{header, SEGMENT_MAGIC, SNAPSHOT_MAGIC};
+use super::format::{header, HEADER_BYTES, SEGMENT_MAGIC, SNAPSHOT_MAGIC};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -96,8 +96,7 @@ impl DataDir {
 
     /// Where the snapshot after record `seq` lives.
     pub fn snapshot_path(&self, seq: u64) -> PathBuf {
-        self.path
-            .join(format!("{SNAPSHOT_PREFIX}{seq:020}{SNAPSHOT_SUFFIX}"))
+        self.path.join(snapshot_name(seq))
     }
 
     /// Where the segment whose first record is `first` lives.
@@ -106,20 +105,20 @@ impl DataDir {
             .join(format!("{SEGMENT_PREFIX}{first:020}{SEGMENT_SUFFIX}"))
     }
 
-    /// Writes the snapshot after record `seq` (its frame is `framed`) so that a crash leaves
-    /// either the old file or the whole new one: a temporary file, synced, then renamed.
-    pub fn write_snapshot(&self, seq: u64, framed: &[u8]) -> Result<PathBuf> {
+    /// Writes the snapshot after record `seq` (the whole file, header included, is
+    /// `contents`) so that a crash leaves either the old file or the whole new one: a
+    /// temporary file, synced, then renamed.
+    pub fn write_snapshot(&self, seq: u64, contents: &[u8]) -> Result<PathBuf> {
         let path = self.snapshot_path(seq);
-        let temp = self.path.join(format!(
-            "{SNAPSHOT_PREFIX}{seq:020}{SNAPSHOT_SUFFIX}{TEMP_SUFFIX}"
-        ));
+        let temp = self
+            .path
+            .join(format!("{}{TEMP_SUFFIX}", snapshot_name(seq)));
         let mut file = private_file()
             .write(true)
             .truncate(true)
             .open(&temp)
             .map_err(JournalError::io("create", &temp))?;
-        file.write_all(&header(SNAPSHOT_MAGIC, seq))
-            .and_then(|()| file.write_all(framed))
+        file.write_all(contents)
             .map_err(JournalError::io("write", &temp))?;
         file.sync_all().map_err(JournalError::io("sync", &temp))?;
         drop(file);
@@ -174,6 +173,20 @@ impl DataDir {
             .and_then(|dir| dir.sync_all())
             .map_err(JournalError::io("sync", &self.path))
     }
+}
+
+/// The file name of the snapshot after record `seq`.
+pub fn snapshot_name(seq: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{seq:020}{SNAPSHOT_SUFFIX}")
+}
+
+/// The bytes of a snapshot file: the header naming record `seq`, then `framed` (the
+/// snapshot's one frame).
+pub fn snapshot_contents(seq: u64, framed: &[u8]) -> Vec<u8> {
+    let mut contents = Vec::with_capacity(HEADER_BYTES + framed.len());
+    contents.extend_from_slice(&header(SNAPSHOT_MAGIC, seq));
+    contents.extend_from_slice(framed);
+    contents
 }
 
 /// The sequence number in `name` when it is `prefix`, 20 digits, `suffix`.

@@ -25,6 +25,7 @@ pub use hold::Holdback;
 
 use crate::clock::{self, RandomIds};
 use crate::events;
+use crate::metrics::Histogram;
 use allocate_core::{AllocationState, Config, Engine, Output, Record, Snapshot, Timestamp};
 use files::DataDir;
 use recover::Recovered;
@@ -116,6 +117,24 @@ impl JournalConfig {
     }
 }
 
+/// A consistent copy of the server's state: a snapshot file of the data directory, which
+/// a server started on a directory holding only it restores (`POST /admin/backup`).
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The name it takes in a data directory (`snapshot-<seq>.snap`).
+    pub file_name: String,
+    /// The file's bytes.
+    pub contents: Vec<u8>,
+}
+
+/// The backup of `snapshot`, the state after record `seq` (0: a server in memory).
+pub fn backup(seq: u64, snapshot: &Snapshot) -> Result<Backup, JournalError> {
+    Ok(Backup {
+        file_name: files::snapshot_name(seq),
+        contents: store::snapshot_file(seq, snapshot)?,
+    })
+}
+
 /// How far the journal is on disk, as the writer publishes it.
 #[derive(Clone, Debug)]
 pub struct Progress {
@@ -131,6 +150,8 @@ pub struct Journal {
     commands: mpsc::Sender<Command>,
     progress: watch::Receiver<Progress>,
     thread: thread::JoinHandle<()>,
+    /// How long each group commit took, as the writer observes it.
+    commit_time: Arc<Histogram>,
     /// The sequence number of the last record appended.
     appended: u64,
     since_snapshot: u64,
@@ -285,12 +306,13 @@ impl Journal {
         seq: u64,
         config: &JournalConfig,
     ) -> Result<Journal, JournalError> {
+        let commit_time = Arc::new(Histogram::new(Histogram::SERVE_BUCKETS_SECS));
         let (commands, commands_rx) = mpsc::channel();
         let (progress_tx, progress) = watch::channel(Progress {
             durable: seq,
             failed: None,
         });
-        let writer = Writer::new(store, seq, progress_tx);
+        let writer = Writer::new(store, seq, progress_tx, Arc::clone(&commit_time));
         let thread = thread::Builder::new()
             .name("allocate-journal".into())
             .spawn(move || writer.run(commands_rx))
@@ -299,6 +321,7 @@ impl Journal {
             commands,
             progress,
             thread,
+            commit_time,
             appended: seq,
             since_snapshot: 0,
             snapshot_at: Instant::now(),
@@ -317,6 +340,11 @@ impl Journal {
             self.since_snapshot += n;
         }
         self.appended
+    }
+
+    /// The histogram of group commit durations (`allocate_journal_commit_seconds`).
+    pub fn commit_time(&self) -> Arc<Histogram> {
+        Arc::clone(&self.commit_time)
     }
 
     /// The sequence number of the last record appended.

@@ -4,7 +4,7 @@
 //! together (one sync, or one transaction), and a snapshot replaces everything before it.
 
 use super::error::JournalError;
-use super::files::DataDir;
+use super::files::{snapshot_contents, DataDir};
 use super::format::push_frame;
 use allocate_core::Snapshot;
 use std::fs::File;
@@ -91,10 +91,7 @@ impl Store for DirStore {
 /// every later record must go there (recovery reads from the newest segment that starts at
 /// or before the snapshot), which is why a failure here stops the journal.
 pub fn compact(dir: &DataDir, seq: u64, snapshot: &Snapshot) -> Result<File> {
-    let json = encode_snapshot(snapshot)?;
-    let mut framed = Vec::with_capacity(json.len() + 8);
-    push_frame(&mut framed, json.as_bytes()).ok_or_else(|| too_big("a snapshot"))?;
-    dir.write_snapshot(seq, &framed)?;
+    dir.write_snapshot(seq, &snapshot_file(seq, snapshot)?)?;
     let segment = dir.create_segment(seq + 1)?;
     match dir.remove_before(seq, seq + 1) {
         Ok(removed) => debug!(removed, "removed journal files the snapshot replaces"),
@@ -102,6 +99,14 @@ pub fn compact(dir: &DataDir, seq: u64, snapshot: &Snapshot) -> Result<File> {
         Err(e) => warn!("{e}"),
     }
     Ok(segment)
+}
+
+/// The bytes of the snapshot file of `snapshot`, the state after record `seq`.
+pub fn snapshot_file(seq: u64, snapshot: &Snapshot) -> Result<Vec<u8>> {
+    let json = encode_snapshot(snapshot)?;
+    let mut framed = Vec::with_capacity(json.len() + 8);
+    push_frame(&mut framed, json.as_bytes()).ok_or_else(|| too_big("a snapshot"))?;
+    Ok(snapshot_contents(seq, &framed))
 }
 
 /// A snapshot as JSON.

@@ -6,9 +6,11 @@
 use super::error::JournalError;
 use super::store::Store;
 use super::Progress;
+use crate::metrics::Histogram;
 use allocate_core::{Record, Snapshot};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 use tracing::{debug, error, info};
 
@@ -38,16 +40,25 @@ pub struct Writer {
     /// The sequence number of the last record committed.
     committed: u64,
     progress: watch::Sender<Progress>,
+    /// Where each commit's duration goes (`allocate_journal_commit_seconds`).
+    commit_time: Arc<Histogram>,
 }
 
 impl Writer {
-    /// A writer appending to `store`, whose last record is `last_seq`.
-    pub fn new(store: Box<dyn Store>, last_seq: u64, progress: watch::Sender<Progress>) -> Writer {
+    /// A writer appending to `store`, whose last record is `last_seq`, observing each
+    /// commit's duration into `commit_time`.
+    pub fn new(
+        store: Box<dyn Store>,
+        last_seq: u64,
+        progress: watch::Sender<Progress>,
+        commit_time: Arc<Histogram>,
+    ) -> Writer {
         Writer {
             store,
             encoded: last_seq,
             committed: last_seq,
             progress,
+            commit_time,
         }
     }
 
@@ -123,7 +134,9 @@ impl Writer {
         if self.encoded == self.committed {
             return Ok(());
         }
+        let started = Instant::now();
         self.store.commit()?;
+        self.commit_time.observe(started.elapsed());
         self.committed = self.encoded;
         let durable = self.encoded;
         self.progress.send_modify(|p| p.durable = durable);

@@ -3,9 +3,10 @@
 //! [`authn::authenticate`] first; handlers check the caller's role (see [`crate::auth`]).
 //!
 //! Submodules: [`authn`] and [`extract`] (what handlers take from a request), then the
-//! handlers ([`inventory`], [`allocations`], [`explain`], [`dashboard`]) and the page's files
+//! handlers ([`inventory`], [`allocations`], [`explain`], [`dashboard`], [`admin`]) and the page's files
 //! ([`assets`]).
 
+mod admin;
 mod allocations;
 mod assets;
 mod authn;
@@ -19,19 +20,20 @@ use crate::error::{self, ApiError};
 use crate::metrics;
 use crate::state::AppState;
 use allocate_core::wire::Envelope;
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use serde::{Serialize, Serializer};
 use std::cell::Cell;
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// Every route, each with and without its trailing slash, and envelope fallbacks.
 pub fn router(state: AppState) -> Router {
-    let guarded: [(&str, MethodRouter<AppState>); 8] = [
+    let guarded: [(&str, MethodRouter<AppState>); 9] = [
         ("/inventory", get(inventory::list)),
         (
             "/inventory/{id}",
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         ("/match", post(explain::dry_run)),
         ("/agent", get(allocations::agent_socket)),
         ("/dashboard/feed", get(dashboard::feed)),
+        ("/admin/backup", post(admin::backup)),
     ];
     // Open: no credentials or usernames in their answers (the dashboard's data needs a token).
     let open: [(&str, MethodRouter<AppState>); 2] =
@@ -59,6 +62,10 @@ pub fn router(state: AppState) -> Router {
     with_slashes(router, open)
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(middleware::from_fn(access::log_requests))
         .with_state(state)
 }
@@ -126,6 +133,29 @@ async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
     ok("ok")
 }
 
+/// Counts every request by its route's template (`/allocate/{id}`, never the raw path, so
+/// that the series are bounded), method and status, and how long its answer's head took.
+async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route =
+        req.extensions()
+            .get::<MatchedPath>()
+            .map_or(metrics::UNMATCHED_ROUTE.to_owned(), |path| {
+                // Each route is served with and without its trailing slash: one series for both.
+                let path = path.as_str();
+                path.strip_suffix('/')
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(path)
+                    .to_owned()
+            });
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    app.metrics
+        .observe_request(method.as_str(), &route, status, started.elapsed());
+    response
+}
+
 /// `GET /metrics`: the Prometheus exposition.
 async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let mut text = app.shared.driver.metrics().await?;
@@ -136,6 +166,7 @@ async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
         counts.refused_total,
         counts.refused_peer,
     );
+    app.metrics.render(&mut text);
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

@@ -12,6 +12,7 @@ use crate::connections::{Caps, Gate};
 use crate::dashboard::Hub;
 use crate::driver::{self, DriverTask};
 use crate::journal::{self, Journal, JournalError, JournalStore, Waiting};
+use crate::metrics::ServerMetrics;
 use crate::routes;
 use crate::sockets::Shared;
 use crate::state::AppState;
@@ -54,6 +55,9 @@ pub async fn run(
         info!("stopped before serving");
         return Ok(());
     };
+    let metrics = Arc::new(ServerMetrics::new(
+        journal.as_ref().map(Journal::commit_time),
+    ));
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
@@ -66,6 +70,7 @@ pub async fn run(
         },
         dashboard: Hub::default(),
         connections: gate.clone(),
+        metrics,
     };
     announce(&listener, tls.as_ref())?;
     let signal = stop_when(shutdown, failed, stop_tx, driver);

@@ -120,6 +120,25 @@ impl Server {
         body["data"].clone()
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = bounded(self.http.get(self.url("/metrics")).send())
+            .await
+            .expect("/metrics");
+        bounded(resp.text()).await.expect("/metrics text")
+    }
+
+    /// The value of one sample of `/metrics`, such as `allocate_connections_open` or
+    /// `allocate_http_requests_total{method="GET",route="/healthz",status="200"}`; `None`
+    /// when the series is not there (yet).
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))?;
+        Some(value.parse().expect("a number"))
+    }
+
     /// The inventory entry of one resource.
     pub async fn resource(&self, inventory_id: &str) -> Value {
         self.get(&format!("/inventory/{inventory_id}")).await[0].clone()
@@ -139,6 +158,43 @@ impl Server {
         .await
         .unwrap_or_else(|_| panic!("resource {inventory_id} never became {state}"))
     }
+}
+
+/// Checks a `/metrics` exposition with `promtool check metrics` (Debian's `prometheus`
+/// package; `make promtool` installs it). Where promtool is missing the check is skipped
+/// with a message, unless `CI` is set: there it must run.
+pub fn promtool_check(exposition: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let spawned = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED promtool check: promtool is not installed (make promtool)");
+            return;
+        }
+        Err(e) => panic!("promtool check metrics: {e} (make promtool installs it)"),
+    };
+    let mut stdin = child.stdin.take().expect("promtool's stdin");
+    stdin
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    drop(stdin);
+    let out = child.wait_with_output().expect("promtool's answer");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{exposition}"
+    );
 }
 
 /// Bounds a step by [`STEP`]; panics when it takes longer.
