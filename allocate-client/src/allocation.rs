@@ -176,7 +176,7 @@ impl Allocation {
             };
             let end = match error {
                 Error::Refused { refusal, .. } => {
-                    let failure = lock(&driver.shared).state.refuse(refusal);
+                    let failure = lock(&driver.shared).state.refuse(*refusal);
                     return driver.finish(Some(failure));
                 }
                 Error::Closed { end, .. } => end,

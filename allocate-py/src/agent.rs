@@ -364,7 +364,7 @@ impl Agent {
             "Agent",
             &[
                 ("agent_id", quote(&self.callbacks.agent_id.to_string())),
-                ("url", quote(self.client.url())),
+                ("url", quote(&self.client.url())),
                 ("resources", shared.inventory_ids.len().to_string()),
                 (
                     "connected",

@@ -173,7 +173,7 @@ impl Client {
 
     /// The server's base URL.
     #[getter]
-    fn url(&self) -> &str {
+    fn url(&self) -> String {
         self.client.url()
     }
 
@@ -377,7 +377,7 @@ impl Client {
         repr(
             "Client",
             &[
-                ("url", quote(self.client.url())),
+                ("url", quote(&self.client.url())),
                 ("username", quote(&self.username)),
             ],
         )
