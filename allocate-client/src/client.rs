@@ -255,6 +255,11 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether there is another server to move to (several configured, or a leader learned).
+    pub(crate) fn several_servers(&self) -> bool {
+        self.servers().all().len() > 1
+    }
+
     /// Runs `attempt` on the server believed to lead, and again on the others as
     /// [`Client`] describes while its error allows it (`resend`: the request may be sent
     /// again after a failure that came after it was sent).

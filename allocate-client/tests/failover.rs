@@ -131,3 +131,67 @@ async fn a_delete_whose_connection_failed_after_sending_is_not_sent_again() {
     assert_eq!(shown.state.as_str(), "ready");
     assert_eq!(client.url(), leader.url());
 }
+
+/// A TCP relay to `backend` on a port of its own, until [`Relay::cut`] drops every
+/// connection and stops listening (as a server killed with SIGKILL would).
+struct Relay {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(backend: std::net::SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay { url, task }
+    }
+
+    /// Drops the listener and every connection (the join set goes with the task).
+    fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_ready_allocation_whose_socket_is_lost_is_followed_again_on_the_next_server() {
+    let leader = Server::start().await;
+    let _agent = static_agent(&leader.client()).await;
+    let relay = Relay::start(leader.addr).await;
+    let client = Client::with_urls([relay.url.as_str(), &leader.url()], quick()).unwrap();
+    let mut requirements = allocate_client::Requirements::for_user("ci");
+    requirements.allocation_timeout_seconds = 5;
+    let held = bounded(client.allocate(&requirements)).await.unwrap();
+    let lease = bounded(held.wait_ready()).await.unwrap();
+    assert!(matches!(
+        bounded(held.next_event()).await.unwrap(),
+        Some(allocate_client::ClientEvent::Ready { .. })
+    ));
+
+    relay.cut();
+    // Followed again on the other server, which first says where the allocation stands.
+    let again = bounded(held.next_event()).await.unwrap();
+    let Some(allocate_client::ClientEvent::Ready { allocation_id, .. }) = again else {
+        panic!("not ready again: {again:?}");
+    };
+    assert_eq!(allocation_id, lease.allocation_id);
+    assert_eq!(bounded(held.wait_ready()).await.unwrap(), lease);
+    assert_eq!(client.url(), leader.url());
+
+    // And it still ends as the contract says: released, then closed.
+    bounded(held.release()).await.unwrap();
+    assert!(matches!(
+        bounded(held.next_event()).await.unwrap(),
+        Some(allocate_client::ClientEvent::Released { .. })
+    ));
+    assert!(bounded(held.next_event()).await.unwrap().is_none());
+}
