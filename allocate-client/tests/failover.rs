@@ -195,3 +195,37 @@ async fn a_ready_allocation_whose_socket_is_lost_is_followed_again_on_the_next_s
     ));
     assert!(bounded(held.next_event()).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn an_agent_whose_socket_is_lost_registers_again_with_the_next_server() {
+    let leader = Server::start().await;
+    let relay = Relay::start(leader.addr).await;
+    let client = Client::with_urls([relay.url.as_str(), &leader.url()], quick()).unwrap();
+    let options = allocate_client::AgentOptions {
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(100),
+        jitter_seed: Some(1),
+        ..Default::default()
+    };
+    let resources = vec![resource(&["a"], Some("10.0.0.1"))];
+    let mut agent = AgentSession::start(&client, Uuid::from_u128(7), resources, options);
+    let first = registered(&mut agent).await;
+    relay.cut();
+    assert_eq!(registered(&mut agent).await, first);
+    assert_eq!(client.url(), leader.url());
+    let entry = bounded(leader.client().resource(first[0])).await.unwrap();
+    assert_eq!(entry.state, allocate_client::ResourceState::Free);
+}
+
+/// The inventory ids of `agent`'s next registration, skipping disconnections.
+async fn registered(agent: &mut AgentSession) -> Vec<Uuid> {
+    loop {
+        match bounded(agent.next_event()).await {
+            Some(allocate_client::AgentEvent::Registered { inventory_ids, .. }) => {
+                return inventory_ids
+            }
+            Some(allocate_client::AgentEvent::Disconnected { .. }) => {}
+            other => panic!("unexpected agent event: {other:?}"),
+        }
+    }
+}
