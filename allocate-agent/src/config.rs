@@ -225,9 +225,12 @@ pub enum ConfigError {
     /// Nothing says how to answer a provision.
     #[error("nothing to answer provisions with: give --provision-command, or a static connection (--static-username, or --connection-file)")]
     NoResponder,
-    /// The server URL, the token or the CA file cannot be used.
+    /// A server URL cannot be used.
+    #[error("--server (or ALLOCATE_AGENT_SERVER): {0}")]
+    Server(allocate_client::Error),
+    /// The token or the CA file cannot be used.
     #[error(transparent)]
-    Client(#[from] allocate_client::Error),
+    Client(allocate_client::Error),
 }
 
 /// Reads `LABEL:MEMORY_GB` (the label may itself hold colons).

@@ -55,7 +55,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Con
         reconnect_min,
         reconnect_max,
     };
-    let agent = Agent::new(settings)?;
+    let agent = Agent::new(settings).map_err(|e| match e {
+        allocate_client::Error::Url { .. } => ConfigError::Server(e),
+        other => ConfigError::Client(other),
+    })?;
     tracing::info!(%agent_id, server = %cli.server.join(","), "agent starting");
     agent.run(shutdown).await;
     tracing::info!("agent stopped");
