@@ -185,6 +185,7 @@ async fn the_standby_takes_over_and_agent_and_client_follow_it() {
         failover.as_millis()
     );
     assert_eq!(client.url(), url_b);
+    assert_eq!(new_leader.get("/healthz").await, "ok", "the standby leads");
 
     // The allocation, unchanged, on the new leader.
     let info = bounded(client.allocation(lease.allocation_id))
