@@ -24,13 +24,17 @@ const AGENT_ID_NAMESPACE_NAME: &[u8] = b"urn:allocate:agent-id";
 #[derive(Debug, Parser)]
 #[command(name = "allocate-agent", version)]
 pub struct Cli {
-    /// The server's agent endpoint (ws:// or wss://; http:// and https:// name the same).
+    /// The server's agent endpoint (ws:// or wss://; http:// and https:// name the same). The
+    /// replicas of one store: repeat it or separate the URLs with commas; the agent
+    /// registers with whichever leads.
     #[arg(
         long,
+        visible_alias = "url",
         env = "ALLOCATE_AGENT_SERVER",
+        value_delimiter = ',',
         default_value = "ws://127.0.0.1:8080/agent/"
     )]
-    pub server: String,
+    pub server: Vec<String>,
 
     /// Bearer token (role `agent`) sent on the websocket upgrade.
     #[arg(long, env = "ALLOCATE_AGENT_TOKEN", hide_env_values = true)]
@@ -221,9 +225,12 @@ pub enum ConfigError {
     /// Nothing says how to answer a provision.
     #[error("nothing to answer provisions with: give --provision-command, or a static connection (--static-username, or --connection-file)")]
     NoResponder,
-    /// The server URL, the token or the CA file cannot be used.
+    /// A server URL cannot be used.
+    #[error("--server (or ALLOCATE_AGENT_SERVER): {0}")]
+    Server(allocate_client::Error),
+    /// The token or the CA file cannot be used.
     #[error(transparent)]
-    Client(#[from] allocate_client::Error),
+    Client(allocate_client::Error),
 }
 
 /// Reads `LABEL:MEMORY_GB` (the label may itself hold colons).
@@ -428,6 +435,19 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("allocate-agent").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_replicas_of_a_store_are_repeated_or_comma_separated() {
+        let urls = ["ws://a:1/agent/", "ws://b:2/agent/", "ws://c:3/agent/"];
+        let given = cli(&[
+            "--server",
+            "ws://a:1/agent/,ws://b:2/agent/",
+            "--url",
+            urls[2],
+        ]);
+        assert_eq!(given.server, urls);
+        assert_eq!(cli(&[]).server, ["ws://127.0.0.1:8080/agent/"]);
     }
 
     #[test]

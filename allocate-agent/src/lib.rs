@@ -47,7 +47,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Con
     let responder = responder.ok_or(ConfigError::NoResponder)?;
     let (reconnect_min, reconnect_max) = cli.reconnect();
     let settings = Settings {
-        server: cli.server.clone(),
+        server: cli.server.join(","),
         token: cli.resolve_token()?,
         ca_file: cli.ca_file.clone(),
         registration,
@@ -55,8 +55,11 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Con
         reconnect_min,
         reconnect_max,
     };
-    let agent = Agent::new(settings)?;
-    tracing::info!(%agent_id, server = %cli.server, "agent starting");
+    let agent = Agent::new(settings).map_err(|e| match e {
+        allocate_client::Error::Url { .. } => ConfigError::Server(e),
+        other => ConfigError::Client(other),
+    })?;
+    tracing::info!(%agent_id, server = %cli.server.join(","), "agent starting");
     agent.run(shutdown).await;
     tracing::info!("agent stopped");
     Ok(())

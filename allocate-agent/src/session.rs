@@ -59,7 +59,8 @@ impl Registration {
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The server: its agent endpoint (`ws://127.0.0.1:8080/agent/`) or its base URL, with
-    /// `ws://`, `wss://`, `http://` or `https://`.
+    /// `ws://`, `wss://`, `http://` or `https://`; the replicas of one store separated by
+    /// commas.
     pub server: String,
     /// Bearer token for the upgrade request.
     pub token: Option<String>,
@@ -105,7 +106,8 @@ impl Agent {
             ca_file: settings.ca_file.clone(),
             ..ClientOptions::default()
         };
-        let client = Client::new(&server_base(&settings.server), options)?;
+        let servers = settings.server.split(',').map(|s| server_base(s.trim()));
+        let client = Client::with_urls(servers, options)?;
         Ok(Agent { settings, client })
     }
 
@@ -256,7 +258,14 @@ mod tests {
             let agent = Agent::new(settings(good));
             assert!(agent.is_ok(), "{good}: {agent:?}");
         }
-        for bad in ["ftp://lab/agent/", "ws://", "lab:8080"] {
+        let two = Agent::new(settings("ws://a:1/agent/, http://b:2")).unwrap();
+        assert_eq!(two.client.urls(), ["http://a:1", "http://b:2"]);
+        for bad in [
+            "ftp://lab/agent/",
+            "ws://",
+            "lab:8080",
+            "ws://a/agent/,ftp://b",
+        ] {
             let err = Agent::new(settings(bad)).unwrap_err();
             assert_eq!(err.code(), "url", "{bad}: {err}");
         }

@@ -289,7 +289,10 @@ fn an_unusable_server_url_or_ca_file_stops_the_agent() {
     let out = run("ftp://allocate.lab/agent/", "");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("ftp://allocate.lab/"), "{stderr}");
+    assert!(
+        stderr.contains("--server") && stderr.contains("ftp://allocate.lab/"),
+        "{stderr}"
+    );
 }
 
 #[test]

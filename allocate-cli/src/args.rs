@@ -10,9 +10,11 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(name = "allocate", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
-    /// Server URL (else $ALLOCATE_URL, the config file, http://127.0.0.1:8080).
-    #[arg(long, global = true)]
-    pub url: Option<String>,
+    /// Server URL (else $ALLOCATE_URL, the config file, http://127.0.0.1:8080). The replicas
+    /// of one store: repeat it or separate the URLs with commas (also in $ALLOCATE_URL and the
+    /// file); calls go to whichever leads.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub url: Vec<String>,
     /// File holding the bearer token (else $ALLOCATE_TOKEN, $ALLOCATE_TOKEN_FILE, the config file).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,

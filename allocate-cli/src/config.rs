@@ -20,7 +20,7 @@ const KEYS: &[&str] = &["url", "token_file", "ca_file", "username"];
 /// What a command needs to reach the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// The server's URL.
+    /// The server's URL, or the URLs of the replicas of one store separated by commas.
     pub url: String,
     /// The bearer token, if any.
     pub token: Option<String>,
@@ -87,9 +87,8 @@ pub fn resolve(cli: &Cli, env: Env<'_>) -> CliResult<Settings> {
         }
         _ => BTreeMap::new(),
     };
-    let url = cli
-        .url
-        .clone()
+    let flags = (!cli.url.is_empty()).then(|| cli.url.join(","));
+    let url = flags
         .or_else(|| env("ALLOCATE_URL"))
         .or_else(|| file.get("url").cloned())
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
@@ -159,6 +158,13 @@ mod tests {
             resolve(&cli, &env_with(Some("http://env:2"))).unwrap().url,
             "http://flag:3"
         );
+        let cli = Cli::parse_from(["allocate", "--url", "http://a:3,http://b:4", "ls"]);
+        let cli_again =
+            Cli::parse_from(["allocate", "--url", "http://a:3", "--url=http://b:4", "ls"]);
+        for cli in [cli, cli_again] {
+            let s = resolve(&cli, &env_with(Some("http://env:2"))).unwrap();
+            assert_eq!(s.url, "http://a:3,http://b:4");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

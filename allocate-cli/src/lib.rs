@@ -60,7 +60,12 @@ fn start(cli: Cli) -> Result<i32, CliError> {
             ca_file: settings.ca_file.clone(),
             ..Default::default()
         };
-        let client = allocate_client::Client::new(&settings.url, options)?;
+        let client = allocate_client::Client::new(&settings.url, options).map_err(|e| match e {
+            allocate_client::Error::Url { .. } => CliError::usage(format!(
+                "--url (or $ALLOCATE_URL, or the config file's url): {e}"
+            )),
+            other => other.into(),
+        })?;
         let ctx = Ctx {
             client,
             settings,

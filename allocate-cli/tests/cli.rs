@@ -317,12 +317,15 @@ async fn a_wait_that_runs_out_exits_timed_out() {
     );
 }
 
+/// A port where nothing listens.
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_exits_with_the_connection_code() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address").port()
-    };
+    let port = dead_port();
     let home = std::env::temp_dir().join("allocate-cli-test-none");
     let mut command = command_for(&format!("http://127.0.0.1:{port}"), &home, &["ls"]);
     let out = command.output().await.expect("runs");
@@ -330,6 +333,29 @@ async fn a_server_that_is_down_exits_with_the_connection_code() {
     let mut command = command_for(&format!("http://127.0.0.1:{port}"), &home, &["get"]);
     let out = command.output().await.expect("runs");
     assert_eq!(out.status.code(), Some(CONNECTION), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_servers_reaches_the_one_up_and_a_bad_url_names_the_flag() {
+    let lab = Lab::start().await;
+    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let urls = format!("{dead},{}", lab.server.url());
+    let mut command = command_for(&urls, &lab.config_home, &["get", "-o", "json"]);
+    let out = command.output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["status"], "ready");
+
+    let out = lab
+        .command(&["ls", "--url", &dead, "--url", "ftp://lab"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(USAGE));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--url") && stderr.contains("ftp://lab"),
+        "{stderr}"
+    );
 }
 
 /// Sends `signal` to process `pid`.

@@ -129,6 +129,7 @@ impl Allocation {
             stop: Mutex::new(Some(stop)),
         };
         let driver = Driver {
+            client: handle.client.clone(),
             shared,
             notify,
             stopped,
@@ -176,7 +177,7 @@ impl Allocation {
             };
             let end = match error {
                 Error::Refused { refusal, .. } => {
-                    let failure = lock(&driver.shared).state.refuse(refusal);
+                    let failure = lock(&driver.shared).state.refuse(*refusal);
                     return driver.finish(Some(failure));
                 }
                 Error::Closed { end, .. } => end,
@@ -315,6 +316,8 @@ impl Drop for Allocation {
 
 /// The task's ends of a handle's channels.
 struct Driver {
+    /// Where it follows the allocation again when its socket is lost.
+    client: Client,
     shared: Arc<Mutex<Shared>>,
     notify: watch::Sender<()>,
     stopped: oneshot::Receiver<()>,
@@ -341,19 +344,49 @@ impl Driver {
 }
 
 /// The socket task: applies every message to the state and queues it, until the socket ends
-/// or `stop` fires (which closes it).
+/// for good or `stop` fires (which closes it). A socket lost while the allocation is named
+/// and not ended is replaced by one that follows it on the server that now leads, when the
+/// client knows several (API.md, "Replicas").
 async fn drive(mut socket: Socket, mut driver: Driver) {
-    let end = loop {
-        let text = tokio::select! {
-            _ = &mut driver.stopped => {
+    loop {
+        let end = match read(&mut socket, &mut driver).await {
+            Read::Stopped => {
                 socket::close(&mut socket).await;
-                break SocketEnd::Closed { code: 1000, reason: "closed by the client".into() };
+                SocketEnd::Closed {
+                    code: 1000,
+                    reason: "closed by the client".into(),
+                }
             }
-            text = socket::next_text(&mut socket) => text,
+            Read::Lost(end) => match follow_again(&mut driver).await {
+                Some(again) => {
+                    socket = again;
+                    continue;
+                }
+                None => end,
+            },
+        };
+        return driver.ended(end);
+    }
+}
+
+/// How reading a socket ended.
+enum Read {
+    /// The handle asked to stop.
+    Stopped,
+    /// The socket ended.
+    Lost(SocketEnd),
+}
+
+/// Reads `socket` into the state and the events until it ends or the handle stops.
+async fn read(socket: &mut Socket, driver: &mut Driver) -> Read {
+    loop {
+        let text = tokio::select! {
+            _ = &mut driver.stopped => return Read::Stopped,
+            text = socket::next_text(socket) => text,
         };
         let text = match text {
             Ok(text) => text,
-            Err(end) => break end,
+            Err(end) => return Read::Lost(end),
         };
         let parsed = ClientEvent::parse(&text);
         let mut guard = lock(&driver.shared);
@@ -366,8 +399,28 @@ async fn drive(mut socket: Socket, mut driver: Driver) {
         push(&mut guard, item);
         drop(guard);
         driver.notify.send_replace(());
+    }
+}
+
+/// A socket following the allocation on the server that leads now, after its socket was
+/// lost: `None` when there is nothing to follow (not named yet, ended, failed), no other
+/// server to try, the handle stopped, or no server would serve it within the client's
+/// failover deadline.
+async fn follow_again(driver: &mut Driver) -> Option<Socket> {
+    let id = {
+        let shared = lock(&driver.shared);
+        let state = &shared.state;
+        let live = !state.phase().has_ended() && state.failure().is_none();
+        state.allocation_id().filter(|_| live)?
     };
-    driver.ended(end);
+    if !driver.client.several_servers() {
+        return None;
+    }
+    let path = format!("allocate/{id}");
+    tokio::select! {
+        _ = &mut driver.stopped => None,
+        socket = driver.client.connect(&path) => socket.ok(),
+    }
 }
 
 /// Queues an event, dropping the oldest beyond [`EVENTS_QUEUED_MAX`].

@@ -3,6 +3,7 @@
 
 use crate::chain::chain;
 use crate::error::Error;
+use crate::failover::{FailoverOptions, Servers, Walk};
 use crate::socket::{Socket, MESSAGE_BYTES_MAX};
 use crate::tls;
 use allocate_core::wire::{self, admin, explain, listing, Envelope, WireError};
@@ -10,16 +11,18 @@ use allocate_core::{
     AllocationInfo, ErrorCode, Explanation, InventoryEntry, InventoryFilter, Requirements,
 };
 use reqwest::{Method, Url};
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::Connector;
 use uuid::Uuid;
 
-/// How a [`Client`] reaches its server.
+/// How a [`Client`] reaches its servers.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Sent as `Authorization: Bearer <token>` on every call and websocket upgrade.
@@ -30,6 +33,8 @@ pub struct ClientOptions {
     pub http_timeout: Duration,
     /// How long opening a websocket (TCP, TLS and the upgrade) may take.
     pub connect_timeout: Duration,
+    /// How a client of several servers moves to the leader.
+    pub failover: FailoverOptions,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +44,7 @@ impl Default for ClientOptions {
             ca_file: None,
             http_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            failover: FailoverOptions::default(),
         }
     }
 }
@@ -71,14 +77,24 @@ fn read_envelope<T>(
     parse: fn(&str) -> Result<Envelope<T>, WireError>,
 ) -> Result<T, Error> {
     match parse(text) {
-        Ok(envelope) => envelope
-            .into_result()
-            .map_err(|refusal| Error::Refused { what, refusal }),
+        Ok(envelope) => envelope.into_result().map_err(|refusal| Error::Refused {
+            what,
+            refusal: Box::new(refusal),
+        }),
         Err(source) => Err(Error::Unreadable { what, source }),
     }
 }
 
-/// A server of the contract. Cheap to clone: clones share the HTTP connection pool.
+/// The servers of one store (or one server). Cheap to clone: clones share the HTTP
+/// connection pool and which server is believed to lead.
+///
+/// With several servers (API.md, "Replicas") a call goes to the one believed to lead; when
+/// that one refuses the connection or answers `503 not_leader`, the call moves to the leader
+/// the standby names or else to the next server, pausing after each round
+/// ([`FailoverOptions`]). Nothing that a leader may have carried out is sent twice: a call
+/// whose connection failed after it was sent is resent only when it is idempotent (every
+/// call but `DELETE`); opening a websocket is always safe to repeat, since the upgrade
+/// itself changes nothing.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -86,8 +102,9 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    /// `http(s)://host[:port]/prefix/`, always ending in `/`.
-    base: Url,
+    /// Base URLs `http(s)://host[:port]/prefix/`, each ending in `/`. A std mutex: never held
+    /// across an `.await`, each critical section a lookup or an index update.
+    servers: Mutex<Servers>,
     token: Option<String>,
     http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
@@ -95,35 +112,33 @@ struct Inner {
 }
 
 impl Client {
-    /// A client of the server at `url` (`http://`, `https://`, or the same as `ws://`,
-    /// `wss://`; a path prefix is kept). Checks the URL, the token and the CA file now.
-    pub fn new(url: &str, options: ClientOptions) -> Result<Self, Error> {
-        let bad = |why: &str| Error::Url {
-            url: url.to_owned(),
-            why: why.to_owned(),
-        };
-        let mut base = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-        let secure = match base.scheme() {
-            "http" | "ws" => false,
-            "https" | "wss" => true,
-            other => {
-                return Err(bad(&format!(
-                    "the scheme must be http or https, not {other}"
-                )))
-            }
-        };
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(bad("it must not have a query or fragment"));
-        }
-        base.set_scheme(if secure { "https" } else { "http" })
-            .map_err(|()| bad("its scheme cannot be changed"))?;
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
+    /// A client of the server at `urls`, or of the servers of one store when it lists several
+    /// separated by commas (see [`Client::with_urls`]).
+    pub fn new(urls: &str, options: ClientOptions) -> Result<Self, Error> {
+        Self::with_urls(urls.split(','), options)
+    }
+
+    /// A client of the servers at `urls` (`http://`, `https://`, or the same as `ws://`,
+    /// `wss://`; a path prefix is kept), the first tried first. Checks every URL, the token
+    /// and the CA file now.
+    pub fn with_urls<S: AsRef<str>>(
+        urls: impl IntoIterator<Item = S>,
+        options: ClientOptions,
+    ) -> Result<Self, Error> {
+        let bases = urls
+            .into_iter()
+            .map(|u| parse_base(u.as_ref().trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if bases.is_empty() {
+            return Err(Error::Url {
+                url: String::new(),
+                why: "no server URL was given".into(),
+            });
         }
         if let Some(t) = &options.token {
             HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| Error::Token)?;
         }
+        let secure = bases.iter().any(|b| b.scheme() == "https");
         let tls = tls::client_config(secure, options.ca_file.as_deref())?;
         // No proxy: websockets do not go through one either, so both reach the same server.
         let http = reqwest::Client::builder()
@@ -134,7 +149,7 @@ impl Client {
             .map_err(|e| Error::Setup(chain(&e)))?;
         Ok(Client {
             inner: Arc::new(Inner {
-                base,
+                servers: Mutex::new(Servers::new(bases)),
                 token: options.token.clone(),
                 http,
                 tls,
@@ -143,9 +158,15 @@ impl Client {
         })
     }
 
-    /// The server's base URL (`http(s)://...`, without the trailing slash).
-    pub fn url(&self) -> &str {
-        self.inner.base.as_str().trim_end_matches('/')
+    /// The base URL of the server believed to lead (`http(s)://...`, without the trailing
+    /// slash).
+    pub fn url(&self) -> String {
+        without_slash(self.servers().current())
+    }
+
+    /// Every server known: the configured ones in order, then leaders that standbys named.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers().all().iter().map(without_slash).collect()
     }
 
     /// The options it was made with.
@@ -262,22 +283,18 @@ impl Client {
             .map(drop)
     }
 
-    /// The URL of `path` (relative to the base) with `query`.
-    fn join(&self, path: &str, query: &[(&str, String)]) -> Result<Url, Error> {
-        let mut url = self.inner.base.join(path).map_err(|e| Error::Url {
-            url: format!("{}{path}", self.inner.base),
-            why: e.to_string(),
-        })?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
+    /// `POST /admin/backup` (admins): the server's whole state at a durable point, as a
+    /// snapshot file of its data directory. A read: sent again to the leader after a failure.
+    pub async fn backup(&self) -> Result<Backup, Error> {
+        self.across_servers(true, |base| self.backup_once(base))
+            .await
     }
 
-    /// `POST /admin/backup` (admins): the server's whole state at a durable point, as a
-    /// snapshot file of its data directory.
-    pub async fn backup(&self) -> Result<Backup, Error> {
-        let (what, response) = self.send(Method::POST, "admin/backup", &[], None).await?;
+    /// [`Client::backup`] on the server at `base`.
+    async fn backup_once(&self, base: Url) -> Result<Backup, Error> {
+        let (what, response) = self
+            .send_once(base, Method::POST, "admin/backup", &[], None)
+            .await?;
         let succeeded = response.status().is_success();
         let file_name = response
             .headers()
@@ -300,16 +317,106 @@ impl Client {
         })
     }
 
-    /// Sends `method path` with `query` and a JSON `body`; returns what it was (for errors)
-    /// and the answer.
-    async fn send(
+    fn servers(&self) -> MutexGuard<'_, Servers> {
+        // Plain data: still consistent if a holder panicked.
+        self.inner
+            .servers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether there is another server to move to (several configured, or a leader learned).
+    pub(crate) fn several_servers(&self) -> bool {
+        self.servers().all().len() > 1
+    }
+
+    /// Runs `attempt` on the server believed to lead, and again on the others as
+    /// [`Client`] describes while its error allows it (`resend`: the request may be sent
+    /// again after a failure that came after it was sent).
+    async fn across_servers<T, F>(
+        &self,
+        resend: bool,
+        attempt: impl Fn(Url) -> F,
+    ) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        let started = Instant::now();
+        let mut walk = Walk::new(&self.inner.options.failover);
+        loop {
+            let base = self.servers().current().clone();
+            let error = match attempt(base.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let Some(leader) = elsewhere(&error, resend) else {
+                return Err(error);
+            };
+            let delay = {
+                let mut servers = self.servers();
+                servers.failed(&base, leader);
+                walk.next_delay(servers.all().len(), started.elapsed())
+            };
+            match delay {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(error),
+            }
+        }
+    }
+
+    /// Calls `method path` and reads the answer with `parse`: the data, or the refusal as
+    /// [`Error::Refused`].
+    async fn call<T>(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<String>,
+        parse: fn(&str) -> Result<Envelope<T>, WireError>,
+    ) -> Result<T, Error> {
+        // Every call of the contract but DELETE is idempotent: GET, a PATCH to absolute
+        // values, POST /match (a dry run).
+        let resend = method != Method::DELETE;
+        let call = Call {
+            method,
+            path,
+            query,
+            body,
+            parse,
+        };
+        self.across_servers(resend, |base| self.call_once(base, &call))
+            .await
+    }
+
+    /// `call` on the server at `base`.
+    async fn call_once<T>(&self, base: Url, call: &Call<'_, T>) -> Result<T, Error> {
+        let (what, response) = self
+            .send_once(
+                base,
+                call.method.clone(),
+                call.path,
+                call.query,
+                call.body.clone(),
+            )
+            .await?;
+        let text = response.text().await.map_err(|source| Error::Http {
+            what: what.clone(),
+            source,
+        })?;
+        read_envelope(what, &text, call.parse)
+    }
+
+    /// Sends `method path` with `query` and a JSON `body` to the server at `base`; returns
+    /// what it was (for errors) and the answer.
+    async fn send_once(
+        &self,
+        base: Url,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
     ) -> Result<(String, reqwest::Response), Error> {
-        let url = self.join(path, query)?;
+        let url = join(&base, path, query)?;
         let what = format!("{method} {url}");
         let mut request = self.inner.http.request(method, url);
         if let Some(t) = &self.inner.token {
@@ -326,28 +433,16 @@ impl Client {
         }
     }
 
-    /// Calls `method path` and reads the answer with `parse`: the data, or the refusal as
-    /// [`Error::Refused`].
-    async fn call<T>(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<String>,
-        parse: fn(&str) -> Result<Envelope<T>, WireError>,
-    ) -> Result<T, Error> {
-        let (what, response) = self.send(method, path, query, body).await?;
-        let text = response.text().await.map_err(|source| Error::Http {
-            what: what.clone(),
-            source,
-        })?;
-        read_envelope(what, &text, parse)
+    /// Opens a websocket to `path` on the leader with the token in the upgrade; an upgrade
+    /// the servers answer with an error envelope (401, 403, 503 ...) is [`Error::Refused`].
+    pub(crate) async fn connect(&self, path: &str) -> Result<Socket, Error> {
+        self.across_servers(true, |base| self.connect_once(base, path))
+            .await
     }
 
-    /// Opens a websocket to `path` with the token in the upgrade; an upgrade the server
-    /// answers with an error envelope (401, 403, 503 ...) is [`Error::Refused`].
-    pub(crate) async fn connect(&self, path: &str) -> Result<Socket, Error> {
-        let mut url = self.join(path, &[])?;
+    /// [`Client::connect`] to the server at `base`.
+    async fn connect_once(&self, base: Url, path: &str) -> Result<Socket, Error> {
+        let mut url = join(&base, path, &[])?;
         let ws = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(ws).map_err(|()| Error::Url {
             url: url.to_string(),
@@ -393,6 +488,75 @@ impl Client {
     }
 }
 
+/// One HTTP call, as [`Client::call`] takes it, for whichever server it goes to.
+struct Call<'a, T> {
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, String)],
+    body: Option<String>,
+    parse: fn(&str) -> Result<Envelope<T>, WireError>,
+}
+
+/// A server's base URL from `url` as given: http(s) (ws(s) taken as the same), no query or
+/// fragment, the path ending in `/`.
+fn parse_base(url: &str) -> Result<Url, Error> {
+    let bad = |why: &str| Error::Url {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let mut base = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    let secure = match base.scheme() {
+        "http" | "ws" => false,
+        "https" | "wss" => true,
+        other => {
+            return Err(bad(&format!(
+                "the scheme must be http or https, not {other}"
+            )))
+        }
+    };
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    base.set_scheme(if secure { "https" } else { "http" })
+        .map_err(|()| bad("its scheme cannot be changed"))?;
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}
+
+fn without_slash(base: &Url) -> String {
+    base.as_str().trim_end_matches('/').to_owned()
+}
+
+/// The URL of `path` (relative to `base`) with `query`.
+fn join(base: &Url, path: &str, query: &[(&str, String)]) -> Result<Url, Error> {
+    let mut url = base.join(path).map_err(|e| Error::Url {
+        url: format!("{base}{path}"),
+        why: e.to_string(),
+    })?;
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url)
+}
+
+/// Whether a try that failed with `error` may go to another server: `Some` with the leader a
+/// standby named (if it named a usable one), `None` when the error is the answer. A request
+/// that never reached a server, or reached a standby (which carries out nothing), may;
+/// one whose connection failed after it was sent only when `resend`.
+fn elsewhere(error: &Error, resend: bool) -> Option<Option<Url>> {
+    match error {
+        Error::Refused { refusal, .. } if refusal.error_code() == Some(ErrorCode::NotLeader) => {
+            Some(refusal.leader.as_deref().and_then(|l| parse_base(l).ok()))
+        }
+        Error::Http { source, .. } if source.is_connect() || resend => Some(None),
+        Error::WebSocket { .. } | Error::Timeout { .. } if resend => Some(None),
+        _ => None,
+    }
+}
+
 /// The error for an upgrade answered with an HTTP error: the envelope's refusal when the body
 /// came with it, else one made from the status.
 fn refused_upgrade(
@@ -403,7 +567,10 @@ fn refused_upgrade(
     let body = response.into_body().unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
     if let Ok(Envelope::Refused(refusal)) = Envelope::parse(&text) {
-        return Error::Refused { what, refusal };
+        return Error::Refused {
+            what,
+            refusal: Box::new(refusal),
+        };
     }
     let code = ErrorCode::ALL
         .into_iter()
@@ -411,12 +578,13 @@ fn refused_upgrade(
         .map_or_else(|| "upgrade_refused".to_owned(), |c| c.as_str().to_owned());
     Error::Refused {
         what,
-        refusal: wire::Refusal {
+        refusal: Box::new(wire::Refusal {
             status: status.as_u16(),
             code,
             message: format!("the websocket upgrade was refused with {status}"),
             explain: None,
-        },
+            leader: None,
+        }),
     }
 }
 
@@ -429,10 +597,13 @@ mod tests {
         let plain = Client::new("ws://127.0.0.1:9/prefix", ClientOptions::default()).unwrap();
         assert_eq!(plain.url(), "http://127.0.0.1:9/prefix");
         assert_eq!(
-            plain
-                .join("inventory/", &[("tags", "a,b".into())])
-                .unwrap()
-                .as_str(),
+            join(
+                &plain.servers().current().clone(),
+                "inventory/",
+                &[("tags", "a,b".into())]
+            )
+            .unwrap()
+            .as_str(),
             "http://127.0.0.1:9/prefix/inventory/?tags=a%2Cb"
         );
         for bad in ["ftp://host", "not a url", "http://host/?q=1"] {
@@ -443,6 +614,20 @@ mod tests {
             );
             assert_eq!(err.code(), "url");
         }
+        let err = Client::new("http://a:1, ftp://b", ClientOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Url { url, .. } if url == "ftp://b"),
+            "{err}"
+        );
+        let two = Client::new("http://a:1, ws://b:2/p", ClientOptions::default()).unwrap();
+        assert_eq!(two.urls(), ["http://a:1", "http://b:2/p"]);
+        let none: [&str; 0] = [];
+        assert_eq!(
+            Client::with_urls(none, ClientOptions::default())
+                .unwrap_err()
+                .code(),
+            "url"
+        );
         let options = ClientOptions {
             token: Some("bad\ntoken".into()),
             ..ClientOptions::default()

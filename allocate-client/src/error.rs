@@ -70,8 +70,8 @@ pub enum Error {
     Refused {
         /// The call or socket.
         what: String,
-        /// The server's status, code and sentence.
-        refusal: Refusal,
+        /// The server's status, code and sentence (boxed: it is the largest variant).
+        refusal: Box<Refusal>,
     },
     /// The server's answer is not one of the contract's messages.
     #[error("{what}: {source}")]
@@ -94,7 +94,7 @@ impl Error {
     /// The server's refusal, when the server refused (its `code` is the contract's).
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
-            Error::Refused { refusal, .. } => Some(refusal),
+            Error::Refused { refusal, .. } => Some(refusal.as_ref()),
             Error::Allocation(e) => e.refusal(),
             _ => None,
         }

@@ -18,12 +18,13 @@
 #![forbid(unsafe_code)]
 
 // Layers, each importing only from the ones before it: chain, socket, state, error, tls,
-// client, allocation, agent.
+// failover, client, allocation, agent.
 mod agent;
 mod allocation;
 mod chain;
 mod client;
 mod error;
+mod failover;
 mod socket;
 mod state;
 mod tls;
@@ -35,6 +36,7 @@ pub use allocation::{AllocateRequest, Allocation, EVENTS_QUEUED_MAX};
 pub use chain::chain;
 pub use client::{Backup, Client, ClientOptions};
 pub use error::Error;
+pub use failover::FailoverOptions;
 pub use socket::{SocketEnd, MESSAGE_BYTES_MAX};
 pub use state::{AllocationError, AllocationState, Lease, Phase};
 

@@ -77,6 +77,7 @@ impl ApiError {
                 code: "method_not_allowed".to_owned(),
                 message: self.to_string(),
                 explain: None,
+                leader: None,
             },
         }
     }

@@ -8,7 +8,7 @@
 //! `allocate-agent` it does not reconnect: a harness wants to see a lost connection, not have
 //! it hidden.
 
-use crate::convert::Id;
+use crate::convert::{Id, Urls};
 use crate::errors;
 use crate::http::client_error;
 use crate::outputs::{Provision, Release};
@@ -168,7 +168,7 @@ pub struct Agent {
 impl Agent {
     /// An agent for the server at `url`, not yet connected.
     pub fn create(
-        url: &str,
+        urls: &Urls,
         resources: Vec<PyRef<'_, Resource>>,
         agent_id: Option<Id>,
         token: Option<String>,
@@ -182,7 +182,7 @@ impl Agent {
             ..Default::default()
         };
         Ok(Agent {
-            client: allocate_client::Client::new(url, options).map_err(client_error)?,
+            client: urls.client(options)?,
             callbacks: Arc::new(Callbacks {
                 agent_id,
                 provision,
@@ -265,14 +265,14 @@ impl Agent {
     #[new]
     #[pyo3(signature = (url, resources, *, agent_id = None, token = None, provision = None, release = None))]
     fn new(
-        url: &str,
+        url: Urls,
         resources: Vec<PyRef<'_, Resource>>,
         agent_id: Option<Id>,
         token: Option<String>,
         provision: Option<Py<PyAny>>,
         release: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        Self::create(url, resources, agent_id, token, provision, release)
+        Self::create(&url, resources, agent_id, token, provision, release)
     }
 
     /// Connects and registers the resources (InvalidRequest names a bad field); returns the
@@ -364,7 +364,7 @@ impl Agent {
             "Agent",
             &[
                 ("agent_id", quote(&self.callbacks.agent_id.to_string())),
-                ("url", quote(self.client.url())),
+                ("url", quote(&self.client.url())),
                 ("resources", shared.inventory_ids.len().to_string()),
                 (
                     "connected",

@@ -2,7 +2,7 @@
 
 use crate::aio::awaitable;
 use crate::allocation::Allocation;
-use crate::convert::{dict_to_json, Id};
+use crate::convert::{dict_to_json, Id, Urls};
 use crate::errors;
 use crate::explain::{dry_run_requirements, Explanation};
 use crate::follow::Follower;
@@ -42,7 +42,7 @@ pub struct Client {
 impl Client {
     /// A client of the server at `url` (see the class docs for the arguments).
     pub fn create(
-        url: &str,
+        urls: &Urls,
         token: Option<String>,
         username: Option<String>,
         timeout: f64,
@@ -65,16 +65,12 @@ impl Client {
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| "allocate-py".to_owned());
         Ok(Client {
-            client: allocate_client::Client::new(
-                url,
-                ClientOptions {
-                    token,
-                    ca_file,
-                    http_timeout: timeout,
-                    ..ClientOptions::default()
-                },
-            )
-            .map_err(client_error)?,
+            client: urls.client(ClientOptions {
+                token,
+                ca_file,
+                http_timeout: timeout,
+                ..ClientOptions::default()
+            })?,
             username,
         })
     }
@@ -162,18 +158,18 @@ impl Client {
     #[new]
     #[pyo3(signature = (url, *, token = None, username = None, timeout = 30.0, ca_file = None))]
     fn new(
-        url: &str,
+        url: Urls,
         token: Option<String>,
         username: Option<String>,
         timeout: f64,
         ca_file: Option<PathBuf>,
     ) -> PyResult<Self> {
-        Self::create(url, token, username, timeout, ca_file)
+        Self::create(&url, token, username, timeout, ca_file)
     }
 
-    /// The server's base URL.
+    /// The base URL of the server that leads (of those given, the one last found leading).
     #[getter]
-    fn url(&self) -> &str {
+    fn url(&self) -> String {
         self.client.url()
     }
 
@@ -377,7 +373,7 @@ impl Client {
         repr(
             "Client",
             &[
-                ("url", quote(self.client.url())),
+                ("url", quote(&self.client.url())),
                 ("username", quote(&self.username)),
             ],
         )

@@ -1,6 +1,8 @@
 //! Conversions at the Python boundary: ids, times, and Python values as the contract's JSON.
 
 use crate::errors;
+use crate::http::client_error;
+use allocate_client::ClientOptions;
 use allocate_core::{parse_uuid, Timestamp};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -29,6 +31,43 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Id {
             }
         };
         parse_uuid(&text, "id").map(Id).map_err(errors::from_core)
+    }
+}
+
+/// The server's URL given from Python: one `str` (the replicas of one store separated by
+/// commas) or a sequence of `str`, one per replica.
+#[derive(Clone, Debug)]
+pub struct Urls(Vec<String>);
+
+impl Urls {
+    /// The URL of one server.
+    pub fn one(url: String) -> Self {
+        Urls(vec![url])
+    }
+
+    /// The client crate's client of these servers (a bad URL is a `ValueError` naming it).
+    pub fn client(&self, options: ClientOptions) -> PyResult<allocate_client::Client> {
+        let urls = self.0.iter().flat_map(|u| u.split(','));
+        allocate_client::Client::with_urls(urls, options).map_err(client_error)
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Urls {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(s) = obj.cast::<PyString>() {
+            return Ok(Urls::one(s.to_cow()?.into_owned()));
+        }
+        obj.extract::<Vec<String>>().map(Urls).map_err(|_| {
+            let kind = obj
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string());
+            PyTypeError::new_err(format!(
+                "url must be a str or a list of str (the replicas of one store), got {kind}"
+            ))
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use allocate_client::chain;
 pub fn client_error(error: allocate_client::Error) -> PyErr {
     use allocate_client::Error;
     match error {
-        Error::Refused { refusal, .. } => refused(refusal),
+        Error::Refused { refusal, .. } => refused(*refusal),
         Error::Allocation(e) => allocation_error(e),
         Error::Url { .. } | Error::Token | Error::CaFile { .. } => {
             PyValueError::new_err(error.to_string())

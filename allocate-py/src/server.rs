@@ -2,7 +2,7 @@
 
 use crate::agent::Agent;
 use crate::client::Client;
-use crate::convert::{engine_config, Id};
+use crate::convert::{engine_config, Id, Urls};
 use crate::errors;
 use crate::runtime::{lock, runtime, wait, wait_for};
 use crate::types::{quote, repr, Resource};
@@ -177,7 +177,7 @@ impl Server {
         username: Option<String>,
         timeout: f64,
     ) -> PyResult<Client> {
-        Client::create(&self.base_url()?, token, username, timeout, None)
+        Client::create(&Urls::one(self.base_url()?), token, username, timeout, None)
     }
 
     /// Starts an `Agent` of this server with `resources` (registered when this returns). It
@@ -193,7 +193,7 @@ impl Server {
         release: Option<Py<PyAny>>,
     ) -> PyResult<Py<Agent>> {
         let agent = Agent::create(
-            &self.base_url()?,
+            &Urls::one(self.base_url()?),
             resources,
             agent_id,
             token,

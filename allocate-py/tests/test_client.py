@@ -219,6 +219,24 @@ def test_unreachable_server_raises_connection_lost() -> None:
         allocate.Client("https://lab.example", ca_file="no-such-ca.pem")
 
 
+def test_a_list_of_servers_reaches_the_one_that_is_up(server: allocate.Server, tag: str) -> None:
+    dead = "http://127.0.0.1:9"
+    for urls in ([dead, server.url], f"{dead},{server.url}", (dead, server.url)):
+        client = allocate.Client(urls, timeout=5)
+        with server.add_agent([machine(tag, 11)]) as agent:
+            assert client.resource(agent.inventory_ids[0]).state == "free"
+        assert client.url == server.url
+    agent = allocate.Agent([dead, server.url], [machine(tag, 12)])
+    with agent.start():
+        assert len(agent.inventory_ids) == 1
+    with pytest.raises(ValueError, match="ftp://lab.example"):
+        allocate.Client([server.url, "ftp://lab.example"])
+    with pytest.raises(ValueError, match="no server URL"):
+        allocate.Client([])
+    with pytest.raises(TypeError, match="url must be a str or a list of str"):
+        allocate.Client(8080)  # type: ignore[arg-type]
+
+
 def test_waiting_clients_get_shutting_down(tag: str) -> None:
     with allocate.Server(shutdown_grace=1.0) as server:
         client = server.client()

@@ -334,7 +334,7 @@ impl Task {
                     socket::close(&mut socket).await;
                     return Err(Error::Refused {
                         what: format!("{what}: the registration"),
-                        refusal,
+                        refusal: Box::new(refusal),
                     });
                 }
                 Ok(Envelope::Ok(order)) => {
@@ -538,7 +538,7 @@ impl Task {
                     Some((_, reply)) => {
                         let _ = reply.send(Err(Error::Refused {
                             what: format!("{}: the registration", self.what()),
-                            refusal,
+                            refusal: Box::new(refusal),
                         }));
                     }
                     None => {

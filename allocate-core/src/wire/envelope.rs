@@ -32,6 +32,9 @@ pub struct Refusal {
     /// Why not (API.md, "Why not"): on a `408` for a request that no registered resource
     /// could ever satisfy, the findings of its explanation; the message names the first.
     pub explain: Option<Vec<Finding>>,
+    /// `not_leader` (API.md, "Replicas"): the URL of the leader that a standby names, when it
+    /// names one.
+    pub leader: Option<Box<str>>,
 }
 
 impl Refusal {
@@ -42,6 +45,7 @@ impl Refusal {
             code: code.as_str().to_owned(),
             message: message.into(),
             explain: None,
+            leader: None,
         }
     }
 
@@ -56,6 +60,8 @@ struct ErrorBody<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     explain: Option<&'a [Finding]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<&'a str>,
     message: &'a str,
 }
 
@@ -73,6 +79,7 @@ impl<T: Serialize> Serialize for Envelope<T> {
                 let body = ErrorBody {
                     code: &r.code,
                     explain: r.explain.as_deref(),
+                    leader: r.leader.as_deref(),
                     message: &r.message,
                 };
                 map.serialize_entry("error", &body)?;
@@ -97,6 +104,9 @@ struct RawEnvelope {
 struct RawError {
     code: String,
     message: String,
+    /// A standby's `leader` (a string, or `null` when it knows none).
+    #[serde(default)]
+    leader: Option<String>,
 }
 
 impl<T: Serialize> Envelope<T> {
@@ -144,6 +154,7 @@ impl Envelope<Value> {
                     code: e.code,
                     message: e.message,
                     explain,
+                    leader: e.leader.map(String::into_boxed_str),
                 })
             }
             None => Envelope::Ok(raw.data.unwrap_or(Value::Null)),
@@ -205,6 +216,21 @@ mod tests {
     }
 
     #[test]
+    fn a_standby_names_its_leader() {
+        let text = r#"{"error":{"code":"not_leader","leader":"http://a.lab:8080","message":"standby","role":"standby"},"status":503}"#;
+        let Envelope::Refused(r) = Envelope::parse(text).unwrap() else {
+            panic!("not a refusal");
+        };
+        assert_eq!(r.leader.as_deref(), Some("http://a.lab:8080"));
+        assert_eq!(r.error_code(), Some(ErrorCode::NotLeader));
+        let unknown = text.replace(r#""http://a.lab:8080""#, "null");
+        let Envelope::Refused(r) = Envelope::parse(&unknown).unwrap() else {
+            panic!("not a refusal");
+        };
+        assert_eq!(r.leader, None);
+    }
+
+    #[test]
     fn every_error_code_round_trips() {
         for code in ErrorCode::ALL {
             let sent: Envelope<Value> = Envelope::Refused(Refusal::new(code, "why"));
@@ -215,6 +241,7 @@ mod tests {
             code: "method_not_allowed".into(),
             message: "no".into(),
             explain: None,
+            leader: None,
         };
         assert_eq!(other.error_code(), None);
     }

@@ -43,7 +43,7 @@ pub fn start(data_dir: &Path, extra: &[&str]) -> Started {
 /// [`start`], with the soft and hard limits on open files set to `open_files` when given
 /// (through the shell's `ulimit`, which then execs the server in its place).
 pub fn start_limited(data_dir: &Path, extra: &[&str], open_files: Option<u64>) -> Started {
-    let mut command = server_command(extra, open_files);
+    let mut command = server_command(ANY_PORT, extra, open_files);
     command.arg("--data-dir").arg(data_dir);
     if let Some(parent) = data_dir.parent() {
         command.current_dir(parent);
@@ -53,9 +53,22 @@ pub fn start_limited(data_dir: &Path, extra: &[&str], open_files: Option<u64>) -
 
 /// Starts the server on the PostgreSQL store at `url` (plus `extra` flags), without waiting.
 pub fn launch_store(url: &str, extra: &[&str]) -> Launched {
-    let mut command = server_command(extra, None);
+    launch_store_at(url, ANY_PORT, extra)
+}
+
+/// [`launch_store`] listening on `listen` (an address known before the start, for
+/// `--advertise-url`).
+pub fn launch_store_at(url: &str, listen: &str, extra: &[&str]) -> Launched {
+    let mut command = server_command(listen, extra, None);
     command.args(["--store", url]);
     Launched::new(command)
+}
+
+/// A loopback port that was free a moment ago (bound, then let go), for a server that must
+/// know its address before it starts.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind(ANY_PORT).expect("bind");
+    listener.local_addr().expect("address").port()
 }
 
 /// Starts the server on the PostgreSQL store at `url`, which must come up.
@@ -63,9 +76,12 @@ pub fn start_store_ok(url: &str, extra: &[&str]) -> ServerProc {
     launch_store(url, extra).running()
 }
 
-/// The binary on 127.0.0.1:0 with `extra` flags, its log on a pipe, no `ALLOCATE_*` variable
+/// Where a server listens unless told: a port of the system's choosing.
+const ANY_PORT: &str = "127.0.0.1:0";
+
+/// The binary on `listen` with `extra` flags, its log on a pipe, no `ALLOCATE_*` variable
 /// of the environment; its open-files limits set to `open_files` when given.
-fn server_command(extra: &[&str], open_files: Option<u64>) -> Command {
+fn server_command(listen: &str, extra: &[&str], open_files: Option<u64>) -> Command {
     let mut command = match open_files {
         None => Command::new(SERVER_BIN),
         Some(n) => {
@@ -79,7 +95,7 @@ fn server_command(extra: &[&str], open_files: Option<u64>) -> Command {
         }
     };
     command
-        .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
+        .args(["--listen", listen, "--log-level", "info"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -199,7 +199,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: Optional[str] = None,
         username: Optional[str] = None,

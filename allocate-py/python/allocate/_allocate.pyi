@@ -625,11 +625,12 @@ class Allocation:
 @final
 class Client:
     """A client of a running allocate server at `url` (`http://host:port` or `https://...`;
-    `ca_file`, a PEM file, is trusted besides the system's roots)."""
+    `ca_file`, a PEM file, is trusted besides the system's roots). The replicas of one store:
+    a list of URLs (or one string with commas); calls go to whichever leads."""
 
     def __new__(
         cls,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: str | None = None,
         username: str | None = None,
@@ -638,7 +639,7 @@ class Client:
     ) -> Self: ...
     @property
     def url(self) -> str:
-        """The server's base URL."""
+        """The base URL of the server that leads (of those given, the one last found leading)."""
     @property
     def username(self) -> str:
         """Whom allocations are for unless a request names a `username`."""
@@ -707,11 +708,13 @@ class Follower:
 
 @final
 class Agent:
-    """An agent that registers `resources` with the server at `url` and answers its orders."""
+    """An agent that registers `resources` with the server at `url` and answers its orders; the
+    replicas of one store as a list of URLs (or one string with commas): it registers with
+    whichever leads."""
 
     def __new__(
         cls,
-        url: str,
+        url: str | Sequence[str],
         resources: Sequence[Resource],
         *,
         agent_id: _Id | None = None,
