@@ -59,12 +59,15 @@ impl<'a> View<'a> {
             .unwrap_or_else(|| panic!("{inventory_id} is not in inventory"))
     }
 
-    /// Whether `agent` still owes the release of a provision of `id` it abandoned (the
-    /// engine does not place `id` on its resources until it is acknowledged).
-    fn cleaning_up(&self, id: Uuid, agent: Uuid) -> bool {
+    /// Every (allocation, agent) pair where the agent owes the release of a provision of the
+    /// allocation it abandoned (the engine does not place the allocation on that agent's
+    /// resources until it is acknowledged).
+    fn cleaning(&self) -> BTreeSet<(Uuid, Uuid)> {
         self.resources
             .values()
-            .any(|(owner, _, r)| *owner == agent && r.abandoned && r.occupant == Some(id))
+            .filter(|(_, _, r)| r.abandoned)
+            .filter_map(|(owner, _, r)| r.occupant.map(|id| (id, *owner)))
+            .collect()
     }
 
     /// Whether `inventory_id` is free and the policy lets `req` have it.
@@ -130,6 +133,7 @@ impl Sim {
             }
             self.check_arrival_order(&placed, &view);
             self.check_allocations(&snap, ctx, &view);
+            self.cleaning = view.cleaning();
         } else {
             for o in outputs {
                 if let Recipient::Agent(agent) = o.recipient() {
@@ -324,13 +328,16 @@ impl Sim {
                 continue; // a fresh request, or one whose provision failed in this step
             };
             let r = view.entry(*inventory_id);
+            let cleaning_now = view.cleaning();
             for (other, (other_seq, req)) in &self.queued {
                 let still_waiting = view
                     .allocations
                     .get(other)
                     .is_some_and(|a| a.state == AllocationState::Queued);
-                let eligible = reference::eligible(req, r, view.picky)
-                    && !view.cleaning_up(*other, r.agent_id);
+                // A cleanup that ended during the step may have ended after the placement.
+                let pair = (*other, r.agent_id);
+                let cleaning = self.cleaning.contains(&pair) || cleaning_now.contains(&pair);
+                let eligible = reference::eligible(req, r, view.picky) && !cleaning;
                 assert!(
                     !(still_waiting && other_seq < seq && eligible),
                     "{inventory_id} went to {id} although the earlier {other} waits for it"
@@ -402,6 +409,7 @@ impl Sim {
 
     /// Deadlines, terminal states, queue positions and work conservation.
     fn check_allocations(&mut self, snap: &Snapshot, ctx: &Ctx, view: &View<'_>) {
+        let cleaning = view.cleaning();
         let mut rank = 0;
         self.queued.clear();
         for a in &snap.allocations {
@@ -414,7 +422,7 @@ impl Sim {
                     assert_eq!(a.deadline, Some(give_up), "{id} waits until {give_up}");
                     assert_eq!(a.position, Some(rank), "{id}'s position");
                     let free = view.inventory.iter().find(|r| {
-                        view.free_for(&a.requirements, r) && !view.cleaning_up(id, r.agent_id)
+                        view.free_for(&a.requirements, r) && !cleaning.contains(&(id, r.agent_id))
                     });
                     assert!(free.is_none(), "{id} waits although {free:?} is free");
                     self.queued.insert(id, (a.seq, a.requirements.clone()));

@@ -376,23 +376,26 @@ impl Engine {
             let id = r.id;
             self.timers.remove(&(t, super::Timer::Release(id)));
         }
+        // The cleanup is over before the resource is offered: its request may have it.
+        match occupant {
+            Some(id) if abandoned => forget_abandoned(&mut self.abandoned, id, agent_id),
+            Some(id) => drop(self.releases.remove(&id)),
+            None => {}
+        }
         if self.inventory.get(slot).retiring {
             self.inventory.remove(slot);
         } else {
             self.inventory.settle(slot);
             self.offer(slot);
         }
-        match occupant {
-            Some(id) if abandoned => self.cleaned_up(id, agent_id),
-            Some(id) => drop(self.releases.remove(&id)),
-            None => {}
+        if let (Some(id), true) = (occupant, abandoned) {
+            self.cleaned_up(id, agent_id);
         }
     }
 
-    /// `agent_id` is done with its abandoned provision of `id` (acknowledged, or given up on):
-    /// `id`, if it still waits, may now have that agent's free resources.
+    /// `agent_id` is done with its abandoned provision of `id` (acknowledged, or given up on;
+    /// forgotten by now): `id`, if it still waits, may now have that agent's free resources.
     fn cleaned_up(&mut self, id: Uuid, agent_id: Uuid) {
-        forget_abandoned(&mut self.abandoned, id, agent_id);
         let waits = self
             .allocations
             .get(&id)
@@ -494,6 +497,7 @@ impl Engine {
             // An abandoned provision's error says why the provision failed; it stays.
             r.error.get_or_insert(why);
             if abandoned {
+                forget_abandoned(&mut self.abandoned, occupant, r.agent_id);
                 cleaned = Some((occupant, r.agent_id));
             } else {
                 self.releases.remove(&occupant);

@@ -336,6 +336,9 @@ pub struct Sim {
     pub(crate) expires: BTreeMap<Uuid, Timestamp>,
     /// The requests waiting after the last step: arrival order and requirements.
     pub(crate) queued: BTreeMap<Uuid, (u64, Requirements)>,
+    /// After the last step, the (allocation, agent) pairs where the agent still owed the
+    /// release of a provision of the allocation it abandoned.
+    pub(crate) cleaning: BTreeSet<(Uuid, Uuid)>,
     pub(crate) log: Vec<(Timestamp, Output)>,
     /// Records taken from engines since replaced by a round trip.
     pub(crate) journal: Vec<Record>,
@@ -397,6 +400,7 @@ impl Sim {
             closed: BTreeSet::new(),
             expires: BTreeMap::new(),
             queued: BTreeMap::new(),
+            cleaning: BTreeSet::new(),
             log: Vec::new(),
             journal: Vec::new(),
             replay: None,
