@@ -9,16 +9,23 @@ use crate::view::AllocationState;
 
 impl Engine {
     /// Resource-seconds and GPU-seconds per group over `query`'s window (API.md, "Usage"):
-    /// ended allocations still kept, and those held now (counted up to now). `username`:
-    /// only that user's allocations.
-    pub fn usage(&self, query: &UsageQuery, username: Option<&str>) -> Vec<UsageRow> {
+    /// ended allocations still kept, and those held at `now` (counted up to it; a `now`
+    /// before the engine's latest counts as that). `username`: only that user's allocations.
+    /// A query: changes nothing.
+    pub fn usage(
+        &self,
+        now: Timestamp,
+        query: &UsageQuery,
+        username: Option<&str>,
+    ) -> Vec<UsageRow> {
+        let now = now.max(self.now);
         let from = Timestamp::from_secs(query.from.unwrap_or(0)).max(self.usage_cutoff());
-        let to = query.to.map_or(self.now, Timestamp::from_secs);
+        let to = query.to.map_or(now, Timestamp::from_secs);
         let held: Vec<Usage> = self
             .allocations
             .values()
             .filter(|a| a.state == AllocationState::Ready)
-            .filter_map(|a| self.usage_of(a, self.now))
+            .filter_map(|a| self.usage_of(a, now))
             .collect();
         let records = self.usage.iter().chain(&held);
         let mine = records.filter(|u| username.is_none_or(|name| u.username == name));

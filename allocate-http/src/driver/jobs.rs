@@ -6,9 +6,10 @@
 use super::sockets::Peer;
 use super::Driver;
 use crate::auth::Caller;
+use crate::clock;
 use allocate_core::{
     AgentMessage, AllocationInfo, Engine, Explanation, InventoryEntry, InventoryEntryRef,
-    InventoryFilter, Requirements, Snapshot,
+    InventoryFilter, Requirements, Snapshot, UsageQuery, UsageRow,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -181,6 +182,17 @@ impl DriverHandle {
             d.engine.explain_allocation(&allocation_id)
         })
         .await
+    }
+
+    /// `GET /usage`: resource-seconds and GPU-seconds per group over the query's window, of
+    /// every user, or of `username` only.
+    pub async fn usage(
+        &self,
+        query: UsageQuery,
+        username: Option<String>,
+    ) -> Result<Vec<UsageRow>, DriverError> {
+        self.call(move |d| d.engine.usage(clock::now(), &query, username.as_deref()))
+            .await
     }
 
     /// Frees an allocation of `caller`'s or cancels its request (`DELETE /allocate/{id}`).

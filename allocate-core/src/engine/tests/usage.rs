@@ -36,7 +36,7 @@ fn ended_and_held_allocations_count_from_ready_clipped_to_the_window() {
     e.request(at(20), bob).unwrap();
     e.release(at(110), gpu).unwrap();
     e.handle_timeout(at(120));
-    let rows = e.usage(&by(UsageBy::User), None);
+    let rows = e.usage(at(120), &by(UsageBy::User), None);
     let summary: Vec<_> = rows
         .iter()
         .map(|r| {
@@ -56,7 +56,7 @@ fn ended_and_held_allocations_count_from_ready_clipped_to_the_window() {
         by: UsageBy::Label,
     };
     let labels: Vec<_> = e
-        .usage(&window, None)
+        .usage(at(120), &window, None)
         .iter()
         .map(|r| (r.key.clone(), r.resource_seconds, r.gpu_seconds))
         .collect();
@@ -64,8 +64,8 @@ fn ended_and_held_allocations_count_from_ready_clipped_to_the_window() {
         labels,
         [("x".to_owned(), 60, 60), ("gpu".to_owned(), 30, 60)]
     );
-    assert_eq!(e.usage(&by(UsageBy::User), Some("bob")).len(), 1);
-    assert!(e.usage(&by(UsageBy::User), Some("eve")).is_empty());
+    assert_eq!(e.usage(at(120), &by(UsageBy::User), Some("bob")).len(), 1);
+    assert!(e.usage(at(120), &by(UsageBy::User), Some("eve")).is_empty());
 }
 
 #[test]
@@ -80,7 +80,10 @@ fn usage_is_kept_for_the_retention_period_and_in_the_snapshot() {
     assert_eq!(snap.usage[0].outcome, AllocationState::Released);
     let mut restored = Engine::restore(&snap, Box::new(SeededIds::new(7))).unwrap();
     assert_eq!(restored.snapshot(), snap);
-    assert_eq!(restored.usage(&by(UsageBy::Resource), None).len(), 1);
+    assert_eq!(
+        restored.usage(at(120), &by(UsageBy::Resource), None).len(),
+        1
+    );
     // 150 s after the first ended, a second ends: the first is past the retention.
     let second = restored.request(at(150), want(&["x"], 0)).unwrap();
     restored.handle_timeout(at(155));
@@ -90,7 +93,7 @@ fn usage_is_kept_for_the_retention_period_and_in_the_snapshot() {
     assert_eq!(kept[0].allocation_id, second);
     // Never past the retention, even before the next end prunes.
     restored.handle_timeout(at(300));
-    assert!(restored.usage(&by(UsageBy::User), None).is_empty());
+    assert!(restored.usage(at(120), &by(UsageBy::User), None).is_empty());
 }
 
 #[test]
@@ -100,6 +103,6 @@ fn a_request_that_never_became_ready_leaves_no_usage() {
     wants.username = "waits".into();
     let id = e.request(at(0), wants).unwrap();
     e.release(at(5), id).unwrap();
-    assert!(e.usage(&by(UsageBy::User), None).is_empty());
+    assert!(e.usage(at(120), &by(UsageBy::User), None).is_empty());
     assert!(e.snapshot().usage.is_empty());
 }
