@@ -58,9 +58,9 @@ pub struct UsageQuery {
     pub by: UsageBy,
 }
 
-/// One group of the summary (a user, a label or a resource).
+/// One group of the summary (a user, a label or a resource). Read leniently: a newer server
+/// may add fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UsageRow {
     /// The username, label or `inventory_id`.
     pub key: String,
@@ -113,6 +113,15 @@ impl UsageQuery {
 }
 
 impl UsageBy {
+    /// Its name in the query: `user`, `label` or `resource`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UsageBy::User => "user",
+            UsageBy::Label => "label",
+            UsageBy::Resource => "resource",
+        }
+    }
+
     fn parse(value: &str) -> Result<Self> {
         match value {
             "user" => Ok(UsageBy::User),
