@@ -419,6 +419,11 @@ impl Engine {
         self.inventory.len()
     }
 
+    /// Number of requests waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// One allocation (live, or ended and still remembered).
     pub fn allocation(&self, allocation_id: &Uuid) -> Option<AllocationInfo> {
         self.allocations.get(allocation_id).map(|a| self.info_of(a))

@@ -211,6 +211,7 @@ async fn no_or_an_unknown_token_is_401_everywhere_but_the_open_endpoints() {
         ("GET", format!("/allocate/{SOME_ID}/explain")),
         ("POST", "/admin/backup".to_owned()),
         ("GET", "/usage?by=label".to_owned()),
+        ("GET", "/dashboard/history".to_owned()),
     ];
     let body = || Some(json!({"maintenance": true}));
     for (method, path) in &guarded {

@@ -7,6 +7,7 @@ use super::sockets::Peer;
 use super::Driver;
 use crate::auth::Caller;
 use crate::clock;
+use crate::history::Sample;
 use allocate_core::{
     AgentMessage, AllocationInfo, Engine, Explanation, InventoryEntry, InventoryEntryRef,
     InventoryFilter, Requirements, Snapshot, UsageQuery, UsageRow,
@@ -182,6 +183,11 @@ impl DriverHandle {
             d.engine.explain_allocation(&allocation_id)
         })
         .await
+    }
+
+    /// The dashboard's history of the last day, oldest sample first.
+    pub async fn history(&self) -> Result<Vec<Sample>, DriverError> {
+        self.call(Driver::history).await
     }
 
     /// `GET /usage`: resource-seconds and GPU-seconds per group over the query's window, of

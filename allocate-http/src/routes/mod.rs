@@ -34,7 +34,7 @@ use tokio::sync::watch;
 
 /// Every route, each with and without its trailing slash, and envelope fallbacks.
 pub fn router(state: AppState) -> Router {
-    let guarded: [(&str, MethodRouter<AppState>); 10] = [
+    let guarded: [(&str, MethodRouter<AppState>); 11] = [
         ("/inventory", get(inventory::list)),
         (
             "/inventory/{id}",
@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         ("/match", post(explain::dry_run)),
         ("/agent", get(allocations::agent_socket)),
         ("/dashboard/feed", get(dashboard::feed)),
+        ("/dashboard/history", get(dashboard::history)),
         ("/admin/backup", post(admin::backup)),
         ("/usage", get(usage::summary)),
     ];
