@@ -140,6 +140,20 @@ pub enum Command {
         #[arg(long, value_name = "FILE_OR_DIR")]
         to: PathBuf,
     },
+    /// Resource-hours and GPU-hours per user, label or resource over a window (an admin
+    /// sees everyone's, a user their own).
+    Usage {
+        /// Group by user, label or resource.
+        #[arg(long, value_enum, default_value_t = UsageGroup::User)]
+        by: UsageGroup,
+        /// Start of the window: unix seconds or a time (`2026-12-01 09:00`); default:
+        /// everything the server keeps.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the window, the same way; default: now.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Take a resource out of service, or return it (admin).
     Maintenance {
         /// The resource's inventory id.
@@ -155,6 +169,17 @@ pub enum Command {
 
 /// A shell that completions can be written for.
 pub use clap_complete::Shell;
+
+/// How `allocate usage` groups allocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UsageGroup {
+    /// By username.
+    User,
+    /// By each label of the resource held.
+    Label,
+    /// By resource (inventory id).
+    Resource,
+}
 
 /// `on` or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -3,7 +3,7 @@
 use crate::units::{format_duration, format_when};
 use allocate_client::{
     AllocationInfo, AllocationState, ClientEvent, Connection, Explanation, Finding, InventoryEntry,
-    Lease,
+    Lease, UsageRow,
 };
 use std::io::{IsTerminal, Write};
 
@@ -160,6 +160,26 @@ pub fn inventory_table(list: &[InventoryEntry]) -> String {
         .collect();
     table(
         &["ID", "STATE", "TYPE", "CPUS", "MEM GB", "GPUS", "LABELS"],
+        &rows,
+    )
+}
+
+/// `allocate usage`'s table: one row per group, hours with one decimal.
+pub fn usage_table(group: &str, rows: &[UsageRow]) -> String {
+    let hours = |secs: u64| format!("{:.1}", secs as f64 / 3600.0);
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.key.clone(),
+                r.allocations.to_string(),
+                hours(r.resource_seconds),
+                hours(r.gpu_seconds),
+            ]
+        })
+        .collect();
+    table(
+        &[group, "ALLOCATIONS", "RESOURCE-HOURS", "GPU-HOURS"],
         &rows,
     )
 }

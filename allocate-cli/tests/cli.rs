@@ -222,6 +222,26 @@ async fn get_ls_extend_release() {
     lab.release_ok(&id).await;
     let again = lab.allocate(&["release", &id]).await;
     assert_eq!(again.status.code(), Some(3), "not found the second time");
+
+    let used = json(&lab.allocate(&["usage", "--by", "user", "-o", "json"]).await);
+    assert_eq!(used[0]["key"], "tester", "{used}");
+    assert_eq!(used[0]["allocations"], 1, "{used}");
+    let from = (unix_now() - 60).to_string();
+    let by_label = lab
+        .allocate(&["usage", "--by", "label", "--from", &from])
+        .await;
+    let table = text(&by_label.stdout);
+    assert!(
+        table.starts_with("LABEL") && table.contains("\nx "),
+        "{table}"
+    );
+    let bad = lab.allocate(&["usage", "--from", "someday"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--from"),
+        "{}",
+        text(&bad.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

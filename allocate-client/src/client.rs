@@ -9,6 +9,7 @@ use crate::tls;
 use allocate_core::wire::{self, admin, explain, listing, Envelope, WireError};
 use allocate_core::{
     AllocationInfo, ErrorCode, Explanation, InventoryEntry, InventoryFilter, Requirements,
+    UsageQuery, UsageRow,
 };
 use reqwest::{Method, Url};
 use std::future::Future;
@@ -223,6 +224,14 @@ impl Client {
             listing::parse_allocations,
         )
         .await
+    }
+
+    /// `GET /usage`: resource-seconds and GPU-seconds per user, label or resource over the
+    /// query's window (everyone's for an admin, the caller's own for a user).
+    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, Error> {
+        let pairs = listing::usage_query(query);
+        self.call(Method::GET, "usage", &pairs, None, listing::parse_usage)
+            .await
     }
 
     /// `GET /allocate/{id}`: one allocation (its `connection` only for its owner or an admin).

@@ -45,5 +45,6 @@ pub use state::{AllocationError, AllocationState, Lease, Phase};
 pub use allocate_core::{
     wire::{ClientEvent, ProvisionOrder, Refusal, ReleaseOrder},
     AllocationInfo, Connection, Explanation, Finding, GpuRequirement, InventoryEntry,
-    InventoryFilter, ProvisionResult, Reason, Requirements, ResourceSpec, ResourceState,
+    InventoryFilter, ProvisionResult, Reason, Requirements, ResourceSpec, ResourceState, UsageBy,
+    UsageQuery, UsageRow,
 };

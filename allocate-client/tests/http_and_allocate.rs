@@ -4,7 +4,7 @@ mod common;
 
 use allocate_client::{
     AgentOptions, AgentSession, AllocationError, ClientEvent, Error, InventoryFilter, Phase,
-    Requirements, ResourceState,
+    Requirements, ResourceState, UsageBy, UsageQuery,
 };
 use common::{bounded, resource, unix_now, ClientOf, Server};
 use uuid::Uuid;
@@ -94,6 +94,25 @@ async fn allocate_queued_ready_extend_release() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "not_found");
+
+    // Both leases were held: `GET /usage` sums them per user and per resource.
+    let by_user = bounded(client.usage(&UsageQuery::default())).await.unwrap();
+    assert_eq!(by_user.len(), 1);
+    assert_eq!((by_user[0].key.as_str(), by_user[0].allocations), ("ci", 2));
+    let query = UsageQuery {
+        from: Some(unix_now() - 3600),
+        to: None,
+        by: UsageBy::Resource,
+    };
+    let by_resource = bounded(client.usage(&query)).await.unwrap();
+    assert_eq!(by_resource[0].key, agent.inventory_ids()[0].to_string());
+    let query = UsageQuery {
+        from: Some(2),
+        to: Some(1),
+        ..query
+    };
+    let err = bounded(client.usage(&query)).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_request");
 }
 
 #[tokio::test]

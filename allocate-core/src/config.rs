@@ -18,6 +18,10 @@ pub struct Config {
     pub release_timeout_ms: u64,
     /// How many ended allocations stay queryable; the oldest are forgotten first.
     pub ended_allocations_max: usize,
+    /// How long the usage of an ended allocation is kept (for `GET /usage`).
+    pub usage_retention_secs: u64,
+    /// How many usage records are kept at most; beyond it the oldest are dropped first.
+    pub usage_records_max: usize,
     /// How many candidates (the best by default fit) a matching policy is shown per placement.
     pub policy_candidates_max: usize,
     /// Whether every accepted input is kept as a [`crate::Record`] for [`crate::Engine::take_records`].
@@ -35,6 +39,8 @@ impl Default for Config {
             provision_timeout_ms: 30_000,
             release_timeout_ms: 30_000,
             ended_allocations_max: 10_000,
+            usage_retention_secs: 90 * 24 * 3600,
+            usage_records_max: 200_000,
             policy_candidates_max: 64,
             record_inputs: false,
             limits: Limits::default(),

@@ -11,6 +11,7 @@ mod session;
 mod shutdown;
 pub(crate) mod snapshot;
 mod timers;
+mod usage;
 
 use crate::config::Config;
 use crate::criteria::Criteria;
@@ -26,6 +27,7 @@ use crate::policy::MatchPolicy;
 use crate::queue::Queue;
 use crate::record::{Input, ProvisionResult, Record};
 use crate::time::Timestamp;
+use crate::usage::Usage;
 use crate::view::{
     AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState,
 };
@@ -67,6 +69,8 @@ struct Allocation {
     state: AllocationState,
     inventory_id: Option<Uuid>,
     connection: Option<Connection>,
+    /// When it became ready.
+    ready_at: Option<Timestamp>,
     /// The pending timer of this allocation, if any.
     deadline: Option<Timestamp>,
 }
@@ -112,6 +116,8 @@ pub struct Engine {
     allocations: FxMap<Uuid, Box<Allocation>>,
     /// Ended allocations, oldest first, kept for queries up to `ended_allocations_max`.
     ended: VecDeque<Uuid>,
+    /// Usage of ended allocations, oldest end first, kept for `usage_retention_secs`.
+    usage: VecDeque<Usage>,
     /// Allocation -> resource, for releases waiting on an agent's acknowledgement.
     releases: FxMap<Uuid, Uuid>,
     /// Allocation -> the agents still to acknowledge the release of a provision of it they
@@ -177,6 +183,7 @@ impl Engine {
             inventory: Inventory::default(),
             allocations: FxMap::default(),
             ended: VecDeque::new(),
+            usage: VecDeque::new(),
             releases: FxMap::default(),
             abandoned: FxMap::default(),
             queue: Queue::default(),
@@ -410,6 +417,11 @@ impl Engine {
     /// Number of registered resources.
     pub fn resource_count(&self) -> usize {
         self.inventory.len()
+    }
+
+    /// Number of requests waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
     }
 
     /// One allocation (live, or ended and still remembered).

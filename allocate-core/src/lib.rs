@@ -57,6 +57,7 @@ mod queue;
 mod record;
 mod stored;
 mod time;
+mod usage;
 mod validate;
 mod view;
 #[cfg(feature = "wire")]
@@ -77,6 +78,7 @@ pub use policy::{BestFit, Candidate, MatchPolicy};
 pub use record::{Input, ProvisionResult, Record};
 pub use stored::{StoredError, SCHEMA};
 pub use time::Timestamp;
+pub use usage::{Usage, UsageBy, UsageQuery, UsageRow};
 pub use view::{AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState};
 #[cfg(feature = "wire")]
 pub use wire::{

@@ -6,13 +6,17 @@
 //! carry none and read as version 1, which they are. A build reads every version up to its
 //! own [`SCHEMA`], upgrading older ones as it reads; a format change bumps [`SCHEMA`] and adds
 //! its upgrade here, and the committed fixtures of older versions keep being read by the tests.
+//!
+//! Versions: 1, the first; 2 adds to snapshots the usage of ended allocations (`usage`) and
+//! when each allocation became ready (`ready_at`). Both are optional, so version 1 reads as
+//! version 2 with no usage kept (a ready allocation's usage then counts from its creation).
 
 use crate::record::{Input, Record};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// The format version this build writes, and the newest it reads.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// The version of what was stored before versions were written.
 const UNVERSIONED: u32 = 1;

@@ -44,6 +44,9 @@ pub struct Args {
     /// How long an agent has to acknowledge a release before the resource goes to `error`.
     #[arg(long, env = "ALLOCATE_RELEASE_TIMEOUT_MS", default_value_t = 30_000)]
     pub release_timeout_ms: u64,
+    /// How many days the usage of an ended allocation is kept (for `GET /usage`).
+    #[arg(long, env = "ALLOCATE_USAGE_RETENTION_DAYS", default_value_t = 90)]
+    pub usage_retention_days: u64,
     /// How often each websocket is pinged.
     #[arg(long, env = "ALLOCATE_PING_INTERVAL_MS", default_value_t = 5_000)]
     pub ping_interval_ms: u64,
@@ -263,6 +266,7 @@ impl From<&Args> for ServerConfig {
                 lease_secs_max: args.lease_secs_max,
                 provision_timeout_ms: args.provision_timeout_ms,
                 release_timeout_ms: args.release_timeout_ms,
+                usage_retention_secs: args.usage_retention_days.saturating_mul(24 * 3600),
                 ..defaults.engine
             },
             ping_interval: Duration::from_millis(args.ping_interval_ms),
@@ -361,11 +365,14 @@ mod tests {
             "400",
             "--connections-per-peer-max",
             "7",
+            "--usage-retention-days",
+            "2",
         ]);
         assert!(matches!(args.check(), Err(ConfigError::OpenToNetwork(_))));
         let config = ServerConfig::from(&args);
         assert_eq!(config.engine.lease_secs_max, 60);
         assert_eq!(config.engine.provision_timeout_ms, 250);
+        assert_eq!(config.engine.usage_retention_secs, 2 * 24 * 3600);
         assert_eq!(config.idle_timeout, Duration::from_millis(900));
         assert_eq!(config.header_read_timeout, Duration::from_millis(300));
         assert_eq!(config.write_timeout, Duration::from_millis(400));

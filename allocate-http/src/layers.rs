@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// The layers, first to last, as `lib.rs` documents them.
 const LAYERS: &[&[&str]] = &[
-    &["access", "clock", "events", "metrics", "tls"],
+    &["access", "clock", "events", "history", "metrics", "tls"],
     &["connections"],
     &["auth"],
     &["journal"],

@@ -9,7 +9,8 @@
 //! own layer's other modules or from a later one (a test, `layers`, checks every
 //! `crate::` path against this order):
 //!
-//! 1. leaves: `access` (the access log), `clock`, `events` (log lines), `metrics`, `tls`
+//! 1. leaves: `access` (the access log), `clock`, `events` (log lines), `history` (the
+//!    dashboard's charts), `metrics`, `tls`
 //!    (the certificate and key),
 //!    `connections` (the caps on open connections), `auth` (who may do what: pure rules, no
 //!    HTTP types), `journal`, `config`;
@@ -31,6 +32,7 @@ mod dashboard;
 mod driver;
 mod error;
 mod events;
+mod history;
 mod journal;
 #[cfg(test)]
 mod layers;

@@ -210,6 +210,8 @@ async fn no_or_an_unknown_token_is_401_everywhere_but_the_open_endpoints() {
         ("POST", "/match".to_owned()),
         ("GET", format!("/allocate/{SOME_ID}/explain")),
         ("POST", "/admin/backup".to_owned()),
+        ("GET", "/usage?by=label".to_owned()),
+        ("GET", "/dashboard/history".to_owned()),
     ];
     let body = || Some(json!({"maintenance": true}));
     for (method, path) in &guarded {
@@ -711,4 +713,43 @@ async fn revoking_a_token_closes_the_sockets_opened_with_it() {
     let inventory_id = ready["inventory_id"].as_str().expect("inventory id");
     let path = format!("/inventory/{inventory_id}");
     wait_for_state(server, &path, "/0/state", "offline").await;
+}
+
+#[tokio::test]
+async fn usage_is_everyone_s_for_an_admin_a_user_s_own_and_no_agent_s() {
+    let lab = Lab::start().await;
+    let server = &lab.server;
+    let _agent = machines(server, 2).await;
+    let (_alice, _) = ready_as(server, ALICE, "alice").await;
+    let (_bob, _) = ready_as(server, BOB, "bob").await;
+    let keys = |data: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = data
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|row| row["key"].as_str().expect("key").to_owned())
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(&get_as(server, ADMIN, "/usage?by=user").await),
+        ["alice", "bob"]
+    );
+    assert_eq!(
+        keys(&get_as(server, ALICE, "/usage?by=user").await),
+        ["alice"]
+    );
+    assert_eq!(keys(&get_as(server, BOB, "/usage/").await), ["bob"]);
+    assert_eq!(
+        get_as(server, BOB, "/usage?by=label").await[0]["key"],
+        "nvidia"
+    );
+    let refused = call_as(server, Some(AGENT), "GET", "/usage", None).await;
+    assert_error(&refused, 403, "forbidden");
+    assert_error(
+        &call_as(server, None, "GET", "/usage", None).await,
+        401,
+        "unauthorized",
+    );
 }

@@ -146,9 +146,14 @@ async fn a_paused_writer_loses_its_session_to_a_standby_and_never_writes_again()
 async fn a_restart_of_postgres_stops_the_writer_and_the_next_start_loses_nothing() {
     let mut cluster = Cluster::start();
     let url = cluster.url();
-    let mut server = start_store_ok(&url, &[]);
+    // A snapshot after every record: usage must be in the stored snapshot.
+    let mut server = start_store_ok(&url, &["--snapshot-every-records", "1"]);
     let agent = connect_agent(&server).await;
     let held = allocate(&server).await.expect("ready");
+    let ended = allocate(&server).await.expect("ready");
+    let ended = ended["allocation_id"].as_str().expect("id");
+    let deleted = server.delete(&format!("/allocate/{ended}")).await;
+    assert_eq!(deleted.expect("DELETE"), 200);
     agent.abort();
     cluster.restart();
     assert_eq!(
@@ -159,6 +164,10 @@ async fn a_restart_of_postgres_stops_the_writer_and_the_next_start_loses_nothing
     );
     let server = start_store_ok(&url, &[]);
     assert_same(&find(&server, &held).await, &held);
+    // The ended allocation's usage is in the store too: two allocations of `u`.
+    let usage = server.get("/usage?by=user").await;
+    assert_eq!(usage[0]["key"], "u", "{usage}");
+    assert_eq!(usage[0]["allocations"], 2, "{usage}");
 }
 
 /// A writer with an agent and a `ready` allocation, and a second server waiting as a standby.

@@ -233,6 +233,7 @@ impl BuiltSnapshot {
             next_seq: u64::from(self.next_seq),
             agents,
             allocations,
+            usage: Vec::new(),
         }
     }
 }
@@ -294,6 +295,7 @@ impl BuiltAllocation {
                 password: Some("p".into()),
                 port: None,
             }),
+            ready_at: None,
             deadline: self.deadline.map(When::at),
             position: self.position.map(u32::from),
         }

@@ -165,6 +165,9 @@ impl Knobs {
             release_timeout_ms: self.release_timeout_ms.get(),
             ended_allocations_max: usize::from(self.ended_allocations_max % 16),
             policy_candidates_max: usize::from(self.policy_candidates_max % 8),
+            // Small, so that sequences reach both of the usage history's bounds.
+            usage_retention_secs: 3600,
+            usage_records_max: 8,
             record_inputs: false,
             limits: Limits::default(),
         }

@@ -6,6 +6,7 @@ mod connect;
 mod help;
 mod list;
 mod manage;
+mod usage;
 
 use crate::args::{Command, Format};
 use crate::config::Settings;
@@ -53,6 +54,7 @@ pub async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Completions { shell } => help::completions(shell).map(|()| 0),
         Command::Man => help::man().map(|()| 0),
         Command::Backup { to } => backup::backup(ctx, &to).await.map(|()| 0),
+        Command::Usage { by, from, to } => usage::usage(ctx, by, from, to).await.map(|()| 0),
         Command::Maintenance { id, mode, reason } => {
             manage::maintenance(ctx, id, mode, reason).await.map(|()| 0)
         }

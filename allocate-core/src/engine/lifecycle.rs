@@ -129,6 +129,7 @@ impl Engine {
             state: AllocationState::Queued,
             inventory_id: None,
             connection: None,
+            ready_at: None,
             deadline: None,
         });
         self.allocations.insert(id, allocation);
@@ -236,6 +237,7 @@ impl Engine {
             .expect("ready allocation exists");
         a.state = AllocationState::Ready;
         a.connection = Some(connection.clone());
+        a.ready_at = Some(self.now);
         if let Some(secs) = a.lease_secs.take() {
             a.expires = self.now.add_secs(secs);
         }
@@ -322,6 +324,7 @@ impl Engine {
         if let Some(i) = AllocationState::ENDED.iter().position(|s| *s == state) {
             self.ended_total[i] += 1;
         }
+        self.record_usage(&id, prior);
         self.remember_ended(id);
     }
 

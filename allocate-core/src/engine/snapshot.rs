@@ -8,6 +8,7 @@ use crate::ids::IdSource;
 use crate::model::{Connection, Requirements, ResourceSpec};
 use crate::stored::{self, StoredError, SCHEMA};
 use crate::time::Timestamp;
+use crate::usage::Usage;
 use crate::view::AllocationState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -33,6 +34,10 @@ pub struct Snapshot {
     pub agents: Vec<AgentSnapshot>,
     /// Live allocations by arrival, then remembered ended ones, oldest end first.
     pub allocations: Vec<AllocationSnapshot>,
+    /// The usage of ended allocations within the retention period, oldest end first (from
+    /// version 2; none before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<Usage>,
 }
 
 /// An agent and its resources.
@@ -99,6 +104,10 @@ pub struct AllocationSnapshot {
     pub inventory_id: Option<Uuid>,
     /// Its connection details once ready.
     pub connection: Option<Connection>,
+    /// When it became ready (from version 2; before, a ready allocation's usage counts from
+    /// its creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Timestamp>,
     /// Its pending deadline.
     pub deadline: Option<Timestamp>,
     /// The queue position it was last told, while queued.
@@ -182,6 +191,7 @@ impl Engine {
                 state: a.state,
                 inventory_id: a.inventory_id,
                 connection: a.connection.clone(),
+                ready_at: a.ready_at,
                 deadline: a.deadline,
                 position: self
                     .queue
@@ -196,6 +206,7 @@ impl Engine {
             next_seq: self.next_seq,
             agents,
             allocations,
+            usage: self.usage.iter().cloned().collect(),
         }
     }
 
@@ -210,6 +221,7 @@ impl Engine {
         for a in &snapshot.allocations {
             engine.restore_allocation(a)?;
         }
+        engine.usage = snapshot.usage.iter().cloned().collect();
         check_seqs(snapshot)?;
         for agent in &snapshot.agents {
             for r in &agent.resources {
@@ -316,6 +328,7 @@ impl Engine {
                 state: s.state,
                 inventory_id: s.inventory_id,
                 connection: s.connection.clone(),
+                ready_at: s.ready_at,
                 deadline: s.deadline,
             }),
         );

@@ -8,6 +8,7 @@
 use super::{quote, Envelope, WireError};
 use crate::error::Error;
 use crate::filter::InventoryFilter;
+use crate::usage::{UsageQuery, UsageRow};
 use crate::view::{AllocationInfo, InventoryEntry};
 use serde::de::DeserializeOwned;
 
@@ -22,6 +23,24 @@ pub fn inventory_query(filter: &InventoryFilter) -> Vec<(&'static str, String)> 
         pairs.push(("state", state.as_str().to_owned()));
     }
     pairs
+}
+
+/// The query string pairs of `GET /usage` for `query` (what is `None` is left out).
+pub fn usage_query(query: &UsageQuery) -> Vec<(&'static str, String)> {
+    let mut pairs = Vec::new();
+    if let Some(from) = query.from {
+        pairs.push(("from", from.to_string()));
+    }
+    if let Some(to) = query.to {
+        pairs.push(("to", to.to_string()));
+    }
+    pairs.push(("by", query.by.as_str().to_owned()));
+    pairs
+}
+
+/// Reads the answer to `GET /usage`.
+pub fn parse_usage(text: &str) -> Result<Envelope<Vec<UsageRow>>, WireError> {
+    parse_as(text, "usage")
 }
 
 /// Reads the answer to `GET /inventory/` (and `GET /inventory/{id}`, a list of one).
@@ -114,6 +133,28 @@ mod tests {
     }
 
     #[test]
+    fn usage_queries_read_back_as_the_query() {
+        use crate::usage::UsageBy;
+        for query in [
+            UsageQuery::default(),
+            UsageQuery {
+                from: Some(1_700_000_000),
+                to: Some(1_700_086_400),
+                by: UsageBy::Resource,
+            },
+            UsageQuery {
+                from: None,
+                to: Some(5),
+                by: UsageBy::Label,
+            },
+        ] {
+            let pairs = usage_query(&query);
+            let back = UsageQuery::from_query(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+            assert_eq!(back.unwrap(), query);
+        }
+    }
+
+    #[test]
     fn listings_read_back_as_what_was_written() {
         let info = AllocationInfo {
             allocation_id: Uuid::from_u128(3),
@@ -135,6 +176,13 @@ mod tests {
         assert_eq!(parse_allocation(&sent.to_text()).unwrap(), sent);
         let all = Envelope::Ok(vec![info]);
         assert_eq!(parse_allocations(&all.to_text()).unwrap(), all);
+        let usage = Envelope::Ok(vec![UsageRow {
+            key: "alice".into(),
+            allocations: 2,
+            resource_seconds: 7200,
+            gpu_seconds: 14_400,
+        }]);
+        assert_eq!(parse_usage(&usage.to_text()).unwrap(), usage);
         let deleted = Envelope::Ok("deleted allocation".to_owned());
         assert_eq!(parse_sentence(&deleted.to_text()).unwrap(), deleted);
     }

@@ -113,6 +113,17 @@ impl Caller {
         }
     }
 
+    /// Whose usage this caller sees (`GET /usage`): everyone's (`None`) for an admin, its
+    /// own for a user; an agent none.
+    pub fn usage_scope(&self) -> Result<Option<&str>, Error> {
+        match self {
+            Caller::Bearer(Role::User(own)) => Ok(Some(own)),
+            Caller::Bearer(Role::Agent(_)) => Err(self
+                .forbid("GET /usage needs a user or admin token, not an agent token".to_owned())),
+            _ => Ok(None),
+        }
+    }
+
     /// A user requests allocations only as its own username.
     pub fn check_username(&self, username: &str) -> Result<(), Error> {
         match self {

@@ -303,6 +303,84 @@
     }
   }
 
+  // ---- the last day's charts, from GET /dashboard/history -----------------------------------
+
+  const HISTORY = "/dashboard/history";
+  const HISTORY_EVERY_MS = 5000; // after a change, at most this often
+  const DAY_SECS = 86400;
+  const COLORS = 8; // classes c0..c7 in style.css
+  let historyAt = 0;
+  let historyTimer = 0;
+
+  function loadHistorySoon() {
+    if (historyTimer) return;
+    const wait = Math.max(0, historyAt + HISTORY_EVERY_MS - Date.now());
+    historyTimer = setTimeout(loadHistory, wait);
+  }
+
+  async function loadHistory() {
+    historyTimer = 0;
+    historyAt = Date.now();
+    let body = null;
+    try {
+      const response = await fetch(HISTORY, { headers: authHeaders(), cache: "no-store" });
+      if (response.ok) body = await response.json();
+    } catch (e) {
+      return;
+    }
+    if (body && body.status === 200) renderCharts(body.data.samples || []);
+  }
+
+  const axisNumber = (v) => (v >= 10 || Number.isInteger(v) ? String(Math.round(v)) : v.toFixed(1));
+
+  // A step chart of the last day: each sample's value holds until the next one (the last
+  // one's until now). `series`: [{name, points: [[unix, value], ...]}], oldest first.
+  function stepChart(id, series, unit, top) {
+    const W = 600, H = 150, L = 44, R = 6, T = 8, B = 18;
+    const now = serverNow(), from = now - DAY_SECS;
+    const high = Math.max(top || 0, 1, ...series.flatMap((s) => s.points.map((p) => p[1])));
+    const x = (t) => (L + ((Math.max(t, from) - from) / DAY_SECS) * (W - L - R)).toFixed(1);
+    const y = (v) => (T + (1 - v / high) * (H - T - B)).toFixed(1);
+    const grid = [0, high / 2, high].map((v) =>
+      `<line class="grid" x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}"/>` +
+      `<text class="axis" x="${L - 4}" y="${Number(y(v)) + 3}" text-anchor="end">${axisNumber(v)}${esc(unit)}</text>`);
+    const hours = [24, 18, 12, 6, 0].map((h) =>
+      `<text class="axis" x="${x(now - h * 3600)}" y="${H - 4}" text-anchor="${h === 24 ? "start" : h ? "middle" : "end"}">${h ? "−" + h + "h" : "now"}</text>`);
+    const lines = series.map((s, i) => {
+      const pts = [];
+      s.points.forEach(([t, v], k) => {
+        const until = k + 1 < s.points.length ? s.points[k + 1][0] : now;
+        pts.push(`${x(t)},${y(v)}`, `${x(until)},${y(v)}`);
+      });
+      // The current value, as a dot at now: visible even while the history is one minute.
+      const last = s.points[s.points.length - 1];
+      const dot = last ? `<circle class="c${i % COLORS}" cx="${x(now)}" cy="${y(last[1])}" r="3"/>` : "";
+      return `<polyline class="c${i % COLORS}" data-series="${esc(s.name)}" points="${pts.join(" ")}"/>${dot}`;
+    });
+    const legend = series.map((s, i) =>
+      `<span class="key"><svg viewBox="0 0 10 10" aria-hidden="true"><rect class="c${i % COLORS}" width="10" height="10" rx="2"/></svg>${esc(s.name)}</span>`);
+    $(id).innerHTML = `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(series.map((s) => s.name).join(", "))}">` +
+      `${grid.join("")}${hours.join("")}${lines.join("")}</svg><div class="legend">${legend.join("")}</div>`;
+  }
+
+  function renderCharts(samples) {
+    const models = new Map();
+    for (const s of samples) {
+      for (const u of s.utilization || []) {
+        if (!models.has(u.key)) models.set(u.key, []);
+        models.get(u.key).push([s.at, u.total ? (100 * u.held) / u.total : 0]);
+      }
+    }
+    const utilization = [...models].map(([name, points]) => ({ name, points }));
+    stepChart("chart-utilization", utilization, "%", 100);
+    stepChart("chart-queue", [{ name: "waiting", points: samples.map((s) => [s.at, s.queued]) }], "", 1);
+    const mean = samples.map((s) => [s.at, s.waits ? s.wait_secs_total / s.waits : 0]);
+    const longest = samples.map((s) => [s.at, s.wait_secs_max]);
+    stepChart("chart-wait", [{ name: "mean wait", points: mean }, { name: "longest wait", points: longest }], "s", 1);
+    $("charts-note").textContent = samples.length ? `a sample a minute, ${samples.length} so far` : "";
+    document.body.dataset.historySamples = String(samples.length);
+  }
+
   // ---- the feed ----------------------------------------------------------------------------
 
   // `fresh`: a snapshot asked for just now (it may be older than the one shown when the
@@ -320,6 +398,7 @@
       document.body.dataset.updates = String(updates);
       ui.updated.textContent = "updated " + new Date().toLocaleTimeString();
       render();
+      loadHistorySoon();
     }
   }
 
@@ -499,5 +578,8 @@
   readHash();
   wire();
   setInterval(tick, 1000);
+  setInterval(() => {
+    if (snapshot && ui.auth.hidden) loadHistory();
+  }, 60000);
   start();
 })();

@@ -353,6 +353,9 @@ impl Driver {
             Output::Ready { allocation_id, .. } => {
                 if let Some(ms) = self.waited_ms(allocation_id) {
                     self.metrics.observe_ready(ms);
+                    self.sample_history_if_due();
+                    let now = self.engine.now().as_secs();
+                    self.history.observe_wait(now, ms / 1000);
                 }
             }
             // A `released` that ended a wait is a cancellation (the client left); one that

@@ -6,9 +6,11 @@
 use super::sockets::Peer;
 use super::Driver;
 use crate::auth::Caller;
+use crate::clock;
+use crate::history::Sample;
 use allocate_core::{
     AgentMessage, AllocationInfo, Engine, Explanation, InventoryEntry, InventoryEntryRef,
-    InventoryFilter, Requirements, Snapshot,
+    InventoryFilter, Requirements, Snapshot, UsageQuery, UsageRow,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -181,6 +183,22 @@ impl DriverHandle {
             d.engine.explain_allocation(&allocation_id)
         })
         .await
+    }
+
+    /// The dashboard's history of the last day, oldest sample first.
+    pub async fn history(&self) -> Result<Vec<Sample>, DriverError> {
+        self.call(Driver::history).await
+    }
+
+    /// `GET /usage`: resource-seconds and GPU-seconds per group over the query's window, of
+    /// every user, or of `username` only.
+    pub async fn usage(
+        &self,
+        query: UsageQuery,
+        username: Option<String>,
+    ) -> Result<Vec<UsageRow>, DriverError> {
+        self.call(move |d| d.engine.usage(clock::now(), &query, username.as_deref()))
+            .await
     }
 
     /// Frees an allocation of `caller`'s or cancels its request (`DELETE /allocate/{id}`).

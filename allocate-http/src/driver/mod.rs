@@ -29,6 +29,7 @@ pub use sockets::{
 
 use crate::auth::Caller;
 use crate::clock;
+use crate::history::{History, Sample};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 use allocate_core::wire::{Envelope, Refusal, ServerMessage};
@@ -49,6 +50,7 @@ struct Driver {
     sockets: Sockets,
     outgoing: Outgoing,
     metrics: Metrics,
+    history: History,
 }
 
 impl Driver {
@@ -59,7 +61,30 @@ impl Driver {
             sockets: Sockets::default(),
             outgoing: Outgoing::new(journal),
             metrics: Metrics::default(),
+            history: History::default(),
         }
+    }
+
+    /// Opens this minute's sample of the dashboard's history if it has none yet (a scan of
+    /// the inventory, at most once a minute).
+    fn sample_history_if_due(&mut self) {
+        let now = clock::now().as_secs();
+        if self.history.due(now) {
+            self.sample_history(now);
+        }
+    }
+
+    /// Samples the lab into this minute's sample of the history.
+    fn sample_history(&mut self, now: u64) {
+        let queued = self.engine.queue_len() as u64;
+        self.history
+            .sample(now, queued, self.engine.inventory_refs());
+    }
+
+    /// The dashboard's history, this minute's sample taken now.
+    fn history(&mut self) -> Vec<Sample> {
+        self.sample_history(clock::now().as_secs());
+        self.history.samples().cloned().collect()
     }
 
     /// A client asks for an allocation; its socket gets what becomes of it.

@@ -4,6 +4,7 @@
 use super::jobs::{DriverHandle, Job, JOBS_MAX, JOBS_PER_ROUTE};
 use super::Driver;
 use crate::clock;
+use crate::history::SAMPLE_SECS;
 use crate::journal::{Journal, JournalError, Progress};
 use allocate_core::{Engine, Timestamp};
 use std::sync::Arc;
@@ -61,6 +62,9 @@ async fn serve_jobs(driver: &mut Driver, mut jobs: mpsc::Receiver<Job>) -> Ended
     tokio::pin!(timer);
     let mut armed: Option<Timestamp> = None;
     let mut progress = driver.outgoing.progress();
+    // Wakes the loop once a minute, so that the dashboard's history has a sample of every
+    // minute even when nothing happens.
+    let mut minutes = tokio::time::interval(std::time::Duration::from_secs(SAMPLE_SECS));
     loop {
         let next = driver.engine.poll_timeout();
         if next != armed {
@@ -85,6 +89,7 @@ async fn serve_jobs(driver: &mut Driver, mut jobs: mpsc::Receiver<Job>) -> Ended
                 let at = armed.take().unwrap_or_default();
                 driver.engine.handle_timeout(clock::now().max(at));
             }
+            _ = minutes.tick() => {}
             progress = next_progress(&mut progress) => {
                 // What is on disk is shown even when writing has just failed.
                 driver.durable(progress.durable);
@@ -95,6 +100,7 @@ async fn serve_jobs(driver: &mut Driver, mut jobs: mpsc::Receiver<Job>) -> Ended
         }
         driver.route();
         driver.outgoing.snapshot_if_due(&driver.engine);
+        driver.sample_history_if_due();
     }
 }
 

@@ -6,7 +6,7 @@ use allocate_core::{
     Connection, Input, ProvisionResult, Requirements, ResourceSpec, ResourceState,
 };
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const AGENT: Uuid = Uuid::from_u128(7);
 
@@ -366,9 +366,14 @@ async fn new_settings_apply_after_a_restart() {
     journal.close().await;
 }
 
-/// The committed data directory of format version 1 ([`allocate_core::SCHEMA`] 1): a
-/// snapshot and records after it, and the state they rebuild. Every later build must read it.
-const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/journal-v1");
+/// The committed data directory of format version `version`: a snapshot and records after
+/// it, and the state they rebuild (`tests/fixtures/journal-v1`, ...). Every later build must
+/// read each.
+fn fixture_dir(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("journal-v{version}"))
+}
 
 /// Writes a data directory through the real journal: an agent with three machines (two
 /// static, one provisioned), allocations ready on each (with keys, provision data and a
@@ -426,14 +431,14 @@ fn data_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Reads the committed version-1 data directory and compares the state it rebuilds with the
-/// committed one. `ALLOCATE_BLESS=1` writes both where there are none (how they were made;
-/// a new format version gets a new directory): it refuses to overwrite them.
-#[tokio::test]
-async fn a_data_directory_of_format_version_1_is_read_by_this_build() {
-    let fixture = Path::new(FIXTURE_V1);
+/// Rebuilds the engine from the committed data directory of format version `version` and
+/// returns its state and the committed one, settings left out (a later build may add some,
+/// with defaults). `ALLOCATE_BLESS=1` writes the current version's where there are none (how
+/// they were made; a new format version gets a new directory): it refuses to overwrite them.
+async fn rebuild_fixture(version: u32) -> (serde_json::Value, serde_json::Value) {
+    let fixture = fixture_dir(version);
     let expected_path = fixture.join("state.json");
-    if std::env::var_os("ALLOCATE_BLESS").is_some() {
+    if version == allocate_core::SCHEMA && std::env::var_os("ALLOCATE_BLESS").is_some() {
         assert!(
             !fixture.join("data").exists(),
             "{} exists: a new format version gets a new directory",
@@ -473,16 +478,59 @@ async fn a_data_directory_of_format_version_1_is_read_by_this_build() {
         recovered.replayed >= 3,
         "records after the snapshot are replayed"
     );
-    // The settings are left out: a later build may add some, with defaults.
     let state = |mut v: serde_json::Value| {
         v.as_object_mut().unwrap().remove("config");
         v
     };
     let expected =
         state(serde_json::from_str(&fs::read_to_string(&expected_path).unwrap()).unwrap());
-    assert_eq!(
+    (
         state(serde_json::to_value(recovered.engine.snapshot()).unwrap()),
         expected,
+    )
+}
+
+/// A state as version 1 wrote it: without its version and what version 2 added (usage,
+/// and when each allocation became ready).
+fn as_version_1(mut state: serde_json::Value) -> serde_json::Value {
+    let object = state.as_object_mut().unwrap();
+    object.remove("schema");
+    object.remove("usage");
+    for a in object["allocations"].as_array_mut().unwrap() {
+        a.as_object_mut().unwrap().remove("ready_at");
+    }
+    state
+}
+
+/// Version 1 had no usage: a release replayed over its snapshot keeps the usage of an
+/// allocation made ready before it, counted from the allocation's creation.
+#[tokio::test]
+async fn a_data_directory_of_format_version_1_is_read_by_this_build() {
+    let (rebuilt, expected) = rebuild_fixture(1).await;
+    assert_eq!(
+        as_version_1(rebuilt.clone()),
+        as_version_1(expected),
         "the state rebuilt from the version-1 files"
+    );
+    assert_eq!(rebuilt["schema"], allocate_core::SCHEMA);
+    let usage = rebuilt["usage"].as_array().unwrap();
+    assert_eq!(usage.len(), 1, "{usage:?}");
+    let released = rebuilt["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["allocation_id"] == usage[0]["allocation_id"])
+        .unwrap();
+    assert_eq!(usage[0]["ready"], released["created"]);
+    assert_eq!(usage[0]["outcome"], "released");
+}
+
+/// The current version's files rebuild exactly the state that wrote them.
+#[tokio::test]
+async fn a_data_directory_of_format_version_2_is_read_by_this_build() {
+    let (rebuilt, expected) = rebuild_fixture(2).await;
+    assert_eq!(
+        rebuilt, expected,
+        "the state rebuilt from the version-2 files"
     );
 }

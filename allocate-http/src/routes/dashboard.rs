@@ -1,11 +1,13 @@
 //! `GET /dashboard/feed`: the dashboard's live feed ([`crate::dashboard`]).
 
 use super::authn::SUBPROTOCOL;
+use super::ok;
 use crate::auth::tokens::Credential;
 use crate::auth::Caller;
 use crate::clock;
 use crate::dashboard::{self, CallerView};
 use crate::error::ApiError;
+use crate::history::SAMPLE_SECS;
 use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -14,6 +16,15 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, UPGRADE};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use serde_json::json;
+
+/// `GET /dashboard/history`, for users and admins (any caller when the server runs open):
+/// the last day of the lab, a sample a minute, for the page's charts (no usernames in it).
+pub async fn history(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require_allocator("/dashboard/history")?;
+    let samples = app.shared.driver.history().await?;
+    ok(json!({"sample_secs": SAMPLE_SECS, "samples": samples}))
+}
 
 /// Read buffer of a feed socket: the page sends nothing but pongs and a close.
 const READ_BUFFER_BYTES: usize = 1024;

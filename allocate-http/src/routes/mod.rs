@@ -3,7 +3,7 @@
 //! [`authn::authenticate`] first; handlers check the caller's role (see [`crate::auth`]).
 //!
 //! Submodules: [`authn`] and [`extract`] (what handlers take from a request), then the
-//! handlers ([`inventory`], [`allocations`], [`explain`], [`dashboard`], [`admin`]) and the page's files
+//! handlers ([`inventory`], [`allocations`], [`explain`], [`dashboard`], [`admin`], [`usage`]) and the page's files
 //! ([`assets`]).
 
 mod admin;
@@ -14,6 +14,7 @@ mod dashboard;
 mod explain;
 mod extract;
 mod inventory;
+mod usage;
 
 use crate::access;
 use crate::error::{self, ApiError};
@@ -33,7 +34,7 @@ use tokio::sync::watch;
 
 /// Every route, each with and without its trailing slash, and envelope fallbacks.
 pub fn router(state: AppState) -> Router {
-    let guarded: [(&str, MethodRouter<AppState>); 9] = [
+    let guarded: [(&str, MethodRouter<AppState>); 11] = [
         ("/inventory", get(inventory::list)),
         (
             "/inventory/{id}",
@@ -50,7 +51,9 @@ pub fn router(state: AppState) -> Router {
         ("/match", post(explain::dry_run)),
         ("/agent", get(allocations::agent_socket)),
         ("/dashboard/feed", get(dashboard::feed)),
+        ("/dashboard/history", get(dashboard::history)),
         ("/admin/backup", post(admin::backup)),
+        ("/usage", get(usage::summary)),
     ];
     // Open: no credentials or usernames in their answers (the dashboard's data needs a token).
     let open: [(&str, MethodRouter<AppState>); 2] =

@@ -148,7 +148,11 @@ async fn open_engine(
         standby.stop(config.shutdown_grace).await;
     }
     match opened.map_err(io::Error::other)? {
-        Ok((engine, journal)) => Ok(Some((engine, Some(journal)))),
+        Ok((mut engine, journal)) => {
+            // A snapshot brings back the settings it was taken with; the flag wins.
+            engine.set_usage_retention_secs(config.engine.usage_retention_secs);
+            Ok(Some((engine, Some(journal))))
+        }
         Err(JournalError::Cancelled) => Ok(None),
         Err(e) => Err(io::Error::other(e)),
     }

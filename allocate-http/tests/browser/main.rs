@@ -241,6 +241,7 @@ async fn open_lab(page: &mut Page) {
     check_inventory(page, &lab.ids).await;
     check_allocations_and_queue(page).await;
     let frank = check_live_update(page, &lab).await;
+    check_charts(page).await;
     check_filters(page, &lab.ids).await;
     let shots = target_dir();
     page.screenshot(&shots.join("dashboard.png"), 1280, 1.0, false)
@@ -351,6 +352,48 @@ async fn check_live_update(page: &mut Page, lab: &OpenLab) -> Ws {
     let after = page.eval("Number(document.body.dataset.updates)").await;
     assert!(after.as_u64() > before.as_u64(), "{before} then {after}");
     frank
+}
+
+/// The last day's charts, drawn from the server's own history: a line per GPU model (and
+/// `no GPU`), the queue, the waits; this minute's sample follows the lab (frank's A100 is
+/// held: 100%).
+async fn check_charts(page: &mut Page) {
+    let drawn = "Number(document.body.dataset.historySamples || 0) > 0 \
+                 && document.querySelectorAll('#chart-utilization polyline').length === 5";
+    page.wait_for("the last day's charts", drawn, SHOW).await;
+    let legend = page
+        .eval("document.getElementById('chart-utilization').innerText")
+        .await;
+    for model in [
+        "no GPU",
+        "GeForce RTX 2080",
+        "Instinct MI210",
+        "NVIDIA A100",
+        "Tesla T4",
+    ] {
+        assert!(text(&legend).contains(model), "{model} not in {legend}");
+    }
+    let a100_full =
+        "(document.querySelector('#chart-utilization polyline[data-series=\"NVIDIA A100\"]')\
+                     .getAttribute('points').trim().split(' ').pop().split(',')[1]) === '8.0'";
+    page.wait_for("the A100 held", a100_full, SHOW).await;
+    let series = "[...document.querySelectorAll('.chart polyline')]\
+                  .map(p => p.dataset.series + ':' + p.points.length)";
+    let series = page.eval(series).await;
+    let series: Vec<&str> = series
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(series.len(), 8, "{series:?}");
+    assert!(series.iter().all(|s| !s.ends_with(":0")), "{series:?}");
+    let queue = page
+        .eval(
+            "[...document.querySelectorAll('#chart-queue text')].map(t => t.textContent).join(' ')",
+        )
+        .await;
+    assert!(text(&queue).starts_with("0 1 2"), "two waiting: {queue}");
 }
 
 /// Filters: by label (typed), then by state (a count tile), then cleared.

@@ -67,6 +67,8 @@ class EngineConfigDict(TypedDict, total=False):
     provision_timeout_ms: int
     release_timeout_ms: int
     ended_allocations_max: int
+    usage_retention_secs: int
+    usage_records_max: int
     policy_candidates_max: int
     record_inputs: bool
     limits: LimitsDict
