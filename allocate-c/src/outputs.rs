@@ -181,6 +181,7 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             inventory_id,
             connection,
             expires,
+            ..
         } => {
             o.kind = K::ALLOCATE_OUTPUT_READY;
             o.allocation_id = (*allocation_id).into();

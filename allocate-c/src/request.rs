@@ -85,6 +85,7 @@ impl allocate_request {
             // uses `allocate_engine_request_json`, whose requirements object carries both.
             ssh_keys: Vec::new(),
             provision: None,
+            count: 1,
         })
     }
 }

@@ -12,7 +12,11 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// The format version this build writes, and the newest it reads.
-pub const SCHEMA: u32 = 1;
+///
+/// - 1: the first, also what was stored before versions were written.
+/// - 2: a request may carry `requirements.count`, and an allocation of a snapshot the other
+///   resources it holds (`others`); a version 1 record or snapshot reads as is (count 1).
+pub const SCHEMA: u32 = 2;
 
 /// The version of what was stored before versions were written.
 const UNVERSIONED: u32 = 1;

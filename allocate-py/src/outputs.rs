@@ -261,11 +261,13 @@ pub fn event_to_python(py: Python<'_>, event: ClientEvent) -> PyResult<Py<PyAny>
                 inventory_id,
                 connection,
                 expires,
+                resources,
             } => Output::Ready {
                 allocation_id,
                 inventory_id,
                 connection,
                 expires,
+                resources,
             },
             ClientEvent::Expired { allocation_id } => Output::Expired { allocation_id },
             ClientEvent::Released { allocation_id } => Output::Released { allocation_id },
@@ -298,6 +300,7 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
             inventory_id,
             connection,
             expires,
+            ..
         } => Ready {
             allocation_id: id(allocation_id),
             inventory_id: id(inventory_id),

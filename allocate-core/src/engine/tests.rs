@@ -1358,3 +1358,4 @@ fn positions(outputs: &[Output]) -> Vec<(Uuid, u32)> {
 }
 
 mod positions;
+mod several;
