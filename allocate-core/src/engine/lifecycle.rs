@@ -4,7 +4,7 @@ use super::{held_ids, Allocation, Engine};
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
 use crate::hash::FxMap;
-use crate::inventory::{Inventory, Slot};
+use crate::inventory::{off, Inventory, Resource, Slot};
 use crate::model::{Connection, HeldResource, Requirements, ResourceSpec};
 use crate::output::Output;
 use crate::policy::{Candidate, MatchPolicy};
@@ -69,6 +69,11 @@ impl Engine {
             self.inventory.settle(slot);
         }
         for slot in slots {
+            // A failed provision of several may have removed another of its resources here
+            // (one with a static connection that had left the agent's list).
+            if !self.inventory.is_live(slot) {
+                continue;
+            }
             let r = self.inventory.get_mut(slot);
             let Some(occupant) = r.occupant else { continue };
             // A resource with a static connection among several needs no answer of its agent.
@@ -170,7 +175,7 @@ impl Engine {
             self.policy.as_deref(),
             self.config.policy_candidates_max,
             a,
-            avoided(&self.abandoned, id),
+            off(avoided(&self.abandoned, id)),
         ) {
             return self.assign(id, slot);
         }
@@ -211,24 +216,33 @@ impl Engine {
     fn gather(&mut self, id: Uuid) -> Option<Vec<Slot>> {
         let a = &self.allocations[&id];
         let count = a.requirements.count as usize;
-        let mut avoid = avoided(&self.abandoned, id).to_vec();
+        let avoid = avoided(&self.abandoned, id);
         // Fewer free resources than asked, whatever their agents: nothing to try.
-        if self.inventory.candidates(&a.criteria, count, &avoid).len() < count {
+        if self
+            .inventory
+            .candidates(&a.criteria, count, off(avoid))
+            .len()
+            < count
+        {
             return None;
         }
+        // The agents already provisioning one of them.
+        let mut busy: Vec<Uuid> = Vec::new();
         let mut taken = Vec::with_capacity(count);
         while taken.len() < count {
-            let a = &self.allocations[&id];
+            let keep = |r: &Resource| {
+                off(avoid)(r) && (r.spec.connection.is_some() || !busy.contains(&r.agent_id))
+            };
             let policy = self.policy.as_deref();
             let limit = self.config.policy_candidates_max;
-            let Some(slot) = choose(&mut self.inventory, policy, limit, a, &avoid) else {
+            let Some(slot) = choose(&mut self.inventory, policy, limit, a, keep) else {
                 break;
             };
             // Taken at once, so that the next choice is among the others.
             let r = self.inventory.get_mut(slot);
             r.occupant = Some(id);
             if r.spec.connection.is_none() {
-                avoid.push(r.agent_id);
+                busy.push(r.agent_id);
             }
             self.inventory.settle(slot);
             taken.push(slot);
@@ -579,10 +593,10 @@ impl Engine {
             let provisioned = self.inventory.get(slot).spec.connection.is_none();
             let failing = failed.map_or(connection.is_none(), |f| f == inventory_id);
             let error = failing.then(|| reason.clone()).flatten();
-            if !provisioned {
+            let kept = self.let_go(id, slot, error, provisioned && (abandoned || !failing));
+            if kept && !provisioned {
                 freed.push(slot);
             }
-            self.let_go(id, slot, error, provisioned && (abandoned || !failing));
         }
         // Back in front with its original deadline: once that has passed, the wait is over.
         let a = self
@@ -604,8 +618,9 @@ impl Engine {
     }
 
     /// `id` no longer holds `slot` after a failed provision: mark it in `error` if given, and
-    /// `clean_up` (release it as an abandoned provision) or free it.
-    fn let_go(&mut self, id: Uuid, slot: Slot, error: Option<String>, clean_up: bool) {
+    /// `clean_up` (release it as an abandoned provision) or free it; returns whether it is
+    /// still registered (a freed one that left its agent's list is removed).
+    fn let_go(&mut self, id: Uuid, slot: Slot, error: Option<String>, clean_up: bool) -> bool {
         let r = self.inventory.get_mut(slot);
         if error.is_some() {
             r.error = error;
@@ -627,6 +642,7 @@ impl Engine {
         } else {
             self.inventory.settle(slot);
         }
+        !retired
     }
 
     pub(super) fn allocation_deadline(&mut self, id: Uuid) {
@@ -928,19 +944,19 @@ fn forget(map: &mut FxMap<Uuid, Vec<Uuid>>, id: Uuid, value: Uuid) {
 }
 
 /// The free resource a request should get: best fit, refined by the policy if one is set,
-/// off the agents in `avoid`.
+/// among those that `keep` accepts.
 fn choose(
     inventory: &mut Inventory,
     policy: Option<&dyn MatchPolicy>,
     limit: usize,
     a: &Allocation,
-    avoid: &[Uuid],
+    keep: impl Fn(&Resource) -> bool,
 ) -> Option<Slot> {
     let Some(policy) = policy else {
-        return inventory.best_free(&a.criteria, avoid);
+        return inventory.candidates(&a.criteria, 1, keep).first().copied();
     };
     let mut best: Option<(Option<i64>, Slot)> = None;
-    for slot in inventory.candidates(&a.criteria, limit, avoid) {
+    for slot in inventory.candidates(&a.criteria, limit, keep) {
         let r = inventory.get(slot);
         let candidate = Candidate {
             inventory_id: r.id,
