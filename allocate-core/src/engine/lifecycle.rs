@@ -436,8 +436,9 @@ impl Engine {
             .get_mut(&id)
             .expect("ended allocation exists");
         let prior = std::mem::replace(&mut a.state, state);
-        let (seq, criteria) = (a.seq, a.criteria.clone());
-        let held: Vec<Uuid> = held_ids(a).collect();
+        let (seq, criteria, first) = (a.seq, a.criteria.clone(), a.inventory_id);
+        // Empty for a single resource: no allocation on its path.
+        let others: Vec<Uuid> = a.others.iter().map(|h| h.inventory_id).collect();
         if prior == AllocationState::Queued {
             self.queue.remove(seq, id, &criteria);
         }
@@ -451,7 +452,7 @@ impl Engine {
                 _ => Output::Released { allocation_id: id },
             });
         }
-        for inventory_id in &held {
+        for inventory_id in first.iter().chain(&others) {
             let Some(slot) = self.inventory.slot_of(inventory_id) else {
                 continue;
             };
