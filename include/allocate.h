@@ -253,6 +253,11 @@ typedef struct allocate_request {
    * End the allocation when the client goes away (see `allocate_engine_client_gone`).
    */
   bool release_on_disconnect;
+  /**
+   * How many distinct resources, each satisfying the rest, are granted together; 0 means
+   * 1. The `ready` output then says how many (`resource_count`); the JSON forms list them.
+   */
+  uint32_t count;
 } allocate_request;
 
 /**
@@ -310,6 +315,11 @@ typedef struct allocate_output {
    * Password (ready).
    */
   const char *password;
+  /**
+   * How many resources were granted (ready): 1, or the request's `count`. The fields above
+   * are the first one's; `allocate_engine_poll_output_json` lists every one (`resources`).
+   */
+  uint32_t resource_count;
 } allocate_output;
 
 /**

@@ -135,6 +135,7 @@ fn cycles(c: &mut Criterion) {
         gpu_label: std::ptr::null(),
         gpu_min_memory_gb: 0,
         release_on_disconnect: false,
+        count: 1,
     };
     group.bench_function(BenchmarkId::new("c_struct", RESOURCES), |b| {
         // SAFETY: live handle, valid request.

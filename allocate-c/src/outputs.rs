@@ -66,6 +66,9 @@ pub struct allocate_output {
     pub username: *const c_char,
     /// Password (ready).
     pub password: *const c_char,
+    /// How many resources were granted (ready): 1, or the request's `count`. The fields above
+    /// are the first one's; `allocate_engine_poll_output_json` lists every one (`resources`).
+    pub resource_count: u32,
 }
 
 /// Writes the next deadline (unix ms) to `deadline_ms_out`; `ALLOCATE_EMPTY` when none is pending.
@@ -158,6 +161,7 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
         host: std::ptr::null(),
         username: std::ptr::null(),
         password: std::ptr::null(),
+        resource_count: 0,
     };
     use allocate_output_kind as K;
     match output {
@@ -181,8 +185,10 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             inventory_id,
             connection,
             expires,
+            resources,
         } => {
             o.kind = K::ALLOCATE_OUTPUT_READY;
+            o.resource_count = resources.len().max(1) as u32;
             o.allocation_id = (*allocation_id).into();
             o.inventory_id = (*inventory_id).into();
             o.expires = *expires;

@@ -43,6 +43,9 @@ pub struct allocate_request {
     pub gpu_min_memory_gb: u64,
     /// End the allocation when the client goes away (see `allocate_engine_client_gone`).
     pub release_on_disconnect: bool,
+    /// How many distinct resources, each satisfying the rest, are granted together; 0 means
+    /// 1. The `ready` output then says how many (`resource_count`); the JSON forms list them.
+    pub count: u32,
 }
 
 impl Castable for allocate_request {
@@ -85,6 +88,7 @@ impl allocate_request {
             // uses `allocate_engine_request_json`, whose requirements object carries both.
             ssh_keys: Vec::new(),
             provision: None,
+            count: self.count.max(1),
         })
     }
 }

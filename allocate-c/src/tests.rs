@@ -118,6 +118,7 @@ fn a_null_handle_is_null_parameter_in_every_call_on_it() {
         gpu_label: null(),
         gpu_min_memory_gb: 0,
         release_on_disconnect: false,
+        count: 1,
     };
     let (mut id_out, mut u64_out) = (allocate_uuid::default(), 0u64);
     let mut json: *mut c_char = null_mut();

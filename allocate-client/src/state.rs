@@ -5,7 +5,7 @@
 
 use crate::socket::SocketEnd;
 use allocate_core::wire::{ClientEvent, Envelope, Refusal};
-use allocate_core::{AllocationInfo, Connection, ErrorCode, Finding};
+use allocate_core::{AllocationInfo, Connection, ErrorCode, Finding, GrantedResource};
 use uuid::Uuid;
 
 /// Where a request stands.
@@ -125,6 +125,9 @@ pub struct Lease {
     pub connection: Connection,
     /// When the lease ends (unix seconds).
     pub expires: u64,
+    /// Every resource granted, the first one first, for a request of several (`count`);
+    /// empty for one.
+    pub resources: Vec<GrantedResource>,
 }
 
 impl Lease {
@@ -136,11 +139,13 @@ impl Lease {
                 inventory_id,
                 connection,
                 expires,
+                resources,
             } => Some(Lease {
                 allocation_id: *allocation_id,
                 inventory_id: *inventory_id,
                 connection: connection.clone(),
                 expires: *expires,
+                resources: resources.clone(),
             }),
             _ => None,
         }

@@ -66,6 +66,13 @@ pub struct Limits {
     /// Most bytes in a request's `provision` object, written as compact JSON.
     #[serde(default = "default_blob_bytes_max")]
     pub provision_bytes_max: usize,
+    /// Most resources one request may ask for (`requirements.count`).
+    #[serde(default = "default_count_max")]
+    pub count_max: u32,
+}
+
+fn default_count_max() -> u32 {
+    64
 }
 
 fn default_ssh_keys_max() -> usize {
@@ -85,6 +92,7 @@ impl Default for Limits {
             ssh_keys_max: default_ssh_keys_max(),
             ssh_key_bytes_max: default_blob_bytes_max(),
             provision_bytes_max: default_blob_bytes_max(),
+            count_max: default_count_max(),
         }
     }
 }

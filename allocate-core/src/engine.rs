@@ -21,7 +21,7 @@ use crate::filter::InventoryFilter;
 use crate::hash::FxMap;
 use crate::ids::IdSource;
 use crate::inventory::{Inventory, Resource};
-use crate::model::{Connection, Requirements, ResourceSpec};
+use crate::model::{Connection, GrantedResource, HeldResource, Requirements, ResourceSpec};
 use crate::output::Output;
 use crate::policy::MatchPolicy;
 use crate::queue::Queue;
@@ -67,10 +67,15 @@ struct Allocation {
     /// When waiting in the queue gives up.
     wait_until: Timestamp,
     state: AllocationState,
+    /// The resource it holds (the first of several).
     inventory_id: Option<Uuid>,
+    /// How to reach that resource: set when ready (for several, as soon as it is known).
     connection: Option<Connection>,
     /// When it became ready.
     ready_at: Option<Timestamp>,
+    /// The other resources of a request for several (`count`), in the order chosen; empty
+    /// for a single resource.
+    others: Vec<HeldResource>,
     /// The pending timer of this allocation, if any.
     deadline: Option<Timestamp>,
 }
@@ -118,8 +123,9 @@ pub struct Engine {
     ended: VecDeque<Uuid>,
     /// Usage of ended allocations, oldest end first, kept for `usage_retention_secs`.
     usage: VecDeque<Usage>,
-    /// Allocation -> resource, for releases waiting on an agent's acknowledgement.
-    releases: FxMap<Uuid, Uuid>,
+    /// Allocation -> its resources whose release waits on an agent's acknowledgement (several
+    /// only for an allocation of several resources, each on a different agent).
+    releases: FxMap<Uuid, Vec<Uuid>>,
     /// Allocation -> the agents still to acknowledge the release of a provision of it they
     /// abandoned: it is not placed on their resources until they do.
     abandoned: FxMap<Uuid, Vec<Uuid>>,
@@ -456,19 +462,13 @@ impl Engine {
                 }]
             }
             AllocationState::Ready => {
-                let (Some(inventory_id), Some(connection)) = (a.inventory_id, &a.connection) else {
+                let Some(ready) = ready_output(a) else {
                     return Vec::new();
                 };
-                let mut out = vec![Output::Ready {
-                    allocation_id: a.id,
-                    inventory_id,
-                    connection: connection.clone(),
-                    expires: a.expires.as_secs(),
-                }];
-                let offline = self
-                    .inventory
-                    .slot_of(&inventory_id)
-                    .is_some_and(|s| !self.inventory.get(s).online);
+                let mut out = vec![ready];
+                let offline = held_ids(a)
+                    .filter_map(|id| self.inventory.slot_of(&id))
+                    .any(|s| !self.inventory.get(s).online);
                 if offline {
                     out.push(Output::Offline {
                         allocation_id: a.id,
@@ -607,11 +607,16 @@ impl Engine {
         AllocationInfo {
             allocation_id: a.id,
             inventory_id: a.inventory_id,
+            inventory_ids: held_ids(a).collect(),
             username: a.requirements.username.clone(),
             state: a.state,
             created: a.created.as_secs(),
             expires: a.expires.as_secs(),
-            connection: a.connection.clone(),
+            // Several resources' connections arrive one by one: none is shown before all are.
+            connection: a
+                .connection
+                .clone()
+                .filter(|_| a.state != AllocationState::Provisioning),
             position: (a.state == AllocationState::Queued)
                 .then(|| self.queue.position_sent(a.seq))
                 .flatten(),
@@ -781,6 +786,39 @@ impl Engine {
             });
         }
     }
+}
+
+/// The resources `a` holds or held, the first one first.
+fn held_ids(a: &Allocation) -> impl Iterator<Item = Uuid> + '_ {
+    a.inventory_id
+        .into_iter()
+        .chain(a.others.iter().map(|h| h.inventory_id))
+}
+
+/// The `ready` that `a` is (or was) told, once every resource it holds has its connection.
+fn ready_output(a: &Allocation) -> Option<Output> {
+    let (inventory_id, connection) = (a.inventory_id?, a.connection.clone()?);
+    let mut resources = Vec::new();
+    if !a.others.is_empty() {
+        resources.reserve(a.others.len() + 1);
+        resources.push(GrantedResource {
+            inventory_id,
+            connection: connection.clone(),
+        });
+        for h in &a.others {
+            resources.push(GrantedResource {
+                inventory_id: h.inventory_id,
+                connection: h.connection.clone()?,
+            });
+        }
+    }
+    Some(Output::Ready {
+        allocation_id: a.id,
+        inventory_id,
+        connection,
+        expires: a.expires.as_secs(),
+        resources,
+    })
 }
 
 fn state_of(r: &Resource) -> ResourceState {

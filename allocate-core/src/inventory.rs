@@ -67,6 +67,11 @@ pub(crate) struct Registered {
     pub retired: Vec<Slot>,
 }
 
+/// The resources that are not on an agent in `agents`, for [`Inventory::candidates`].
+pub(crate) fn off(agents: &[Uuid]) -> impl Fn(&Resource) -> bool + '_ {
+    move |r| agents.is_empty() || !agents.contains(&r.agent_id)
+}
+
 /// Slots per chunk of the slot table.
 const CHUNK_SLOTS: usize = 1024;
 
@@ -123,6 +128,11 @@ impl Inventory {
     /// The resource in `slot`. Slots handed out by this inventory are always filled.
     pub fn get(&self, slot: Slot) -> &Resource {
         self.slots.live(slot)
+    }
+
+    /// Whether `slot` holds a resource (one removed while its agent's list is walked does not).
+    pub fn is_live(&self, slot: Slot) -> bool {
+        self.slots.get(slot).is_some()
     }
 
     /// The resource in `slot`, mutably. Callers must [`Inventory::settle`] after changing state.
@@ -205,18 +215,16 @@ impl Inventory {
     }
 
     /// Free resources satisfying `criteria`, best fit first, ties by registration order; at
-    /// most `limit`, none of them on an agent in `avoid`.
-    pub fn candidates(&mut self, criteria: &Criteria, limit: usize, avoid: &[Uuid]) -> Vec<Slot> {
+    /// most `limit`, only those that `keep` accepts (see [`off`]).
+    pub fn candidates(
+        &mut self,
+        criteria: &Criteria,
+        limit: usize,
+        keep: impl Fn(&Resource) -> bool,
+    ) -> Vec<Slot> {
         let (slots, fit) = (&self.slots, Self::gpus_fit(&self.slots, criteria));
-        let exact =
-            |slot| fit(slot) && (avoid.is_empty() || !avoid.contains(&slots.live(slot).agent_id));
+        let exact = |slot| fit(slot) && keep(slots.live(slot));
         self.index.best(criteria, limit, exact)
-    }
-
-    /// The best free resource for `criteria` off the agents in `avoid` (the first of
-    /// [`Inventory::candidates`]).
-    pub fn best_free(&mut self, criteria: &Criteria, avoid: &[Uuid]) -> Option<Slot> {
-        self.candidates(criteria, 1, avoid).first().copied()
     }
 
     /// How many registered resources could ever satisfy `criteria`, and the earliest lease end among them.

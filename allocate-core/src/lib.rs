@@ -71,7 +71,8 @@ pub use explain::{Explanation, Finding, Reason, SEEN_MAX};
 pub use filter::InventoryFilter;
 pub use ids::{IdSource, SeededIds};
 pub use model::{
-    Connection, Gpu, GpuRequirement, Requirements, ResourceSpec, DEFAULT_ALLOCATION_TIMEOUT_SECS,
+    Connection, Gpu, GpuRequirement, GrantedResource, HeldResource, Requirements, ResourceSpec,
+    DEFAULT_ALLOCATION_TIMEOUT_SECS,
 };
 pub use output::{Output, Recipient};
 pub use policy::{BestFit, Candidate, MatchPolicy};

@@ -134,6 +134,39 @@ pub struct Requirements {
     /// order. Absent in records and snapshots written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provision: Option<serde_json::Map<String, serde_json::Value>>,
+    /// How many distinct resources, each satisfying every requirement, are granted together
+    /// (at least 1). Absent in records and snapshots written before it existed, and when 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(count: &u32) -> bool {
+    *count == 1
+}
+
+/// One of the resources granted together to an allocation, with how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantedResource {
+    /// The resource.
+    pub inventory_id: Uuid,
+    /// How to reach it.
+    pub connection: Connection,
+}
+
+/// A resource held by an allocation of several, and its connection once known (static, or
+/// answered by its agent's provision).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldResource {
+    /// The resource.
+    pub inventory_id: Uuid,
+    /// How to reach it, once known.
+    pub connection: Option<Connection>,
 }
 
 /// The default `allocation_timeout_seconds`.
@@ -156,6 +189,7 @@ impl Requirements {
             release_on_disconnect: false,
             ssh_keys: Vec::new(),
             provision: None,
+            count: 1,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the engine asks its caller to do, as plain data drained with [`crate::Engine::poll_output`].
 
 use crate::explain::Explanation;
-use crate::model::Connection;
+use crate::model::{Connection, GrantedResource};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -34,6 +34,10 @@ pub enum Output {
         connection: Connection,
         /// When the lease ends (unix seconds).
         expires: u64,
+        /// Every resource granted, the first one first, when the request asked for more than
+        /// one (`count`); empty for a single resource.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        resources: Vec<GrantedResource>,
     },
     /// Nothing became free before the request's wait ended: answer 408 and close.
     TimedOut {

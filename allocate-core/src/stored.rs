@@ -7,9 +7,12 @@
 //! own [`SCHEMA`], upgrading older ones as it reads; a format change bumps [`SCHEMA`] and adds
 //! its upgrade here, and the committed fixtures of older versions keep being read by the tests.
 //!
-//! Versions: 1, the first; 2 adds to snapshots the usage of ended allocations (`usage`) and
-//! when each allocation became ready (`ready_at`). Both are optional, so version 1 reads as
-//! version 2 with no usage kept (a ready allocation's usage then counts from its creation).
+//! Versions: 1, the first (also what was stored before versions were written); 2 adds to
+//! snapshots the usage of ended allocations (`usage`), when each allocation became ready
+//! (`ready_at`) and the other resources of an allocation of several (`others`), and to
+//! requests `requirements.count`. All are optional, so version 1 reads as version 2 with no
+//! usage kept (a ready allocation's usage then counts from its creation) and one resource
+//! per request.
 
 use crate::record::{Input, Record};
 use crate::time::Timestamp;

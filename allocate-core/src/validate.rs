@@ -121,6 +121,12 @@ pub(crate) fn requirements(r: &Requirements, limits: &Limits) -> Result<()> {
 pub(crate) fn matching(r: &Requirements, limits: &Limits) -> Result<()> {
     tags(&r.tags, "requirements.tags", limits)?;
     tags(&r.exclude_tags, "requirements.exclude_tags", limits)?;
+    if r.count == 0 || r.count > limits.count_max {
+        return Err(Error::invalid(format!(
+            "requirements.count must be between 1 and {}, got {}",
+            limits.count_max, r.count
+        )));
+    }
     if let Some(kind) = &r.kind {
         text(kind, "requirements.type", limits)?;
     }

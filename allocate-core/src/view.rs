@@ -173,8 +173,11 @@ impl AllocationState {
 pub struct AllocationInfo {
     /// The allocation's id.
     pub allocation_id: Uuid,
-    /// The resource it holds or held, if any.
+    /// The resource it holds or held, if any (the first of several).
     pub inventory_id: Option<Uuid>,
+    /// Every resource it holds or held, the first one first (absent from older servers).
+    #[serde(default)]
+    pub inventory_ids: Vec<Uuid>,
     /// Who asked.
     pub username: String,
     /// Where it stands.

@@ -108,20 +108,25 @@ fn requirements() -> impl Strategy<Value = Requirements> {
         select(&[0u64, 1, 5, 30, 120, 600][..]),
         any::<bool>(),
         select(USERNAMES),
+        // Several resources at once, now and then (all or none, never one held twice).
+        prop_oneof![6 => Just(1u32), 1 => 2u32..=3],
     )
-        .prop_map(|(tags, exclude, kind, cpu, mem, gpu, wait, rod, user)| {
-            let mut r = Requirements::for_user(user);
-            // An excluded tag that is also required can never match: keep them apart mostly.
-            r.exclude_tags = exclude.into_iter().filter(|t| !tags.contains(t)).collect();
-            r.tags = tags;
-            r.kind = kind.map(str::to_owned);
-            r.min_cpu_count = cpu;
-            r.min_memory_gb = mem;
-            r.gpu = gpu;
-            r.allocation_timeout_seconds = wait;
-            r.release_on_disconnect = rod;
-            r
-        })
+        .prop_map(
+            |(tags, exclude, kind, cpu, mem, gpu, wait, rod, user, count)| {
+                let mut r = Requirements::for_user(user);
+                r.count = count;
+                // An excluded tag that is also required can never match: keep them apart mostly.
+                r.exclude_tags = exclude.into_iter().filter(|t| !tags.contains(t)).collect();
+                r.tags = tags;
+                r.kind = kind.map(str::to_owned);
+                r.min_cpu_count = cpu;
+                r.min_memory_gb = mem;
+                r.gpu = gpu;
+                r.allocation_timeout_seconds = wait;
+                r.release_on_disconnect = rod;
+                r
+            },
+        )
 }
 
 fn expires() -> impl Strategy<Value = Expires> {

@@ -37,12 +37,17 @@ fn describe(output: &Output) -> (&'static str, Uuid, String) {
             inventory_id,
             connection,
             expires,
+            resources,
         } => (
             "ready",
             *allocation_id,
             format!(
-                "resource {inventory_id} at {} until {expires}",
-                connection.host
+                "resource {inventory_id} at {} until {expires}{}",
+                connection.host,
+                match resources.len() {
+                    0 | 1 => String::new(),
+                    n => format!(", with {} more", n - 1),
+                }
             ),
         ),
         Output::TimedOut { allocation_id, .. } => ("timed out", *allocation_id, String::new()),
@@ -89,6 +94,7 @@ mod tests {
                 port: None,
             },
             expires: 1576688942,
+            resources: vec![],
         };
         let (event, _, detail) = describe(&ready);
         assert_eq!(event, "ready");

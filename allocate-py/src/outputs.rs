@@ -37,6 +37,9 @@ pub struct Ready {
     pub connection: Connection,
     /// When the lease ends (unix seconds).
     pub expires: u64,
+    /// Every resource granted, the first one first, as (inventory id, connection), for a
+    /// request of several (`count`); empty for one.
+    pub resources: Vec<(String, Connection)>,
 }
 
 /// Nothing became free before the request's wait ended (the contract's 408).
@@ -172,17 +175,23 @@ impl Queued {
 #[pymethods]
 impl Ready {
     #[new]
+    #[pyo3(signature = (allocation_id, inventory_id, connection, expires, resources = Vec::new()))]
     fn new(
         allocation_id: String,
         inventory_id: String,
         connection: PyRef<'_, Connection>,
         expires: u64,
+        resources: Vec<(String, PyRef<'_, Connection>)>,
     ) -> Self {
         Ready {
             allocation_id,
             inventory_id,
             connection: Connection::clone(&connection),
             expires,
+            resources: resources
+                .into_iter()
+                .map(|(id, c)| (id, Connection::clone(&c)))
+                .collect(),
         }
     }
 
@@ -261,11 +270,13 @@ pub fn event_to_python(py: Python<'_>, event: ClientEvent) -> PyResult<Py<PyAny>
                 inventory_id,
                 connection,
                 expires,
+                resources,
             } => Output::Ready {
                 allocation_id,
                 inventory_id,
                 connection,
                 expires,
+                resources,
             },
             ClientEvent::Expired { allocation_id } => Output::Expired { allocation_id },
             ClientEvent::Released { allocation_id } => Output::Released { allocation_id },
@@ -298,11 +309,16 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
             inventory_id,
             connection,
             expires,
+            resources,
         } => Ready {
             allocation_id: id(allocation_id),
             inventory_id: id(inventory_id),
             connection: Connection(connection),
             expires,
+            resources: resources
+                .into_iter()
+                .map(|g| (id(g.inventory_id), Connection(g.connection)))
+                .collect(),
         }
         .into_pyobject(py)?
         .into_any(),

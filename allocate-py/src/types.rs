@@ -318,10 +318,20 @@ impl AllocationInfo {
         self.0.allocation_id.to_string()
     }
 
-    /// The resource it holds or held, if any.
+    /// The resource it holds or held, if any (the first of several).
     #[getter]
     fn inventory_id(&self) -> Option<String> {
         self.0.inventory_id.map(|id| id.to_string())
+    }
+
+    /// Every resource it holds or held, the first one first.
+    #[getter]
+    fn inventory_ids(&self) -> Vec<String> {
+        self.0
+            .inventory_ids
+            .iter()
+            .map(|id| id.to_string())
+            .collect()
     }
 
     /// Who asked.
@@ -509,6 +519,12 @@ impl Requirements {
         self.0.release_on_disconnect
     }
 
+    /// How many distinct resources are granted together (1 unless asked).
+    #[getter]
+    fn count(&self) -> u32 {
+        self.0.count
+    }
+
     fn __repr__(&self) -> String {
         let r = &self.0;
         let mut fields = vec![
@@ -533,6 +549,7 @@ impl Requirements {
                 "release_on_disconnect",
                 r.release_on_disconnect.then(|| "True".to_owned()),
             ),
+            ("count", (r.count != 1).then(|| r.count.to_string())),
         ];
         fields.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         repr("Requirements", &fields)

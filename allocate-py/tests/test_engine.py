@@ -292,3 +292,20 @@ def test_every_contract_code_has_its_exception() -> None:
     for code, cls in classes.items():
         assert issubclass(cls, allocate.AllocateError)
         assert cls.code == code, cls
+
+
+def test_several_resources_are_granted_together() -> None:
+    e = engine()
+    small, big = e.register_agent(AGENT, small_and_big())
+    with pytest.raises(allocate.InvalidRequest, match="requirements.count"):
+        e.request(username="ci", count=65)
+    first = e.request(username="ci", tags=["nvidia"], count=2)
+    [ready] = e.drain()
+    assert isinstance(ready, allocate.Ready)
+    assert ready.inventory_id == small
+    assert [inventory_id for inventory_id, _ in ready.resources] == [small, big]
+    assert all(connection == STATIC for _, connection in ready.resources)
+    info = e.allocation(first)
+    assert info is not None and info.inventory_ids == [small, big]
+    wants = allocate.Requirements(username="ci", count=2)
+    assert wants.count == 2 and "count=2" in repr(wants)

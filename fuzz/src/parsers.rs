@@ -24,6 +24,7 @@ pub fn tiny_limits() -> Limits {
         ssh_keys_max: 2,
         ssh_key_bytes_max: 32,
         provision_bytes_max: 32,
+        count_max: 3,
     }
 }
 

@@ -268,6 +268,9 @@ impl BuiltResource {
             seq: u64::from(self.seq),
             occupant: self.occupant.and_then(|n| nth(allocations, n)),
             releasing: self.releasing,
+            // Neither an abandoned provision's cleanup nor several resources per allocation
+            // is varied here yet: the restore checks of both are the engine's own tests'.
+            abandoned: false,
             release_deadline: self.release_deadline.map(When::at),
             error: self.error.as_ref().map(Text::text),
             maintenance: self.maintenance.as_ref().map(Text::text),
@@ -296,6 +299,7 @@ impl BuiltAllocation {
                 port: None,
             }),
             ready_at: None,
+            others: Vec::new(),
             deadline: self.deadline.map(When::at),
             position: self.position.map(u32::from),
         }

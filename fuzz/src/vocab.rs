@@ -116,6 +116,8 @@ pub struct Request {
     min_memory_gb: Option<Num>,
     gpu: Option<(Option<u8>, Num, u8)>,
     release_on_disconnect: bool,
+    /// Several resources at once, now and then (0 is refused).
+    count: Option<u8>,
 }
 
 impl Request {
@@ -138,6 +140,7 @@ impl Request {
             count: u32::from(count % 5),
         });
         r.release_on_disconnect = self.release_on_disconnect;
+        r.count = self.count.map_or(1, |n| u32::from(n % 4));
         r
     }
 }

@@ -4,8 +4,8 @@
 use crate::reference;
 use crate::sim::{drain, Action, Ctx, Garbage, Op, Sim};
 use allocate_core::{
-    AllocationSnapshot, AllocationState, Error, InventoryEntry, Output, Recipient, Requirements,
-    ResourceSnapshot, ResourceState, Snapshot, Timestamp,
+    AllocationSnapshot, AllocationState, Error, GrantedResource, InventoryEntry, Output, Recipient,
+    Requirements, ResourceSnapshot, ResourceState, Snapshot, Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -70,10 +70,61 @@ impl<'a> View<'a> {
             .collect()
     }
 
+    /// Whether `agent` owes the release of a provision of `id` it abandoned.
+    fn cleaning_up(&self, id: Uuid, agent: Uuid) -> bool {
+        self.resources
+            .values()
+            .any(|(owner, _, r)| *owner == agent && r.abandoned && r.occupant == Some(id))
+    }
+
     /// Whether `inventory_id` is free and the policy lets `req` have it.
     fn free_for(&self, req: &Requirements, r: &InventoryEntry) -> bool {
         r.state == ResourceState::Free && reference::eligible(req, r, self.picky)
     }
+
+    /// How many resources request `id` could be given at once now: the free ones it may
+    /// have, those that need provisioning counted once per agent (an agent's answers name
+    /// only the allocation, so the engine takes one of them per agent).
+    fn could_gather(&self, id: Uuid, req: &Requirements) -> usize {
+        let mut agents = BTreeSet::new();
+        let mut statics = 0;
+        for r in &self.inventory {
+            if !self.free_for(req, r) || self.cleaning_up(id, r.agent_id) {
+                continue;
+            }
+            let (_, _, snap) = self.resources[&r.inventory_id];
+            if snap.spec.connection.is_some() {
+                statics += 1;
+            } else {
+                agents.insert(r.agent_id);
+            }
+        }
+        statics + agents.len()
+    }
+}
+
+/// A `ready` agrees with the allocation `a` it makes: its lease, and every resource it holds
+/// listed when it asked for several.
+fn check_ready(
+    o: &Output,
+    a: &AllocationSnapshot,
+    expires: u64,
+    resources: &[GrantedResource],
+    now: Timestamp,
+) {
+    assert!(a.expires > now, "{o:?} with its lease over at {now}");
+    assert_eq!(expires, a.expires.as_secs());
+    let listed: Vec<Uuid> = resources.iter().map(|g| g.inventory_id).collect();
+    let several = a.requirements.count > 1;
+    let want: Vec<Uuid> = if several { holds(a).collect() } else { vec![] };
+    assert_eq!(listed, want, "{o:?} lists every resource it holds");
+}
+
+/// Every resource `a` holds or held, the first one first.
+fn holds(a: &AllocationSnapshot) -> impl Iterator<Item = Uuid> + '_ {
+    a.inventory_id
+        .into_iter()
+        .chain(a.others.iter().map(|h| h.inventory_id))
 }
 
 impl Sim {
@@ -133,7 +184,6 @@ impl Sim {
             }
             self.check_arrival_order(&placed, &view);
             self.check_allocations(&snap, ctx, &view);
-            self.cleaning = view.cleaning();
         } else {
             for o in outputs {
                 if let Recipient::Agent(agent) = o.recipient() {
@@ -142,6 +192,7 @@ impl Sim {
             }
         }
         self.check_holders(&view);
+        self.cleaning = view.cleaning();
         let stats = self.engine.stats();
         let count = |s| view.allocations.values().filter(|a| a.state == s).count() as u64;
         assert_eq!(stats.queued, count(AllocationState::Queued));
@@ -189,13 +240,13 @@ impl Sim {
             Output::Ready {
                 inventory_id,
                 expires,
+                resources,
                 ..
             } => {
                 assert!(self.ready.insert(id), "a second ready for {id}");
                 placement = Some((id, *inventory_id));
                 if let Some(a) = a {
-                    assert!(a.expires > now, "{o:?} with its lease over at {now}");
-                    assert_eq!(*expires, a.expires.as_secs());
+                    check_ready(o, a, *expires, resources, now);
                 }
             }
             Output::Expired { .. } => {
@@ -254,7 +305,7 @@ impl Sim {
             .allocations
             .values()
             .filter(|a| a.state == AllocationState::Ready)
-            .filter(|a| a.inventory_id.is_some_and(suits))
+            .filter(|a| holds(a).any(suits))
             .map(|a| a.expires.as_secs())
             .min();
         assert_eq!(eta, earliest, "eta for {req:?}");
@@ -301,7 +352,7 @@ impl Sim {
                     .get(&id)
                     .expect("a provisioned allocation is live");
                 assert_eq!(a.state, AllocationState::Provisioning, "{o:?}");
-                assert_eq!(a.inventory_id, Some(inventory_id));
+                assert!(holds(a).any(|i| i == inventory_id), "{o:?} for {a:?}");
                 assert!(
                     a.expires > view.now,
                     "{o:?} with its lease over at {}",
@@ -328,21 +379,52 @@ impl Sim {
                 continue; // a fresh request, or one whose provision failed in this step
             };
             let r = view.entry(*inventory_id);
-            let cleaning_now = view.cleaning();
-            for (other, (other_seq, req)) in &self.queued {
+            // A request for several that still waits could not have enough at once: that
+            // is checked where it waits.
+            let singles = self.queued.iter().filter(|(_, (_, req))| req.count == 1);
+            for (other, (other_seq, req)) in singles {
                 let still_waiting = view
                     .allocations
                     .get(other)
                     .is_some_and(|a| a.state == AllocationState::Queued);
-                // A cleanup that ended during the step may have ended after the placement.
-                let pair = (*other, r.agent_id);
-                let cleaning = self.cleaning.contains(&pair) || cleaning_now.contains(&pair);
-                let eligible = reference::eligible(req, r, view.picky) && !cleaning;
+                // A cleanup that ended in this step may have ended after the resource was
+                // given (two abandoned releases on one agent giving up at the same instant,
+                // in timer order): the request could not have it then.
+                let cleaned = self.cleaning.contains(&(*other, r.agent_id));
+                let eligible = reference::eligible(req, r, view.picky)
+                    && !view.cleaning_up(*other, r.agent_id)
+                    && !cleaned;
                 assert!(
                     !(still_waiting && other_seq < seq && eligible),
                     "{inventory_id} went to {id} although the earlier {other} waits for it"
                 );
             }
+        }
+    }
+
+    /// A live holder holds as many resources as it asked for, none of them held by another
+    /// (`held` so far), each naming it and showing it is held.
+    fn check_holder(a: &AllocationSnapshot, view: &View<'_>, held: &mut BTreeSet<Uuid>) {
+        let id = a.allocation_id;
+        assert!(a.inventory_id.is_some(), "a holder names its resource");
+        let count = holds(a).count();
+        assert_eq!(count, a.requirements.count as usize, "{id} holds {count}");
+        for inventory_id in holds(a) {
+            assert!(held.insert(inventory_id), "{inventory_id} is held twice");
+            let (_, _, r) = view
+                .resources
+                .get(&inventory_id)
+                .unwrap_or_else(|| panic!("{id} holds unknown resource {inventory_id}"));
+            assert_eq!(r.occupant, Some(id), "holder and resource disagree");
+            assert!(!r.releasing, "a live holder's resource is being released");
+            let state = view.entry(inventory_id).state;
+            assert!(
+                matches!(state, ResourceState::Allocated | ResourceState::Offline),
+                "held resource shows {state:?}"
+            );
+        }
+        if a.state == AllocationState::Ready {
+            assert!(a.expires > view.now, "{id} is ready past its lease end");
         }
     }
 
@@ -356,26 +438,7 @@ impl Sim {
             ) {
                 continue;
             }
-            let inventory_id = a.inventory_id.expect("a holder names its resource");
-            assert!(held.insert(inventory_id), "{inventory_id} is held twice");
-            let (_, _, r) = view.resources.get(&inventory_id).unwrap_or_else(|| {
-                panic!("{} holds unknown resource {inventory_id}", a.allocation_id)
-            });
-            assert_eq!(
-                r.occupant,
-                Some(a.allocation_id),
-                "holder and resource disagree"
-            );
-            assert!(!r.releasing, "a live holder's resource is being released");
-            if a.state == AllocationState::Ready {
-                let id = a.allocation_id;
-                assert!(a.expires > view.now, "{id} is ready past its lease end");
-            }
-            let state = view.entry(inventory_id).state;
-            assert!(
-                matches!(state, ResourceState::Allocated | ResourceState::Offline),
-                "held resource shows {state:?}"
-            );
+            Self::check_holder(a, view, &mut held);
         }
         for (id, (_, online, r)) in &view.resources {
             let Some(occupant) = r.occupant else {
@@ -388,7 +451,7 @@ impl Sim {
                 let ended = a.is_none_or(|a| a.state.is_terminal());
                 // A release after an abandoned provision: its request waits again, or holds
                 // another resource, never this one.
-                let elsewhere = a.is_none_or(|a| a.inventory_id != Some(*id));
+                let elsewhere = a.is_none_or(|a| holds(a).all(|i| i != *id));
                 assert!(
                     ended || (r.abandoned && elsewhere),
                     "released {id} has a live holder"
@@ -409,7 +472,6 @@ impl Sim {
 
     /// Deadlines, terminal states, queue positions and work conservation.
     fn check_allocations(&mut self, snap: &Snapshot, ctx: &Ctx, view: &View<'_>) {
-        let cleaning = view.cleaning();
         let mut rank = 0;
         self.queued.clear();
         for a in &snap.allocations {
@@ -421,10 +483,12 @@ impl Sim {
                     let give_up = a.wait_until.min(a.expires);
                     assert_eq!(a.deadline, Some(give_up), "{id} waits until {give_up}");
                     assert_eq!(a.position, Some(rank), "{id}'s position");
-                    let free = view.inventory.iter().find(|r| {
-                        view.free_for(&a.requirements, r) && !cleaning.contains(&(id, r.agent_id))
-                    });
-                    assert!(free.is_none(), "{id} waits although {free:?} is free");
+                    let count = a.requirements.count as usize;
+                    let could = view.could_gather(id, &a.requirements);
+                    assert!(
+                        could < count,
+                        "{id} waits for {count} although {could} are free"
+                    );
                     self.queued.insert(id, (a.seq, a.requirements.clone()));
                 }
                 AllocationState::Provisioning => assert!(a.deadline.is_some()),

@@ -122,6 +122,7 @@ static void test_lifecycle_static(void) {
   EXPECT(drain(e, ALLOCATE_OUTPUT_READY, &out) == 1);
   EXPECT(strcmp(out.host, "h1") == 0 && strcmp(out.password, "p1") == 0); /* best fit: the small one */
   EXPECT(out.expires == T0 / 1000 + 3600);
+  EXPECT(out.resource_count == 1);
   EXPECT(allocate_engine_poll_output(e, &out) == ALLOCATE_EMPTY);
 
   EXPECT(allocate_engine_request_json(e, T0, "{\"username\": \"ci\", \"tag\": [\"x\"]}", &second) ==
@@ -319,11 +320,40 @@ static void test_policy(void) {
   allocate_engine_free(e);
 }
 
+/* Several resources at once: both static ones, in one ready. */
+static void test_several(void) {
+  struct allocate_engine *e = new_engine();
+  struct allocate_uuid agent, id;
+  allocate_uuid_parse(AGENT, &agent);
+  EXPECT(allocate_engine_register(e, T0, &agent, STATIC_RES, NULL) == ALLOCATE_OK);
+  struct allocate_request req = {0};
+  req.username = "ci";
+  req.count = 65;
+  EXPECT(allocate_engine_request(e, T0, &req, &id) == ALLOCATE_INVALID_REQUEST);
+  char msg[256];
+  allocate_last_error_message(msg, sizeof msg, NULL);
+  EXPECT(strstr(msg, "requirements.count") != NULL);
+  req.count = 2;
+  EXPECT(allocate_engine_request(e, T0, &req, &id) == ALLOCATE_OK);
+  char *json = NULL;
+  EXPECT(allocate_engine_poll_output_json(e, &json) == ALLOCATE_OK);
+  EXPECT(strstr(json, "\"resources\":[") != NULL && strstr(json, "h2") != NULL);
+  allocate_string_free(json);
+  EXPECT(allocate_engine_release(e, T0, &id) == ALLOCATE_OK);
+  drain(e, ALLOCATE_OUTPUT_RELEASED, NULL);
+  EXPECT(allocate_engine_request(e, T0, &req, &id) == ALLOCATE_OK);
+  struct allocate_output out;
+  EXPECT(drain(e, ALLOCATE_OUTPUT_READY, &out) == 1);
+  EXPECT(out.resource_count == 2 && strcmp(out.host, "h1") == 0);
+  allocate_engine_free(e);
+}
+
 int main(void) {
   test_errors_and_helpers();
   test_lifecycle_static();
   test_provisioning_round_trips();
   test_policy();
+  test_several();
   printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

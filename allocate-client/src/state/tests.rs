@@ -27,6 +27,7 @@ fn ready() -> ClientEvent {
             port: None,
         },
         expires: 200,
+        resources: vec![],
     }
 }
 
@@ -89,6 +90,7 @@ fn released_during_the_lease_ends_it_and_extension_moves_expires() {
     let mut info = AllocationInfo {
         allocation_id: ID,
         inventory_id: Some(RESOURCE),
+        inventory_ids: vec![RESOURCE],
         username: "ci".into(),
         state: InfoState::Ready,
         created: 1,

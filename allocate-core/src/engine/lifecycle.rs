@@ -1,11 +1,11 @@
 //! How requests become allocations and end: placement, provisioning, leases, releases.
 
-use super::{Allocation, Engine};
+use super::{held_ids, Allocation, Engine};
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
 use crate::hash::FxMap;
-use crate::inventory::{Inventory, Slot};
-use crate::model::{Connection, Requirements, ResourceSpec};
+use crate::inventory::{off, Inventory, Resource, Slot};
+use crate::model::{Connection, HeldResource, Requirements, ResourceSpec};
 use crate::output::Output;
 use crate::policy::{Candidate, MatchPolicy};
 use crate::record::ProvisionResult;
@@ -69,8 +69,15 @@ impl Engine {
             self.inventory.settle(slot);
         }
         for slot in slots {
+            // A failed provision of several may have removed another of its resources here
+            // (one with a static connection that had left the agent's list).
+            if !self.inventory.is_live(slot) {
+                continue;
+            }
             let r = self.inventory.get_mut(slot);
             let Some(occupant) = r.occupant else { continue };
+            // A resource with a static connection among several needs no answer of its agent.
+            let (inventory_id, provisioned) = (r.id, r.spec.connection.is_none());
             if r.releasing {
                 // The release is resent, with a fresh deadline, when the agent is back.
                 if let Some(t) = r.release_deadline.take() {
@@ -80,7 +87,9 @@ impl Engine {
                 continue;
             }
             match self.allocations.get(&occupant).map(|a| a.state) {
-                Some(AllocationState::Provisioning) => self.provision_failed(occupant, None, true),
+                Some(AllocationState::Provisioning) if provisioned => {
+                    self.provision_failed(occupant, Some(inventory_id), None, true)
+                }
                 Some(AllocationState::Ready) => self.outputs.push_back(Output::Offline {
                     allocation_id: occupant,
                 }),
@@ -130,6 +139,7 @@ impl Engine {
             inventory_id: None,
             connection: None,
             ready_at: None,
+            others: Vec::new(),
             deadline: None,
         });
         self.allocations.insert(id, allocation);
@@ -153,18 +163,24 @@ impl Engine {
         Ok(at.min(max))
     }
 
-    /// Places a waiting request on the best free resource, or queues it, or times it out.
+    /// Places a waiting request on the best free resource (or the best several, for a
+    /// `count` above 1), or queues it, or times it out.
     fn place_or_queue(&mut self, id: Uuid) {
         let a = &self.allocations[&id];
-        if let Some(slot) = choose(
+        if a.requirements.count > 1 {
+            if let Some(slots) = self.gather(id) {
+                return self.assign_several(id, &slots);
+            }
+        } else if let Some(slot) = choose(
             &mut self.inventory,
             self.policy.as_deref(),
             self.config.policy_candidates_max,
             a,
-            avoided(&self.abandoned, id),
+            off(avoided(&self.abandoned, id)),
         ) {
             return self.assign(id, slot);
         }
+        let a = &self.allocations[&id];
         let give_up = a.give_up();
         if give_up <= self.now {
             return self.end(id, AllocationState::TimedOut, true);
@@ -188,17 +204,108 @@ impl Engine {
         match connection {
             Some(connection) => self.make_ready(id, slot, connection),
             None => {
-                a.state = AllocationState::Provisioning;
-                if let Some(secs) = a.lease_secs {
-                    // What the agent is told; counted again from `ready`.
-                    a.expires = self.now.add_secs(secs);
-                }
-                let order = provision_order(a, agent_id, inventory_id);
-                self.outputs.push_back(order);
-                let at = self.now.add_millis(self.config.provision_timeout_ms);
-                self.set_timer(id, Some(at));
+                let order = (agent_id, inventory_id);
+                self.start_provisioning(id, std::slice::from_ref(&order));
             }
         }
+    }
+
+    /// Takes `count` free resources for request `id` at once, each the best one left for it
+    /// (refined by the policy), those that need provisioning on distinct agents (an agent's
+    /// answers name only the allocation); `None`, with nothing taken, when that many are not
+    /// free now.
+    fn gather(&mut self, id: Uuid) -> Option<Vec<Slot>> {
+        let a = &self.allocations[&id];
+        let count = a.requirements.count as usize;
+        let avoid = avoided(&self.abandoned, id);
+        // Fewer free resources than asked, whatever their agents: nothing to try.
+        if self
+            .inventory
+            .candidates(&a.criteria, count, off(avoid))
+            .len()
+            < count
+        {
+            return None;
+        }
+        // The agents already provisioning one of them.
+        let mut busy: Vec<Uuid> = Vec::new();
+        let mut taken = Vec::with_capacity(count);
+        while taken.len() < count {
+            let keep = |r: &Resource| {
+                off(avoid)(r) && (r.spec.connection.is_some() || !busy.contains(&r.agent_id))
+            };
+            let policy = self.policy.as_deref();
+            let limit = self.config.policy_candidates_max;
+            let Some(slot) = choose(&mut self.inventory, policy, limit, a, keep) else {
+                break;
+            };
+            // Taken at once, so that the next choice is among the others.
+            let r = self.inventory.get_mut(slot);
+            r.occupant = Some(id);
+            if r.spec.connection.is_none() {
+                busy.push(r.agent_id);
+            }
+            self.inventory.settle(slot);
+            taken.push(slot);
+        }
+        if taken.len() == count {
+            return Some(taken);
+        }
+        for slot in taken {
+            self.inventory.get_mut(slot).occupant = None;
+            self.inventory.settle(slot);
+        }
+        None
+    }
+
+    /// Gives the resources in `slots` (already taken by [`Engine::gather`]) to request `id`:
+    /// ready at once if all have static details, else each of the others provisioned at once.
+    fn assign_several(&mut self, id: Uuid, slots: &[Slot]) {
+        let mut orders = Vec::new();
+        let mut held: Vec<HeldResource> = slots
+            .iter()
+            .map(|&slot| {
+                let r = self.inventory.get(slot);
+                if r.spec.connection.is_none() {
+                    orders.push((r.agent_id, r.id));
+                }
+                HeldResource {
+                    inventory_id: r.id,
+                    connection: r.spec.connection.clone(),
+                }
+            })
+            .collect();
+        let first = held.remove(0);
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("assigned allocation exists");
+        a.inventory_id = Some(first.inventory_id);
+        a.connection = first.connection;
+        a.others = held;
+        match (orders.is_empty(), a.connection.clone()) {
+            (true, Some(connection)) => self.make_ready(id, slots[0], connection),
+            _ => self.start_provisioning(id, &orders),
+        }
+    }
+
+    /// Sends the provision orders of `id`, one per (agent, resource), with one deadline.
+    fn start_provisioning(&mut self, id: Uuid, orders: &[(Uuid, Uuid)]) {
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("provisioning allocation exists");
+        a.state = AllocationState::Provisioning;
+        if let Some(secs) = a.lease_secs {
+            // What the agent is told; counted again from `ready`.
+            a.expires = self.now.add_secs(secs);
+        }
+        for &(agent_id, inventory_id) in orders {
+            let order = provision_order(a, agent_id, inventory_id);
+            self.outputs.push_back(order);
+        }
+        let at = self.now.add_millis(self.config.provision_timeout_ms);
+        self.set_timer(id, Some(at));
     }
 
     /// Sends again, on the agent's connection that took over from another, the orders still
@@ -223,7 +330,7 @@ impl Engine {
             let provisioning = self
                 .allocations
                 .get(&occupant)
-                .filter(|a| a.state == AllocationState::Provisioning);
+                .filter(|a| a.state == AllocationState::Provisioning && awaits(a, r.id));
             if let Some(a) = provisioning {
                 self.outputs.push_back(provision_order(a, agent_id, r.id));
             }
@@ -241,25 +348,54 @@ impl Engine {
         if let Some(secs) = a.lease_secs.take() {
             a.expires = self.now.add_secs(secs);
         }
-        let (expires, inventory_id) = (
-            a.expires,
-            a.inventory_id.expect("ready allocation holds a resource"),
-        );
+        let expires = a.expires;
         self.inventory.set_lease(slot, Some(expires));
+        for h in &a.others {
+            if let Some(other) = self.inventory.slot_of(&h.inventory_id) {
+                self.inventory.set_lease(other, Some(expires));
+            }
+        }
+        let ready = super::ready_output(a).expect("a ready allocation knows its connections");
         self.set_timer(id, Some(expires));
-        self.outputs.push_back(Output::Ready {
-            allocation_id: id,
-            inventory_id,
-            connection,
-            expires: expires.as_secs(),
-        });
+        self.outputs.push_back(ready);
     }
 
     /// Offers a resource that may have become free to the earliest waiting request it suits.
+    ///
+    /// A request for several resources (`count`) is served when that many suitable ones are
+    /// free at once (the best ones, which need not include this one); until then it keeps
+    /// its place and a later request that this resource suits may have it. Each request for
+    /// several is tried at most once per offer.
     pub(super) fn offer(&mut self, slot: Slot) {
-        if self.queue.len() == 0 || !self.inventory.get(slot).placeable() {
-            return;
+        let mut passed: Vec<Uuid> = Vec::new();
+        while self.queue.len() > 0 && self.inventory.get(slot).placeable() {
+            let Some((id, several)) = self.first_suited(slot, &passed) else {
+                return;
+            };
+            if !several {
+                return self.assign(id, slot);
+            }
+            match self.gather(id) {
+                Some(slots) => {
+                    self.dequeue(id);
+                    self.assign_several(id, &slots);
+                }
+                None => passed.push(id),
+            }
         }
+    }
+
+    /// Takes a request out of the queue, with its wait deadline.
+    fn dequeue(&mut self, id: Uuid) {
+        let a = &self.allocations[&id];
+        let (seq, criteria) = (a.seq, a.criteria.clone());
+        self.queue.remove(seq, id, &criteria);
+        self.set_timer(id, None);
+    }
+
+    /// The earliest waiting request that `slot` suits, other than those `passed`, and
+    /// whether it asks for several resources; a single one is taken out of the queue.
+    fn first_suited(&mut self, slot: Slot, passed: &[Uuid]) -> Option<(Uuid, bool)> {
         let (inventory, allocations, policy) = (&self.inventory, &self.allocations, &self.policy);
         let r = inventory.get(slot);
         let candidate = Candidate {
@@ -273,21 +409,22 @@ impl Engine {
             // A request whose wait ends at this very instant is left to its timer (408): it
             // must not get a lease that is already over.
             a.give_up() > now
+                && !passed.contains(&id)
                 && !avoided(abandoned, id).contains(&candidate.agent_id)
                 && policy
                     .as_ref()
                     .is_none_or(|p| !p.veto(&a.requirements, &candidate))
         };
-        let Some((seq, id, criteria)) = self
+        let (seq, id, criteria) = self
             .queue
-            .first_waiting(|c| inventory.satisfies(slot, c), accept)
-        else {
-            return;
-        };
+            .first_waiting(|c| inventory.satisfies(slot, c), accept)?;
+        if allocations[&id].requirements.count > 1 {
+            return Some((id, true));
+        }
         let criteria = criteria.clone();
         self.queue.remove(seq, id, &criteria);
         self.set_timer(id, None);
-        self.assign(id, slot);
+        Some((id, false))
     }
 
     /// Ends a live allocation in `state`, starting the release of whatever it held.
@@ -301,7 +438,9 @@ impl Engine {
             .get_mut(&id)
             .expect("ended allocation exists");
         let prior = std::mem::replace(&mut a.state, state);
-        let (seq, criteria, inventory_id) = (a.seq, a.criteria.clone(), a.inventory_id);
+        let (seq, criteria, first) = (a.seq, a.criteria.clone(), a.inventory_id);
+        // Empty for a single resource: no allocation on its path.
+        let others: Vec<Uuid> = a.others.iter().map(|h| h.inventory_id).collect();
         if prior == AllocationState::Queued {
             self.queue.remove(seq, id, &criteria);
         }
@@ -315,7 +454,10 @@ impl Engine {
                 _ => Output::Released { allocation_id: id },
             });
         }
-        if let Some(slot) = inventory_id.and_then(|i| self.inventory.slot_of(&i)) {
+        for inventory_id in first.iter().chain(&others) {
+            let Some(slot) = self.inventory.slot_of(inventory_id) else {
+                continue;
+            };
             if self.inventory.get(slot).occupant == Some(id) {
                 self.inventory.set_lease(slot, None);
                 self.begin_release(slot, id);
@@ -345,7 +487,7 @@ impl Engine {
         }
         r.releasing = true;
         let (agent_id, inventory_id, online) = (r.agent_id, r.id, r.online);
-        self.releases.insert(id, inventory_id);
+        self.releases.entry(id).or_default().push(inventory_id);
         if online {
             self.send_release(slot, agent_id, id, inventory_id);
         }
@@ -372,18 +514,17 @@ impl Engine {
     /// The resource no longer belongs to anyone: retire it, or offer it to the queue.
     fn free(&mut self, slot: Slot) {
         let r = self.inventory.get_mut(slot);
-        let (abandoned, agent_id) = (std::mem::take(&mut r.abandoned), r.agent_id);
+        let (abandoned, agent_id, inventory_id) =
+            (std::mem::take(&mut r.abandoned), r.agent_id, r.id);
         let occupant = r.occupant.take();
         r.releasing = false;
         if let Some(t) = r.release_deadline.take() {
             let id = r.id;
             self.timers.remove(&(t, super::Timer::Release(id)));
         }
-        // The cleanup is over before the resource is offered: its request may have it.
-        match occupant {
-            Some(id) if abandoned => forget_abandoned(&mut self.abandoned, id, agent_id),
-            Some(id) => drop(self.releases.remove(&id)),
-            None => {}
+        if let Some(id) = occupant.filter(|_| abandoned) {
+            // Before the offer: the request that abandoned it may be first in line for it.
+            forget(&mut self.abandoned, id, agent_id);
         }
         if self.inventory.get(slot).retiring {
             self.inventory.remove(slot);
@@ -391,14 +532,17 @@ impl Engine {
             self.inventory.settle(slot);
             self.offer(slot);
         }
-        if let (Some(id), true) = (occupant, abandoned) {
-            self.cleaned_up(id, agent_id);
+        match occupant {
+            Some(id) if abandoned => self.cleaned_up(id, agent_id),
+            Some(id) => forget(&mut self.releases, id, inventory_id),
+            None => {}
         }
     }
 
-    /// `agent_id` is done with its abandoned provision of `id` (acknowledged, or given up on;
-    /// forgotten by now): `id`, if it still waits, may now have that agent's free resources.
+    /// `agent_id` is done with its abandoned provision of `id` (acknowledged, or given up on):
+    /// `id`, if it still waits, may now have that agent's free resources.
     fn cleaned_up(&mut self, id: Uuid, agent_id: Uuid) {
+        forget(&mut self.abandoned, id, agent_id);
         let waits = self
             .allocations
             .get(&id)
@@ -422,35 +566,40 @@ impl Engine {
     /// release of it, now or when the agent is back, so that what it created is cleaned up;
     /// until the agent acknowledges it, the resource stays held and the request is not placed
     /// on that agent's resources (its answers name only the allocation).
-    fn provision_failed(&mut self, id: Uuid, reason: Option<String>, abandoned: bool) {
+    ///
+    /// For a request of several resources, `failed` names the one that failed (`None`: every
+    /// one not answered yet, as when the deadline passes); the others are let go as well:
+    /// each provisioned one (answered or not) is released as an abandoned provision, without
+    /// an error, and one with a static connection is free again at once.
+    fn provision_failed(
+        &mut self,
+        id: Uuid,
+        failed: Option<Uuid>,
+        reason: Option<String>,
+        abandoned: bool,
+    ) {
         let a = self
             .allocations
             .get_mut(&id)
             .expect("provisioning allocation exists");
         a.state = AllocationState::Queued;
-        let inventory_id = a.inventory_id.take();
+        let first = a.inventory_id.take().map(|i| (i, a.connection.take()));
+        let others = std::mem::take(&mut a.others);
         self.set_timer(id, None);
-        if let Some(slot) = inventory_id.and_then(|i| self.inventory.slot_of(&i)) {
-            let r = self.inventory.get_mut(slot);
-            if reason.is_some() {
-                r.error = reason;
-                self.failures.entry(r.agent_id).or_default().provision += 1;
-            }
-            let retired = r.retiring && !abandoned;
-            if abandoned {
-                (r.releasing, r.abandoned) = (true, true);
-                let (agent_id, inventory_id, online) = (r.agent_id, r.id, r.online);
-                self.abandoned.entry(id).or_default().push(agent_id);
-                if online {
-                    self.send_release(slot, agent_id, id, inventory_id);
-                }
-            } else {
-                r.occupant = None;
-            }
-            if retired {
-                self.inventory.remove(slot);
-            } else {
-                self.inventory.settle(slot);
+        let held = first
+            .into_iter()
+            .chain(others.into_iter().map(|h| (h.inventory_id, h.connection)));
+        let mut freed = Vec::new();
+        for (inventory_id, connection) in held {
+            let Some(slot) = self.inventory.slot_of(&inventory_id) else {
+                continue;
+            };
+            let provisioned = self.inventory.get(slot).spec.connection.is_none();
+            let failing = failed.map_or(connection.is_none(), |f| f == inventory_id);
+            let error = failing.then(|| reason.clone()).flatten();
+            let kept = self.let_go(id, slot, error, provisioned && (abandoned || !failing));
+            if kept && !provisioned {
+                freed.push(slot);
             }
         }
         // Back in front with its original deadline: once that has passed, the wait is over.
@@ -463,9 +612,41 @@ impl Engine {
             a.expires = a.wait_until.add_secs(secs);
         }
         if a.give_up() <= self.now {
-            return self.end(id, AllocationState::TimedOut, true);
+            self.end(id, AllocationState::TimedOut, true);
+        } else {
+            self.place_or_queue(id);
         }
-        self.place_or_queue(id);
+        for slot in freed {
+            self.offer(slot);
+        }
+    }
+
+    /// `id` no longer holds `slot` after a failed provision: mark it in `error` if given, and
+    /// `clean_up` (release it as an abandoned provision) or free it; returns whether it is
+    /// still registered (a freed one that left its agent's list is removed).
+    fn let_go(&mut self, id: Uuid, slot: Slot, error: Option<String>, clean_up: bool) -> bool {
+        let r = self.inventory.get_mut(slot);
+        if error.is_some() {
+            r.error = error;
+            self.failures.entry(r.agent_id).or_default().provision += 1;
+        }
+        let retired = r.retiring && !clean_up;
+        if clean_up {
+            (r.releasing, r.abandoned) = (true, true);
+            let (agent_id, inventory_id, online) = (r.agent_id, r.id, r.online);
+            self.abandoned.entry(id).or_default().push(agent_id);
+            if online {
+                self.send_release(slot, agent_id, id, inventory_id);
+            }
+        } else {
+            r.occupant = None;
+        }
+        if retired {
+            self.inventory.remove(slot);
+        } else {
+            self.inventory.settle(slot);
+        }
+        !retired
     }
 
     pub(super) fn allocation_deadline(&mut self, id: Uuid) {
@@ -477,7 +658,7 @@ impl Engine {
                     "agent did not answer the provision of allocation {id} within {} ms",
                     self.config.provision_timeout_ms
                 );
-                self.provision_failed(id, Some(reason), true);
+                self.provision_failed(id, None, Some(reason), true);
             }
             _ => {}
         }
@@ -500,10 +681,9 @@ impl Engine {
             // An abandoned provision's error says why the provision failed; it stays.
             r.error.get_or_insert(why);
             if abandoned {
-                forget_abandoned(&mut self.abandoned, occupant, r.agent_id);
                 cleaned = Some((occupant, r.agent_id));
             } else {
-                self.releases.remove(&occupant);
+                forget(&mut self.releases, occupant, inventory_id);
             }
         }
         r.releasing = false;
@@ -538,31 +718,68 @@ impl Engine {
             )));
         }
         let lease_over = a.lease_secs.is_none() && a.expires <= self.now;
-        let slot = a
-            .inventory_id
-            .and_then(|i| self.inventory.slot_of(&i))
-            .expect("a provisioning allocation holds a resource");
-        if self.inventory.get(slot).agent_id != agent_id {
-            return Err(Error::Forbidden(format!(
-                "allocation {id} is not on a resource of agent {agent_id}"
-            )));
-        }
+        let several = !a.others.is_empty();
+        let slot = self.awaiting_answer(a, agent_id)?;
         match result {
+            ProvisionResult::Connection(_) if lease_over => {
+                // The lease ended while the agent prepared the resource: the wait is over
+                // (408), and the agent is asked to clean up what it prepared.
+                self.end(id, AllocationState::TimedOut, true);
+            }
+            ProvisionResult::Connection(connection) if several => {
+                self.answered(id, slot, connection.clone())
+            }
             ProvisionResult::Connection(connection) => {
-                if lease_over {
-                    // The lease ended while the agent prepared the resource: the wait is over
-                    // (408), and the agent is asked to clean up what it prepared.
-                    self.end(id, AllocationState::TimedOut, true);
-                } else {
-                    self.make_ready(id, slot, connection.clone());
-                }
+                self.make_ready(id, slot, connection.clone())
             }
             ProvisionResult::Failed(why) => {
                 let why = validate::clip(why, self.config.limits.string_chars_max);
-                self.provision_failed(id, Some(format!("provisioning failed: {why}")), false);
+                let (failed, reason) = (
+                    self.inventory.get(slot).id,
+                    format!("provisioning failed: {why}"),
+                );
+                self.provision_failed(id, Some(failed), Some(reason), false);
             }
         }
         Ok(())
+    }
+
+    /// The resource of `agent_id` whose provision for `a` is not answered yet.
+    fn awaiting_answer(&self, a: &Allocation, agent_id: Uuid) -> Result<Slot> {
+        let first = a.inventory_id.filter(|_| a.connection.is_none());
+        let others = a.others.iter().filter(|h| h.connection.is_none());
+        first
+            .into_iter()
+            .chain(others.map(|h| h.inventory_id))
+            .filter_map(|i| self.inventory.slot_of(&i))
+            .find(|&slot| self.inventory.get(slot).agent_id == agent_id)
+            .ok_or_else(|| {
+                Error::Forbidden(format!(
+                    "allocation {} is not on a resource of agent {agent_id}",
+                    a.id
+                ))
+            })
+    }
+
+    /// One of several resources being provisioned for `id` is ready: once all are, so is `id`.
+    fn answered(&mut self, id: Uuid, slot: Slot, connection: Connection) {
+        let inventory_id = self.inventory.get(slot).id;
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("provisioning allocation exists");
+        if a.inventory_id == Some(inventory_id) {
+            a.connection = Some(connection);
+        } else if let Some(h) = a.others.iter_mut().find(|h| h.inventory_id == inventory_id) {
+            h.connection = Some(connection);
+        }
+        if a.others.iter().any(|h| h.connection.is_none()) {
+            return;
+        }
+        let first = a.inventory_id.and_then(|i| self.inventory.slot_of(&i));
+        if let (Some(first), Some(connection)) = (first, a.connection.clone()) {
+            self.make_ready(id, first, connection);
+        }
     }
 
     /// Whether `id` ended while `agent_id` provisioned it (its client left, or its lease ran
@@ -573,12 +790,17 @@ impl Engine {
             .allocations
             .get(&id)
             .is_none_or(|a| a.state.is_terminal());
-        let on_agent = self
-            .releases
-            .get(&id)
-            .and_then(|i| self.inventory.slot_of(i))
-            .is_some_and(|slot| self.inventory.get(slot).agent_id == agent_id);
+        let on_agent = self.pending_release(agent_id, id).is_some();
         (ended && on_agent) || avoided(&self.abandoned, id).contains(&agent_id)
+    }
+
+    /// The resource of `agent_id` whose release of `id` waits on the agent's acknowledgement.
+    fn pending_release(&self, agent_id: Uuid, id: Uuid) -> Option<Slot> {
+        self.releases
+            .get(&id)?
+            .iter()
+            .filter_map(|i| self.inventory.slot_of(i))
+            .find(|&slot| self.inventory.get(slot).agent_id == agent_id)
     }
 
     /// The resource of `agent_id` being cleaned up after its abandoned provision of `id`.
@@ -594,30 +816,17 @@ impl Engine {
     }
 
     pub(super) fn do_release_acknowledged(&mut self, agent_id: Uuid, id: Uuid) -> Result<()> {
-        let normal = self
-            .releases
-            .get(&id)
-            .and_then(|i| self.inventory.slot_of(i))
-            .filter(|&slot| self.inventory.get(slot).agent_id == agent_id);
-        if let Some(slot) = normal.or_else(|| self.abandoned_slot(agent_id, id)) {
+        let pending = self.pending_release(agent_id, id);
+        if let Some(slot) = pending.or_else(|| self.abandoned_slot(agent_id, id)) {
             self.free(slot);
             return Ok(());
         }
-        let inventory_id = *self
-            .releases
-            .get(&id)
-            .ok_or_else(|| Error::not_found("pending release of allocation", id))?;
-        let slot = self
-            .inventory
-            .slot_of(&inventory_id)
-            .expect("a pending release refers to a live resource");
-        if self.inventory.get(slot).agent_id != agent_id {
-            return Err(Error::Forbidden(format!(
-                "allocation {id} is not on a resource of agent {agent_id}"
-            )));
+        if !self.releases.contains_key(&id) {
+            return Err(Error::not_found("pending release of allocation", id));
         }
-        self.free(slot);
-        Ok(())
+        Err(Error::Forbidden(format!(
+            "allocation {id} is not on a resource of agent {agent_id}"
+        )))
     }
 
     pub(super) fn do_release(&mut self, id: Uuid) -> Result<()> {
@@ -659,11 +868,11 @@ impl Engine {
                 self.set_timer(id, Some(give_up));
             }
             AllocationState::Ready => {
-                let slot = a
-                    .inventory_id
-                    .and_then(|i| self.inventory.slot_of(&i))
-                    .expect("a ready allocation holds a resource");
-                self.inventory.set_lease(slot, Some(at));
+                for inventory_id in held_ids(a) {
+                    if let Some(slot) = self.inventory.slot_of(&inventory_id) {
+                        self.inventory.set_lease(slot, Some(at));
+                    }
+                }
                 self.set_timer(id, Some(at));
             }
             _ => {}
@@ -716,30 +925,42 @@ fn avoided(abandoned: &FxMap<Uuid, Vec<Uuid>>, id: Uuid) -> &[Uuid] {
     abandoned.get(&id).map_or(&[], Vec::as_slice)
 }
 
-/// `agent_id` acknowledged (or gave up on) the release of its abandoned provision of `id`.
-fn forget_abandoned(abandoned: &mut FxMap<Uuid, Vec<Uuid>>, id: Uuid, agent_id: Uuid) {
-    if let Some(agents) = abandoned.get_mut(&id) {
-        agents.retain(|a| *a != agent_id);
-        if agents.is_empty() {
-            abandoned.remove(&id);
+/// Whether `a`, being provisioned, still waits for the answer about `inventory_id`.
+fn awaits(a: &Allocation, inventory_id: Uuid) -> bool {
+    match a.inventory_id {
+        Some(first) if first == inventory_id => a.connection.is_none(),
+        _ => a
+            .others
+            .iter()
+            .any(|h| h.inventory_id == inventory_id && h.connection.is_none()),
+    }
+}
+
+/// Drops `value` from what `map` lists for `id` (a release acknowledged, or given up on),
+/// and `id` with it once it lists nothing.
+fn forget(map: &mut FxMap<Uuid, Vec<Uuid>>, id: Uuid, value: Uuid) {
+    if let Some(values) = map.get_mut(&id) {
+        values.retain(|v| *v != value);
+        if values.is_empty() {
+            map.remove(&id);
         }
     }
 }
 
 /// The free resource a request should get: best fit, refined by the policy if one is set,
-/// off the agents in `avoid`.
+/// among those that `keep` accepts.
 fn choose(
     inventory: &mut Inventory,
     policy: Option<&dyn MatchPolicy>,
     limit: usize,
     a: &Allocation,
-    avoid: &[Uuid],
+    keep: impl Fn(&Resource) -> bool,
 ) -> Option<Slot> {
     let Some(policy) = policy else {
-        return inventory.best_free(&a.criteria, avoid);
+        return inventory.candidates(&a.criteria, 1, keep).first().copied();
     };
     let mut best: Option<(Option<i64>, Slot)> = None;
-    for slot in inventory.candidates(&a.criteria, limit, avoid) {
+    for slot in inventory.candidates(&a.criteria, limit, keep) {
         let r = inventory.get(slot);
         let candidate = Candidate {
             inventory_id: r.id,

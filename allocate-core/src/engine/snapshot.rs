@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
 use crate::ids::IdSource;
-use crate::model::{Connection, Requirements, ResourceSpec};
+use crate::model::{Connection, HeldResource, Requirements, ResourceSpec};
 use crate::stored::{self, StoredError, SCHEMA};
 use crate::time::Timestamp;
 use crate::usage::Usage;
@@ -102,12 +102,16 @@ pub struct AllocationSnapshot {
     pub state: AllocationState,
     /// The resource it holds or held.
     pub inventory_id: Option<Uuid>,
-    /// Its connection details once ready.
+    /// Its connection details once ready (for several resources, once known).
     pub connection: Option<Connection>,
     /// When it became ready (from version 2; before, a ready allocation's usage counts from
     /// its creation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<Timestamp>,
+    /// The other resources of a request for several (`count`); absent for one (and in
+    /// snapshots of format version 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<HeldResource>,
     /// Its pending deadline.
     pub deadline: Option<Timestamp>,
     /// The queue position it was last told, while queued.
@@ -192,6 +196,7 @@ impl Engine {
                 inventory_id: a.inventory_id,
                 connection: a.connection.clone(),
                 ready_at: a.ready_at,
+                others: a.others.clone(),
                 deadline: a.deadline,
                 position: self
                     .queue
@@ -267,7 +272,7 @@ impl Engine {
                         .push(agent.agent_id);
                 }
                 (true, Some(occupant)) => {
-                    self.releases.insert(occupant, id);
+                    self.releases.entry(occupant).or_default().push(id);
                 }
                 _ => {}
             }
@@ -289,18 +294,18 @@ impl Engine {
             s.state,
             AllocationState::Provisioning | AllocationState::Ready
         );
+        if s.others.len() >= s.requirements.count as usize {
+            return Err(corrupt(format!(
+                "allocation {id} holds more resources than it asked for"
+            )));
+        }
         if holds {
-            let slot = s
+            let first = s
                 .inventory_id
-                .and_then(|i| self.inventory.slot_of(&i))
                 .ok_or_else(|| corrupt(format!("allocation {id} holds an unknown resource")))?;
-            if self.inventory.get(slot).occupant != Some(id) {
-                return Err(corrupt(format!(
-                    "allocation {id} holds a resource that does not name it"
-                )));
-            }
-            if s.state == AllocationState::Ready {
-                self.inventory.set_lease(slot, Some(s.expires));
+            let others = s.others.iter().map(|h| h.inventory_id);
+            for inventory_id in std::iter::once(first).chain(others) {
+                self.restore_holding(id, inventory_id, s)?;
             }
         }
         match s.state {
@@ -329,9 +334,33 @@ impl Engine {
                 inventory_id: s.inventory_id,
                 connection: s.connection.clone(),
                 ready_at: s.ready_at,
+                others: s.others.clone(),
                 deadline: s.deadline,
             }),
         );
+        Ok(())
+    }
+
+    /// Checks that `inventory_id`, held by allocation `id`, names it; a ready one's lease is
+    /// restored.
+    fn restore_holding(
+        &mut self,
+        id: Uuid,
+        inventory_id: Uuid,
+        s: &AllocationSnapshot,
+    ) -> Result<()> {
+        let slot = self
+            .inventory
+            .slot_of(&inventory_id)
+            .ok_or_else(|| corrupt(format!("allocation {id} holds an unknown resource")))?;
+        if self.inventory.get(slot).occupant != Some(id) {
+            return Err(corrupt(format!(
+                "allocation {id} holds a resource that does not name it"
+            )));
+        }
+        if s.state == AllocationState::Ready {
+            self.inventory.set_lease(slot, Some(s.expires));
+        }
         Ok(())
     }
 

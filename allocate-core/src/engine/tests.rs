@@ -1358,4 +1358,5 @@ fn positions(outputs: &[Output]) -> Vec<(Uuid, u32)> {
 }
 
 mod positions;
+mod several;
 mod usage;

@@ -7,7 +7,9 @@ use super::{Data, Envelope, SortedConnection, WireError, UNLIMITED};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::explain::Finding;
-use crate::model::{Connection, GpuRequirement, Requirements, DEFAULT_ALLOCATION_TIMEOUT_SECS};
+use crate::model::{
+    Connection, GpuRequirement, GrantedResource, Requirements, DEFAULT_ALLOCATION_TIMEOUT_SECS,
+};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
@@ -68,6 +70,7 @@ impl Requirements {
             "release_on_disconnect",
             "ssh_keys",
             "provision",
+            "count",
         ];
         let f = Fields::new(value, path, FIELDS, limits)?;
         let username = match rule {
@@ -93,6 +96,7 @@ impl Requirements {
             crate::validate::provision_data(map, limits)?;
         }
         let provision = provision.cloned();
+        let count = read_count(&f, u64::from(limits.count_max))?;
         Ok(Requirements {
             tags: f.opt_strings("tags")?.unwrap_or_default(),
             username: username.to_owned(),
@@ -109,21 +113,27 @@ impl Requirements {
             release_on_disconnect: f.opt_bool("release_on_disconnect")?.unwrap_or(false),
             ssh_keys,
             provision,
+            count: count as u32,
         })
     }
+}
+
+/// Reads an object's `count` (default 1), refused naming it unless between 1 and `max`.
+fn read_count(f: &Fields<'_>, max: u64) -> Result<u64> {
+    let count = f.opt_u64("count")?.unwrap_or(1);
+    if count == 0 || count > max {
+        return Err(Error::invalid(format!(
+            "{} must be between 1 and {max}, got {count}",
+            f.path_of("count")
+        )));
+    }
+    Ok(count)
 }
 
 impl GpuRequirement {
     fn from_json(value: &Value, path: &str, limits: &Limits) -> Result<Self> {
         let f = Fields::new(value, path, &["label", "min_memory_gb", "count"], limits)?;
-        let count = f.opt_u64("count")?.unwrap_or(1);
-        if count == 0 || count > limits.list_len_max as u64 {
-            return Err(Error::invalid(format!(
-                "{} must be between 1 and {}, got {count}",
-                f.path_of("count"),
-                limits.list_len_max
-            )));
-        }
+        let count = read_count(&f, limits.list_len_max as u64)?;
         Ok(GpuRequirement {
             label: f.opt_str("label")?.map(str::to_owned),
             min_memory_gb: f.opt_u64("min_memory_gb")?.unwrap_or(0),
@@ -160,6 +170,9 @@ pub enum ClientEvent {
         connection: Connection,
         /// When the lease ends (unix seconds).
         expires: u64,
+        /// Every resource granted, the first one first, for a request of several (`count`);
+        /// empty for one (the message then has no `resources`).
+        resources: Vec<GrantedResource>,
     },
     /// The lease ended; the server closes the socket.
     Expired {
@@ -226,15 +239,21 @@ impl ClientEvent {
                 })
             })?,
             "ready" => data.read(|f| {
-                let connection = f
-                    .value("connection")
-                    .ok_or_else(|| f.missing("connection"))?;
-                let connection = Fields::lenient(connection, &f.path_of("connection"), &UNLIMITED)?;
+                let resources = f.opt_list("resources", usize::MAX)?.into_iter().flatten();
+                let resources = resources.enumerate().map(|(i, item)| {
+                    let path = format!("{}[{i}]", f.path_of("resources"));
+                    let granted = Fields::lenient(item, &path, &UNLIMITED)?;
+                    Ok(GrantedResource {
+                        inventory_id: granted.uuid("inventory_id")?,
+                        connection: read_connection(&granted)?,
+                    })
+                });
                 Ok(ClientEvent::Ready {
                     allocation_id: f.uuid("allocation_id")?,
                     inventory_id: f.uuid("inventory_id")?,
-                    connection: Connection::read(&connection)?,
+                    connection: read_connection(f)?,
                     expires: f.u64("expires")?,
+                    resources: resources.collect::<Result<_>>()?,
                 })
             })?,
             status => {
@@ -249,6 +268,34 @@ impl ClientEvent {
             }
         };
         Ok(event)
+    }
+}
+
+/// Reads the lenient `connection` object of `f` (a `ready` or one of its `resources`).
+fn read_connection(f: &Fields<'_>) -> Result<Connection> {
+    let connection = f
+        .value("connection")
+        .ok_or_else(|| f.missing("connection"))?;
+    Connection::read(&Fields::lenient(
+        connection,
+        &f.path_of("connection"),
+        &UNLIMITED,
+    )?)
+}
+
+/// One of `ready`'s `resources`, its keys in sorted order.
+#[derive(Serialize)]
+struct SortedGranted<'a> {
+    connection: SortedConnection<'a>,
+    inventory_id: Uuid,
+}
+
+impl<'a> From<&'a GrantedResource> for SortedGranted<'a> {
+    fn from(g: &'a GrantedResource) -> Self {
+        SortedGranted {
+            connection: SortedConnection::from(&g.connection),
+            inventory_id: g.inventory_id,
+        }
     }
 }
 
@@ -276,11 +323,16 @@ impl Serialize for ClientEvent {
                 inventory_id,
                 connection,
                 expires,
+                resources,
                 ..
             } => {
                 map.serialize_entry("connection", &SortedConnection::from(connection))?;
                 map.serialize_entry("expires", expires)?;
                 map.serialize_entry("inventory_id", inventory_id)?;
+                if !resources.is_empty() {
+                    let sorted: Vec<_> = resources.iter().map(SortedGranted::from).collect();
+                    map.serialize_entry("resources", &sorted)?;
+                }
             }
             _ => {}
         }
@@ -375,6 +427,14 @@ mod tests {
                 "requirements.provision must be an object".to_owned(),
             ),
             (
+                json!({"username": "u", "count": 0}),
+                "requirements.count must be between 1 and 64, got 0".to_owned(),
+            ),
+            (
+                json!({"username": "u", "count": 65}),
+                "requirements.count must be between 1 and 64, got 65".to_owned(),
+            ),
+            (
                 json!({"username": "u", "provision": {"blob": "x".repeat(16 * 1024)}}),
                 "requirements.provision is 16395 bytes long as JSON".to_owned(),
             ),
@@ -464,6 +524,7 @@ mod tests {
     #[test]
     fn allocate_requests_round_trip() {
         let mut full = Requirements::for_user("ci-runner-7");
+        full.count = 4;
         full.tags = vec!["nvidia".into()];
         full.allocation_timeout_seconds = 0;
         full.expires = Some(1576686942);
@@ -493,6 +554,16 @@ mod tests {
 
     const ID: &str = "8a526e72-bcde-45e6-8a5f-f598b350f093";
     const INV: &str = "d4863713-1388-4297-a479-a582b306f5cb";
+
+    /// A key-based login to `host`.
+    fn host(host: &str) -> Connection {
+        Connection {
+            host: host.into(),
+            username: String::new(),
+            password: None,
+            port: None,
+        }
+    }
 
     /// Every event with the exact text the server has always sent for it.
     fn events() -> Vec<(ClientEvent, String)> {
@@ -536,9 +607,31 @@ mod tests {
                         port: None,
                     },
                     expires: 1576688942,
+                    resources: vec![],
                 },
                 format!(
                     r#"{{"data":{{"allocation_id":"{ID}","connection":{{"host":"1.2.3.4","password":"foo","username":"test"}},"expires":1576688942,"inventory_id":"{INV}","status":"ready"}},"status":200}}"#
+                ),
+            ),
+            (
+                ClientEvent::Ready {
+                    allocation_id: id,
+                    inventory_id: INV.parse().unwrap(),
+                    connection: host("1.2.3.4"),
+                    expires: 1576688942,
+                    resources: vec![
+                        GrantedResource {
+                            inventory_id: INV.parse().unwrap(),
+                            connection: host("1.2.3.4"),
+                        },
+                        GrantedResource {
+                            inventory_id: id,
+                            connection: host("1.2.3.5"),
+                        },
+                    ],
+                },
+                format!(
+                    r#"{{"data":{{"allocation_id":"{ID}","connection":{{"host":"1.2.3.4"}},"expires":1576688942,"inventory_id":"{INV}","resources":[{{"connection":{{"host":"1.2.3.4"}},"inventory_id":"{INV}"}},{{"connection":{{"host":"1.2.3.5"}},"inventory_id":"{ID}"}}],"status":"ready"}},"status":200}}"#
                 ),
             ),
             (

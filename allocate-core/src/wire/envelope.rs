@@ -262,6 +262,7 @@ mod tests {
         let info = AllocationInfo {
             allocation_id: Uuid::from_u128(3),
             inventory_id: Some(Uuid::from_u128(1)),
+            inventory_ids: vec![],
             username: "ci".into(),
             state: AllocationState::Ready,
             created: 10,

@@ -159,6 +159,7 @@ mod tests {
         let info = AllocationInfo {
             allocation_id: Uuid::from_u128(3),
             inventory_id: None,
+            inventory_ids: vec![],
             username: "ci".into(),
             state: AllocationState::Queued,
             created: 10,

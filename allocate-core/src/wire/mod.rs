@@ -99,6 +99,7 @@ const UNLIMITED: Limits = Limits {
     ssh_keys_max: usize::MAX,
     ssh_key_bytes_max: usize::MAX,
     provision_bytes_max: usize::MAX,
+    count_max: u32::MAX,
 };
 
 /// A server message's data read leniently: the kind (`status` or `action`) names the errors.
@@ -191,11 +192,13 @@ impl Output {
                 inventory_id,
                 connection,
                 expires,
+                resources,
             } => ClientEvent::Ready {
                 allocation_id,
                 inventory_id,
                 connection,
                 expires,
+                resources,
             },
             Output::Expired { allocation_id } => ClientEvent::Expired { allocation_id },
             Output::Released { allocation_id } => ClientEvent::Released { allocation_id },

@@ -21,6 +21,7 @@ fn allocation_of(username: &str) -> AllocationInfo {
     AllocationInfo {
         allocation_id: Uuid::from_u128(7),
         inventory_id: None,
+        inventory_ids: vec![],
         username: username.into(),
         state: AllocationState::Queued,
         created: 0,

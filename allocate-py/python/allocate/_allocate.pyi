@@ -224,7 +224,10 @@ class AllocationInfo:
         """The allocation's id."""
     @property
     def inventory_id(self) -> str | None:
-        """The resource it holds or held, if any."""
+        """The resource it holds or held, if any (the first of several)."""
+    @property
+    def inventory_ids(self) -> list[str]:
+        """Every resource it holds or held, the first one first."""
     @property
     def username(self) -> str:
         """Who asked."""
@@ -290,6 +293,9 @@ class Requirements:
     @property
     def exclude_tags(self) -> list[str]:
         """None of these may be among the resource's labels."""
+    @property
+    def count(self) -> int:
+        """How many distinct resources are granted together (1 unless asked)."""
     @property
     def release_on_disconnect(self) -> bool:
         """End the allocation when the requesting client disconnects."""
@@ -379,7 +385,14 @@ class Queued:
 class Ready:
     """The allocation is ready: its resource and how to reach it."""
 
-    def __new__(cls, allocation_id: str, inventory_id: str, connection: Connection, expires: int) -> Self: ...
+    def __new__(
+        cls,
+        allocation_id: str,
+        inventory_id: str,
+        connection: Connection,
+        expires: int,
+        resources: list[tuple[str, Connection]] = ...,
+    ) -> Self: ...
     @property
     def allocation_id(self) -> str:
         """The allocation."""
@@ -392,6 +405,10 @@ class Ready:
     @property
     def expires(self) -> int:
         """When the lease ends (unix seconds)."""
+    @property
+    def resources(self) -> list[tuple[str, Connection]]:
+        """Every resource granted, the first one first, as (inventory id, connection), for a
+        request of several (`count`); empty for one."""
 
 @final
 class TimedOut:

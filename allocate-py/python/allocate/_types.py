@@ -46,6 +46,7 @@ class RequirementsDict(TypedDict, total=False):
     gpu: GpuRequirementDict
     exclude_tags: List[str]
     release_on_disconnect: bool
+    count: int
     ssh_keys: List[str]
     provision: Dict[str, Any]
 

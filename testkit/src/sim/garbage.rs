@@ -33,13 +33,12 @@ impl Sim {
                 let Some((agent, id)) = Self::pick(list, *pick) else {
                     return Ok(());
                 };
-                // Neither the agent asked, nor the one holding it now (it may have moved), nor
-                // one owing a release of it.
-                let holder = self.holder_agent(id);
+                // Neither the agent asked, nor one holding it now (it may have moved), nor one
+                // owing a release of it.
                 let ids: Vec<Uuid> = self.agents.iter().map(|a| a.id).collect();
                 let Some(other) = ids
                     .into_iter()
-                    .find(|&a| a != agent && Some(a) != holder && !self.owes_release(id, a))
+                    .find(|&a| a != agent && !self.holds_on(id, a) && !self.owes_release(id, a))
                 else {
                     return Ok(());
                 };

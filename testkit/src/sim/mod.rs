@@ -336,8 +336,8 @@ pub struct Sim {
     pub(crate) expires: BTreeMap<Uuid, Timestamp>,
     /// The requests waiting after the last step: arrival order and requirements.
     pub(crate) queued: BTreeMap<Uuid, (u64, Requirements)>,
-    /// After the last step, the (allocation, agent) pairs where the agent still owed the
-    /// release of a provision of the allocation it abandoned.
+    /// The (request, agent) pairs whose abandoned provision was being cleaned up after the
+    /// last step.
     pub(crate) cleaning: BTreeSet<(Uuid, Uuid)>,
     pub(crate) log: Vec<(Timestamp, Output)>,
     /// Records taken from engines since replaced by a round trip.
@@ -562,7 +562,9 @@ impl Sim {
                     Expires::Default => None,
                     e => Some(self.expires_value(t, e)),
                 };
-                let want = self.strict.then(|| {
+                // The best fit of a request for several is not checked here: that it is
+                // served as soon as enough are free is (see the invariants).
+                let want = (self.strict && req.count == 1).then(|| {
                     let inventory: Vec<_> = self.engine.inventory().collect();
                     reference::best_free(&req, &inventory, self.picky)
                 });
@@ -604,7 +606,7 @@ impl Sim {
                 let valid = self.strict
                     && self.nothing_due(t)
                     && self.live_state(id) == Some(AllocationState::Provisioning)
-                    && self.holder_agent(id) == Some(agent);
+                    && self.owes_answer(id, agent);
                 let result = match answer {
                     Answer::Ok => ProvisionResult::Connection(Connection {
                         host: format!("host-{}", id.simple()),
@@ -760,10 +762,33 @@ impl Sim {
         got.map(drop)
     }
 
-    /// The agent of the resource a live allocation holds.
-    pub(crate) fn holder_agent(&self, id: Uuid) -> Option<Uuid> {
-        let inventory_id = self.engine.allocation(&id)?.inventory_id?;
-        Some(self.engine.resource(&inventory_id)?.agent_id)
+    /// Whether `agent` has a resource that allocation `id` holds (or last held).
+    pub(crate) fn holds_on(&self, id: Uuid, agent: Uuid) -> bool {
+        let held = self.engine.allocation(&id).map(|a| a.inventory_ids);
+        held.into_iter().flatten().any(|i| {
+            self.engine
+                .resource(&i)
+                .is_some_and(|r| r.agent_id == agent)
+        })
+    }
+
+    /// Whether `agent` has yet to answer a provision of a resource that allocation `id`
+    /// holds (of several, some may be answered already).
+    pub(crate) fn owes_answer(&self, id: Uuid, agent: Uuid) -> bool {
+        let snapshot = self.engine.snapshot();
+        let Some(a) = snapshot.allocations.iter().find(|a| a.allocation_id == id) else {
+            return false;
+        };
+        let first = a.inventory_id.filter(|_| a.connection.is_none());
+        let others = a.others.iter().filter(|h| h.connection.is_none());
+        first
+            .into_iter()
+            .chain(others.map(|h| h.inventory_id))
+            .any(|i| {
+                self.engine
+                    .resource(&i)
+                    .is_some_and(|r| r.agent_id == agent)
+            })
     }
 
     /// Whether `agent` owes a release acknowledgement for allocation `id` (after it ended, or
