@@ -1,7 +1,7 @@
 //! The journal in PostgreSQL (`--store`), against a cluster of the test's own: one writer at
-//! a time, fenced by its epoch; a standby answers `503 not_leader` and takes over when the
-//! writer's session ends; a restart of PostgreSQL stops the writer, and the next start has
-//! everything.
+//! a time, fenced by its epoch; a standby answers `503 not_leader`, follows the journal and
+//! takes over when the writer's session ends, replaying only what it had not applied; a
+//! restart of PostgreSQL stops the writer, and the next start has everything.
 //! (`durability_crash` runs its `kill -9` cycles on this store too.)
 
 mod durability_support;
@@ -32,7 +32,7 @@ async fn an_old_writer_never_appends_after_a_takeover_and_stops_serving() {
         held,
         standby,
         epoch: old_epoch,
-    } = writer_and_standby(&cluster).await;
+    } = writer_and_standby(&cluster, &[]).await;
 
     // A takeover that the lock did not prevent: the epoch moves on under the first writer.
     let taken_at = cluster.sql("UPDATE allocate_leader SET epoch = epoch + 1 RETURNING last_seq");
@@ -125,7 +125,7 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_writer_loses_its_session_to_a_standby_and_never_writes_again() {
     let cluster = Cluster::start();
-    let mut pair = writer_and_standby(&cluster).await;
+    let mut pair = writer_and_standby(&cluster, &[]).await;
     pair.first.signal("STOP");
     // PostgreSQL ends the silent session after idle_session_timeout (10 s).
     let second = pair.standby.running();
@@ -161,6 +161,118 @@ async fn a_restart_of_postgres_stops_the_writer_and_the_next_start_loses_nothing
     assert_same(&find(&server, &held).await, &held);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_follows_the_journal_and_replays_only_the_tail_at_takeover() {
+    let cluster = Cluster::start();
+    let takeover = follow_then_take_over(&cluster, &[]).await;
+    assert_eq!(takeover.replayed, takeover.last - takeover.followed);
+    assert!(takeover.replayed >= 6, "two records per toggle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reloads_the_snapshot_when_the_journal_was_compacted_past_it() {
+    let cluster = Cluster::start();
+    let takeover = follow_then_take_over(&cluster, &["--snapshot-every-records", "4"]).await;
+    let snapshot: u64 = parse(&cluster.sql("SELECT seq FROM allocate_snapshot"));
+    // The new writer's own snapshot follows the last record of the old one.
+    assert_eq!(snapshot, takeover.last);
+    assert!(
+        takeover.replayed < takeover.last - takeover.followed,
+        "the tail was compacted: {takeover:?}"
+    );
+}
+
+/// What a standby's takeover logged, and the last record of the old writer.
+#[derive(Debug)]
+struct Takeover {
+    followed: u64,
+    replayed: u64,
+    last: u64,
+}
+
+/// A writer (with `extra` flags) and a standby that follows its journal; the standby is
+/// paused while the writer commits a tail of records, then the writer is killed and the
+/// standby continued: it takes over, with the allocation and the resource's last state.
+async fn follow_then_take_over(cluster: &Cluster, extra: &[&str]) -> Takeover {
+    let pair = writer_and_standby(cluster, extra).await;
+    let resource = free_resource(&pair.first).await;
+    toggle_maintenance(&pair.first, &resource, 10).await;
+    let followed = caught_up(cluster).await;
+    pair.standby.signal("STOP");
+    toggle_maintenance(&pair.first, &resource, 3).await;
+    let last: u64 = parse(&cluster.sql("SELECT last_seq FROM allocate_leader"));
+    drop(pair.first.kill9());
+    pair.standby.signal("CONT");
+    let line = pair
+        .standby
+        .wait_for_line("this server is the writer of the store", STEP)
+        .unwrap_or_else(|| panic!("the standby takes over:\n{}", pair.standby.log()));
+    assert_eq!(field(&line, "followed"), followed, "{line}");
+    let second = pair.standby.running();
+    assert_same(&find(&second, &pair.held).await, &pair.held);
+    // Out of maintenance, as the last record left it; offline until its agent reconnects.
+    let inventory = second.get(&format!("/inventory/{resource}")).await;
+    assert_eq!(inventory[0]["state"], "offline", "{inventory}");
+    pair.agent.abort();
+    Takeover {
+        followed,
+        replayed: field(&line, "replayed"),
+        last,
+    }
+}
+
+/// Waits until a standby has had time to apply every record committed so far; returns the
+/// last one.
+async fn caught_up(cluster: &Cluster) -> u64 {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    parse(&cluster.sql("SELECT last_seq FROM allocate_leader"))
+}
+
+/// The id of a resource of `server` that is free.
+async fn free_resource(server: &ServerProc) -> String {
+    let inventory = server.get("/inventory/").await;
+    let free = inventory
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|r| r["state"] == "free")
+        .unwrap_or_else(|| panic!("a free resource: {inventory}"));
+    free["inventory_id"].as_str().expect("an id").to_owned()
+}
+
+/// Puts `resource` into maintenance and takes it out again, `times` times (two records each).
+async fn toggle_maintenance(server: &ServerProc, resource: &str, times: usize) {
+    let http = reqwest::Client::builder()
+        .timeout(STEP)
+        .build()
+        .expect("http client");
+    for i in 0..times * 2 {
+        let status = http
+            .patch(server.url(&format!("/inventory/{resource}")))
+            .json(&json!({"maintenance": i % 2 == 0}))
+            .send()
+            .await
+            .expect("PATCH")
+            .status();
+        assert_eq!(status.as_u16(), 200, "PATCH /inventory/{resource}");
+    }
+}
+
+/// The number after `name=` in a log line.
+fn field(line: &str, name: &str) -> u64 {
+    let (_, rest) = line
+        .split_once(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    parse(rest.split_whitespace().next().unwrap_or_default())
+}
+
+/// A number the test read.
+fn parse(text: &str) -> u64 {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{text:?} is not a number: {e}"))
+}
+
 /// A writer with an agent and a `ready` allocation, and a second server waiting as a standby.
 struct Pair {
     first: ServerProc,
@@ -171,10 +283,10 @@ struct Pair {
     epoch: String,
 }
 
-/// Starts a [`Pair`] on `cluster`.
-async fn writer_and_standby(cluster: &Cluster) -> Pair {
+/// Starts a [`Pair`] on `cluster`, the writer with `extra` flags.
+async fn writer_and_standby(cluster: &Cluster, extra: &[&str]) -> Pair {
     let url = &cluster.url();
-    let first = start_store_ok(url, &[]);
+    let first = start_store_ok(url, extra);
     let agent = connect_agent(&first).await;
     let held = allocate(&first).await.expect("ready on the first writer");
     let standby = launch_store(url, &[]);

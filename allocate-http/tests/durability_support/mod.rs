@@ -155,6 +155,11 @@ impl Launched {
         self.log.lock().expect("log lock").join("\n")
     }
 
+    /// Sends it a signal (`STOP`, `CONT`) with `kill`, by its PID.
+    pub fn signal(&self, name: &str) {
+        signal(self.child.as_ref().expect("not yet listening").id(), name);
+    }
+
     /// Waits until it listens, which it must (not exit).
     pub fn running(self) -> ServerProc {
         match self.wait_listening() {
@@ -212,6 +217,16 @@ impl Drop for Launched {
     }
 }
 
+/// Sends the signal `name` (`STOP`, `CONT`) to the process `pid` with `kill`.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name}");
+}
+
 /// Starts the server (plus `extra` flags), which must come up.
 pub fn start_ok(data_dir: &Path, extra: &[&str]) -> ServerProc {
     match start(data_dir, extra) {
@@ -245,12 +260,7 @@ impl ServerProc {
 
     /// Sends it a signal (`STOP`, `CONT`) with `kill`, by its PID.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name}");
+        signal(self.child.id(), name);
     }
 
     /// `kill -9`; returns its log.
