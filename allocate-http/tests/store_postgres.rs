@@ -1,16 +1,20 @@
 //! The journal in PostgreSQL (`--store`), against a cluster of the test's own: one writer at
 //! a time, fenced by its epoch; a standby answers `503 not_leader`, follows the journal and
-//! takes over when the writer's session ends, replaying only what it had not applied; a
-//! restart of PostgreSQL stops the writer, and the next start has everything.
+//! takes over when the writer's session ends, replaying only what it had not applied; both
+//! roles serve `/metrics` (role, leader changes, a standby's lag); a restart of PostgreSQL
+//! stops the writer, and the next start has everything.
 //! (`durability_crash` runs its `kill -9` cycles on this store too.)
 
+mod common;
 mod durability_support;
 
+use common::promtool_check;
 use durability_support::{launch_store, start_store_ok, unix_now, Launched, ServerProc};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 use testkit::postgres::Cluster;
+use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -85,7 +89,7 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
     let url = cluster.url();
     let leader_url = "http://leader.lab:8080";
     let leader = start_store_ok(&url, &["--advertise-url", leader_url]);
-    let standby = launch_store(&url, &[]);
+    let standby = launch_store(&url, &["--header-read-timeout-ms", "300"]);
     let line = standby
         .wait_for_line("listening as a standby", STEP)
         .unwrap_or_else(|| panic!("a standby listens:\n{}", standby.log()));
@@ -116,6 +120,14 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
         assert_eq!(body["error"]["leader"], leader_url, "{body}");
         assert_eq!(body["error"]["role"], "standby", "{body}");
     }
+    // A standby serves connections as the leader does: one that sends nothing is closed
+    // after the header-read timeout.
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 256];
+    let read = timeout(STEP, silent.read(&mut buf)).await;
+    assert!(read.is_ok(), "the standby keeps a silent connection open");
     drop(leader.kill9());
     let server = standby.running();
     assert_eq!(server.addr.to_string(), addr, "the same address");
@@ -197,7 +209,12 @@ async fn follow_then_take_over(cluster: &Cluster, extra: &[&str]) -> Takeover {
     let pair = writer_and_standby(cluster, extra).await;
     let resource = free_resource(&pair.first).await;
     toggle_maintenance(&pair.first, &resource, 10).await;
-    let followed = caught_up(cluster).await;
+    let addr = standby_address(&pair.standby);
+    let followed = caught_up(cluster, &addr).await;
+    let text = scrape(&format!("http://{addr}/metrics")).await;
+    assert_eq!(sample(&text, "allocate_role{role=\"standby\"}"), "1");
+    assert_eq!(sample(&text, "allocate_store_epoch"), pair.epoch);
+    assert_eq!(sample(&text, "allocate_leader_changes_total"), "0");
     pair.standby.signal("STOP");
     toggle_maintenance(&pair.first, &resource, 3).await;
     let last: u64 = parse(&cluster.sql("SELECT last_seq FROM allocate_leader"));
@@ -210,6 +227,14 @@ async fn follow_then_take_over(cluster: &Cluster, extra: &[&str]) -> Takeover {
     assert_eq!(field(&line, "followed"), followed, "{line}");
     let second = pair.standby.running();
     assert_same(&find(&second, &pair.held).await, &pair.held);
+    let text = scrape(&second.url("/metrics")).await;
+    assert_eq!(sample(&text, "allocate_role{role=\"leader\"}"), "1");
+    assert_eq!(sample(&text, "allocate_leader_changes_total"), "1");
+    assert_eq!(sample(&text, "allocate_replication_lag_records"), "0");
+    assert!(
+        text.contains("allocate_journal_commit_seconds_count"),
+        "{text}"
+    );
     // Out of maintenance, as the last record left it; offline until its agent reconnects.
     let inventory = second.get(&format!("/inventory/{resource}")).await;
     assert_eq!(inventory[0]["state"], "offline", "{inventory}");
@@ -221,11 +246,61 @@ async fn follow_then_take_over(cluster: &Cluster, extra: &[&str]) -> Takeover {
     }
 }
 
-/// Waits until a standby has had time to apply every record committed so far; returns the
-/// last one.
-async fn caught_up(cluster: &Cluster) -> u64 {
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    parse(&cluster.sql("SELECT last_seq FROM allocate_leader"))
+/// Waits until the standby (serving at `addr`) has applied every record committed so far,
+/// as its `/metrics` says; returns the last one.
+async fn caught_up(cluster: &Cluster, addr: &str) -> u64 {
+    let last = parse(&cluster.sql("SELECT last_seq FROM allocate_leader"));
+    let asked = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let text = scrape(&format!("http://{addr}/metrics")).await;
+        // Caught up at a catch-up that began after `last` was committed.
+        let lag: f64 = parse_as(sample(&text, "allocate_replication_lag_seconds"));
+        if sample(&text, "allocate_replication_lag_records") == "0"
+            && lag < asked.elapsed().as_secs_f64()
+        {
+            return last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby did not catch up:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET url`: a `/metrics` exposition, which must pass `promtool check metrics`.
+async fn scrape(url: &str) -> String {
+    let resp = reqwest::Client::builder()
+        .timeout(STEP)
+        .build()
+        .expect("http client")
+        .get(url)
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(resp.status().as_u16(), 200, "GET {url}");
+    let text = resp.text().await.expect("a body");
+    promtool_check(&text);
+    text
+}
+
+/// The value of the sample `name` (with its labels) in an exposition.
+fn sample<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Where a standby listens, from its log.
+fn standby_address(standby: &Launched) -> String {
+    let log = standby.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("listening as a standby"))
+        .unwrap_or_else(|| panic!("a standby listens:\n{log}"));
+    let (_, addr) = line.split_once("address=").expect("an address");
+    addr.trim().to_owned()
 }
 
 /// The id of a resource of `server` that is free.
@@ -268,6 +343,11 @@ fn field(line: &str, name: &str) -> u64 {
 
 /// A number the test read.
 fn parse(text: &str) -> u64 {
+    parse_as(text)
+}
+
+/// A number of type `T` the test read.
+fn parse_as<T: std::str::FromStr<Err: std::fmt::Display>>(text: &str) -> T {
     text.trim()
         .parse()
         .unwrap_or_else(|e| panic!("{text:?} is not a number: {e}"))

@@ -25,7 +25,7 @@ pub use hold::Holdback;
 
 use crate::clock::{self, RandomIds};
 use crate::events;
-use crate::metrics::Histogram;
+use crate::metrics::{Histogram, Replication};
 use allocate_core::{AllocationState, Config, Engine, Output, Record, Snapshot, Timestamp};
 use files::DataDir;
 use recover::Recovered;
@@ -84,6 +84,8 @@ pub struct Waiting {
     pub leader: watch::Sender<Option<String>>,
     /// Set when the server shuts down: the wait ends with [`JournalError::Cancelled`].
     pub cancel: Arc<AtomicBool>,
+    /// The role, leader changes and lag, for `/metrics`.
+    pub replication: Arc<Replication>,
 }
 
 impl Default for Waiting {
@@ -91,6 +93,7 @@ impl Default for Waiting {
         Waiting {
             leader: watch::channel(None).0,
             cancel: Arc::default(),
+            replication: Arc::default(),
         }
     }
 }

@@ -25,6 +25,8 @@ const PAGE_ROWS: i64 = 1000;
 /// The store's leader as one catch-up saw it.
 #[derive(Debug)]
 pub struct Position {
+    /// The leader's epoch.
+    pub epoch: i64,
     /// The last record the leader committed.
     pub committed: u64,
     /// The URL the leader advertises.
@@ -72,7 +74,7 @@ impl Follower {
             .start()
             .map_err(pg("begin a transaction on"))?;
         let leader = match tx.query_opt(
-            "SELECT last_seq, advertise_url FROM allocate_leader WHERE id = 1",
+            "SELECT epoch, last_seq, advertise_url FROM allocate_leader WHERE id = 1",
             &[],
         ) {
             Ok(Some(row)) => row,
@@ -84,8 +86,9 @@ impl Follower {
         let applied = apply_records(&mut tx, replay)?;
         tx.commit().map_err(pg("end a transaction on"))?;
         Ok(Some(Position {
-            committed: u64::try_from(leader.get::<_, i64>(0)).unwrap_or(0),
-            advertise_url: leader.get(1),
+            epoch: leader.get(0),
+            committed: u64::try_from(leader.get::<_, i64>(1)).unwrap_or(0),
+            advertise_url: leader.get(2),
             applied,
         }))
     }

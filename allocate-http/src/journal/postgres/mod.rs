@@ -163,6 +163,7 @@ pub fn open(
         )
         .map_err(pg("raise the epoch of"))?
         .get(0);
+    waiting.replication.lead(u64::try_from(epoch).unwrap_or(0));
     let followed = follower.applied();
     let recovered = follower.take_over(&mut client)?;
     info!(
@@ -239,7 +240,7 @@ fn wait_to_write(client: &mut Client, waiting: &Waiting, follower: &mut Follower
     }
 }
 
-/// One catch-up of a standby; tells `waiting` the writer's URL. A failure to follow is
+/// One catch-up of a standby; tells `waiting` the writer's URL and how far behind it this server is. A failure to follow is
 /// logged when it starts (`following` was true); the follower then starts again from the
 /// snapshot, and the takeover recovers in full if it never succeeds. Returns whether it
 /// followed.
@@ -251,6 +252,12 @@ fn follow(
 ) -> bool {
     match follower.catch_up(client) {
         Ok(position) => {
+            if let Some(p) = &position {
+                let epoch = u64::try_from(p.epoch).unwrap_or(0);
+                waiting
+                    .replication
+                    .followed(epoch, p.committed, follower.applied());
+            }
             // Missing before the first writer created the tables: then nobody is named.
             let leader = position.and_then(|p| p.advertise_url);
             waiting.leader.send_if_modified(|known| {
