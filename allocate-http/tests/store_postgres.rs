@@ -138,14 +138,23 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
 async fn a_paused_writer_loses_its_session_to_a_standby_and_never_writes_again() {
     let cluster = Cluster::start();
     let mut pair = writer_and_standby(&cluster, &[]).await;
+    let paused = std::time::Instant::now();
     pair.first.signal("STOP");
     // PostgreSQL ends the silent session after idle_session_timeout (10 s).
     let second = pair.standby.running();
     let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
     assert_same(&find(&second, &pair.held).await, &pair.held);
+    eprintln!(
+        "paused leader: {} ms from SIGSTOP of the leader to the standby serving the allocation",
+        paused.elapsed().as_millis()
+    );
     pair.first.signal("CONT");
+    // Continued, the old writer shows nothing new: what it would commit is refused.
+    let late = allocate(&pair.first).await;
+    assert!(late.is_none(), "the old writer served {late:?}");
     let exited = pair.first.wait_exit(STOP_MAX);
     assert_eq!(exited, Some(1), "{}", pair.first.log());
+    assert_same(&find(&second, &pair.held).await, &pair.held);
     pair.agent.abort();
     assert_eq!(
         appended_since(&cluster, &pair.epoch, &taken_at),
@@ -219,6 +228,7 @@ async fn follow_then_take_over(cluster: &Cluster, extra: &[&str]) -> Takeover {
     toggle_maintenance(&pair.first, &resource, 3).await;
     let last: u64 = parse(&cluster.sql("SELECT last_seq FROM allocate_leader"));
     drop(pair.first.kill9());
+    let continued = std::time::Instant::now();
     pair.standby.signal("CONT");
     let line = pair
         .standby
@@ -227,6 +237,10 @@ async fn follow_then_take_over(cluster: &Cluster, extra: &[&str]) -> Takeover {
     assert_eq!(field(&line, "followed"), followed, "{line}");
     let second = pair.standby.running();
     assert_same(&find(&second, &pair.held).await, &pair.held);
+    eprintln!(
+        "warm takeover: {} ms from SIGCONT of the standby to it serving the allocation ({line})",
+        continued.elapsed().as_millis()
+    );
     let text = scrape(&second.url("/metrics")).await;
     assert_eq!(sample(&text, "allocate_role{role=\"leader\"}"), "1");
     assert_eq!(sample(&text, "allocate_leader_changes_total"), "1");

@@ -152,6 +152,7 @@ pub fn open(
     let mut client = pg_config.connect(NoTls).map_err(pg("connect to"))?;
     let mut follower = Follower::new(config);
     wait_to_write(&mut client, waiting, &mut follower)?;
+    let locked_at = std::time::Instant::now();
     migrate(&mut client)?;
     let holder = format!("pid {}", std::process::id());
     let epoch: i64 = client
@@ -170,6 +171,7 @@ pub fn open(
         epoch,
         followed,
         replayed = recovered.replayed,
+        takeover_ms = locked_at.elapsed().as_millis() as u64,
         "this server is the writer of the store"
     );
     // Only now: the replay above may leave the session idle for long between two statements.
