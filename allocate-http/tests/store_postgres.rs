@@ -137,10 +137,10 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_writer_loses_its_session_to_a_standby_and_never_writes_again() {
     let cluster = Cluster::start();
-    let mut pair = writer_and_standby(&cluster, &[]).await;
+    let mut pair = writer_and_standby(&cluster, &["--store-session-timeout-secs", "3"]).await;
     let paused = std::time::Instant::now();
     pair.first.signal("STOP");
-    // PostgreSQL ends the silent session after idle_session_timeout (10 s).
+    // PostgreSQL ends the silent session after idle_session_timeout (3 s here).
     let second = pair.standby.running();
     let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
     assert_same(&find(&second, &pair.held).await, &pair.held);

@@ -23,7 +23,7 @@ mod follow;
 use super::error::JournalError;
 use super::recover::Recovered;
 use super::store::{encode_snapshot, Store};
-use super::Waiting;
+use super::{JournalConfig, Waiting};
 use allocate_core::{Config, Snapshot};
 use follow::Follower;
 use postgres::fallible_iterator::FallibleIterator;
@@ -42,10 +42,6 @@ const WRITER_LOCK: i64 = 0x616c_6c6f_6361_7465;
 const STANDBY_POLL: Duration = Duration::from_millis(200);
 /// How often the writer checks its epoch while nothing is written.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// The database ends the writer's session once it is silent this long (a paused or cut off
-/// server), in a transaction or not, which frees the lock for a standby. The heartbeat keeps a live writer's session
-/// busier than that.
-const SESSION_IDLE_SECS: u64 = 10;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,7 +78,7 @@ const NOTIFICATIONS_MAX: usize = 1024;
 /// The check every write makes first: this server's epoch is still the current one. It also
 /// notifies the standbys (in the same statement, to save a round trip on every commit).
 const FENCE: &str = "UPDATE allocate_leader SET last_seq = $2, heartbeat = now() \
-    WHERE id = 1 AND epoch = $1 RETURNING pg_notify('allocate_journal', '')";
+    WHERE id = 1 AND epoch = $1 RETURNING pg_notify($3, '')";
 /// A batch of records, as two arrays.
 const INSERT: &str = "INSERT INTO allocate_journal (seq, epoch, record) \
     SELECT seq, $2, record FROM unnest($1::bigint[], $3::text[]) AS batch (seq, record)";
@@ -137,11 +133,12 @@ fn sql_seq(seq: u64) -> i64 {
 
 /// Connects to `url`, waits to become the writer (as a standby while another server is,
 /// telling `waiting` the writer's URL), creates or migrates the tables, raises the epoch
-/// (advertising `advertise_url`) and rebuilds the engine from the snapshot row and the
-/// records after it. Blocking.
+/// (advertising `journal.advertise_url`) and brings the engine it followed meanwhile up to the last
+/// record (from the snapshot row and the records after it, when it followed nothing).
+/// Blocking.
 pub fn open(
     url: &str,
-    advertise_url: Option<&str>,
+    journal: &JournalConfig,
     config: &Config,
     waiting: &Waiting,
 ) -> Result<(PgStore, Recovered)> {
@@ -160,7 +157,7 @@ pub fn open(
             "UPDATE allocate_leader SET epoch = epoch + 1, since = now(), heartbeat = now(), \
              holder = coalesce(host(inet_client_addr()), 'local socket') || ' ' || $1, \
              advertise_url = $2 WHERE id = 1 RETURNING epoch",
-            &[&holder, &advertise_url],
+            &[&holder, &journal.advertise_url],
         )
         .map_err(pg("raise the epoch of"))?
         .get(0);
@@ -175,11 +172,14 @@ pub fn open(
         "this server is the writer of the store"
     );
     // Only now: the replay above may leave the session idle for long between two statements.
-    // From here on the writer's heartbeat keeps it busy.
+    // From here on the writer's heartbeat keeps it busy. The database ends the session once
+    // it is silent this long (a paused or cut off server), in a transaction or not, which
+    // frees the lock for a standby.
+    let silent_ms = journal.session_timeout.as_millis();
     client
         .batch_execute(&format!(
-            "SET idle_session_timeout = '{SESSION_IDLE_SECS}s'; \
-             SET idle_in_transaction_session_timeout = '{SESSION_IDLE_SECS}s'"
+            "SET idle_session_timeout = {silent_ms}; \
+             SET idle_in_transaction_session_timeout = {silent_ms}"
         ))
         .map_err(pg("set the idle timeouts (PostgreSQL 14 or later) on"))?;
     let fence = client
@@ -242,10 +242,10 @@ fn wait_to_write(client: &mut Client, waiting: &Waiting, follower: &mut Follower
     }
 }
 
-/// One catch-up of a standby; tells `waiting` the writer's URL and how far behind it this server is. A failure to follow is
-/// logged when it starts (`following` was true); the follower then starts again from the
-/// snapshot, and the takeover recovers in full if it never succeeds. Returns whether it
-/// followed.
+/// One catch-up of a standby; tells `waiting` the writer's URL and how far behind it this
+/// server is. A failure to follow is logged when it starts (`following` was true); the
+/// follower then starts again from the snapshot, and the takeover recovers in full if it
+/// never succeeds. Returns whether it followed.
 fn follow(
     client: &mut Client,
     waiting: &Waiting,
@@ -330,7 +330,7 @@ impl PgStore {
     /// Runs the fence in `tx`: fails unless this server's epoch is still the current one.
     fn fence(tx: &mut Transaction<'_>, fence: &Statement, epoch: i64, last_seq: u64) -> Result<()> {
         let updated = tx
-            .execute(fence, &[&epoch, &sql_seq(last_seq)])
+            .execute(fence, &[&epoch, &sql_seq(last_seq), &JOURNAL_CHANNEL])
             .map_err(pg("check the epoch in"))?;
         if updated == 1 {
             Ok(())
