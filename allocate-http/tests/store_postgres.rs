@@ -228,6 +228,9 @@ async fn follow_then_take_over(cluster: &Cluster, extra: &[&str]) -> Takeover {
     toggle_maintenance(&pair.first, &resource, 3).await;
     let last: u64 = parse(&cluster.sql("SELECT last_seq FROM allocate_leader"));
     drop(pair.first.kill9());
+    // Free before the standby runs again, so that its first try of the lock takes it
+    // (rather than it catching up on the tail first, as it would while the lock is held).
+    wait_for_lock_free(cluster).await;
     let continued = std::time::Instant::now();
     pair.standby.signal("CONT");
     let line = pair
@@ -315,6 +318,20 @@ fn standby_address(standby: &Launched) -> String {
         .unwrap_or_else(|| panic!("a standby listens:\n{log}"));
     let (_, addr) = line.split_once("address=").expect("an address");
     addr.trim().to_owned()
+}
+
+/// Waits until no session holds the writer's lock.
+async fn wait_for_lock_free(cluster: &Cluster) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while cluster.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        != "0"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer's lock stays held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The id of a resource of `server` that is free.

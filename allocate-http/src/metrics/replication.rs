@@ -18,8 +18,8 @@ pub struct Replication {
     epoch: AtomicU64,
     /// Records the leader committed that this standby has not applied.
     behind: AtomicU64,
-    /// When this standby last had applied every record the leader had committed (at start
-    /// until it first has).
+    /// The start of the last catch-up after which this standby had applied every record the
+    /// leader had committed (the server's start until it first has).
     caught_up: Mutex<Instant>,
 }
 
@@ -36,9 +36,10 @@ impl Default for Replication {
 }
 
 impl Replication {
-    /// Records a standby's catch-up: the leader, at `epoch`, had committed up to record
-    /// `committed`, and this server has applied up to `applied`.
-    pub fn followed(&self, epoch: u64, committed: u64, applied: u64) {
+    /// Records a standby's catch-up that `began` then: the leader, at `epoch`, had committed
+    /// up to record `committed`, and this server has applied up to `applied`. Caught up, the
+    /// standby has everything committed before `began` (what it read was of a later moment).
+    pub fn followed(&self, epoch: u64, committed: u64, applied: u64, began: Instant) {
         let seen = self.epoch.swap(epoch, Ordering::Relaxed);
         if seen != 0 {
             self.changes
@@ -48,7 +49,7 @@ impl Replication {
         self.behind.store(behind, Ordering::Relaxed);
         if behind == 0 {
             if let Ok(mut at) = self.caught_up.lock() {
-                *at = Instant::now();
+                *at = (*at).max(began);
             }
         }
     }
@@ -108,7 +109,7 @@ impl Replication {
             out,
             "allocate_replication_lag_seconds",
             "gauge",
-            "Seconds since this standby last had applied every record the leader had committed (0 on the leader).",
+            "Seconds since the start of the last catch-up that left this standby with every record the leader had committed (0 on the leader).",
             [(String::new(), format!("{lag_secs:.3}"))],
         );
     }
@@ -128,8 +129,8 @@ mod tests {
     #[test]
     fn a_standby_counts_new_epochs_and_records_behind_then_leads() {
         let r = Replication::default();
-        r.followed(3, 10, 7);
-        r.followed(5, 12, 12);
+        r.followed(3, 10, 7, Instant::now());
+        r.followed(5, 12, 12, Instant::now());
         let mut text = String::new();
         r.render(&mut text);
         assert_eq!(sample(&text, "allocate_role{role=\"standby\"}"), "1");

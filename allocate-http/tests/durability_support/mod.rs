@@ -217,7 +217,8 @@ impl Drop for Launched {
     }
 }
 
-/// Sends the signal `name` (`STOP`, `CONT`) to the process `pid` with `kill`.
+/// Sends the signal `name` (`STOP`, `CONT`) to the process `pid` with `kill`; after `STOP`,
+/// waits until every thread of it is stopped (the signal is only queued when `kill` returns).
 fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -225,6 +226,26 @@ fn signal(pid: u32, name: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{name}");
+    if name == "STOP" {
+        let deadline = Instant::now() + START_MAX;
+        while !stopped(pid) {
+            assert!(Instant::now() < deadline, "process {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Whether every thread of the process `pid` is stopped (state `T` in `/proc`).
+fn stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command's closing parenthesis.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+    })
 }
 
 /// Starts the server (plus `extra` flags), which must come up.

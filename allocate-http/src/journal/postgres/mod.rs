@@ -252,13 +252,14 @@ fn follow(
     follower: &mut Follower,
     following: bool,
 ) -> bool {
+    let began = std::time::Instant::now();
     match follower.catch_up(client) {
         Ok(position) => {
             if let Some(p) = &position {
                 let epoch = u64::try_from(p.epoch).unwrap_or(0);
                 waiting
                     .replication
-                    .followed(epoch, p.committed, follower.applied());
+                    .followed(epoch, p.committed, follower.applied(), began);
             }
             // Missing before the first writer created the tables: then nobody is named.
             let leader = position.and_then(|p| p.advertise_url);
