@@ -42,14 +42,16 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let grace = config.shutdown_grace;
-    let timeouts = Timeouts {
-        header_read: config.header_read_timeout,
-        keep_alive: config.keep_alive_timeout,
-        write: config.write_timeout,
+    let serving = Serving {
+        gate: open_gate(config.connections),
+        timeouts: Timeouts {
+            header_read: config.header_read_timeout,
+            keep_alive: config.keep_alive_timeout,
+            write: config.write_timeout,
+        },
+        tls: config.tls.clone(),
+        grace: config.shutdown_grace,
     };
-    let gate = open_gate(config.connections);
-    let tls = config.tls.clone();
     let mut shutdown = Box::pin(shutdown);
     let waiting = Waiting::default();
     let replication = config
@@ -57,12 +59,6 @@ pub async fn run(
         .as_ref()
         .is_some_and(|j| matches!(j.store, JournalStore::Postgres(_)))
         .then(|| Arc::clone(&waiting.replication));
-    let serving = Serving {
-        gate: gate.clone(),
-        timeouts,
-        tls: tls.clone(),
-        grace,
-    };
     let opened = open_engine(&config, &listener, &serving, &waiting, &mut shutdown).await?;
     let Some((engine, journal)) = opened else {
         info!("stopped before serving");
@@ -83,12 +79,18 @@ pub async fn run(
             alive: alive_tx,
         },
         dashboard: Hub::default(),
-        connections: gate.clone(),
+        connections: serving.gate.clone(),
         metrics,
     };
-    announce(&listener, tls.as_ref())?;
+    announce(&listener, serving.tls.as_ref())?;
     let signal = stop_when(shutdown, failed, stop_tx, driver);
     let router = routes::router(state);
+    let Serving {
+        gate,
+        timeouts,
+        tls,
+        grace,
+    } = serving;
     accept::serve(listener, gate, router, timeouts, tls, grace, signal).await;
     // Upgraded sockets have left hyper's hands, so `serve` does not wait for them.
     let ended = wait_for_sockets(alive_rx, join, grace).await;
