@@ -203,6 +203,46 @@ async fn a_standby_reloads_the_snapshot_when_the_journal_was_compacted_past_it()
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_takeover_replays_the_tail_where_a_cold_start_replays_the_journal() {
+    const TOGGLES: usize = 250;
+    let cluster = Cluster::start();
+    let pair = writer_and_standby(&cluster, &[]).await;
+    let resource = free_resource(&pair.first).await;
+    toggle_maintenance(&pair.first, &resource, TOGGLES).await;
+    caught_up(&cluster, &standby_address(&pair.standby)).await;
+    drop(pair.first.kill9());
+    let line = pair
+        .standby
+        .wait_for_line("this server is the writer of the store", STEP)
+        .unwrap_or_else(|| panic!("the standby takes over:\n{}", pair.standby.log()));
+    let second = pair.standby.running();
+    let warm = (field(&line, "replayed"), field(&line, "takeover_ms"));
+    // The same journal again, after the second writer's snapshot, for a server that did not
+    // follow it.
+    toggle_maintenance(&second, &resource, TOGGLES).await;
+    drop(second.kill9());
+    let cold = launch_store(&cluster.url(), &[]);
+    let line = cold
+        .wait_for_line("this server is the writer of the store", STEP)
+        .unwrap_or_else(|| panic!("a new server starts:\n{}", cold.log()));
+    let cold = (field(&line, "replayed"), field(&line, "takeover_ms"));
+    eprintln!(
+        "takeover after {} records: warm standby replayed {} in {} ms, cold start replayed {} in {} ms",
+        TOGGLES * 2,
+        warm.0,
+        warm.1,
+        cold.0,
+        cold.1
+    );
+    assert!(
+        warm.0 < 10,
+        "the standby had followed the journal: {warm:?}"
+    );
+    assert!(cold.0 >= TOGGLES as u64 * 2, "{cold:?}");
+    pair.agent.abort();
+}
+
 /// What a standby's takeover logged, and the last record of the old writer.
 #[derive(Debug)]
 struct Takeover {
