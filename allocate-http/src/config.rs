@@ -91,6 +91,16 @@ pub struct Args {
     /// `503 not_leader` answers while this server leads.
     #[arg(long, env = "ALLOCATE_ADVERTISE_URL", requires = "store")]
     pub advertise_url: Option<String>,
+    /// With `--store`: PostgreSQL ends the writer's session once it is silent this long
+    /// (paused, cut off), which lets a standby take over; at least 2 (the writer's
+    /// heartbeat runs every second).
+    #[arg(
+        long,
+        env = "ALLOCATE_STORE_SESSION_TIMEOUT_SECS",
+        default_value_t = JournalConfig::SESSION_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(2..)
+    )]
+    pub store_session_timeout_secs: u64,
     /// Keep no journal: a restart forgets every allocation.
     #[arg(long, env = "ALLOCATE_IN_MEMORY", value_parser = BoolishValueParser::new())]
     pub in_memory: bool,
@@ -286,6 +296,7 @@ impl From<&Args> for ServerConfig {
                 snapshot_every_records: args.snapshot_every_records,
                 snapshot_every: Duration::from_secs(args.snapshot_every_secs),
                 advertise_url: args.advertise_url.clone(),
+                session_timeout: Duration::from_secs(args.store_session_timeout_secs),
             }),
             ..defaults
         }
@@ -332,6 +343,16 @@ mod tests {
         let args = Args::parse_from(["allocate-http", "--store", url]);
         let journal = ServerConfig::from(&args).journal.expect("a journal");
         assert_eq!(journal.store, JournalStore::Postgres(url.to_owned()));
+        assert_eq!(journal.session_timeout, Duration::from_secs(10));
+        let args = Args::parse_from([
+            "allocate-http",
+            "--store",
+            url,
+            "--store-session-timeout-secs",
+            "3",
+        ]);
+        let journal = ServerConfig::from(&args).journal.expect("a journal");
+        assert_eq!(journal.session_timeout, Duration::from_secs(3));
         assert!(
             !format!("{journal:?}").contains("secret"),
             "the password stays out of logs"
@@ -340,6 +361,7 @@ mod tests {
             &["--store", "http://db.lab/allocate"][..],
             &["--store", "postgres://db.lab:port/x"],
             &["--store", url, "--in-memory"],
+            &["--store", url, "--store-session-timeout-secs", "1"],
         ] {
             let parsed =
                 Args::try_parse_from(std::iter::once("allocate-http").chain(bad.iter().copied()));

@@ -1,16 +1,20 @@
 //! The journal in PostgreSQL (`--store`), against a cluster of the test's own: one writer at
-//! a time, fenced by its epoch; a standby answers `503 not_leader` and takes over when the
-//! writer's session ends; a restart of PostgreSQL stops the writer, and the next start has
-//! everything.
+//! a time, fenced by its epoch; a standby answers `503 not_leader`, follows the journal and
+//! takes over when the writer's session ends, replaying only what it had not applied; both
+//! roles serve `/metrics` (role, leader changes, a standby's lag); a restart of PostgreSQL
+//! stops the writer, and the next start has everything.
 //! (`durability_crash` runs its `kill -9` cycles on this store too.)
 
+mod common;
 mod durability_support;
 
+use common::promtool_check;
 use durability_support::{launch_store, start_store_ok, unix_now, Launched, ServerProc};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 use testkit::postgres::Cluster;
+use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,7 +36,7 @@ async fn an_old_writer_never_appends_after_a_takeover_and_stops_serving() {
         held,
         standby,
         epoch: old_epoch,
-    } = writer_and_standby(&cluster).await;
+    } = writer_and_standby(&cluster, &[]).await;
 
     // A takeover that the lock did not prevent: the epoch moves on under the first writer.
     let taken_at = cluster.sql("UPDATE allocate_leader SET epoch = epoch + 1 RETURNING last_seq");
@@ -85,7 +89,7 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
     let url = cluster.url();
     let leader_url = "http://leader.lab:8080";
     let leader = start_store_ok(&url, &["--advertise-url", leader_url]);
-    let standby = launch_store(&url, &[]);
+    let standby = launch_store(&url, &["--header-read-timeout-ms", "300"]);
     let line = standby
         .wait_for_line("listening as a standby", STEP)
         .unwrap_or_else(|| panic!("a standby listens:\n{}", standby.log()));
@@ -116,6 +120,14 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
         assert_eq!(body["error"]["leader"], leader_url, "{body}");
         assert_eq!(body["error"]["role"], "standby", "{body}");
     }
+    // A standby serves connections as the leader does: one that sends nothing is closed
+    // after the header-read timeout.
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 256];
+    let read = timeout(STEP, silent.read(&mut buf)).await;
+    assert!(read.is_ok(), "the standby keeps a silent connection open");
     drop(leader.kill9());
     let server = standby.running();
     assert_eq!(server.addr.to_string(), addr, "the same address");
@@ -125,15 +137,24 @@ async fn a_standby_answers_not_leader_naming_the_leader_then_serves_on_the_same_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_writer_loses_its_session_to_a_standby_and_never_writes_again() {
     let cluster = Cluster::start();
-    let mut pair = writer_and_standby(&cluster).await;
+    let mut pair = writer_and_standby(&cluster, &["--store-session-timeout-secs", "3"]).await;
+    let paused = std::time::Instant::now();
     pair.first.signal("STOP");
-    // PostgreSQL ends the silent session after idle_session_timeout (10 s).
+    // PostgreSQL ends the silent session after idle_session_timeout (3 s here).
     let second = pair.standby.running();
     let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
     assert_same(&find(&second, &pair.held).await, &pair.held);
+    eprintln!(
+        "paused leader: {} ms from SIGSTOP of the leader to the standby serving the allocation",
+        paused.elapsed().as_millis()
+    );
     pair.first.signal("CONT");
+    // Continued, the old writer shows nothing new: what it would commit is refused.
+    let late = allocate(&pair.first).await;
+    assert!(late.is_none(), "the old writer served {late:?}");
     let exited = pair.first.wait_exit(STOP_MAX);
     assert_eq!(exited, Some(1), "{}", pair.first.log());
+    assert_same(&find(&second, &pair.held).await, &pair.held);
     pair.agent.abort();
     assert_eq!(
         appended_since(&cluster, &pair.epoch, &taken_at),
@@ -170,6 +191,248 @@ async fn a_restart_of_postgres_stops_the_writer_and_the_next_start_loses_nothing
     assert_eq!(usage[0]["allocations"], 2, "{usage}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_follows_the_journal_and_replays_only_the_tail_at_takeover() {
+    let cluster = Cluster::start();
+    let takeover = follow_then_take_over(&cluster, &[]).await;
+    assert_eq!(takeover.replayed, takeover.last - takeover.followed);
+    assert!(takeover.replayed >= 6, "two records per toggle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reloads_the_snapshot_when_the_journal_was_compacted_past_it() {
+    let cluster = Cluster::start();
+    let takeover = follow_then_take_over(&cluster, &["--snapshot-every-records", "4"]).await;
+    let snapshot: u64 = parse(&cluster.sql("SELECT seq FROM allocate_snapshot"));
+    // The new writer's own snapshot follows the last record of the old one.
+    assert_eq!(snapshot, takeover.last);
+    assert!(
+        takeover.replayed < takeover.last - takeover.followed,
+        "the tail was compacted: {takeover:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_takeover_replays_the_tail_where_a_cold_start_replays_the_journal() {
+    const TOGGLES: usize = 250;
+    let cluster = Cluster::start();
+    let pair = writer_and_standby(&cluster, &[]).await;
+    let resource = free_resource(&pair.first).await;
+    toggle_maintenance(&pair.first, &resource, TOGGLES).await;
+    caught_up(&cluster, &standby_address(&pair.standby)).await;
+    drop(pair.first.kill9());
+    let line = pair
+        .standby
+        .wait_for_line("this server is the writer of the store", STEP)
+        .unwrap_or_else(|| panic!("the standby takes over:\n{}", pair.standby.log()));
+    let second = pair.standby.running();
+    let warm = (field(&line, "replayed"), field(&line, "takeover_ms"));
+    // The same journal again, after the second writer's snapshot, for a server that did not
+    // follow it.
+    toggle_maintenance(&second, &resource, TOGGLES).await;
+    drop(second.kill9());
+    let cold = launch_store(&cluster.url(), &[]);
+    let line = cold
+        .wait_for_line("this server is the writer of the store", STEP)
+        .unwrap_or_else(|| panic!("a new server starts:\n{}", cold.log()));
+    let cold = (field(&line, "replayed"), field(&line, "takeover_ms"));
+    eprintln!(
+        "takeover after {} records: warm standby replayed {} in {} ms, cold start replayed {} in {} ms",
+        TOGGLES * 2,
+        warm.0,
+        warm.1,
+        cold.0,
+        cold.1
+    );
+    assert!(
+        warm.0 < 10,
+        "the standby had followed the journal: {warm:?}"
+    );
+    assert!(cold.0 >= TOGGLES as u64 * 2, "{cold:?}");
+    pair.agent.abort();
+}
+
+/// What a standby's takeover logged, and the last record of the old writer.
+#[derive(Debug)]
+struct Takeover {
+    followed: u64,
+    replayed: u64,
+    last: u64,
+}
+
+/// A writer (with `extra` flags) and a standby that follows its journal; the standby is
+/// paused while the writer commits a tail of records, then the writer is killed and the
+/// standby continued: it takes over, with the allocation and the resource's last state.
+async fn follow_then_take_over(cluster: &Cluster, extra: &[&str]) -> Takeover {
+    let pair = writer_and_standby(cluster, extra).await;
+    let resource = free_resource(&pair.first).await;
+    toggle_maintenance(&pair.first, &resource, 10).await;
+    let addr = standby_address(&pair.standby);
+    let followed = caught_up(cluster, &addr).await;
+    let text = scrape(&format!("http://{addr}/metrics")).await;
+    assert_eq!(sample(&text, "allocate_role{role=\"standby\"}"), "1");
+    assert_eq!(sample(&text, "allocate_store_epoch"), pair.epoch);
+    assert_eq!(sample(&text, "allocate_leader_changes_total"), "0");
+    pair.standby.signal("STOP");
+    toggle_maintenance(&pair.first, &resource, 3).await;
+    let last: u64 = parse(&cluster.sql("SELECT last_seq FROM allocate_leader"));
+    drop(pair.first.kill9());
+    // Free before the standby runs again, so that its first try of the lock takes it
+    // (rather than it catching up on the tail first, as it would while the lock is held).
+    wait_for_lock_free(cluster).await;
+    let continued = std::time::Instant::now();
+    pair.standby.signal("CONT");
+    let line = pair
+        .standby
+        .wait_for_line("this server is the writer of the store", STEP)
+        .unwrap_or_else(|| panic!("the standby takes over:\n{}", pair.standby.log()));
+    assert_eq!(field(&line, "followed"), followed, "{line}");
+    let second = pair.standby.running();
+    assert_same(&find(&second, &pair.held).await, &pair.held);
+    eprintln!(
+        "warm takeover: {} ms from SIGCONT of the standby to it serving the allocation ({line})",
+        continued.elapsed().as_millis()
+    );
+    let text = scrape(&second.url("/metrics")).await;
+    assert_eq!(sample(&text, "allocate_role{role=\"leader\"}"), "1");
+    assert_eq!(sample(&text, "allocate_leader_changes_total"), "1");
+    assert_eq!(sample(&text, "allocate_replication_lag_records"), "0");
+    assert!(
+        text.contains("allocate_journal_commit_seconds_count"),
+        "{text}"
+    );
+    // Out of maintenance, as the last record left it; offline until its agent reconnects.
+    let inventory = second.get(&format!("/inventory/{resource}")).await;
+    assert_eq!(inventory[0]["state"], "offline", "{inventory}");
+    pair.agent.abort();
+    Takeover {
+        followed,
+        replayed: field(&line, "replayed"),
+        last,
+    }
+}
+
+/// Waits until the standby (serving at `addr`) has applied every record committed so far,
+/// as its `/metrics` says; returns the last one.
+async fn caught_up(cluster: &Cluster, addr: &str) -> u64 {
+    let last = parse(&cluster.sql("SELECT last_seq FROM allocate_leader"));
+    let asked = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let text = scrape(&format!("http://{addr}/metrics")).await;
+        // Caught up at a catch-up that began after `last` was committed.
+        let lag: f64 = parse_as(sample(&text, "allocate_replication_lag_seconds"));
+        if sample(&text, "allocate_replication_lag_records") == "0"
+            && lag < asked.elapsed().as_secs_f64()
+        {
+            return last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby did not catch up:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET url`: a `/metrics` exposition, which must pass `promtool check metrics`.
+async fn scrape(url: &str) -> String {
+    let resp = reqwest::Client::builder()
+        .timeout(STEP)
+        .build()
+        .expect("http client")
+        .get(url)
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(resp.status().as_u16(), 200, "GET {url}");
+    let text = resp.text().await.expect("a body");
+    promtool_check(&text);
+    text
+}
+
+/// The value of the sample `name` (with its labels) in an exposition.
+fn sample<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Where a standby listens, from its log.
+fn standby_address(standby: &Launched) -> String {
+    let log = standby.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("listening as a standby"))
+        .unwrap_or_else(|| panic!("a standby listens:\n{log}"));
+    let (_, addr) = line.split_once("address=").expect("an address");
+    addr.trim().to_owned()
+}
+
+/// Waits until no session holds the writer's lock.
+async fn wait_for_lock_free(cluster: &Cluster) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while cluster.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        != "0"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer's lock stays held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The id of a resource of `server` that is free.
+async fn free_resource(server: &ServerProc) -> String {
+    let inventory = server.get("/inventory/").await;
+    let free = inventory
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|r| r["state"] == "free")
+        .unwrap_or_else(|| panic!("a free resource: {inventory}"));
+    free["inventory_id"].as_str().expect("an id").to_owned()
+}
+
+/// Puts `resource` into maintenance and takes it out again, `times` times (two records each).
+async fn toggle_maintenance(server: &ServerProc, resource: &str, times: usize) {
+    let http = reqwest::Client::builder()
+        .timeout(STEP)
+        .build()
+        .expect("http client");
+    for i in 0..times * 2 {
+        let status = http
+            .patch(server.url(&format!("/inventory/{resource}")))
+            .json(&json!({"maintenance": i % 2 == 0}))
+            .send()
+            .await
+            .expect("PATCH")
+            .status();
+        assert_eq!(status.as_u16(), 200, "PATCH /inventory/{resource}");
+    }
+}
+
+/// The number after `name=` in a log line.
+fn field(line: &str, name: &str) -> u64 {
+    let (_, rest) = line
+        .split_once(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    parse(rest.split_whitespace().next().unwrap_or_default())
+}
+
+/// A number the test read.
+fn parse(text: &str) -> u64 {
+    parse_as(text)
+}
+
+/// A number of type `T` the test read.
+fn parse_as<T: std::str::FromStr<Err: std::fmt::Display>>(text: &str) -> T {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{text:?} is not a number: {e}"))
+}
+
 /// A writer with an agent and a `ready` allocation, and a second server waiting as a standby.
 struct Pair {
     first: ServerProc,
@@ -180,10 +443,10 @@ struct Pair {
     epoch: String,
 }
 
-/// Starts a [`Pair`] on `cluster`.
-async fn writer_and_standby(cluster: &Cluster) -> Pair {
+/// Starts a [`Pair`] on `cluster`, the writer with `extra` flags.
+async fn writer_and_standby(cluster: &Cluster, extra: &[&str]) -> Pair {
     let url = &cluster.url();
-    let first = start_store_ok(url, &[]);
+    let first = start_store_ok(url, extra);
     let agent = connect_agent(&first).await;
     let held = allocate(&first).await.expect("ready on the first writer");
     let standby = launch_store(url, &[]);

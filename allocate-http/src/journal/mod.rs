@@ -25,7 +25,7 @@ pub use hold::Holdback;
 
 use crate::clock::{self, RandomIds};
 use crate::events;
-use crate::metrics::Histogram;
+use crate::metrics::{Histogram, Replication};
 use allocate_core::{AllocationState, Config, Engine, Output, Record, Snapshot, Timestamp};
 use files::DataDir;
 use recover::Recovered;
@@ -74,6 +74,8 @@ pub struct JournalConfig {
     pub snapshot_every: Duration,
     /// The URL this server is reached at, which standbys name while it is the writer.
     pub advertise_url: Option<String>,
+    /// With PostgreSQL: the database ends the writer's session once it is silent this long.
+    pub session_timeout: Duration,
 }
 
 /// A server waiting to become the writer of a PostgreSQL store, and the HTTP layer answering
@@ -84,6 +86,8 @@ pub struct Waiting {
     pub leader: watch::Sender<Option<String>>,
     /// Set when the server shuts down: the wait ends with [`JournalError::Cancelled`].
     pub cancel: Arc<AtomicBool>,
+    /// The role, leader changes and lag, for `/metrics`.
+    pub replication: Arc<Replication>,
 }
 
 impl Default for Waiting {
@@ -91,6 +95,7 @@ impl Default for Waiting {
         Waiting {
             leader: watch::channel(None).0,
             cancel: Arc::default(),
+            replication: Arc::default(),
         }
     }
 }
@@ -100,6 +105,8 @@ impl JournalConfig {
     pub const SNAPSHOT_EVERY_RECORDS: u64 = 100_000;
     /// Seconds between snapshots by default.
     pub const SNAPSHOT_EVERY_SECS: u64 = 600;
+    /// Seconds of silence after which PostgreSQL ends the writer's session, by default.
+    pub const SESSION_TIMEOUT_SECS: u64 = 10;
 
     /// A journal in `dir`, snapshotting at the default intervals.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -113,6 +120,7 @@ impl JournalConfig {
             snapshot_every_records: Self::SNAPSHOT_EVERY_RECORDS,
             snapshot_every: Duration::from_secs(Self::SNAPSHOT_EVERY_SECS),
             advertise_url: None,
+            session_timeout: Duration::from_secs(Self::SESSION_TIMEOUT_SECS),
         }
     }
 }
@@ -187,9 +195,7 @@ pub fn open(
             (engine, store, restarted)
         }
         JournalStore::Postgres(url) => {
-            let advertise_url = config.advertise_url.as_deref();
-            let (mut store, recovered) =
-                postgres::open(url, advertise_url, &engine_config, waiting)?;
+            let (mut store, recovered) = postgres::open(url, config, &engine_config, waiting)?;
             let (engine, restarted) = restart(recovered, engine_config)?;
             store.compact(restarted.last_seq, &engine.snapshot())?;
             let store: Box<dyn Store> = Box::new(store);

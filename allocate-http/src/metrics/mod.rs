@@ -1,14 +1,17 @@
 //! `GET /metrics` in the Prometheus text format: from the engine's [`Stats`] and what the
 //! engine task observes ([`Metrics`]: time to ready, queue wait), from what every thread
-//! observes ([`ServerMetrics`]: HTTP requests, journal commits), and of the process itself.
+//! observes ([`ServerMetrics`]: HTTP requests, journal commits, the role on a shared store
+//! and a standby's lag: [`Replication`]), and of the process itself.
 //! Formatted by hand: a handful of families, each written by [`family`] or
 //! [`histogram_family`].
 
 mod histogram;
 #[cfg(target_os = "linux")]
 mod process;
+mod replication;
 
 pub use histogram::Histogram;
+pub use replication::Replication;
 
 use allocate_core::{AllocationState, ResourceState, Stats};
 use histogram::histogram_family;
@@ -183,17 +186,24 @@ pub struct ServerMetrics {
     http: Mutex<BTreeMap<HttpKey, Histogram>>,
     /// How long each group commit of the journal took (none in memory).
     journal_commit: Option<Arc<Histogram>>,
+    /// The role and lag on a PostgreSQL store (none on a data directory or in memory).
+    replication: Option<Arc<Replication>>,
 }
 
 /// The route label of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 impl ServerMetrics {
-    /// Metrics of a server whose journal observes its commits into `journal_commit`.
-    pub fn new(journal_commit: Option<Arc<Histogram>>) -> ServerMetrics {
+    /// Metrics of a server whose journal observes its commits into `journal_commit`, and
+    /// whose role on a shared store is in `replication`.
+    pub fn new(
+        journal_commit: Option<Arc<Histogram>>,
+        replication: Option<Arc<Replication>>,
+    ) -> ServerMetrics {
         ServerMetrics {
             http: Mutex::default(),
             journal_commit,
+            replication,
         }
     }
 
@@ -213,7 +223,7 @@ impl ServerMetrics {
             .observe(took);
     }
 
-    /// Appends the HTTP, journal, build and process families.
+    /// Appends the HTTP, journal, replication, build and process families.
     pub fn render(&self, out: &mut String) {
         if let Ok(http) = self.http.lock() {
             let labels = |(method, route, status): &HttpKey| {
@@ -240,6 +250,9 @@ impl ServerMetrics {
                 "Time each group commit of the journal took (one sync, or one transaction).",
                 [(String::new(), &**commits)],
             );
+        }
+        if let Some(replication) = &self.replication {
+            replication.render(out);
         }
         let version = env!("CARGO_PKG_VERSION");
         family(
@@ -369,9 +382,10 @@ mod tests {
         };
         let mut text = m.render(&stats, 3);
         render_connections(&mut text, 9, 2, 5);
-        let server = ServerMetrics::new(Some(Arc::new(Histogram::new(
-            Histogram::SERVE_BUCKETS_SECS,
-        ))));
+        let server = ServerMetrics::new(
+            Some(Arc::new(Histogram::new(Histogram::SERVE_BUCKETS_SECS))),
+            Some(Arc::default()),
+        );
         server.observe_request("GET", "/allocate/{id}", 404, Duration::from_micros(300));
         server.observe_request("BREW", UNMATCHED_ROUTE, 405, Duration::from_micros(300));
         server.render(&mut text);
@@ -401,6 +415,7 @@ mod tests {
             "allocate_http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"405\"} 1",
             "allocate_http_request_duration_seconds_bucket{method=\"GET\",route=\"/allocate/{id}\",status=\"404\",le=\"0.0005\"} 1",
             "allocate_journal_commit_seconds_count 0",
+            "allocate_role{role=\"standby\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -17,9 +17,10 @@ mod inventory;
 mod usage;
 
 use crate::access;
+use crate::connections::Gate;
 use crate::error::{self, ApiError};
-use crate::metrics;
-use crate::state::AppState;
+use crate::metrics::{self, ServerMetrics};
+use crate::state::{AppState, StandbyState};
 use allocate_core::wire::Envelope;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -30,7 +31,6 @@ use axum::Router;
 use serde::{Serialize, Serializer};
 use std::cell::Cell;
 use std::time::Instant;
-use tokio::sync::watch;
 
 /// Every route, each with and without its trailing slash, and envelope fallbacks.
 pub fn router(state: AppState) -> Router {
@@ -74,23 +74,33 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// What a standby serves while it waits to lead: `503 not_leader` naming the leader's
-/// advertised URL, to every request (`/healthz` and websocket upgrades included).
-pub fn standby_router(leader: watch::Receiver<Option<String>>) -> Router {
-    Router::new().fallback(not_leader).with_state(leader)
+/// advertised URL, to every request (`/healthz` and websocket upgrades included) but
+/// `GET /metrics`.
+pub fn standby_router(state: StandbyState) -> Router {
+    let router = Router::new().fallback(not_leader);
+    with_slashes(router, [("/metrics", get(standby_metrics))])
+        .layer(middleware::from_fn(access::log_requests))
+        .with_state(state)
 }
 
 /// The standby's answer.
-async fn not_leader(State(leader): State<watch::Receiver<Option<String>>>) -> ApiError {
+async fn not_leader(State(standby): State<StandbyState>) -> ApiError {
     ApiError::NotLeader {
-        leader: leader.borrow().clone(),
+        leader: standby.leader.borrow().clone(),
     }
 }
 
+/// `GET /metrics` of a standby: its connections, role and lag, build and process.
+async fn standby_metrics(State(standby): State<StandbyState>) -> Response {
+    let mut text = String::new();
+    exposition(&mut text, &standby.connections, &standby.metrics)
+}
+
 /// Adds each route with and without its trailing slash.
-fn with_slashes<const N: usize>(
-    mut router: Router<AppState>,
-    routes: [(&str, MethodRouter<AppState>); N],
-) -> Router<AppState> {
+fn with_slashes<S: Clone + Send + Sync + 'static, const N: usize>(
+    mut router: Router<S>,
+    routes: [(&str, MethodRouter<S>); N],
+) -> Router<S> {
     for (path, method_router) in routes {
         router = router
             .route(path, method_router.clone())
@@ -162,17 +172,18 @@ async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -
 /// `GET /metrics`: the Prometheus exposition.
 async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let mut text = app.shared.driver.metrics().await?;
-    let counts = app.connections.counts();
-    metrics::render_connections(
-        &mut text,
-        counts.open,
-        counts.refused_total,
-        counts.refused_peer,
-    );
-    app.metrics.render(&mut text);
-    Ok((
+    Ok(exposition(&mut text, &app.connections, &app.metrics))
+}
+
+/// `text`, then the connection families of `connections` and those of `server`, as the
+/// answer to `GET /metrics`.
+fn exposition(text: &mut String, connections: &Gate, server: &ServerMetrics) -> Response {
+    let counts = connections.counts();
+    metrics::render_connections(text, counts.open, counts.refused_total, counts.refused_peer);
+    server.render(text);
+    (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
+        std::mem::take(text),
     )
-        .into_response())
+        .into_response()
 }

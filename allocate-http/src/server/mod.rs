@@ -15,7 +15,7 @@ use crate::journal::{self, Journal, JournalError, JournalStore, Waiting};
 use crate::metrics::ServerMetrics;
 use crate::routes;
 use crate::sockets::Shared;
-use crate::state::AppState;
+use crate::state::{AppState, StandbyState};
 use crate::tls::Tls;
 use allocate_core::Engine;
 use connection::Timeouts;
@@ -42,21 +42,31 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let grace = config.shutdown_grace;
-    let timeouts = Timeouts {
-        header_read: config.header_read_timeout,
-        keep_alive: config.keep_alive_timeout,
-        write: config.write_timeout,
+    let serving = Serving {
+        gate: open_gate(config.connections),
+        timeouts: Timeouts {
+            header_read: config.header_read_timeout,
+            keep_alive: config.keep_alive_timeout,
+            write: config.write_timeout,
+        },
+        tls: config.tls.clone(),
+        grace: config.shutdown_grace,
     };
-    let gate = open_gate(config.connections);
-    let tls = config.tls.clone();
     let mut shutdown = Box::pin(shutdown);
-    let Some((engine, journal)) = open_engine(&config, &listener, &mut shutdown).await? else {
+    let waiting = Waiting::default();
+    let replication = config
+        .journal
+        .as_ref()
+        .is_some_and(|j| matches!(j.store, JournalStore::Postgres(_)))
+        .then(|| Arc::clone(&waiting.replication));
+    let opened = open_engine(&config, &listener, &serving, &waiting, &mut shutdown).await?;
+    let Some((engine, journal)) = opened else {
         info!("stopped before serving");
         return Ok(());
     };
     let metrics = Arc::new(ServerMetrics::new(
         journal.as_ref().map(Journal::commit_time),
+        replication,
     ));
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -69,12 +79,18 @@ pub async fn run(
             alive: alive_tx,
         },
         dashboard: Hub::default(),
-        connections: gate.clone(),
+        connections: serving.gate.clone(),
         metrics,
     };
-    announce(&listener, tls.as_ref())?;
+    announce(&listener, serving.tls.as_ref())?;
     let signal = stop_when(shutdown, failed, stop_tx, driver);
     let router = routes::router(state);
+    let Serving {
+        gate,
+        timeouts,
+        tls,
+        grace,
+    } = serving;
     accept::serve(listener, gate, router, timeouts, tls, grace, signal).await;
     // Upgraded sockets have left hyper's hands, so `serve` does not wait for them.
     let ended = wait_for_sockets(alive_rx, join, grace).await;
@@ -109,11 +125,22 @@ fn announce(listener: &TcpListener, tls: Option<&Tls>) -> io::Result<()> {
     Ok(())
 }
 
+/// How the listener serves connections, whichever role the server has: the caps, the
+/// timeouts, TLS and the grace at shutdown.
+struct Serving {
+    gate: Gate,
+    timeouts: Timeouts,
+    tls: Option<Tls>,
+    grace: Duration,
+}
+
 /// The engine: rebuilt from the journal's store, empty without one; `None` when `shutdown`
-/// came first (while a standby waited to lead).
+/// came first (while a standby waited to lead, as `waiting` tells).
 async fn open_engine(
     config: &ServerConfig,
     listener: &TcpListener,
+    serving: &Serving,
+    waiting: &Waiting,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> io::Result<Option<(Engine, Option<Journal>)>> {
     let Some(journal_config) = config.journal.clone() else {
@@ -127,9 +154,8 @@ async fn open_engine(
         return Ok(Some((engine, None)));
     };
     let engine_config = config.engine.clone();
-    let waiting = Waiting::default();
     let standby = match &journal_config.store {
-        JournalStore::Postgres(_) => Some(Standby::serve(listener, &waiting)?),
+        JournalStore::Postgres(_) => Some(Standby::serve(listener, serving, waiting)?),
         JournalStore::Dir(_) => None,
     };
     let waits = waiting.clone();
@@ -158,40 +184,48 @@ async fn open_engine(
     }
 }
 
-/// A standby's server (`503 not_leader` to everything) on a second handle of the listener,
-/// until the journal is open and the real one takes over.
+/// A standby's server (`503 not_leader` to everything but `/metrics`) on a second handle
+/// of the listener, until the journal is open and the real one takes over. It serves as
+/// the leader does (the same caps, timeouts and TLS), so that a standby is no weak spot.
 struct Standby {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<io::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Standby {
     /// Serves the standby's answers, naming the leader that `waiting` hears of.
-    fn serve(listener: &TcpListener, waiting: &Waiting) -> io::Result<Standby> {
+    fn serve(listener: &TcpListener, serving: &Serving, waiting: &Waiting) -> io::Result<Standby> {
         let second = second_handle(listener)?;
-        let router = routes::standby_router(waiting.leader.subscribe());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(second, router.into_make_service())
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
+        let metrics = ServerMetrics::new(None, Some(Arc::clone(&waiting.replication)));
+        let router = routes::standby_router(StandbyState {
+            leader: waiting.leader.subscribe(),
+            connections: serving.gate.clone(),
+            metrics: Arc::new(metrics),
         });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(accept::serve(
+            second,
+            serving.gate.clone(),
+            router,
+            serving.timeouts,
+            serving.tls.clone(),
+            serving.grace,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         info!(address = %listener.local_addr()?, "allocate-http listening as a standby");
         Ok(Standby { stop, task })
     }
 
-    /// Stops serving (waiting at most `grace` for its connections to close).
+    /// Stops serving (its connections get at most `grace` to close).
     async fn stop(self, grace: Duration) {
         let _ = self.stop.send(());
-        let trouble = match timeout(grace, self.task).await {
-            Ok(Ok(Ok(()))) => return,
-            Ok(Ok(Err(e))) => format!("the standby's server failed: {e}"),
-            Ok(Err(e)) => format!("the standby's server failed: {e}"),
-            Err(_) => "the standby's connections did not close in time".to_owned(),
-        };
-        warn!("{trouble}");
+        match timeout(grace + grace, self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("the standby's server failed: {e}"),
+            Err(_) => warn!("the standby's server did not stop in time"),
+        }
     }
 }
 

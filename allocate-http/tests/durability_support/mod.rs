@@ -155,6 +155,11 @@ impl Launched {
         self.log.lock().expect("log lock").join("\n")
     }
 
+    /// Sends it a signal (`STOP`, `CONT`) with `kill`, by its PID.
+    pub fn signal(&self, name: &str) {
+        signal(self.child.as_ref().expect("not yet listening").id(), name);
+    }
+
     /// Waits until it listens, which it must (not exit).
     pub fn running(self) -> ServerProc {
         match self.wait_listening() {
@@ -212,6 +217,37 @@ impl Drop for Launched {
     }
 }
 
+/// Sends the signal `name` (`STOP`, `CONT`) to the process `pid` with `kill`; after `STOP`,
+/// waits until every thread of it is stopped (the signal is only queued when `kill` returns).
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name}");
+    if name == "STOP" {
+        let deadline = Instant::now() + START_MAX;
+        while !stopped(pid) {
+            assert!(Instant::now() < deadline, "process {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Whether every thread of the process `pid` is stopped (state `T` in `/proc`).
+fn stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command's closing parenthesis.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+    })
+}
+
 /// Starts the server (plus `extra` flags), which must come up.
 pub fn start_ok(data_dir: &Path, extra: &[&str]) -> ServerProc {
     match start(data_dir, extra) {
@@ -245,12 +281,7 @@ impl ServerProc {
 
     /// Sends it a signal (`STOP`, `CONT`) with `kill`, by its PID.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name}");
+        signal(self.child.id(), name);
     }
 
     /// `kill -9`; returns its log.

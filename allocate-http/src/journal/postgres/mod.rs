@@ -13,17 +13,24 @@
 //! takes the row's lock, which orders it against a takeover's update: a batch committed
 //! before the takeover is read by the new writer's recovery, a later one fails. The
 //! argument is in `docs/high-availability.md`.
+//!
+//! A standby follows the journal meanwhile ([`follow`]): every write notifies
+//! [`JOURNAL_CHANNEL`] as it commits, and the standby catches up by sequence number on each
+//! notification and at least every [`STANDBY_POLL`], so a missed one costs only latency.
+
+mod follow;
 
 use super::error::JournalError;
-use super::recover::{Recovered, Replay};
+use super::recover::Recovered;
 use super::store::{encode_snapshot, Store};
-use super::Waiting;
-use crate::clock::RandomIds;
-use allocate_core::{Config, Engine, Record, Snapshot};
+use super::{JournalConfig, Waiting};
+use allocate_core::{Config, Snapshot};
+use follow::Follower;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement, Transaction};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 type Result<T> = std::result::Result<T, JournalError>;
 
@@ -31,14 +38,10 @@ type Result<T> = std::result::Result<T, JournalError>;
 pub const SCHEMA_VERSION: i32 = 1;
 /// The key of the writer's advisory lock: "allocate" in ASCII.
 const WRITER_LOCK: i64 = 0x616c_6c6f_6361_7465;
-/// How often a standby tries to become the writer.
+/// How often a standby tries to become the writer, and catches up when no notification came.
 const STANDBY_POLL: Duration = Duration::from_millis(200);
 /// How often the writer checks its epoch while nothing is written.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// The database ends the writer's session once it is silent this long (a paused or cut off
-/// server), in a transaction or not, which frees the lock for a standby. The heartbeat keeps a live writer's session
-/// busier than that.
-const SESSION_IDLE_SECS: u64 = 10;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,9 +70,15 @@ CREATE TABLE allocate_journal (
 );
 "];
 
-/// The check every write makes first: this server's epoch is still the current one.
-const FENCE: &str =
-    "UPDATE allocate_leader SET last_seq = $2, heartbeat = now() WHERE id = 1 AND epoch = $1";
+/// The channel every write notifies (delivered when its transaction commits).
+const JOURNAL_CHANNEL: &str = "allocate_journal";
+/// The most notifications a standby takes at once; those beyond wait for the next round.
+const NOTIFICATIONS_MAX: usize = 1024;
+
+/// The check every write makes first: this server's epoch is still the current one. It also
+/// notifies the standbys (in the same statement, to save a round trip on every commit).
+const FENCE: &str = "UPDATE allocate_leader SET last_seq = $2, heartbeat = now() \
+    WHERE id = 1 AND epoch = $1 RETURNING pg_notify($3, '')";
 /// A batch of records, as two arrays.
 const INSERT: &str = "INSERT INTO allocate_journal (seq, epoch, record) \
     SELECT seq, $2, record FROM unnest($1::bigint[], $3::text[]) AS batch (seq, record)";
@@ -124,11 +133,12 @@ fn sql_seq(seq: u64) -> i64 {
 
 /// Connects to `url`, waits to become the writer (as a standby while another server is,
 /// telling `waiting` the writer's URL), creates or migrates the tables, raises the epoch
-/// (advertising `advertise_url`) and rebuilds the engine from the snapshot row and the
-/// records after it. Blocking.
+/// (advertising `journal.advertise_url`) and brings the engine it followed meanwhile up to the last
+/// record (from the snapshot row and the records after it, when it followed nothing).
+/// Blocking.
 pub fn open(
     url: &str,
-    advertise_url: Option<&str>,
+    journal: &JournalConfig,
     config: &Config,
     waiting: &Waiting,
 ) -> Result<(PgStore, Recovered)> {
@@ -137,7 +147,9 @@ pub fn open(
         .application_name("allocate-http")
         .connect_timeout(CONNECT_TIMEOUT);
     let mut client = pg_config.connect(NoTls).map_err(pg("connect to"))?;
-    wait_to_write(&mut client, waiting)?;
+    let mut follower = Follower::new(config);
+    wait_to_write(&mut client, waiting, &mut follower)?;
+    let locked_at = std::time::Instant::now();
     migrate(&mut client)?;
     let holder = format!("pid {}", std::process::id());
     let epoch: i64 = client
@@ -145,18 +157,29 @@ pub fn open(
             "UPDATE allocate_leader SET epoch = epoch + 1, since = now(), heartbeat = now(), \
              holder = coalesce(host(inet_client_addr()), 'local socket') || ' ' || $1, \
              advertise_url = $2 WHERE id = 1 RETURNING epoch",
-            &[&holder, &advertise_url],
+            &[&holder, &journal.advertise_url],
         )
         .map_err(pg("raise the epoch of"))?
         .get(0);
-    info!(epoch, "this server is the writer of the store");
-    let recovered = recover(&mut client, config)?;
+    waiting.replication.lead(u64::try_from(epoch).unwrap_or(0));
+    let followed = follower.applied();
+    let recovered = follower.take_over(&mut client)?;
+    info!(
+        epoch,
+        followed,
+        replayed = recovered.replayed,
+        takeover_ms = locked_at.elapsed().as_millis() as u64,
+        "this server is the writer of the store"
+    );
     // Only now: the replay above may leave the session idle for long between two statements.
-    // From here on the writer's heartbeat keeps it busy.
+    // From here on the writer's heartbeat keeps it busy. The database ends the session once
+    // it is silent this long (a paused or cut off server), in a transaction or not, which
+    // frees the lock for a standby.
+    let silent_ms = journal.session_timeout.as_millis();
     client
         .batch_execute(&format!(
-            "SET idle_session_timeout = '{SESSION_IDLE_SECS}s'; \
-             SET idle_in_transaction_session_timeout = '{SESSION_IDLE_SECS}s'"
+            "SET idle_session_timeout = {silent_ms}; \
+             SET idle_in_transaction_session_timeout = {silent_ms}"
         ))
         .map_err(pg("set the idle timeouts (PostgreSQL 14 or later) on"))?;
     let fence = client
@@ -180,9 +203,14 @@ pub fn open(
 
 /// Takes the writer's lock, waiting as a standby for as long as another session holds it
 /// (that is the standby's job: the wait ends with the writer's session, or when `waiting`
-/// is cancelled). Meanwhile `waiting` hears the URL the writer advertises.
-fn wait_to_write(client: &mut Client, waiting: &Waiting) -> Result<()> {
+/// is cancelled). Meanwhile `follower` follows the journal, and `waiting` hears the URL the
+/// writer advertises.
+fn wait_to_write(client: &mut Client, waiting: &Waiting, follower: &mut Follower) -> Result<()> {
+    client
+        .batch_execute(&format!("LISTEN {JOURNAL_CHANNEL}"))
+        .map_err(pg("listen for commits on"))?;
     let mut told = false;
+    let mut following = true;
     loop {
         if waiting.cancel.load(Ordering::Relaxed) {
             return Err(JournalError::Cancelled);
@@ -192,6 +220,15 @@ fn wait_to_write(client: &mut Client, waiting: &Waiting) -> Result<()> {
             .map_err(pg("take the writer's lock of"))?
             .get(0);
         if taken {
+            // The writer's own commits would pile up in its client otherwise.
+            client
+                .batch_execute("UNLISTEN *")
+                .map_err(pg("stop listening on"))?;
+            let _ = client
+                .notifications()
+                .iter()
+                .take(NOTIFICATIONS_MAX)
+                .count();
             return Ok(());
         }
         if !told {
@@ -200,22 +237,63 @@ fn wait_to_write(client: &mut Client, waiting: &Waiting) -> Result<()> {
             );
             told = true;
         }
-        // Missing before the first writer created the table: then nobody is named.
-        let leader: Option<String> = client
-            .query_opt(
-                "SELECT advertise_url FROM allocate_leader WHERE id = 1",
-                &[],
-            )
-            .ok()
-            .flatten()
-            .and_then(|row| row.get(0));
-        waiting.leader.send_if_modified(|known| {
-            let changed = *known != leader;
-            *known = leader;
-            changed
-        });
-        std::thread::sleep(STANDBY_POLL);
+        following = follow(client, waiting, follower, following);
+        wait_for_commit(client)?;
     }
+}
+
+/// One catch-up of a standby; tells `waiting` the writer's URL and how far behind it this
+/// server is. A failure to follow is logged when it starts (`following` was true); the
+/// follower then starts again from the snapshot, and the takeover recovers in full if it
+/// never succeeds. Returns whether it followed.
+fn follow(
+    client: &mut Client,
+    waiting: &Waiting,
+    follower: &mut Follower,
+    following: bool,
+) -> bool {
+    let began = std::time::Instant::now();
+    match follower.catch_up(client) {
+        Ok(position) => {
+            if let Some(p) = &position {
+                let epoch = u64::try_from(p.epoch).unwrap_or(0);
+                waiting
+                    .replication
+                    .followed(epoch, p.committed, follower.applied(), began);
+            }
+            // Missing before the first writer created the tables: then nobody is named.
+            let leader = position.and_then(|p| p.advertise_url);
+            waiting.leader.send_if_modified(|known| {
+                let changed = *known != leader;
+                *known = leader;
+                changed
+            });
+            true
+        }
+        Err(e) => {
+            if following {
+                warn!("standby: cannot follow the journal ({e}); trying again from the snapshot");
+            }
+            follower.reset();
+            false
+        }
+    }
+}
+
+/// Waits for the next commit's notification, at most [`STANDBY_POLL`], then takes every
+/// notification that came meanwhile (one catch-up covers them all).
+fn wait_for_commit(client: &mut Client) -> Result<()> {
+    let mut notifications = client.notifications();
+    notifications
+        .timeout_iter(STANDBY_POLL)
+        .next()
+        .map_err(pg("wait for commits on"))?;
+    notifications
+        .iter()
+        .take(NOTIFICATIONS_MAX)
+        .count()
+        .map_err(pg("wait for commits on"))?;
+    Ok(())
 }
 
 /// Creates the tables, or brings them to [`SCHEMA_VERSION`], in one transaction.
@@ -249,75 +327,11 @@ fn migrate(client: &mut Client) -> Result<()> {
     tx.commit().map_err(pg("commit the migration to"))
 }
 
-/// The snapshot row, then every record after it, in order; a gap, or fewer records than the
-/// leader row says were committed, is an error.
-fn recover(client: &mut Client, config: &Config) -> Result<Recovered> {
-    let snapshot = client
-        .query_opt(
-            "SELECT seq, snapshot FROM allocate_snapshot WHERE id = 1",
-            &[],
-        )
-        .map_err(pg("read the snapshot from"))?;
-    let (engine, base) = match snapshot {
-        Some(row) => {
-            let seq: i64 = row.get(0);
-            let damaged = |why: String| JournalError::StoreDamaged {
-                what: format!("the snapshot row (after record {seq})"),
-                why,
-            };
-            let snapshot = Snapshot::from_stored(row.get::<_, &str>(1).as_bytes())
-                .map_err(|e| damaged(e.to_string()))?;
-            let engine = Engine::restore(&snapshot, Box::new(RandomIds))
-                .map_err(|e| damaged(e.to_string()))?;
-            (engine, u64::try_from(seq).unwrap_or(0))
-        }
-        None => (Engine::new(config.clone(), Box::new(RandomIds)), 0),
-    };
-    let mut replay = Replay::new(engine, base);
-    // Bounded by the records between two snapshots (`--snapshot-every-records`).
-    let rows = client
-        .query(
-            "SELECT seq, record FROM allocate_journal WHERE seq > $1 ORDER BY seq",
-            &[&sql_seq(base)],
-        )
-        .map_err(pg("read the journal from"))?;
-    for row in rows {
-        let seq = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-        if seq != replay.next() {
-            return Err(JournalError::StoreMissing {
-                first: replay.next(),
-                last: seq.saturating_sub(1),
-            });
-        }
-        let record = Record::from_stored(row.get::<_, &str>(1).as_bytes()).map_err(|e| {
-            JournalError::StoreDamaged {
-                what: format!("journal row {seq}"),
-                why: format!("it cannot be read: {e}"),
-            }
-        })?;
-        replay
-            .apply(seq, &record)
-            .map_err(|source| JournalError::ReplayRow { seq, source })?;
-    }
-    let committed: i64 = client
-        .query_one("SELECT last_seq FROM allocate_leader WHERE id = 1", &[])
-        .map_err(pg("read the leader row of"))?
-        .get(0);
-    let committed = u64::try_from(committed).unwrap_or(0);
-    if committed >= replay.next() {
-        return Err(JournalError::StoreMissing {
-            first: replay.next(),
-            last: committed,
-        });
-    }
-    Ok(replay.done())
-}
-
 impl PgStore {
     /// Runs the fence in `tx`: fails unless this server's epoch is still the current one.
     fn fence(tx: &mut Transaction<'_>, fence: &Statement, epoch: i64, last_seq: u64) -> Result<()> {
         let updated = tx
-            .execute(fence, &[&epoch, &sql_seq(last_seq)])
+            .execute(fence, &[&epoch, &sql_seq(last_seq), &JOURNAL_CHANNEL])
             .map_err(pg("check the epoch in"))?;
         if updated == 1 {
             Ok(())
