@@ -521,7 +521,7 @@ impl Engine {
 
     /// The explanation of `req`, already validated.
     fn explanation(&self, req: &Requirements) -> Explanation {
-        explain::explain(req, self.resources_now())
+        explain::explain_known(req, self.resources_now(), Some(self.inventory.known()))
     }
 
     /// Every registered resource with what it is doing, as explanations read them.
@@ -530,7 +530,7 @@ impl Engine {
     ) -> impl Iterator<Item = (&ResourceSpec, impl FnOnce() -> Availability + '_)> + Clone + '_
     {
         self.inventory
-            .iter()
+            .iter_unordered()
             .map(move |r| (&r.spec, move || self.availability(r)))
     }
 
@@ -539,7 +539,13 @@ impl Engine {
     fn explain_if_hopeless(&mut self, id: Uuid) -> Option<Explanation> {
         let a = &self.allocations[&id];
         let hopeless = !self.inventory.could_satisfy(&a.criteria);
-        hopeless.then(|| explain::explain(&a.requirements, self.resources_now()))
+        hopeless.then(|| {
+            explain::explain_known(
+                &a.requirements,
+                self.resources_now(),
+                Some(self.inventory.known()),
+            )
+        })
     }
 
     /// What a resource is doing, as a finding names it: `None` when it could be placed on now.
@@ -775,8 +781,13 @@ impl Engine {
             let (matching_resources, eta) = *outlooks
                 .entry(&a.criteria)
                 .or_insert_with(|| self.inventory.outlook(&a.criteria));
-            let explain = (first && matching_resources == 0)
-                .then(|| explain::explain(&a.requirements, self.resources_now()));
+            let explain = (first && matching_resources == 0).then(|| {
+                explain::explain_known(
+                    &a.requirements,
+                    self.resources_now(),
+                    Some(self.inventory.known()),
+                )
+            });
             self.outputs.push_back(Output::Queued {
                 allocation_id: id,
                 position,

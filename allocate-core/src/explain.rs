@@ -241,15 +241,37 @@ impl<'a> Tally<'a> {
     }
 }
 
+/// The labels and types of the registered resources, when the caller knows them (the
+/// matcher's index does): the sentences then name them without a pass over every resource.
+pub(crate) struct Known<'a> {
+    /// Every label some resource carries.
+    pub labels: Vec<&'a str>,
+    /// Every type some resource is of.
+    pub kinds: Vec<&'a str>,
+}
+
 /// Gathers the values the findings' sentences name (labels for `tags`, types for `type`, GPU
-/// models for `gpu_label`), sorted.
-fn gather_seen<'a>(tally: &mut Tally<'a>, resources: impl Iterator<Item = &'a ResourceSpec>) {
+/// models for `gpu_label`), sorted: from `known` where given, else from `resources`.
+fn gather_seen<'a>(
+    tally: &mut Tally<'a>,
+    resources: impl Iterator<Item = &'a ResourceSpec>,
+    known: Option<Known<'a>>,
+) {
     let wants = |r: Reason| tally.ruled_out[r as usize] > 0;
-    let (labels, kinds, gpus) = (
+    let (mut labels, mut kinds, gpus) = (
         wants(Reason::Tags),
         wants(Reason::Type),
         wants(Reason::GpuLabel),
     );
+    if let Some(known) = known {
+        if labels {
+            tally.labels = known.labels.into_iter().collect();
+        }
+        if kinds {
+            tally.kinds = known.kinds.into_iter().collect();
+        }
+        (labels, kinds) = (false, false);
+    }
     if !(labels || kinds || gpus) {
         return;
     }
@@ -266,8 +288,12 @@ fn gather_seen<'a>(tally: &mut Tally<'a>, resources: impl Iterator<Item = &'a Re
             seen_gpus.extend(spec.gpu.iter().map(|g| g.label.as_str()));
         }
     }
-    tally.labels = seen_labels.into_iter().collect();
-    tally.kinds = seen_kinds.into_iter().collect();
+    if labels {
+        tally.labels = seen_labels.into_iter().collect();
+    }
+    if kinds {
+        tally.kinds = seen_kinds.into_iter().collect();
+    }
     tally.gpu_labels = seen_gpus.into_iter().collect();
 }
 
@@ -364,7 +390,22 @@ fn state_message(reason: Reason, count: u64, matching: u64) -> String {
 
 /// Explains `req` over `resources`: every registered resource, with a way to learn its
 /// availability (asked only of matching ones: it costs a look-up of the allocation holding it).
+#[cfg(test)]
 pub(crate) fn explain<'a, I, A>(req: &Requirements, resources: I) -> Explanation
+where
+    I: IntoIterator<Item = (&'a ResourceSpec, A)>,
+    I::IntoIter: Clone,
+    A: FnOnce() -> Availability,
+{
+    explain_known(req, resources, None)
+}
+
+/// [`explain`], naming the labels and types seen from `known` where given.
+pub(crate) fn explain_known<'a, I, A>(
+    req: &Requirements,
+    resources: I,
+    known: Option<Known<'a>>,
+) -> Explanation
 where
     I: IntoIterator<Item = (&'a ResourceSpec, A)>,
     I::IntoIter: Clone,
@@ -376,7 +417,7 @@ where
     for (spec, availability) in resources.clone() {
         tally.add(criteria, spec, availability);
     }
-    gather_seen(&mut tally, resources.map(|(spec, _)| spec));
+    gather_seen(&mut tally, resources.map(|(spec, _)| spec), known);
     let mut requirements: Vec<Finding> = Reason::ALL[..8]
         .iter()
         .zip(tally.ruled_out)

@@ -377,6 +377,12 @@ impl Index {
         });
     }
 
+    /// Every label some indexed resource carries, and every type one is of, in no order.
+    pub fn terms_seen(&self) -> (impl Iterator<Item = &str>, impl Iterator<Item = &str>) {
+        let labels = self.terms.labels.keys().map(String::as_str);
+        (labels, self.terms.kinds.keys().map(String::as_str))
+    }
+
     /// Whether some resource in `scope` matches `c` (per the index and `exact`): the walk
     /// stops at the first.
     pub fn any(&mut self, c: &Criteria, scope: Scope, exact: impl Fn(Slot) -> bool) -> bool {

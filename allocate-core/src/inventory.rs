@@ -153,6 +153,21 @@ impl Inventory {
         self.slots_in_order().map(|s| self.get(s))
     }
 
+    /// Every label and every type of the registered resources.
+    pub fn known(&self) -> crate::explain::Known<'_> {
+        let (labels, kinds) = self.index.terms_seen();
+        crate::explain::Known {
+            labels: labels.collect(),
+            kinds: kinds.collect(),
+        }
+    }
+
+    /// Every resource, in no particular order: cheaper than [`Inventory::iter`] (no walk of
+    /// the registration order), for what does not depend on the order.
+    pub fn iter_unordered(&self) -> impl Iterator<Item = &Resource> + Clone + '_ {
+        self.slots.chunks.iter().flatten().flatten()
+    }
+
     /// Every resource's slot in registration order.
     pub fn slots_in_order(&self) -> impl Iterator<Item = Slot> + Clone + '_ {
         self.by_seq.values().copied()

@@ -1360,3 +1360,40 @@ fn positions(outputs: &[Output]) -> Vec<(Uuid, u32)> {
 mod positions;
 mod several;
 mod usage;
+
+#[test]
+fn explanations_name_the_labels_and_types_the_index_knows_as_a_scan_of_every_resource_would() {
+    let mut e = engine();
+    let lab = |n: u64, kind: &str, labels: &[&str]| ResourceSpec {
+        kind: kind.into(),
+        ..res(labels, n, &[("Tesla T4", 16)], Some("h"))
+    };
+    let first = vec![lab(2, "VM", &["x86", "cuda"]), lab(4, "device", &["arm"])];
+    e.register_agent(at(0), agent(1), first).unwrap();
+    let second = vec![lab(8, "VM", &["x86", "site-a"]), lab(16, "server", &["rocm"])];
+    e.register_agent(at(0), agent(2), second).unwrap();
+    e.request(at(0), want(&["x86"], 60)).unwrap();
+    // A label no longer carried by anyone is not named.
+    e.register_agent(at(1), agent(2), vec![lab(8, "VM", &["x86"])])
+        .unwrap();
+    let mut typo = want(&["x68"], 60);
+    typo.kind = Some("vm".into());
+    typo.gpu = Some(GpuRequirement {
+        label: Some("t5".into()),
+        min_memory_gb: 0,
+        count: 1,
+    });
+    for r in [typo, want(&["x86"], 60), want(&["rocm"], 60)] {
+        let scanned = crate::explain::explain(
+            &r,
+            e.inventory.iter().map(|res| (&res.spec, || e.availability(res))),
+        );
+        let got = e.explain(&r).unwrap();
+        assert_eq!(got, scanned, "{r:?}");
+    }
+    let got = e.explain(&want(&["x68"], 60)).unwrap();
+    assert!(
+        got.findings[0].message.ends_with("labels seen: arm, cuda, x86"),
+        "{got:?}"
+    );
+}
