@@ -2,17 +2,21 @@
 //! a time, fenced by its epoch; a standby answers `503 not_leader`, follows the journal and
 //! takes over when the writer's session ends, replaying only what it had not applied; both
 //! roles serve `/metrics` (role, leader changes, a standby's lag); a restart of PostgreSQL
-//! stops the writer, and the next start has everything, also under a client's load.
+//! stops the writer, and the next start has everything, also under a client's load; a
+//! writer cut off from PostgreSQL (a proxy between them) steps down within its session
+//! timeout and a standby takes over.
 //! (`durability_crash` runs its `kill -9` cycles on this store too.)
 
 mod common;
 mod durability_support;
+mod proxy;
 
 use common::promtool_check;
 use durability_support::{
     free_port, launch_store, launch_store_at, start_store_ok, unix_now, Launched, ServerProc,
 };
 use futures_util::{SinkExt, StreamExt};
+use proxy::Proxy;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -293,6 +297,64 @@ async fn served_more(seen: &Mutex<Seen>, more: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_cut_off_from_postgres_steps_down_and_never_writes_again() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], cluster.port()))).await;
+    let via_proxy = cluster.url_via(proxy.addr.port());
+    let mut first = start_store_ok(&via_proxy, &["--store-session-timeout-secs", "3"]);
+    let agent = connect_agent(&first).await;
+    let held = allocate(&first).await.expect("ready");
+    let standby = launch_store(&cluster.url(), &[]);
+    assert!(
+        standby.wait_for_line(STANDBY, STEP).is_some(),
+        "{}",
+        standby.log()
+    );
+    let epoch = cluster.sql("SELECT epoch FROM allocate_leader");
+
+    let cut_at = std::time::Instant::now();
+    proxy.cut();
+    // Within its session timeout (3 s): it stops serving and exits.
+    assert_eq!(
+        first.wait_exit(Duration::from_secs(3)),
+        Some(1),
+        "{}",
+        first.log()
+    );
+    let stepped_down = cut_at.elapsed();
+    agent.abort();
+    let second = standby.running();
+    let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
+    assert_same(&find(&second, &held).await, &held);
+    eprintln!(
+        "network cut: the writer stopped {} ms after the cut, the standby served the \
+         allocation after {} ms",
+        stepped_down.as_millis(),
+        cut_at.elapsed().as_millis()
+    );
+
+    // The network back, the old writer started again by its supervisor waits as a standby;
+    // the new writer serves, and nothing of the old epoch was appended after the takeover.
+    proxy.restore();
+    let again = launch_store(&via_proxy, &[]);
+    assert!(
+        again.wait_for_line(STANDBY, STEP).is_some(),
+        "{}",
+        again.log()
+    );
+    let agent = connect_agent(&second).await;
+    assert!(allocate(&second).await.is_some(), "the new writer serves");
+    agent.abort();
+    assert_eq!(
+        appended_since(&cluster, &epoch, &taken_at),
+        "0",
+        "the cut off writer appended after the takeover"
+    );
+    let now: u64 = parse(&cluster.sql("SELECT epoch FROM allocate_leader"));
+    assert_eq!(now, parse(&epoch) + 1, "one takeover");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
