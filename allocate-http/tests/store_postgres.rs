@@ -302,33 +302,22 @@ async fn served_more(seen: &Mutex<Seen>, more: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_cut_off_from_postgres_steps_down_and_never_writes_again() {
     let cluster = Cluster::start();
-    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], cluster.port()))).await;
-    let via_proxy = cluster.url_via(proxy.addr.port());
-    let mut first = start_store_ok(&via_proxy, &["--store-session-timeout-secs", "3"]);
-    let agent = connect_agent(&first).await;
-    let held = allocate(&first).await.expect("ready");
-    let standby = launch_store(&cluster.url(), &[]);
-    assert!(
-        standby.wait_for_line(STANDBY, STEP).is_some(),
-        "{}",
-        standby.log()
-    );
-    let epoch = cluster.sql("SELECT epoch FROM allocate_leader");
+    let (proxy, mut pair) = writer_behind_proxy(&cluster).await;
 
     let cut_at = std::time::Instant::now();
     proxy.cut();
     // Within its session timeout (3 s): it stops serving and exits.
     assert_eq!(
-        first.wait_exit(Duration::from_secs(3)),
+        pair.first.wait_exit(Duration::from_secs(3)),
         Some(1),
         "{}",
-        first.log()
+        pair.first.log()
     );
     let stepped_down = cut_at.elapsed();
-    agent.abort();
-    let second = standby.running();
+    pair.agent.abort();
+    let second = pair.standby.running();
     let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
-    assert_same(&find(&second, &held).await, &held);
+    assert_same(&find(&second, &pair.held).await, &pair.held);
     eprintln!(
         "network cut: the writer stopped {} ms after the cut, the standby served the \
          allocation after {} ms",
@@ -339,7 +328,7 @@ async fn a_writer_cut_off_from_postgres_steps_down_and_never_writes_again() {
     // The network back, the old writer started again by its supervisor waits as a standby;
     // the new writer serves, and nothing of the old epoch was appended after the takeover.
     proxy.restore();
-    let again = launch_store(&via_proxy, &[]);
+    let again = launch_store(&cluster.url_via(proxy.addr.port()), &[]);
     assert!(
         again.wait_for_line(STANDBY, STEP).is_some(),
         "{}",
@@ -349,12 +338,46 @@ async fn a_writer_cut_off_from_postgres_steps_down_and_never_writes_again() {
     assert!(allocate(&second).await.is_some(), "the new writer serves");
     agent.abort();
     assert_eq!(
-        appended_since(&cluster, &epoch, &taken_at),
+        appended_since(&cluster, &pair.epoch, &taken_at),
         "0",
         "the cut off writer appended after the takeover"
     );
     let now: u64 = parse(&cluster.sql("SELECT epoch FROM allocate_leader"));
-    assert_eq!(now, parse(&epoch) + 1, "one takeover");
+    assert_eq!(now, parse(&pair.epoch) + 1, "one takeover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_behind_a_silent_network_steps_down_after_its_session_timeout() {
+    let cluster = Cluster::start();
+    let (proxy, mut pair) = writer_behind_proxy(&cluster).await;
+
+    // Nothing forwarded, nothing closed: the writer's next statement never returns.
+    let stalled_at = std::time::Instant::now();
+    proxy.stall();
+    let second = pair.standby.running();
+    let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
+    assert_same(&find(&second, &pair.held).await, &pair.held);
+    let served = stalled_at.elapsed();
+    // Its watchdog gives up on the call after the session timeout (3 s): it stops.
+    assert_eq!(pair.first.wait_exit(STEP), Some(1), "{}", pair.first.log());
+    let stopped = stalled_at.elapsed();
+    assert!(
+        pair.first.log().contains("past the session timeout"),
+        "{}",
+        pair.first.log()
+    );
+    eprintln!(
+        "silent network: the standby served the allocation {} ms after the stall, the old \
+         writer stopped after {} ms",
+        served.as_millis(),
+        stopped.as_millis()
+    );
+    pair.agent.abort();
+    assert_eq!(
+        appended_since(&cluster, &pair.epoch, &taken_at),
+        "0",
+        "the stalled writer appended after the takeover"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,11 +634,25 @@ struct Pair {
 
 /// Starts a [`Pair`] on `cluster`, the writer with `extra` flags.
 async fn writer_and_standby(cluster: &Cluster, extra: &[&str]) -> Pair {
-    let url = &cluster.url();
-    let first = start_store_ok(url, extra);
+    writer_at_and_standby(cluster, &cluster.url(), extra).await
+}
+
+/// A proxy to `cluster`, and a [`Pair`] whose writer (with a session timeout of 3 s) reaches
+/// `cluster` through it, the standby directly.
+async fn writer_behind_proxy(cluster: &Cluster) -> (Proxy, Pair) {
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], cluster.port()))).await;
+    let via = cluster.url_via(proxy.addr.port());
+    let pair = writer_at_and_standby(cluster, &via, &["--store-session-timeout-secs", "3"]).await;
+    (proxy, pair)
+}
+
+/// Starts a [`Pair`] on `cluster`: the writer connecting to `writer_url` (a proxy's, to
+/// `cluster`) with `extra` flags, the standby directly.
+async fn writer_at_and_standby(cluster: &Cluster, writer_url: &str, extra: &[&str]) -> Pair {
+    let first = start_store_ok(writer_url, extra);
     let agent = connect_agent(&first).await;
     let held = allocate(&first).await.expect("ready on the first writer");
-    let standby = launch_store(url, &[]);
+    let standby = launch_store(&cluster.url(), &[]);
     assert!(
         standby.wait_for_line(STANDBY, STEP).is_some(),
         "a second server waits:\n{}",

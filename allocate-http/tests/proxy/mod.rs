@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 pub struct Proxy {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Whether the network is up.
-    open: watch::Sender<bool>,
+    /// The network's state.
+    net: watch::Sender<Net>,
     accept: JoinHandle<()>,
 }
 
@@ -22,27 +22,35 @@ impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
-        let (open, _) = watch::channel(true);
-        let up = open.subscribe();
+        let (net, _) = watch::channel(Net::Up);
+        let state = net.subscribe();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if *up.borrow() {
-                    tokio::spawn(forward(client, upstream, up.clone()));
+                let now = *state.borrow();
+                match now {
+                    Net::Up => drop(tokio::spawn(forward(client, upstream, state.clone()))),
+                    Net::Stalled => drop(tokio::spawn(hold(client, state.clone()))),
+                    // Dropped here: closed at once.
+                    Net::Cut => drop(client),
                 }
-                // Otherwise `client` is dropped here: closed at once.
             }
         });
-        Proxy { addr, open, accept }
+        Proxy { addr, net, accept }
     }
 
     /// Cuts the network: every forwarded connection is closed, new ones too.
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.net.send_replace(Net::Cut);
+    }
+
+    /// Stalls the network: nothing is forwarded any more, and no connection is closed.
+    pub fn stall(&self) {
+        self.net.send_replace(Net::Stalled);
     }
 
     /// Forwards new connections again.
     pub fn restore(&self) {
-        self.open.send_replace(true);
+        self.net.send_replace(Net::Up);
     }
 }
 
@@ -52,14 +60,29 @@ impl Drop for Proxy {
     }
 }
 
+/// What the network does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Net {
+    Up,
+    Stalled,
+    Cut,
+}
+
 /// Copies both ways between `client` and a new connection to `upstream` until either side
-/// closes or the network is cut (then both sockets are dropped, which closes them).
-async fn forward(mut client: TcpStream, upstream: SocketAddr, mut up: watch::Receiver<bool>) {
+/// closes or the network goes down; when it stalls, holds both sockets until it is cut.
+async fn forward(mut client: TcpStream, upstream: SocketAddr, mut net: watch::Receiver<Net>) {
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
     };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = up.wait_for(|open| !*open) => {}
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = net.wait_for(|n| *n != Net::Up) => {}
     }
+    let _ = net.wait_for(|n| *n == Net::Cut).await;
+}
+
+/// Holds `socket` open, reading nothing, until the network is cut.
+async fn hold(socket: TcpStream, mut net: watch::Receiver<Net>) {
+    let _ = net.wait_for(|n| *n == Net::Cut).await;
+    drop(socket);
 }
