@@ -4,19 +4,24 @@
 //! for their agent, and the server always comes back.
 //!
 //! Snapshots are taken every few records, so that kills also land in the middle of one.
-//! The same runs with the journal in PostgreSQL (`--store`, a cluster of the test's own).
+//! The same runs with the journal in PostgreSQL (`--store`, a cluster of the test's own), and
+//! there with a standby waiting, which takes over from each killed leader (a new standby
+//! waits for the next kill). Each prints the times from `kill -9` to the first `ready` that a
+//! client saw from the next server.
 //! A failing run prints its seed; `ALLOCATE_TEST_SEED=<seed>` repeats its choices.
 
 mod durability_support;
 
-use durability_support::{start_ok, start_store_ok, unix_now, Rng, ServerProc};
+use durability_support::{
+    launch_store, start_ok, start_store_ok, unix_now, Launched, Rng, ServerProc,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,6 +30,8 @@ use tokio_tungstenite::tungstenite::Message;
 const CYCLES: usize = 20;
 /// Kill-and-restart cycles with the PostgreSQL store.
 const PG_CYCLES: usize = 8;
+/// Kill-and-takeover cycles with a standby waiting.
+const TAKEOVER_CYCLES: usize = 5;
 /// Concurrent clients.
 const WORKERS: u64 = 6;
 /// Static machines of the one agent.
@@ -35,6 +42,8 @@ const KEPT_MAX: usize = 2;
 const FLAGS: &[&str] = &["--snapshot-every-records", "25"];
 /// The bound on any one network step.
 const STEP: Duration = Duration::from_secs(5);
+/// The log line of a standby.
+const STANDBY: &str = "standby: another allocate-http is the writer";
 
 /// What a client saw ready: where, how to log in, and until when.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +88,31 @@ async fn kill_9_with_the_postgres_store_loses_nothing_a_client_saw() {
     kill_9_cycles(PG_CYCLES, || start_store_ok(&url, FLAGS)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_leader_with_a_standby_loses_nothing_a_client_saw() {
+    let cluster = testkit::postgres::Cluster::start();
+    let url = cluster.url();
+    let standby: Mutex<Option<Launched>> = Mutex::new(None);
+    kill_9_cycles(TAKEOVER_CYCLES, || {
+        // The standby takes over from the killed leader (the first time, a writer starts);
+        // a new one waits for the next kill.
+        let waiting = standby.lock().expect("standby").take();
+        let leader = match waiting {
+            Some(next) => next.running(),
+            None => start_store_ok(&url, FLAGS),
+        };
+        let next = launch_store(&url, FLAGS);
+        assert!(
+            next.wait_for_line(STANDBY, STEP).is_some(),
+            "a standby waits:\n{}",
+            next.log()
+        );
+        *standby.lock().expect("standby") = Some(next);
+        leader
+    })
+    .await;
+}
+
 /// `cycles` times: a server from `start`, clients and an agent on it, `kill -9` at a random
 /// moment; then checks what the last start recovered.
 async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
@@ -88,7 +122,10 @@ async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
     let model: Shared = Arc::default();
     let agent_id = uuid::Uuid::new_v4().to_string();
     let mut inventory: Option<Vec<String>> = None;
+    let mut killed_at: Option<Instant> = None;
+    let mut first_ready_ms = Vec::new();
     for cycle in 0..cycles {
+        let ready_before = model.lock().expect("model").ready_seen;
         let server = start();
         check_recovered(&server, &model).await;
         let (agent, ids) = connect_agent(&server, &agent_id).await;
@@ -106,7 +143,11 @@ async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
                 tokio::spawn(worker(server.addr, model.clone(), stop.clone(), rng, user))
             })
             .collect();
+        if let Some(killed) = killed_at {
+            first_ready_ms.push(first_ready(&model, ready_before, killed).await.as_millis());
+        }
         tokio::time::sleep(Duration::from_millis(rng.between(30, 300))).await;
+        killed_at = Some(Instant::now());
         let log = server.kill9();
         stop.store(true, Ordering::SeqCst);
         for w in workers {
@@ -129,10 +170,23 @@ async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
         m.released_seen,
         m.held.len()
     );
+    first_ready_ms.sort_unstable();
+    println!("kill -9 to the first ready from the next server (ms, sorted): {first_ready_ms:?}");
     assert!(
         m.ready_seen >= cycles && m.released_seen >= cycles / 2,
         "the load did too little to prove anything: {m:?}"
     );
+}
+
+/// Waits until the clients have seen more than `before` allocations `ready`; the time since
+/// `killed`.
+async fn first_ready(model: &Shared, before: usize, killed: Instant) -> Duration {
+    let deadline = Instant::now() + STEP * 2;
+    while model.lock().expect("model").ready_seen <= before {
+        assert!(Instant::now() < deadline, "no allocation is served");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    killed.elapsed()
 }
 
 /// Right after a restart, before the agent is back: the model's promises hold.

@@ -2,16 +2,25 @@
 //! a time, fenced by its epoch; a standby answers `503 not_leader`, follows the journal and
 //! takes over when the writer's session ends, replaying only what it had not applied; both
 //! roles serve `/metrics` (role, leader changes, a standby's lag); a restart of PostgreSQL
-//! stops the writer, and the next start has everything.
+//! stops the writer, and the next start has everything, also under a client's load; a
+//! writer cut off from PostgreSQL (a proxy between them) steps down within its session
+//! timeout and a standby takes over.
 //! (`durability_crash` runs its `kill -9` cycles on this store too.)
 
 mod common;
 mod durability_support;
+mod proxy;
 
 use common::promtool_check;
-use durability_support::{launch_store, start_store_ok, unix_now, Launched, ServerProc};
+use durability_support::{
+    free_port, launch_store, launch_store_at, start_store_ok, unix_now, Launched, ServerProc,
+};
 use futures_util::{SinkExt, StreamExt};
+use proxy::Proxy;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use testkit::postgres::Cluster;
 use tokio::io::AsyncReadExt;
@@ -189,6 +198,186 @@ async fn a_restart_of_postgres_stops_the_writer_and_the_next_start_loses_nothing
     let usage = server.get("/usage?by=user").await;
     assert_eq!(usage[0]["key"], "u", "{usage}");
     assert_eq!(usage[0]["allocations"], 2, "{usage}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_postgres_under_load_loses_nothing_a_client_saw() {
+    let mut cluster = Cluster::start();
+    let url = cluster.url();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut leader = launch_store_at(&url, &listen, &[]).running();
+    let agent = connect_agent(&leader).await;
+    let held = allocate(&leader).await.expect("ready");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(client_loop(leader.addr, stop.clone(), seen.clone()));
+    served_more(&seen, 3).await;
+
+    cluster.restart();
+    // The writer's session is gone: it stops serving and exits, never to write again.
+    assert_eq!(
+        leader.wait_exit(STOP_MAX),
+        Some(1),
+        "the writer lost its session:\n{}",
+        leader.log()
+    );
+    agent.abort();
+    let failed = seen.lock().expect("lock").failed;
+    // Its supervisor (systemd's Restart=on-failure) starts it again on the same address;
+    // the loop, which never stopped, is served again once an agent is back.
+    let leader = launch_store_at(&url, &listen, &[]).running();
+    let agent = connect_agent(&leader).await;
+    served_more(&seen, 3).await;
+    stop.store(true, Ordering::Relaxed);
+    timeout(STEP * 2, load)
+        .await
+        .expect("the loop ends")
+        .expect("the loop");
+    agent.abort();
+
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
+    assert!(
+        failed > 0,
+        "the loop was not served while the store restarted"
+    );
+    assert_same(&find(&leader, &held).await, &held);
+    for (ready, released) in &seen.ready {
+        let now = find(&leader, ready).await;
+        match (now["state"].as_str(), released) {
+            (Some("released"), _) => {}
+            (Some("ready"), false) => assert_same(&now, ready),
+            _ => panic!("seen ready (released: {released}), now {now}"),
+        }
+    }
+    eprintln!(
+        "postgres restart under load: {} allocations seen ready, {} requests not served",
+        seen.ready.len(),
+        failed
+    );
+}
+
+/// What [`client_loop`] saw: each allocation served `ready` and whether its release was
+/// answered 200, and how many of its requests were not served.
+#[derive(Default)]
+struct Seen {
+    ready: Vec<(Value, bool)>,
+    failed: usize,
+}
+
+/// Allocates and releases on `addr` until `stop`, pausing 50 ms after a failure.
+async fn client_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seen: Arc<Mutex<Seen>>) {
+    let http = reqwest::Client::builder()
+        .timeout(STEP)
+        .build()
+        .expect("http client");
+    while !stop.load(Ordering::Relaxed) {
+        let Some(ready) = allocate_at(&format!("ws://{addr}/allocate/")).await else {
+            seen.lock().expect("lock").failed += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let id = ready["allocation_id"].as_str().expect("id");
+        let released = http
+            .delete(format!("http://{addr}/allocate/{id}"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        seen.lock().expect("lock").ready.push((ready, released));
+    }
+}
+
+/// Waits until the loop has seen `more` allocations `ready` than now.
+async fn served_more(seen: &Mutex<Seen>, more: usize) {
+    let target = seen.lock().expect("lock").ready.len() + more;
+    let deadline = tokio::time::Instant::now() + STEP * 2;
+    while seen.lock().expect("lock").ready.len() < target {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the loop is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_cut_off_from_postgres_steps_down_and_never_writes_again() {
+    let cluster = Cluster::start();
+    let (proxy, mut pair) = writer_behind_proxy(&cluster).await;
+
+    let cut_at = std::time::Instant::now();
+    proxy.cut();
+    // Within its session timeout (3 s): it stops serving and exits.
+    assert_eq!(
+        pair.first.wait_exit(Duration::from_secs(3)),
+        Some(1),
+        "{}",
+        pair.first.log()
+    );
+    let stepped_down = cut_at.elapsed();
+    pair.agent.abort();
+    let second = pair.standby.running();
+    let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
+    assert_same(&find(&second, &pair.held).await, &pair.held);
+    eprintln!(
+        "network cut: the writer stopped {} ms after the cut, the standby served the \
+         allocation after {} ms",
+        stepped_down.as_millis(),
+        cut_at.elapsed().as_millis()
+    );
+
+    // The network back, the old writer started again by its supervisor waits as a standby;
+    // the new writer serves, and nothing of the old epoch was appended after the takeover.
+    proxy.restore();
+    let again = launch_store(&cluster.url_via(proxy.addr.port()), &[]);
+    assert!(
+        again.wait_for_line(STANDBY, STEP).is_some(),
+        "{}",
+        again.log()
+    );
+    let agent = connect_agent(&second).await;
+    assert!(allocate(&second).await.is_some(), "the new writer serves");
+    agent.abort();
+    assert_eq!(
+        appended_since(&cluster, &pair.epoch, &taken_at),
+        "0",
+        "the cut off writer appended after the takeover"
+    );
+    let now: u64 = parse(&cluster.sql("SELECT epoch FROM allocate_leader"));
+    assert_eq!(now, parse(&pair.epoch) + 1, "one takeover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_behind_a_silent_network_steps_down_after_its_session_timeout() {
+    let cluster = Cluster::start();
+    let (proxy, mut pair) = writer_behind_proxy(&cluster).await;
+
+    // Nothing forwarded, nothing closed: the writer's next statement never returns.
+    let stalled_at = std::time::Instant::now();
+    proxy.stall();
+    let second = pair.standby.running();
+    let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
+    assert_same(&find(&second, &pair.held).await, &pair.held);
+    let served = stalled_at.elapsed();
+    // Its watchdog gives up on the call after the session timeout (3 s): it stops.
+    assert_eq!(pair.first.wait_exit(STEP), Some(1), "{}", pair.first.log());
+    let stopped = stalled_at.elapsed();
+    assert!(
+        pair.first.log().contains("past the session timeout"),
+        "{}",
+        pair.first.log()
+    );
+    eprintln!(
+        "silent network: the standby served the allocation {} ms after the stall, the old \
+         writer stopped after {} ms",
+        served.as_millis(),
+        stopped.as_millis()
+    );
+    pair.agent.abort();
+    assert_eq!(
+        appended_since(&cluster, &pair.epoch, &taken_at),
+        "0",
+        "the stalled writer appended after the takeover"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,11 +634,25 @@ struct Pair {
 
 /// Starts a [`Pair`] on `cluster`, the writer with `extra` flags.
 async fn writer_and_standby(cluster: &Cluster, extra: &[&str]) -> Pair {
-    let url = &cluster.url();
-    let first = start_store_ok(url, extra);
+    writer_at_and_standby(cluster, &cluster.url(), extra).await
+}
+
+/// A proxy to `cluster`, and a [`Pair`] whose writer (with a session timeout of 3 s) reaches
+/// `cluster` through it, the standby directly.
+async fn writer_behind_proxy(cluster: &Cluster) -> (Proxy, Pair) {
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], cluster.port()))).await;
+    let via = cluster.url_via(proxy.addr.port());
+    let pair = writer_at_and_standby(cluster, &via, &["--store-session-timeout-secs", "3"]).await;
+    (proxy, pair)
+}
+
+/// Starts a [`Pair`] on `cluster`: the writer connecting to `writer_url` (a proxy's, to
+/// `cluster`) with `extra` flags, the standby directly.
+async fn writer_at_and_standby(cluster: &Cluster, writer_url: &str, extra: &[&str]) -> Pair {
+    let first = start_store_ok(writer_url, extra);
     let agent = connect_agent(&first).await;
     let held = allocate(&first).await.expect("ready on the first writer");
-    let standby = launch_store(url, &[]);
+    let standby = launch_store(&cluster.url(), &[]);
     assert!(
         standby.wait_for_line(STANDBY, STEP).is_some(),
         "a second server waits:\n{}",
@@ -506,12 +709,15 @@ async fn connect_agent(server: &ServerProc) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} })
 }
 
-/// One allocation: its `ready` data, or `None` when anything else came (or nothing).
+/// One allocation on `server`: its `ready` data, or `None` when anything else came.
 async fn allocate(server: &ServerProc) -> Option<Value> {
-    let (mut ws, _) = timeout(STEP, connect_async(server.ws_url("/allocate/")))
-        .await
-        .ok()?
-        .ok()?;
+    allocate_at(&server.ws_url("/allocate/")).await
+}
+
+/// One allocation through the websocket `url`: its `ready` data, or `None` when anything
+/// else came (or nothing).
+async fn allocate_at(url: &str) -> Option<Value> {
+    let (mut ws, _) = timeout(STEP, connect_async(url)).await.ok()?.ok()?;
     let request = json!({"requirements": {"tags": ["x"], "username": "u",
         "allocation_timeout_seconds": 2, "expires": unix_now() + 3600}});
     ws.send(Message::Text(request.to_string().into()))

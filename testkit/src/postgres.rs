@@ -78,7 +78,18 @@ impl Cluster {
 
     /// The URL a server connects with.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.url_via(self.port)
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of the cluster's database through `port` on loopback (a proxy's, which
+    /// forwards to [`Cluster::port`]).
+    pub fn url_via(&self, port: u16) -> String {
+        format!("postgres://postgres@127.0.0.1:{port}/postgres")
     }
 
     /// Runs `sql` through `psql`; returns its output, unaligned, tuples only. Panics on an

@@ -165,6 +165,16 @@ pub enum JournalError {
     /// The writer thread ended while the server still needed it.
     #[error("the journal writer stopped unexpectedly")]
     WriterStopped,
+    /// A call to the store did not return within its limit (the writer's session timeout:
+    /// by then the database ended the session, as when the network drops packets silently).
+    #[error(
+        "a call to the store has not returned for {secs} s, past the session timeout: this \
+         server must not write again"
+    )]
+    Stalled {
+        /// How long it had been waiting, in whole seconds.
+        secs: u64,
+    },
 }
 
 impl JournalError {

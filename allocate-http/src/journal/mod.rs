@@ -383,9 +383,19 @@ impl Journal {
     /// data directory, or its session on the database).
     pub async fn close(self) {
         let Journal {
-            commands, thread, ..
+            commands,
+            thread,
+            progress,
+            ..
         } = self;
         drop(commands);
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let stalled = matches!(
+            progress.borrow().failed.as_deref(),
+            Some(JournalError::Stalled { .. })
+        );
+        // A writer left behind in a call that may never return is not waited for.
+        if !stalled {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }

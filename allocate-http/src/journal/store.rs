@@ -34,6 +34,11 @@ pub trait Store: Send + std::fmt::Debug {
     fn heartbeat(&mut self) -> Result<()> {
         Ok(())
     }
+    /// How long one call may take before the journal stops, its call left behind (`None`:
+    /// any).
+    fn call_max(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The journal in the data directory: segment files of frames, synced with `fdatasync`.

@@ -94,6 +94,8 @@ pub struct PgStore {
     bytes: usize,
     fence: Statement,
     insert: Statement,
+    /// The session timeout: past it, the database has ended a silent session.
+    session_timeout: Duration,
 }
 
 /// The client has no `Debug`; the epoch and the position say what matters.
@@ -197,6 +199,7 @@ pub fn open(
         bytes: 0,
         fence,
         insert,
+        session_timeout: journal.session_timeout,
     };
     Ok((store, recovered))
 }
@@ -394,6 +397,10 @@ impl Store for PgStore {
 
     fn heartbeat_every(&self) -> Option<Duration> {
         Some(HEARTBEAT_EVERY)
+    }
+
+    fn call_max(&self) -> Option<Duration> {
+        Some(self.session_timeout)
     }
 
     fn heartbeat(&mut self) -> Result<()> {
