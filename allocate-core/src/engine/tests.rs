@@ -1370,7 +1370,10 @@ fn explanations_name_the_labels_and_types_the_index_knows_as_a_scan_of_every_res
     };
     let first = vec![lab(2, "VM", &["x86", "cuda"]), lab(4, "device", &["arm"])];
     e.register_agent(at(0), agent(1), first).unwrap();
-    let second = vec![lab(8, "VM", &["x86", "site-a"]), lab(16, "server", &["rocm"])];
+    let second = vec![
+        lab(8, "VM", &["x86", "site-a"]),
+        lab(16, "server", &["rocm"]),
+    ];
     e.register_agent(at(0), agent(2), second).unwrap();
     e.request(at(0), want(&["x86"], 60)).unwrap();
     // A label no longer carried by anyone is not named.
@@ -1386,14 +1389,18 @@ fn explanations_name_the_labels_and_types_the_index_knows_as_a_scan_of_every_res
     for r in [typo, want(&["x86"], 60), want(&["rocm"], 60)] {
         let scanned = crate::explain::explain(
             &r,
-            e.inventory.iter().map(|res| (&res.spec, || e.availability(res))),
+            e.inventory
+                .iter()
+                .map(|res| (&res.spec, || e.availability(res))),
         );
         let got = e.explain(&r).unwrap();
         assert_eq!(got, scanned, "{r:?}");
     }
     let got = e.explain(&want(&["x68"], 60)).unwrap();
     assert!(
-        got.findings[0].message.ends_with("labels seen: arm, cuda, x86"),
+        got.findings[0]
+            .message
+            .ends_with("labels seen: arm, cuda, x86"),
         "{got:?}"
     );
 }
