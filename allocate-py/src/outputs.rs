@@ -253,11 +253,13 @@ pub fn event_to_python(py: Python<'_>, event: ClientEvent) -> PyResult<Py<PyAny>
                 matching_resources,
                 eta,
                 explain,
+                quota,
             } => Output::Queued {
                 allocation_id,
                 position,
                 matching_resources,
                 eta,
+                quota,
                 // A first message says why only when nothing matches: none is free either.
                 explain: explain.map(|findings| allocate_core::Explanation {
                     findings,
@@ -295,6 +297,8 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
             matching_resources,
             eta,
             explain,
+            // The Python `Queued` does not carry the quota limit yet.
+            quota: _,
         } => Queued {
             allocation_id: id(allocation_id),
             position,

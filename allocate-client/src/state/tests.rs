@@ -13,6 +13,7 @@ fn queued(position: u32) -> ClientEvent {
         matching_resources: 3,
         eta: Some(100),
         explain: None,
+        quota: None,
     }
 }
 
