@@ -69,6 +69,9 @@ pub async fn run(
         replication,
     ));
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
+    if let Some(quotas) = &config.quotas {
+        quotas.follow(driver.clone());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
     let state = AppState {
