@@ -60,7 +60,7 @@ async fn over_quota_waits_others_pass_and_sighup_loosens_the_limit() {
     recv_status(&mut bob, "ready").await;
 
     let mut many = allocate(addr, json!({"username": "carol", "count": 3})).await;
-    let message = recv_error(&mut many, 403, "forbidden").await;
+    let message = recv_error(&mut many, 403, "quota_exceeded").await;
     assert!(message.contains("resources held"), "{message}");
 
     file.write("{\"default\": {\"allocations_max\": \"two\"}}", 0o600);

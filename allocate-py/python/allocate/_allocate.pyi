@@ -39,6 +39,7 @@ __all__ = [
     "ShuttingDown",
     "Overloaded",
     "NotLeader",
+    "QuotaExceeded",
     "ConnectionLost",
     "Gpu",
     "Connection",
@@ -108,6 +109,9 @@ class Overloaded(AllocateError):
 
 class NotLeader(AllocateError):
     """This server is a standby of a shared store; another one leads (503 not_leader)."""
+
+class QuotaExceeded(AllocateError):
+    """The request could never fit its user's quota; the message names the limit (403 quota_exceeded)."""
 
 class ConnectionLost(AllocateError):
     """The server could not be reached, or the connection to it dropped or stopped answering."""

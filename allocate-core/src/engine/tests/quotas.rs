@@ -129,7 +129,7 @@ fn gpus_held_count_the_resources_gpus_and_an_impossible_request_is_refused() {
             },
         )
         .unwrap_err();
-    assert_eq!(err.code(), crate::ErrorCode::Forbidden);
+    assert_eq!(err.code(), crate::ErrorCode::QuotaExceeded);
     assert!(err.to_string().contains("resources held"), "{err}");
 }
 
