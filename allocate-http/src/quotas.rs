@@ -6,7 +6,7 @@
 //! "resources_max": 4, "gpus_max": 8, "lease_secs_max": 86400}`. The rule that combines them
 //! is the engine's (`allocate_core::Policy`).
 
-use crate::driver::DriverHandle;
+use crate::driver::{DriverError, DriverHandle};
 use allocate_core::Policy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,8 +78,12 @@ impl PolicyFile {
         tokio::spawn(async move {
             loop {
                 let current = policy.borrow_and_update().clone();
-                if driver.set_quotas(Some(current)).await.is_err() {
-                    return;
+                match driver.set_quotas(Some(current)).await {
+                    Ok(()) => {}
+                    // The engine takes a policy whatever its state: this is not expected.
+                    Err(DriverError::Refused(e)) => tracing::error!("quotas not set: {e}"),
+                    // The server is stopping.
+                    Err(DriverError::Stopped | DriverError::Lost) => return,
                 }
                 if policy.changed().await.is_err() {
                     return;
