@@ -10,7 +10,7 @@
 //! `crate::` path against this order):
 //!
 //! 1. leaves: `access` (the access log), `clock`, `events` (log lines), `history` (the
-//!    dashboard's charts), `metrics`, `tls`
+//!    dashboard's charts), `metrics`, `quotas` (the policy file), `tls`
 //!    (the certificate and key),
 //!    `connections` (the caps on open connections), `auth` (who may do what: pure rules, no
 //!    HTTP types), `journal`, `config`;

@@ -6,7 +6,6 @@
 //! "resources_max": 4, "gpus_max": 8, "lease_secs_max": 86400}`. The rule that combines them
 //! is the engine's (`allocate_core::Policy`).
 
-use crate::driver::{DriverError, DriverHandle};
 use allocate_core::Policy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,25 +70,9 @@ impl PolicyFile {
         Ok(())
     }
 
-    /// Sets the engine's quotas to the file's policy now and after every reload, until the
-    /// driver stops.
-    pub(crate) fn follow(&self, driver: DriverHandle) {
-        let mut policy = self.policy.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let current = policy.borrow_and_update().clone();
-                match driver.set_quotas(Some(current)).await {
-                    Ok(()) => {}
-                    // The engine takes a policy whatever its state: this is not expected.
-                    Err(DriverError::Refused(e)) => tracing::error!("quotas not set: {e}"),
-                    // The server is stopping.
-                    Err(DriverError::Stopped | DriverError::Lost) => return,
-                }
-                if policy.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
+    /// The policy, now and after every reload (the server hands each to the engine).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Policy> {
+        self.policy.subscribe()
     }
 }
 
