@@ -901,8 +901,9 @@ impl Engine {
     }
 
     pub(super) fn do_set_expires(&mut self, id: Uuid, expires: u64) -> Result<u64> {
-        self.live(id)?;
+        let a = self.live(id)?;
         let at = self.lease_end(Some(expires), "expires")?;
+        self.check_lease_quota(a, at)?;
         let a = self.allocations.get_mut(&id).expect("live allocation");
         a.expires = at;
         // An explicit lease end replaces one counted from `ready`.

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::inventory::{Inventory, Resource};
 use crate::model::Requirements;
 use crate::quota::{Policy, QuotaLimit, Quotas};
+use crate::time::Timestamp;
 use crate::view::AllocationState;
 use uuid::Uuid;
 
@@ -123,6 +124,32 @@ pub(super) fn quota_reason(
         let free = inventory.candidates(&a.criteria, 1, |_| true);
         (!free.is_empty()).then_some(QuotaLimit::Gpus)
     })
+}
+
+impl Engine {
+    /// Refuses moving the lease end of `a` to `at` when its lease, counted from `ready` (or
+    /// now, before), would be longer than its user's `lease_secs_max`.
+    pub(super) fn check_lease_quota(&self, a: &Allocation, at: Timestamp) -> Result<()> {
+        let Some(quotas) = self.quotas.as_deref() else {
+            return Ok(());
+        };
+        let user = &a.requirements.username;
+        let Some(max) = quotas.limits(user).lease_secs_max else {
+            return Ok(());
+        };
+        let asked = at
+            .as_secs()
+            .saturating_sub(a.ready_at.unwrap_or(self.now).as_secs());
+        if asked > max {
+            return Err(Error::QuotaExceeded {
+                user: user.clone(),
+                limit: QuotaLimit::Lease,
+                max,
+                asked,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Whether an allocation in `state` counts against its user's quota.

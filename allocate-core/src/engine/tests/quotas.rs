@@ -148,6 +148,18 @@ fn a_lease_over_the_limit_is_refused_and_the_default_lease_is_capped() {
     assert_eq!(refused_on(&mut e, later), QuotaLimit::Lease);
     let a = e.request(at(1), ask("ann")).unwrap();
     assert_eq!(e.allocation(&a).unwrap().expires, T0 + 1 + 600);
+    let err = e.set_expires(at(2), a, T0 + 1 + 601).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::QuotaExceeded {
+                limit: QuotaLimit::Lease,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(e.set_expires(at(2), a, T0 + 1 + 300), Ok(T0 + 1 + 300));
 }
 
 #[test]
