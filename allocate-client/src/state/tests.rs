@@ -41,6 +41,19 @@ fn receive(
 }
 
 #[test]
+fn the_quota_limit_holding_a_request_back_is_kept_from_the_last_queued() {
+    let mut s = AllocationState::new();
+    s.apply(&queued(2)).unwrap();
+    assert_eq!(s.quota(), None);
+    let mut held = queued(1);
+    if let ClientEvent::Queued { quota, .. } = &mut held {
+        *quota = Some(QuotaLimit::Gpus);
+    }
+    s.apply(&held).unwrap();
+    assert_eq!((s.position(), s.quota()), (Some(1), Some(QuotaLimit::Gpus)));
+}
+
+#[test]
 fn queued_ready_offline_online_expired() {
     let mut s = AllocationState::new();
     assert_eq!((s.phase(), s.allocation_id()), (Phase::Requested, None));

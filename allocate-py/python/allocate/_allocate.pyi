@@ -384,6 +384,9 @@ class Queued:
     @property
     def explain(self) -> list[Finding] | None:
         """Why no registered resource could ever satisfy it: in the first message of such a request only, else None."""
+    @property
+    def limit(self) -> str | None:
+        """The quota limit that holds it back, in words (`"GPUs held"`), or None."""
 
 @final
 class Ready:
