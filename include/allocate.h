@@ -92,6 +92,11 @@ typedef enum allocate_result {
    * engine itself.
    */
   ALLOCATE_NOT_LEADER = 16,
+  /**
+   * The request could never fit its user's quota (HTTP 403 `quota_exceeded`); the message
+   * names the limit.
+   */
+  ALLOCATE_QUOTA_EXCEEDED = 17,
 } allocate_result;
 
 /**

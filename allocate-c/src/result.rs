@@ -45,6 +45,9 @@ pub enum allocate_result {
     /// The server is a standby, another leads (HTTP 503 `not_leader`); not produced by the
     /// engine itself.
     ALLOCATE_NOT_LEADER = 16,
+    /// The request could never fit its user's quota (HTTP 403 `quota_exceeded`); the message
+    /// names the limit.
+    ALLOCATE_QUOTA_EXCEEDED = 17,
 }
 
 impl From<ErrorCode> for allocate_result {
@@ -60,6 +63,7 @@ impl From<ErrorCode> for allocate_result {
             ErrorCode::ShuttingDown => allocate_result::ALLOCATE_SHUTTING_DOWN,
             ErrorCode::Overloaded => allocate_result::ALLOCATE_OVERLOADED,
             ErrorCode::NotLeader => allocate_result::ALLOCATE_NOT_LEADER,
+            ErrorCode::QuotaExceeded => allocate_result::ALLOCATE_QUOTA_EXCEEDED,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::socket::SocketEnd;
 use allocate_core::wire::{ClientEvent, Envelope, Refusal};
-use allocate_core::{AllocationInfo, Connection, ErrorCode, Finding, GrantedResource};
+use allocate_core::{AllocationInfo, Connection, ErrorCode, Finding, GrantedResource, QuotaLimit};
 use uuid::Uuid;
 
 /// Where a request stands.
@@ -161,6 +161,7 @@ pub struct AllocationState {
     matching_resources: Option<u64>,
     eta: Option<u64>,
     explain: Option<Vec<Finding>>,
+    quota: Option<QuotaLimit>,
     lease: Option<Lease>,
     failure: Option<AllocationError>,
     socket_open: bool,
@@ -182,6 +183,7 @@ impl AllocationState {
             matching_resources: None,
             eta: None,
             explain: None,
+            quota: None,
             lease: None,
             failure: None,
             socket_open: true,
@@ -202,12 +204,14 @@ impl AllocationState {
                 matching_resources,
                 eta,
                 explain,
+                quota,
                 ..
             } if !self.phase.is_held() => {
                 self.phase = Phase::Queued;
                 self.position = Some(*position);
                 self.matching_resources = Some(*matching_resources);
                 self.eta = *eta;
+                self.quota = *quota;
                 if explain.is_some() {
                     self.explain.clone_from(explain);
                 }
@@ -310,6 +314,11 @@ impl AllocationState {
     /// The earliest known end of a lease holding a matching resource (from the last `queued`).
     pub fn eta(&self) -> Option<u64> {
         self.eta
+    }
+
+    /// The quota limit that holds the request back (from the last `queued`), if one does.
+    pub fn quota(&self) -> Option<QuotaLimit> {
+        self.quota
     }
 
     /// Why no registered resource could ever satisfy the request, when its first `queued`

@@ -7,6 +7,7 @@
 //! batch of inputs costs one report per request that moved, not one per input.
 
 mod lifecycle;
+mod quotas;
 mod session;
 mod shutdown;
 pub(crate) mod snapshot;
@@ -25,6 +26,7 @@ use crate::model::{Connection, GrantedResource, HeldResource, Requirements, Reso
 use crate::output::Output;
 use crate::policy::MatchPolicy;
 use crate::queue::Queue;
+use crate::quota::{Policy, Quotas};
 use crate::record::{Input, ProvisionResult, Record};
 use crate::time::Timestamp;
 use crate::usage::Usage;
@@ -135,6 +137,8 @@ pub struct Engine {
     records: Vec<Record>,
     ids: Box<dyn IdSource>,
     policy: Option<Arc<dyn MatchPolicy>>,
+    /// The quotas in force and what each user holds; `None` (no quotas) costs placement nothing.
+    quotas: Option<Box<Quotas>>,
     /// Allocations ended so far, in the order of [`AllocationState::ENDED`].
     ended_total: [u64; 4],
     /// Failures so far, by agent (bounded by the agents ever registered).
@@ -198,6 +202,7 @@ impl Engine {
             records: Vec::new(),
             ids,
             policy: None,
+            quotas: None,
             ended_total: [0; 4],
             failures: BTreeMap::new(),
             changes: 0,
@@ -210,6 +215,17 @@ impl Engine {
     /// Installs a matching policy (replacing any earlier one); `None` restores plain best fit.
     pub fn set_policy(&mut self, policy: Option<Arc<dyn MatchPolicy>>) {
         self.policy = policy;
+    }
+
+    /// Sets the quotas (API.md, "Quotas and order"; `None`: no quotas), a recorded input:
+    /// waiting requests that the new limits allow are placed at once.
+    pub fn set_quotas(&mut self, now: Timestamp, policy: Option<Policy>) -> Result<()> {
+        self.handle(now, Input::SetQuotas { policy }).map(drop)
+    }
+
+    /// The quotas in force, if any.
+    pub fn quotas(&self) -> Option<&Policy> {
+        self.quotas.as_deref().map(|q| &q.policy)
     }
 
     /// The settings.
@@ -459,6 +475,7 @@ impl Engine {
                     matching_resources,
                     eta: eta.map(Timestamp::as_secs),
                     explain,
+                    quota: quotas::quota_reason(self.quotas.as_deref(), &mut self.inventory, a),
                 }]
             }
             AllocationState::Ready => {
@@ -746,6 +763,10 @@ impl Engine {
             } => self
                 .do_set_maintenance(inventory_id, reason.as_deref())
                 .map(|()| Reply::Nothing),
+            Input::SetQuotas { policy } => {
+                self.do_set_quotas(policy);
+                Ok(Reply::Nothing)
+            }
             Input::Tick => Ok(Reply::Nothing),
         }
     }
@@ -788,12 +809,14 @@ impl Engine {
                     Some(self.inventory.known()),
                 )
             });
+            let quota = quotas::quota_reason(self.quotas.as_deref(), &mut self.inventory, a);
             self.outputs.push_back(Output::Queued {
                 allocation_id: id,
                 position,
                 matching_resources,
                 eta: eta.map(Timestamp::as_secs),
                 explain,
+                quota,
             });
         }
     }

@@ -28,11 +28,13 @@ pub enum ErrorCode {
     Overloaded,
     /// This server is a standby: another one leads (503; the envelope names the leader).
     NotLeader,
+    /// The request could never fit its user's quota; the message names the limit (403).
+    QuotaExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (for tables in other languages).
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -43,6 +45,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Overloaded,
         ErrorCode::NotLeader,
+        ErrorCode::QuotaExceeded,
     ];
 
     /// The snake_case string that appears in `error.code`.
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::NotLeader => "not_leader",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -66,7 +70,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::QuotaExceeded => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::AllocationTimeout => 408,
             ErrorCode::Conflict => 409,
@@ -102,6 +106,18 @@ pub enum Error {
     /// The engine is shutting down and takes no new work ([`crate::Engine::shut_down`]).
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The request could never fit its user's quota (API.md, "Quotas and order").
+    #[error("quota exceeded: {user} may hold at most {max} ({limit}), the request needs {asked}")]
+    QuotaExceeded {
+        /// The user whose quota it is.
+        user: String,
+        /// The limit it could never fit.
+        limit: crate::quota::QuotaLimit,
+        /// The limit's value.
+        max: u64,
+        /// What the request needs of it.
+        asked: u64,
+    },
 }
 
 impl Error {
@@ -114,6 +130,7 @@ impl Error {
             Error::Conflict(_) => ErrorCode::Conflict,
             Error::Session(e) => e.code(),
             Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
         }
     }
 

@@ -54,6 +54,7 @@ mod model;
 mod output;
 mod policy;
 mod queue;
+mod quota;
 mod record;
 mod stored;
 mod time;
@@ -76,6 +77,7 @@ pub use model::{
 };
 pub use output::{Output, Recipient};
 pub use policy::{BestFit, Candidate, MatchPolicy};
+pub use quota::{Group, Policy, QuotaLimit, QuotaLimits};
 pub use record::{Input, ProvisionResult, Record};
 pub use stored::{StoredError, SCHEMA};
 pub use time::Timestamp;

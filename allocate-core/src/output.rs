@@ -23,6 +23,9 @@ pub enum Output {
         /// request that none matches (API.md, "Why not").
         #[serde(default, skip_serializing_if = "Option::is_none")]
         explain: Option<Explanation>,
+        /// The quota limit that holds it back, if one does (API.md, "Quotas and order").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quota: Option<crate::quota::QuotaLimit>,
     },
     /// The allocation is ready: hand the client its connection.
     Ready {

@@ -78,6 +78,11 @@ pub enum Input {
         /// Why, or `None` to return it to service (also clears `error`).
         reason: Option<String>,
     },
+    /// The operator set the quotas (`None`: no quotas).
+    SetQuotas {
+        /// The policy in force from now on.
+        policy: Option<crate::quota::Policy>,
+    },
     /// Time passed and deadlines fired.
     Tick,
 }

@@ -10,7 +10,10 @@
 //! The default is 128 cases per property, to keep `cargo test` quick. For a longer hunt:
 //! `PROPTEST_CASES=5000 cargo test --release -p allocate-core --test properties`.
 
-use allocate_core::{Config, Connection, Gpu, GpuRequirement, Requirements, ResourceSpec};
+use allocate_core::{
+    Config, Connection, Gpu, GpuRequirement, Group, Policy as QuotaPolicy, QuotaLimits,
+    Requirements, ResourceSpec,
+};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use testkit::labs::vocab::{GPUS, GPU_WANTS, KINDS, LABELS, USERNAMES};
@@ -222,9 +225,56 @@ fn scenario(
             agents: AGENTS,
             policy: policy.then_some(Policy::Picky),
             strict: true,
+            quotas: None,
             replay_at: at % (ops.len() + 1),
             ops,
         })
+}
+
+/// Small limits, or none.
+fn quota_limits() -> impl Strategy<Value = QuotaLimits> {
+    let small = || prop::option::of(0u32..4);
+    (small(), small(), small()).prop_map(|(allocations_max, resources_max, gpus_max)| QuotaLimits {
+        allocations_max,
+        resources_max,
+        gpus_max,
+        lease_secs_max: None,
+    })
+}
+
+/// Quotas over the vocabulary's users: a default, a group of some of them, and one user's own.
+fn quotas() -> impl Strategy<Value = QuotaPolicy> {
+    let members = subsequence(USERNAMES, 0..=USERNAMES.len());
+    let user = select(USERNAMES);
+    (
+        quota_limits(),
+        members,
+        quota_limits(),
+        user,
+        quota_limits(),
+    )
+        .prop_map(|(default, members, group, user, own)| QuotaPolicy {
+            default,
+            groups: [(
+                "group".to_owned(),
+                Group {
+                    members: members.into_iter().map(str::to_owned).collect(),
+                    limits: group,
+                },
+            )]
+            .into(),
+            users: [(user.to_owned(), own)].into(),
+        })
+}
+
+/// [`scenario`] with quotas, not strict: the safety invariants, no user over a limit among
+/// them, hold at every step, and the journal replays.
+fn scenario_with_quotas() -> impl Strategy<Value = Scenario> {
+    (scenario(catalogue_resource(), 4), quotas()).prop_map(|(scenario, quotas)| Scenario {
+        strict: false,
+        quotas: Some(quotas),
+        ..scenario
+    })
 }
 
 proptest! {
@@ -234,6 +284,13 @@ proptest! {
     /// and the same inputs give bit-identical outputs and state.
     #[test]
     fn invariants_replay_and_determinism(scenario in scenario(catalogue_resource(), 4)) {
+        check(&scenario)?;
+    }
+
+    /// With quotas, no user ever holds more than a limit allows (and every safety invariant
+    /// holds, the journal replays, the runs are deterministic).
+    #[test]
+    fn no_user_is_ever_over_a_quota(scenario in scenario_with_quotas()) {
         check(&scenario)?;
     }
 

@@ -3,6 +3,7 @@
 use crate::auth::tokens::{Tokens, TokensError};
 use crate::connections::Caps;
 use crate::journal::{JournalConfig, JournalStore};
+use crate::quotas::{PolicyFile, PolicyFileError};
 use crate::tls::{Tls, TlsError};
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
@@ -25,6 +26,10 @@ pub struct Args {
     /// without it the server runs open. Read again on SIGHUP.
     #[arg(long, env = "ALLOCATE_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// File of quotas (JSON; see the README's "Quotas"): limits per user, per group and by
+    /// default. Read again on SIGHUP.
+    #[arg(long, env = "ALLOCATE_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
     /// Serve HTTPS and WSS with this certificate chain (PEM, the server's certificate first);
     /// needs --tls-key. Read again on SIGHUP.
     #[arg(long, env = "ALLOCATE_TLS_CERT", requires = "tls_key")]
@@ -156,6 +161,9 @@ pub enum ConfigError {
     /// The certificate or key cannot be served.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The policy file cannot be used.
+    #[error(transparent)]
+    Policy(#[from] PolicyFileError),
 }
 
 impl Args {
@@ -192,6 +200,9 @@ impl Args {
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(Tls::load(cert, key)?);
         }
+        if let Some(path) = &self.policy_file {
+            config.quotas = Some(PolicyFile::load(path)?);
+        }
         Ok(config)
     }
 }
@@ -227,6 +238,8 @@ pub struct ServerConfig {
     pub tokens: Tokens,
     /// The certificate and key of HTTPS and WSS; none (the default) serves plain HTTP.
     pub tls: Option<Tls>,
+    /// The policy file whose quotas the engine enforces; none (the default): no quotas.
+    pub quotas: Option<PolicyFile>,
     /// The write-ahead journal; `None` (the default here, `--in-memory` for the binary)
     /// keeps everything in memory only.
     pub journal: Option<JournalConfig>,
@@ -251,6 +264,7 @@ impl Default for ServerConfig {
             },
             tokens: Tokens::default(),
             tls: None,
+            quotas: None,
             journal: None,
         }
     }
@@ -265,7 +279,7 @@ impl ServerConfig {
     }
 }
 
-/// Every setting but the tokens and the certificate, which [`Args::server_config`] reads
+/// Every setting but the tokens, the certificate and the policy, which [`Args::server_config`] reads
 /// from their files.
 impl From<&Args> for ServerConfig {
     fn from(args: &Args) -> Self {

@@ -8,7 +8,9 @@ use std::path::Path;
 
 /// The layers, first to last, as `lib.rs` documents them.
 const LAYERS: &[&[&str]] = &[
-    &["access", "clock", "events", "history", "metrics", "tls"],
+    &[
+        "access", "clock", "events", "history", "metrics", "quotas", "tls",
+    ],
     &["connections"],
     &["auth"],
     &["journal"],

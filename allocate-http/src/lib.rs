@@ -10,7 +10,7 @@
 //! `crate::` path against this order):
 //!
 //! 1. leaves: `access` (the access log), `clock`, `events` (log lines), `history` (the
-//!    dashboard's charts), `metrics`, `tls`
+//!    dashboard's charts), `metrics`, `quotas` (the policy file), `tls`
 //!    (the certificate and key),
 //!    `connections` (the caps on open connections), `auth` (who may do what: pure rules, no
 //!    HTTP types), `journal`, `config`;
@@ -37,6 +37,7 @@ mod journal;
 #[cfg(test)]
 mod layers;
 mod metrics;
+mod quotas;
 mod routes;
 mod server;
 mod sockets;
@@ -46,5 +47,6 @@ mod tls;
 pub use auth::tokens::{LineProblem, Tokens, TokensError};
 pub use config::{Args, ConfigError, LogFormat, ServerConfig};
 pub use journal::{JournalConfig, JournalError, JournalStore};
+pub use quotas::{PolicyFile, PolicyFileError};
 pub use server::run;
 pub use tls::{Tls, TlsError};

@@ -1,6 +1,6 @@
 //! `allocate-http`: serves the allocate API (see `--help` for the flags).
 
-use allocate_http::{run, Args, LogFormat, Tls, Tokens};
+use allocate_http::{run, Args, LogFormat, PolicyFile, Tls, Tokens};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -44,8 +44,13 @@ async fn main() -> ExitCode {
     } else {
         tracing::info!(tokens = config.tokens.count(), "bearer tokens loaded");
     }
-    if !config.tokens.is_open() || config.tls.is_some() {
-        tokio::spawn(reload_on_hangup(config.tokens.clone(), config.tls.clone()));
+    if !config.tokens.is_open() || config.tls.is_some() || config.quotas.is_some() {
+        let files = Reloadable {
+            tokens: config.tokens.clone(),
+            tls: config.tls.clone(),
+            quotas: config.quotas.clone(),
+        };
+        tokio::spawn(reload_on_hangup(files));
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
@@ -82,33 +87,46 @@ fn raise_open_files_limit() {
 #[cfg(not(unix))]
 fn raise_open_files_limit() {}
 
-/// Reads the tokens file and the certificate and key again on every SIGHUP; a bad file
-/// keeps what was loaded before.
+/// The files read again on SIGHUP.
+struct Reloadable {
+    tokens: Tokens,
+    tls: Option<Tls>,
+    quotas: Option<PolicyFile>,
+}
+
+/// Reads the tokens file, the certificate and key, and the policy file again on every
+/// SIGHUP; a bad file keeps what was loaded before.
 #[cfg(unix)]
-async fn reload_on_hangup(tokens: Tokens, tls: Option<Tls>) {
+async fn reload_on_hangup(files: Reloadable) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!(
-            "cannot listen for SIGHUP: the tokens and certificate are read only at start"
+            "cannot listen for SIGHUP: the tokens, certificate and policy are read only at start"
         );
         return;
     };
     while hangups.recv().await.is_some() {
-        reload(&tokens, tls.as_ref());
+        reload(&files);
     }
 }
 
 /// Without SIGHUP the files are read only at start.
 #[cfg(not(unix))]
-async fn reload_on_hangup(_tokens: Tokens, _tls: Option<Tls>) {}
+async fn reload_on_hangup(_files: Reloadable) {}
 
 #[cfg(unix)]
-fn reload(tokens: &Tokens, tls: Option<&Tls>) {
-    if !tokens.is_open() {
-        reload_tokens(tokens);
+fn reload(files: &Reloadable) {
+    if !files.tokens.is_open() {
+        reload_tokens(&files.tokens);
     }
-    if let Some(tls) = tls {
+    if let Some(tls) = &files.tls {
         reload_tls(tls);
+    }
+    if let Some(quotas) = &files.quotas {
+        match quotas.reload() {
+            Ok(()) => tracing::info!("policy file reloaded"),
+            Err(e) => tracing::error!("{e}; keeping the policy loaded before"),
+        }
     }
 }
 

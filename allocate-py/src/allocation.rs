@@ -156,6 +156,7 @@ impl Allocation {
             matching_resources: now.1,
             eta: now.2,
             explain: state.explain().map(findings),
+            limit: state.quota().map(|q| q.as_str().to_owned()),
         })
     }
 

@@ -74,6 +74,12 @@ create_exception!(
 );
 create_exception!(
     allocate._allocate,
+    QuotaExceeded,
+    AllocateError,
+    "The request could never fit its user's quota; the message names the limit (403 quota_exceeded)."
+);
+create_exception!(
+    allocate._allocate,
     ConnectionLost,
     AllocateError,
     "The server could not be reached, or the connection to it dropped or stopped answering."
@@ -117,6 +123,7 @@ pub fn from_error_code(code: ErrorCode, message: String) -> PyErr {
         ErrorCode::ShuttingDown => ShuttingDown::new_err(message),
         ErrorCode::Overloaded => Overloaded::new_err(message),
         ErrorCode::NotLeader => NotLeader::new_err(message),
+        ErrorCode::QuotaExceeded => QuotaExceeded::new_err(message),
     }
 }
 

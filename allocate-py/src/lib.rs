@@ -65,7 +65,7 @@ mod _allocate {
     #[pymodule_export]
     use crate::errors::{
         AllocateError, AllocationTimeout, Conflict, ConnectionLost, Forbidden, InternalError,
-        InvalidRequest, NotFound, NotLeader, Overloaded, ShuttingDown, Unauthorized,
+        InvalidRequest, NotFound, NotLeader, Overloaded, QuotaExceeded, ShuttingDown, Unauthorized,
     };
     #[pymodule_export]
     use crate::explain::{Explanation, Finding};

@@ -23,6 +23,8 @@ pub struct Queued {
     /// Why no registered resource could ever satisfy it: in the first message of such a
     /// request only, else None.
     pub explain: Option<Vec<Finding>>,
+    /// The quota limit that holds it back, in words (`"GPUs held"`), or None.
+    pub limit: Option<String>,
 }
 
 /// The allocation is ready: its resource and how to reach it.
@@ -156,6 +158,7 @@ impl Queued {
             matching_resources,
             eta,
             explain: None,
+            limit: None,
         }
     }
 
@@ -167,6 +170,7 @@ impl Queued {
                 ("position", self.position.to_string()),
                 ("matching_resources", self.matching_resources.to_string()),
                 ("eta", repr_opt(self.eta, |t| t.to_string())),
+                ("limit", repr_opt(self.limit.as_deref(), quote)),
             ],
         )
     }
@@ -253,11 +257,13 @@ pub fn event_to_python(py: Python<'_>, event: ClientEvent) -> PyResult<Py<PyAny>
                 matching_resources,
                 eta,
                 explain,
+                quota,
             } => Output::Queued {
                 allocation_id,
                 position,
                 matching_resources,
                 eta,
+                quota,
                 // A first message says why only when nothing matches: none is free either.
                 explain: explain.map(|findings| allocate_core::Explanation {
                     findings,
@@ -295,12 +301,14 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
             matching_resources,
             eta,
             explain,
+            quota,
         } => Queued {
             allocation_id: id(allocation_id),
             position,
             matching_resources,
             eta,
             explain: explain.map(|e| findings(&e.findings)),
+            limit: quota.map(|q| q.as_str().to_owned()),
         }
         .into_pyobject(py)?
         .into_any(),

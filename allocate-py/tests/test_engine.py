@@ -288,6 +288,7 @@ def test_every_contract_code_has_its_exception() -> None:
         "shutting_down": allocate.ShuttingDown,
         "overloaded": allocate.Overloaded,
         "not_leader": allocate.NotLeader,
+        "quota_exceeded": allocate.QuotaExceeded,
     }
     for code, cls in classes.items():
         assert issubclass(cls, allocate.AllocateError)

@@ -131,6 +131,7 @@ pub fn run_scenario(scenario: &Scenario) {
         agents: AGENTS,
         policy: scenario.policy.then_some(Policy::Quirky),
         strict: false,
+        quotas: None,
         replay_at: usize::from(scenario.replay_at) % (steps.len() + 1),
         ops: steps.iter().map(Step::op).collect(),
     };

@@ -234,6 +234,7 @@ impl BuiltSnapshot {
             agents,
             allocations,
             usage: Vec::new(),
+            quotas: None,
         }
     }
 }

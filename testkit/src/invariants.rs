@@ -4,8 +4,8 @@
 use crate::reference;
 use crate::sim::{drain, Action, Ctx, Garbage, Op, Sim};
 use allocate_core::{
-    AllocationSnapshot, AllocationState, Error, GrantedResource, InventoryEntry, Output, Recipient,
-    Requirements, ResourceSnapshot, ResourceState, Snapshot, Timestamp,
+    AllocationSnapshot, AllocationState, Error, GrantedResource, InventoryEntry, Output,
+    QuotaLimits, Recipient, Requirements, ResourceSnapshot, ResourceState, Snapshot, Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -192,6 +192,7 @@ impl Sim {
             }
         }
         self.check_holders(&view);
+        check_quotas(&snap, &view);
         self.cleaning = view.cleaning();
         let stats = self.engine.stats();
         let count = |s| view.allocations.values().filter(|a| a.state == s).count() as u64;
@@ -549,5 +550,52 @@ impl Sim {
             }
             live => unreachable!("{live:?} is not terminal"),
         }
+    }
+}
+
+/// No user holds more than the quotas in force allow. The limits are worked out here from the
+/// policy by the documented rule (the user's own, else the smallest of their groups', else
+/// the default), apart from the engine's own reckoning.
+fn check_quotas(snap: &Snapshot, view: &View<'_>) {
+    let Some(policy) = &snap.quotas else { return };
+    let mut held: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+    for a in view.allocations.values() {
+        if !matches!(
+            a.state,
+            AllocationState::Provisioning | AllocationState::Ready
+        ) {
+            continue;
+        }
+        let ids = a.inventory_id.into_iter();
+        let ids = ids.chain(a.others.iter().map(|h| h.inventory_id));
+        let gpus: u64 = ids
+            .filter_map(|id| view.resources.get(&id))
+            .map(|(_, _, r)| r.spec.gpu.len() as u64)
+            .sum();
+        let mine = held.entry(&a.requirements.username).or_default();
+        mine[0] += 1;
+        mine[1] += 1 + a.others.len() as u64;
+        mine[2] += gpus;
+    }
+    for (user, [allocations, resources, gpus]) in held {
+        let limit = |of: fn(&QuotaLimits) -> Option<u32>| {
+            of(policy.users.get(user).unwrap_or(&QuotaLimits::default()))
+                .or_else(|| {
+                    let groups = policy.groups.values();
+                    let mine = groups.filter(|g| g.members.iter().any(|m| m == user));
+                    mine.filter_map(|g| of(&g.limits)).min()
+                })
+                .or_else(|| of(&policy.default))
+                .map_or(u64::MAX, u64::from)
+        };
+        assert!(
+            allocations <= limit(|l| l.allocations_max),
+            "{user} holds {allocations} allocations"
+        );
+        assert!(
+            resources <= limit(|l| l.resources_max),
+            "{user} holds {resources} resources"
+        );
+        assert!(gpus <= limit(|l| l.gpus_max), "{user} holds {gpus} GPUs");
     }
 }

@@ -13,6 +13,7 @@ fn queued(position: u32) -> ClientEvent {
         matching_resources: 3,
         eta: Some(100),
         explain: None,
+        quota: None,
     }
 }
 
@@ -37,6 +38,19 @@ fn receive(
     envelope: Envelope<ClientEvent>,
 ) -> Result<ClientEvent, AllocationError> {
     state.receive(ClientEvent::parse(&envelope.to_text()).unwrap())
+}
+
+#[test]
+fn the_quota_limit_holding_a_request_back_is_kept_from_the_last_queued() {
+    let mut s = AllocationState::new();
+    s.apply(&queued(2)).unwrap();
+    assert_eq!(s.quota(), None);
+    let mut held = queued(1);
+    if let ClientEvent::Queued { quota, .. } = &mut held {
+        *quota = Some(QuotaLimit::Gpus);
+    }
+    s.apply(&held).unwrap();
+    assert_eq!((s.position(), s.quota()), (Some(1), Some(QuotaLimit::Gpus)));
 }
 
 #[test]

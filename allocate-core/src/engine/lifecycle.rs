@@ -1,5 +1,6 @@
 //! How requests become allocations and end: placement, provisioning, leases, releases.
 
+use super::quotas::gpus_of;
 use super::{held_ids, Allocation, Engine};
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
@@ -114,6 +115,7 @@ impl Engine {
                 req.allocation_timeout_seconds, self.config.wait_secs_max
             )));
         }
+        let lease_quota = self.check_quota(&req)?;
         let wait_until = self.now.add_secs(req.allocation_timeout_seconds);
         let (expires, lease_secs) = match req.expires {
             Some(_) => (self.lease_end(req.expires, "requirements.expires")?, None),
@@ -121,7 +123,8 @@ impl Engine {
                 let secs = req
                     .duration_seconds
                     .unwrap_or(self.config.lease_secs_default)
-                    .min(self.config.lease_secs_max);
+                    .min(self.config.lease_secs_max)
+                    .min(lease_quota.unwrap_or(u64::MAX));
                 (wait_until.add_secs(secs), Some(secs))
             }
         };
@@ -166,19 +169,8 @@ impl Engine {
     /// Places a waiting request on the best free resource (or the best several, for a
     /// `count` above 1), or queues it, or times it out.
     fn place_or_queue(&mut self, id: Uuid) {
-        let a = &self.allocations[&id];
-        if a.requirements.count > 1 {
-            if let Some(slots) = self.gather(id) {
-                return self.assign_several(id, &slots);
-            }
-        } else if let Some(slot) = choose(
-            &mut self.inventory,
-            self.policy.as_deref(),
-            self.config.policy_candidates_max,
-            a,
-            off(avoided(&self.abandoned, id)),
-        ) {
-            return self.assign(id, slot);
+        if self.try_place(id, false) {
+            return;
         }
         let a = &self.allocations[&id];
         let give_up = a.give_up();
@@ -188,6 +180,41 @@ impl Engine {
         let (seq, criteria) = (a.seq, a.criteria.clone());
         self.queue.push(seq, id, &criteria, 0);
         self.set_timer(id, Some(give_up));
+    }
+
+    /// Places request `id` on free resources if they are free now and its quota allows it,
+    /// first taking it out of the queue if it is `queued`; returns whether it did.
+    pub(super) fn try_place(&mut self, id: Uuid, queued: bool) -> bool {
+        let a = &self.allocations[&id];
+        if self.quota_block(&a.requirements).is_some() {
+            return false;
+        }
+        if a.requirements.count > 1 {
+            let Some(slots) = self.gather(id) else {
+                return false;
+            };
+            if queued {
+                self.dequeue(id);
+            }
+            self.assign_several(id, &slots);
+            return true;
+        }
+        let gpus_left = self.gpus_left(&a.requirements);
+        let chosen = {
+            let avoid = off(avoided(&self.abandoned, id));
+            let keep = |r: &Resource| avoid(r) && gpus_left.is_none_or(|left| gpus_of(r) <= left);
+            let policy = self.policy.as_deref();
+            let limit = self.config.policy_candidates_max;
+            choose(&mut self.inventory, policy, limit, a, keep)
+        };
+        let Some(slot) = chosen else {
+            return false;
+        };
+        if queued {
+            self.dequeue(id);
+        }
+        self.assign(id, slot);
+        true
     }
 
     /// Gives `slot` to request `id`: ready at once with static details, else provision.
@@ -201,6 +228,7 @@ impl Engine {
             .get_mut(&id)
             .expect("assigned allocation exists");
         a.inventory_id = Some(inventory_id);
+        self.quota_change(id, true);
         match connection {
             Some(connection) => self.make_ready(id, slot, connection),
             None => {
@@ -230,9 +258,12 @@ impl Engine {
         // The agents already provisioning one of them.
         let mut busy: Vec<Uuid> = Vec::new();
         let mut taken = Vec::with_capacity(count);
+        let mut gpus_left = self.gpus_left(&a.requirements);
         while taken.len() < count {
             let keep = |r: &Resource| {
-                off(avoid)(r) && (r.spec.connection.is_some() || !busy.contains(&r.agent_id))
+                off(avoid)(r)
+                    && (r.spec.connection.is_some() || !busy.contains(&r.agent_id))
+                    && gpus_left.is_none_or(|left| gpus_of(r) <= left)
             };
             let policy = self.policy.as_deref();
             let limit = self.config.policy_candidates_max;
@@ -245,6 +276,7 @@ impl Engine {
             if r.spec.connection.is_none() {
                 busy.push(r.agent_id);
             }
+            gpus_left = gpus_left.map(|left| left - gpus_of(r));
             self.inventory.settle(slot);
             taken.push(slot);
         }
@@ -283,7 +315,9 @@ impl Engine {
         a.inventory_id = Some(first.inventory_id);
         a.connection = first.connection;
         a.others = held;
-        match (orders.is_empty(), a.connection.clone()) {
+        let connection = a.connection.clone();
+        self.quota_change(id, true);
+        match (orders.is_empty(), connection) {
             (true, Some(connection)) => self.make_ready(id, slots[0], connection),
             _ => self.start_provisioning(id, &orders),
         }
@@ -403,17 +437,19 @@ impl Engine {
             agent_id: r.agent_id,
             spec: &r.spec,
         };
-        let (now, abandoned) = (self.now, &self.abandoned);
+        let (now, abandoned, quotas) = (self.now, &self.abandoned, self.quotas.as_deref());
         let accept = |id: Uuid| {
             let a = &allocations[&id];
             // A request whose wait ends at this very instant is left to its timer (408): it
-            // must not get a lease that is already over.
+            // must not get a lease that is already over. One its quota holds back is passed
+            // over: it is no barrier to the requests behind it.
             a.give_up() > now
                 && !passed.contains(&id)
                 && !avoided(abandoned, id).contains(&candidate.agent_id)
                 && policy
                     .as_ref()
                     .is_none_or(|p| !p.veto(&a.requirements, &candidate))
+                && quotas.is_none_or(|q| q.allows(&a.requirements, gpus_of(r)))
         };
         let (seq, id, criteria) = self
             .queue
@@ -441,6 +477,11 @@ impl Engine {
         let (seq, criteria, first) = (a.seq, a.criteria.clone(), a.inventory_id);
         // Empty for a single resource: no allocation on its path.
         let others: Vec<Uuid> = a.others.iter().map(|h| h.inventory_id).collect();
+        // Given back before its resources are offered to the queue, its user's requests included.
+        let gave_back = self.holds_quota(prior).then(|| {
+            self.quota_change(id, false);
+            self.allocations[&id].requirements.username.clone()
+        });
         if prior == AllocationState::Queued {
             self.queue.remove(seq, id, &criteria);
         }
@@ -468,6 +509,9 @@ impl Engine {
         }
         self.record_usage(&id, prior);
         self.remember_ended(id);
+        if let Some(user) = gave_back {
+            self.retry_waiting(Some(&user));
+        }
     }
 
     fn remember_ended(&mut self, id: Uuid) {
@@ -578,6 +622,7 @@ impl Engine {
         reason: Option<String>,
         abandoned: bool,
     ) {
+        self.quota_change(id, false);
         let a = self
             .allocations
             .get_mut(&id)
@@ -856,8 +901,9 @@ impl Engine {
     }
 
     pub(super) fn do_set_expires(&mut self, id: Uuid, expires: u64) -> Result<u64> {
-        self.live(id)?;
+        let a = self.live(id)?;
         let at = self.lease_end(Some(expires), "expires")?;
+        self.check_lease_quota(a, at)?;
         let a = self.allocations.get_mut(&id).expect("live allocation");
         a.expires = at;
         // An explicit lease end replaces one counted from `ready`.

@@ -54,6 +54,7 @@ pub(super) fn is_new_work(input: &Input) -> bool {
         | Input::Provisioned { .. }
         | Input::ReleaseAcknowledged { .. }
         | Input::ClientGone { .. }
+        | Input::SetQuotas { .. }
         | Input::Tick => false,
     }
 }

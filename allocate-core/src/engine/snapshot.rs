@@ -6,6 +6,7 @@ use crate::criteria::Criteria;
 use crate::error::{Error, Result};
 use crate::ids::IdSource;
 use crate::model::{Connection, HeldResource, Requirements, ResourceSpec};
+use crate::quota::Quotas;
 use crate::stored::{self, StoredError, SCHEMA};
 use crate::time::Timestamp;
 use crate::usage::Usage;
@@ -38,6 +39,9 @@ pub struct Snapshot {
     /// version 2; none before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<Usage>,
+    /// The quotas in force (absent when none, and in snapshots from before quotas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<crate::quota::Policy>,
 }
 
 /// An agent and its resources.
@@ -212,6 +216,7 @@ impl Engine {
             agents,
             allocations,
             usage: self.usage.iter().cloned().collect(),
+            quotas: self.quotas().cloned(),
         }
     }
 
@@ -227,6 +232,8 @@ impl Engine {
             engine.restore_allocation(a)?;
         }
         engine.usage = snapshot.usage.iter().cloned().collect();
+        engine.quotas = snapshot.quotas.clone().map(|p| Box::new(Quotas::new(p)));
+        engine.count_holdings();
         check_seqs(snapshot)?;
         for agent in &snapshot.agents {
             for r in &agent.resources {

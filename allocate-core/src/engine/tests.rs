@@ -135,7 +135,8 @@ fn zero_timeout_answers_408_at_once_and_unknown_tags_wait_with_zero_matching() {
             position: 1,
             matching_resources: 0,
             eta: None,
-            explain: Some(why.clone())
+            explain: Some(why.clone()),
+            quota: None,
         }]
     );
     let followed = e.current_outputs(&b);
@@ -201,7 +202,7 @@ fn lease_expires_exactly_at_expires_and_the_queue_gets_the_resource() {
     let b = e.request(at(1), want(&["x"], 600)).unwrap();
     let out = drain(&mut e);
     assert!(
-        matches!(out[1], Output::Queued { allocation_id, position: 1, matching_resources: 1, eta: Some(eta), explain: None }
+        matches!(out[1], Output::Queued { allocation_id, position: 1, matching_resources: 1, eta: Some(eta), explain: None, quota: None }
         if allocation_id == b && eta == T0 + 100),
         "{out:?}"
     );
@@ -298,6 +299,7 @@ fn fifo_among_waiters_and_positions_are_resent_when_they_change() {
         // w[1]'s default lease counts from its `ready` at 6 (API.md, "Lease length").
         eta: Some(T0 + 6 + 3600),
         explain: None,
+        quota: None,
     }));
 }
 
@@ -1358,6 +1360,7 @@ fn positions(outputs: &[Output]) -> Vec<(Uuid, u32)> {
 }
 
 mod positions;
+mod quotas;
 mod several;
 mod usage;
 

@@ -10,10 +10,31 @@ use crate::explain::Finding;
 use crate::model::{
     Connection, GpuRequirement, GrantedResource, Requirements, DEFAULT_ALLOCATION_TIMEOUT_SECS,
 };
+use crate::quota::QuotaLimit;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+/// The quota limit a `queued` message names: `"reason": "quota"` with `"limit"` in words.
+fn read_quota(f: &Fields<'_>) -> Result<Option<QuotaLimit>> {
+    match f.opt_str("reason")? {
+        None => Ok(None),
+        Some("quota") => {
+            let words = f.str("limit")?;
+            QuotaLimit::from_words(words).map(Some).ok_or_else(|| {
+                Error::invalid(format!(
+                    "{} {words:?} is not a quota limit",
+                    f.path_of("limit")
+                ))
+            })
+        }
+        Some(other) => Err(Error::invalid(format!(
+            "{} {other:?} is not a known reason",
+            f.path_of("reason")
+        ))),
+    }
+}
 
 /// Reads the message a client sends on `/allocate/`: `{"requirements": {...}}`.
 pub fn parse_allocate_request(text: &str, limits: &Limits) -> Result<Requirements> {
@@ -159,6 +180,9 @@ pub enum ClientEvent {
         /// Why no registered resource could ever satisfy it (only in the first message of
         /// such a request): the findings of its explanation.
         explain: Option<Vec<Finding>>,
+        /// The quota limit that holds it back, if one does: `"reason": "quota"` and `"limit"`
+        /// in words on the wire.
+        quota: Option<QuotaLimit>,
     },
     /// The resource is the client's.
     Ready {
@@ -236,6 +260,7 @@ impl ClientEvent {
                     matching_resources: f.u64("matching_resources")?,
                     eta: f.opt_u64("eta")?,
                     explain: read_findings(f)?,
+                    quota: read_quota(f)?,
                 })
             })?,
             "ready" => data.read(|f| {
@@ -310,14 +335,22 @@ impl Serialize for ClientEvent {
                 matching_resources,
                 eta,
                 explain,
+                quota,
                 ..
             } => {
                 map.serialize_entry("eta", eta)?;
                 if let Some(explain) = explain {
                     map.serialize_entry("explain", explain)?;
                 }
+                // Keys in sorted order, as the fixed bytes have them.
+                if let Some(quota) = quota {
+                    map.serialize_entry("limit", quota.as_str())?;
+                }
                 map.serialize_entry("matching_resources", matching_resources)?;
                 map.serialize_entry("position", position)?;
+                if quota.is_some() {
+                    map.serialize_entry("reason", "quota")?;
+                }
             }
             ClientEvent::Ready {
                 inventory_id,
@@ -579,6 +612,7 @@ mod tests {
                     matching_resources: 3,
                     eta: None,
                     explain: None,
+                    quota: None,
                 },
                 format!(
                     r#"{{"data":{{"allocation_id":"{ID}","eta":null,"matching_resources":3,"position":1,"status":"queued"}},"status":200}}"#
@@ -591,9 +625,23 @@ mod tests {
                     matching_resources: 0,
                     eta: Some(1576688942),
                     explain: None,
+                    quota: None,
                 },
                 format!(
                     r#"{{"data":{{"allocation_id":"{ID}","eta":1576688942,"matching_resources":0,"position":2,"status":"queued"}},"status":200}}"#
+                ),
+            ),
+            (
+                ClientEvent::Queued {
+                    allocation_id: id,
+                    position: 3,
+                    matching_resources: 2,
+                    eta: None,
+                    explain: None,
+                    quota: Some(QuotaLimit::Gpus),
+                },
+                format!(
+                    r#"{{"data":{{"allocation_id":"{ID}","eta":null,"limit":"GPUs held","matching_resources":2,"position":3,"reason":"quota","status":"queued"}},"status":200}}"#
                 ),
             ),
             (

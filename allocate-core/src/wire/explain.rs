@@ -211,6 +211,7 @@ mod messages {
             matching_resources: 0,
             eta: None,
             explain: Some(why()),
+            quota: None,
         };
         let text = queued.to_text();
         assert_eq!(
@@ -227,6 +228,7 @@ mod messages {
                 matching_resources: 0,
                 eta: None,
                 explain: Some(why().findings),
+                quota: None,
             }
         );
         assert_eq!(Envelope::Ok(back).to_text(), text);

@@ -180,12 +180,14 @@ impl Output {
                 matching_resources,
                 eta,
                 explain,
+                quota,
             } => ClientEvent::Queued {
                 allocation_id,
                 position,
                 matching_resources,
                 eta,
                 explain: explain.map(|e| e.findings),
+                quota,
             },
             Output::Ready {
                 allocation_id,

@@ -10,7 +10,7 @@ use crate::clock;
 use crate::history::Sample;
 use allocate_core::{
     AgentMessage, AllocationInfo, Engine, Explanation, InventoryEntry, InventoryEntryRef,
-    InventoryFilter, Requirements, Snapshot, UsageQuery, UsageRow,
+    InventoryFilter, Policy, Requirements, Snapshot, UsageQuery, UsageRow,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -142,6 +142,12 @@ impl DriverHandle {
         reason: Option<String>,
     ) -> Result<InventoryEntry, DriverError> {
         self.try_call(move |d| d.set_maintenance(inventory_id, reason))
+            .await
+    }
+
+    /// Sets the engine's quotas (the policy file's, at start and after each reload).
+    pub async fn set_quotas(&self, policy: Option<Policy>) -> Result<(), DriverError> {
+        self.try_call(move |d| d.engine.set_quotas(clock::now(), policy))
             .await
     }
 

@@ -10,14 +10,14 @@ use crate::clock::RandomIds;
 use crate::config::ServerConfig;
 use crate::connections::{Caps, Gate};
 use crate::dashboard::Hub;
-use crate::driver::{self, DriverTask};
+use crate::driver::{self, DriverError, DriverHandle, DriverTask};
 use crate::journal::{self, Journal, JournalError, JournalStore, Waiting};
 use crate::metrics::ServerMetrics;
 use crate::routes;
 use crate::sockets::Shared;
 use crate::state::{AppState, StandbyState};
 use crate::tls::Tls;
-use allocate_core::Engine;
+use allocate_core::{Engine, Policy};
 use connection::Timeouts;
 use std::future::Future;
 use std::io;
@@ -69,6 +69,9 @@ pub async fn run(
         replication,
     ));
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
+    if let Some(quotas) = &config.quotas {
+        follow_policy(quotas.subscribe(), driver.clone());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
     let state = AppState {
@@ -315,4 +318,24 @@ async fn wait_for_sockets(
         error!("the engine task failed: {panicked}");
         Ok(())
     })
+}
+
+/// Sets the engine's quotas to the policy file's now and after every reload, until the
+/// server stops.
+fn follow_policy(mut policy: watch::Receiver<Policy>, driver: DriverHandle) {
+    tokio::spawn(async move {
+        loop {
+            let current = policy.borrow_and_update().clone();
+            match driver.set_quotas(Some(current)).await {
+                Ok(()) => {}
+                // The engine takes a policy whatever its state: this is not expected.
+                Err(DriverError::Refused(e)) => error!("quotas not set: {e}"),
+                // The server is stopping.
+                Err(DriverError::Stopped | DriverError::Lost) => return,
+            }
+            if policy.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }

@@ -39,6 +39,7 @@ __all__ = [
     "ShuttingDown",
     "Overloaded",
     "NotLeader",
+    "QuotaExceeded",
     "ConnectionLost",
     "Gpu",
     "Connection",
@@ -108,6 +109,9 @@ class Overloaded(AllocateError):
 
 class NotLeader(AllocateError):
     """This server is a standby of a shared store; another one leads (503 not_leader)."""
+
+class QuotaExceeded(AllocateError):
+    """The request could never fit its user's quota; the message names the limit (403 quota_exceeded)."""
 
 class ConnectionLost(AllocateError):
     """The server could not be reached, or the connection to it dropped or stopped answering."""
@@ -380,6 +384,9 @@ class Queued:
     @property
     def explain(self) -> list[Finding] | None:
         """Why no registered resource could ever satisfy it: in the first message of such a request only, else None."""
+    @property
+    def limit(self) -> str | None:
+        """The quota limit that holds it back, in words (`"GPUs held"`), or None."""
 
 @final
 class Ready:

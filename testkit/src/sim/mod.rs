@@ -26,6 +26,7 @@
 //!   request it suits, no request waits while a free resource suits it, and `queued` outputs
 //!   carry the arrival rank, the matching count and the earliest lease end;
 //! - `offline` and `online` only come with an agent's disconnect and return;
+//! - (S) no user ever holds more than a quota allows (allocations, resources, GPUs);
 //! - (S) a refused input changes nothing (the state equals a restored copy given only the
 //!   time); a snapshot survives JSON and restore.
 //!
@@ -39,7 +40,8 @@ use crate::policy::Policy;
 use crate::reference;
 use allocate_core::{
     AllocationState, Config, Connection, Engine, Error, Input, MatchPolicy, Output,
-    ProvisionResult, Record, Requirements, ResourceSpec, SeededIds, Snapshot, Timestamp,
+    Policy as QuotaPolicy, ProvisionResult, Record, Requirements, ResourceSpec, SeededIds,
+    Snapshot, Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -287,6 +289,10 @@ pub struct Scenario {
     /// module doc); needs no policy or [`Policy::Picky`], and the default
     /// `policy_candidates_max`, which [`reference`] assumes.
     pub strict: bool,
+    /// Quotas set before the first op, if any; only in a scenario that is not strict (the
+    /// contract's placement checks do not know quotas). Every scenario checks that no user is
+    /// ever over a limit.
+    pub quotas: Option<QuotaPolicy>,
     /// What happens, in order.
     pub ops: Vec<Op>,
     /// The op before which the snapshot that the journal is replayed from is taken.
@@ -374,6 +380,16 @@ impl Sim {
         let mut engine = Engine::new(config, Box::new(SeededIds::new(scenario.seed)));
         let policy = scenario.policy.map(Policy::install);
         engine.set_policy(policy.clone());
+        assert!(
+            !scenario.strict || scenario.quotas.is_none(),
+            "a strict scenario cannot have quotas"
+        );
+        if let Some(quotas) = &scenario.quotas {
+            let at = Timestamp::from_millis(T0_MS);
+            engine
+                .set_quotas(at, Some(quotas.clone()))
+                .expect("quotas are taken");
+        }
         Sim {
             engine,
             policy,

@@ -1,0 +1,175 @@
+//! Quotas in the engine: what each user holds, which waiting requests the limits hold back,
+//! and which requests they refuse (see [`crate::quota`]).
+
+use super::{held_ids, Allocation, Engine};
+use crate::error::{Error, Result};
+use crate::inventory::{Inventory, Resource};
+use crate::model::Requirements;
+use crate::quota::{Policy, QuotaLimit, Quotas};
+use crate::time::Timestamp;
+use crate::view::AllocationState;
+use uuid::Uuid;
+
+impl Engine {
+    pub(super) fn do_set_quotas(&mut self, policy: Option<Policy>) {
+        self.quotas = policy.map(|p| Box::new(Quotas::new(p)));
+        self.count_holdings();
+        // The new limits may allow waiting requests: each is tried, in arrival order.
+        self.retry_waiting(None);
+    }
+
+    /// Counts what every live allocation holds, afresh (a new policy, a restored engine).
+    pub(super) fn count_holdings(&mut self) {
+        let Some(quotas) = self.quotas.as_deref_mut() else {
+            return;
+        };
+        quotas.clear_held();
+        for a in self.allocations.values() {
+            if holds(a.state) {
+                let (resources, gpus) = holding(&self.inventory, a);
+                quotas.change(&a.requirements.username, resources, gpus, true);
+            }
+        }
+    }
+
+    /// Counts what `id` holds now as taken (`true`) or given back by its user.
+    pub(super) fn quota_change(&mut self, id: Uuid, taken: bool) {
+        let Some(quotas) = self.quotas.as_deref_mut() else {
+            return;
+        };
+        let a = &self.allocations[&id];
+        let (resources, gpus) = holding(&self.inventory, a);
+        quotas.change(&a.requirements.username, resources, gpus, taken);
+    }
+
+    /// Whether allocation `id`, ending from `prior`, gave back what it held; if so its user's
+    /// waiting requests are tried again by [`Engine::retry_waiting`].
+    pub(super) fn holds_quota(&self, prior: AllocationState) -> bool {
+        self.quotas.is_some() && holds(prior)
+    }
+
+    /// Tries to place each waiting request (of `user` only, if given), in arrival order: one
+    /// that its quota held back may fit now. Only called with quotas set (or just removed).
+    pub(super) fn retry_waiting(&mut self, user: Option<&str>) {
+        let mut waiting: Vec<(u64, Uuid)> = self
+            .allocations
+            .values()
+            .filter(|a| a.state == AllocationState::Queued)
+            .filter(|a| user.is_none_or(|u| a.requirements.username == u))
+            .map(|a| (a.seq, a.id))
+            .collect();
+        waiting.sort_unstable();
+        for (_, id) in waiting {
+            let a = &self.allocations[&id];
+            if a.state == AllocationState::Queued && a.give_up() > self.now {
+                self.try_place(id, true);
+            }
+        }
+    }
+
+    /// The limit that holds `req` back now, if any (`None` without quotas).
+    pub(super) fn quota_block(&self, req: &Requirements) -> Option<QuotaLimit> {
+        self.quotas.as_deref().and_then(|q| q.blocks(req))
+    }
+
+    /// How many more GPUs the user of `req` may take (`None`: no limit, or no quotas).
+    pub(super) fn gpus_left(&self, req: &Requirements) -> Option<u32> {
+        self.quotas
+            .as_deref()
+            .and_then(|q| q.gpus_left(&req.username))
+    }
+
+    /// Refuses a request that could never fit its user's quota; returns the user's longest
+    /// lease (seconds), if limited, which caps the default lease.
+    pub(super) fn check_quota(&self, req: &Requirements) -> Result<Option<u64>> {
+        let Some(quotas) = self.quotas.as_deref() else {
+            return Ok(None);
+        };
+        let refuse = |limit, max, asked| Error::QuotaExceeded {
+            user: req.username.clone(),
+            limit,
+            max,
+            asked,
+        };
+        if let Some((limit, max, asked)) = quotas.never_fits(req) {
+            return Err(refuse(limit, max, asked));
+        }
+        let Some(max) = quotas.limits(&req.username).lease_secs_max else {
+            return Ok(None);
+        };
+        let asked = match (req.expires, req.duration_seconds) {
+            (Some(expires), _) => expires.saturating_sub(self.now.as_secs()),
+            (None, Some(secs)) => secs,
+            (None, None) => 0,
+        };
+        if asked.min(self.config.lease_secs_max) > max {
+            return Err(refuse(QuotaLimit::Lease, max, asked));
+        }
+        Ok(Some(max))
+    }
+}
+
+/// The limit that holds waiting `a` back, if any (`None` without quotas): one that placing it
+/// would exceed, or the GPUs left to its user when a resource it could have is free but has
+/// more GPUs than that.
+pub(super) fn quota_reason(
+    quotas: Option<&Quotas>,
+    inventory: &mut Inventory,
+    a: &Allocation,
+) -> Option<QuotaLimit> {
+    let quotas = quotas?;
+    let req = &a.requirements;
+    quotas.blocks(req).or_else(|| {
+        quotas.gpus_left(&req.username)?;
+        let free = inventory.candidates(&a.criteria, 1, |_| true);
+        (!free.is_empty()).then_some(QuotaLimit::Gpus)
+    })
+}
+
+impl Engine {
+    /// Refuses moving the lease end of `a` to `at` when its lease, counted from `ready` (or
+    /// now, before), would be longer than its user's `lease_secs_max`.
+    pub(super) fn check_lease_quota(&self, a: &Allocation, at: Timestamp) -> Result<()> {
+        let Some(quotas) = self.quotas.as_deref() else {
+            return Ok(());
+        };
+        let user = &a.requirements.username;
+        let Some(max) = quotas.limits(user).lease_secs_max else {
+            return Ok(());
+        };
+        let asked = at
+            .as_secs()
+            .saturating_sub(a.ready_at.unwrap_or(self.now).as_secs());
+        if asked > max {
+            return Err(Error::QuotaExceeded {
+                user: user.clone(),
+                limit: QuotaLimit::Lease,
+                max,
+                asked,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether an allocation in `state` counts against its user's quota.
+fn holds(state: AllocationState) -> bool {
+    matches!(
+        state,
+        AllocationState::Provisioning | AllocationState::Ready
+    )
+}
+
+/// The resources and GPUs `a` holds.
+fn holding(inventory: &Inventory, a: &Allocation) -> (u32, u32) {
+    held_ids(a)
+        .filter_map(|id| inventory.slot_of(&id))
+        .fold((0, 0), |(resources, gpus), slot| {
+            (resources + 1, gpus + gpus_of(inventory.get(slot)))
+        })
+}
+
+/// The GPUs of a resource, as quotas count them.
+pub(super) fn gpus_of(r: &Resource) -> u32 {
+    u32::try_from(r.spec.gpu.len()).unwrap_or(u32::MAX)
+}

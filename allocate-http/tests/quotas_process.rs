@@ -1,0 +1,79 @@
+//! Quotas through the `allocate-http` binary: a policy file (`--policy-file`), requests over a
+//! limit waiting with `"reason": "quota"` over real websockets, impossible ones refused, a bad
+//! file refused at start, and the file read again on SIGHUP (a bad one keeps the policy before).
+
+mod common;
+mod process;
+
+use common::{bounded, recv, recv_error, recv_status, resource, send, Ws};
+use process::{Proc, TokensFile};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use tokio_tungstenite::connect_async;
+
+async fn ws(addr: SocketAddr, path: &str) -> Ws {
+    let url = format!("ws://{addr}{path}");
+    bounded(connect_async(url)).await.expect("upgrade").0
+}
+
+async fn allocate(addr: SocketAddr, requirements: Value) -> Ws {
+    let mut client = ws(addr, "/allocate/").await;
+    send(&mut client, json!({ "requirements": requirements })).await;
+    client
+}
+
+#[tokio::test]
+async fn over_quota_waits_others_pass_and_sighup_loosens_the_limit() {
+    // The policy file is any private file: the tokens file's harness holds it.
+    let file = TokensFile::new("{\"default\": {\n  \"gpus_max\": -1}}", 0o600);
+    let start = || {
+        Proc::spawn_env(
+            &["--listen", "127.0.0.1:0", "--in-memory"],
+            &[("ALLOCATE_POLICY_FILE", file.arg())],
+        )
+    };
+    let (status, log) = start().exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("line 2, field default.gpus_max"), "{log}");
+    let policy = json!({"default": {"allocations_max": 1, "resources_max": 2}});
+    file.write(&policy.to_string(), 0o600);
+    let mut server = start();
+    let addr = server.address();
+    let mut agent = ws(addr, "/agent/").await;
+    let machines: Vec<Value> = (0..3)
+        .map(|i| resource(&["x"], 4, Some(&format!("10.0.0.{i}"))))
+        .collect();
+    send(
+        &mut agent,
+        json!({"agent_id": uuid::Uuid::new_v4(), "resources": machines}),
+    )
+    .await;
+    recv_status(&mut agent, "ok").await;
+
+    let mut first = allocate(addr, json!({"username": "alice"})).await;
+    recv_status(&mut first, "ready").await;
+    let mut second = allocate(addr, json!({"username": "alice"})).await;
+    let queued = recv_status(&mut second, "queued").await;
+    assert_eq!(queued["reason"], "quota", "{queued}");
+    assert_eq!(queued["limit"], "concurrent allocations", "{queued}");
+    let mut bob = allocate(addr, json!({"username": "bob"})).await;
+    recv_status(&mut bob, "ready").await;
+
+    let mut many = allocate(addr, json!({"username": "carol", "count": 3})).await;
+    let message = recv_error(&mut many, 403, "quota_exceeded").await;
+    assert!(message.contains("resources held"), "{message}");
+
+    file.write("{\"default\": {\"allocations_max\": \"two\"}}", 0o600);
+    server.signal("HUP");
+    let line = server.wait_for("keeping the policy loaded before");
+    assert!(line.contains("default.allocations_max"), "{line}");
+    file.write(
+        &json!({"default": {"allocations_max": 2}}).to_string(),
+        0o600,
+    );
+    server.signal("HUP");
+    server.wait_for("policy file reloaded");
+    let ready = recv(&mut second).await;
+    assert_eq!(ready["data"]["status"], "ready", "{ready}");
+    server.kill();
+}
