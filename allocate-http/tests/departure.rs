@@ -39,11 +39,7 @@ impl Binary {
             .and_then(|l| l.local_addr())
             .expect("a free port");
         let mut command = Command::new(SERVER_BIN);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ALLOCATE_") {
-                command.env_remove(name);
-            }
-        }
+        testkit::env::without_allocate_vars(&mut command);
         let data = dir.path().join("data");
         let child = command
             .current_dir(dir.path())

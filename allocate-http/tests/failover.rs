@@ -85,11 +85,7 @@ impl AgentProc {
             .args(["agent_process", "--exact", "--nocapture"])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ALLOCATE_") {
-                command.env_remove(name);
-            }
-        }
+        testkit::env::without_allocate_vars(&mut command);
         command.env(AGENT_ARGS, args.join("\n"));
         AgentProc(command.spawn().expect("start the agent"))
     }

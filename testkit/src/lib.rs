@@ -25,6 +25,7 @@
 //!
 //! [`LinearScan`]: reference::LinearScan
 
+pub mod env;
 pub mod fuzz_inputs;
 pub mod invariants;
 pub mod labs;

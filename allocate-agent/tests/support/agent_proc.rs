@@ -138,11 +138,7 @@ impl AgentProc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ALLOCATE_") {
-                command.env_remove(name);
-            }
-        }
+        testkit::env::without_allocate_vars(&mut command);
         command.env("RUST_LOG", "allocate_agent=debug,info");
         command.envs(envs.iter().copied());
         let child = {

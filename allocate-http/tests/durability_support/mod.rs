@@ -100,11 +100,7 @@ fn server_command(listen: &str, extra: &[&str], open_files: Option<u64>) -> Comm
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ALLOCATE_") {
-            command.env_remove(name);
-        }
-    }
+    testkit::env::without_allocate_vars(&mut command);
     command
 }
 

@@ -38,11 +38,7 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ALLOCATE_") {
-                command.env_remove(name);
-            }
-        }
+        testkit::env::without_allocate_vars(&mut command);
         command.envs(env.iter().copied());
         let mut child = command.spawn().expect("start allocate-http");
         let stderr = child.stderr.take().expect("stderr");
