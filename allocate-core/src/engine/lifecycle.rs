@@ -583,10 +583,10 @@ impl Engine {
         }
     }
 
-    /// `agent_id` is done with its abandoned provision of `id` (acknowledged, or given up on):
-    /// `id`, if it still waits, may now have that agent's free resources.
+    /// `agent_id` is done with its abandoned provision of `id` (acknowledged, or given up on;
+    /// the caller has forgotten it): `id`, if it still waits, may now have that agent's free
+    /// resources.
     fn cleaned_up(&mut self, id: Uuid, agent_id: Uuid) {
-        forget(&mut self.abandoned, id, agent_id);
         let waits = self
             .allocations
             .get(&id)
@@ -726,6 +726,7 @@ impl Engine {
             // An abandoned provision's error says why the provision failed; it stays.
             r.error.get_or_insert(why);
             if abandoned {
+                forget(&mut self.abandoned, occupant, r.agent_id);
                 cleaned = Some((occupant, r.agent_id));
             } else {
                 forget(&mut self.releases, occupant, inventory_id);
