@@ -12,7 +12,9 @@
 //! `DIVERSE_REQUESTS` (default 1,000,000) distinct requests, each allocated and released, with
 //! the ratio of the last figure to the first: whatever the engine keeps per request shape, or
 //! per ended allocation beyond its bounded history, shows as growth (the history of ended
-//! allocations fills up over the first 10,000 requests, so small runs do grow). Run with
+//! allocations fills up over the first 10,000 requests, so small runs do grow), and the growth
+//! per usage record kept (an upper bound of a record's share: whatever else the requests left
+//! counts too). Run with
 //! `cargo bench -p allocate-benches --bench memory`, or with `DIVERSE_REQUESTS=2000` (say)
 //! for a quick run on a slow engine.
 
@@ -128,6 +130,14 @@ fn diverse() {
         "memory_diverse/{n}: last tenth / first tenth: x{:.3} asked, x{:.3} with malloc",
         last.0 as f64 / first.0 as f64,
         last.1 as f64 / first.1 as f64,
+    );
+    let records = engine.usage_records().max(1);
+    let per_record = |now: usize, then: usize| now.saturating_sub(then) * n / records;
+    println!(
+        "memory_diverse/{n}: {records} usage records kept; growth since registered per record \
+         (records and all else the requests left): {} asked, {} with malloc",
+        per_record(last.0, registered.0),
+        per_record(last.1, registered.1),
     );
     drop(engine);
 }

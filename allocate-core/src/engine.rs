@@ -29,7 +29,6 @@ use crate::queue::Queue;
 use crate::quota::{Policy, Quotas};
 use crate::record::{Input, ProvisionResult, Record};
 use crate::time::Timestamp;
-use crate::usage::Usage;
 use crate::view::{
     AllocationInfo, AllocationState, InventoryEntry, InventoryEntryRef, ResourceState,
 };
@@ -124,7 +123,7 @@ pub struct Engine {
     /// Ended allocations, oldest first, kept for queries up to `ended_allocations_max`.
     ended: VecDeque<Uuid>,
     /// Usage of ended allocations, oldest end first, kept for `usage_retention_secs`.
-    usage: VecDeque<Usage>,
+    usage: usage::UsageLog,
     /// Allocation -> its resources whose release waits on an agent's acknowledgement (several
     /// only for an allocation of several resources, each on a different agent).
     releases: FxMap<Uuid, Vec<Uuid>>,
@@ -193,7 +192,7 @@ impl Engine {
             inventory: Inventory::default(),
             allocations: FxMap::default(),
             ended: VecDeque::new(),
-            usage: VecDeque::new(),
+            usage: usage::UsageLog::default(),
             releases: FxMap::default(),
             abandoned: FxMap::default(),
             queue: Queue::default(),
@@ -548,7 +547,7 @@ impl Engine {
     {
         self.inventory
             .iter_unordered()
-            .map(move |r| (&r.spec, move || self.availability(r)))
+            .map(move |r| (&*r.spec, move || self.availability(r)))
     }
 
     /// Why a request that no registered resource could ever satisfy is not served (`None`

@@ -8,6 +8,7 @@ use crate::index::{Index, Scope};
 use crate::model::ResourceSpec;
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub(crate) use crate::index::Slot;
@@ -19,8 +20,9 @@ pub(crate) struct Resource {
     pub agent_id: Uuid,
     /// Registration order; the tie-breaker between equally good resources.
     pub seq: u64,
-    /// What the agent registered, with `inventory_id` filled in.
-    pub spec: ResourceSpec,
+    /// What the agent registered, with `inventory_id` filled in; shared with the usage records
+    /// of the allocations that held it (a new spec is a new `Arc`).
+    pub spec: Arc<ResourceSpec>,
     pub online: bool,
     /// The allocation holding it (provisioning, ready, or being released).
     pub occupant: Option<Uuid>,
@@ -412,7 +414,7 @@ impl Inventory {
             id,
             agent_id,
             seq,
-            spec,
+            spec: Arc::new(spec),
             online: false,
             occupant: None,
             releasing: false,
@@ -455,7 +457,7 @@ impl Inventory {
         }
         let r = self.get_mut(slot);
         r.retiring = false;
-        r.spec = spec;
+        r.spec = Arc::new(spec);
         self.settle(slot);
     }
 

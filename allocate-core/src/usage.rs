@@ -144,10 +144,38 @@ fn unix_secs(name: &str, value: &str) -> Result<u64> {
     })
 }
 
+/// What the summary reads of one allocation's usage, borrowed from a [`Usage`], from the
+/// engine's compact record of it or from an allocation held now.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UsageRef<'a> {
+    pub username: &'a str,
+    pub inventory_id: Uuid,
+    pub labels: &'a [String],
+    /// How many GPUs the resource has.
+    pub gpus: usize,
+    pub ready: Timestamp,
+    pub ended: Timestamp,
+}
+
+impl Usage {
+    /// What the summary reads of it.
+    #[cfg(test)]
+    fn view(&self) -> UsageRef<'_> {
+        UsageRef {
+            username: &self.username,
+            inventory_id: self.inventory_id,
+            labels: &self.labels,
+            gpus: self.gpu.len(),
+            ready: self.ready,
+            ended: self.ended,
+        }
+    }
+}
+
 /// Sums `records` that overlap `[from, to)`, clipped to it, grouped by `by`: the groups with
 /// the most resource-seconds first, then by key.
-pub fn summarize<'a>(
-    records: impl IntoIterator<Item = &'a Usage>,
+pub(crate) fn summarize<'a>(
+    records: impl IntoIterator<Item = UsageRef<'a>>,
     from: Timestamp,
     to: Timestamp,
     by: UsageBy,
@@ -160,10 +188,10 @@ pub fn summarize<'a>(
             continue;
         }
         let held_ms = end.as_millis().saturating_sub(start.as_millis());
-        let gpu_ms = held_ms.saturating_mul(u.gpu.len() as u64);
+        let gpu_ms = held_ms.saturating_mul(u.gpus as u64);
         let keys = match by {
-            UsageBy::User => vec![u.username.clone()],
-            UsageBy::Label => u.labels.clone(),
+            UsageBy::User => vec![u.username.to_owned()],
+            UsageBy::Label => u.labels.to_vec(),
             UsageBy::Resource => vec![u.inventory_id.to_string()],
         };
         for key in keys {
@@ -217,7 +245,7 @@ mod tests {
             usage("carol", &[], 1, 0, 50),
         ];
         let (from, to) = (Timestamp::from_secs(120), Timestamp::from_secs(300));
-        let by_user = summarize(&records, from, to, UsageBy::User);
+        let by_user = summarize(records.iter().map(Usage::view), from, to, UsageBy::User);
         assert_eq!(
             by_user,
             vec![UsageRow {
@@ -227,14 +255,14 @@ mod tests {
                 gpu_seconds: 2 * 80,
             }]
         );
-        let by_label = summarize(&records, from, to, UsageBy::Label);
+        let by_label = summarize(records.iter().map(Usage::view), from, to, UsageBy::Label);
         let keys: Vec<_> = by_label
             .iter()
             .map(|r| (r.key.as_str(), r.resource_seconds))
             .collect();
         assert_eq!(keys, [("nvidia", 230), ("cuda", 80)]);
         let everything = summarize(
-            &records,
+            records.iter().map(Usage::view),
             Timestamp::default(),
             Timestamp::MAX,
             UsageBy::Resource,

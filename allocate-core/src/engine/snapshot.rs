@@ -167,7 +167,7 @@ impl Engine {
                     .map(|&s| {
                         let r = self.inventory.get(s);
                         ResourceSnapshot {
-                            spec: r.spec.clone(),
+                            spec: ResourceSpec::clone(&r.spec),
                             seq: r.seq,
                             occupant: r.occupant,
                             releasing: r.releasing,
@@ -215,7 +215,7 @@ impl Engine {
             next_seq: self.next_seq,
             agents,
             allocations,
-            usage: self.usage.iter().cloned().collect(),
+            usage: self.usage.to_usage(),
             quotas: self.quotas().cloned(),
         }
     }
@@ -231,7 +231,7 @@ impl Engine {
         for a in &snapshot.allocations {
             engine.restore_allocation(a)?;
         }
-        engine.usage = snapshot.usage.iter().cloned().collect();
+        engine.usage = super::usage::UsageLog::restore(&snapshot.usage, &engine.inventory);
         engine.quotas = snapshot.quotas.clone().map(|p| Box::new(Quotas::new(p)));
         engine.count_holdings();
         check_seqs(snapshot)?;

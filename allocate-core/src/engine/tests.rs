@@ -1394,7 +1394,7 @@ fn explanations_name_the_labels_and_types_the_index_knows_as_a_scan_of_every_res
             &r,
             e.inventory
                 .iter()
-                .map(|res| (&res.spec, || e.availability(res))),
+                .map(|res| (&*res.spec, || e.availability(res))),
         );
         let got = e.explain(&r).unwrap();
         assert_eq!(got, scanned, "{r:?}");

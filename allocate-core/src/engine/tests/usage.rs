@@ -106,3 +106,39 @@ fn a_request_that_never_became_ready_leaves_no_usage() {
     assert!(e.usage(at(120), &by(UsageBy::User), None).is_empty());
     assert!(e.snapshot().usage.is_empty());
 }
+
+#[test]
+fn records_of_a_resource_share_its_spec_which_goes_with_the_last_of_them() {
+    let mut e = lab();
+    e.set_usage_retention_secs(100);
+    for t in [0, 20] {
+        let id = e.request(at(t), want(&["gpu"], 0)).unwrap();
+        e.release(at(t + 10), id).unwrap();
+    }
+    let (specs, usernames) = e.usage_interned();
+    assert_eq!((specs.len(), usernames), (2, 1));
+    assert!(Arc::ptr_eq(&specs[0], &specs[1]));
+    let gpu = specs[0].inventory_id.unwrap();
+    let registered =
+        |e: &Engine| Arc::clone(&e.inventory.get(e.inventory.slot_of(&gpu).unwrap()).spec);
+    assert!(Arc::ptr_eq(&specs[0], &registered(&e)));
+    // A restored engine's records share the restored inventory's spec likewise.
+    let restored = Engine::restore(&e.snapshot(), Box::new(SeededIds::new(7))).unwrap();
+    let (again, usernames) = restored.usage_interned();
+    assert_eq!(usernames, 1);
+    assert!(Arc::ptr_eq(&again[0], &again[1]));
+    assert!(Arc::ptr_eq(&again[0], &registered(&restored)));
+    let spec = Arc::downgrade(&specs[0]);
+    drop(specs);
+    // The agent drops the resource: its spec stays while records refer to it...
+    e.register_agent(at(40), agent(1), vec![res(&["x"], 4, &[], Some("c"))])
+        .unwrap();
+    assert!(e.inventory.slot_of(&gpu).is_none());
+    assert!(spec.upgrade().is_some());
+    assert_eq!(e.usage_interned().0.len(), 2);
+    // ...and goes with the last of them, and so does the username they carried.
+    e.handle_timeout(at(200));
+    e.set_usage_retention_secs(100);
+    assert!(spec.upgrade().is_none());
+    assert_eq!(e.usage_interned(), (vec![], 0));
+}
