@@ -33,8 +33,10 @@ pub(crate) struct Resource {
     pub abandoned: bool,
     /// When an unacknowledged release gives up (none while the agent is offline).
     pub release_deadline: Option<Timestamp>,
-    pub error: Option<String>,
-    pub maintenance: Option<String>,
+    /// Why it is in error. Boxed (16 bytes, not a `String`'s 24), as is `maintenance`: that
+    /// wins back 16 of the 24 bytes that `spec`'s `Arc` costs a resource.
+    pub error: Option<Box<str>>,
+    pub maintenance: Option<Box<str>>,
     /// Dropped from its agent's list while held: removed once released.
     pub retiring: bool,
     /// The lease end of a ready occupant.

@@ -672,7 +672,7 @@ impl Engine {
     fn let_go(&mut self, id: Uuid, slot: Slot, error: Option<String>, clean_up: bool) -> bool {
         let r = self.inventory.get_mut(slot);
         if error.is_some() {
-            r.error = error;
+            r.error = error.map(String::into_boxed_str);
             self.failures.entry(r.agent_id).or_default().provision += 1;
         }
         let retired = r.retiring && !clean_up;
@@ -724,7 +724,7 @@ impl Engine {
             );
             self.failures.entry(r.agent_id).or_default().release += 1;
             // An abandoned provision's error says why the provision failed; it stays.
-            r.error.get_or_insert(why);
+            r.error.get_or_insert(why.into_boxed_str());
             if abandoned {
                 forget(&mut self.abandoned, occupant, r.agent_id);
                 cleaned = Some((occupant, r.agent_id));
@@ -941,7 +941,7 @@ impl Engine {
             .ok_or_else(|| Error::not_found("resource", inventory_id))?;
         let r = self.inventory.get_mut(slot);
         match reason {
-            Some(reason) => r.maintenance = Some(reason.to_owned()),
+            Some(reason) => r.maintenance = Some(reason.into()),
             None => {
                 r.maintenance = None;
                 r.error = None;

@@ -173,8 +173,8 @@ impl Engine {
                             releasing: r.releasing,
                             abandoned: r.abandoned,
                             release_deadline: r.release_deadline,
-                            error: r.error.clone(),
-                            maintenance: r.maintenance.clone(),
+                            error: r.error.as_deref().map(str::to_owned),
+                            maintenance: r.maintenance.as_deref().map(str::to_owned),
                             retiring: r.retiring,
                         }
                     })
@@ -265,8 +265,8 @@ impl Engine {
             res.releasing = r.releasing;
             res.abandoned = r.abandoned;
             res.release_deadline = r.release_deadline;
-            res.error = r.error.clone();
-            res.maintenance = r.maintenance.clone();
+            res.error = r.error.as_deref().map(Box::from);
+            res.maintenance = r.maintenance.as_deref().map(Box::from);
             res.retiring = r.retiring;
             if let Some(t) = r.release_deadline {
                 self.timers.insert((t, Timer::Release(id)));

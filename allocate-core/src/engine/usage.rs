@@ -4,8 +4,8 @@
 //!
 //! A record is compact (48 bytes): the resource it held is the inventory's own `Arc` of that
 //! resource's spec, shared by every record of it (and outliving the resource while a record
-//! refers to it); the username and outcome are interned together; the times are inline. The snapshot holds
-//! the plain [`Usage`], made from the records and back.
+//! refers to it); the username and outcome are interned together; the times are inline. The
+//! snapshot holds the plain [`Usage`], made from the records and back.
 
 use super::{Allocation, Engine};
 use crate::hash::FxMap;
@@ -20,14 +20,15 @@ use uuid::Uuid;
 
 /// Who held an allocation and how it ended, interned: every record of that user with that
 /// outcome shares one (a user has at most one per outcome), which keeps a record at 48 bytes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Party {
     username: Box<str>,
     outcome: AllocationState,
 }
 
-/// The usage of one ended allocation (the fields of [`Usage`]), compact.
-#[derive(Clone, Debug)]
+/// The usage of one ended allocation (the fields of [`Usage`]), compact. Not `Clone`: a
+/// party is counted by the records that hold it.
+#[derive(Debug)]
 struct UsageRecord {
     allocation_id: Uuid,
     /// The resource held: its inventory id, labels, type and GPUs as it ended.
