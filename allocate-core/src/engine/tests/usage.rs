@@ -136,6 +136,12 @@ fn records_of_a_resource_share_its_spec_which_goes_with_the_last_of_them() {
     assert!(e.inventory.slot_of(&gpu).is_none());
     assert!(spec.upgrade().is_some());
     assert_eq!(e.usage_interned().0.len(), 2);
+    // Restored, the records of a resource no longer registered share one spec made for them.
+    let snap = e.snapshot();
+    let restored = Engine::restore(&snap, Box::new(SeededIds::new(7))).unwrap();
+    let (made, _) = restored.usage_interned();
+    assert!(Arc::ptr_eq(&made[0], &made[1]));
+    assert_eq!(restored.snapshot(), snap);
     // ...and goes with the last of them, and so does the username they carried.
     e.handle_timeout(at(200));
     e.set_usage_retention_secs(100);
