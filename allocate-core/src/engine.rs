@@ -150,6 +150,10 @@ pub struct Engine {
     sessions: FxMap<SessionId, Uuid>,
     /// The connection of each agent that currently speaks for it.
     agent_sessions: FxMap<Uuid, SessionId>,
+    /// Moves in the queue are reported at most this often (ms); 0: at every drain.
+    position_report_ms: u64,
+    /// When moves in the queue were last reported.
+    positions_reported: Option<Timestamp>,
 }
 
 impl fmt::Debug for Engine {
@@ -208,6 +212,8 @@ impl Engine {
             shutting_down: false,
             sessions: FxMap::default(),
             agent_sessions: FxMap::default(),
+            position_report_ms: 0,
+            positions_reported: None,
         }
     }
 
@@ -377,9 +383,12 @@ impl Engine {
     /// The next thing to tell a client or agent, if any.
     ///
     /// Queue positions are reported when everything else has been drained: each waiting
-    /// request whose position moved since the last drain is told its current one once, after
-    /// the other outputs, however often it moved in between. A shell that applies many inputs
-    /// before draining (a batch) thus sends one `queued` per moved request, not one per move.
+    /// request whose position moved since the last report is told its current one once,
+    /// after the other outputs, however often it moved in between. A shell that applies many
+    /// inputs before draining (a batch) thus sends one `queued` per moved request, not one
+    /// per move. With [`Engine::set_position_report_ms`], moves are reported at most that
+    /// often: a request's first position is told at once, later moves at the end of the
+    /// interval (see [`Engine::poll_timeout`]).
     pub fn poll_output(&mut self) -> Option<Output> {
         if self.outputs.is_empty() {
             self.report_positions();
@@ -387,9 +396,32 @@ impl Engine {
         self.outputs.pop_front()
     }
 
-    /// When [`Engine::handle_timeout`] should next be called, if anything is pending.
+    /// When [`Engine::handle_timeout`] should next be called, if anything is pending: the
+    /// first deadline, or the end of the interval that holds back moves in the queue.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.first().map(|&(t, _)| t)
+        let deadline = self.timers.first().map(|&(t, _)| t);
+        let positions = self
+            .positions_due()
+            .filter(|&due| due > self.now && self.queue.moved());
+        match (deadline, positions) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Reports moves in the queue at most every `ms` milliseconds (0, the default: whenever
+    /// outputs are drained). When thousands of waiting clients leave within a moment, each
+    /// one left behind then hears one position per interval instead of one per drain, and
+    /// the engine walks the queue once per interval. Not part of the state: the shell sets
+    /// it after creating or restoring the engine.
+    pub fn set_position_report_ms(&mut self, ms: u64) {
+        self.position_report_ms = ms;
+    }
+
+    /// When moves in the queue may next be reported, if they are held back at all.
+    fn positions_due(&self) -> Option<Timestamp> {
+        let last = self.positions_reported?;
+        (self.position_report_ms > 0).then(|| last.add_millis(self.position_report_ms))
     }
 
     /// The inputs accepted since the last call (only when `record_inputs` is on).
@@ -793,10 +825,20 @@ impl Engine {
     }
 
     fn report_positions(&mut self) {
+        let changes = if self.positions_due().is_some_and(|due| self.now < due) {
+            // Moves wait for the interval's end; a new request hears its place at once.
+            self.queue.first_positions()
+        } else {
+            let changes = self.queue.position_changes();
+            if !changes.is_empty() {
+                self.positions_reported = Some(self.now);
+            }
+            changes
+        };
         // One placement moves every request behind it: requests with equal needs share one
         // outlook per report instead of walking the matching shapes once each.
         let mut outlooks: FxMap<&Criteria, (u64, Option<Timestamp>)> = FxMap::default();
-        for (id, position, first) in self.queue.position_changes() {
+        for (id, position, first) in changes {
             let a = &self.allocations[&id];
             let (matching_resources, eta) = *outlooks
                 .entry(&a.criteria)

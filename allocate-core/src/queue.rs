@@ -15,6 +15,8 @@ pub(crate) struct Queue {
     /// The earliest arrival order whose position may have changed since positions were
     /// last reported: every request before it has been told its current position.
     dirty_from: Option<u64>,
+    /// Requests never told a position, by arrival order.
+    untold: BTreeSet<u64>,
 }
 
 impl Queue {
@@ -26,6 +28,9 @@ impl Queue {
     /// Adds a request; `seq` is its arrival order, kept across a failed provision so it goes back in front.
     pub fn push(&mut self, seq: u64, id: Uuid, criteria: &Criteria, position_sent: u32) {
         self.order.insert(seq, (id, position_sent));
+        if position_sent == 0 {
+            self.untold.insert(seq);
+        }
         self.groups
             .entry(criteria.clone())
             .or_default()
@@ -36,6 +41,7 @@ impl Queue {
     /// Removes a request.
     pub fn remove(&mut self, seq: u64, id: Uuid, criteria: &Criteria) {
         self.order.remove(&seq);
+        self.untold.remove(&seq);
         if let Some(group) = self.groups.get_mut(criteria) {
             group.remove(&(seq, id));
             if group.is_empty() {
@@ -78,6 +84,7 @@ impl Queue {
     /// Only the requests from the earliest change on are visited: those before it were told
     /// their position by an earlier call and it has not moved since.
     pub fn position_changes(&mut self) -> Vec<(Uuid, u32, bool)> {
+        self.untold.clear();
         let Some(from) = self.dirty_from.take() else {
             return Vec::new();
         };
@@ -92,6 +99,28 @@ impl Queue {
             }
         }
         changes
+    }
+
+    /// The requests never told a position, with their current one (and `true`: it is their
+    /// first), leaving the moves of the others for [`Queue::position_changes`]. Counted from
+    /// the back: a new request is usually the last.
+    pub fn first_positions(&mut self) -> Vec<(Uuid, u32, bool)> {
+        let untold = std::mem::take(&mut self.untold);
+        let len = self.order.len();
+        untold
+            .into_iter()
+            .filter_map(|seq| {
+                let behind = self.order.range(seq + 1..).count();
+                let (id, sent) = self.order.get_mut(&seq)?;
+                *sent = u32::try_from(len - behind).unwrap_or(u32::MAX);
+                Some((*id, *sent, true))
+            })
+            .collect()
+    }
+
+    /// Whether some request may have moved since positions were last reported.
+    pub fn moved(&self) -> bool {
+        self.dirty_from.is_some()
     }
 
     /// The position last reported to a request.

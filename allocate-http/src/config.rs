@@ -52,6 +52,10 @@ pub struct Args {
     /// How many days the usage of an ended allocation is kept (for `GET /usage`).
     #[arg(long, env = "ALLOCATE_USAGE_RETENTION_DAYS", default_value_t = 90)]
     pub usage_retention_days: u64,
+    /// Moves in the queue are reported to waiting clients at most this often (a new
+    /// request hears its place at once); 0 reports every move batch at once.
+    #[arg(long, env = "ALLOCATE_POSITION_REPORT_MS", default_value_t = 250)]
+    pub position_report_ms: u64,
     /// How often each websocket is pinged.
     #[arg(long, env = "ALLOCATE_PING_INTERVAL_MS", default_value_t = 5_000)]
     pub ping_interval_ms: u64,
@@ -214,6 +218,9 @@ pub struct ServerConfig {
     pub engine: allocate_core::Config,
     /// Largest websocket message or HTTP body; a larger message closes the socket with 1009.
     pub message_bytes_max: usize,
+    /// Moves in the queue are reported at most this often (zero: at once); a new request
+    /// hears its place at once.
+    pub position_report: Duration,
     /// How often each websocket is pinged.
     pub ping_interval: Duration,
     /// How long a websocket may stay silent before it is dropped.
@@ -250,6 +257,7 @@ impl Default for ServerConfig {
         ServerConfig {
             engine: allocate_core::Config::default(),
             message_bytes_max: 1 << 20,
+            position_report: Duration::from_millis(250),
             ping_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             client_queue_len: 64,
@@ -293,6 +301,7 @@ impl From<&Args> for ServerConfig {
                 usage_retention_secs: args.usage_retention_days.saturating_mul(24 * 3600),
                 ..defaults.engine
             },
+            position_report: Duration::from_millis(args.position_report_ms),
             ping_interval: Duration::from_millis(args.ping_interval_ms),
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),

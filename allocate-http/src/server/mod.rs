@@ -60,10 +60,12 @@ pub async fn run(
         .is_some_and(|j| matches!(j.store, JournalStore::Postgres(_)))
         .then(|| Arc::clone(&waiting.replication));
     let opened = open_engine(&config, &listener, &serving, &waiting, &mut shutdown).await?;
-    let Some((engine, journal)) = opened else {
+    let Some((mut engine, journal)) = opened else {
         info!("stopped before serving");
         return Ok(());
     };
+    let report_ms = u64::try_from(config.position_report.as_millis()).unwrap_or(u64::MAX);
+    engine.set_position_report_ms(report_ms);
     let metrics = Arc::new(ServerMetrics::new(
         journal.as_ref().map(Journal::commit_time),
         replication,

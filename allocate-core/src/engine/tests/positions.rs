@@ -80,3 +80,54 @@ fn a_request_placed_or_timed_out_within_the_batch_is_never_told_a_position() {
     }));
     assert_eq!(positions(&out), vec![(w[1], 1)]);
 }
+
+#[test]
+fn with_an_interval_moves_wait_for_its_end_and_a_new_request_hears_its_place_at_once() {
+    let (mut e, w) = waiting(4);
+    e.set_position_report_ms(1_000);
+    let start = at(1);
+    let ms = |n: u64| start.add_millis(n);
+    assert_eq!(
+        positions(&drain(&mut e)).len(),
+        4,
+        "first positions at once"
+    );
+    let deadline = e.poll_timeout();
+
+    e.client_gone(ms(100), w[0]).unwrap();
+    assert!(positions(&drain(&mut e)).is_empty(), "the move waits");
+    assert_eq!(e.poll_timeout(), Some(ms(1_000)));
+    let late = e.request(ms(200), want(&["x"], 600)).unwrap();
+    assert_eq!(
+        positions(&drain(&mut e)),
+        vec![(late, 4)],
+        "a new request is told its place at once, the others still wait"
+    );
+    e.client_gone(ms(300), w[1]).unwrap();
+    assert!(positions(&drain(&mut e)).is_empty());
+
+    e.handle_timeout(ms(1_000));
+    assert_eq!(
+        positions(&drain(&mut e)),
+        vec![(w[2], 1), (w[3], 2), (late, 3)],
+        "each moved request hears its latest place, once"
+    );
+    assert_eq!(e.allocation(&w[3]).unwrap().position, Some(2));
+    assert_eq!(e.poll_timeout(), deadline, "nothing held back any more");
+
+    // The next interval counts from that report.
+    e.client_gone(ms(1_500), w[2]).unwrap();
+    assert!(positions(&drain(&mut e)).is_empty());
+    assert_eq!(e.poll_timeout(), Some(ms(2_000)));
+    e.handle_timeout(ms(2_000));
+    assert_eq!(positions(&drain(&mut e)), vec![(w[3], 1), (late, 2)]);
+}
+
+#[test]
+fn with_an_interval_a_move_after_a_quiet_spell_is_told_at_once() {
+    let (mut e, w) = waiting(2);
+    e.set_position_report_ms(1_000);
+    drain(&mut e);
+    e.client_gone(at(5), w[0]).unwrap();
+    assert_eq!(positions(&drain(&mut e)), vec![(w[1], 1)]);
+}
