@@ -6,8 +6,10 @@
 //! Snapshots are taken every few records, so that kills also land in the middle of one.
 //! The same runs with the journal in PostgreSQL (`--store`, a cluster of the test's own), and
 //! there with a standby waiting, which takes over from each killed leader (a new standby
-//! waits for the next kill). Each prints the times from `kill -9` to the first `ready` that a
-//! client saw from the next server.
+//! waits for the next kill). In that run every other leader is paused (SIGSTOP) instead, past
+//! its session timeout: the standby takes over, and the old leader, continued, must exit
+//! without having appended a record after the takeover. Each prints the times from `kill -9`
+//! (or SIGSTOP) to the first `ready` that a client saw from the next server.
 //! A failing run prints its seed; `ALLOCATE_TEST_SEED=<seed>` repeats its choices.
 
 mod durability_support;
@@ -22,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::postgres::Cluster;
 use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -30,8 +33,8 @@ use tokio_tungstenite::tungstenite::Message;
 const CYCLES: usize = 20;
 /// Kill-and-restart cycles with the PostgreSQL store.
 const PG_CYCLES: usize = 8;
-/// Kill-and-takeover cycles with a standby waiting.
-const TAKEOVER_CYCLES: usize = 5;
+/// Kill-or-pause-and-takeover cycles with a standby waiting.
+const TAKEOVER_CYCLES: usize = 6;
 /// Concurrent clients.
 const WORKERS: u64 = 6;
 /// Static machines of the one agent.
@@ -42,6 +45,15 @@ const KEPT_MAX: usize = 2;
 const FLAGS: &[&str] = &["--snapshot-every-records", "25"];
 /// The bound on any one network step.
 const STEP: Duration = Duration::from_secs(5);
+/// Flags of the takeover run: PostgreSQL ends a paused leader's session after 3 s.
+const TAKEOVER_FLAGS: &[&str] = &[
+    "--snapshot-every-records",
+    "25",
+    "--store-session-timeout-secs",
+    "3",
+];
+/// How long a continued old leader may take to exit.
+const EXIT_MAX: Duration = Duration::from_secs(10);
 /// The log line of a standby.
 const STANDBY: &str = "standby: another allocate-http is the writer";
 
@@ -78,30 +90,30 @@ type Shared = Arc<Mutex<Model>>;
 async fn kill_9_at_random_moments_loses_nothing_a_client_saw() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let data = scratch.path().join("data");
-    kill_9_cycles(CYCLES, || start_ok(&data, FLAGS)).await;
+    kill_9_cycles(CYCLES, || start_ok(&data, FLAGS), None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_with_the_postgres_store_loses_nothing_a_client_saw() {
     let cluster = testkit::postgres::Cluster::start();
     let url = cluster.url();
-    kill_9_cycles(PG_CYCLES, || start_store_ok(&url, FLAGS)).await;
+    kill_9_cycles(PG_CYCLES, || start_store_ok(&url, FLAGS), None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_of_the_leader_with_a_standby_loses_nothing_a_client_saw() {
-    let cluster = testkit::postgres::Cluster::start();
+async fn kill_9_or_pause_of_the_leader_with_a_standby_loses_nothing_a_client_saw() {
+    let cluster = Cluster::start();
     let url = cluster.url();
     let standby: Mutex<Option<Launched>> = Mutex::new(None);
-    kill_9_cycles(TAKEOVER_CYCLES, || {
-        // The standby takes over from the killed leader (the first time, a writer starts);
-        // a new one waits for the next kill.
+    let start = || {
+        // The standby takes over from the killed or paused leader (the first time, a writer
+        // starts); a new one waits for the next kill.
         let waiting = standby.lock().expect("standby").take();
         let leader = match waiting {
             Some(next) => next.running(),
-            None => start_store_ok(&url, FLAGS),
+            None => start_store_ok(&url, TAKEOVER_FLAGS),
         };
-        let next = launch_store(&url, FLAGS);
+        let next = launch_store(&url, TAKEOVER_FLAGS);
         assert!(
             next.wait_for_line(STANDBY, STEP).is_some(),
             "a standby waits:\n{}",
@@ -109,24 +121,66 @@ async fn kill_9_of_the_leader_with_a_standby_loses_nothing_a_client_saw() {
         );
         *standby.lock().expect("standby") = Some(next);
         leader
-    })
-    .await;
+    };
+    kill_9_cycles(TAKEOVER_CYCLES, start, Some(&cluster)).await;
+}
+
+/// A leader paused with SIGSTOP, and the record its epoch had reached then.
+struct Paused {
+    server: ServerProc,
+    epoch: String,
+}
+
+impl Paused {
+    /// Pauses `server`, the leader on `cluster`.
+    fn pause(server: ServerProc, cluster: &Cluster) -> Paused {
+        let epoch = cluster.sql("SELECT epoch FROM allocate_leader");
+        server.signal("STOP");
+        Paused { server, epoch }
+    }
+
+    /// Once another leader serves: continued, the old one exits (1) and its epoch has no
+    /// record after the one the new leader took over from.
+    fn continue_and_check(mut self, cluster: &Cluster) {
+        let taken_at = cluster.sql("SELECT last_seq FROM allocate_leader");
+        assert_ne!(
+            cluster.sql("SELECT epoch FROM allocate_leader"),
+            self.epoch,
+            "a new leader took over"
+        );
+        self.server.signal("CONT");
+        let exited = self.server.wait_exit(EXIT_MAX);
+        let log = self.server.kill9();
+        assert_eq!(exited, Some(1), "the continued old leader exits:\n{log}");
+        assert!(!log.contains("panicked"), "{log}");
+        let late = cluster.sql(&format!(
+            "SELECT count(*) FROM allocate_journal WHERE epoch = {} AND seq > {taken_at}",
+            self.epoch
+        ));
+        assert_eq!(late, "0", "the paused leader appended after the takeover");
+    }
 }
 
 /// `cycles` times: a server from `start`, clients and an agent on it, `kill -9` at a random
-/// moment; then checks what the last start recovered.
-async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
+/// moment (with `pauses`, the PostgreSQL store's cluster, every other cycle pauses the
+/// leader instead and checks it once the next one serves); then checks what the last start
+/// recovered.
+async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc, pauses: Option<&Cluster>) {
     let seed = Rng::seed();
     println!("seed {seed} (ALLOCATE_TEST_SEED={seed} repeats this run)");
     let mut rng = Rng::new(seed);
     let model: Shared = Arc::default();
     let agent_id = uuid::Uuid::new_v4().to_string();
     let mut inventory: Option<Vec<String>> = None;
-    let mut killed_at: Option<Instant> = None;
-    let mut first_ready_ms = Vec::new();
+    let mut killed_at: Option<(Instant, bool)> = None;
+    let (mut first_ready_ms, mut after_pause_ms) = (Vec::new(), Vec::new());
+    let mut paused: Option<Paused> = None;
     for cycle in 0..cycles {
         let ready_before = model.lock().expect("model").ready_seen;
         let server = start();
+        if let (Some(old), Some(cluster)) = (paused.take(), pauses) {
+            old.continue_and_check(cluster);
+        }
         check_recovered(&server, &model).await;
         let (agent, ids) = connect_agent(&server, &agent_id).await;
         assert_eq!(
@@ -143,14 +197,33 @@ async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
                 tokio::spawn(worker(server.addr, model.clone(), stop.clone(), rng, user))
             })
             .collect();
-        if let Some(killed) = killed_at {
-            first_ready_ms.push(first_ready(&model, ready_before, killed).await.as_millis());
+        if let Some((killed, was_pause)) = killed_at {
+            let ms = first_ready(&model, ready_before, killed).await.as_millis();
+            if was_pause {
+                &mut after_pause_ms
+            } else {
+                &mut first_ready_ms
+            }
+            .push(ms);
         }
         tokio::time::sleep(Duration::from_millis(rng.between(30, 300))).await;
-        killed_at = Some(Instant::now());
-        let log = server.kill9();
+        let pause = pauses.filter(|_| cycle % 2 == 1);
+        killed_at = Some((Instant::now(), pause.is_some()));
+        let log = match pause {
+            Some(cluster) => {
+                paused = Some(Paused::pause(server, cluster));
+                String::new()
+            }
+            None => server.kill9(),
+        };
         stop.store(true, Ordering::SeqCst);
         for w in workers {
+            if paused.is_some() {
+                // Its request to the paused leader would hang until its timeout; what it
+                // leaves unsure, the next cycle settles.
+                w.abort();
+                continue;
+            }
             timeout(STEP * 2, w)
                 .await
                 .expect("a client stops after the kill")
@@ -162,6 +235,9 @@ async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
         assert!(m.violations.is_empty(), "cycle {cycle}: {:?}", m.violations);
     }
     let server = start();
+    if let (Some(old), Some(cluster)) = (paused.take(), pauses) {
+        old.continue_and_check(cluster);
+    }
     check_recovered(&server, &model).await;
     let m = model.lock().expect("model");
     println!(
@@ -172,6 +248,12 @@ async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc) {
     );
     first_ready_ms.sort_unstable();
     println!("kill -9 to the first ready from the next server (ms, sorted): {first_ready_ms:?}");
+    if pauses.is_some() {
+        after_pause_ms.sort_unstable();
+        println!(
+            "SIGSTOP to the first ready from the next server (ms, sorted): {after_pause_ms:?}"
+        );
+    }
     assert!(
         m.ready_seen >= cycles && m.released_seen >= cycles / 2,
         "the load did too little to prove anything: {m:?}"
