@@ -217,18 +217,7 @@ async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc, pauses: Op
             None => server.kill9(),
         };
         stop.store(true, Ordering::SeqCst);
-        for w in workers {
-            if paused.is_some() {
-                // Its request to the paused leader would hang until its timeout; what it
-                // leaves unsure, the next cycle settles.
-                w.abort();
-                continue;
-            }
-            timeout(STEP * 2, w)
-                .await
-                .expect("a client stops after the kill")
-                .expect("client task");
-        }
+        stop_workers(workers, paused.is_some()).await;
         agent.abort();
         assert!(!log.contains("panicked"), "cycle {cycle}:\n{log}");
         let m = model.lock().expect("model");
@@ -258,6 +247,22 @@ async fn kill_9_cycles(cycles: usize, start: impl Fn() -> ServerProc, pauses: Op
         m.ready_seen >= cycles && m.released_seen >= cycles / 2,
         "the load did too little to prove anything: {m:?}"
     );
+}
+
+/// Waits for the clients to stop after a kill; after a pause, stops them at once: a request
+/// to the paused leader would hang until its timeout, and what they leave unsure the next
+/// cycle settles.
+async fn stop_workers(workers: Vec<tokio::task::JoinHandle<()>>, paused: bool) {
+    for w in workers {
+        if paused {
+            w.abort();
+            continue;
+        }
+        timeout(STEP * 2, w)
+            .await
+            .expect("a client stops after the kill")
+            .expect("client task");
+    }
 }
 
 /// Waits until the clients have seen more than `before` allocations `ready`; the time since
