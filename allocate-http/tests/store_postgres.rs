@@ -4,7 +4,8 @@
 //! roles serve `/metrics` (role, leader changes, a standby's lag); a restart of PostgreSQL
 //! stops the writer, and the next start has everything, also under a client's load; a
 //! writer cut off from PostgreSQL (a proxy between them) steps down within its session
-//! timeout and a standby takes over.
+//! timeout and a standby takes over; `POST /admin/backup` of a writer on the store restores
+//! into a data directory.
 //! (`durability_crash` runs its `kill -9` cycles on this store too.)
 
 mod common;
@@ -13,7 +14,8 @@ mod proxy;
 
 use common::promtool_check;
 use durability_support::{
-    free_port, launch_store, launch_store_at, start_store_ok, unix_now, Launched, ServerProc,
+    free_port, launch_store, launch_store_at, start_ok, start_store_ok, unix_now, Launched,
+    ServerProc,
 };
 use futures_util::{SinkExt, StreamExt};
 use proxy::Proxy;
@@ -197,6 +199,57 @@ async fn a_restart_of_postgres_stops_the_writer_and_the_next_start_loses_nothing
     // The ended allocation's usage is in the store too: two allocations of `u`.
     let usage = server.get("/usage?by=user").await;
     assert_eq!(usage[0]["key"], "u", "{usage}");
+    assert_eq!(usage[0]["allocations"], 2, "{usage}");
+}
+
+/// A backup of a writer on the store is the same snapshot file as from a data directory: a
+/// server started on a directory holding only it has the lease and the ended allocation's
+/// usage as they were at the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_a_writer_on_the_store_restores_into_a_data_directory() {
+    let cluster = Cluster::start();
+    let server = start_store_ok(&cluster.url(), &[]);
+    let agent = connect_agent(&server).await;
+    let held = allocate(&server).await.expect("ready");
+    let ended = allocate(&server).await.expect("ready");
+    let ended = ended["allocation_id"].as_str().expect("id");
+    assert_eq!(
+        server
+            .delete(&format!("/allocate/{ended}"))
+            .await
+            .expect("DELETE"),
+        200
+    );
+    let response = timeout(
+        STEP,
+        reqwest::Client::new()
+            .post(server.url("/admin/backup"))
+            .send(),
+    )
+    .await
+    .expect("in time")
+    .expect("backup");
+    assert_eq!(response.status(), 200);
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let name = disposition
+        .strip_prefix("attachment; filename=\"")
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{disposition}"))
+        .to_owned();
+    let backup = response.bytes().await.expect("backup bytes");
+    agent.abort();
+    drop(server.kill9());
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let data = scratch.path().join("restored");
+    std::fs::create_dir(&data).expect("restored dir");
+    std::fs::write(data.join(&name), &backup).expect("write the backup");
+    let restored = start_ok(&data, &[]);
+    assert_same(&find(&restored, &held).await, &held);
+    let usage = restored.get("/usage?by=user").await;
     assert_eq!(usage[0]["allocations"], 2, "{usage}");
 }
 
