@@ -118,6 +118,11 @@ impl Queue {
             .collect()
     }
 
+    /// The waiting requests in arrival order.
+    pub fn in_order(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.order.values().map(|&(id, _)| id)
+    }
+
     /// Whether some request may have moved since positions were last reported.
     pub fn moved(&self) -> bool {
         self.dirty_from.is_some()

@@ -182,6 +182,7 @@ async fn run(args: &Args) -> Report {
                 Scenario::Scale,
                 Scenario::Journal,
                 Scenario::Departure,
+                Scenario::Quotas,
             ]);
         } else {
             scenarios.push(s);

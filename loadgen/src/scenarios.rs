@@ -31,6 +31,10 @@ const SCENARIO_SLACK: Duration = Duration::from_secs(180);
 const FLEET_CATALOG: u32 = 1;
 const FLEET_SPECIAL: u32 = 2;
 
+/// Users named in the `quotas` scenario's policy file, in groups of [`POLICY_GROUP_SIZE`].
+const POLICY_USERS: usize = 1_000;
+const POLICY_GROUP_SIZE: usize = 100;
+
 /// A scenario to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -49,6 +53,8 @@ pub enum Scenario {
     /// Many waiting clients leaving the queue at once, with the journal on: the server's CPU
     /// time and memory for it, and how long `/healthz` waits meanwhile.
     Departure,
+    /// Cycles without quotas, then with a policy file (`--policy-file`) of 1,000 users.
+    Quotas,
     /// All of the above.
     Main,
 }
@@ -121,6 +127,7 @@ async fn one(
         Scenario::Scale => scale(launch, s, failures, report).await,
         Scenario::Journal => journal(launch, s, failures, report).await,
         Scenario::Departure => departure(launch, s, failures, report).await,
+        Scenario::Quotas => quotas(launch, s, failures, report).await,
         Scenario::Main => Ok(()),
     }
 }
@@ -449,20 +456,15 @@ async fn journal(
     let mut rates = Vec::new();
     for journal in journals {
         let _ = std::fs::remove_dir_all(&dir);
-        let server = launch.start(journal).await?;
-        let plans = fleet::catalog(FLEET_CATALOG, s.agents, s.resources, Provisioning::Static);
-        let fleet = Fleet::start(server.addr, plans, failures).await?;
         let label = match journal {
             Journal::Off => "off",
             Journal::Dir(_) => "on",
             Journal::Store(_) => "in PostgreSQL",
         };
         let name = format!("journal {label}/{}u static", s.users);
-        let p = measure(&server, name, s.users, s.bounds, Some(s.warmup), failures).await;
+        let p = static_phase(launch, journal, name, s, failures).await?;
         rates.push(p.rate());
         report.phases.push(p);
-        fleet.stop().await;
-        server.stop().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
     let ratio = rates[1] / rates[0].max(1e-9);
@@ -482,6 +484,78 @@ async fn journal(
         );
     }
     Ok(())
+}
+
+/// One measured phase on a fresh server from `launch` (journaling into `journal`): the
+/// catalog fleet with static machines, `s.users` users cycling after the warm-up.
+async fn static_phase(
+    launch: &Launch,
+    journal: Journal<'_>,
+    name: String,
+    s: &Settings,
+    failures: &Arc<Tally>,
+) -> Result<Phase, Failure> {
+    let server = launch.start(journal).await?;
+    let plans = fleet::catalog(FLEET_CATALOG, s.agents, s.resources, Provisioning::Static);
+    let fleet = Fleet::start(server.addr, plans, failures).await?;
+    let p = measure(&server, name, s.users, s.bounds, Some(s.warmup), failures).await;
+    fleet.stop().await;
+    server.stop().await;
+    Ok(p)
+}
+
+/// Cycles in memory without a policy, then with a policy file of [`POLICY_USERS`] users (among
+/// them the cycling users) in groups, every limit set and none reached: what quota
+/// bookkeeping costs a cycle.
+async fn quotas(
+    launch: &Launch,
+    s: &Settings,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let path = launch.workdir.join("policy.json");
+    std::fs::write(&path, policy(POLICY_USERS).to_string())
+        .map_err(|e| Failure::new("policy", format!("{}: {e}", path.display())))?;
+    let mut with_policy = launch.clone();
+    with_policy.args.push("--policy-file".to_owned());
+    with_policy.args.push(path.display().to_string());
+    let mut rates = Vec::new();
+    for (label, launch) in [("none", launch), ("1000 users", &with_policy)] {
+        let name = format!("quotas {label}/{}u static", s.users);
+        let p = static_phase(launch, Journal::Off, name, s, failures).await?;
+        rates.push(p.rate());
+        report.phases.push(p);
+    }
+    let ratio = rates[1] / rates[0].max(1e-9);
+    report.check(
+        "cycles/s with a 1,000-user policy vs none",
+        ">= 0.90",
+        format!("{ratio:.2}"),
+        ratio >= 0.9,
+    );
+    Ok(())
+}
+
+/// A policy naming `users` users (`load-0` on, as the cycling users are named) with limits
+/// of their own, in groups with limits, and a default: generous enough that a cycling user,
+/// who holds one allocation at a time, never waits for its quota.
+fn policy(users: usize) -> serde_json::Value {
+    let limits = json!({"allocations_max": 2, "resources_max": 2, "gpus_max": 64,
+        "lease_secs_max": 86_400});
+    let own: serde_json::Map<String, serde_json::Value> = (0..users)
+        .map(|u| (format!("load-{u}"), limits.clone()))
+        .collect();
+    let groups: serde_json::Map<String, serde_json::Value> = (0..users)
+        .step_by(POLICY_GROUP_SIZE)
+        .map(|first| {
+            let members: Vec<String> = (first..(first + POLICY_GROUP_SIZE).min(users))
+                .map(|u| format!("load-{u}"))
+                .collect();
+            let group = json!({"members": members, "limits": {"allocations_max": 4}});
+            (format!("group-{}", first / POLICY_GROUP_SIZE), group)
+        })
+        .collect();
+    json!({"default": {"allocations_max": 1}, "groups": groups, "users": own})
 }
 
 async fn departure(

@@ -51,15 +51,14 @@ impl Engine {
     /// Tries to place each waiting request (of `user` only, if given), in arrival order: one
     /// that its quota held back may fit now. Only called with quotas set (or just removed).
     pub(super) fn retry_waiting(&mut self, user: Option<&str>) {
-        let mut waiting: Vec<(u64, Uuid)> = self
-            .allocations
-            .values()
-            .filter(|a| a.state == AllocationState::Queued)
-            .filter(|a| user.is_none_or(|u| a.requirements.username == u))
-            .map(|a| (a.seq, a.id))
+        // The queue, not every allocation: the ended ones kept for queries (10,000 by
+        // default) made each release cost a walk over all of them.
+        let waiting: Vec<Uuid> = self
+            .queue
+            .in_order()
+            .filter(|id| user.is_none_or(|u| self.allocations[id].requirements.username == u))
             .collect();
-        waiting.sort_unstable();
-        for (_, id) in waiting {
+        for id in waiting {
             let a = &self.allocations[&id];
             if a.state == AllocationState::Queued && a.give_up() > self.now {
                 self.try_place(id, true);
