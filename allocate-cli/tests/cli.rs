@@ -1091,6 +1091,12 @@ async fn count_asks_for_several_machines_and_every_one_is_printed() {
         ),
         "{said}"
     );
+    assert!(
+        said.contains(
+            "count: 2 of 2 registered resources satisfy every requirement, fewer than the 3"
+        ),
+        "the server's finding: {said}"
+    );
     let out = lab.allocate(&["get", "--count", "0"]).await;
     assert_eq!(out.status.code(), Some(USAGE));
     let said = text(&out.stderr);
