@@ -559,7 +559,6 @@ impl Engine {
             1 => !self.inventory.could_satisfy(&a.criteria),
             count => self.inventory.outlook(&a.criteria).0 < u64::from(count),
         };
-        let a = &self.allocations[&id];
         hopeless.then(|| self.explanation(&a.requirements))
     }
 
