@@ -167,6 +167,17 @@ pub enum Command {
     },
 }
 
+/// `--count`: a whole number of machines, at least 1 (the server names its own maximum).
+fn parse_count(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err("--count must be at least 1, got 0".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "--count must be a whole number of machines, got {text:?}"
+        )),
+    }
+}
+
 /// A shell that completions can be written for.
 pub use clap_complete::Shell;
 
@@ -217,6 +228,9 @@ pub struct Request {
     /// The resource's type (VM, device, server-onsite, ...).
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// This many distinct machines, each meeting every requirement, granted together.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub count: Option<u32>,
     /// Lease length counted from when it is ready (`2h`, `30m`); default: the server's.
     #[arg(long = "for", value_parser = parse_duration, conflicts_with = "until")]
     pub for_secs: Option<u64>,

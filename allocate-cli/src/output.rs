@@ -65,8 +65,31 @@ fn connection_pairs(connection: &Connection) -> Vec<(&'static str, String)> {
     pairs
 }
 
-/// A ready lease, for people.
+/// A ready lease, for people: a block for one resource; for several (`--count`), the
+/// allocation's block and a table of every resource, the first one first.
 pub fn lease_block(lease: &Lease, now: u64) -> String {
+    if lease.resources.len() > 1 {
+        let head = block(&[
+            ("allocation", lease.allocation_id.to_string()),
+            ("resources", lease.resources.len().to_string()),
+            ("expires", format_when(lease.expires, now)),
+        ]);
+        let rows: Vec<Vec<String>> = lease
+            .resources
+            .iter()
+            .map(|r| {
+                let c = &r.connection;
+                vec![
+                    r.inventory_id.to_string(),
+                    c.host.clone(),
+                    c.username.clone(),
+                    c.password.clone().unwrap_or_else(|| "-".to_owned()),
+                    ssh_command(c).join(" "),
+                ]
+            })
+            .collect();
+        return head + &table(&["RESOURCE", "HOST", "USERNAME", "PASSWORD", "SSH"], &rows);
+    }
     let mut pairs = vec![
         ("allocation", lease.allocation_id.to_string()),
         ("resource", lease.inventory_id.to_string()),
@@ -76,15 +99,31 @@ pub fn lease_block(lease: &Lease, now: u64) -> String {
     block(&pairs)
 }
 
-/// A ready lease as the contract's `ready` object.
+/// A ready lease as the contract's `ready` object (with `resources` for several).
 pub fn lease_json(lease: &Lease) -> serde_json::Value {
-    serde_json::json!({
+    let mut ready = serde_json::json!({
         "status": "ready",
         "allocation_id": lease.allocation_id,
         "inventory_id": lease.inventory_id,
         "connection": lease.connection,
         "expires": lease.expires,
-    })
+    });
+    if !lease.resources.is_empty() {
+        ready["resources"] = serde_json::json!(lease.resources);
+    }
+    ready
+}
+
+/// A ready lease for scripts (`-q`): the allocation id; for several resources, then each
+/// resource's inventory id and host, a line each, the first one first.
+pub fn lease_quiet(lease: &Lease) -> String {
+    let mut out = format!("{}\n", lease.allocation_id);
+    if lease.resources.len() > 1 {
+        for r in &lease.resources {
+            out += &format!("{} {}\n", r.inventory_id, r.connection.host);
+        }
+    }
+    out
 }
 
 /// One allocation, for people.

@@ -995,3 +995,111 @@ async fn admins_back_up_the_server_into_a_directory_or_a_file() {
         .expect("the file")
         .starts_with(b"ALCSNAP1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_asks_for_several_machines_and_every_one_is_printed() {
+    let lab = Lab::start().await;
+    let _second =
+        common::register_machine(&client_with(&lab.server.url(), None), 0xb, "x", "gpu-2.lab")
+            .await;
+    let inventory = lab
+        .client
+        .inventory(&allocate_client::InventoryFilter::default())
+        .await
+        .expect("inventory");
+    let mut ids: Vec<String> = inventory
+        .iter()
+        .map(|r| r.inventory_id.to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 2);
+
+    // JSON: the contract's `ready`, with `resources`.
+    let got = json(&lab.allocate(&["get", "--count", "2", "-o", "json"]).await);
+    assert_eq!(got["status"], "ready");
+    let resources = got["resources"].as_array().expect("resources");
+    let mut granted: Vec<String> = resources
+        .iter()
+        .map(|r| r["inventory_id"].as_str().expect("inventory_id").to_owned())
+        .collect();
+    granted.sort();
+    assert_eq!(granted, ids, "{got}");
+    assert_eq!(got["inventory_id"], resources[0]["inventory_id"]);
+    lab.release_ok(got["allocation_id"].as_str().expect("id"))
+        .await;
+
+    // People: a table with a row per resource.
+    let out = lab.allocate(&["get", "--count", "2"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("RESOURCE"), "{shown}");
+    for (id, host) in ids.iter().zip(["gpu-", "gpu-"]) {
+        assert!(shown.contains(id.as_str()), "{shown}");
+        assert!(shown.contains(host), "{shown}");
+    }
+    assert!(shown.contains("ssh dev@gpu-1.lab") && shown.contains("ssh dev@gpu-2.lab"));
+    let id = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("allocation"))
+        .expect("the allocation line")
+        .trim()
+        .to_owned();
+    lab.release_ok(&id).await;
+
+    // Scripts: the allocation id, then each resource's id and host.
+    let out = lab.allocate(&["get", "--count", "2", "-q"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let quiet = text(&out.stdout);
+    let lines: Vec<&str> = quiet.lines().collect();
+    assert_eq!(lines.len(), 3, "{quiet}");
+    let mut listed: Vec<String> = lines[1..]
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ids, "{quiet}");
+    lab.release_ok(lines[0]).await;
+
+    // `run`: every host in ALLOCATE_HOSTS, the first one also in ALLOCATE_HOST.
+    let out = lab
+        .allocate(&[
+            "run",
+            "--count",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo $ALLOCATE_HOST; echo $ALLOCATE_HOSTS",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    let (first, all) = said.trim().split_once('\n').expect("two lines");
+    let mut hosts: Vec<&str> = all.split(' ').collect();
+    assert_eq!(hosts[0], first, "{said}");
+    hosts.sort_unstable();
+    assert_eq!(hosts, ["gpu-1.lab", "gpu-2.lab"], "{said}");
+    assert!(lab.live().await.is_empty());
+
+    // More than can ever match: refused with the findings; 0: a usage error naming the flag.
+    let out = lab.allocate(&["get", "--count", "3"]).await;
+    assert_eq!(out.status.code(), Some(REFUSED));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains(
+            "only 2 registered resources could ever satisfy (no requirement), fewer than --count 3"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "count: 2 of 2 registered resources satisfy every requirement, fewer than the 3"
+        ),
+        "the server's finding: {said}"
+    );
+    let out = lab.allocate(&["get", "--count", "0"]).await;
+    assert_eq!(out.status.code(), Some(USAGE));
+    let said = text(&out.stderr);
+    assert!(said.contains("--count must be at least 1, got 0"), "{said}");
+    assert!(lab.live().await.is_empty());
+}

@@ -567,33 +567,31 @@ impl Engine {
         Ok(self.explanation(&self.live(*allocation_id)?.requirements))
     }
 
-    /// The explanation of `req`, already validated.
+    /// The explanation of `req`, already validated: with a `quota` finding for the free
+    /// matching resources that its user's quota keeps from it (none without a username).
     fn explanation(&self, req: &Requirements) -> Explanation {
-        explain::explain_known(req, self.resources_now(), Some(self.inventory.known()))
+        let quota = &self.quota_check(req);
+        let resources = self.inventory.iter_unordered().map(move |r| {
+            let availability = move || {
+                self.availability(r)
+                    .or_else(|| quota.as_ref()?.keeps(r).then_some(Reason::Quota))
+            };
+            (&*r.spec, availability)
+        });
+        let hold = quota.as_ref().map(|q| &q.hold);
+        explain::explain_known(req, resources, Some(self.inventory.known()), hold)
     }
 
-    /// Every registered resource with what it is doing, as explanations read them.
-    fn resources_now(
-        &self,
-    ) -> impl Iterator<Item = (&ResourceSpec, impl FnOnce() -> Availability + '_)> + Clone + '_
-    {
-        self.inventory
-            .iter_unordered()
-            .map(move |r| (&*r.spec, move || self.availability(r)))
-    }
-
-    /// Why a request that no registered resource could ever satisfy is not served (`None`
-    /// when some could): what its first `queued` message and its `408` carry.
+    /// Why a request that the registered resources could never satisfy (none matches, or
+    /// fewer than its `count`) is not served (`None` when they could): what its first
+    /// `queued` message and its `408` carry.
     fn explain_if_hopeless(&mut self, id: Uuid) -> Option<Explanation> {
         let a = &self.allocations[&id];
-        let hopeless = !self.inventory.could_satisfy(&a.criteria);
-        hopeless.then(|| {
-            explain::explain_known(
-                &a.requirements,
-                self.resources_now(),
-                Some(self.inventory.known()),
-            )
-        })
+        let hopeless = match a.requirements.count {
+            1 => !self.inventory.could_satisfy(&a.criteria),
+            count => self.inventory.outlook(&a.criteria).0 < u64::from(count),
+        };
+        hopeless.then(|| self.explanation(&a.requirements))
     }
 
     /// What a resource is doing, as a finding names it: `None` when it could be placed on now.
@@ -843,13 +841,8 @@ impl Engine {
             let (matching_resources, eta) = *outlooks
                 .entry(&a.criteria)
                 .or_insert_with(|| self.inventory.outlook(&a.criteria));
-            let explain = (first && matching_resources == 0).then(|| {
-                explain::explain_known(
-                    &a.requirements,
-                    self.resources_now(),
-                    Some(self.inventory.known()),
-                )
-            });
+            let hopeless = matching_resources < u64::from(a.requirements.count);
+            let explain = (first && hopeless).then(|| self.explanation(&a.requirements));
             let quota = quotas::quota_reason(self.quotas.as_deref(), &mut self.inventory, a);
             self.outputs.push_back(Output::Queued {
                 allocation_id: id,

@@ -1,5 +1,6 @@
 //! Why a request is not served (API.md, "Why not"): for each requirement, how many registered
-//! resources it rules out, and for the resources that match, why they cannot be used now.
+//! resources it rules out, whether fewer match than its `count` asks for together, and for the
+//! resources that match, why they cannot be used now (a state, or its user's quota).
 //!
 //! An explanation is a dry run over the inventory: one pass that judges every resource against
 //! each requirement on its own (so a resource ruled out by two requirements counts in both
@@ -10,6 +11,7 @@
 use crate::criteria::{contains_ignoring_case, Criteria};
 use crate::hash::FxHasher;
 use crate::model::{Requirements, ResourceSpec};
+use crate::quota::QuotaLimit;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -19,8 +21,7 @@ use std::hash::BuildHasherDefault;
 pub const SEEN_MAX: usize = 10;
 
 /// Why some resources cannot serve a request: a requirement that rules them out, or the state
-/// of matching ones. More codes may follow (the contract also names `count`, `reserved` and
-/// `quota`).
+/// of matching ones. More codes may follow (the contract also names `reserved`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -41,6 +42,8 @@ pub enum Reason {
     GpuMinMemoryGb,
     /// Fewer GPUs than asked for meet the label and memory asked for.
     GpuCount,
+    /// Fewer resources match than the request's `count` asks for together.
+    Count,
     /// Matching, but held by an allocation.
     Allocated,
     /// Matching, but being provisioned for an allocation.
@@ -51,11 +54,13 @@ pub enum Reason {
     Maintenance,
     /// Matching, but its provisioning or release failed.
     Error,
+    /// Matching and free, but taking it would put the request's user over a quota limit.
+    Quota,
 }
 
 impl Reason {
     /// Every reason, in a fixed order: the requirements, then the states.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Tags,
         Reason::ExcludeTags,
         Reason::Type,
@@ -64,11 +69,13 @@ impl Reason {
         Reason::GpuLabel,
         Reason::GpuMinMemoryGb,
         Reason::GpuCount,
+        Reason::Count,
         Reason::Allocated,
         Reason::Provisioning,
         Reason::Offline,
         Reason::Maintenance,
         Reason::Error,
+        Reason::Quota,
     ];
 
     /// The reason's code in the contract.
@@ -82,11 +89,13 @@ impl Reason {
             Reason::GpuLabel => "gpu_label",
             Reason::GpuMinMemoryGb => "gpu_min_memory_gb",
             Reason::GpuCount => "gpu_count",
+            Reason::Count => "count",
             Reason::Allocated => "allocated",
             Reason::Provisioning => "provisioning",
             Reason::Offline => "offline",
             Reason::Maintenance => "maintenance",
             Reason::Error => "error",
+            Reason::Quota => "quota",
         }
     }
 
@@ -131,6 +140,24 @@ impl Explanation {
 /// What a matching resource is doing: `None` when it could be allocated now.
 pub(crate) type Availability = Option<Reason>;
 
+/// The requirements judged on each resource on its own: the first reasons of [`Reason::ALL`].
+const JUDGED: usize = 8;
+
+/// The states of matching resources: the reasons of [`Reason::ALL`] from `Allocated` on.
+const STATES: usize = Reason::ALL.len() - Reason::Allocated as usize;
+
+/// The quota limit that keeps free matching resources from a request (the `quota` finding):
+/// taking one would put `user` over `limit`, whose value is `max`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct QuotaHold {
+    /// The request's user.
+    pub user: String,
+    /// The limit.
+    pub limit: QuotaLimit,
+    /// Its value for the user.
+    pub max: u64,
+}
+
 /// A set of the values seen, hashed while gathering (a sorted set cost more than the rest of
 /// the pass at 100,000 resources); sorted once a sentence names them.
 type Seen<'a> = HashSet<&'a str, BuildHasherDefault<FxHasher>>;
@@ -139,8 +166,8 @@ type Seen<'a> = HashSet<&'a str, BuildHasherDefault<FxHasher>>;
 /// pass only for the findings whose sentences name them.
 #[derive(Default)]
 struct Tally<'a> {
-    ruled_out: [u64; 8],
-    states: [u64; 5],
+    ruled_out: [u64; JUDGED],
+    states: [u64; STATES],
     matching: u64,
     free: u64,
     total: u64,
@@ -376,16 +403,44 @@ fn requirement_message(
     }
 }
 
-/// The sentence of a state's finding.
-fn state_message(reason: Reason, count: u64, matching: u64) -> String {
+/// The sentence of a state's finding (`quota`: what holds the user back, if known).
+fn state_message(reason: Reason, count: u64, matching: u64, quota: Option<&QuotaHold>) -> String {
+    let quota_words;
     let what = match reason {
         Reason::Allocated => "are allocated",
         Reason::Provisioning => "are being provisioned for an allocation",
         Reason::Offline => "are offline (their agent is disconnected)",
         Reason::Maintenance => "are in maintenance",
+        Reason::Quota => {
+            quota_words = quota.map_or_else(
+                || "are free but would put the user over a quota limit".to_owned(),
+                |q| {
+                    format!(
+                        "are free but would put {} over the limit of {} ({})",
+                        q.user, q.limit, q.max
+                    )
+                },
+            );
+            &quota_words
+        }
         _ => "are in error (a provision or release failed)",
     };
     format!("{count} of {matching} matching resources {what}")
+}
+
+/// The `count` finding, when some resources match but fewer than `req.count` asks for
+/// together: it concerns the matching ones, none of which can serve it.
+fn count_finding(req: &Requirements, tally: &Tally<'_>) -> Option<Finding> {
+    let wanted = u64::from(req.count);
+    (tally.matching > 0 && tally.matching < wanted).then(|| Finding {
+        count: tally.matching,
+        message: format!(
+            "{} of {} registered resources satisfy every requirement, fewer than the {wanted} \
+             the request asks for together",
+            tally.matching, tally.total
+        ),
+        reason: Reason::Count,
+    })
 }
 
 /// Explains `req` over `resources`: every registered resource, with a way to learn its
@@ -397,14 +452,16 @@ where
     I::IntoIter: Clone,
     A: FnOnce() -> Availability,
 {
-    explain_known(req, resources, None)
+    explain_known(req, resources, None, None)
 }
 
-/// [`explain`], naming the labels and types seen from `known` where given.
+/// [`explain`], naming the labels and types seen from `known` where given, and in the `quota`
+/// finding (resources whose availability is [`Reason::Quota`]) the limit `quota`.
 pub(crate) fn explain_known<'a, I, A>(
     req: &Requirements,
     resources: I,
     known: Option<Known<'a>>,
+    quota: Option<&QuotaHold>,
 ) -> Explanation
 where
     I: IntoIterator<Item = (&'a ResourceSpec, A)>,
@@ -418,7 +475,7 @@ where
         tally.add(criteria, spec, availability);
     }
     gather_seen(&mut tally, resources.map(|(spec, _)| spec), known);
-    let mut requirements: Vec<Finding> = Reason::ALL[..8]
+    let mut requirements: Vec<Finding> = Reason::ALL[..JUDGED]
         .iter()
         .zip(tally.ruled_out)
         .filter(|&(_, count)| count > 0)
@@ -427,14 +484,15 @@ where
             message: requirement_message(reason, req, criteria, &tally, count),
             reason,
         })
+        .chain(count_finding(req, &tally))
         .collect();
-    let mut states: Vec<Finding> = Reason::ALL[8..]
+    let mut states: Vec<Finding> = Reason::ALL[Reason::Allocated as usize..]
         .iter()
         .zip(tally.states)
         .filter(|&(_, count)| count > 0)
         .map(|(&reason, count)| Finding {
             count,
-            message: state_message(reason, count, tally.matching),
+            message: state_message(reason, count, tally.matching, quota),
             reason,
         })
         .collect();

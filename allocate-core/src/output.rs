@@ -19,8 +19,8 @@ pub enum Output {
         matching_resources: u64,
         /// The earliest known lease end (unix seconds) among matching resources that are held.
         eta: Option<u64>,
-        /// Why no registered resource could ever satisfy it: only in the first message of a
-        /// request that none matches (API.md, "Why not").
+        /// Why the registered resources could never satisfy it: only in the first message of
+        /// a request that none matches, or fewer than its `count` (API.md, "Why not").
         #[serde(default, skip_serializing_if = "Option::is_none")]
         explain: Option<Explanation>,
         /// The quota limit that holds it back, if one does (API.md, "Quotas and order").
@@ -46,7 +46,8 @@ pub enum Output {
     TimedOut {
         /// The request.
         allocation_id: Uuid,
-        /// Why, when no registered resource could ever satisfy it.
+        /// Why, when the registered resources could never satisfy it (none matches, or fewer
+        /// than its `count`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         explain: Option<Explanation>,
     },

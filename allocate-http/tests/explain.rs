@@ -172,3 +172,82 @@ async fn a_request_that_only_waits_carries_no_explain_and_ids_are_checked() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn more_than_can_match_and_a_user_at_a_limit_are_findings() {
+    let dir = std::env::temp_dir().join(format!("allocate-explain-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&dir).expect("temp dir");
+    let path = dir.join("policy.json");
+    let policy = json!({"users": {"ann": {"allocations_max": 1}}});
+    std::fs::write(&path, policy.to_string()).expect("policy file");
+    let mut config = test_config();
+    config.quotas = Some(allocate_http::PolicyFile::load(&path).expect("policy"));
+    let server = Server::with(config).await;
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    let mut agent = Agent::connect(&server).await;
+    let machines = (0..4)
+        .map(|i| resource(&["nvidia"], 4, Some(&format!("10.0.0.{i}"))))
+        .collect();
+    agent.register(machines).await;
+
+    // `count`: five together where four match.
+    let too_few = json!({"reason": "count", "count": 4, "message":
+        "4 of 4 registered resources satisfy every requirement, fewer than the 5 the request asks for together"});
+    let (status, body) = dry_run(&server, "/match", json!({"requirements": {"count": 5}})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"],
+        json!({"matching_resources": 4, "free": 4, "explain": [too_few]})
+    );
+    let mut five = allocate(
+        &server,
+        json!({"username": "bob", "count": 5, "allocation_timeout_seconds": 1}),
+    )
+    .await;
+    let queued = recv_status(&mut five, "queued").await;
+    assert_eq!(queued["explain"], json!([too_few]), "{queued}");
+    let id = queued["allocation_id"].as_str().expect("id").to_owned();
+    let explained = server.get(&format!("/allocate/{id}/explain")).await;
+    assert_eq!(explained["explain"], json!([too_few]));
+    let timed_out = recv(&mut five).await;
+    assert_eq!(timed_out["status"], 408, "{timed_out}");
+    assert_eq!(
+        timed_out["error"]["message"],
+        format!(
+            "allocation {id}: too few registered resources could ever satisfy it: {}",
+            too_few["message"].as_str().expect("a sentence")
+        )
+    );
+
+    // `quota`: ann holds her one allocation; the free machines are not hers to take.
+    let mut first = allocate(&server, json!({"username": "ann"})).await;
+    recv_status(&mut first, "ready").await;
+    let mut second = allocate(&server, json!({"username": "ann"})).await;
+    let queued = recv_status(&mut second, "queued").await;
+    assert_eq!(queued["reason"], "quota", "{queued}");
+    assert!(queued.get("explain").is_none(), "it only waits: {queued}");
+    let at_limit = json!({"reason": "quota", "count": 3, "message":
+        "3 of 4 matching resources are free but would put ann over the limit of concurrent allocations (1)"});
+    let id = queued["allocation_id"].as_str().expect("id").to_owned();
+    let explained = server.get(&format!("/allocate/{id}/explain")).await;
+    assert_eq!(explained["free"], 0, "{explained}");
+    assert_eq!(explained["explain"][0], at_limit, "{explained}");
+    assert_eq!(
+        explained["explain"][1]["reason"], "allocated",
+        "{explained}"
+    );
+    let (_, body) = dry_run(
+        &server,
+        "/match",
+        json!({"requirements": {"username": "ann"}}),
+    )
+    .await;
+    assert_eq!(body["data"], explained, "a dry run as ann");
+    let (_, body) = dry_run(
+        &server,
+        "/match",
+        json!({"requirements": {"username": "bob"}}),
+    )
+    .await;
+    assert_eq!(body["data"]["free"], 3, "bob is not held: {body}");
+}

@@ -1,6 +1,7 @@
 //! Quotas through the `allocate-http` binary: a policy file (`--policy-file`), requests over a
 //! limit waiting with `"reason": "quota"` over real websockets, impossible ones refused, a bad
-//! file refused at start, and the file read again on SIGHUP (a bad one keeps the policy before).
+//! file refused at start, and the file read again on SIGHUP (a bad one keeps the policy before);
+//! a group's limit applying to a user whose token (`--tokens-file`, `groups=`) names the group.
 
 mod common;
 mod process;
@@ -10,10 +11,27 @@ use process::{Proc, TokensFile};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 async fn ws(addr: SocketAddr, path: &str) -> Ws {
     let url = format!("ws://{addr}{path}");
     bounded(connect_async(url)).await.expect("upgrade").0
+}
+
+async fn ws_as(addr: SocketAddr, path: &str, token: &str) -> Ws {
+    let mut request = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+    request.headers_mut().insert("authorization", bearer);
+    bounded(connect_async(request)).await.expect("upgrade").0
+}
+
+async fn allocate_as(addr: SocketAddr, token: &str, requirements: Value) -> Ws {
+    let mut client = ws_as(addr, "/allocate/", token).await;
+    send(&mut client, json!({ "requirements": requirements })).await;
+    client
 }
 
 async fn allocate(addr: SocketAddr, requirements: Value) -> Ws {
@@ -76,4 +94,62 @@ async fn over_quota_waits_others_pass_and_sighup_loosens_the_limit() {
     let ready = recv(&mut second).await;
     assert_eq!(ready["data"]["status"], "ready", "{ready}");
     server.kill();
+}
+
+#[tokio::test]
+async fn a_group_limit_applies_to_users_whose_token_names_the_group() {
+    const AGENT: &str = "agent-token-0123456789";
+    const ANN: &str = "ann-token-0123456789";
+    const BOB: &str = "bob-token-0123456789";
+    let tokens =
+        |ann_groups: &str| format!("{AGENT} agent\n{ANN} user ann {ann_groups}\n{BOB} user bob\n");
+    let tokens_file = TokensFile::new(&tokens("groups=students,typo"), 0o600);
+    // The policy file lists no member: ann is a student by her token alone.
+    let policy = json!({"groups": {"students": {"limits": {"allocations_max": 1}}}});
+    let policy_file = TokensFile::new(&policy.to_string(), 0o600);
+    let mut server = Proc::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--in-memory",
+        "--tokens-file",
+        tokens_file.arg(),
+        "--policy-file",
+        policy_file.arg(),
+    ]);
+    let addr = server.address();
+    let mut agent = ws_as(addr, "/agent/", AGENT).await;
+    let machines: Vec<Value> = (0..4)
+        .map(|i| resource(&["x"], 4, Some(&format!("10.0.0.{i}"))))
+        .collect();
+    send(
+        &mut agent,
+        json!({"agent_id": uuid::Uuid::new_v4(), "resources": machines}),
+    )
+    .await;
+    recv_status(&mut agent, "ok").await;
+
+    let mut first = allocate_as(addr, ANN, json!({"username": "ann"})).await;
+    recv_status(&mut first, "ready").await;
+    let mut second = allocate_as(addr, ANN, json!({"username": "ann"})).await;
+    let queued = recv_status(&mut second, "queued").await;
+    assert_eq!(queued["reason"], "quota", "{queued}");
+    assert_eq!(queued["limit"], "concurrent allocations", "{queued}");
+    // bob's token names no group: the group's limit is not his.
+    let mut bob = allocate_as(addr, BOB, json!({"username": "bob"})).await;
+    recv_status(&mut bob, "ready").await;
+    let mut again = allocate_as(addr, BOB, json!({"username": "bob"})).await;
+    recv_status(&mut again, "ready").await;
+
+    // A reload of the tokens file that takes ann out of the group lets her waiting request in.
+    tokens_file.write(&tokens(""), 0o600);
+    server.signal("HUP");
+    server.wait_for("tokens file reloaded");
+    let ready = recv(&mut second).await;
+    assert_eq!(ready["data"]["status"], "ready", "{ready}");
+    let log = server.kill();
+    let warned = log
+        .lines()
+        .find(|l| l.contains("names a group that the policy file does not define"))
+        .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
+    assert!(warned.contains("typo"), "{warned}");
 }

@@ -5,7 +5,8 @@ use super::Ctx;
 use crate::args::Request;
 use crate::exit::{CliError, CliResult, Exit};
 use crate::output::{
-    findings_lines, lease_block, lease_json, print_json, ssh_command, waiting_line, Progress,
+    findings_lines, lease_block, lease_json, lease_quiet, print_json, ssh_command, waiting_line,
+    Progress,
 };
 use crate::signals::{forward, Signals};
 use crate::units::{parse_time, unix_now};
@@ -27,6 +28,7 @@ pub fn requirements(username: &str, request: &Request, now: u64) -> CliResult<Re
     r.kind.clone_from(&request.kind);
     r.min_cpu_count = request.cpus;
     r.min_memory_gb = request.memory;
+    r.count = request.count.unwrap_or(1);
     if request.gpu.is_some() || request.gpu_memory.is_some() || request.gpus.is_some() {
         r.gpu = Some(GpuRequirement {
             label: request.gpu.clone(),
@@ -169,15 +171,30 @@ async fn wait(
             _ = tick.tick() => {}
         }
         let state = allocation.state();
-        if state.position().is_some() && state.matching_resources() == Some(0) {
-            return Err(Interrupted::Failed(CliError::new(
-                Exit::Refused,
-                format!(
-                    "no registered resource could ever satisfy {}: check the names (allocate inventory lists them){}",
-                    named_flags(request),
-                    state.explain().map_or_else(String::new, findings_lines),
-                ),
-            )));
+        let count = u64::from(request.count.unwrap_or(1));
+        match state.matching_resources() {
+            Some(0) if state.position().is_some() => {
+                return Err(Interrupted::Failed(CliError::new(
+                    Exit::Refused,
+                    format!(
+                        "no registered resource could ever satisfy {}: check the names (allocate inventory lists them){}",
+                        named_flags(request),
+                        state.explain().map_or_else(String::new, findings_lines),
+                    ),
+                )));
+            }
+            Some(matching) if matching < count && state.position().is_some() => {
+                return Err(Interrupted::Failed(CliError::new(
+                    Exit::Refused,
+                    format!(
+                        "only {matching} registered resource{} could ever satisfy {}, fewer than --count {count}{}",
+                        if matching == 1 { "" } else { "s" },
+                        named_flags(request),
+                        state.explain().map_or_else(String::new, findings_lines),
+                    ),
+                )));
+            }
+            _ => {}
         }
         // Nothing to show before the server has queued the request.
         if state.position().is_some() {
@@ -197,7 +214,7 @@ pub async fn get(ctx: &Ctx, request: &Request) -> CliResult {
     if ctx.json() {
         print_json(&lease_json(&lease));
     } else if ctx.quiet {
-        println!("{}", lease.allocation_id);
+        print!("{}", lease_quiet(&lease));
     } else {
         print!("{}", lease_block(&lease, unix_now()));
         eprintln!(
@@ -256,11 +273,16 @@ async fn run_child(command: &[String], lease: &Lease, signals: &mut Signals) -> 
         .split_first()
         .ok_or_else(|| CliError::usage("run: no command given after --"))?;
     let c = &lease.connection;
+    let hosts: Vec<&str> = match lease.resources.as_slice() {
+        [] => vec![c.host.as_str()],
+        several => several.iter().map(|r| r.connection.host.as_str()).collect(),
+    };
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("ALLOCATE_ID", lease.allocation_id.to_string())
         .env("ALLOCATE_INVENTORY_ID", lease.inventory_id.to_string())
         .env("ALLOCATE_HOST", &c.host)
+        .env("ALLOCATE_HOSTS", hosts.join(" "))
         .env("ALLOCATE_USERNAME", &c.username)
         .env("ALLOCATE_PASSWORD", c.password.as_deref().unwrap_or(""))
         .env("ALLOCATE_EXPIRES", lease.expires.to_string())

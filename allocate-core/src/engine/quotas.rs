@@ -3,9 +3,10 @@
 
 use super::{held_ids, Allocation, Engine};
 use crate::error::{Error, Result};
+use crate::explain::QuotaHold;
 use crate::inventory::{Inventory, Resource};
 use crate::model::Requirements;
-use crate::quota::{Policy, QuotaLimit, Quotas};
+use crate::quota::{Policy, QuotaLimit, QuotaLimits, Quotas};
 use crate::time::Timestamp;
 use crate::view::AllocationState;
 use uuid::Uuid;
@@ -106,6 +107,64 @@ impl Engine {
         }
         Ok(Some(max))
     }
+}
+
+/// What the quota of a request's user keeps from it now, as explanations say it.
+pub(super) struct QuotaCheck {
+    /// The limit the `quota` finding names.
+    pub hold: QuotaHold,
+    /// Whether every free resource is kept (placing the request at all would exceed a limit).
+    all: bool,
+    /// Otherwise the GPUs its user may still take: a resource with more is kept.
+    gpus_left: Option<u32>,
+}
+
+impl QuotaCheck {
+    /// Whether the quota keeps free resource `r` from the request.
+    pub fn keeps(&self, r: &Resource) -> bool {
+        self.all || self.gpus_left.is_some_and(|left| gpus_of(r) > left)
+    }
+}
+
+impl Engine {
+    /// What the quota of `req`'s user keeps from it now (`None`: nothing, no quotas, or a dry
+    /// run without a username).
+    pub(super) fn quota_check(&self, req: &Requirements) -> Option<QuotaCheck> {
+        let quotas = self.quotas.as_deref()?;
+        if req.username.is_empty() {
+            return None;
+        }
+        let limits = quotas.limits(&req.username);
+        let hold = |limit| QuotaHold {
+            user: req.username.clone(),
+            limit,
+            max: limit_value(&limits, limit),
+        };
+        if let Some(limit) = quotas.blocks(req) {
+            return Some(QuotaCheck {
+                hold: hold(limit),
+                all: true,
+                gpus_left: None,
+            });
+        }
+        let left = quotas.gpus_left(&req.username)?;
+        Some(QuotaCheck {
+            hold: hold(QuotaLimit::Gpus),
+            all: false,
+            gpus_left: Some(left),
+        })
+    }
+}
+
+/// The value of `limit` in `limits` (0 where unset: only a set limit holds a request back).
+fn limit_value(limits: &QuotaLimits, limit: QuotaLimit) -> u64 {
+    match limit {
+        QuotaLimit::Allocations => limits.allocations_max.map(u64::from),
+        QuotaLimit::Resources => limits.resources_max.map(u64::from),
+        QuotaLimit::Gpus => limits.gpus_max.map(u64::from),
+        QuotaLimit::Lease => limits.lease_secs_max,
+    }
+    .unwrap_or(0)
 }
 
 /// The limit that holds waiting `a` back, if any (`None` without quotas): one that placing it

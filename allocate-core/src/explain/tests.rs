@@ -153,5 +153,5 @@ fn nothing_registered_explains_nothing_and_reason_codes_read_back() {
         let json = serde_json::to_value(reason).unwrap();
         assert_eq!(json, reason.as_str());
     }
-    assert_eq!(Reason::parse("quota"), None);
+    assert_eq!(Reason::parse("power"), None);
 }

@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn a_newer_servers_reasons_and_fields_are_skipped() {
         let text = r#"{"status":200,"data":{"matching_resources":2,"free":0,"later":true,
-            "explain":[{"reason":"quota","count":2,"message":"over quota","limit":"gpus"},
+            "explain":[{"reason":"power","count":2,"message":"power capped","limit":"watts"},
                        {"reason":"allocated","count":2,"message":"busy"}]}}"#;
         let e = parse_explanation(text).unwrap().into_result().unwrap();
         assert_eq!(e.findings.len(), 1);

@@ -38,7 +38,7 @@ pub use fields::{parse_json, parse_uuid};
 
 use crate::config::Limits;
 use crate::error::ErrorCode;
-use crate::explain::{Explanation, Finding};
+use crate::explain::{Explanation, Reason};
 use crate::model::Connection;
 use crate::output::Output;
 use serde::Serialize;
@@ -259,16 +259,23 @@ impl Output {
     }
 }
 
-/// The `408` of a request that waited in vain; for one that no registered resource could
-/// ever satisfy, it carries the findings, and its message names the first.
+/// The `408` of a request that waited in vain; for one that the registered resources could
+/// never satisfy, it carries the findings, and its message names the first (or the `count`
+/// finding, when fewer match than the request asks for together).
 fn timed_out(allocation_id: Uuid, explain: Option<Explanation>) -> Refusal {
     let findings = explain.map(|e| e.findings);
-    let message = match findings.as_deref().and_then(<[Finding]>::first) {
-        Some(first) => format!(
+    let list = findings.as_deref().unwrap_or_default();
+    let too_few = list.iter().find(|f| f.reason == Reason::Count);
+    let message = match (too_few, list.first()) {
+        (Some(count), _) => format!(
+            "allocation {allocation_id}: too few registered resources could ever satisfy it: {}",
+            count.message
+        ),
+        (None, Some(first)) => format!(
             "allocation {allocation_id}: no registered resource could ever satisfy it: {}",
             first.message
         ),
-        None => format!("allocation {allocation_id}: no matching resource became free before allocation_timeout_seconds or expires passed"),
+        (None, None) => format!("allocation {allocation_id}: no matching resource became free before allocation_timeout_seconds or expires passed"),
     };
     Refusal {
         explain: findings,

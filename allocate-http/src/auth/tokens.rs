@@ -1,13 +1,16 @@
 //! The tokens file and the table read from it.
 //!
-//! One token per line: `TOKEN ROLE [NAME]`, fields separated by spaces or tabs; blank lines and
-//! lines starting with `#` are skipped. `TOKEN` is the token itself or `sha256:` and the hex
-//! digest of it. `ROLE` is `agent` (NAME, optional: the one `agent_id` it may register), `user`
-//! (NAME, required: the username it allocates as) or `admin` (NAME, optional: shown in logs).
+//! One token per line: `TOKEN ROLE [NAME] [groups=GROUP,...]`, fields separated by spaces or
+//! tabs; blank lines and lines starting with `#` are skipped. `TOKEN` is the token itself or
+//! `sha256:` and the hex digest of it. `ROLE` is `agent` (NAME, optional: the one `agent_id` it
+//! may register), `user` (NAME, required: the username it allocates as) or `admin` (NAME,
+//! optional: shown in logs). Only a user token may end with `groups=`: the quota groups its
+//! username belongs to, besides those the policy file lists it in.
 //! Only SHA-256 digests are kept in memory; a presented token is hashed and compared with
 //! every digest in constant time. No error names or quotes a token.
 
 use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +23,12 @@ pub const TOKEN_CHARS_MIN: usize = 16;
 
 /// Prefix of a token given as its SHA-256 digest in hex.
 const DIGEST_PREFIX: &str = "sha256:";
+
+/// Prefix of the field that names a user token's quota groups.
+const GROUPS_PREFIX: &str = "groups=";
+
+/// Longest group name (the contract's string limit).
+const GROUP_CHARS_MAX: usize = 256;
 
 /// A SHA-256 digest of a token.
 type TokenDigest = [u8; 32];
@@ -38,8 +47,8 @@ pub enum Role {
 /// What is wrong with one line of a tokens file. Never quotes the line, which may hold a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum LineProblem {
-    /// Not two or three fields.
-    #[error("expected `TOKEN ROLE [NAME]`")]
+    /// Not two or three fields, and a fourth that is not `groups=`.
+    #[error("expected `TOKEN ROLE [NAME] [groups=GROUP,...]`")]
     Fields,
     /// The token is too short or has a character a bearer token cannot have.
     #[error(
@@ -59,6 +68,15 @@ pub enum LineProblem {
     /// An agent token bound to something other than a UUID.
     #[error("an agent token's third field must be the agent_id (a UUID) it is bound to")]
     AgentId,
+    /// `groups=` on a token that is not a user's.
+    #[error("only a user token may name groups (`groups=`)")]
+    GroupsRole,
+    /// `groups=` with an empty or malformed group name.
+    #[error(
+        "`groups=` takes group names separated by commas, each 1 to {GROUP_CHARS_MAX} \
+         characters among letters, digits and `-._`"
+    )]
+    GroupName,
     /// The same token (or digest) twice.
     #[error("the token is already on line {0}")]
     Duplicate(usize),
@@ -104,10 +122,13 @@ pub enum TokensError {
     },
 }
 
-/// The tokens of one file, as digests with their roles. `Debug` shows only how many.
+/// The tokens of one file, as digests with their roles, and the quota groups that user
+/// tokens name. `Debug` shows only how many tokens.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenTable {
     entries: Vec<(TokenDigest, Role)>,
+    /// Each group named by a user token's `groups=`, with those tokens' usernames.
+    groups: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl fmt::Debug for TokenTable {
@@ -122,6 +143,7 @@ impl TokenTable {
     /// Reads the text of a tokens file; an error gives the 1-based line number.
     pub fn parse(text: &str) -> Result<TokenTable, (usize, LineProblem)> {
         let mut entries: Vec<(TokenDigest, Role)> = Vec::new();
+        let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut lines_of: Vec<usize> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line_no = i + 1;
@@ -129,14 +151,24 @@ impl TokenTable {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (digest, role) = parse_line(line).map_err(|p| (line_no, p))?;
+            let (digest, role, named) = parse_line(line).map_err(|p| (line_no, p))?;
             if let Some(at) = entries.iter().position(|(d, _)| *d == digest) {
                 return Err((line_no, LineProblem::Duplicate(lines_of[at])));
+            }
+            if let Role::User(username) = &role {
+                for group in named {
+                    groups.entry(group).or_default().insert(username.clone());
+                }
             }
             entries.push((digest, role));
             lines_of.push(line_no);
         }
-        Ok(TokenTable { entries })
+        Ok(TokenTable { entries, groups })
+    }
+
+    /// Each quota group that user tokens name (`groups=`), with the usernames of those tokens.
+    pub fn group_members(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.groups
     }
 
     /// How many tokens the table holds.
@@ -203,9 +235,17 @@ impl Credential {
     }
 }
 
-/// One line that is neither blank nor a comment.
-fn parse_line(line: &str) -> Result<(TokenDigest, Role), LineProblem> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
+/// One line that is neither blank nor a comment: the token's digest, its role and the groups
+/// it names.
+fn parse_line(line: &str) -> Result<(TokenDigest, Role, Vec<String>), LineProblem> {
+    let mut fields: Vec<&str> = line.split_whitespace().collect();
+    let groups = match fields.last().and_then(|f| f.strip_prefix(GROUPS_PREFIX)) {
+        Some(list) if fields.len() > 2 => {
+            fields.pop();
+            parse_groups(list)?
+        }
+        _ => Vec::new(),
+    };
     let (token, role, name) = match fields[..] {
         [token, role] => (token, role, None),
         [token, role, name] => (token, role, Some(name)),
@@ -226,7 +266,23 @@ fn parse_line(line: &str) -> Result<(TokenDigest, Role), LineProblem> {
         ("admin", name) => Role::Admin(name.map(str::to_owned)),
         _ => return Err(LineProblem::Role),
     };
-    Ok((digest, role))
+    if !groups.is_empty() && !matches!(role, Role::User(_)) {
+        return Err(LineProblem::GroupsRole);
+    }
+    Ok((digest, role, groups))
+}
+
+/// The group names of a `groups=` field (after the prefix): comma-separated, none empty.
+fn parse_groups(list: &str) -> Result<Vec<String>, LineProblem> {
+    list.split(',')
+        .map(|name| {
+            let fits = (1..=GROUP_CHARS_MAX).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            fits.then(|| name.to_owned()).ok_or(LineProblem::GroupName)
+        })
+        .collect()
 }
 
 /// Whether `token` is long enough and fits RFC 6750's `b64token` (what `Bearer` may carry).
@@ -343,6 +399,11 @@ impl Tokens {
                 (table, credential)
             });
         Revocation { watching }
+    }
+
+    /// The table, now and after every reload; `None` when the server runs open.
+    pub(crate) fn subscribe(&self) -> Option<watch::Receiver<Arc<TokenTable>>> {
+        self.file.as_ref().map(|f| f.table.subscribe())
     }
 
     /// The current table, `None` when the server runs open.

@@ -6,6 +6,7 @@ mod accept;
 mod connection;
 mod stream;
 
+use crate::auth::tokens::TokenTable;
 use crate::clock::RandomIds;
 use crate::config::ServerConfig;
 use crate::connections::{Caps, Gate};
@@ -13,6 +14,7 @@ use crate::dashboard::Hub;
 use crate::driver::{self, DriverError, DriverHandle, DriverTask};
 use crate::journal::{self, Journal, JournalError, JournalStore, Waiting};
 use crate::metrics::ServerMetrics;
+use crate::quotas::{undefined_groups, with_token_groups};
 use crate::routes;
 use crate::sockets::Shared;
 use crate::state::{AppState, StandbyState};
@@ -72,7 +74,11 @@ pub async fn run(
     ));
     let (driver, DriverTask { join, failed }) = driver::spawn(engine, journal);
     if let Some(quotas) = &config.quotas {
-        follow_policy(quotas.subscribe(), driver.clone());
+        follow_policy(
+            quotas.subscribe(),
+            config.tokens.subscribe(),
+            driver.clone(),
+        );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
@@ -322,20 +328,50 @@ async fn wait_for_sockets(
     })
 }
 
-/// Sets the engine's quotas to the policy file's now and after every reload, until the
-/// server stops.
-fn follow_policy(mut policy: watch::Receiver<Policy>, driver: DriverHandle) {
+/// Sets the engine's quotas to the policy file's, with the groups that user tokens name
+/// merged in, now and after every reload of either file, until the server stops. A reload
+/// that leaves the merged policy as it was sets nothing (and journals nothing).
+fn follow_policy(
+    mut policy: watch::Receiver<Policy>,
+    mut tokens: Option<watch::Receiver<Arc<TokenTable>>>,
+    driver: DriverHandle,
+) {
     tokio::spawn(async move {
+        let mut last: Option<Policy> = None;
         loop {
-            let current = policy.borrow_and_update().clone();
-            match driver.set_quotas(Some(current)).await {
-                Ok(()) => {}
-                // The engine takes a policy whatever its state: this is not expected.
-                Err(DriverError::Refused(e)) => error!("quotas not set: {e}"),
-                // The server is stopping.
-                Err(DriverError::Stopped | DriverError::Lost) => return,
+            let file = policy.borrow_and_update().clone();
+            let table = tokens.as_mut().map(|t| Arc::clone(&t.borrow_and_update()));
+            let named = table.as_deref().map(TokenTable::group_members);
+            let current = named.map_or_else(|| file.clone(), |n| with_token_groups(&file, n));
+            for group in named
+                .map(|n| undefined_groups(&file, n))
+                .unwrap_or_default()
+            {
+                warn!(
+                    group,
+                    "the tokens file names a group that the policy file does not define"
+                );
             }
-            if policy.changed().await.is_err() {
+            if last.as_ref() != Some(&current) {
+                match driver.set_quotas(Some(current.clone())).await {
+                    Ok(()) => last = Some(current),
+                    // The engine takes a policy whatever its state: this is not expected.
+                    Err(DriverError::Refused(e)) => error!("quotas not set: {e}"),
+                    // The server is stopping.
+                    Err(DriverError::Stopped | DriverError::Lost) => return,
+                }
+            }
+            let tokens_changed = async {
+                match tokens.as_mut() {
+                    Some(t) => t.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let changed = tokio::select! {
+                changed = policy.changed() => changed,
+                changed = tokens_changed => changed,
+            };
+            if changed.is_err() {
                 return;
             }
         }

@@ -227,3 +227,65 @@ fn loosening_the_policy_places_waiting_requests_and_replay_reproduces_it() {
     }
     assert_eq!(replayed.snapshot(), e.snapshot());
 }
+
+/// The `quota` finding of `why`, if any: its count and sentence.
+fn quota_finding(why: &crate::Explanation) -> Option<(u64, &str)> {
+    why.findings
+        .iter()
+        .find(|f| f.reason == crate::Reason::Quota)
+        .map(|f| (f.count, f.message.as_str()))
+}
+
+#[test]
+fn free_resources_a_limit_keeps_from_a_user_are_a_quota_finding() {
+    let mut e = limited(3, 0, only(QuotaLimit::Allocations, 1));
+    let a = e.request(at(1), ask("ann")).unwrap();
+    let a2 = e.request(at(1), ask("ann")).unwrap();
+    drain(&mut e);
+    let why = e.explain_allocation(&a2).unwrap();
+    assert_eq!((why.matching_resources, why.free), (3, 0), "{why:?}");
+    assert_eq!(
+        quota_finding(&why),
+        Some((
+            2,
+            "2 of 3 matching resources are free but would put ann over the limit of concurrent allocations (1)"
+        ))
+    );
+    let reasons: Vec<_> = why.findings.iter().map(|f| f.reason).collect();
+    assert_eq!(reasons, [crate::Reason::Quota, crate::Reason::Allocated]);
+    assert_eq!(e.explain(&ask("ann")).unwrap(), why, "a dry run as ann");
+    let bob = e.explain(&ask("bob")).unwrap();
+    assert_eq!((bob.free, quota_finding(&bob)), (2, None));
+    let anyone = e.explain(&ask("")).unwrap();
+    assert_eq!(
+        (anyone.free, quota_finding(&anyone)),
+        (2, None),
+        "no username"
+    );
+    e.release(at(2), a).unwrap();
+    assert!(ready_on(&drain(&mut e), a2).is_some());
+    e.release(at(3), a2).unwrap();
+    drain(&mut e);
+    assert_eq!(quota_finding(&e.explain(&ask("ann")).unwrap()), None);
+}
+
+#[test]
+fn free_resources_with_more_gpus_than_a_user_has_left_are_a_quota_finding() {
+    let mut e = static_resources(3, 2);
+    let policy = Policy {
+        default: only(QuotaLimit::Gpus, 3),
+        ..Policy::default()
+    };
+    e.set_quotas(at(0), Some(policy)).unwrap();
+    e.request(at(1), ask("ann")).unwrap();
+    drain(&mut e);
+    let why = e.explain(&ask("ann")).unwrap();
+    assert_eq!(why.free, 0, "{why:?}");
+    assert_eq!(
+        quota_finding(&why),
+        Some((
+            2,
+            "2 of 3 matching resources are free but would put ann over the limit of GPUs held (3)"
+        ))
+    );
+}

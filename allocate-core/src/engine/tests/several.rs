@@ -376,3 +376,43 @@ fn several_survive_a_snapshot_and_a_replay() {
     assert!(err.to_string().contains("does not name it"), "{err}");
     assert_eq!(e.allocation(&b).unwrap().state, AllocationState::Queued);
 }
+
+#[test]
+fn fewer_matching_than_count_is_explained_with_a_count_finding() {
+    let (mut e, _) = agents_with_one_each(2);
+    let sentence = "2 of 2 registered resources satisfy every requirement, fewer than the 3 the \
+                    request asks for together";
+    let dry = e.explain(&several(3, 60)).unwrap();
+    assert_eq!((dry.matching_resources, dry.free), (2, 2));
+    let first = dry.first().expect("a finding");
+    assert_eq!(first.reason, crate::Reason::Count);
+    assert_eq!((first.count, first.message.as_str()), (2, sentence));
+    assert!(
+        e.explain(&several(2, 60)).unwrap().findings.is_empty(),
+        "enough match"
+    );
+
+    let a = e.request(at(0), several(3, 60)).unwrap();
+    let out = drain(&mut e);
+    let queued = out.iter().find_map(|o| match o {
+        Output::Queued {
+            allocation_id,
+            explain,
+            matching_resources,
+            ..
+        } if *allocation_id == a => Some((*matching_resources, explain.clone())),
+        _ => None,
+    });
+    assert_eq!(queued, Some((2, Some(dry.clone()))), "{out:?}");
+    assert_eq!(e.explain_allocation(&a).unwrap(), dry);
+
+    e.handle_timeout(at(60));
+    let out = drain(&mut e);
+    assert!(
+        out.contains(&Output::TimedOut {
+            allocation_id: a,
+            explain: Some(dry)
+        }),
+        "{out:?}"
+    );
+}

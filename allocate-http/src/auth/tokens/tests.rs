@@ -77,6 +77,27 @@ fn bad_lines_name_their_number_and_problem() {
         (format!("{ALICE} user"), LineProblem::MissingUsername),
         (format!("{ALICE} agent gpu-07"), LineProblem::AgentId),
         (
+            format!("{ALICE} admin root groups=ops"),
+            LineProblem::GroupsRole,
+        ),
+        (format!("{ALICE} agent groups=ops"), LineProblem::GroupsRole),
+        (
+            format!("{ALICE} user alice groups="),
+            LineProblem::GroupName,
+        ),
+        (
+            format!("{ALICE} user alice groups=a,,b"),
+            LineProblem::GroupName,
+        ),
+        (
+            format!("{ALICE} user alice groups=a b"),
+            LineProblem::Fields,
+        ),
+        (
+            format!("{ALICE} user groups=a"),
+            LineProblem::MissingUsername,
+        ),
+        (
             format!("{ALICE} admin\n{ALICE} user alice"),
             LineProblem::Duplicate(2),
         ),
@@ -94,6 +115,37 @@ fn bad_lines_name_their_number_and_problem() {
         // The message explains the rule; it never quotes the line.
         assert!(!problem.to_string().contains(ALICE));
     }
+}
+
+#[test]
+fn user_tokens_may_name_quota_groups() {
+    let text = format!(
+        "{ALICE} user alice groups=students,gpu-night\n\
+         alice-laptop-0123456789 user alice groups=students\n\
+         bob-token-0123456789 user bob groups=students\n\
+         carl-token-0123456789 user carl\n\
+         admin-token-0123456789 admin groups\n"
+    );
+    let table = TokenTable::parse(&text).unwrap();
+    assert_eq!(table.len(), 5);
+    assert_eq!(table.role_of(ALICE), Some(&Role::User("alice".into())));
+    assert_eq!(
+        table.role_of("admin-token-0123456789"),
+        Some(&Role::Admin(Some("groups".into()))),
+        "a name, not a groups field"
+    );
+    let members = |group: &str| -> Vec<&str> {
+        table.group_members()[group]
+            .iter()
+            .map(String::as_str)
+            .collect()
+    };
+    assert_eq!(members("students"), ["alice", "bob"]);
+    assert_eq!(members("gpu-night"), ["alice"]);
+    assert_eq!(table.group_members().len(), 2);
+    // A file without `groups=` reads as before.
+    let old = TokenTable::parse(&format!("{ALICE} user alice\n")).unwrap();
+    assert!(old.group_members().is_empty());
 }
 
 #[test]
