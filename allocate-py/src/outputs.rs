@@ -20,8 +20,8 @@ pub struct Queued {
     pub matching_resources: u64,
     /// The earliest known lease end (unix seconds) among matching resources that are held.
     pub eta: Option<u64>,
-    /// Why no registered resource could ever satisfy it: in the first message of such a
-    /// request only, else None.
+    /// Why it could never be satisfied (no registered resource matches, or fewer than its
+    /// `count`): in the first message of such a request only, else None.
     pub explain: Option<Vec<Finding>>,
     /// The quota limit that holds it back, in words (`"GPUs held"`), or None.
     pub limit: Option<String>,

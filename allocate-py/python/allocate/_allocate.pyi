@@ -383,7 +383,7 @@ class Queued:
         """The earliest known lease end (unix seconds) among matching resources that are held."""
     @property
     def explain(self) -> list[Finding] | None:
-        """Why no registered resource could ever satisfy it: in the first message of such a request only, else None."""
+        """Why it could never be satisfied (no registered resource matches, or fewer than its count): in the first message of such a request only, else None."""
     @property
     def limit(self) -> str | None:
         """The quota limit that holds it back, in words (`"GPUs held"`), or None."""
