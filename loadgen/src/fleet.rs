@@ -239,7 +239,7 @@ impl Fleet {
 }
 
 /// Connects an agent and has its registration accepted.
-async fn register(addr: SocketAddr, plan: &AgentPlan) -> Result<Ws, Failure> {
+pub async fn register(addr: SocketAddr, plan: &AgentPlan) -> Result<Ws, Failure> {
     let mut socket = ws::connect(addr, "/agent/").await?;
     let registration = json!({"agent_id": plan.agent_id, "resources": plan.resources});
     ws::send(&mut socket, registration.to_string()).await?;
@@ -293,7 +293,7 @@ async fn serve(socket: &mut Ws, agent_id: &str, mut stop: watch::Receiver<bool>,
 }
 
 /// The answer to a provision or release.
-fn answer(message: &Envelope<ServerMessage>, agent_id: &str) -> Result<String, Failure> {
+pub fn answer(message: &Envelope<ServerMessage>, agent_id: &str) -> Result<String, Failure> {
     let answer = match message {
         Envelope::Ok(ServerMessage::Provision(order)) => AgentMessage::Provisioned {
             allocation_id: order.allocation_id,

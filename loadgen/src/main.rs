@@ -7,6 +7,7 @@
 //! `DELETE /allocate/{id}`, see `released` and the close. Every phase is bounded by a count
 //! and a time, and everything stops by itself. See `BENCHMARKS.md` for the results.
 
+mod failover;
 mod failure;
 mod fleet;
 mod http;
@@ -88,9 +89,13 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     inventory_gets: usize,
     /// A PostgreSQL URL (`postgres://...`, a database of its own): the `journal` scenario then
-    /// also runs with `--store` on it and compares it with the journal in `--data-dir`.
+    /// also runs with `--store` on it and compares it with the journal in `--data-dir`, and
+    /// the `failover` scenario runs two replicas on it.
     #[arg(long)]
     store: Option<String>,
+    /// Failovers of the `failover` scenario (`kill -9` and `SIGSTOP` of the leader in turn).
+    #[arg(long, default_value_t = 5)]
+    failovers: usize,
     /// Exit with status 1 when a target is missed, not only on errors.
     #[arg(long)]
     strict: bool,
@@ -170,6 +175,7 @@ async fn run(args: &Args) -> Report {
         scale_resources_per_agent: args.scale_resources_per_agent,
         inventory_gets: args.inventory_gets,
         store: args.store.clone(),
+        failovers: args.failovers,
     };
     let mut scenarios: Vec<Scenario> = Vec::new();
     for &s in &args.scenario {
@@ -183,6 +189,7 @@ async fn run(args: &Args) -> Report {
                 Scenario::Journal,
                 Scenario::Departure,
                 Scenario::Quotas,
+                Scenario::Failover,
             ]);
         } else {
             scenarios.push(s);

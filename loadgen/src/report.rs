@@ -1,5 +1,7 @@
 //! What the scenarios measured, and the summary tables printed at the end.
 
+use crate::server::{machine_busy_time, own_cpu_time, Server};
+use crate::users::Run;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -166,6 +168,45 @@ impl Report {
             let _ = writeln!(out, "failure: {failure}");
         }
         out
+    }
+}
+
+/// CPU time used so far by the server, the load generator and the whole machine.
+pub struct CpuTimes {
+    /// The server's.
+    pub server: Duration,
+    /// This process's.
+    pub own: Duration,
+    /// The whole machine's busy time.
+    pub machine: Duration,
+}
+
+impl CpuTimes {
+    /// The times now.
+    pub fn now(server: &Server) -> CpuTimes {
+        CpuTimes {
+            server: server.cpu_time(),
+            own: own_cpu_time(),
+            machine: machine_busy_time(),
+        }
+    }
+}
+
+/// The phase `name` of `run`, with the CPU times since `before`.
+pub fn phase(server: &Server, name: String, mut run: Run, before: CpuTimes) -> Phase {
+    let after = CpuTimes::now(server);
+    let server_cpu = after.server.saturating_sub(before.server);
+    let loadgen_cpu = after.own.saturating_sub(before.own);
+    let machine = after.machine.saturating_sub(before.machine);
+    Phase {
+        name,
+        cycles: run.cycles,
+        elapsed: run.elapsed,
+        latency: Latency::of(&mut run.samples_us),
+        server_cpu,
+        loadgen_cpu,
+        peak_rss_kib: server.peak_rss_kib(),
+        others_cpu: machine.saturating_sub(server_cpu + loadgen_cpu),
     }
 }
 

@@ -1,11 +1,12 @@
 //! The scenarios: each starts its own server, measures, checks its targets and stops it.
 
+use crate::failover;
 use crate::failure::{Failure, Tally};
 use crate::fleet::{self, AgentPlan, Fleet, Provisioning};
 use crate::http::HttpConn;
-use crate::report::{ms, Latency, Phase, Report};
-use crate::server::{machine_busy_time, own_cpu_time, Journal, Launch, Server};
-use crate::users::{self, Bounds, Holder, Pace, Run, Waiters};
+use crate::report::{ms, phase, CpuTimes, Phase, Report};
+use crate::server::{Journal, Launch, Server};
+use crate::users::{self, Bounds, Holder, Pace, Waiters};
 use allocate_core::wire::Envelope;
 use clap::ValueEnum;
 use serde_json::json;
@@ -26,6 +27,9 @@ const GET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a scenario may take beyond four times its phases (starting servers, connecting
 /// agents and waiting clients, closing them).
 const SCENARIO_SLACK: Duration = Duration::from_secs(180);
+
+/// Time the `failover` scenario may take per failover, at most.
+const FAILOVER_SLACK: Duration = Duration::from_secs(90);
 
 /// Fleet numbers, so that agent ids of different roles never collide.
 const FLEET_CATALOG: u32 = 1;
@@ -55,6 +59,10 @@ pub enum Scenario {
     Departure,
     /// Cycles without quotas, then with a policy file (`--policy-file`) of 1,000 users.
     Quotas,
+    /// Two replicas on the `--store` database under load: the standby's replication lag,
+    /// then the leader killed or paused `--failovers` times, each timed to the first `ready`
+    /// from the new leader (skipped without `--store`).
+    Failover,
     /// All of the above.
     Main,
 }
@@ -84,8 +92,11 @@ pub struct Settings {
     pub scale_resources_per_agent: usize,
     /// `GET /inventory/` requests timed in the `scale` scenario.
     pub inventory_gets: usize,
-    /// A PostgreSQL URL: the `journal` scenario also runs with `--store` on it.
+    /// A PostgreSQL URL: the `journal` scenario also runs with `--store` on it, and the
+    /// `failover` scenario needs it.
     pub store: Option<String>,
+    /// Failovers of the `failover` scenario.
+    pub failovers: usize,
 }
 
 /// Runs one scenario and adds what it measured to `report`. A scenario that overruns its
@@ -93,7 +104,10 @@ pub struct Settings {
 pub async fn run(scenario: Scenario, launch: &Launch, s: &Settings, report: &mut Report) {
     let failures = Arc::new(Tally::default());
     let name = format!("{scenario:?}").to_lowercase();
-    let limit = s.bounds.time.mul_f64(4.0) + s.warmup.mul_f64(4.0) + SCENARIO_SLACK;
+    let mut limit = s.bounds.time.mul_f64(4.0) + s.warmup.mul_f64(4.0) + SCENARIO_SLACK;
+    if scenario == Scenario::Failover {
+        limit += FAILOVER_SLACK * u32::try_from(s.failovers).unwrap_or(u32::MAX);
+    }
     let outcome = tokio::time::timeout(limit, one(scenario, launch, s, &failures, report))
         .await
         .unwrap_or_else(|_| {
@@ -128,6 +142,7 @@ async fn one(
         Scenario::Journal => journal(launch, s, failures, report).await,
         Scenario::Departure => departure(launch, s, failures, report).await,
         Scenario::Quotas => quotas(launch, s, failures, report).await,
+        Scenario::Failover => failover(launch, s, failures, report).await,
         Scenario::Main => Ok(()),
     }
 }
@@ -194,40 +209,6 @@ async fn measure_paced(
         ms(p.latency.p99_us)
     );
     p
-}
-
-/// CPU time used so far by the server, the load generator and the whole machine.
-struct CpuTimes {
-    server: Duration,
-    own: Duration,
-    machine: Duration,
-}
-
-impl CpuTimes {
-    fn now(server: &Server) -> CpuTimes {
-        CpuTimes {
-            server: server.cpu_time(),
-            own: own_cpu_time(),
-            machine: machine_busy_time(),
-        }
-    }
-}
-
-fn phase(server: &Server, name: String, mut run: Run, before: CpuTimes) -> Phase {
-    let after = CpuTimes::now(server);
-    let server_cpu = after.server.saturating_sub(before.server);
-    let loadgen_cpu = after.own.saturating_sub(before.own);
-    let machine = after.machine.saturating_sub(before.machine);
-    Phase {
-        name,
-        cycles: run.cycles,
-        elapsed: run.elapsed,
-        latency: Latency::of(&mut run.samples_us),
-        server_cpu,
-        loadgen_cpu,
-        peak_rss_kib: server.peak_rss_kib(),
-        others_cpu: machine.saturating_sub(server_cpu + loadgen_cpu),
-    }
 }
 
 async fn cycles(
@@ -556,6 +537,30 @@ fn policy(users: usize) -> serde_json::Value {
         })
         .collect();
     json!({"default": {"allocations_max": 1}, "groups": groups, "users": own})
+}
+
+async fn failover(
+    launch: &Launch,
+    s: &Settings,
+    failures: &Arc<Tally>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let Some(store) = s.store.as_deref() else {
+        report
+            .notes
+            .push("failover: skipped, it needs --store postgres://... (two replicas on it)".into());
+        return Ok(());
+    };
+    let plan = failover::Plan {
+        store,
+        agents: s.agents,
+        resources: s.resources,
+        users: s.users,
+        warmup: s.warmup,
+        window: s.bounds.time,
+        failovers: s.failovers,
+    };
+    failover::run(launch, plan, failures, report).await
 }
 
 async fn departure(

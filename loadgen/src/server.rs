@@ -83,6 +83,16 @@ impl Launch {
     /// Starts the server on a free loopback port, journaling into `journal`, and waits until
     /// it answers.
     pub async fn start(&self, journal: Journal<'_>) -> Result<Server, Failure> {
+        self.start_answering(journal, 200).await
+    }
+
+    /// Starts a standby of a store: waits until its `/healthz` answers `503` (`not_leader`).
+    pub async fn start_standby(&self, store: &str) -> Result<Server, Failure> {
+        self.start_answering(Journal::Store(store), 503).await
+    }
+
+    /// Starts the server and waits until `/healthz` answers `status`.
+    async fn start_answering(&self, journal: Journal<'_>, status: u16) -> Result<Server, Failure> {
         let addr = free_port().map_err(|e| Failure::new("server", e))?;
         let stderr = match &self.log {
             Some(path) => Stdio::from(open_log(path).map_err(|e| Failure::new("server", e))?),
@@ -125,13 +135,13 @@ impl Launch {
             .id()
             .ok_or_else(|| Failure::new("server", "the server exited at once"))?;
         let mut server = Server { child, pid, addr };
-        server.wait_healthy().await?;
+        server.wait_healthz(status).await?;
         Ok(server)
     }
 }
 
 impl Server {
-    async fn wait_healthy(&mut self) -> Result<(), Failure> {
+    async fn wait_healthz(&mut self, want: u16) -> Result<(), Failure> {
         let deadline = Instant::now() + START_WAIT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -144,7 +154,7 @@ impl Server {
                 let mut conn = HttpConn::connect(self.addr).await?;
                 conn.request("GET", "/healthz").await
             });
-            if probe.await.is_ok_and(|r| r.is_ok_and(|r| r.status == 200)) {
+            if probe.await.is_ok_and(|r| r.is_ok_and(|r| r.status == want)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -169,15 +179,37 @@ impl Server {
         cpu_time(&format!("/proc/{}/stat", self.pid)).unwrap_or_default()
     }
 
-    /// Asks the server to stop (SIGTERM), kills it if it lingers; returns how long it took.
-    pub async fn stop(mut self) -> Duration {
-        let start = Instant::now();
+    /// Sends `signal` to the server's process (by its PID).
+    pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = i32::try_from(self.pid)
             .ok()
             .and_then(rustix::process::Pid::from_raw);
         if let Some(pid) = pid {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = rustix::process::kill_process(pid, signal);
         }
+    }
+
+    /// Kills the server (SIGKILL, by its PID) and reaps it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Waits at most `wait` for the server to exit; its exit status, or `None` if it still
+    /// runs (it is then killed).
+    pub async fn exit_within(mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        match timeout(wait, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                None
+            }
+        }
+    }
+
+    /// Asks the server to stop (SIGTERM), kills it if it lingers; returns how long it took.
+    pub async fn stop(mut self) -> Duration {
+        let start = Instant::now();
+        self.signal(rustix::process::Signal::TERM);
         if timeout(STOP_WAIT, self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
         }

@@ -137,7 +137,7 @@ async fn cycle(
 }
 
 /// Reads past `queued` messages to `ready`; returns the allocation id.
-async fn wait_ready(socket: &mut Ws) -> Result<String, Failure> {
+pub async fn wait_ready(socket: &mut Ws) -> Result<String, Failure> {
     loop {
         let envelope = ws::expect(socket).await?;
         match ws::state(&envelope) {
@@ -154,7 +154,7 @@ async fn wait_ready(socket: &mut Ws) -> Result<String, Failure> {
 }
 
 /// After a DELETE: `released`, then the server closes the socket.
-async fn expect_released(socket: &mut Ws) -> Result<(), Failure> {
+pub async fn expect_released(socket: &mut Ws) -> Result<(), Failure> {
     let envelope = ws::expect(socket).await?;
     if ws::state(&envelope) != "released" {
         return Err(Failure::new(
@@ -166,7 +166,11 @@ async fn expect_released(socket: &mut Ws) -> Result<(), Failure> {
 }
 
 /// `DELETE /allocate/{id}` on the user's keep-alive connection (opened when missing).
-async fn delete(addr: SocketAddr, http: &mut Option<HttpConn>, id: &str) -> Result<(), Failure> {
+pub async fn delete(
+    addr: SocketAddr,
+    http: &mut Option<HttpConn>,
+    id: &str,
+) -> Result<(), Failure> {
     let conn = match http {
         Some(conn) => conn,
         None => http.insert(HttpConn::connect(addr).await?),
@@ -411,6 +415,7 @@ async fn collect(mut tasks: JoinSet<Vec<u32>>, start: Instant) -> Run {
     run
 }
 
-fn micros(d: Duration) -> u32 {
+/// A duration in microseconds, saturating.
+pub fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }

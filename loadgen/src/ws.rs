@@ -103,6 +103,30 @@ pub async fn next_order(ws: &mut Ws) -> Result<Option<Envelope<ServerMessage>>, 
     next_with(ws, ServerMessage::parse).await
 }
 
+/// The next message of an agent's socket, where `idle` without any frame (a message or a
+/// ping) is a lost connection; `None` once the socket has closed.
+pub async fn next_order_within(
+    ws: &mut Ws,
+    idle: Duration,
+) -> Result<Option<Envelope<ServerMessage>>, Failure> {
+    loop {
+        let frame = timeout(idle, ws.next()).await.map_err(|_| {
+            Failure::new("ws_idle", format!("nothing from the server for {idle:?}"))
+        })?;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(Failure::new("ws_io", e)),
+            Some(Ok(Message::Text(text))) => {
+                return ServerMessage::parse(&text)
+                    .map(Some)
+                    .map_err(|e| Failure::new("bad_message", format!("{e}: {text}")))
+            }
+            Some(Ok(Message::Close(_) | Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(_)) => return Err(Failure::new("unexpected_message", "a binary message")),
+        }
+    }
+}
+
 /// The next message of a client's socket, which must come.
 pub async fn expect(ws: &mut Ws) -> Result<Event, Failure> {
     next(ws)
