@@ -11,7 +11,7 @@
 //! `PROPTEST_CASES=5000 cargo test --release -p allocate-core --test properties`.
 
 use allocate_core::{
-    Config, Connection, Gpu, GpuRequirement, Group, Policy as QuotaPolicy, QuotaLimits,
+    Config, Connection, Gpu, GpuRequirement, Group, Order, Policy as QuotaPolicy, QuotaLimits,
     Requirements, ResourceSpec,
 };
 use proptest::prelude::*;
@@ -197,15 +197,19 @@ fn config() -> impl Strategy<Value = Config> {
         select(&[30u64, 600, 3_600][..]),
         select(&[60u64, 3_600, 7 * 24 * 3_600][..]),
         prop_oneof![4 => Just(10_000usize), 1 => 1usize..=4],
+        prop_oneof![2 => Just(Order::Arrival), 1 => Just(Order::FairShare)],
     )
-        .prop_map(|(provision, release, lease, lease_max, ended)| Config {
-            provision_timeout_ms: provision,
-            release_timeout_ms: release,
-            lease_secs_default: lease,
-            lease_secs_max: lease_max,
-            ended_allocations_max: ended,
-            ..Config::default()
-        })
+        .prop_map(
+            |(provision, release, lease, lease_max, ended, order)| Config {
+                provision_timeout_ms: provision,
+                release_timeout_ms: release,
+                lease_secs_default: lease,
+                lease_secs_max: lease_max,
+                ended_allocations_max: ended,
+                order,
+                ..Config::default()
+            },
+        )
 }
 
 fn scenario(
