@@ -107,13 +107,25 @@ impl Engine {
         }
     }
 
-    /// The front of the queue now (see [`Front`]). At most one pass over the queue, which
-    /// mostly stops at its first request.
+    /// The front of the queue now (see [`Front`]). In arrival order a walk from the queue's
+    /// start, which mostly stops at its first request; in fair-share order a pass over the
+    /// queue for the least rank (one more for each request passed over).
     pub(super) fn front(&mut self) -> Option<Front> {
         if self.config.order == Order::FairShare {
-            let mut waiting: Vec<Uuid> = self.queue.in_order().collect();
-            waiting.sort_by_cached_key(|id| self.rank(&self.allocations[id]));
-            return waiting.into_iter().find_map(|id| self.front_if(id));
+            let mut waiting: Vec<(Rank, Uuid)> = self
+                .queue
+                .in_order()
+                .map(|id| (self.rank(&self.allocations[&id]), id))
+                .collect();
+            // The least rank first, taken out until one may be the front: one pass over the
+            // queue when the first may (no sort of the whole queue).
+            while let Some(i) = (0..waiting.len()).min_by_key(|&i| waiting[i].0) {
+                let (_, id) = waiting.swap_remove(i);
+                if let Some(front) = self.front_if(id) {
+                    return Some(front);
+                }
+            }
+            return None;
         }
         let mut seq = 0;
         while let Some((next, id)) = self.queue.next_after(seq) {
