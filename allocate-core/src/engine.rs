@@ -164,6 +164,9 @@ pub struct Engine {
     /// Whether each waiting request could be served by the registered resources, remembered
     /// for one [`Inventory::generation`].
     feasible: (u64, FxMap<Uuid, bool>),
+    /// The needs of fronts that, within the current input, had resources left held for them
+    /// although they are not [`Engine::front`]; empty between inputs.
+    interim: Vec<Criteria>,
 }
 
 impl fmt::Debug for Engine {
@@ -227,6 +230,7 @@ impl Engine {
             held: FxMap::default(),
             front: None,
             feasible: (0, FxMap::default()),
+            interim: Vec::new(),
         }
     }
 

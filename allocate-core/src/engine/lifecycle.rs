@@ -438,11 +438,14 @@ impl Engine {
             let chosen = match held {
                 Some(f) if !passed.contains(&f.id) => Some((f.id, f.count > 1)),
                 Some(f) => {
-                    let Some(start) = self.could_start(&f).filter(|_| f.count > 1) else {
-                        return;
-                    };
-                    until = Some(start);
-                    self.first_suited(slot, &passed, until)
+                    let start = self.could_start(&f).filter(|_| f.count > 1);
+                    let chosen = start.and_then(|t| self.first_suited(slot, &passed, Some(t)));
+                    if chosen.is_none() {
+                        // Left held for it.
+                        return self.held_for_interim(f);
+                    }
+                    until = start;
+                    chosen
                 }
                 None => self.first_suited(slot, &passed, None),
             };
@@ -689,6 +692,7 @@ impl Engine {
             .into_iter()
             .chain(others.into_iter().map(|h| (h.inventory_id, h.connection)));
         let mut freed = Vec::new();
+        let avoided_before = avoided(&self.abandoned, id).len();
         for (inventory_id, connection) in held {
             let Some(slot) = self.inventory.slot_of(&inventory_id) else {
                 continue;
@@ -717,6 +721,17 @@ impl Engine {
         }
         for slot in freed {
             self.offer(slot);
+        }
+        // The agents it now avoids: their free resources are no longer held for it, should it
+        // be the front of the queue, so they go to the others (README, "Order and starvation").
+        let newly: Vec<Uuid> = avoided(&self.abandoned, id)[avoided_before..].to_vec();
+        for agent_id in newly {
+            let slots = self.inventory.agent(&agent_id).map(|a| a.slots.clone());
+            for slot in slots.unwrap_or_default() {
+                if self.inventory.is_live(slot) {
+                    self.offer(slot);
+                }
+            }
         }
     }
 

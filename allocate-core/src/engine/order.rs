@@ -260,6 +260,15 @@ impl Engine {
         }
     }
 
+    /// `front` had a resource left held for it although it is not the front the last input
+    /// ended with: remembered until the input ends (see [`Engine::settle_front`]).
+    pub(super) fn held_for_interim(&mut self, front: Front) {
+        let settled = self.front.as_ref().map(|f| f.id);
+        if settled != Some(front.id) && !self.interim.contains(&front.criteria) {
+            self.interim.push(front.criteria);
+        }
+    }
+
     /// Whether free `r` is held for the front, as the last settled front says (for views).
     pub(super) fn reserved(&self, r: &Resource) -> bool {
         // Asked in the middle of an input too (a 408's explanation), when the front may have
@@ -277,18 +286,42 @@ impl Engine {
 
     /// Keeps the front's reservations true after an input: while the front changes (it was
     /// served or left, or fair-share ranks moved), the free resources held for the old front
-    /// and those that suit the new one are offered again, in registration order. At most one
+    /// and those that suit the new one are offered again, in registration order. A front that
+    /// stayed (or came back to) the same within the input is offered what it may have once
+    /// enough is free for it: it may have moved away and back while that freed. At most one
     /// round per waiting request, plus one.
     pub(super) fn settle_front(&mut self) {
         for _ in 0..=self.queue.len() {
             let front = self.front();
             let same = front.as_ref().map(|f| f.id) == self.front.as_ref().map(|f| f.id);
             let old = std::mem::replace(&mut self.front, front);
-            if same {
-                return;
-            }
             let mut slots: Vec<(u64, Slot)> = Vec::new();
-            for f in old.iter().chain(self.front.clone().iter()) {
+            // What was left held for a front of a moment within the input goes round again.
+            for criteria in std::mem::take(&mut self.interim) {
+                for slot in self.inventory.candidates(&criteria, usize::MAX, |_| true) {
+                    slots.push((self.inventory.get(slot).seq, slot));
+                }
+            }
+            if same && slots.is_empty() {
+                let Some(f) = self.front.clone() else {
+                    return;
+                };
+                let (policy, quotas) = (self.policy.as_deref(), self.quotas.as_deref());
+                let hold = Hold::new(&f, &self.allocations, policy, quotas, &self.abandoned);
+                let count = f.count as usize;
+                let free = self
+                    .inventory
+                    .candidates(&f.criteria, count, |r| hold.holds(r));
+                if free.len() < count {
+                    return;
+                }
+                slots.extend(free.into_iter().map(|s| (self.inventory.get(s).seq, s)));
+            }
+            for f in old
+                .iter()
+                .chain(self.front.clone().iter())
+                .filter(|_| !same)
+            {
                 for slot in self.inventory.candidates(&f.criteria, usize::MAX, |_| true) {
                     slots.push((self.inventory.get(slot).seq, slot));
                 }
@@ -300,7 +333,13 @@ impl Engine {
                     self.offer(slot);
                 }
             }
+            let stays = self.front().map(|f| f.id) == self.front.as_ref().map(|f| f.id);
+            if same && stays && self.interim.is_empty() {
+                // Offered once: what is left, it cannot take together (one per agent).
+                return;
+            }
         }
         self.front = self.front();
+        self.interim.clear();
     }
 }
