@@ -62,6 +62,15 @@ impl Engine {
         self.held_change(&user, resources, taken);
         if let Some(quotas) = self.quotas.as_deref_mut() {
             quotas.change(&user, resources, gpus, taken);
+            // Fewer GPUs left to the front's user: what was held for it and now has too many
+            // GPUs for it goes round again when the input ends.
+            let front = self.front.as_ref().filter(|f| {
+                let mine = self.allocations.get(&f.id);
+                taken && mine.is_some_and(|a| a.requirements.username == user)
+            });
+            if let Some(f) = front.filter(|f| !self.interim.contains(&f.criteria)) {
+                self.interim.push(f.criteria.clone());
+            }
         }
     }
 
