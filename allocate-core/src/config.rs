@@ -28,6 +28,36 @@ pub struct Config {
     pub record_inputs: bool,
     /// Size limits on client input.
     pub limits: Limits,
+    /// The order in which waiting requests are served (absent from snapshots while it is the
+    /// default, arrival).
+    #[serde(skip_serializing_if = "Order::is_arrival")]
+    pub order: Order,
+}
+
+/// The order in which waiting requests are served (README, "Order and starvation").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Earliest arrival first.
+    #[default]
+    Arrival,
+    /// The user holding the fewest resources first; ties by arrival.
+    FairShare,
+}
+
+impl Order {
+    /// Whether this is the default, arrival order.
+    pub fn is_arrival(&self) -> bool {
+        *self == Order::Arrival
+    }
+
+    /// The order's name, as the server's `--order` flag spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Order::Arrival => "arrival",
+            Order::FairShare => "fair-share",
+        }
+    }
 }
 
 impl Default for Config {
@@ -44,6 +74,7 @@ impl Default for Config {
             policy_candidates_max: 64,
             record_inputs: false,
             limits: Limits::default(),
+            order: Order::Arrival,
         }
     }
 }

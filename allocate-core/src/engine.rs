@@ -7,6 +7,7 @@
 //! batch of inputs costs one report per request that moved, not one per input.
 
 mod lifecycle;
+mod order;
 mod quotas;
 mod session;
 mod shutdown;
@@ -85,7 +86,7 @@ struct Allocation {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Resources in each state, in the order of [`ResourceState::ALL`].
-    pub resources_by_state: [u64; 5],
+    pub resources_by_state: [u64; 6],
     /// Requests waiting in the queue.
     pub queued: u64,
     /// Allocations being provisioned.
@@ -154,6 +155,18 @@ pub struct Engine {
     position_report_ms: u64,
     /// When moves in the queue were last reported.
     positions_reported: Option<Timestamp>,
+    /// Resources held by each user's live allocations, for fair-share order (empty in
+    /// arrival order; users holding none are absent).
+    held: FxMap<String, u32>,
+    /// The front of the queue as of the end of the last input (see [`order`]), which views
+    /// read; derived, never stored.
+    front: Option<order::Front>,
+    /// Whether each waiting request could be served by the registered resources, remembered
+    /// for one [`Inventory::generation`].
+    feasible: (u64, FxMap<Uuid, bool>),
+    /// The needs of fronts that, within the current input, had resources left held for them
+    /// although they are not [`Engine::front`]; empty between inputs.
+    interim: Vec<Criteria>,
 }
 
 impl fmt::Debug for Engine {
@@ -214,6 +227,10 @@ impl Engine {
             agent_sessions: FxMap::default(),
             position_report_ms: 0,
             positions_reported: None,
+            held: FxMap::default(),
+            front: None,
+            feasible: (0, FxMap::default()),
+            interim: Vec::new(),
         }
     }
 
@@ -438,7 +455,7 @@ impl Engine {
 
     /// Every resource, in registration order, borrowed rather than copied.
     pub fn inventory_refs(&self) -> impl Iterator<Item = InventoryEntryRef<'_>> + '_ {
-        self.inventory.iter().map(entry_of)
+        self.inventory.iter().map(|r| self.entry_of(r))
     }
 
     /// The resources a listing filter shows, in registration order. Tags and `state=free` are
@@ -453,10 +470,10 @@ impl Engine {
         } else {
             self.inventory.with_tags(&filter.tags, free_only)
         };
-        let inventory = &self.inventory;
+        let this = &*self;
         slots
             .into_iter()
-            .map(move |slot| entry_of(inventory.get(slot)))
+            .map(move |slot| this.entry_of(this.inventory.get(slot)))
             .filter(move |e| filter.state.is_none_or(|s| s == e.state))
     }
 
@@ -464,7 +481,7 @@ impl Engine {
     pub fn resource(&self, inventory_id: &Uuid) -> Option<InventoryEntry> {
         self.inventory
             .slot_of(inventory_id)
-            .map(|s| entry_of(self.inventory.get(s)).to_entry())
+            .map(|s| self.entry_of(self.inventory.get(s)).to_entry())
     }
 
     /// Number of registered resources.
@@ -612,6 +629,8 @@ impl Engine {
             Some(Reason::Maintenance)
         } else if r.error.is_some() {
             Some(Reason::Error)
+        } else if self.reserved(r) {
+            Some(Reason::Reserved)
         } else {
             None
         }
@@ -632,7 +651,7 @@ impl Engine {
         for r in self.inventory.iter() {
             let i = ResourceState::ALL
                 .iter()
-                .position(|s| *s == state_of(r))
+                .position(|s| *s == self.state_of(r))
                 .unwrap_or(0);
             stats.resources_by_state[i] += 1;
         }
@@ -691,6 +710,7 @@ impl Engine {
         let reply = self.apply_input(input).inspect_err(|_| {
             self.record_time_moved(before, recorded);
         })?;
+        self.settle_front();
         self.fire_due();
         if let Some(input) = kept {
             self.records.push(Record { now, input });
@@ -742,6 +762,9 @@ impl Engine {
                 }
                 Timer::Release(inventory_id) => self.release_deadline(inventory_id),
             }
+        }
+        if fired {
+            self.settle_front();
         }
         fired
     }
@@ -889,38 +912,43 @@ fn ready_output(a: &Allocation) -> Option<Output> {
     })
 }
 
-fn state_of(r: &Resource) -> ResourceState {
-    if !r.online {
-        ResourceState::Offline
-    } else if r.occupant.is_some() && !(r.abandoned && r.error.is_some()) {
-        // Cleaning up after a provision that failed says `error`, as the failure does.
-        ResourceState::Allocated
-    } else if r.maintenance.is_some() {
-        ResourceState::Maintenance
-    } else if r.error.is_some() {
-        ResourceState::Error
-    } else {
-        ResourceState::Free
+impl Engine {
+    /// Where `r` stands, as inventory shows it.
+    fn state_of(&self, r: &Resource) -> ResourceState {
+        if !r.online {
+            ResourceState::Offline
+        } else if r.occupant.is_some() && !(r.abandoned && r.error.is_some()) {
+            // Cleaning up after a provision that failed says `error`, as the failure does.
+            ResourceState::Allocated
+        } else if r.maintenance.is_some() {
+            ResourceState::Maintenance
+        } else if r.error.is_some() {
+            ResourceState::Error
+        } else if self.reserved(r) {
+            ResourceState::Reserved
+        } else {
+            ResourceState::Free
+        }
     }
-}
 
-fn entry_of(r: &Resource) -> InventoryEntryRef<'_> {
-    let state = state_of(r);
-    let reason = match state {
-        ResourceState::Maintenance => r.maintenance.as_deref(),
-        ResourceState::Error => r.error.as_deref(),
-        _ => None,
-    };
-    InventoryEntryRef {
-        inventory_id: r.id,
-        labels: &r.spec.labels,
-        cpu_count: r.spec.cpu_count,
-        memory_gb: r.spec.memory_gb,
-        gpu: &r.spec.gpu,
-        kind: &r.spec.kind,
-        agent_id: r.agent_id,
-        state,
-        reason,
+    fn entry_of<'a>(&self, r: &'a Resource) -> InventoryEntryRef<'a> {
+        let state = self.state_of(r);
+        let reason = match state {
+            ResourceState::Maintenance => r.maintenance.as_deref(),
+            ResourceState::Error => r.error.as_deref(),
+            _ => None,
+        };
+        InventoryEntryRef {
+            inventory_id: r.id,
+            labels: &r.spec.labels,
+            cpu_count: r.spec.cpu_count,
+            memory_gb: r.spec.memory_gb,
+            gpu: &r.spec.gpu,
+            kind: &r.spec.kind,
+            agent_id: r.agent_id,
+            state,
+            reason,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use std::hash::BuildHasherDefault;
 pub const SEEN_MAX: usize = 10;
 
 /// Why some resources cannot serve a request: a requirement that rules them out, or the state
-/// of matching ones. More codes may follow (the contract also names `reserved`).
+/// of matching ones. More codes may follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -56,11 +56,13 @@ pub enum Reason {
     Error,
     /// Matching and free, but taking it would put the request's user over a quota limit.
     Quota,
+    /// Matching and free, but held for the request at the front of the queue.
+    Reserved,
 }
 
 impl Reason {
     /// Every reason, in a fixed order: the requirements, then the states.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Tags,
         Reason::ExcludeTags,
         Reason::Type,
@@ -76,6 +78,7 @@ impl Reason {
         Reason::Maintenance,
         Reason::Error,
         Reason::Quota,
+        Reason::Reserved,
     ];
 
     /// The reason's code in the contract.
@@ -96,6 +99,7 @@ impl Reason {
             Reason::Maintenance => "maintenance",
             Reason::Error => "error",
             Reason::Quota => "quota",
+            Reason::Reserved => "reserved",
         }
     }
 
@@ -423,6 +427,7 @@ fn state_message(reason: Reason, count: u64, matching: u64, quota: Option<&Quota
             );
             &quota_words
         }
+        Reason::Reserved => "are free but held for the request at the front of the queue",
         _ => "are in error (a provision or release failed)",
     };
     format!("{count} of {matching} matching resources {what}")

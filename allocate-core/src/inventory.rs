@@ -126,6 +126,8 @@ pub(crate) struct Inventory {
     by_seq: BTreeMap<u64, Slot>,
     index: Index,
     agents: FxMap<Uuid, Agent>,
+    /// Grows whenever a resource is added, removed or matches differently.
+    generation: u64,
 }
 
 impl Inventory {
@@ -257,6 +259,41 @@ impl Inventory {
         (count, eta)
     }
 
+    /// A number that grows whenever a resource is added, removed or matches differently:
+    /// what depends only on which resources are registered holds while it stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the registered resources (other than retiring ones) could ever serve `count`
+    /// resources satisfying `criteria` at once: those with a static connection, and one per
+    /// agent of those that need provisioning (an agent's answers name only the allocation).
+    pub fn could_serve(&mut self, criteria: &Criteria, count: u32) -> bool {
+        let (slots, exact) = (&self.slots, Self::gpus_fit(&self.slots, criteria));
+        let (mut statics, mut agents) = (0usize, BTreeSet::new());
+        self.index.each(criteria, Scope::All, exact, |slot| {
+            let r = slots.live(slot);
+            if r.retiring {
+                return;
+            }
+            if r.spec.connection.is_some() {
+                statics += 1;
+            } else {
+                agents.insert(r.agent_id);
+            }
+        });
+        statics + agents.len() >= count as usize
+    }
+
+    /// Every registered resource satisfying `criteria`, in no particular order.
+    pub fn matching(&mut self, criteria: &Criteria) -> Vec<Slot> {
+        let exact = Self::gpus_fit(&self.slots, criteria);
+        let mut found = Vec::new();
+        self.index
+            .each(criteria, Scope::All, exact, |slot| found.push(slot));
+        found
+    }
+
     /// Whether any registered resource could ever satisfy `criteria` (cheaper than
     /// [`Inventory::outlook`]: it stops at the first).
     pub fn could_satisfy(&mut self, criteria: &Criteria) -> bool {
@@ -296,6 +333,8 @@ impl Inventory {
         next_seq: &mut u64,
     ) -> Result<Registered> {
         let plan = self.plan_registration(agent_id, &specs)?;
+        // Resources may retire or come back from retiring.
+        self.generation += 1;
         let old: Vec<Slot> = self
             .agents
             .get(&agent_id)
@@ -436,6 +475,7 @@ impl Inventory {
             None => self.slots.push(resource),
         };
         self.index.add(slot, &self.slots.live(slot).spec, seq);
+        self.generation += 1;
         self.by_id.insert(id, slot);
         self.by_seq.insert(seq, slot);
         slot
@@ -456,6 +496,7 @@ impl Inventory {
             self.index.remove(slot, &self.slots.live(slot).spec);
             self.index.add(slot, &spec, seq);
             self.get_mut(slot).in_free = false;
+            self.generation += 1;
         }
         let r = self.get_mut(slot);
         r.retiring = false;
@@ -476,6 +517,7 @@ impl Inventory {
             agent.slots.retain(|&s| s != slot);
         }
         self.index.remove(slot, &r.spec);
+        self.generation += 1;
         self.vacant.push(slot);
     }
 }

@@ -64,7 +64,7 @@ mod view;
 #[cfg(feature = "wire")]
 pub mod wire;
 
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, Order};
 pub use engine::snapshot::{AgentSnapshot, AllocationSnapshot, ResourceSnapshot};
 pub use engine::{AgentFailures, Engine, Registered, SessionId, Snapshot, Stats};
 pub use error::{Error, ErrorCode, Result, SessionError};

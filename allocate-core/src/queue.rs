@@ -79,6 +79,39 @@ impl Queue {
         best
     }
 
+    /// The first waiting request to arrive after arrival order `seq` (from the start: 0).
+    pub fn next_after(&self, seq: u64) -> Option<(u64, Uuid)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let mut after = self.order.range((Excluded(seq), Unbounded));
+        after.next().map(|(&seq, &(id, _))| (seq, id))
+    }
+
+    /// The waiting request whose needs pass `fits`, that `accept` takes, and whose `rank`
+    /// (arrival order last in it, so ranks never tie) is the least; unlike
+    /// [`Queue::first_waiting`] it visits every such request, since ranks need not follow
+    /// arrival order.
+    pub fn least_ranked<R: Ord>(
+        &self,
+        fits: impl Fn(&Criteria) -> bool,
+        mut accept: impl FnMut(Uuid) -> bool,
+        rank: impl Fn(u64, Uuid) -> R,
+    ) -> Option<(u64, Uuid)> {
+        let mut best: Option<(R, u64, Uuid)> = None;
+        for (criteria, group) in &self.groups {
+            if !fits(criteria) {
+                continue;
+            }
+            for &(seq, id) in group {
+                let r = rank(seq, id);
+                if best.as_ref().is_some_and(|b| b.0 <= r) || !accept(id) {
+                    continue;
+                }
+                best = Some((r, seq, id));
+            }
+        }
+        best.map(|(_, seq, id)| (seq, id))
+    }
+
     /// The requests whose position changed since the last call, with their new position and
     /// whether it is the first one they are told.
     /// Only the requests from the earliest change on are visited: those before it were told

@@ -19,16 +19,20 @@ pub enum ResourceState {
     Error,
     /// Taken out of service by an admin; see `reason`.
     Maintenance,
+    /// Free, but held for the request at the front of the queue (README, "Order and
+    /// starvation").
+    Reserved,
 }
 
 impl ResourceState {
     /// Every state, in a fixed order.
-    pub const ALL: [ResourceState; 5] = [
+    pub const ALL: [ResourceState; 6] = [
         ResourceState::Free,
         ResourceState::Allocated,
         ResourceState::Offline,
         ResourceState::Error,
         ResourceState::Maintenance,
+        ResourceState::Reserved,
     ];
 
     /// The state's name in the contract.
@@ -39,6 +43,7 @@ impl ResourceState {
             ResourceState::Offline => "offline",
             ResourceState::Error => "error",
             ResourceState::Maintenance => "maintenance",
+            ResourceState::Reserved => "reserved",
         }
     }
 

@@ -62,6 +62,7 @@ fn brute_force(engine: &Engine, r: &Requirements) -> Explanation {
         (Reason::Offline, ResourceState::Offline),
         (Reason::Maintenance, ResourceState::Maintenance),
         (Reason::Error, ResourceState::Error),
+        (Reason::Reserved, ResourceState::Reserved),
     ] {
         findings.push((why, in_state(state)));
     }
@@ -143,6 +144,7 @@ fn check(engine: &mut Engine, r: &Requirements) -> Vec<Reason> {
                 | Reason::Maintenance
                 | Reason::Error
                 | Reason::Provisioning
+                | Reason::Reserved
         ) {
             format!(
                 "{} of {} matching resources",
@@ -194,13 +196,14 @@ fn explanations_agree_with_a_brute_force_scan_on_diverse_labs() {
         }
     }
     // The labs and the bending reach every reason they can (nothing is provisioning or in error;
-    // no request asks for several resources and no quota is set: `count` and `quota` have
-    // their own tests beside the engine).
+    // no request asks for several resources and no quota is set: `count`, `quota` and
+    // `reserved` have their own tests beside the engine).
     let never = [
         Reason::Provisioning,
         Reason::Error,
         Reason::Count,
         Reason::Quota,
+        Reason::Reserved,
     ];
     let want: Vec<Reason> = Reason::ALL
         .into_iter()

@@ -11,7 +11,7 @@
 //! `PROPTEST_CASES=5000 cargo test --release -p allocate-core --test properties`.
 
 use allocate_core::{
-    Config, Connection, Gpu, GpuRequirement, Group, Policy as QuotaPolicy, QuotaLimits,
+    Config, Connection, Gpu, GpuRequirement, Group, Order, Policy as QuotaPolicy, QuotaLimits,
     Requirements, ResourceSpec,
 };
 use proptest::prelude::*;
@@ -197,15 +197,19 @@ fn config() -> impl Strategy<Value = Config> {
         select(&[30u64, 600, 3_600][..]),
         select(&[60u64, 3_600, 7 * 24 * 3_600][..]),
         prop_oneof![4 => Just(10_000usize), 1 => 1usize..=4],
+        prop_oneof![2 => Just(Order::Arrival), 1 => Just(Order::FairShare)],
     )
-        .prop_map(|(provision, release, lease, lease_max, ended)| Config {
-            provision_timeout_ms: provision,
-            release_timeout_ms: release,
-            lease_secs_default: lease,
-            lease_secs_max: lease_max,
-            ended_allocations_max: ended,
-            ..Config::default()
-        })
+        .prop_map(
+            |(provision, release, lease, lease_max, ended, order)| Config {
+                provision_timeout_ms: provision,
+                release_timeout_ms: release,
+                lease_secs_default: lease,
+                lease_secs_max: lease_max,
+                ended_allocations_max: ended,
+                order,
+                ..Config::default()
+            },
+        )
 }
 
 fn scenario(
@@ -277,8 +281,40 @@ fn scenario_with_quotas() -> impl Strategy<Value = Scenario> {
     })
 }
 
+/// A scenario where requests contend: every request matches almost every resource, one in
+/// two asks for two or three at once, and most name a lease end, so that the front of the
+/// queue holds resources and later requests backfill them (README, "Order and starvation").
+fn contended_scenario() -> impl Strategy<Value = Scenario> {
+    scenario(catalogue_resource(), 4).prop_map(|mut scenario| {
+        for (i, op) in scenario.ops.iter_mut().enumerate() {
+            if let Action::Request {
+                requirements: r,
+                expires,
+            } = &mut op.action
+            {
+                *r = Requirements {
+                    count: [1, 2, 1, 3][i % 4],
+                    allocation_timeout_seconds: r.allocation_timeout_seconds.max(30),
+                    ..Requirements::for_user(r.username.clone())
+                };
+                if matches!(expires, Expires::Default) && i % 3 != 0 {
+                    *expires = Expires::InSecs([45, 300][i % 2]);
+                }
+            }
+        }
+        scenario
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Every invariant holds where requests contend for the same resources, reservations and
+    /// backfill included.
+    #[test]
+    fn invariants_hold_where_requests_contend(scenario in contended_scenario()) {
+        check(&scenario)?;
+    }
 
     /// Every invariant holds after every step, the journal replays from a mid-run snapshot,
     /// and the same inputs give bit-identical outputs and state.

@@ -49,6 +49,10 @@ pub struct Args {
     /// How long an agent has to acknowledge a release before the resource goes to `error`.
     #[arg(long, env = "ALLOCATE_RELEASE_TIMEOUT_MS", default_value_t = 30_000)]
     pub release_timeout_ms: u64,
+    /// The order of waiting requests: `arrival`, or `fair-share` (the user holding the fewest
+    /// resources first, ties by arrival); see the README's "Order and starvation".
+    #[arg(long, env = "ALLOCATE_ORDER", value_enum, default_value_t = OrderArg::Arrival)]
+    pub order: OrderArg,
     /// How many days the usage of an ended allocation is kept (for `GET /usage`).
     #[arg(long, env = "ALLOCATE_USAGE_RETENTION_DAYS", default_value_t = 90)]
     pub usage_retention_days: u64,
@@ -125,6 +129,24 @@ pub struct Args {
     /// Log lines as text, or as JSON objects, one a line.
     #[arg(long, env = "ALLOCATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The order of waiting requests (`--order`), as the engine's [`allocate_core::Order`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OrderArg {
+    /// Earliest arrival first.
+    Arrival,
+    /// The user holding the fewest resources first; ties by arrival.
+    FairShare,
+}
+
+impl From<OrderArg> for allocate_core::Order {
+    fn from(order: OrderArg) -> Self {
+        match order {
+            OrderArg::Arrival => allocate_core::Order::Arrival,
+            OrderArg::FairShare => allocate_core::Order::FairShare,
+        }
+    }
 }
 
 /// How log lines are written (`--log-format`).
@@ -299,6 +321,7 @@ impl From<&Args> for ServerConfig {
                 provision_timeout_ms: args.provision_timeout_ms,
                 release_timeout_ms: args.release_timeout_ms,
                 usage_retention_secs: args.usage_retention_days.saturating_mul(24 * 3600),
+                order: args.order.into(),
                 ..defaults.engine
             },
             position_report: Duration::from_millis(args.position_report_ms),
@@ -427,6 +450,11 @@ mod tests {
         let json = Args::try_parse_from(["allocate-http", "--log-format", "json"]).unwrap();
         assert_eq!(json.log_format, LogFormat::Json);
         assert!(Args::try_parse_from(["allocate-http", "--log-format", "xml"]).is_err());
+        assert_eq!(config.engine.order, allocate_core::Order::Arrival);
+        let fair = Args::try_parse_from(["allocate-http", "--order", "fair-share"]).unwrap();
+        let order = ServerConfig::from(&fair).engine.order;
+        assert_eq!(order, allocate_core::Order::FairShare);
+        assert!(Args::try_parse_from(["allocate-http", "--order", "fair"]).is_err());
     }
 
     #[test]

@@ -95,7 +95,8 @@ async fn a_failed_provision_releases_the_other_and_the_request_waits_in_front() 
     agents[1].released(&id).await;
     let broken = server.wait_state(&ids[0], "error").await;
     assert_eq!(broken["reason"], "provisioning failed: disk full");
-    server.wait_state(&ids[1], "free").await;
+    // Free again, and held for the request, the front of the queue.
+    server.wait_state(&ids[1], "reserved").await;
     let queued = recv_status(&mut client, "queued").await;
     assert_eq!(queued["position"], 1);
     let info = server
@@ -103,6 +104,48 @@ async fn a_failed_provision_releases_the_other_and_the_request_waits_in_front() 
         .await;
     assert_eq!(info["state"], "queued");
     assert_eq!(info["inventory_ids"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resource_held_for_a_waiting_request_for_several_shows_reserved() {
+    let (server, mut agents, ids) = lab(2).await;
+    let single = json!({"tags": ["x"], "username": "one", "allocation_timeout_seconds": 30});
+    let mut first = allocate(&server, single).await;
+    let order = agents[0].expect("provision").await;
+    agents[0]
+        .provisioned(&order["allocation_id"], "10.0.0.1")
+        .await;
+    recv_status(&mut first, "ready").await;
+    let mut big = allocate(&server, two(30)).await;
+    recv_status(&mut big, "queued").await;
+    let listed = server.get("/inventory/").await;
+    let states: Vec<(&str, &str)> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| {
+            (
+                r["inventory_id"].as_str().unwrap(),
+                r["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (ids[0].as_str(), "allocated"),
+            (ids[1].as_str(), "reserved")
+        ]
+    );
+    let reserved = server.get("/inventory/?state=reserved").await;
+    assert_eq!(reserved[0]["inventory_id"], ids[1].as_str());
+    let free = server.get("/inventory/?state=free").await;
+    assert_eq!(free, json!([]), "a reserved resource is not free");
+    // A later request for one, whose lease may outlast the first one's, waits.
+    let later = json!({"tags": ["x"], "username": "two", "allocation_timeout_seconds": 30});
+    let mut later = allocate(&server, later).await;
+    recv_status(&mut later, "queued").await;
     server.stop().await;
 }
 

@@ -2,7 +2,9 @@
 //! (a few labels, CPU counts, GPU models: `testkit::labs::vocab`, which the property tests'
 //! strategies draw from too), sometimes anything at all.
 
-use allocate_core::{Config, Connection, Gpu, GpuRequirement, Limits, Requirements, ResourceSpec};
+use allocate_core::{
+    Config, Connection, Gpu, GpuRequirement, Limits, Order, Requirements, ResourceSpec,
+};
 use arbitrary::Arbitrary;
 use testkit::labs::vocab::{GPUS, GPU_WANTS, KINDS, LABELS, USERNAMES};
 
@@ -168,6 +170,13 @@ impl Knobs {
             release_timeout_ms: self.release_timeout_ms.get(),
             ended_allocations_max: usize::from(self.ended_allocations_max % 16),
             policy_candidates_max: usize::from(self.policy_candidates_max % 8),
+            // The byte's high bit, unused above: both orders without changing what a seed's
+            // bytes decode to.
+            order: if self.policy_candidates_max & 0x80 == 0 {
+                Order::Arrival
+            } else {
+                Order::FairShare
+            },
             // Small, so that sequences reach both of the usage history's bounds.
             usage_retention_secs: 3600,
             usage_records_max: 8,

@@ -1,7 +1,9 @@
 //! How requests become allocations and end: placement, provisioning, leases, releases.
 
+use super::order::{Front, Hold};
 use super::quotas::gpus_of;
 use super::{held_ids, Allocation, Engine};
+use crate::config::Order;
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
 use crate::hash::FxMap;
@@ -183,14 +185,30 @@ impl Engine {
     }
 
     /// Places request `id` on free resources if they are free now and its quota allows it,
-    /// first taking it out of the queue if it is `queued`; returns whether it did.
+    /// first taking it out of the queue if it is `queued`; returns whether it did. Resources
+    /// held for the front of the queue are taken only by backfill, and only when no others
+    /// will do.
     pub(super) fn try_place(&mut self, id: Uuid, queued: bool) -> bool {
-        let a = &self.allocations[&id];
-        if self.quota_block(&a.requirements).is_some() {
+        if self
+            .quota_block(&self.allocations[&id].requirements)
+            .is_some()
+        {
             return false;
         }
-        if a.requirements.count > 1 {
-            let Some(slots) = self.gather(id) else {
+        let front = self.front_before(id);
+        if self.try_place_beside(id, queued, front.as_ref()) {
+            return true;
+        }
+        match front {
+            Some(front) if self.may_backfill(&front, id) => self.try_place_beside(id, queued, None),
+            _ => false,
+        }
+    }
+
+    /// [`Engine::try_place`] on resources other than those held for `front`, if given.
+    fn try_place_beside(&mut self, id: Uuid, queued: bool, front: Option<&Front>) -> bool {
+        if self.allocations[&id].requirements.count > 1 {
+            let Some(slots) = self.gather(id, front) else {
                 return false;
             };
             if queued {
@@ -199,10 +217,17 @@ impl Engine {
             self.assign_several(id, &slots);
             return true;
         }
+        let a = &self.allocations[&id];
         let gpus_left = self.gpus_left(&a.requirements);
+        let (policy, quotas) = (self.policy.as_deref(), self.quotas.as_deref());
+        let hold = front.map(|f| Hold::new(f, &self.allocations, policy, quotas, &self.abandoned));
         let chosen = {
             let avoid = off(avoided(&self.abandoned, id));
-            let keep = |r: &Resource| avoid(r) && gpus_left.is_none_or(|left| gpus_of(r) <= left);
+            let keep = |r: &Resource| {
+                avoid(r)
+                    && gpus_left.is_none_or(|left| gpus_of(r) <= left)
+                    && hold.as_ref().is_none_or(|h| !h.holds(r))
+            };
             let policy = self.policy.as_deref();
             let limit = self.config.policy_candidates_max;
             choose(&mut self.inventory, policy, limit, a, keep)
@@ -240,19 +265,17 @@ impl Engine {
 
     /// Takes `count` free resources for request `id` at once, each the best one left for it
     /// (refined by the policy), those that need provisioning on distinct agents (an agent's
-    /// answers name only the allocation); `None`, with nothing taken, when that many are not
-    /// free now.
-    fn gather(&mut self, id: Uuid) -> Option<Vec<Slot>> {
+    /// answers name only the allocation), none held for `front` if given; `None`, with
+    /// nothing taken, when that many are not free now.
+    fn gather(&mut self, id: Uuid, front: Option<&Front>) -> Option<Vec<Slot>> {
         let a = &self.allocations[&id];
         let count = a.requirements.count as usize;
         let avoid = avoided(&self.abandoned, id);
+        let (policy, quotas) = (self.policy.as_deref(), self.quotas.as_deref());
+        let hold = front.map(|f| Hold::new(f, &self.allocations, policy, quotas, &self.abandoned));
+        let unheld = |r: &Resource| off(avoid)(r) && hold.as_ref().is_none_or(|h| !h.holds(r));
         // Fewer free resources than asked, whatever their agents: nothing to try.
-        if self
-            .inventory
-            .candidates(&a.criteria, count, off(avoid))
-            .len()
-            < count
-        {
+        if self.inventory.candidates(&a.criteria, count, unheld).len() < count {
             return None;
         }
         // The agents already provisioning one of them.
@@ -261,7 +284,7 @@ impl Engine {
         let mut gpus_left = self.gpus_left(&a.requirements);
         while taken.len() < count {
             let keep = |r: &Resource| {
-                off(avoid)(r)
+                unheld(r)
                     && (r.spec.connection.is_some() || !busy.contains(&r.agent_id))
                     && gpus_left.is_none_or(|left| gpus_of(r) <= left)
             };
@@ -394,22 +417,47 @@ impl Engine {
         self.outputs.push_back(ready);
     }
 
-    /// Offers a resource that may have become free to the earliest waiting request it suits.
+    /// Offers a resource that may have become free to the first waiting request, in the
+    /// order, that it suits (README, "Order and starvation").
     ///
-    /// A request for several resources (`count`) is served when that many suitable ones are
-    /// free at once (the best ones, which need not include this one); until then it keeps
-    /// its place and a later request that this resource suits may have it. Each request for
-    /// several is tried at most once per offer.
+    /// A resource held for the front of the queue goes to the front, or else (backfill) to
+    /// the first other request whose lease ends by the time the front could start. Any other
+    /// goes to the first request it suits. A request for several resources (`count`) is
+    /// served when that many suitable ones are free at once (the best ones, which need not
+    /// include this one); until then it keeps its place and the resource goes on down the
+    /// order. Each request for several is tried at most once per offer.
     pub(super) fn offer(&mut self, slot: Slot) {
         let mut passed: Vec<Uuid> = Vec::new();
         while self.queue.len() > 0 && self.inventory.get(slot).placeable() {
-            let Some((id, several)) = self.first_suited(slot, &passed) else {
+            let front = self.front();
+            let held = front
+                .clone()
+                .filter(|f| self.hold(f).holds(self.inventory.get(slot)));
+            // Beyond the front, only a lease that ends by the time it could start.
+            let mut until = None;
+            let chosen = match held {
+                Some(f) if !passed.contains(&f.id) => Some((f.id, f.count > 1)),
+                Some(f) => {
+                    let start = self.could_start(&f).filter(|_| f.count > 1);
+                    let chosen = start.and_then(|t| self.first_suited(slot, &passed, Some(t)));
+                    if chosen.is_none() {
+                        // Left held for it.
+                        return self.held_for_interim(f);
+                    }
+                    until = start;
+                    chosen
+                }
+                None => self.first_suited(slot, &passed, None),
+            };
+            let Some((id, several)) = chosen else {
                 return;
             };
             if !several {
+                self.dequeue(id);
                 return self.assign(id, slot);
             }
-            match self.gather(id) {
+            let beside = front.filter(|f| f.id != id && until.is_none());
+            match self.gather(id, beside.as_ref()) {
                 Some(slots) => {
                     self.dequeue(id);
                     self.assign_several(id, &slots);
@@ -427,9 +475,14 @@ impl Engine {
         self.set_timer(id, None);
     }
 
-    /// The earliest waiting request that `slot` suits, other than those `passed`, and
-    /// whether it asks for several resources; a single one is taken out of the queue.
-    fn first_suited(&mut self, slot: Slot, passed: &[Uuid]) -> Option<(Uuid, bool)> {
+    /// The first waiting request, in the order, that `slot` suits, other than those `passed`
+    /// and, given `until`, those whose lease may end later; and whether it asks for several.
+    fn first_suited(
+        &mut self,
+        slot: Slot,
+        passed: &[Uuid],
+        until: Option<Timestamp>,
+    ) -> Option<(Uuid, bool)> {
         let (inventory, allocations, policy) = (&self.inventory, &self.allocations, &self.policy);
         let r = inventory.get(slot);
         let candidate = Candidate {
@@ -445,22 +498,24 @@ impl Engine {
             // over: it is no barrier to the requests behind it.
             a.give_up() > now
                 && !passed.contains(&id)
+                && until.is_none_or(|t| self.latest_end(a) <= t)
                 && !avoided(abandoned, id).contains(&candidate.agent_id)
                 && policy
                     .as_ref()
                     .is_none_or(|p| !p.veto(&a.requirements, &candidate))
                 && quotas.is_none_or(|q| q.allows(&a.requirements, gpus_of(r)))
         };
-        let (seq, id, criteria) = self
-            .queue
-            .first_waiting(|c| inventory.satisfies(slot, c), accept)?;
-        if allocations[&id].requirements.count > 1 {
-            return Some((id, true));
-        }
-        let criteria = criteria.clone();
-        self.queue.remove(seq, id, &criteria);
-        self.set_timer(id, None);
-        Some((id, false))
+        let fits = |c: &Criteria| inventory.satisfies(slot, c);
+        let id = match self.config.order {
+            Order::Arrival => self.queue.first_waiting(fits, accept).map(|(_, id, _)| id),
+            Order::FairShare => {
+                let rank = |_, id| self.rank(&allocations[&id]);
+                self.queue
+                    .least_ranked(fits, accept, rank)
+                    .map(|(_, id)| id)
+            }
+        }?;
+        Some((id, allocations[&id].requirements.count > 1))
     }
 
     /// Ends a live allocation in `state`, starting the release of whatever it held.
@@ -478,10 +533,12 @@ impl Engine {
         // Empty for a single resource: no allocation on its path.
         let others: Vec<Uuid> = a.others.iter().map(|h| h.inventory_id).collect();
         // Given back before its resources are offered to the queue, its user's requests included.
-        let gave_back = self.holds_quota(prior).then(|| {
+        if super::quotas::holds(prior) {
             self.quota_change(id, false);
-            self.allocations[&id].requirements.username.clone()
-        });
+        }
+        let gave_back = self
+            .holds_quota(prior)
+            .then(|| self.allocations[&id].requirements.username.clone());
         if prior == AllocationState::Queued {
             self.queue.remove(seq, id, &criteria);
         }
@@ -635,6 +692,7 @@ impl Engine {
             .into_iter()
             .chain(others.into_iter().map(|h| (h.inventory_id, h.connection)));
         let mut freed = Vec::new();
+        let avoided_before = avoided(&self.abandoned, id).len();
         for (inventory_id, connection) in held {
             let Some(slot) = self.inventory.slot_of(&inventory_id) else {
                 continue;
@@ -663,6 +721,17 @@ impl Engine {
         }
         for slot in freed {
             self.offer(slot);
+        }
+        // The agents it now avoids: their free resources are no longer held for it, should it
+        // be the front of the queue, so they go to the others (README, "Order and starvation").
+        let newly: Vec<Uuid> = avoided(&self.abandoned, id)[avoided_before..].to_vec();
+        for agent_id in newly {
+            let slots = self.inventory.agent(&agent_id).map(|a| a.slots.clone());
+            for slot in slots.unwrap_or_default() {
+                if self.inventory.is_live(slot) {
+                    self.offer(slot);
+                }
+            }
         }
     }
 
@@ -968,7 +1037,7 @@ fn provision_order(a: &Allocation, agent_id: Uuid, inventory_id: Uuid) -> Output
 
 /// The agents whose resources `id` is not placed on: those still to acknowledge the release
 /// of a provision of it they abandoned.
-fn avoided(abandoned: &FxMap<Uuid, Vec<Uuid>>, id: Uuid) -> &[Uuid] {
+pub(super) fn avoided(abandoned: &FxMap<Uuid, Vec<Uuid>>, id: Uuid) -> &[Uuid] {
     abandoned.get(&id).map_or(&[], Vec::as_slice)
 }
 

@@ -2,6 +2,7 @@
 //! and which requests they refuse (see [`crate::quota`]).
 
 use super::{held_ids, Allocation, Engine};
+use crate::config::Order;
 use crate::error::{Error, Result};
 use crate::explain::QuotaHold;
 use crate::inventory::{Inventory, Resource};
@@ -19,8 +20,24 @@ impl Engine {
         self.retry_waiting(None);
     }
 
-    /// Counts what every live allocation holds, afresh (a new policy, a restored engine).
+    /// Counts what every live allocation holds, afresh (a new policy, a restored engine),
+    /// for quotas and for fair-share order.
     pub(super) fn count_holdings(&mut self) {
+        self.held.clear();
+        let holders: Vec<(String, u32)> = self
+            .allocations
+            .values()
+            .filter(|a| holds(a.state))
+            .map(|a| {
+                (
+                    a.requirements.username.clone(),
+                    holding(&self.inventory, a).0,
+                )
+            })
+            .collect();
+        for (user, resources) in holders {
+            self.held_change(&user, resources, true);
+        }
         let Some(quotas) = self.quotas.as_deref_mut() else {
             return;
         };
@@ -34,13 +51,27 @@ impl Engine {
     }
 
     /// Counts what `id` holds now as taken (`true`) or given back by its user.
+    /// Also counts it for fair-share order.
     pub(super) fn quota_change(&mut self, id: Uuid, taken: bool) {
-        let Some(quotas) = self.quotas.as_deref_mut() else {
+        if self.quotas.is_none() && self.config.order == Order::Arrival {
             return;
-        };
+        }
         let a = &self.allocations[&id];
         let (resources, gpus) = holding(&self.inventory, a);
-        quotas.change(&a.requirements.username, resources, gpus, taken);
+        let user = a.requirements.username.clone();
+        self.held_change(&user, resources, taken);
+        if let Some(quotas) = self.quotas.as_deref_mut() {
+            quotas.change(&user, resources, gpus, taken);
+            // Fewer GPUs left to the front's user: what was held for it and now has too many
+            // GPUs for it goes round again when the input ends.
+            let front = self.front.as_ref().filter(|f| {
+                let mine = self.allocations.get(&f.id);
+                taken && mine.is_some_and(|a| a.requirements.username == user)
+            });
+            if let Some(f) = front.filter(|f| !self.interim.contains(&f.criteria)) {
+                self.interim.push(f.criteria.clone());
+            }
+        }
     }
 
     /// Whether allocation `id`, ending from `prior`, gave back what it held; if so its user's
@@ -49,16 +80,19 @@ impl Engine {
         self.quotas.is_some() && holds(prior)
     }
 
-    /// Tries to place each waiting request (of `user` only, if given), in arrival order: one
+    /// Tries to place each waiting request (of `user` only, if given), in order: one
     /// that its quota held back may fit now. Only called with quotas set (or just removed).
     pub(super) fn retry_waiting(&mut self, user: Option<&str>) {
         // The queue, not every allocation: the ended ones kept for queries (10,000 by
         // default) made each release cost a walk over all of them.
-        let waiting: Vec<Uuid> = self
+        let mut waiting: Vec<Uuid> = self
             .queue
             .in_order()
             .filter(|id| user.is_none_or(|u| self.allocations[id].requirements.username == u))
             .collect();
+        if self.config.order == Order::FairShare {
+            waiting.sort_by_cached_key(|id| self.rank(&self.allocations[id]));
+        }
         for id in waiting {
             let a = &self.allocations[&id];
             if a.state == AllocationState::Queued && a.give_up() > self.now {
@@ -211,7 +245,7 @@ impl Engine {
 }
 
 /// Whether an allocation in `state` counts against its user's quota.
-fn holds(state: AllocationState) -> bool {
+pub(super) fn holds(state: AllocationState) -> bool {
     matches!(
         state,
         AllocationState::Provisioning | AllocationState::Ready

@@ -240,6 +240,8 @@ impl Engine {
                 engine.check_occupant(r)?;
             }
         }
+        // Derived, as the engine that took the snapshot had it after its last input.
+        engine.front = engine.front();
         Ok(engine)
     }
 

@@ -1359,6 +1359,7 @@ fn positions(outputs: &[Output]) -> Vec<(Uuid, u32)> {
         .collect()
 }
 
+mod order;
 mod positions;
 mod quotas;
 mod several;

@@ -11,7 +11,7 @@
   const ROWS_MAX = 500; // per table; filters narrow the rest
   const POLL_MS = 3000; // when the token cannot ride a websocket subprotocol
   const RETRY_MS_MAX = 10000;
-  const STATES = ["free", "allocated", "offline", "error", "maintenance"];
+  const STATES = ["free", "allocated", "offline", "error", "maintenance", "reserved"];
   const $ = (id) => document.getElementById(id);
 
   const ui = {

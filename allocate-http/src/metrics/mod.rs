@@ -373,7 +373,7 @@ mod tests {
             release: 0,
         };
         let stats = Stats {
-            resources_by_state: [2, 1, 0, 0, 0],
+            resources_by_state: [2, 1, 0, 0, 0, 0],
             queued: 4,
             agents_online: 1,
             ended_by_state: [5, 0, 1, 0],

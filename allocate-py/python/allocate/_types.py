@@ -95,7 +95,7 @@ class ScorePolicy(Protocol):
 MatchPolicy = Union[VetoPolicy, ScorePolicy]
 
 #: Where a resource stands.
-ResourceState = Literal["free", "allocated", "offline", "error", "maintenance"]
+ResourceState = Literal["free", "allocated", "offline", "error", "maintenance", "reserved"]
 
 #: Where a client's allocation stands (``Allocation.state``).
 AllocationState = Literal[

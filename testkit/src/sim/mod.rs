@@ -342,6 +342,11 @@ pub struct Sim {
     pub(crate) expires: BTreeMap<Uuid, Timestamp>,
     /// The requests waiting after the last step: arrival order and requirements.
     pub(crate) queued: BTreeMap<Uuid, (u64, Requirements)>,
+    /// The front of the queue after the last step and the latest time it could start, as
+    /// the invariants work them out (strict scenarios only).
+    pub(crate) front: Option<(Uuid, Option<Timestamp>)>,
+    /// The resources shown `reserved` after the last step (strict scenarios only).
+    pub(crate) reserved: BTreeSet<Uuid>,
     /// The (request, agent) pairs whose abandoned provision was being cleaned up after the
     /// last step.
     pub(crate) cleaning: BTreeSet<(Uuid, Uuid)>,
@@ -416,6 +421,8 @@ impl Sim {
             closed: BTreeSet::new(),
             expires: BTreeMap::new(),
             queued: BTreeMap::new(),
+            front: None,
+            reserved: BTreeSet::new(),
             cleaning: BTreeSet::new(),
             log: Vec::new(),
             journal: Vec::new(),

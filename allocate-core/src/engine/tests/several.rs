@@ -127,7 +127,7 @@ fn several_are_provisioned_in_parallel_and_ready_together() {
 }
 
 #[test]
-fn nothing_is_taken_until_enough_are_free_and_smaller_requests_are_served_meanwhile() {
+fn nothing_is_taken_until_enough_are_free_and_what_frees_meanwhile_is_held() {
     let mut e = engine();
     let statics = vec![
         res(&["x"], 4, &[], Some("s1")),
@@ -149,23 +149,21 @@ fn nothing_is_taken_until_enough_are_free_and_smaller_requests_are_served_meanwh
         ),
         "{out:?}"
     );
-    assert_eq!(state(&e, &ids[1]), ResourceState::Free, "nothing held");
+    assert_eq!(state(&e, &ids[1]), ResourceState::Reserved, "held for it");
+    // Its default lease, counted from `ready`, may end after `first`'s: no backfill.
     let small = e.request(at(2), want(&["x"], 60)).unwrap();
-    assert_eq!(
-        ready_on(&drain(&mut e), small),
-        Some(ids[1]),
-        "a later, smaller request is served while the big one waits"
-    );
+    assert!(ready_on(&drain(&mut e), small).is_none(), "it waits behind");
     e.release(at(3), first).unwrap();
-    assert!(ready_on(&drain(&mut e), big).is_none());
-    e.release(at(4), small).unwrap();
     let out = drain(&mut e);
     assert_eq!(
         ready_on(&out, big),
         Some(ids[0]),
         "static resources of one agent: no round trip, so one agent may give both"
     );
+    assert!(ready_on(&out, small).is_none());
     assert_eq!(e.allocation(&big).unwrap().inventory_ids, ids);
+    e.release(at(4), big).unwrap();
+    assert_eq!(ready_on(&drain(&mut e), small), Some(ids[0]));
 }
 
 #[test]
@@ -255,8 +253,8 @@ fn an_unanswered_provision_times_out_and_releases_every_one() {
     assert!(provisions(&drain(&mut e)).is_empty(), "one is not enough");
     assert_eq!(
         state(&e, &ids[0]),
-        ResourceState::Free,
-        "answered: free again"
+        ResourceState::Reserved,
+        "answered: free again, held for the waiting request"
     );
     assert_eq!(state(&e, &ids[1]), ResourceState::Error, "until cleared");
     e.set_maintenance(at(8), ids[1], None).unwrap();
@@ -278,7 +276,11 @@ fn an_agent_going_away_mid_provision_fails_the_whole_request() {
         vec![(agent(1), ids[0])],
         "the other one is released now; the gone agent's when it is back"
     );
-    assert_eq!(state(&e, &ids[2]), ResourceState::Free, "one is not enough");
+    assert_eq!(
+        state(&e, &ids[2]),
+        ResourceState::Reserved,
+        "one is not enough: it is held for the waiting request"
+    );
     assert_eq!(e.allocation(&a).unwrap().state, AllocationState::Queued);
 }
 
