@@ -232,7 +232,7 @@ impl Sim {
             }
         }
         self.check_holders(&view);
-        check_quotas(&snap, &view);
+        self.check_quotas(&snap, &view);
         self.cleaning = view.cleaning();
         let stats = self.engine.stats();
         let count = |s| view.allocations.values().filter(|a| a.state == s).count() as u64;
@@ -611,46 +611,63 @@ impl Sim {
 /// No user holds more than the quotas in force allow. The limits are worked out here from the
 /// policy by the documented rule (the user's own, else the smallest of their groups', else
 /// the default), apart from the engine's own reckoning.
-fn check_quotas(snap: &Snapshot, view: &View<'_>) {
-    let Some(policy) = &snap.quotas else { return };
-    let mut held: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
-    for a in view.allocations.values() {
-        if !matches!(
-            a.state,
-            AllocationState::Provisioning | AllocationState::Ready
-        ) {
-            continue;
-        }
-        let ids = a.inventory_id.into_iter();
-        let ids = ids.chain(a.others.iter().map(|h| h.inventory_id));
-        let gpus: u64 = ids
-            .filter_map(|id| view.resources.get(&id))
-            .map(|(_, _, r)| r.spec.gpu.len() as u64)
-            .sum();
-        let mine = held.entry(&a.requirements.username).or_default();
-        mine[0] += 1;
-        mine[1] += 1 + a.others.len() as u64;
-        mine[2] += gpus;
-    }
-    for (user, [allocations, resources, gpus]) in held {
-        let limit = |of: fn(&QuotaLimits) -> Option<u32>| {
-            of(policy.users.get(user).unwrap_or(&QuotaLimits::default()))
-                .or_else(|| {
-                    let groups = policy.groups.values();
-                    let mine = groups.filter(|g| g.members.iter().any(|m| m == user));
-                    mine.filter_map(|g| of(&g.limits)).min()
-                })
-                .or_else(|| of(&policy.default))
-                .map_or(u64::MAX, u64::from)
+impl Sim {
+    /// No user holds more than a limit allows. GPUs count as the resource had them when the
+    /// allocation took it: one that an agent registers again with more GPUs while it is held
+    /// does not put its holder over (the engine then counts it as it is now, so that the user
+    /// gets no more until below the limit).
+    fn check_quotas(&mut self, snap: &Snapshot, view: &View<'_>) {
+        let Some(policy) = &snap.quotas else {
+            self.gpus_taken.clear();
+            return;
         };
-        assert!(
-            allocations <= limit(|l| l.allocations_max),
-            "{user} holds {allocations} allocations"
-        );
-        assert!(
-            resources <= limit(|l| l.resources_max),
-            "{user} holds {resources} resources"
-        );
-        assert!(gpus <= limit(|l| l.gpus_max), "{user} holds {gpus} GPUs");
+        let mut held: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+        let mut taken = BTreeMap::new();
+        for a in view.allocations.values() {
+            if !matches!(
+                a.state,
+                AllocationState::Provisioning | AllocationState::Ready
+            ) {
+                continue;
+            }
+            let ids = a.inventory_id.into_iter();
+            let ids = ids.chain(a.others.iter().map(|h| h.inventory_id));
+            let mut gpus = 0;
+            for id in ids {
+                let Some((_, _, r)) = view.resources.get(&id) else {
+                    continue;
+                };
+                let now = r.spec.gpu.len() as u64;
+                let first = *self.gpus_taken.get(&(a.allocation_id, id)).unwrap_or(&now);
+                taken.insert((a.allocation_id, id), first);
+                gpus += now.min(first);
+            }
+            let mine = held.entry(&a.requirements.username).or_default();
+            mine[0] += 1;
+            mine[1] += 1 + a.others.len() as u64;
+            mine[2] += gpus;
+        }
+        for (user, [allocations, resources, gpus]) in held {
+            let limit = |of: fn(&QuotaLimits) -> Option<u32>| {
+                of(policy.users.get(user).unwrap_or(&QuotaLimits::default()))
+                    .or_else(|| {
+                        let groups = policy.groups.values();
+                        let mine = groups.filter(|g| g.members.iter().any(|m| m == user));
+                        mine.filter_map(|g| of(&g.limits)).min()
+                    })
+                    .or_else(|| of(&policy.default))
+                    .map_or(u64::MAX, u64::from)
+            };
+            assert!(
+                allocations <= limit(|l| l.allocations_max),
+                "{user} holds {allocations} allocations"
+            );
+            assert!(
+                resources <= limit(|l| l.resources_max),
+                "{user} holds {resources} resources"
+            );
+            assert!(gpus <= limit(|l| l.gpus_max), "{user} holds {gpus} GPUs");
+        }
+        self.gpus_taken = taken;
     }
 }

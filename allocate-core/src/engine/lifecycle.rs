@@ -25,9 +25,14 @@ impl Engine {
     ) -> Result<Vec<Uuid>> {
         validate::registration(&specs, &self.config.limits)?;
         let was_online = self.inventory.agent(&agent_id).is_some_and(|a| a.online);
+        let held_gpus_before = self.held_gpus_of(agent_id);
         let registered = self
             .inventory
             .register(agent_id, specs, &mut self.next_seq)?;
+        if self.held_gpus_of(agent_id) != held_gpus_before {
+            // A held resource came back with other GPUs: its holder holds what it has now.
+            self.count_holdings();
+        }
         let slots = self.inventory.set_agent_online(agent_id, true);
         for slot in slots {
             if !was_online {
@@ -37,6 +42,21 @@ impl Engine {
             self.offer(slot);
         }
         Ok(registered.ids)
+    }
+
+    /// With quotas: the GPU count of each held resource of `agent_id`, in slot order (empty
+    /// without quotas, which need no recount).
+    fn held_gpus_of(&self, agent_id: Uuid) -> Vec<(Slot, usize)> {
+        let (Some(_), Some(agent)) = (&self.quotas, self.inventory.agent(&agent_id)) else {
+            return Vec::new();
+        };
+        agent
+            .slots
+            .iter()
+            .map(|&slot| (slot, self.inventory.get(slot)))
+            .filter(|(_, r)| r.occupant.is_some())
+            .map(|(slot, r)| (slot, r.spec.gpu.len()))
+            .collect()
     }
 
     /// A resource's agent is back: tell its holder, and resend a release it never answered.
@@ -1052,11 +1072,15 @@ fn awaits(a: &Allocation, inventory_id: Uuid) -> bool {
     }
 }
 
-/// Drops `value` from what `map` lists for `id` (a release acknowledged, or given up on),
-/// and `id` with it once it lists nothing.
+/// Drops one `value` from what `map` lists for `id` (a release acknowledged, or given up
+/// on), and `id` with it once it lists nothing. One: an agent is listed once per resource of
+/// it being cleaned up for `id` (two, when a re-registration made two static resources of a
+/// request for several need provisioning), and each acknowledgement ends one cleanup.
 fn forget(map: &mut FxMap<Uuid, Vec<Uuid>>, id: Uuid, value: Uuid) {
     if let Some(values) = map.get_mut(&id) {
-        values.retain(|v| *v != value);
+        if let Some(i) = values.iter().position(|v| *v == value) {
+            values.remove(i);
+        }
         if values.is_empty() {
             map.remove(&id);
         }
@@ -1093,4 +1117,31 @@ fn choose(
         }
     }
     best.map(|(_, slot)| slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_drops_one_listing_of_a_value_and_the_key_with_the_last() {
+        let (id, agent, other) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let mut map = FxMap::default();
+        map.insert(id, vec![agent, other, agent]);
+        forget(&mut map, id, agent);
+        assert_eq!(
+            map[&id],
+            vec![other, agent],
+            "one cleanup ended, one still runs"
+        );
+        forget(&mut map, id, Uuid::from_u128(9));
+        assert_eq!(
+            map[&id],
+            vec![other, agent],
+            "an unknown value changes nothing"
+        );
+        forget(&mut map, id, agent);
+        forget(&mut map, id, other);
+        assert!(map.is_empty());
+    }
 }

@@ -350,6 +350,9 @@ pub struct Sim {
     /// The (request, agent) pairs whose abandoned provision was being cleaned up after the
     /// last step.
     pub(crate) cleaning: BTreeSet<(Uuid, Uuid)>,
+    /// The GPUs of each resource a live allocation holds, as they were when it was first
+    /// seen holding it (a quota limits what is taken, not what a resource grows into).
+    pub(crate) gpus_taken: BTreeMap<(Uuid, Uuid), u64>,
     pub(crate) log: Vec<(Timestamp, Output)>,
     /// Records taken from engines since replaced by a round trip.
     pub(crate) journal: Vec<Record>,
@@ -423,6 +426,7 @@ impl Sim {
             queued: BTreeMap::new(),
             front: None,
             reserved: BTreeSet::new(),
+            gpus_taken: BTreeMap::new(),
             cleaning: BTreeSet::new(),
             log: Vec::new(),
             journal: Vec::new(),
