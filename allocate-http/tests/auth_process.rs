@@ -5,13 +5,10 @@
 mod common;
 mod process;
 
-use common::{bounded, recv_status, resource, send, Ws};
+use common::{bounded, recv_status, resource, send, ws_at};
 use process::{Proc, TokensFile};
 use serde_json::json;
 use std::net::SocketAddr;
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 const AGENT: &str = "agent-token-0123456789";
 const ALICE: &str = "alice-token-0123456789";
@@ -80,15 +77,6 @@ fn a_tokens_file_others_can_read_is_refused() {
     assert!(log.contains("line 1") && !log.contains(ALICE), "{log}");
 }
 
-async fn ws_as(addr: SocketAddr, path: &str, token: &str) -> Ws {
-    let mut request = format!("ws://{addr}{path}")
-        .into_client_request()
-        .expect("request");
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
-    request.headers_mut().insert("authorization", bearer);
-    bounded(connect_async(request)).await.expect("upgrade").0
-}
-
 async fn status_of(http: &reqwest::Client, addr: SocketAddr, token: &str, path: &str) -> u16 {
     let request = http.get(format!("http://{addr}{path}")).bearer_auth(token);
     bounded(request.send())
@@ -115,7 +103,7 @@ async fn sighup_reloads_the_tokens_and_no_secret_reaches_the_log() {
     let http = reqwest::Client::new();
 
     // A whole allocation, whose `ready` carries a password.
-    let mut agent = ws_as(addr, "/agent/", AGENT).await;
+    let mut agent = ws_at(addr, "/agent/", Some(AGENT)).await;
     let machine = resource(&["nvidia"], 4, Some("10.0.0.7"));
     send(
         &mut agent,
@@ -123,7 +111,7 @@ async fn sighup_reloads_the_tokens_and_no_secret_reaches_the_log() {
     )
     .await;
     recv_status(&mut agent, "ok").await;
-    let mut client = ws_as(addr, "/allocate/", ALICE).await;
+    let mut client = ws_at(addr, "/allocate/", Some(ALICE)).await;
     send(&mut client, json!({"requirements": {"username": "alice"}})).await;
     let ready = recv_status(&mut client, "ready").await;
     assert_eq!(ready["connection"]["password"], "hunter2");

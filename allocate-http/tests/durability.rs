@@ -209,15 +209,7 @@ async fn a_backup_taken_while_serving_restores_into_a_fresh_data_directory() {
         .await
         .expect("backup");
     assert_eq!(response.status(), 200);
-    let disposition = response.headers()["content-disposition"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    let name = disposition
-        .strip_prefix("attachment; filename=\"")
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{disposition}"))
-        .to_owned();
+    let name = backup_file_name(&response);
     assert!(
         name.starts_with("snapshot-") && name.ends_with(".snap"),
         "{name}"

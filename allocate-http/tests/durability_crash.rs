@@ -15,7 +15,7 @@
 mod durability_support;
 
 use durability_support::{
-    launch_store, start_ok, start_store_ok, unix_now, Launched, Rng, ServerProc,
+    appended_since, launch_store, start_ok, start_store_ok, unix_now, Launched, Rng, ServerProc,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -153,10 +153,7 @@ impl Paused {
         let log = self.server.kill9();
         assert_eq!(exited, Some(1), "the continued old leader exits:\n{log}");
         assert!(!log.contains("panicked"), "{log}");
-        let late = cluster.sql(&format!(
-            "SELECT count(*) FROM allocate_journal WHERE epoch = {} AND seq > {taken_at}",
-            self.epoch
-        ));
+        let late = appended_since(cluster, &self.epoch, &taken_at);
         assert_eq!(late, "0", "the paused leader appended after the takeover");
     }
 }

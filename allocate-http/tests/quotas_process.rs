@@ -6,36 +6,34 @@
 mod common;
 mod process;
 
-use common::{bounded, recv, recv_error, recv_status, resource, send, Ws};
+use common::{recv, recv_error, recv_status, resource, send, ws_at, Ws};
 use process::{Proc, TokensFile};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-async fn ws(addr: SocketAddr, path: &str) -> Ws {
-    let url = format!("ws://{addr}{path}");
-    bounded(connect_async(url)).await.expect("upgrade").0
-}
-
-async fn ws_as(addr: SocketAddr, path: &str, token: &str) -> Ws {
-    let mut request = format!("ws://{addr}{path}")
-        .into_client_request()
-        .expect("request");
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
-    request.headers_mut().insert("authorization", bearer);
-    bounded(connect_async(request)).await.expect("upgrade").0
+/// An agent registered with `machines` static machines labelled `x`, presenting `token`.
+async fn agent_with(addr: SocketAddr, token: Option<&str>, machines: usize) -> Ws {
+    let mut agent = ws_at(addr, "/agent/", token).await;
+    let machines: Vec<Value> = (0..machines)
+        .map(|i| resource(&["x"], 4, Some(&format!("10.0.0.{i}"))))
+        .collect();
+    send(
+        &mut agent,
+        json!({"agent_id": uuid::Uuid::new_v4(), "resources": machines}),
+    )
+    .await;
+    recv_status(&mut agent, "ok").await;
+    agent
 }
 
 async fn allocate_as(addr: SocketAddr, token: &str, requirements: Value) -> Ws {
-    let mut client = ws_as(addr, "/allocate/", token).await;
+    let mut client = ws_at(addr, "/allocate/", Some(token)).await;
     send(&mut client, json!({ "requirements": requirements })).await;
     client
 }
 
 async fn allocate(addr: SocketAddr, requirements: Value) -> Ws {
-    let mut client = ws(addr, "/allocate/").await;
+    let mut client = ws_at(addr, "/allocate/", None).await;
     send(&mut client, json!({ "requirements": requirements })).await;
     client
 }
@@ -57,16 +55,7 @@ async fn over_quota_waits_others_pass_and_sighup_loosens_the_limit() {
     file.write(&policy.to_string(), 0o600);
     let mut server = start();
     let addr = server.address();
-    let mut agent = ws(addr, "/agent/").await;
-    let machines: Vec<Value> = (0..3)
-        .map(|i| resource(&["x"], 4, Some(&format!("10.0.0.{i}"))))
-        .collect();
-    send(
-        &mut agent,
-        json!({"agent_id": uuid::Uuid::new_v4(), "resources": machines}),
-    )
-    .await;
-    recv_status(&mut agent, "ok").await;
+    let _agent = agent_with(addr, None, 3).await;
 
     let mut first = allocate(addr, json!({"username": "alice"})).await;
     recv_status(&mut first, "ready").await;
@@ -117,16 +106,7 @@ async fn a_group_limit_applies_to_users_whose_token_names_the_group() {
         policy_file.arg(),
     ]);
     let addr = server.address();
-    let mut agent = ws_as(addr, "/agent/", AGENT).await;
-    let machines: Vec<Value> = (0..4)
-        .map(|i| resource(&["x"], 4, Some(&format!("10.0.0.{i}"))))
-        .collect();
-    send(
-        &mut agent,
-        json!({"agent_id": uuid::Uuid::new_v4(), "resources": machines}),
-    )
-    .await;
-    recv_status(&mut agent, "ok").await;
+    let _agent = agent_with(addr, Some(AGENT), 4).await;
 
     let mut first = allocate_as(addr, ANN, json!({"username": "ann"})).await;
     recv_status(&mut first, "ready").await;

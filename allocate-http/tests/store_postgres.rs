@@ -12,10 +12,10 @@ mod common;
 mod durability_support;
 mod proxy;
 
-use common::promtool_check;
+use common::{backup_file_name, promtool_check};
 use durability_support::{
-    free_port, launch_store, launch_store_at, start_ok, start_store_ok, unix_now, Launched,
-    ServerProc,
+    appended_since, free_port, launch_store, launch_store_at, start_ok, start_store_ok, unix_now,
+    Launched, ServerProc,
 };
 use futures_util::{SinkExt, StreamExt};
 use proxy::Proxy;
@@ -230,15 +230,7 @@ async fn a_backup_of_a_writer_on_the_store_restores_into_a_data_directory() {
     .expect("in time")
     .expect("backup");
     assert_eq!(response.status(), 200);
-    let disposition = response.headers()["content-disposition"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    let name = disposition
-        .strip_prefix("attachment; filename=\"")
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{disposition}"))
-        .to_owned();
+    let name = backup_file_name(&response);
     let backup = response.bytes().await.expect("backup bytes");
     agent.abort();
     drop(server.kill9());
@@ -728,13 +720,6 @@ async fn writer_at_and_standby(cluster: &Cluster, writer_url: &str, extra: &[&st
         standby,
         epoch: cluster.sql("SELECT epoch FROM allocate_leader"),
     }
-}
-
-/// How many records of `epoch` the journal table holds after record `seq`.
-fn appended_since(cluster: &Cluster, epoch: &str, seq: &str) -> String {
-    cluster.sql(&format!(
-        "SELECT count(*) FROM allocate_journal WHERE epoch = {epoch} AND seq > {seq}"
-    ))
 }
 
 /// The allocation `held` as `server` has it now.

@@ -197,6 +197,21 @@ pub fn promtool_check(exposition: &str) {
     );
 }
 
+/// A websocket to `path` on the server at `addr` (a process of its own), presenting `token` as
+/// its bearer token if given.
+pub async fn ws_at(addr: SocketAddr, path: &str, token: Option<&str>) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    if let Some(token) = token {
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+        request.headers_mut().insert("authorization", bearer);
+    }
+    bounded(connect_async(request)).await.expect("upgrade").0
+}
+
 /// Bounds a step by [`STEP`]; panics when it takes longer.
 pub async fn bounded<F: Future>(f: F) -> F::Output {
     timeout(STEP, f)
@@ -361,4 +376,17 @@ pub async fn allocate(server: &Server, requirements: Value) -> Ws {
     let mut ws = server.ws("/allocate/").await;
     send(&mut ws, json!({ "requirements": requirements })).await;
     ws
+}
+
+/// The file name a `POST /admin/backup` answer gives its snapshot (`Content-Disposition`).
+pub fn backup_file_name(response: &reqwest::Response) -> String {
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    disposition
+        .strip_prefix("attachment; filename=\"")
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{disposition}"))
+        .to_owned()
 }

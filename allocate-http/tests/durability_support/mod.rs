@@ -379,3 +379,10 @@ pub fn unix_now() -> u64 {
         .expect("clock after 1970")
         .as_secs()
 }
+
+/// How many records of `epoch` the journal table in `cluster` holds after record `seq`.
+pub fn appended_since(cluster: &testkit::postgres::Cluster, epoch: &str, seq: &str) -> String {
+    cluster.sql(&format!(
+        "SELECT count(*) FROM allocate_journal WHERE epoch = {epoch} AND seq > {seq}"
+    ))
+}
