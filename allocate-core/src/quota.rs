@@ -10,7 +10,7 @@
 use crate::hash::FxMap;
 use crate::model::Requirements;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Limits on what one user holds at once; `None` is no limit.
@@ -47,6 +47,35 @@ pub struct Policy {
     pub groups: BTreeMap<String, Group>,
     /// Users by username; their own limits win over their groups'.
     pub users: BTreeMap<String, QuotaLimits>,
+}
+
+impl Policy {
+    /// This policy with each group's members extended by `named` (group to usernames: the
+    /// groups that the users' tokens name). A group the policy does not define sets no limit,
+    /// so it is left out.
+    pub fn with_members(&self, named: &BTreeMap<String, BTreeSet<String>>) -> Policy {
+        let mut merged = self.clone();
+        for (name, group) in &mut merged.groups {
+            for user in named.get(name).into_iter().flatten() {
+                if !group.members.contains(user) {
+                    group.members.push(user.clone());
+                }
+            }
+        }
+        merged
+    }
+
+    /// The groups of `named` that this policy does not define (a typo in the tokens file, say).
+    pub fn undefined_groups<'a>(
+        &self,
+        named: &'a BTreeMap<String, BTreeSet<String>>,
+    ) -> Vec<&'a str> {
+        named
+            .keys()
+            .filter(|name| !self.groups.contains_key(*name))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// Which limit holds a request back or refuses it.
@@ -257,5 +286,46 @@ fn or_else(a: QuotaLimits, b: QuotaLimits) -> QuotaLimits {
         resources_max: a.resources_max.or(b.resources_max),
         gpus_max: a.gpus_max.or(b.gpus_max),
         lease_secs_max: a.lease_secs_max.or(b.lease_secs_max),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_groups_join_the_policy_groups_they_name() {
+        let group = |members: &[&str], gpus_max| Group {
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+            limits: QuotaLimits {
+                gpus_max: Some(gpus_max),
+                ..QuotaLimits::default()
+            },
+        };
+        let policy = Policy {
+            groups: [
+                ("students".to_owned(), group(&["ann"], 1)),
+                ("staff".to_owned(), group(&[], 8)),
+            ]
+            .into(),
+            ..Policy::default()
+        };
+        let set = |users: &[&str]| users.iter().map(|u| (*u).to_owned()).collect();
+        let named: BTreeMap<String, BTreeSet<String>> = [
+            ("students".to_owned(), set(&["ann", "bob"])),
+            ("nightly".to_owned(), set(&["carl"])),
+        ]
+        .into();
+        let merged = policy.with_members(&named);
+        assert_eq!(merged.groups["students"].members, ["ann", "bob"]);
+        assert!(merged.groups["staff"].members.is_empty());
+        assert!(!merged.groups.contains_key("nightly"), "sets no limit");
+        assert_eq!(
+            merged.groups["students"].limits,
+            policy.groups["students"].limits
+        );
+        assert_eq!(merged.users, policy.users);
+        assert_eq!(policy.undefined_groups(&named), ["nightly"]);
+        assert_eq!(policy.with_members(&BTreeMap::new()), policy);
     }
 }

@@ -8,11 +8,10 @@
 //!
 //! A group's members are those the file lists and the usernames of the user tokens whose
 //! `groups=` names it (tokens file, `auth::tokens`). The server merges the two into the policy
-//! it hands the engine ([`with_token_groups`]) whenever either file is read, so the journal
+//! it hands the engine ([`allocate_core::Policy::with_members`]) whenever either file is read, so the journal
 //! records the merged policy and a replay decides the same without the tokens file.
 
 use allocate_core::Policy;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
@@ -82,36 +81,6 @@ impl PolicyFile {
     }
 }
 
-/// `policy` with each group's members extended by the usernames whose tokens name it
-/// (`named`: group to usernames). A group the policy does not define sets no limit, so it is
-/// left out.
-pub(crate) fn with_token_groups(
-    policy: &Policy,
-    named: &BTreeMap<String, BTreeSet<String>>,
-) -> Policy {
-    let mut merged = policy.clone();
-    for (name, group) in &mut merged.groups {
-        for user in named.get(name).into_iter().flatten() {
-            if !group.members.contains(user) {
-                group.members.push(user.clone());
-            }
-        }
-    }
-    merged
-}
-
-/// The groups of `named` that `policy` does not define (a typo in the tokens file, say).
-pub(crate) fn undefined_groups<'a>(
-    policy: &Policy,
-    named: &'a BTreeMap<String, BTreeSet<String>>,
-) -> Vec<&'a str> {
-    named
-        .keys()
-        .filter(|name| !policy.groups.contains_key(*name))
-        .map(String::as_str)
-        .collect()
-}
-
 /// Reads and parses the policy file at `path`.
 fn read_file(path: &Path) -> Result<Policy, PolicyFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| PolicyFileError::Read {
@@ -161,31 +130,5 @@ mod tests {
         let (line, field, message) = parse("{\"default\":\n {\"gpu_max\": 1}}").unwrap_err();
         assert_eq!((line, field.as_str()), (2, "default.gpu_max"));
         assert!(message.contains("unknown field `gpu_max`"), "{message}");
-    }
-
-    #[test]
-    fn token_groups_join_the_policy_groups_they_name() {
-        let policy = parse(
-            r#"{"groups": {"students": {"members": ["ann"], "limits": {"gpus_max": 1}},
-                           "staff": {"limits": {"gpus_max": 8}}}}"#,
-        )
-        .unwrap();
-        let set = |users: &[&str]| users.iter().map(|u| (*u).to_owned()).collect();
-        let named: BTreeMap<String, BTreeSet<String>> = [
-            ("students".to_owned(), set(&["ann", "bob"])),
-            ("nightly".to_owned(), set(&["carl"])),
-        ]
-        .into();
-        let merged = with_token_groups(&policy, &named);
-        assert_eq!(merged.groups["students"].members, ["ann", "bob"]);
-        assert!(merged.groups["staff"].members.is_empty());
-        assert!(!merged.groups.contains_key("nightly"), "sets no limit");
-        assert_eq!(
-            merged.groups["students"].limits,
-            policy.groups["students"].limits
-        );
-        assert_eq!(merged.users, policy.users);
-        assert_eq!(undefined_groups(&policy, &named), ["nightly"]);
-        assert_eq!(with_token_groups(&policy, &BTreeMap::new()), policy);
     }
 }

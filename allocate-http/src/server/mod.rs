@@ -14,7 +14,6 @@ use crate::dashboard::Hub;
 use crate::driver::{self, DriverError, DriverHandle, DriverTask};
 use crate::journal::{self, Journal, JournalError, JournalStore, Waiting};
 use crate::metrics::ServerMetrics;
-use crate::quotas::{undefined_groups, with_token_groups};
 use crate::routes;
 use crate::sockets::Shared;
 use crate::state::{AppState, StandbyState};
@@ -342,11 +341,8 @@ fn follow_policy(
             let file = policy.borrow_and_update().clone();
             let table = tokens.as_mut().map(|t| Arc::clone(&t.borrow_and_update()));
             let named = table.as_deref().map(TokenTable::group_members);
-            let current = named.map_or_else(|| file.clone(), |n| with_token_groups(&file, n));
-            for group in named
-                .map(|n| undefined_groups(&file, n))
-                .unwrap_or_default()
-            {
+            let current = named.map_or_else(|| file.clone(), |n| file.with_members(n));
+            for group in named.map(|n| file.undefined_groups(n)).unwrap_or_default() {
                 warn!(
                     group,
                     "the tokens file names a group that the policy file does not define"
