@@ -139,6 +139,11 @@ typedef enum allocate_output_kind {
    * Ask agent `agent_id` to release `inventory_id`.
    */
   ALLOCATE_OUTPUT_RELEASE = 9,
+  /**
+   * A new quota policy refused the waiting request: it could never fit its user's limit
+   * (HTTP 403 `quota_exceeded`; `allocate_engine_poll_output_json` names the limit).
+   */
+  ALLOCATE_OUTPUT_QUOTA_REFUSED = 10,
 } allocate_output_kind;
 
 /**

@@ -32,6 +32,9 @@ pub enum allocate_output_kind {
     ALLOCATE_OUTPUT_PROVISION = 8,
     /// Ask agent `agent_id` to release `inventory_id`.
     ALLOCATE_OUTPUT_RELEASE = 9,
+    /// A new quota policy refused the waiting request: it could never fit its user's limit
+    /// (HTTP 403 `quota_exceeded`; `allocate_engine_poll_output_json` names the limit).
+    ALLOCATE_OUTPUT_QUOTA_REFUSED = 10,
 }
 
 /// One output of the engine. Fields that do not apply to `kind` are zero or null.
@@ -227,12 +230,14 @@ fn flatten(output: &Output, strings: &mut LentStrings) -> allocate_output {
             o.inventory_id = (*inventory_id).into();
         }
         Output::TimedOut { allocation_id, .. }
+        | Output::QuotaRefused { allocation_id, .. }
         | Output::Expired { allocation_id }
         | Output::Released { allocation_id }
         | Output::Offline { allocation_id }
         | Output::Online { allocation_id } => {
             o.kind = match output {
                 Output::TimedOut { .. } => K::ALLOCATE_OUTPUT_TIMED_OUT,
+                Output::QuotaRefused { .. } => K::ALLOCATE_OUTPUT_QUOTA_REFUSED,
                 Output::Expired { .. } => K::ALLOCATE_OUTPUT_EXPIRED,
                 Output::Released { .. } => K::ALLOCATE_OUTPUT_RELEASED,
                 Output::Offline { .. } => K::ALLOCATE_OUTPUT_OFFLINE,

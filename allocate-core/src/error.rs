@@ -107,17 +107,8 @@ pub enum Error {
     #[error("the server is shutting down")]
     ShuttingDown,
     /// The request could never fit its user's quota (API.md, "Quotas and order").
-    #[error("quota exceeded: {user} may hold at most {max} ({limit}), the request needs {asked}")]
-    QuotaExceeded {
-        /// The user whose quota it is.
-        user: String,
-        /// The limit it could never fit.
-        limit: crate::quota::QuotaLimit,
-        /// The limit's value.
-        max: u64,
-        /// What the request needs of it.
-        asked: u64,
-    },
+    #[error(transparent)]
+    QuotaExceeded(#[from] crate::quota::QuotaExceeded),
 }
 
 impl Error {
@@ -130,7 +121,7 @@ impl Error {
             Error::Conflict(_) => ErrorCode::Conflict,
             Error::Session(e) => e.code(),
             Error::ShuttingDown => ErrorCode::ShuttingDown,
-            Error::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            Error::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
         }
     }
 

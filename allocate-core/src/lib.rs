@@ -77,7 +77,7 @@ pub use model::{
 };
 pub use output::{Output, Recipient};
 pub use policy::{BestFit, Candidate, MatchPolicy};
-pub use quota::{Group, Policy, QuotaLimit, QuotaLimits};
+pub use quota::{Group, Policy, QuotaExceeded, QuotaLimit, QuotaLimits};
 pub use record::{Input, ProvisionResult, Record};
 pub use stored::{StoredError, SCHEMA};
 pub use time::Timestamp;

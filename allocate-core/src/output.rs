@@ -51,6 +51,14 @@ pub enum Output {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         explain: Option<Explanation>,
     },
+    /// The operator's policy changed and the waiting request could never fit its user's quota
+    /// now: answer `403 quota_exceeded`, naming the limit, as to a new request, and close.
+    QuotaRefused {
+        /// The request.
+        allocation_id: Uuid,
+        /// The limit it could never fit, as a new request's refusal names it.
+        refusal: crate::quota::QuotaExceeded,
+    },
     /// The lease ended: tell the client and close.
     Expired {
         /// The allocation.
@@ -119,6 +127,7 @@ impl Output {
             Output::Queued { allocation_id, .. }
             | Output::Ready { allocation_id, .. }
             | Output::TimedOut { allocation_id, .. }
+            | Output::QuotaRefused { allocation_id, .. }
             | Output::Expired { allocation_id }
             | Output::Released { allocation_id }
             | Output::Offline { allocation_id }
@@ -130,7 +139,10 @@ impl Output {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            Output::TimedOut { .. } | Output::Expired { .. } | Output::Released { .. }
+            Output::TimedOut { .. }
+                | Output::QuotaRefused { .. }
+                | Output::Expired { .. }
+                | Output::Released { .. }
         )
     }
 }

@@ -123,6 +123,21 @@ impl fmt::Display for QuotaLimit {
     }
 }
 
+/// A limit that a request could never fit: a new request is refused with it (`403
+/// quota_exceeded`), and so is a waiting one when a policy change makes it so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("quota exceeded: {user} may hold at most {max} ({limit}), the request needs {asked}")]
+pub struct QuotaExceeded {
+    /// The user whose quota it is.
+    pub user: String,
+    /// The limit it could never fit.
+    pub limit: QuotaLimit,
+    /// The limit's value.
+    pub max: u64,
+    /// What the request needs of it.
+    pub asked: u64,
+}
+
 /// What one user holds now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Held {

@@ -138,7 +138,8 @@ pub enum AllocationState {
     Expired,
     /// Nothing became free before its wait ended.
     TimedOut,
-    /// Its client left while it was still waiting.
+    /// Its client left while it was still waiting, or a policy change refused it while it
+    /// waited (it could never fit its user's quota).
     Cancelled,
 }
 

@@ -51,6 +51,14 @@ fn describe(output: &Output) -> (&'static str, Uuid, String) {
             ),
         ),
         Output::TimedOut { allocation_id, .. } => ("timed out", *allocation_id, String::new()),
+        Output::QuotaRefused {
+            allocation_id,
+            refusal,
+        } => (
+            "refused by a new policy",
+            *allocation_id,
+            refusal.to_string(),
+        ),
         Output::Expired { allocation_id } => ("expired", *allocation_id, String::new()),
         Output::Released { allocation_id } => ("released", *allocation_id, String::new()),
         Output::Offline { allocation_id } => ("offline", *allocation_id, String::new()),

@@ -73,7 +73,8 @@ mod _allocate {
     use crate::follow::Follower;
     #[pymodule_export]
     use crate::outputs::{
-        Expired, Offline, Online, Provision, Queued, Ready, Release, Released, TimedOut,
+        Expired, Offline, Online, Provision, Queued, QuotaRefused, Ready, Release, Released,
+        TimedOut,
     };
     #[pymodule_export]
     use crate::server::Server;

@@ -52,6 +52,23 @@ pub struct TimedOut {
     pub allocation_id: String,
 }
 
+/// A new quota policy refused the waiting request: it could never fit its user's limit (the
+/// contract's 403 `quota_exceeded`).
+#[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaRefused {
+    /// The request.
+    pub allocation_id: String,
+    /// The user whose quota it is.
+    pub user: String,
+    /// The limit it could never fit, in words (`"resources held"`).
+    pub limit: String,
+    /// The limit's value.
+    pub max: u64,
+    /// What the request needs of it.
+    pub asked: u64,
+}
+
 /// The lease ended.
 #[pyclass(frozen, eq, get_all, module = "allocate._allocate")]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +188,33 @@ impl Queued {
                 ("matching_resources", self.matching_resources.to_string()),
                 ("eta", repr_opt(self.eta, |t| t.to_string())),
                 ("limit", repr_opt(self.limit.as_deref(), quote)),
+            ],
+        )
+    }
+}
+
+#[pymethods]
+impl QuotaRefused {
+    #[new]
+    fn new(allocation_id: String, user: String, limit: String, max: u64, asked: u64) -> Self {
+        QuotaRefused {
+            allocation_id,
+            user,
+            limit,
+            max,
+            asked,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        repr(
+            "QuotaRefused",
+            &[
+                ("allocation_id", quote(&self.allocation_id)),
+                ("user", quote(&self.user)),
+                ("limit", quote(&self.limit)),
+                ("max", self.max.to_string()),
+                ("asked", self.asked.to_string()),
             ],
         )
     }
@@ -332,6 +376,18 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
         .into_any(),
         Output::TimedOut { allocation_id, .. } => TimedOut {
             allocation_id: id(allocation_id),
+        }
+        .into_pyobject(py)?
+        .into_any(),
+        Output::QuotaRefused {
+            allocation_id,
+            refusal,
+        } => QuotaRefused {
+            allocation_id: id(allocation_id),
+            limit: refusal.limit.as_str().to_owned(),
+            user: refusal.user,
+            max: refusal.max,
+            asked: refusal.asked,
         }
         .into_pyobject(py)?
         .into_any(),

@@ -142,11 +142,12 @@ impl Engine {
         let (expires, lease_secs) = match req.expires {
             Some(_) => (self.lease_end(req.expires, "requirements.expires")?, None),
             None => {
-                let secs = req
-                    .duration_seconds
-                    .unwrap_or(self.config.lease_secs_default)
-                    .min(self.config.lease_secs_max)
-                    .min(lease_quota.unwrap_or(u64::MAX));
+                let secs = match req.duration_seconds {
+                    Some(secs) => secs
+                        .min(self.config.lease_secs_max)
+                        .min(lease_quota.unwrap_or(u64::MAX)),
+                    None => self.default_lease(lease_quota),
+                };
                 (wait_until.add_secs(secs), Some(secs))
             }
         };

@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 use crate::explain::QuotaHold;
 use crate::inventory::{Inventory, Resource};
 use crate::model::Requirements;
-use crate::quota::{Policy, QuotaLimit, QuotaLimits, Quotas};
+use crate::output::Output;
+use crate::quota::{Policy, QuotaExceeded, QuotaLimit, QuotaLimits, Quotas};
 use crate::time::Timestamp;
 use crate::view::AllocationState;
 use uuid::Uuid;
@@ -16,8 +17,54 @@ impl Engine {
     pub(super) fn do_set_quotas(&mut self, policy: Option<Policy>) {
         self.quotas = policy.map(|p| Box::new(Quotas::new(p)));
         self.count_holdings();
+        self.refuse_waiting();
         // The new limits may allow waiting requests: each is tried, in arrival order.
         self.retry_waiting(None);
+    }
+
+    /// After a policy change: ends each waiting request that could never fit its user's new
+    /// limits, its client told why as a new request would be (`403 quota_exceeded`, naming
+    /// the limit), in arrival order; a waiting request that named no lease gets the default
+    /// lease capped anew.
+    fn refuse_waiting(&mut self) {
+        let waiting: Vec<Uuid> = self.queue.in_order().collect();
+        for id in waiting {
+            let a = &self.allocations[&id];
+            let named = a.requirements.duration_seconds.is_some();
+            let lease = match a.lease_secs {
+                // A lease counted from `ready`: the one asked (capped by the server's longest).
+                Some(secs) if named => secs,
+                Some(_) => 0,
+                // An absolute end: the lease left from now.
+                None => a.expires.as_secs().saturating_sub(self.now.as_secs()),
+            };
+            match self.quota_fit(&a.requirements, lease) {
+                Ok(cap) if a.lease_secs.is_some() && !named => {
+                    let secs = self.default_lease(cap);
+                    let a = self.allocations.get_mut(&id).expect("waiting allocation");
+                    a.lease_secs = Some(secs);
+                    // As when it was queued: the upper bound of a lease counted from `ready`.
+                    a.expires = a.wait_until.add_secs(secs);
+                }
+                Ok(_) => {}
+                Err(refusal) => {
+                    self.outputs.push_back(Output::QuotaRefused {
+                        allocation_id: id,
+                        refusal,
+                    });
+                    self.end(id, AllocationState::Cancelled, false);
+                }
+            }
+        }
+    }
+
+    /// The lease of a request that names none: the default, capped by the server's longest
+    /// lease and by `quota_cap`, its user's longest, if limited.
+    pub(super) fn default_lease(&self, quota_cap: Option<u64>) -> u64 {
+        self.config
+            .lease_secs_default
+            .min(self.config.lease_secs_max)
+            .min(quota_cap.unwrap_or(u64::MAX))
     }
 
     /// Counts what every live allocation holds, afresh (a new policy, a restored engine),
@@ -116,10 +163,21 @@ impl Engine {
     /// Refuses a request that could never fit its user's quota; returns the user's longest
     /// lease (seconds), if limited, which caps the default lease.
     pub(super) fn check_quota(&self, req: &Requirements) -> Result<Option<u64>> {
+        let lease = match (req.expires, req.duration_seconds) {
+            (Some(expires), _) => expires.saturating_sub(self.now.as_secs()),
+            (None, Some(secs)) => secs,
+            (None, None) => 0,
+        };
+        Ok(self.quota_fit(req, lease)?)
+    }
+
+    /// The limit that `req`, asking a lease of `lease` seconds (0: none named), could never
+    /// fit; else its user's longest lease (seconds), if limited (`None` without quotas).
+    fn quota_fit(&self, req: &Requirements, lease: u64) -> Result<Option<u64>, QuotaExceeded> {
         let Some(quotas) = self.quotas.as_deref() else {
             return Ok(None);
         };
-        let refuse = |limit, max, asked| Error::QuotaExceeded {
+        let refuse = |limit, max, asked| QuotaExceeded {
             user: req.username.clone(),
             limit,
             max,
@@ -131,13 +189,8 @@ impl Engine {
         let Some(max) = quotas.limits(&req.username).lease_secs_max else {
             return Ok(None);
         };
-        let asked = match (req.expires, req.duration_seconds) {
-            (Some(expires), _) => expires.saturating_sub(self.now.as_secs()),
-            (None, Some(secs)) => secs,
-            (None, None) => 0,
-        };
-        if asked.min(self.config.lease_secs_max) > max {
-            return Err(refuse(QuotaLimit::Lease, max, asked));
+        if lease.min(self.config.lease_secs_max) > max {
+            return Err(refuse(QuotaLimit::Lease, max, lease));
         }
         Ok(Some(max))
     }
@@ -233,12 +286,12 @@ impl Engine {
             .as_secs()
             .saturating_sub(a.ready_at.unwrap_or(self.now).as_secs());
         if asked > max {
-            return Err(Error::QuotaExceeded {
+            return Err(Error::QuotaExceeded(QuotaExceeded {
                 user: user.clone(),
                 limit: QuotaLimit::Lease,
                 max,
                 asked,
-            });
+            }));
         }
         Ok(())
     }

@@ -729,6 +729,34 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_request_refused_by_a_new_policy_reads_as_the_403_of_a_new_one() {
+        let allocation_id: Uuid = ID.parse().unwrap();
+        let refused = crate::Output::QuotaRefused {
+            allocation_id,
+            refusal: crate::quota::QuotaExceeded {
+                user: "ann".into(),
+                limit: QuotaLimit::Resources,
+                max: 2,
+                asked: 4,
+            },
+        };
+        let text = refused.to_text();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"error":{{"code":"quota_exceeded","message":"allocation {ID}: quota exceeded: ann may hold at most 2 (resources held), the request needs 4"}},"status":403}}"#
+            )
+        );
+        let Envelope::Refused(r) = ClientEvent::parse(&text).unwrap() else {
+            panic!("not a refusal")
+        };
+        assert_eq!(r.error_code(), Some(crate::ErrorCode::QuotaExceeded));
+        assert_eq!(r.status, 403);
+        assert!(refused.is_final());
+        assert_eq!(Envelope::<ClientEvent>::Refused(r).to_text(), text);
+    }
+
+    #[test]
     fn malformed_events_name_the_field() {
         let cases = [
             (

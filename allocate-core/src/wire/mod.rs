@@ -210,6 +210,14 @@ impl Output {
                 allocation_id,
                 explain,
             } => return Outgoing::Client(Envelope::Refused(timed_out(allocation_id, explain))),
+            Output::QuotaRefused {
+                allocation_id,
+                refusal,
+            } => {
+                let message = format!("allocation {allocation_id}: {refusal}");
+                let refusal = Refusal::new(ErrorCode::QuotaExceeded, message);
+                return Outgoing::Client(Envelope::Refused(refusal));
+            }
             Output::Provision {
                 allocation_id,
                 inventory_id,
@@ -309,6 +317,15 @@ mod tests {
             Output::TimedOut {
                 allocation_id: id,
                 explain: None,
+            },
+            Output::QuotaRefused {
+                allocation_id: id,
+                refusal: crate::quota::QuotaExceeded {
+                    user: "ann".into(),
+                    limit: crate::quota::QuotaLimit::Resources,
+                    max: 2,
+                    asked: 4,
+                },
             },
             Output::Release {
                 agent_id: id,

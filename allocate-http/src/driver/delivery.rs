@@ -358,9 +358,12 @@ impl Driver {
                     self.history.observe_wait(now, ms / 1000);
                 }
             }
-            // A `released` that ended a wait is a cancellation (the client left); one that
-            // ended a lease, or a DELETE (counted where it is made), is no queue wait.
-            Output::TimedOut { allocation_id, .. } | Output::Released { allocation_id } => {
+            // A `released` that ended a wait is a cancellation (the client left), as is a
+            // refusal by a new policy; a `released` that ended a lease, or a DELETE (counted
+            // where it is made), is no queue wait.
+            Output::TimedOut { allocation_id, .. }
+            | Output::QuotaRefused { allocation_id, .. }
+            | Output::Released { allocation_id } => {
                 self.observe_left_queue(allocation_id);
             }
             _ => {}

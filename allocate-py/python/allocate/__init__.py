@@ -54,6 +54,7 @@ from allocate._allocate import (
     ShuttingDown,
     NotLeader,
     QuotaExceeded,
+    QuotaRefused,
     Overloaded,
     TimedOut,
     Unauthorized,
@@ -76,7 +77,9 @@ from allocate._types import (
 Event = Union[Queued, Ready, TimedOut, Expired, Released, Offline, Online]
 
 #: One output of ``Engine.poll_output()``.
-Output = Union[Queued, Ready, TimedOut, Expired, Released, Offline, Online, Provision, Release]
+Output = Union[
+    Queued, Ready, TimedOut, QuotaRefused, Expired, Released, Offline, Online, Provision, Release
+]
 
 __all__ = [
     "Agent",
@@ -129,6 +132,7 @@ __all__ = [
     "Overloaded",
     "NotLeader",
     "QuotaExceeded",
+    "QuotaRefused",
     "TimedOut",
     "Unauthorized",
     "VetoPolicy",

@@ -22,7 +22,16 @@ from allocate._types import (
 
 _Id: TypeAlias = str | UUID
 _Output: TypeAlias = (
-    Queued | Ready | TimedOut | Expired | Released | Offline | Online | Provision | Release
+    Queued
+    | Ready
+    | TimedOut
+    | QuotaRefused
+    | Expired
+    | Released
+    | Offline
+    | Online
+    | Provision
+    | Release
 )
 _Event: TypeAlias = Queued | Ready | TimedOut | Expired | Released | Offline | Online
 
@@ -54,6 +63,7 @@ __all__ = [
     "Queued",
     "Ready",
     "TimedOut",
+    "QuotaRefused",
     "Expired",
     "Released",
     "Offline",
@@ -425,6 +435,28 @@ class TimedOut:
     @property
     def allocation_id(self) -> str:
         """The request."""
+
+@final
+class QuotaRefused:
+    """A new quota policy refused the waiting request: it could never fit its user's limit (the
+    contract's 403 `quota_exceeded`)."""
+
+    def __new__(cls, allocation_id: str, user: str, limit: str, max: int, asked: int) -> Self: ...
+    @property
+    def allocation_id(self) -> str:
+        """The request."""
+    @property
+    def user(self) -> str:
+        """The user whose quota it is."""
+    @property
+    def limit(self) -> str:
+        """The limit it could never fit, in words (`"resources held"`)."""
+    @property
+    def max(self) -> int:
+        """The limit's value."""
+    @property
+    def asked(self) -> int:
+        """What the request needs of it."""
 
 @final
 class Expired:

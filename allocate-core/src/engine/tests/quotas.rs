@@ -1,6 +1,7 @@
 //! Quotas: requests over a limit wait without blocking others, impossible ones are refused.
 
 use super::*;
+use crate::output::Recipient;
 use crate::quota::{Group, Policy, QuotaLimit, QuotaLimits};
 
 /// An engine with `n` static resources tagged `x`, each with `gpus` GPUs, ready at once.
@@ -56,7 +57,7 @@ fn queued_for(outputs: &[Output], id: Uuid) -> Option<Option<QuotaLimit>> {
 
 fn refused_on(e: &mut Engine, req: Requirements) -> QuotaLimit {
     match e.request(at(1), req) {
-        Err(Error::QuotaExceeded { limit, .. }) => limit,
+        Err(Error::QuotaExceeded(refused)) => refused.limit,
         other => panic!("expected a quota refusal, got {other:?}"),
     }
 }
@@ -152,10 +153,10 @@ fn a_lease_over_the_limit_is_refused_and_the_default_lease_is_capped() {
     assert!(
         matches!(
             err,
-            Error::QuotaExceeded {
+            Error::QuotaExceeded(crate::quota::QuotaExceeded {
                 limit: QuotaLimit::Lease,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -288,4 +289,133 @@ fn free_resources_with_more_gpus_than_a_user_has_left_are_a_quota_finding() {
             "2 of 3 matching resources are free but would put ann over the limit of GPUs held (3)"
         ))
     );
+}
+
+/// The quota refusal told to `id` among `outputs`, if any: its limit, the limit's value and
+/// what the request needs of it.
+fn quota_refused(outputs: &[Output], id: Uuid) -> Option<(QuotaLimit, u64, u64)> {
+    outputs.iter().find_map(|o| match o {
+        Output::QuotaRefused {
+            allocation_id,
+            refusal,
+        } if *allocation_id == id => Some((refusal.limit, refusal.max, refusal.asked)),
+        _ => None,
+    })
+}
+
+/// [`ask`] for `count` resources at once.
+fn ask_many(user: &str, count: u32) -> Requirements {
+    Requirements { count, ..ask(user) }
+}
+
+/// Sets `policy` a second after the requests and drains what that said.
+fn change_policy(e: &mut Engine, policy: Policy) -> Vec<Output> {
+    e.set_quotas(at(2), Some(policy)).unwrap();
+    drain(e)
+}
+
+#[test]
+fn tightening_the_policy_refuses_waiting_requests_that_could_never_fit_and_replay_reproduces_it() {
+    let mut e = static_resources(2, 0);
+    let before = e.snapshot();
+    e.take_records();
+    let bob = e.request(at(1), ask_many("bob", 2)).unwrap();
+    let four = e.request(at(1), ask_many("ann", 4)).unwrap();
+    let two = e.request(at(1), ask_many("ann", 2)).unwrap();
+    let cat = e.request(at(1), ask_many("cat", 4)).unwrap();
+    let dan = e.request(at(1), ask("dan")).unwrap();
+    let gpus = Requirements {
+        gpu: Some(GpuRequirement {
+            label: None,
+            min_memory_gb: 0,
+            count: 2,
+        }),
+        ..ask("eve")
+    };
+    let eve = e.request(at(1), gpus).unwrap();
+    assert!(ready_on(&drain(&mut e), bob).is_some());
+    let users = [
+        ("ann".to_owned(), only(QuotaLimit::Resources, 2)),
+        ("dan".to_owned(), only(QuotaLimit::Allocations, 0)),
+        ("eve".to_owned(), only(QuotaLimit::Gpus, 1)),
+    ];
+    let out = change_policy(
+        &mut e,
+        Policy {
+            users: users.into(),
+            ..Policy::default()
+        },
+    );
+    let refused = [
+        (four, QuotaLimit::Resources, 2, 4),
+        (dan, QuotaLimit::Allocations, 0, 1),
+        (eve, QuotaLimit::Gpus, 1, 2),
+    ];
+    for (id, limit, max, asked) in refused {
+        assert_eq!(quota_refused(&out, id), Some((limit, max, asked)));
+        let a = e.allocation(&id).unwrap();
+        assert_eq!(a.state, AllocationState::Cancelled, "{id} ended");
+        let mine = |o: &&Output| o.recipient() == Recipient::Client(id);
+        let last = out.iter().rev().find(mine);
+        assert!(last.is_some_and(Output::is_final), "{id}: {last:?}");
+    }
+    for id in [two, cat] {
+        assert_eq!(quota_refused(&out, id), None, "{id} could still fit");
+        assert_eq!(e.allocation(&id).unwrap().state, AllocationState::Queued);
+    }
+    e.release(at(3), bob).unwrap();
+    let served = drain(&mut e);
+    assert!(ready_on(&served, two).is_some(), "ann's count 2 fits");
+    let mut replayed = Engine::restore(&before, Box::new(SeededIds::new(0))).unwrap();
+    for r in &e.take_records() {
+        replayed.apply(r).unwrap();
+    }
+    // Draining reports the positions, as it did for the engine replayed.
+    let again = drain(&mut replayed);
+    assert_eq!(quota_refused(&again, four), quota_refused(&out, four));
+    assert_eq!(replayed.snapshot(), e.snapshot());
+}
+
+#[test]
+fn a_waiting_request_asking_a_lease_over_a_new_limit_is_refused_and_a_default_one_is_capped() {
+    let mut e = static_resources(1, 0);
+    let bob = e.request(at(1), ask("bob")).unwrap();
+    let lasting = |secs| Requirements {
+        duration_seconds: Some(secs),
+        ..ask("ann")
+    };
+    let long = e.request(at(1), lasting(3600)).unwrap();
+    let short = e.request(at(1), lasting(900)).unwrap();
+    let until = Requirements {
+        expires: Some(T0 + 1 + 2000),
+        ..ask("ann")
+    };
+    let until = e.request(at(1), until).unwrap();
+    let default = e.request(at(1), ask("ann")).unwrap();
+    drain(&mut e);
+    let lease = Policy {
+        default: only(QuotaLimit::Lease, 1000),
+        ..Policy::default()
+    };
+    let out = change_policy(&mut e, lease);
+    let long_refused = quota_refused(&out, long);
+    assert_eq!(long_refused, Some((QuotaLimit::Lease, 1000, 3600)));
+    let until_refused = quota_refused(&out, until);
+    let counted = "an absolute end counts from now";
+    assert_eq!(
+        until_refused,
+        Some((QuotaLimit::Lease, 1000, 1999)),
+        "{counted}"
+    );
+    for id in [short, default] {
+        assert_eq!(quota_refused(&out, id), None, "{id} fits");
+    }
+    // Served in turn: the default lease is capped to the new limit, as for a new request.
+    let ready_after = |e: &mut Engine, held: Uuid, secs: u64, id: Uuid| {
+        e.release(at(secs), held).unwrap();
+        assert!(ready_on(&drain(e), id).is_some(), "{id} is served");
+        e.allocation(&id).unwrap().expires - (T0 + secs)
+    };
+    assert_eq!(ready_after(&mut e, bob, 3, short), 900);
+    assert_eq!(ready_after(&mut e, short, 4, default), 1000);
 }
