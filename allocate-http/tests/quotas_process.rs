@@ -1,12 +1,13 @@
 //! Quotas through the `allocate-http` binary: a policy file (`--policy-file`), requests over a
 //! limit waiting with `"reason": "quota"` over real websockets, impossible ones refused, a bad
 //! file refused at start, and the file read again on SIGHUP (a bad one keeps the policy before);
-//! a group's limit applying to a user whose token (`--tokens-file`, `groups=`) names the group.
+//! a group's limit applying to a user whose token (`--tokens-file`, `groups=`) names the group;
+//! a waiting request that a tighter policy could never fit refused on SIGHUP, as a new one is.
 
 mod common;
 mod process;
 
-use common::{recv, recv_error, recv_status, resource, send, ws_at, Ws};
+use common::{expect_close, recv, recv_error, recv_status, resource, send, ws_at, Ws};
 use process::{Proc, TokensFile};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -132,4 +133,54 @@ async fn a_group_limit_applies_to_users_whose_token_names_the_group() {
         .find(|l| l.contains("names a group that the policy file does not define"))
         .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
     assert!(warned.contains("typo"), "{warned}");
+}
+
+#[tokio::test]
+async fn a_waiting_request_that_a_tighter_policy_could_never_fit_is_refused_on_sighup() {
+    let file = TokensFile::new(
+        &json!({"default": {"allocations_max": 4}}).to_string(),
+        0o600,
+    );
+    let mut server = Proc::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--in-memory",
+        "--policy-file",
+        file.arg(),
+    ]);
+    let addr = server.address();
+    let _agent = agent_with(addr, None, 2).await;
+    let holder = json!({"username": "bob", "count": 2, "release_on_disconnect": true});
+    let mut holder = allocate(addr, holder).await;
+    recv_status(&mut holder, "ready").await;
+    let mut four = allocate(addr, json!({"username": "alice", "count": 4})).await;
+    recv_status(&mut four, "queued").await;
+    let mut two = allocate(addr, json!({"username": "alice", "count": 2})).await;
+    recv_status(&mut two, "queued").await;
+
+    let tighter = json!({"default": {"allocations_max": 4, "resources_max": 2}});
+    file.write(&tighter.to_string(), 0o600);
+    server.signal("HUP");
+    server.wait_for("policy file reloaded");
+    let message = recv_error(&mut four, 403, "quota_exceeded").await;
+    assert!(
+        message.contains("at most 2 (resources held), the request needs 4"),
+        "{message}"
+    );
+    expect_close(&mut four, 1000).await;
+    // Worded as the refusal of the same request made now.
+    let mut again = allocate(addr, json!({"username": "alice", "count": 4})).await;
+    let refused = recv_error(&mut again, 403, "quota_exceeded").await;
+    assert!(message.ends_with(&refused), "{message} / {refused}");
+
+    // One that could still fit keeps waiting, and is served once bob's machines are free.
+    drop(holder);
+    let ready = loop {
+        let msg = recv(&mut two).await;
+        if msg["data"]["status"] != "queued" {
+            break msg;
+        }
+    };
+    assert_eq!(ready["data"]["status"], "ready", "{ready}");
+    server.kill();
 }
