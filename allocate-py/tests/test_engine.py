@@ -60,6 +60,17 @@ def test_expiry_outputs_are_typed() -> None:
     assert repr(expired) == f"Expired(allocation_id='{first}')"
 
 
+def test_a_quota_refusal_names_the_limit() -> None:
+    # What an engine whose policy changed tells a waiting request it could never fit.
+    refused = allocate.QuotaRefused("a-1", "ann", "resources held", 2, 4)
+    assert refused == allocate.QuotaRefused(
+        allocation_id="a-1", user="ann", limit="resources held", max=2, asked=4
+    )
+    assert repr(refused) == (
+        "QuotaRefused(allocation_id='a-1', user='ann', limit='resources held', max=2, asked=4)"
+    )
+
+
 def test_queue_and_release() -> None:
     e = engine()
     [only] = e.register_agent(AGENT, small_and_big()[:1])
