@@ -11,6 +11,15 @@ const ARRAY_MAX: usize = 4096;
 /// Words in a bitset chunk.
 const WORDS: usize = 1024;
 
+/// Words in a window: the positions a join reads at once, two cache lines of a bitset.
+pub(crate) const WINDOW_WORDS: usize = 16;
+
+/// Positions in a window.
+pub(crate) const WINDOW: u32 = WINDOW_WORDS as u32 * 64;
+
+/// The members of a bitmap among [`WINDOW`] positions, as bits.
+pub(crate) type Window = [u64; WINDOW_WORDS];
+
 /// The positions of one chunk, as their low 16 bits.
 #[derive(Clone, Debug)]
 enum Chunk {
@@ -308,12 +317,13 @@ impl<'a> Cursor<'a> {
         self.at
     }
 
-    /// The members among the 64 positions from `block` (a multiple of 64), as bits: every one
-    /// at or after the least position sought so far, and perhaps some before it. The cursor
-    /// moves on to `block`, so the next seek must not be before it.
-    pub fn word(&mut self, block: u32) -> u64 {
-        if self.at >= block && self.at - block >= 64 {
-            return 0;
+    /// Adds to `out` the members among the [`WINDOW`] positions from `block` (a multiple of
+    /// [`WINDOW`]), as bits: every one at or after the least position sought so far, and
+    /// perhaps some before it. The cursor moves on to `block`, so the next seek must not be
+    /// before it.
+    pub fn window(&mut self, block: u32, out: &mut Window) {
+        if self.at >= block && self.at - block >= WINDOW {
+            return;
         }
         let (high, low) = split(block);
         while self.chunks.get(self.chunk).is_some_and(|(k, _)| *k < high) {
@@ -321,18 +331,25 @@ impl<'a> Cursor<'a> {
             self.idx = 0;
         }
         match self.chunks.get(self.chunk) {
-            Some((key, Chunk::Bits(bits, _))) if *key == high => bits.words[usize::from(low) / 64],
+            Some((key, Chunk::Bits(bits, _))) if *key == high => {
+                let first = usize::from(low) / 64;
+                for (o, w) in out.iter_mut().zip(&bits.words[first..first + WINDOW_WORDS]) {
+                    *o |= w;
+                }
+            }
             Some((key, chunk @ Chunk::Array(v))) if *key == high => {
                 if chunk.seek_from(low, &mut self.idx).is_none() {
-                    return 0;
+                    return;
                 }
-                v[self.idx..]
+                for offset in v[self.idx..]
                     .iter()
                     .map(|&x| x - low)
-                    .take_while(|&offset| offset < 64)
-                    .fold(0, |w, offset| w | 1 << offset)
+                    .take_while(|&offset| u32::from(offset) < WINDOW)
+                {
+                    out[usize::from(offset) / 64] |= 1 << (offset % 64);
+                }
             }
-            _ => 0,
+            _ => {}
         }
     }
 
@@ -385,11 +402,10 @@ mod tests {
                     Cursor::new(&bitmap, probe).seek(probe),
                     set.range(probe..).next().copied().unwrap_or(u32::MAX)
                 );
-                let block = probe & !63;
-                assert_eq!(
-                    Cursor::new(&bitmap, block).word(block),
-                    word_of(&set, block, block)
-                );
+                let block = probe & !(WINDOW - 1);
+                let mut got = Window::default();
+                Cursor::new(&bitmap, block).window(block, &mut got);
+                assert_eq!(got, window_of(&set, block, block));
             }
         }
         assert_eq!(bitmap.len(), set.len() as u64);
@@ -412,10 +428,13 @@ mod tests {
         assert_eq!(Cursor::new(&bitmap, 0).seek(0), u32::MAX);
     }
 
-    /// The members of `set` from `from` among the 64 positions from `block`, as bits.
-    fn word_of(set: &BTreeSet<u32>, block: u32, from: u32) -> u64 {
-        set.range(from.max(block)..block + 64)
-            .fold(0u64, |w, p| w | 1 << (p - block))
+    /// The members of `set` from `from` among the `WINDOW` positions from `block`, as bits.
+    fn window_of(set: &BTreeSet<u32>, block: u32, from: u32) -> Window {
+        let mut w = Window::default();
+        for p in set.range(from.max(block)..block + WINDOW) {
+            w[(p - block) as usize / 64] |= 1 << ((p - block) % 64);
+        }
+        w
     }
 
     #[test]
@@ -441,13 +460,20 @@ mod tests {
             while pos < 300_000 {
                 let want = set.range(pos..).next().copied().unwrap_or(u32::MAX);
                 assert_eq!(cursor.seek(pos), want, "seek {pos}, stride {stride}");
-                let block = pos & !63;
-                let from_pos = !0u64 << (pos - block);
-                assert_eq!(
-                    cursor.word(block) & from_pos,
-                    word_of(&set, block, pos),
-                    "word {pos}"
-                );
+                let block = pos & !(WINDOW - 1);
+                let mut got = Window::default();
+                cursor.window(block, &mut got);
+                for (i, w) in got.iter_mut().enumerate() {
+                    let start = block + 64 * i as u32;
+                    *w &= if pos <= start {
+                        !0
+                    } else if pos < start + 64 {
+                        !0 << (pos - start)
+                    } else {
+                        0
+                    };
+                }
+                assert_eq!(got, window_of(&set, block, pos), "window {pos}");
                 pos += 1 + (next() % stride) as u32;
             }
         }

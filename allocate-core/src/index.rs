@@ -12,15 +12,16 @@
 //! A query is a leapfrog join of the bitmaps of its terms (free or registered resources, each
 //! required tag, the type, the GPU models whose name contains the one asked for, the GPU memory
 //! sizes at or above its per-GPU floor), led by the smallest: each term in turn leaps to the
-//! next position the others may agree on, a 64-bit word of positions at a time where they are
-//! dense. It starts at the first position whose rank could match; the numeric needs (CPUs,
+//! next position the others may agree on; from there the terms' bits over a window of 1,024
+//! positions (two cache lines of a dense bitmap) are intersected at once, so that terms that
+//! rarely meet cost a window per round rather than a round per position. It starts at the first position whose rank could match; the numeric needs (CPUs,
 //! memory, GPU count and total GPU memory) are checked on the rank, and a failure skips ahead to
 //! the first position that could pass (a skip scan). Excluded tags are taken out of the
-//! positions the terms agree on a word at a time, per-GPU needs are left to the caller's
+//! positions the terms agree on a window at a time, per-GPU needs are left to the caller's
 //! `exact` test. Nothing is cached:
 //! the work depends on the inventory and the request alone.
 
-use crate::bitmap::{Bitmap, Cursor};
+use crate::bitmap::{Bitmap, Cursor, Window, WINDOW};
 use crate::criteria::Criteria;
 use crate::hash::FxMap;
 use crate::model::ResourceSpec;
@@ -164,13 +165,21 @@ impl<'a> Cursors<'a> {
         self.terms.sort_unstable();
     }
 
-    /// The positions of term `term` among the 64 from `block` (a multiple of 64), as bits:
-    /// every one at or after the least position sought, perhaps some before.
-    fn word(&mut self, term: usize, block: Pos) -> u64 {
+    /// Keeps in `common` only the positions of term `term` among the [`WINDOW`] from `block`
+    /// (every one at or after the least position sought, perhaps some before); `false` once
+    /// none is left.
+    fn narrow(&mut self, term: usize, block: Pos, common: &mut Window) -> bool {
         let (_, start, end) = self.terms[term];
-        self.members[start..end]
-            .iter_mut()
-            .fold(0, |w, cursor| w | cursor.word(block))
+        let mut union = Window::default();
+        for cursor in &mut self.members[start..end] {
+            cursor.window(block, &mut union);
+        }
+        let mut any = 0;
+        for (c, u) in common.iter_mut().zip(union) {
+            *c &= u;
+            any |= *c;
+        }
+        any != 0
     }
 
     /// The least position at or after `pos` in term `term` (`Pos::MAX` if none).
@@ -234,6 +243,28 @@ where
             map.entry(key.to_owned()).or_default().insert(pos);
         }
         None => {}
+    }
+}
+
+/// A window with every position from `offset` on.
+fn from_offset(offset: u32) -> Window {
+    let mut w = [!0u64; crate::bitmap::WINDOW_WORDS];
+    let first = offset as usize / 64;
+    w[..first].fill(0);
+    w[first] = !0 << (offset % 64);
+    w
+}
+
+/// The first position at or after `offset` set in `w`.
+fn next_set(w: &Window, offset: u32) -> Option<u32> {
+    let mut i = offset as usize / 64;
+    let mut word = *w.get(i)? & (!0 << (offset % 64));
+    loop {
+        if word != 0 {
+            return Some(i as u32 * 64 + word.trailing_zeros());
+        }
+        i += 1;
+        word = *w.get(i)?;
     }
 }
 
@@ -491,22 +522,21 @@ impl Index {
             if at >= to {
                 return;
             }
-            // Then the positions they all share in the rest of its block of 64, a word at a
-            // time, each visited in turn.
-            let block = at & !63;
-            let mut common = !0u64 << (at % 64);
-            for t in 0..n {
-                common &= cursors.word(t, block);
-                if common == 0 {
-                    break;
+            // Then the positions they all share in the rest of its window, a window of bits
+            // at a time, each visited in turn.
+            let block = at & !(WINDOW - 1);
+            let mut common = from_offset(at - block);
+            if (0..n).all(|t| cursors.narrow(t, block, &mut common)) {
+                for cursor in &mut excluded {
+                    let mut out = Window::default();
+                    cursor.window(block, &mut out);
+                    common.iter_mut().zip(out).for_each(|(c, o)| *c &= !o);
                 }
             }
-            for cursor in &mut excluded {
-                common &= !cursor.word(block);
-            }
-            pos = block + 64;
-            while common != 0 {
-                let p = block + common.trailing_zeros();
+            pos = block + WINDOW;
+            let mut offset = at - block;
+            while let Some(o) = next_set(&common, offset) {
+                let p = block + o;
                 if p >= to {
                     return;
                 }
@@ -514,11 +544,11 @@ impl Index {
                     Step::Next => p + 1,
                     Step::SkipTo(next) => next.max(p + 1),
                 };
-                if next >= block + 64 {
+                if next >= pos {
                     pos = next;
                     break;
                 }
-                common &= !0u64 << (next % 64);
+                offset = next - block;
             }
         }
     }

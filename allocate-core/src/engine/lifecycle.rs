@@ -421,7 +421,7 @@ impl Engine {
             .get_mut(&id)
             .expect("ready allocation exists");
         a.state = AllocationState::Ready;
-        a.connection = Some(connection.clone());
+        a.connection = Some(connection);
         a.ready_at = Some(self.now);
         if let Some(secs) = a.lease_secs.take() {
             a.expires = self.now.add_secs(secs);
