@@ -28,6 +28,12 @@ use crate::model::ResourceSpec;
 use std::borrow::Borrow;
 use std::hash::Hash;
 
+/// The last word on a resource the index lets through: `exact(slot, gpus_known)`, where
+/// `gpus_known` says its GPUs are known to meet the per-GPU needs already.
+pub(crate) trait Exact: Fn(Slot, bool) -> bool {}
+
+impl<F: Fn(Slot, bool) -> bool> Exact for F {}
+
 /// Index of a resource in the inventory's slot table.
 pub(crate) type Slot = u32;
 
@@ -209,6 +215,8 @@ pub(crate) struct Index {
     terms: Terms,
     live: Bitmap,
     free: Bitmap,
+    /// Positions of resources whose GPUs are not all alike.
+    mixed: Bitmap,
 }
 
 /// The bitmaps of the terms a request can name.
@@ -331,6 +339,9 @@ impl Index {
         }
         self.positions[i] = pos;
         self.live.insert(pos);
+        if spec.gpu.windows(2).any(|pair| pair[0] != pair[1]) {
+            self.mixed.insert(pos);
+        }
         self.terms.mark(spec, pos, true);
     }
 
@@ -340,6 +351,7 @@ impl Index {
         self.slots[pos as usize] = NONE;
         self.live.remove(pos);
         self.free.remove(pos);
+        self.mixed.remove(pos);
         self.dead += 1;
         self.terms.mark(spec, pos, false);
         if self.dead > TAIL_MIN && self.dead > self.live.len() as usize {
@@ -358,15 +370,19 @@ impl Index {
     }
 
     /// The free resources matching `c` (per the index and `exact`), best fit first, at most `limit`.
-    pub fn best(&mut self, c: &Criteria, limit: usize, exact: impl Fn(Slot) -> bool) -> Vec<Slot> {
+    ///
+    /// `exact(slot, gpus_known)` has the last word on each resource the index lets through;
+    /// `gpus_known` says the index has found its GPUs to meet the per-GPU needs already.
+    pub fn best(&mut self, c: &Criteria, limit: usize, exact: impl Exact) -> Vec<Slot> {
         self.keep_tail_short();
+        let gpus = self.gpus_known(c);
         let mut found: Vec<(Rank, Slot)> = Vec::new();
         let (sorted, end) = (self.sorted as Pos, self.ranks.len() as Pos);
         let mut in_order = 0;
         self.join(c, Scope::Free, self.floor_pos(c), end, |pos| {
             let (rank, slot) = (&self.ranks[pos as usize], self.slots[pos as usize]);
             let checked = rank.check(c);
-            if checked.is_ok() && exact(slot) {
+            if checked.is_ok() && exact(slot, gpus(pos)) {
                 found.push((*rank, slot));
             }
             if pos >= sorted {
@@ -394,14 +410,14 @@ impl Index {
         &mut self,
         c: &Criteria,
         scope: Scope,
-        exact: impl Fn(Slot) -> bool,
+        exact: impl Exact,
         mut visit: impl FnMut(Slot),
     ) {
         self.keep_tail_short();
-        let end = self.ranks.len() as Pos;
+        let (end, gpus) = (self.ranks.len() as Pos, self.gpus_known(c));
         self.join(c, scope, self.floor_pos(c), end, |pos| {
             let slot = self.slots[pos as usize];
-            if self.ranks[pos as usize].check(c).is_ok() && exact(slot) {
+            if self.ranks[pos as usize].check(c).is_ok() && exact(slot, gpus(pos)) {
                 visit(slot);
             }
             Step::Next
@@ -416,11 +432,12 @@ impl Index {
 
     /// Whether some resource in `scope` matches `c` (per the index and `exact`): the walk
     /// stops at the first.
-    pub fn any(&mut self, c: &Criteria, scope: Scope, exact: impl Fn(Slot) -> bool) -> bool {
+    pub fn any(&mut self, c: &Criteria, scope: Scope, exact: impl Exact) -> bool {
         self.keep_tail_short();
-        let (end, mut found) = (self.ranks.len() as Pos, false);
+        let (end, mut found, gpus) = (self.ranks.len() as Pos, false, self.gpus_known(c));
         self.join(c, scope, self.floor_pos(c), end, |pos| {
-            found = self.ranks[pos as usize].check(c).is_ok() && exact(self.slots[pos as usize]);
+            let slot = self.slots[pos as usize];
+            found = self.ranks[pos as usize].check(c).is_ok() && exact(slot, gpus(pos));
             if found {
                 Step::SkipTo(end)
             } else {
@@ -428,6 +445,18 @@ impl Index {
             }
         });
         found
+    }
+
+    /// Whether the join's terms and the rank check settle the per-GPU needs of `c` for the
+    /// resource at a position: when its GPUs are all alike, one that has the model asked for
+    /// and one that has the memory are the same, and so are all of them, which the rank
+    /// counts. Not when a term was left out as too large a union.
+    fn gpus_known(&self, c: &Criteria) -> impl Fn(Pos) -> bool + '_ {
+        let covered = c.gpu.as_ref().is_some_and(|g| {
+            (g.label_lower.is_none() || self.terms.gpu_models.len() <= UNION_MAX)
+                && (g.min_memory_gb == 0 || self.terms.gpu_memory.len() <= UNION_MAX)
+        });
+        move |pos| covered && !self.mixed.contains(pos)
     }
 
     /// The first position in the layout whose rank could match `c`.
@@ -592,6 +621,7 @@ impl Index {
         self.terms.bitmaps_mut().for_each(remap);
         remap(&mut self.live);
         remap(&mut self.free);
+        remap(&mut self.mixed);
         self.ranks = order.iter().map(|&p| self.ranks[p as usize]).collect();
         self.slots = order.iter().map(|&p| self.slots[p as usize]).collect();
         for (new, &slot) in self.slots.iter().enumerate() {
@@ -635,9 +665,12 @@ mod tests {
             .filter(|_| rng.below(3) == 0)
             .map(|l| l.to_string())
             .collect();
+        // Half the resources have GPUs all alike, the others any mix.
+        let alike = rng.below(2) == 0;
+        let first = rng.below(4) as usize;
         let gpu = (0..[0, 0, 1, 2, 4][rng.below(5) as usize])
             .map(|_| {
-                let (label, memory_gb) = MODELS[rng.below(4) as usize];
+                let (label, memory_gb) = MODELS[if alike { first } else { rng.below(4) as usize }];
                 Gpu {
                     label: label.into(),
                     memory_gb,
@@ -727,8 +760,10 @@ mod tests {
                 .iter()
                 .map(|r| r.as_ref().map(|r| r.0.clone()))
                 .collect();
-            let exact =
-                |slot: Slot| c.gpus_match(&specs[slot as usize].as_ref().expect("live").gpu);
+            // What the index knows is taken on trust, so a wrong `gpus_known` shows.
+            let exact = |slot: Slot, known: bool| {
+                known || c.gpus_match(&specs[slot as usize].as_ref().expect("live").gpu)
+            };
             let limit = 1 + rng.below(6) as usize;
             let want = self.expected(&c, true);
             let got = self.index.best(&c, limit, exact);

@@ -4,7 +4,7 @@ use crate::criteria::{shape_key, Criteria};
 use crate::error::{Error, Result};
 use crate::hash::FxMap;
 use crate::ids::derive_inventory_id;
-use crate::index::{Index, Scope};
+use crate::index::{Exact, Index, Scope};
 use crate::model::ResourceSpec;
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -230,9 +230,9 @@ impl Inventory {
 
     /// The index's `exact` test for `criteria`: the per-GPU needs, which its bitmaps and ranks
     /// only narrow down (and nothing at all when the request has none).
-    fn gpus_fit<'a>(slots: &'a SlotTable, criteria: &'a Criteria) -> impl Fn(Slot) -> bool + 'a {
+    fn gpus_fit<'a>(slots: &'a SlotTable, criteria: &'a Criteria) -> impl Exact + 'a {
         let each_gpu = criteria.checks_each_gpu();
-        move |slot| !each_gpu || criteria.gpus_match(&slots.live(slot).spec.gpu)
+        move |slot, known| known || !each_gpu || criteria.gpus_match(&slots.live(slot).spec.gpu)
     }
 
     /// Free resources satisfying `criteria`, best fit first, ties by registration order; at
@@ -244,7 +244,7 @@ impl Inventory {
         keep: impl Fn(&Resource) -> bool,
     ) -> Vec<Slot> {
         let (slots, fit) = (&self.slots, Self::gpus_fit(&self.slots, criteria));
-        let exact = |slot| fit(slot) && keep(slots.live(slot));
+        let exact = |slot, known| fit(slot, known) && keep(slots.live(slot));
         self.index.best(criteria, limit, exact)
     }
 
@@ -313,7 +313,7 @@ impl Inventory {
         self.index.each(
             &criteria,
             scope,
-            |_| true,
+            |_, _| true,
             |slot| found.push((slots.live(slot).seq, slot)),
         );
         found.sort_unstable();
