@@ -185,6 +185,11 @@ typedef struct allocate_config {
    * How many candidates a matching policy is shown per placement.
    */
   uint64_t policy_candidates_max;
+  /**
+   * Serve waiting requests in fair-share order (the user holding least first) rather than
+   * in arrival order (README, "Order and starvation").
+   */
+  bool fair_share;
 } allocate_config;
 
 /**
@@ -506,6 +511,19 @@ enum allocate_result allocate_engine_register(struct allocate_engine *engine,
                                               const struct allocate_uuid *agent_id,
                                               const char *resources_json,
                                               char **inventory_ids_json_out);
+
+/**
+ * Sets the quotas from the policy's JSON (README, "Quotas": `default`, `groups`, `users`),
+ * or removes them with a null `policy_json`. Waiting requests that the new limits could never
+ * fit end at once (`ALLOCATE_OUTPUT_QUOTA_REFUSED`); those they allow are placed. A policy
+ * that does not parse changes nothing and the error names its line and field.
+ *
+ * # Safety
+ * `engine` must be a live handle; `policy_json` null or a NUL-terminated string.
+ */
+enum allocate_result allocate_engine_set_quotas(struct allocate_engine *engine,
+                                                uint64_t now_ms,
+                                                const char *policy_json);
 
 /**
  * An agent's connection closed: its resources go offline.

@@ -4,7 +4,7 @@ use crate::args::out;
 use crate::ownership::{Castable, OwnershipRef};
 use crate::panic::guard;
 use crate::result::allocate_result;
-use allocate_core::Config;
+use allocate_core::{Config, Order};
 
 /// Engine settings; fill with `allocate_config_default` and change what you need.
 #[repr(C)]
@@ -25,6 +25,9 @@ pub struct allocate_config {
     pub ended_allocations_max: u64,
     /// How many candidates a matching policy is shown per placement.
     pub policy_candidates_max: u64,
+    /// Serve waiting requests in fair-share order (the user holding least first) rather than
+    /// in arrival order (README, "Order and starvation").
+    pub fair_share: bool,
 }
 
 impl Castable for allocate_config {
@@ -42,6 +45,7 @@ impl From<&Config> for allocate_config {
             release_timeout_ms: c.release_timeout_ms,
             ended_allocations_max: c.ended_allocations_max as u64,
             policy_candidates_max: c.policy_candidates_max as u64,
+            fair_share: c.order == Order::FairShare,
         }
     }
 }
@@ -56,6 +60,11 @@ impl From<&allocate_config> for Config {
             release_timeout_ms: c.release_timeout_ms,
             ended_allocations_max: usize::try_from(c.ended_allocations_max).unwrap_or(usize::MAX),
             policy_candidates_max: usize::try_from(c.policy_candidates_max).unwrap_or(usize::MAX),
+            order: if c.fair_share {
+                Order::FairShare
+            } else {
+                Order::Arrival
+            },
             ..Config::default()
         }
     }

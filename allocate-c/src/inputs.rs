@@ -8,8 +8,10 @@ use crate::request::allocate_request;
 use crate::result::{allocate_result, Failure};
 use crate::strings::give_json;
 use crate::uuid::{allocate_uuid, uuid_arg};
+use allocate_core::wire::parse_policy;
 use allocate_core::{
-    parse_json, parse_resources, Connection, Engine, ProvisionResult, Requirements, Timestamp,
+    parse_json, parse_resources, Connection, Engine, Error, ProvisionResult, Requirements,
+    Timestamp,
 };
 use std::ffi::c_char;
 
@@ -45,6 +47,33 @@ pub unsafe extern "C" fn allocate_engine_register(
             give_json(&ids, slot)?;
         }
         Ok(())
+    })
+}
+
+/// Sets the quotas from the policy's JSON (README, "Quotas": `default`, `groups`, `users`),
+/// or removes them with a null `policy_json`. Waiting requests that the new limits could never
+/// fit end at once (`ALLOCATE_OUTPUT_QUOTA_REFUSED`); those they allow are placed. A policy
+/// that does not parse changes nothing and the error names its line and field.
+///
+/// # Safety
+/// `engine` must be a live handle; `policy_json` null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn allocate_engine_set_quotas(
+    engine: *mut allocate_engine,
+    now_ms: u64,
+    policy_json: *const c_char,
+) -> allocate_result {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let policy = unsafe { opt_text(policy_json, "policy_json") }?
+            .map(parse_policy)
+            .transpose()
+            .map_err(|e| Error::Invalid(format!("policy_json: {e}")))?;
+        // SAFETY: the caller's contract.
+        let mut inner = unsafe { lock(engine) }?;
+        Ok(inner
+            .engine
+            .set_quotas(Timestamp::from_millis(now_ms), policy)?)
     })
 }
 

@@ -41,7 +41,7 @@ pub use inputs::{
     allocate_engine_client_gone, allocate_engine_disconnect, allocate_engine_handle_timeout,
     allocate_engine_provisioned, allocate_engine_register, allocate_engine_release,
     allocate_engine_release_acknowledged, allocate_engine_request, allocate_engine_request_json,
-    allocate_engine_set_expires, allocate_engine_set_maintenance,
+    allocate_engine_set_expires, allocate_engine_set_maintenance, allocate_engine_set_quotas,
 };
 pub use outputs::{
     allocate_engine_poll_output, allocate_engine_poll_output_json, allocate_engine_poll_timeout,

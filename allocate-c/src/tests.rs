@@ -176,3 +176,90 @@ fn a_panic_inside_free_is_contained() {
     unsafe { allocate_engine_free(engine) };
     assert_eq!(last_error(), PANIC_MESSAGE);
 }
+
+/// The kinds of the outputs waiting, in order.
+fn drain_kinds(engine: *mut allocate_engine) -> Vec<allocate_output_kind> {
+    let mut kinds = Vec::new();
+    loop {
+        let mut output = MaybeUninit::<allocate_output>::uninit();
+        // SAFETY: a live handle and a writable output.
+        match unsafe { allocate_engine_poll_output(engine, output.as_mut_ptr()) } {
+            allocate_result::ALLOCATE_OK => {
+                // SAFETY: the call filled it.
+                kinds.push(unsafe { output.assume_init() }.kind);
+            }
+            allocate_result::ALLOCATE_EMPTY => return kinds,
+            other => panic!("poll_output: {other:?}"),
+        }
+    }
+}
+
+fn set_quotas(engine: *mut allocate_engine, policy: Option<&CStr>) -> allocate_result {
+    let policy = policy.map_or(null(), CStr::as_ptr);
+    // SAFETY: a live handle and a NUL-terminated policy or null.
+    unsafe { allocate_engine_set_quotas(engine, T0_MS, policy) }
+}
+
+#[test]
+fn quotas_set_from_json_refuse_what_could_never_fit_and_a_bad_policy_names_its_field() {
+    let engine = engine_with_a_resource();
+    let bad = c"{\"default\":\n {\"gpu_max\": 1}}";
+    assert_eq!(
+        set_quotas(engine, Some(bad)),
+        allocate_result::ALLOCATE_INVALID_REQUEST
+    );
+    let message = last_error();
+    assert!(
+        message.starts_with("policy_json: line 2, field default.gpu_max: unknown field"),
+        "{message}"
+    );
+    // A request that the policy could never fit is refused at once, naming the limit.
+    let one = c"{\"default\": {\"resources_max\": 1}}";
+    assert_eq!(set_quotas(engine, Some(one)), allocate_result::ALLOCATE_OK);
+    let mut id = allocate_uuid::default();
+    let two = c"{\"username\": \"ci\", \"count\": 2}";
+    // SAFETY: a live handle and valid arguments.
+    let r = unsafe { allocate_engine_request_json(engine, T0_MS, two.as_ptr(), &mut id) };
+    assert_eq!(r, allocate_result::ALLOCATE_QUOTA_EXCEEDED);
+    assert!(last_error().contains("resources held"), "{}", last_error());
+    // The one resource goes to a first request; a second waits for it, until a tighter
+    // policy means it could never be served.
+    assert_eq!(request(engine), allocate_result::ALLOCATE_OK);
+    assert_eq!(request(engine), allocate_result::ALLOCATE_OK);
+    let kinds = drain_kinds(engine);
+    assert_eq!(
+        kinds,
+        [
+            allocate_output_kind::ALLOCATE_OUTPUT_READY,
+            allocate_output_kind::ALLOCATE_OUTPUT_QUEUED
+        ]
+    );
+    let none = c"{\"users\": {\"ci\": {\"allocations_max\": 0}}}";
+    assert_eq!(set_quotas(engine, Some(none)), allocate_result::ALLOCATE_OK);
+    assert_eq!(
+        drain_kinds(engine),
+        [allocate_output_kind::ALLOCATE_OUTPUT_QUOTA_REFUSED]
+    );
+    assert_eq!(
+        set_quotas(engine, None),
+        allocate_result::ALLOCATE_OK,
+        "no quotas"
+    );
+    // SAFETY: a live handle, not used again.
+    unsafe { allocate_engine_free(engine) };
+}
+
+#[test]
+fn fair_share_order_is_a_setting_that_round_trips() {
+    let mut config = MaybeUninit::<allocate_config>::uninit();
+    // SAFETY: a writable config.
+    let r = unsafe { allocate_config_default(config.as_mut_ptr()) };
+    assert_eq!(r, allocate_result::ALLOCATE_OK);
+    // SAFETY: the call filled it.
+    let mut config = unsafe { config.assume_init() };
+    assert!(!config.fair_share, "arrival order by default");
+    config.fair_share = true;
+    let core = allocate_core::Config::from(&config);
+    assert_eq!(core.order, allocate_core::Order::FairShare);
+    assert!(allocate_config::from(&core).fair_share);
+}

@@ -1,16 +1,14 @@
 //! The policy file (`--policy-file`): the quotas, read at start and again on SIGHUP.
 //!
-//! A JSON object with three optional members, each limit optional (absent: no limit):
-//! `{"default": LIMITS, "groups": {"NAME": {"members": ["user", ...], "limits": LIMITS}},
-//! "users": {"USERNAME": LIMITS}}` where `LIMITS` is `{"allocations_max": 2,
-//! "resources_max": 4, "gpus_max": 8, "lease_secs_max": 86400}`. The rule that combines them
-//! is the engine's (`allocate_core::Policy`).
+//! The file is the policy's JSON ([`allocate_core::wire::policy`], which reads it); the rule
+//! that combines its limits is the engine's (`allocate_core::Policy`).
 //!
 //! A group's members are those the file lists and the usernames of the user tokens whose
 //! `groups=` names it (tokens file, `auth::tokens`). The server merges the two into the policy
 //! it hands the engine ([`allocate_core::Policy::with_members`]) whenever either file is read, so the journal
 //! records the merged policy and a replay decides the same without the tokens file.
 
+use allocate_core::wire::parse_policy;
 use allocate_core::Policy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,48 +85,10 @@ fn read_file(path: &Path) -> Result<Policy, PolicyFileError> {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text).map_err(|(line, field, message)| PolicyFileError::Invalid {
+    parse_policy(&text).map_err(|e| PolicyFileError::Invalid {
         path: path.to_owned(),
-        line,
-        field,
-        message,
+        line: e.line,
+        field: e.field,
+        message: e.message,
     })
-}
-
-/// Parses a policy; an error gives the line, the field and what is wrong.
-fn parse(text: &str) -> Result<Policy, (usize, String, String)> {
-    let mut json = serde_json::Deserializer::from_str(text);
-    let policy: Policy = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        (inner.line(), field, inner.to_string())
-    })?;
-    json.end()
-        .map_err(|e| (e.line(), ".".to_owned(), e.to_string()))?;
-    Ok(policy)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_policy_reads_and_a_bad_one_names_the_line_and_field() {
-        let text = r#"{
-  "default": {"allocations_max": 2},
-  "groups": {"students": {"members": ["ann"], "limits": {"gpus_max": 1}}},
-  "users": {"bob": {"lease_secs_max": 600}}
-}"#;
-        let policy = parse(text).unwrap();
-        assert_eq!(policy.default.allocations_max, Some(2));
-        assert_eq!(policy.groups["students"].limits.gpus_max, Some(1));
-        assert_eq!(policy.users["bob"].lease_secs_max, Some(600));
-        let (line, field, message) =
-            parse("{\"users\": {\n  \"ann\": {\"gpus_max\": \"two\"}}}").unwrap_err();
-        assert_eq!((line, field.as_str()), (2, "users.ann.gpus_max"));
-        assert!(message.contains("invalid type"), "{message}");
-        let (line, field, message) = parse("{\"default\":\n {\"gpu_max\": 1}}").unwrap_err();
-        assert_eq!((line, field.as_str()), (2, "default.gpu_max"));
-        assert!(message.contains("unknown field `gpu_max`"), "{message}");
-    }
 }

@@ -1,12 +1,13 @@
 //! `Engine`: allocate-core's engine for simulations and fast deterministic tests.
 
 use crate::clock::ManualClock;
-use crate::convert::{engine_config, seconds, timestamp, Id};
+use crate::convert::{dict_to_json, engine_config, seconds, timestamp, Id};
 use crate::errors;
 use crate::explain::{dry_run_requirements, Explanation};
 use crate::outputs;
 use crate::policy::PyPolicy;
 use crate::types::{AllocationInfo, Connection, InventoryEntry, Requirements, Resource};
+use allocate_core::wire::parse_policy;
 use allocate_core::{Engine as CoreEngine, ProvisionResult, SeededIds, Timestamp};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
@@ -177,6 +178,27 @@ impl Engine {
             s.engine.set_policy(policy.clone().map(|p| p as _));
             s.policy = policy;
         })
+    }
+
+    /// Sets the quotas (a dict: `default`, `groups`, `users`, as the server's policy file has
+    /// them), or removes them with None. Waiting requests the new limits could never fit end
+    /// at once (`QuotaRefused`); those they allow are placed.
+    #[pyo3(signature = (policy, *, now = None))]
+    fn set_quotas(
+        &self,
+        py: Python<'_>,
+        policy: Option<&Bound<'_, PyDict>>,
+        now: Option<f64>,
+    ) -> PyResult<()> {
+        let now = self.now(now)?;
+        let policy = policy
+            .map(|dict| {
+                let json = serde_json::Value::Object(dict_to_json(dict, "policy")?);
+                parse_policy(&json.to_string())
+                    .map_err(|e| errors::invalid(format!("policy.{}: {}", e.field, e.message)))
+            })
+            .transpose()?;
+        self.input(py, |e| e.set_quotas(now, policy))
     }
 
     /// An agent registers (or replaces) its resource list; returns their inventory ids in order.

@@ -60,15 +60,28 @@ def test_expiry_outputs_are_typed() -> None:
     assert repr(expired) == f"Expired(allocation_id='{first}')"
 
 
-def test_a_quota_refusal_names_the_limit() -> None:
-    # What an engine whose policy changed tells a waiting request it could never fit.
-    refused = allocate.QuotaRefused("a-1", "ann", "resources held", 2, 4)
+def test_quotas_refuse_what_could_never_fit_and_a_bad_policy_names_its_field() -> None:
+    e = engine(config={"order": "fair-share"})
+    e.register_agent(AGENT, small_and_big()[:1])
+    with pytest.raises(allocate.InvalidRequest, match="policy.default.gpu_max: unknown field"):
+        e.set_quotas({"default": {"gpu_max": 1}})
+    e.set_quotas({"default": {"resources_max": 1}})
+    with pytest.raises(allocate.QuotaExceeded, match="resources held"):
+        e.request(username="ann", count=2)
+    first = e.request(username="ann")
+    second = e.request(username="ann", now=T0 + 1)
+    ready, queued = e.drain()
+    assert isinstance(ready, allocate.Ready) and ready.allocation_id == first
+    assert isinstance(queued, allocate.Queued) and queued.allocation_id == second
+    # A tighter policy ends the waiting request it could never fit, naming the limit.
+    e.set_quotas({"users": {"ann": {"allocations_max": 0}}}, now=T0 + 2)
+    [refused] = e.drain()
     assert refused == allocate.QuotaRefused(
-        allocation_id="a-1", user="ann", limit="resources held", max=2, asked=4
+        allocation_id=second, user="ann", limit="concurrent allocations", max=0, asked=1
     )
-    assert repr(refused) == (
-        "QuotaRefused(allocation_id='a-1', user='ann', limit='resources held', max=2, asked=4)"
-    )
+    assert repr(refused).startswith("QuotaRefused(allocation_id=")
+    assert [a.state for a in e.allocations()] == ["ready", "cancelled"]
+    e.set_quotas(None)
 
 
 def test_queue_and_release() -> None:

@@ -348,12 +348,43 @@ static void test_several(void) {
   allocate_engine_free(e);
 }
 
+static void test_quotas(void) {
+  struct allocate_config config;
+  EXPECT(allocate_config_default(&config) == ALLOCATE_OK && !config.fair_share);
+  config.fair_share = true;
+  struct allocate_engine *e = NULL;
+  EXPECT(allocate_engine_new(&config, 7, &e) == ALLOCATE_OK);
+  struct allocate_uuid agent, first, second, id;
+  allocate_uuid_parse(AGENT, &agent);
+  EXPECT(allocate_engine_register(e, T0, &agent, STATIC_RES, NULL) == ALLOCATE_OK);
+  char msg[256];
+  EXPECT(allocate_engine_set_quotas(e, T0, "{\"users\": {\"ci\": {\"gpus_mx\": 1}}}") ==
+         ALLOCATE_INVALID_REQUEST);
+  allocate_last_error_message(msg, sizeof msg, NULL);
+  EXPECT(strstr(msg, "field users.ci.gpus_mx") != NULL);
+  EXPECT(allocate_engine_set_quotas(e, T0, "{\"default\": {\"resources_max\": 1}}") == ALLOCATE_OK);
+  EXPECT(allocate_engine_request_json(e, T0, "{\"username\": \"ci\", \"count\": 2}", &id) ==
+         ALLOCATE_QUOTA_EXCEEDED);
+  /* One resource each: the second request waits for the first to end. */
+  EXPECT(allocate_engine_request_json(e, T0, "{\"username\": \"ci\"}", &first) == ALLOCATE_OK);
+  EXPECT(allocate_engine_request_json(e, T0, "{\"username\": \"ci\"}", &second) == ALLOCATE_OK);
+  EXPECT(drain(e, ALLOCATE_OUTPUT_QUEUED, NULL) == 1);
+  /* A tighter policy ends the waiting request it could never fit. */
+  EXPECT(allocate_engine_set_quotas(e, T0, "{\"default\": {\"allocations_max\": 0}}") == ALLOCATE_OK);
+  struct allocate_output out;
+  EXPECT(drain(e, ALLOCATE_OUTPUT_QUOTA_REFUSED, &out) == 1);
+  EXPECT(memcmp(&out.allocation_id, &second, sizeof second) == 0);
+  EXPECT(allocate_engine_set_quotas(e, T0, NULL) == ALLOCATE_OK);
+  allocate_engine_free(e);
+}
+
 int main(void) {
   test_errors_and_helpers();
   test_lifecycle_static();
   test_provisioning_round_trips();
   test_policy();
   test_several();
+  test_quotas();
   printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

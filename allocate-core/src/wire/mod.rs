@@ -10,6 +10,7 @@
 //! - [`admin`]: the bodies of `PATCH /allocate/{id}` and `PATCH /inventory/{id}`.
 //! - [`listing`]: the HTTP answers that show state (inventory, allocations) and the
 //!   inventory query, as clients read them.
+//! - [`policy`]: the operator's quota policy, as the policy file and the bindings give it.
 //! - `json`: the strict reader of what clients and agents send ([`parse_json`]): a key
 //!   named twice in an object is refused, and a number out of range names its field.
 //!
@@ -30,11 +31,13 @@ pub mod explain;
 mod fields;
 mod json;
 pub mod listing;
+pub mod policy;
 
 pub use agent::{AgentMessage, ProvisionOrder, ReleaseOrder, ServerMessage};
 pub use client::ClientEvent;
 pub use envelope::{Envelope, Refusal};
 pub use fields::{parse_json, parse_uuid};
+pub use policy::{parse_policy, policy_json, PolicyError};
 
 use crate::config::Limits;
 use crate::error::ErrorCode;

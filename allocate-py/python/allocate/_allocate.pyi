@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 from uuid import UUID
 
 from typing_extensions import Self, TypeAlias, Unpack
@@ -565,6 +565,10 @@ class Engine:
         """The latest time the engine has been given (unix seconds)."""
     def set_policy(self, policy: MatchPolicy | None) -> None:
         """Installs a matching policy (an object with `veto` and/or `score`), or restores plain best fit with None."""
+    def set_quotas(
+        self, policy: dict[str, Any] | None, *, now: float | None = None
+    ) -> None:
+        """Sets the quotas (a dict: `default`, `groups`, `users`, as the server's policy file has them), or removes them with None."""
     def register_agent(
         self, agent_id: _Id, resources: Sequence[Resource], *, now: float | None = None
     ) -> list[str]:

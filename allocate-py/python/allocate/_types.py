@@ -73,6 +73,7 @@ class EngineConfigDict(TypedDict, total=False):
     policy_candidates_max: int
     record_inputs: bool
     limits: LimitsDict
+    order: Literal["arrival", "fair-share"]
 
 
 class VetoPolicy(Protocol):
