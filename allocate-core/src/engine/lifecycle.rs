@@ -47,7 +47,11 @@ impl Engine {
     /// With quotas: the GPU count of each held resource of `agent_id`, in slot order (empty
     /// without quotas, which need no recount).
     fn held_gpus_of(&self, agent_id: Uuid) -> Vec<(Slot, usize)> {
-        let (Some(_), Some(agent)) = (&self.quotas, self.inventory.agent(&agent_id)) else {
+        // The quotas first: without them, not even the agent is looked up.
+        if self.quotas.is_none() {
+            return Vec::new();
+        }
+        let Some(agent) = self.inventory.agent(&agent_id) else {
             return Vec::new();
         };
         agent
