@@ -15,11 +15,11 @@
     reason = "criterion_group! writes a public function that takes no doc comment"
 )]
 
-use allocate_benches::SIZES;
-use allocate_core::{Engine, Output, Requirements};
+use allocate_benches::{timed_answer, SIZES};
+use allocate_core::{Engine, Requirements};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::time::{Duration, Instant};
-use testkit::labs::{half_allocated_diverse, release, DiverseRequests, T0};
+use std::time::Duration;
+use testkit::labs::{half_allocated_diverse, DiverseRequests};
 
 /// The seed of the timed requests' stream.
 const TIMED: u64 = 4;
@@ -36,20 +36,6 @@ fn requests(n: usize) -> impl Iterator<Item = Requirements> {
     })
 }
 
-/// Times one request up to its first output; then, untimed, releases what it got and drains
-/// the outputs. Whether it was ready.
-fn timed(engine: &mut Engine, r: Requirements) -> (Duration, bool) {
-    let start = Instant::now();
-    let id = engine.request(T0, r).expect("a valid request");
-    let ready = matches!(engine.poll_output(), Some(Output::Ready { .. }));
-    let took = start.elapsed();
-    if ready {
-        release(engine, id);
-    }
-    while engine.poll_output().is_some() {}
-    (took, ready)
-}
-
 fn bench_several(c: &mut Criterion) {
     for n in SIZES {
         let mut engine: Option<Engine> = None;
@@ -63,7 +49,7 @@ fn bench_several(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for r in stream.by_ref().take(iters as usize) {
-                    let (took, got) = timed(engine, r);
+                    let (took, got) = timed_answer(engine, r);
                     total += took;
                     let (count, time) = &mut tally[usize::from(got)];
                     *count += 1;

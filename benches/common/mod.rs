@@ -46,6 +46,11 @@ pub fn env_counts(name: &str, default: &[usize]) -> Vec<usize> {
 /// Times one request up to its first output (the answer a client waits for); then, untimed,
 /// releases what it got and drains the outputs, so the engine is as it was.
 pub fn timed_request(engine: &mut Engine, r: Requirements) -> Duration {
+    timed_answer(engine, r).0
+}
+
+/// [`timed_request`], also saying whether the first output was `ready`.
+pub fn timed_answer(engine: &mut Engine, r: Requirements) -> (Duration, bool) {
     let start = Instant::now();
     let id = engine.request(T0, r).expect("a valid request");
     let ready = matches!(engine.poll_output(), Some(Output::Ready { .. }));
@@ -54,7 +59,7 @@ pub fn timed_request(engine: &mut Engine, r: Requirements) -> Duration {
         release(engine, id);
     }
     while engine.poll_output().is_some() {}
-    timed
+    (timed, ready)
 }
 
 /// Times one match by the linear scan and its commit (the pick marked taken); then, untimed,
