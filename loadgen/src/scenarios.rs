@@ -7,7 +7,8 @@ use crate::http::HttpConn;
 use crate::report::{ms, phase, CpuTimes, Phase, Report};
 use crate::server::{Journal, Launch, Server};
 use crate::users::{self, Bounds, Holder, Pace, Waiters};
-use allocate_core::wire::Envelope;
+use allocate_core::wire::{policy_json, Envelope};
+use allocate_core::{Group, Policy, QuotaLimits};
 use clap::ValueEnum;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -495,7 +496,7 @@ async fn quotas(
     report: &mut Report,
 ) -> Result<(), Failure> {
     let path = launch.workdir.join("policy.json");
-    std::fs::write(&path, policy(POLICY_USERS).to_string())
+    std::fs::write(&path, policy_json(&policy(POLICY_USERS)))
         .map_err(|e| Failure::new("policy", format!("{}: {e}", path.display())))?;
     let mut with_policy = launch.clone();
     with_policy.args.push("--policy-file".to_owned());
@@ -520,23 +521,37 @@ async fn quotas(
 /// A policy naming `users` users (`load-0` on, as the cycling users are named) with limits
 /// of their own, in groups with limits, and a default: generous enough that a cycling user,
 /// who holds one allocation at a time, never waits for its quota.
-fn policy(users: usize) -> serde_json::Value {
-    let limits = json!({"allocations_max": 2, "resources_max": 2, "gpus_max": 64,
-        "lease_secs_max": 86_400});
-    let own: serde_json::Map<String, serde_json::Value> = (0..users)
-        .map(|u| (format!("load-{u}"), limits.clone()))
-        .collect();
-    let groups: serde_json::Map<String, serde_json::Value> = (0..users)
+fn policy(users: usize) -> Policy {
+    let own = QuotaLimits {
+        allocations_max: Some(2),
+        resources_max: Some(2),
+        gpus_max: Some(64),
+        lease_secs_max: Some(86_400),
+    };
+    let name = |u: usize| format!("load-{u}");
+    let groups = (0..users)
         .step_by(POLICY_GROUP_SIZE)
         .map(|first| {
-            let members: Vec<String> = (first..(first + POLICY_GROUP_SIZE).min(users))
-                .map(|u| format!("load-{u}"))
-                .collect();
-            let group = json!({"members": members, "limits": {"allocations_max": 4}});
+            let group = Group {
+                members: (first..(first + POLICY_GROUP_SIZE).min(users))
+                    .map(name)
+                    .collect(),
+                limits: QuotaLimits {
+                    allocations_max: Some(4),
+                    ..QuotaLimits::default()
+                },
+            };
             (format!("group-{}", first / POLICY_GROUP_SIZE), group)
         })
         .collect();
-    json!({"default": {"allocations_max": 1}, "groups": groups, "users": own})
+    Policy {
+        default: QuotaLimits {
+            allocations_max: Some(1),
+            ..QuotaLimits::default()
+        },
+        groups,
+        users: (0..users).map(|u| (name(u), own)).collect(),
+    }
 }
 
 async fn failover(
