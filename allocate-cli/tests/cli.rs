@@ -1033,9 +1033,8 @@ async fn count_asks_for_several_machines_and_every_one_is_printed() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(shown.contains("RESOURCE"), "{shown}");
-    for (id, host) in ids.iter().zip(["gpu-", "gpu-"]) {
+    for id in &ids {
         assert!(shown.contains(id.as_str()), "{shown}");
-        assert!(shown.contains(host), "{shown}");
     }
     assert!(shown.contains("ssh dev@gpu-1.lab") && shown.contains("ssh dev@gpu-2.lab"));
     let id = shown

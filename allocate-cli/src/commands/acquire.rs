@@ -171,30 +171,27 @@ async fn wait(
             _ = tick.tick() => {}
         }
         let state = allocation.state();
-        let count = u64::from(request.count.unwrap_or(1));
-        match state.matching_resources() {
-            Some(0) if state.position().is_some() => {
-                return Err(Interrupted::Failed(CliError::new(
-                    Exit::Refused,
-                    format!(
-                        "no registered resource could ever satisfy {}: check the names (allocate inventory lists them){}",
-                        named_flags(request),
-                        state.explain().map_or_else(String::new, findings_lines),
-                    ),
-                )));
-            }
-            Some(matching) if matching < count && state.position().is_some() => {
-                return Err(Interrupted::Failed(CliError::new(
-                    Exit::Refused,
-                    format!(
-                        "only {matching} registered resource{} could ever satisfy {}, fewer than --count {count}{}",
-                        if matching == 1 { "" } else { "s" },
-                        named_flags(request),
-                        state.explain().map_or_else(String::new, findings_lines),
-                    ),
-                )));
-            }
-            _ => {}
+        // The server says in the first `queued` when no set of registered resources could
+        // ever serve the request (its `explain`): the CLI words that, it does not judge it.
+        if let (Some(findings), Some(_)) = (state.explain(), state.position()) {
+            let count = u64::from(request.count.unwrap_or(1));
+            let matching = state.matching_resources().unwrap_or(0);
+            let what = if matching == 0 {
+                format!(
+                    "no registered resource could ever satisfy {}: check the names (allocate inventory lists them)",
+                    named_flags(request)
+                )
+            } else {
+                format!(
+                    "only {matching} registered resource{} could ever satisfy {}, fewer than --count {count}",
+                    if matching == 1 { "" } else { "s" },
+                    named_flags(request)
+                )
+            };
+            return Err(Interrupted::Failed(CliError::new(
+                Exit::Refused,
+                format!("{what}{}", findings_lines(findings)),
+            )));
         }
         // Nothing to show before the server has queued the request.
         if state.position().is_some() {
