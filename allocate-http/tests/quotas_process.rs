@@ -27,14 +27,9 @@ async fn agent_with(addr: SocketAddr, token: Option<&str>, machines: usize) -> W
     agent
 }
 
-async fn allocate_as(addr: SocketAddr, token: &str, requirements: Value) -> Ws {
-    let mut client = ws_at(addr, "/allocate/", Some(token)).await;
-    send(&mut client, json!({ "requirements": requirements })).await;
-    client
-}
-
-async fn allocate(addr: SocketAddr, requirements: Value) -> Ws {
-    let mut client = ws_at(addr, "/allocate/", None).await;
+/// A client on `/allocate/` (with a bearer token if given) that has sent `requirements`.
+async fn allocate(addr: SocketAddr, token: Option<&str>, requirements: Value) -> Ws {
+    let mut client = ws_at(addr, "/allocate/", token).await;
     send(&mut client, json!({ "requirements": requirements })).await;
     client
 }
@@ -58,16 +53,16 @@ async fn over_quota_waits_others_pass_and_sighup_loosens_the_limit() {
     let addr = server.address();
     let _agent = agent_with(addr, None, 3).await;
 
-    let mut first = allocate(addr, json!({"username": "alice"})).await;
+    let mut first = allocate(addr, None, json!({"username": "alice"})).await;
     recv_status(&mut first, "ready").await;
-    let mut second = allocate(addr, json!({"username": "alice"})).await;
+    let mut second = allocate(addr, None, json!({"username": "alice"})).await;
     let queued = recv_status(&mut second, "queued").await;
     assert_eq!(queued["reason"], "quota", "{queued}");
     assert_eq!(queued["limit"], "concurrent allocations", "{queued}");
-    let mut bob = allocate(addr, json!({"username": "bob"})).await;
+    let mut bob = allocate(addr, None, json!({"username": "bob"})).await;
     recv_status(&mut bob, "ready").await;
 
-    let mut many = allocate(addr, json!({"username": "carol", "count": 3})).await;
+    let mut many = allocate(addr, None, json!({"username": "carol", "count": 3})).await;
     let message = recv_error(&mut many, 403, "quota_exceeded").await;
     assert!(message.contains("resources held"), "{message}");
 
@@ -109,16 +104,16 @@ async fn a_group_limit_applies_to_users_whose_token_names_the_group() {
     let addr = server.address();
     let _agent = agent_with(addr, Some(AGENT), 4).await;
 
-    let mut first = allocate_as(addr, ANN, json!({"username": "ann"})).await;
+    let mut first = allocate(addr, Some(ANN), json!({"username": "ann"})).await;
     recv_status(&mut first, "ready").await;
-    let mut second = allocate_as(addr, ANN, json!({"username": "ann"})).await;
+    let mut second = allocate(addr, Some(ANN), json!({"username": "ann"})).await;
     let queued = recv_status(&mut second, "queued").await;
     assert_eq!(queued["reason"], "quota", "{queued}");
     assert_eq!(queued["limit"], "concurrent allocations", "{queued}");
     // bob's token names no group: the group's limit is not his.
-    let mut bob = allocate_as(addr, BOB, json!({"username": "bob"})).await;
+    let mut bob = allocate(addr, Some(BOB), json!({"username": "bob"})).await;
     recv_status(&mut bob, "ready").await;
-    let mut again = allocate_as(addr, BOB, json!({"username": "bob"})).await;
+    let mut again = allocate(addr, Some(BOB), json!({"username": "bob"})).await;
     recv_status(&mut again, "ready").await;
 
     // A reload of the tokens file that takes ann out of the group lets her waiting request in.
@@ -151,11 +146,11 @@ async fn a_waiting_request_that_a_tighter_policy_could_never_fit_is_refused_on_s
     let addr = server.address();
     let _agent = agent_with(addr, None, 2).await;
     let holder = json!({"username": "bob", "count": 2, "release_on_disconnect": true});
-    let mut holder = allocate(addr, holder).await;
+    let mut holder = allocate(addr, None, holder).await;
     recv_status(&mut holder, "ready").await;
-    let mut four = allocate(addr, json!({"username": "alice", "count": 4})).await;
+    let mut four = allocate(addr, None, json!({"username": "alice", "count": 4})).await;
     recv_status(&mut four, "queued").await;
-    let mut two = allocate(addr, json!({"username": "alice", "count": 2})).await;
+    let mut two = allocate(addr, None, json!({"username": "alice", "count": 2})).await;
     recv_status(&mut two, "queued").await;
 
     let tighter = json!({"default": {"allocations_max": 4, "resources_max": 2}});
@@ -169,7 +164,7 @@ async fn a_waiting_request_that_a_tighter_policy_could_never_fit_is_refused_on_s
     );
     expect_close(&mut four, 1000).await;
     // Worded as the refusal of the same request made now.
-    let mut again = allocate(addr, json!({"username": "alice", "count": 4})).await;
+    let mut again = allocate(addr, None, json!({"username": "alice", "count": 4})).await;
     let refused = recv_error(&mut again, 403, "quota_exceeded").await;
     assert!(message.ends_with(&refused), "{message} / {refused}");
 

@@ -194,8 +194,7 @@ impl Engine {
         let policy = policy
             .map(|dict| {
                 let json = serde_json::Value::Object(dict_to_json(dict, "policy")?);
-                parse_policy(&json.to_string())
-                    .map_err(|e| errors::invalid(format!("policy.{}: {}", e.field, e.message)))
+                parse_policy(&json.to_string()).map_err(|e| errors::invalid(format!("policy: {e}")))
             })
             .transpose()?;
         self.input(py, |e| e.set_quotas(now, policy))

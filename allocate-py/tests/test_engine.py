@@ -63,7 +63,7 @@ def test_expiry_outputs_are_typed() -> None:
 def test_quotas_refuse_what_could_never_fit_and_a_bad_policy_names_its_field() -> None:
     e = engine(config={"order": "fair-share"})
     e.register_agent(AGENT, small_and_big()[:1])
-    with pytest.raises(allocate.InvalidRequest, match="policy.default.gpu_max: unknown field"):
+    with pytest.raises(allocate.InvalidRequest, match="policy: line 1, field default.gpu_max: unknown field"):
         e.set_quotas({"default": {"gpu_max": 1}})
     e.set_quotas({"default": {"resources_max": 1}})
     with pytest.raises(allocate.QuotaExceeded, match="resources held"):

@@ -336,7 +336,6 @@ fn follow_policy(
     driver: DriverHandle,
 ) {
     tokio::spawn(async move {
-        let mut last: Option<Policy> = None;
         loop {
             let file = policy.borrow_and_update().clone();
             let table = tokens.as_mut().map(|t| Arc::clone(&t.borrow_and_update()));
@@ -348,14 +347,12 @@ fn follow_policy(
                     "the tokens file names a group that the policy file does not define"
                 );
             }
-            if last.as_ref() != Some(&current) {
-                match driver.set_quotas(Some(current.clone())).await {
-                    Ok(()) => last = Some(current),
-                    // The engine takes a policy whatever its state: this is not expected.
-                    Err(DriverError::Refused(e)) => error!("quotas not set: {e}"),
-                    // The server is stopping.
-                    Err(DriverError::Stopped | DriverError::Lost) => return,
-                }
+            match driver.set_quotas(Some(current)).await {
+                Ok(()) => {}
+                // The engine takes a policy whatever its state: this is not expected.
+                Err(DriverError::Refused(e)) => error!("quotas not set: {e}"),
+                // The server is stopping.
+                Err(DriverError::Stopped | DriverError::Lost) => return,
             }
             let tokens_changed = async {
                 match tokens.as_mut() {
