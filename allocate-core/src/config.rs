@@ -50,14 +50,6 @@ impl Order {
     pub fn is_arrival(&self) -> bool {
         *self == Order::Arrival
     }
-
-    /// The order's name, as the server's `--order` flag spells it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Order::Arrival => "arrival",
-            Order::FairShare => "fair-share",
-        }
-    }
 }
 
 impl Default for Config {

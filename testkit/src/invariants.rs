@@ -204,16 +204,13 @@ impl Sim {
                     | Action::ClientGone { .. }
                     | Action::AckRelease { .. }
             );
+            let before = self
+                .front
+                .map(|(id, could_start)| order::Front { id, could_start });
             if !view.late && op.lag_ms == 0 && lowers {
-                let before = self
-                    .front
-                    .map(|(id, could_start)| order::Front { id, could_start });
                 view.check_backfills(&placed, &self.reserved, order, (before, front));
             }
             if order == Order::Arrival {
-                let before = self
-                    .front
-                    .map(|(id, could_start)| order::Front { id, could_start });
                 self.check_arrival_order(&placed, &view, [before, front]);
             }
             self.check_allocations(&snap, ctx, &view, front.map(|f| f.id));

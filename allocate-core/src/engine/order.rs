@@ -303,11 +303,11 @@ impl Engine {
                 }
             }
             if same && slots.is_empty() {
-                let Some(f) = self.front.clone() else {
+                let Some(f) = &self.front else {
                     return;
                 };
                 let (policy, quotas) = (self.policy.as_deref(), self.quotas.as_deref());
-                let hold = Hold::new(&f, &self.allocations, policy, quotas, &self.abandoned);
+                let hold = Hold::new(f, &self.allocations, policy, quotas, &self.abandoned);
                 let count = f.count as usize;
                 let free = self
                     .inventory
@@ -317,13 +317,11 @@ impl Engine {
                 }
                 slots.extend(free.into_iter().map(|s| (self.inventory.get(s).seq, s)));
             }
-            for f in old
-                .iter()
-                .chain(self.front.clone().iter())
-                .filter(|_| !same)
-            {
-                for slot in self.inventory.candidates(&f.criteria, usize::MAX, |_| true) {
-                    slots.push((self.inventory.get(slot).seq, slot));
+            if !same {
+                for f in old.iter().chain(&self.front) {
+                    for slot in self.inventory.candidates(&f.criteria, usize::MAX, |_| true) {
+                        slots.push((self.inventory.get(slot).seq, slot));
+                    }
                 }
             }
             slots.sort_unstable();
