@@ -407,7 +407,7 @@ impl Cli {
             memory_gb,
             gpu,
             kind: self.kind.clone(),
-            connection,
+            connection: connection.map(Into::into),
         })
     }
 

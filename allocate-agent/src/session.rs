@@ -9,6 +9,7 @@ use allocate_core::wire::{AgentMessage, WireError};
 use allocate_core::{Limits, ResourceSpec};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long shutting down waits for the socket's close (the session's own bounds are shorter
@@ -42,7 +43,11 @@ impl Registration {
     pub fn to_redacted_pretty(&self) -> String {
         let mut shown = self.clone();
         for r in &mut shown.resources {
-            if let Some(password) = r.connection.as_mut().and_then(|c| c.password.as_mut()) {
+            if let Some(password) = r
+                .connection
+                .as_mut()
+                .and_then(|c| Arc::make_mut(c).password.as_mut())
+            {
                 "<redacted>".clone_into(password);
             }
         }

@@ -151,7 +151,7 @@ fn machine(connection: Option<Connection>) -> ResourceSpec {
             memory_gb: 8,
         }],
         kind: "VM".into(),
-        connection,
+        connection: connection.map(Into::into),
     }
 }
 

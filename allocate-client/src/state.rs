@@ -143,7 +143,7 @@ impl Lease {
             } => Some(Lease {
                 allocation_id: *allocation_id,
                 inventory_id: *inventory_id,
-                connection: connection.clone(),
+                connection: Connection::clone(connection),
                 expires: *expires,
                 resources: resources.clone(),
             }),

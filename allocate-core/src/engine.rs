@@ -72,7 +72,7 @@ struct Allocation {
     /// The resource it holds (the first of several).
     inventory_id: Option<Uuid>,
     /// How to reach that resource: set when ready (for several, as soon as it is known).
-    connection: Option<Connection>,
+    connection: Option<Arc<Connection>>,
     /// When it became ready.
     ready_at: Option<Timestamp>,
     /// The other resources of a request for several (`count`), in the order chosen; empty

@@ -28,7 +28,7 @@
 //! let machine = ResourceSpec {
 //!     inventory_id: None, labels: vec!["nvidia".into()], cpu_count: 12, memory_gb: 32,
 //!     gpu: vec![], kind: "VM".into(),
-//!     connection: Some(Connection { host: "10.0.0.7".into(), username: "lab".into(), password: Some("pw".into()), port: None }),
+//!     connection: Some(Connection { host: "10.0.0.7".into(), username: "lab".into(), password: Some("pw".into()), port: None }.into()),
 //! };
 //! engine.register_agent(now, Uuid::from_u128(1), vec![machine]).unwrap();
 //! let mut wants = Requirements::for_user("ci-runner-7");

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// One GPU of a resource.
@@ -61,8 +62,9 @@ pub struct ResourceSpec {
     #[serde(rename = "type")]
     pub kind: String,
     /// Fixed connection details; when present, provisioning and release need no round trip.
+    /// Shared, not copied, with the allocations placed on the resource and their `ready`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection: Option<Connection>,
+    pub connection: Option<Arc<Connection>>,
 }
 
 impl ResourceSpec {
@@ -74,7 +76,7 @@ impl ResourceSpec {
         self.gpu.shrink_to_fit();
         self.gpu.iter_mut().for_each(|g| g.label.shrink_to_fit());
         self.kind.shrink_to_fit();
-        if let Some(c) = &mut self.connection {
+        if let Some(c) = self.connection.as_mut().and_then(Arc::get_mut) {
             c.host.shrink_to_fit();
             c.username.shrink_to_fit();
             c.password.iter_mut().for_each(String::shrink_to_fit);
@@ -155,7 +157,7 @@ pub struct GrantedResource {
     /// The resource.
     pub inventory_id: Uuid,
     /// How to reach it.
-    pub connection: Connection,
+    pub connection: Arc<Connection>,
 }
 
 /// A resource held by an allocation of several, and its connection once known (static, or
@@ -166,7 +168,7 @@ pub struct HeldResource {
     /// The resource.
     pub inventory_id: Uuid,
     /// How to reach it, once known.
-    pub connection: Option<Connection>,
+    pub connection: Option<Arc<Connection>>,
 }
 
 /// The default `allocation_timeout_seconds`.

@@ -3,6 +3,7 @@
 use crate::explain::Explanation;
 use crate::model::{Connection, GrantedResource};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// One thing to tell a client or an agent.
@@ -34,7 +35,7 @@ pub enum Output {
         /// The resource it holds.
         inventory_id: Uuid,
         /// How to reach it.
-        connection: Connection,
+        connection: Arc<Connection>,
         /// When the lease ends (unix seconds).
         expires: u64,
         /// Every resource granted, the first one first, when the request asked for more than

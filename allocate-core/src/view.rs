@@ -3,6 +3,7 @@
 use crate::model::{Connection, Gpu};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Where a resource stands, as inventory shows it.
@@ -194,7 +195,7 @@ pub struct AllocationInfo {
     pub expires: u64,
     /// Connection details once ready; shells show them only to the owner or an admin.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection: Option<Connection>,
+    pub connection: Option<Arc<Connection>>,
     /// 1-based place in the queue while queued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<u32>,

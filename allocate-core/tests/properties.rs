@@ -16,6 +16,7 @@ use allocate_core::{
 };
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
+use std::sync::Arc;
 use testkit::labs::vocab::{GPUS, GPU_WANTS, KINDS, LABELS, USERNAMES};
 use testkit::policy::Policy;
 use testkit::sim::{Action, Answer, Expires, Garbage, Op, Run, Scenario, Sim};
@@ -60,11 +61,13 @@ fn resource(
                     })
                     .collect(),
                 kind: kind.to_owned(),
-                connection: fixed.then(|| Connection {
-                    host: format!("static-{cpu_count}-{memory_gb}"),
-                    username: "lab".into(),
-                    password: Some("pw".into()),
-                    port: None,
+                connection: fixed.then(|| {
+                    Arc::new(Connection {
+                        host: format!("static-{cpu_count}-{memory_gb}"),
+                        username: "lab".into(),
+                        password: Some("pw".into()),
+                        port: None,
+                    })
                 }),
             },
         )

@@ -95,12 +95,12 @@ mod tests {
         let ready = Output::Ready {
             allocation_id: Uuid::from_u128(1),
             inventory_id: Uuid::from_u128(2),
-            connection: Connection {
+            connection: std::sync::Arc::new(Connection {
                 host: "10.0.0.7".into(),
                 username: "lab".into(),
                 password: Some("hunter2".into()),
                 port: None,
-            },
+            }),
             expires: 1576688942,
             resources: vec![],
         };

@@ -192,7 +192,7 @@ async fn the_standby_takes_over_and_agent_and_client_follow_it() {
         (info.inventory_id, info.expires),
         (Some(lease.inventory_id), lease.expires)
     );
-    assert_eq!(info.connection.as_ref(), Some(&lease.connection));
+    assert_eq!(info.connection.as_deref(), Some(&lease.connection));
     // The request's own socket follows it again there (which first says `ready` again), and
     // so does a new follower.
     let mut readies = 0;

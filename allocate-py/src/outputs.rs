@@ -6,6 +6,7 @@ use crate::types::{connection_repr, quote, repr, repr_opt, Connection};
 use allocate_core::wire::ClientEvent;
 use allocate_core::Output;
 use pyo3::prelude::*;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// A waiting request's place in the queue (sent again whenever it changes).
@@ -365,11 +366,16 @@ pub fn to_python(py: Python<'_>, output: Output) -> PyResult<Py<PyAny>> {
         } => Ready {
             allocation_id: id(allocation_id),
             inventory_id: id(inventory_id),
-            connection: Connection(connection),
+            connection: Connection(Arc::unwrap_or_clone(connection)),
             expires,
             resources: resources
                 .into_iter()
-                .map(|g| (id(g.inventory_id), Connection(g.connection)))
+                .map(|g| {
+                    (
+                        id(g.inventory_id),
+                        Connection(Arc::unwrap_or_clone(g.connection)),
+                    )
+                })
                 .collect(),
         }
         .into_pyobject(py)?

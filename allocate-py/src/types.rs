@@ -7,6 +7,7 @@ use allocate_core::{Candidate as CoreCandidate, Limits, ResourceSpec};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// `'text'`, as Python's `repr` quotes a string.
 pub fn quote(text: &str) -> String {
@@ -161,7 +162,7 @@ impl Resource {
             memory_gb,
             gpu: gpu.iter().map(|g| g.0.clone()).collect(),
             kind: r#type,
-            connection: connection.map(|c| c.0.clone()),
+            connection: connection.map(|c| Arc::new(c.0.clone())),
         })
     }
 
@@ -198,7 +199,7 @@ impl Resource {
     /// Fixed connection details: the server then hands them out without asking the agent.
     #[getter]
     fn connection(&self) -> Option<Connection> {
-        self.0.connection.clone().map(Connection)
+        self.0.connection.as_deref().cloned().map(Connection)
     }
 
     /// The agent's own id for it, if it chose one.
@@ -361,7 +362,7 @@ impl AllocationInfo {
     /// Connection details once ready (shown to its owner or an admin only).
     #[getter]
     fn connection(&self) -> Option<Connection> {
-        self.0.connection.clone().map(Connection)
+        self.0.connection.as_deref().cloned().map(Connection)
     }
 
     /// 1-based place in the queue while queued.

@@ -293,11 +293,13 @@ impl BuiltAllocation {
             wait_until: self.wait_until.at(),
             state: STATES[usize::from(self.state) % STATES.len()],
             inventory_id: self.inventory_id.and_then(|n| nth(resources, n)),
-            connection: self.connection.then(|| Connection {
-                host: "h".into(),
-                username: "u".into(),
-                password: Some("p".into()),
-                port: None,
+            connection: self.connection.then(|| {
+                std::sync::Arc::new(Connection {
+                    host: "h".into(),
+                    username: "u".into(),
+                    password: Some("p".into()),
+                    port: None,
+                })
             }),
             ready_at: None,
             others: Vec::new(),

@@ -96,11 +96,13 @@ impl Resource {
                 })
                 .collect(),
             kind: self.kind.text(),
-            connection: self.fixed.then(|| Connection {
-                host: "10.0.0.7".into(),
-                username: "lab".into(),
-                password: Some("pw".into()),
-                port: None,
+            connection: self.fixed.then(|| {
+                std::sync::Arc::new(Connection {
+                    host: "10.0.0.7".into(),
+                    username: "lab".into(),
+                    password: Some("pw".into()),
+                    port: None,
+                })
             }),
         }
     }

@@ -23,12 +23,12 @@ pub async fn register_machine(
             memory_gb: 8,
         }],
         kind: "server-onsite".into(),
-        connection: Some(Connection {
+        connection: Some(std::sync::Arc::new(Connection {
             host: host.into(),
             username: "dev".into(),
             password: Some("pw".into()),
             port: None,
-        }),
+        })),
     };
     AgentSession::connect(
         client,

@@ -2,6 +2,7 @@
 
 use super::*;
 use allocate_core::AllocationState as InfoState;
+use std::sync::Arc;
 
 const ID: Uuid = Uuid::from_u128(7);
 const RESOURCE: Uuid = Uuid::from_u128(8);
@@ -21,12 +22,12 @@ fn ready() -> ClientEvent {
     ClientEvent::Ready {
         allocation_id: ID,
         inventory_id: RESOURCE,
-        connection: Connection {
+        connection: Arc::new(Connection {
             host: "10.0.0.1".into(),
             username: "ci".into(),
             password: Some("pw".into()),
             port: None,
-        },
+        }),
         expires: 200,
         resources: vec![],
     }

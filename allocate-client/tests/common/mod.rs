@@ -39,7 +39,7 @@ pub fn resource(labels: &[&str], host: Option<&str>) -> ResourceSpec {
         memory_gb: 16,
         gpu: vec![],
         kind: "VM".into(),
-        connection: host.map(connection),
+        connection: host.map(|h| connection(h).into()),
     }
 }
 

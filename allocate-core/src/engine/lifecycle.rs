@@ -15,6 +15,7 @@ use crate::record::ProvisionResult;
 use crate::time::Timestamp;
 use crate::validate;
 use crate::view::AllocationState;
+use std::sync::Arc;
 use uuid::Uuid;
 
 impl Engine {
@@ -419,7 +420,7 @@ impl Engine {
         }
     }
 
-    fn make_ready(&mut self, id: Uuid, slot: Slot, connection: Connection) {
+    fn make_ready(&mut self, id: Uuid, slot: Slot, connection: Arc<Connection>) {
         let a = self
             .allocations
             .get_mut(&id)
@@ -870,7 +871,7 @@ impl Engine {
                 self.answered(id, slot, connection.clone())
             }
             ProvisionResult::Connection(connection) => {
-                self.make_ready(id, slot, connection.clone())
+                self.make_ready(id, slot, Arc::new(connection.clone()))
             }
             ProvisionResult::Failed(why) => {
                 let why = validate::clip(why, self.config.limits.string_chars_max);
@@ -908,10 +909,11 @@ impl Engine {
             .allocations
             .get_mut(&id)
             .expect("provisioning allocation exists");
+        let connection = Some(Arc::new(connection));
         if a.inventory_id == Some(inventory_id) {
-            a.connection = Some(connection);
+            a.connection = connection;
         } else if let Some(h) = a.others.iter_mut().find(|h| h.inventory_id == inventory_id) {
-            h.connection = Some(connection);
+            h.connection = connection;
         }
         if a.others.iter().any(|h| h.connection.is_none()) {
             return;

@@ -13,6 +13,7 @@ use crate::usage::Usage;
 use crate::view::AllocationState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Everything the engine knows, in a canonical order: equal states give equal snapshots.
@@ -107,7 +108,7 @@ pub struct AllocationSnapshot {
     /// The resource it holds or held.
     pub inventory_id: Option<Uuid>,
     /// Its connection details once ready (for several resources, once known).
-    pub connection: Option<Connection>,
+    pub connection: Option<Arc<Connection>>,
     /// When it became ready (from version 2; before, a ready allocation's usage counts from
     /// its creation).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -33,7 +33,7 @@ fn conn(host: &str) -> Connection {
 
 fn res(labels: &[&str], cpu: u64, gpus: &[(&str, u64)], static_host: Option<&str>) -> ResourceSpec {
     ResourceSpec {
-        connection: static_host.map(conn),
+        connection: static_host.map(|h| conn(h).into()),
         ..test_spec(labels, cpu, 16, gpus, "VM")
     }
 }
@@ -352,7 +352,10 @@ fn provisioning_round_trip_and_failure_requeues_in_front() {
     e.provisioned(at(2), agent(1), a, ProvisionResult::Connection(conn("h2")))
         .unwrap();
     assert_eq!(ready_on(&drain(&mut e), a), Some(ids[1]));
-    assert_eq!(e.allocation(&a).unwrap().connection, Some(conn("h2")));
+    assert_eq!(
+        e.allocation(&a).unwrap().connection,
+        Some(conn("h2").into())
+    );
     let again = e.provisioned(at(2), agent(1), a, ProvisionResult::Connection(conn("h2")));
     assert_eq!(again.unwrap_err().code(), crate::ErrorCode::Conflict);
 }

@@ -12,6 +12,7 @@ use crate::validate;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// What an agent may send on `/agent/`.
@@ -210,7 +211,8 @@ impl ResourceSpec {
             connection: f
                 .value("connection")
                 .map(|c| Connection::from_json(c, &f.path_of("connection"), f.limits()))
-                .transpose()?,
+                .transpose()?
+                .map(Arc::new),
         })
     }
 }
@@ -507,7 +509,7 @@ mod tests {
         let mut spec =
             crate::model::test_spec(&["nvidia"], 12, 32, &[("GeForce RTX 2080", 8)], "VM");
         spec.inventory_id = Some(Uuid::from_u128(9));
-        spec.connection = Some(connection());
+        spec.connection = Some(connection().into());
         let messages = [
             AgentMessage::Register {
                 agent_id: AGENT.parse().unwrap(),

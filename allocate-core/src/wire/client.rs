@@ -14,6 +14,7 @@ use crate::quota::QuotaLimit;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The quota limit a `queued` message names: `"reason": "quota"` with `"limit"` in words.
@@ -191,7 +192,7 @@ pub enum ClientEvent {
         /// The resource it holds.
         inventory_id: Uuid,
         /// How to reach it.
-        connection: Connection,
+        connection: Arc<Connection>,
         /// When the lease ends (unix seconds).
         expires: u64,
         /// Every resource granted, the first one first, for a request of several (`count`);
@@ -270,13 +271,13 @@ impl ClientEvent {
                     let granted = Fields::lenient(item, &path, &UNLIMITED)?;
                     Ok(GrantedResource {
                         inventory_id: granted.uuid("inventory_id")?,
-                        connection: read_connection(&granted)?,
+                        connection: Arc::new(read_connection(&granted)?),
                     })
                 });
                 Ok(ClientEvent::Ready {
                     allocation_id: f.uuid("allocation_id")?,
                     inventory_id: f.uuid("inventory_id")?,
-                    connection: read_connection(f)?,
+                    connection: Arc::new(read_connection(f)?),
                     expires: f.u64("expires")?,
                     resources: resources.collect::<Result<_>>()?,
                 })
@@ -318,7 +319,7 @@ struct SortedGranted<'a> {
 impl<'a> From<&'a GrantedResource> for SortedGranted<'a> {
     fn from(g: &'a GrantedResource) -> Self {
         SortedGranted {
-            connection: SortedConnection::from(&g.connection),
+            connection: SortedConnection::from(&*g.connection),
             inventory_id: g.inventory_id,
         }
     }
@@ -359,7 +360,7 @@ impl Serialize for ClientEvent {
                 resources,
                 ..
             } => {
-                map.serialize_entry("connection", &SortedConnection::from(connection))?;
+                map.serialize_entry("connection", &SortedConnection::from(&**connection))?;
                 map.serialize_entry("expires", expires)?;
                 map.serialize_entry("inventory_id", inventory_id)?;
                 if !resources.is_empty() {
@@ -648,12 +649,12 @@ mod tests {
                 ClientEvent::Ready {
                     allocation_id: id,
                     inventory_id: INV.parse().unwrap(),
-                    connection: Connection {
+                    connection: Arc::new(Connection {
                         host: "1.2.3.4".into(),
                         username: "test".into(),
                         password: Some("foo".into()),
                         port: None,
-                    },
+                    }),
                     expires: 1576688942,
                     resources: vec![],
                 },
@@ -665,16 +666,16 @@ mod tests {
                 ClientEvent::Ready {
                     allocation_id: id,
                     inventory_id: INV.parse().unwrap(),
-                    connection: host("1.2.3.4"),
+                    connection: host("1.2.3.4").into(),
                     expires: 1576688942,
                     resources: vec![
                         GrantedResource {
                             inventory_id: INV.parse().unwrap(),
-                            connection: host("1.2.3.4"),
+                            connection: host("1.2.3.4").into(),
                         },
                         GrantedResource {
                             inventory_id: id,
-                            connection: host("1.2.3.5"),
+                            connection: host("1.2.3.5").into(),
                         },
                     ],
                 },

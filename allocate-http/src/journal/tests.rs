@@ -7,6 +7,7 @@ use allocate_core::{
 };
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const AGENT: Uuid = Uuid::from_u128(7);
 
@@ -20,11 +21,13 @@ pub(crate) fn machine(host: Option<&str>) -> ResourceSpec {
         memory_gb: 1,
         gpu: vec![],
         kind: "VM".into(),
-        connection: host.map(|h| Connection {
-            host: h.into(),
-            username: "lab".into(),
-            password: Some("pw".into()),
-            port: None,
+        connection: host.map(|h| {
+            Arc::new(Connection {
+                host: h.into(),
+                username: "lab".into(),
+                password: Some("pw".into()),
+                port: None,
+            })
         }),
     }
 }

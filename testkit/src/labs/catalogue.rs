@@ -134,7 +134,7 @@ pub fn agent_resources(i: usize) -> Vec<ResourceSpec> {
                 memory_gb: m.memory_gb,
                 gpu,
                 kind: m.kind.to_owned(),
-                connection: Some(connection(i, n)),
+                connection: Some(connection(i, n).into()),
             }
         })
         .collect()

@@ -160,7 +160,7 @@ fn diverse_resource(index: usize) -> ResourceSpec {
         memory_gb,
         gpu,
         kind: kind.to_owned(),
-        connection: Some(connection(agent, index % RESOURCES_PER_AGENT)),
+        connection: Some(connection(agent, index % RESOURCES_PER_AGENT).into()),
     }
 }
 

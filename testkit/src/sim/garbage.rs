@@ -143,12 +143,13 @@ impl Sim {
                         }
                     },
                     _ => {
-                        list[0].connection = Some(Connection {
+                        let connection = Connection {
                             host: "h".into(),
                             username: "u".into(),
                             password: Some(overlong()),
                             port: None,
-                        })
+                        };
+                        list[0].connection = Some(connection.into());
                     }
                 }
                 self.register(a, list, t)

@@ -111,7 +111,7 @@ fn several_are_provisioned_in_parallel_and_ready_together() {
     else {
         panic!("one ready: {out:?}");
     };
-    assert_eq!((*inventory_id, connection), (ids[0], &conn("h1")));
+    assert_eq!((*inventory_id, &**connection), (ids[0], &conn("h1")));
     let granted: Vec<(Uuid, &str)> = resources
         .iter()
         .map(|g| (g.inventory_id, g.connection.host.as_str()))
