@@ -276,6 +276,43 @@ impl Bitmap {
         })
     }
 
+    /// The bitmap whose members are the bits set in `words` (bit `i % 64` of word `i / 64`
+    /// for position `i`), which it clears on the way, so that one buffer serves many.
+    pub fn take_words(words: &mut [u64]) -> Self {
+        let mut bitmap = Bitmap::default();
+        for (high, block) in words.chunks_mut(WORDS).enumerate() {
+            let count: u32 = block.iter().map(|w| w.count_ones()).sum();
+            if count == 0 {
+                continue;
+            }
+            let chunk = if count as usize > ARRAY_MAX {
+                let mut bits = Box::new(Bits {
+                    words: [0; WORDS],
+                    nonzero: [0; WORDS / 64],
+                });
+                for (w, word) in block.iter().enumerate() {
+                    bits.words[w] = *word;
+                    bits.nonzero[w / 64] |= u64::from(*word != 0) << (w % 64);
+                }
+                Chunk::Bits(bits, count)
+            } else {
+                let mut lows = Vec::with_capacity(count as usize);
+                for (w, word) in block.iter().enumerate() {
+                    let mut rest = *word;
+                    while rest != 0 {
+                        lows.push((w * 64) as u16 + rest.trailing_zeros() as u16);
+                        rest &= rest - 1;
+                    }
+                }
+                Chunk::Array(lows)
+            };
+            block.fill(0);
+            bitmap.chunks.push((high as u16, chunk));
+            bitmap.len += u64::from(count);
+        }
+        bitmap
+    }
+
     /// The bitmap of `positions`, which must be ascending without repeats.
     pub fn from_sorted(positions: &[u32]) -> Self {
         let mut chunks = Vec::new();
@@ -425,6 +462,24 @@ mod tests {
         let sorted: Vec<u32> = set.iter().copied().collect();
         let rebuilt = Bitmap::from_sorted(&sorted);
         assert!(rebuilt.iter().eq(bitmap.iter()) && rebuilt.len() == bitmap.len());
+        let mut words = vec![0u64; 310_000usize.div_ceil(64)];
+        for &p in &sorted {
+            words[p as usize / 64] |= 1 << (p % 64);
+        }
+        let taken = Bitmap::take_words(&mut words);
+        assert!(taken.iter().eq(bitmap.iter()) && taken.len() == bitmap.len());
+        assert!(words.iter().all(|&w| w == 0), "the buffer is left clear");
+        let kinds = |b: &Bitmap| -> Vec<(u16, bool)> {
+            b.chunks
+                .iter()
+                .map(|(k, c)| (*k, matches!(c, Chunk::Bits(..))))
+                .collect()
+        };
+        assert_eq!(
+            kinds(&taken),
+            kinds(&rebuilt),
+            "the same chunks as from_sorted"
+        );
         assert!(bitmap
             .chunks
             .iter()

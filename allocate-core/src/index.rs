@@ -606,24 +606,44 @@ impl Index {
 
     /// Puts every live resource in rank order at positions `0..n` and remaps the bitmaps.
     fn relayout(&mut self) {
-        let mut order: Vec<Pos> = self.live.iter().collect();
-        // The sorted part is in order already and the tail is short: this is mostly a merge.
-        order.sort_by_key(|&p| self.ranks[p as usize]);
+        let mut order: Vec<(Rank, Pos)> = self
+            .live
+            .iter()
+            .map(|p| (self.ranks[p as usize], p))
+            .collect();
+        // The positions come in order, the laid-out ones (in rank order already) first: only
+        // the tail needs sorting, then a stable sort merges the two runs. Ranks differ
+        // (registration order), so the positions never decide.
+        let tail = order.partition_point(|&(_, p)| (p as usize) < self.sorted);
+        order[tail..].sort_unstable_by_key(|&(rank, _)| rank);
+        order.sort_by_key(|&(rank, _)| rank);
         let mut moved = vec![NONE; self.ranks.len()];
-        for (new, &old) in order.iter().enumerate() {
+        for (new, &(_, old)) in order.iter().enumerate() {
             moved[old as usize] = new as Pos;
         }
-        let remap = |bitmap: &mut Bitmap| {
-            let mut v: Vec<Pos> = bitmap.iter().map(|p| moved[p as usize]).collect();
-            v.sort_unstable();
-            *bitmap = Bitmap::from_sorted(&v);
+        // A bitmap with at least a member per word of the new layout is rebuilt through a
+        // bitset of its new positions, which come out of it in order; a smaller one by
+        // sorting them.
+        let mut words = vec![0u64; order.len().div_ceil(64)];
+        let mut remap = |bitmap: &mut Bitmap| {
+            if bitmap.len() as usize >= words.len() {
+                for p in bitmap.iter() {
+                    let q = moved[p as usize] as usize;
+                    words[q / 64] |= 1 << (q % 64);
+                }
+                *bitmap = Bitmap::take_words(&mut words);
+            } else {
+                let mut v: Vec<Pos> = bitmap.iter().map(|p| moved[p as usize]).collect();
+                v.sort_unstable();
+                *bitmap = Bitmap::from_sorted(&v);
+            }
         };
-        self.terms.bitmaps_mut().for_each(remap);
+        self.terms.bitmaps_mut().for_each(&mut remap);
         remap(&mut self.live);
         remap(&mut self.free);
         remap(&mut self.mixed);
-        self.ranks = order.iter().map(|&p| self.ranks[p as usize]).collect();
-        self.slots = order.iter().map(|&p| self.slots[p as usize]).collect();
+        self.ranks = order.iter().map(|&(rank, _)| rank).collect();
+        self.slots = order.iter().map(|&(_, p)| self.slots[p as usize]).collect();
         for (new, &slot) in self.slots.iter().enumerate() {
             self.positions[slot as usize] = new as Pos;
         }
