@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::hash::FxMap;
 use crate::ids::derive_inventory_id;
 use crate::index::{Exact, Index, Scope};
-use crate::model::ResourceSpec;
+use crate::model::{Connection, ResourceSpec};
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -23,6 +23,9 @@ pub(crate) struct Resource {
     /// What the agent registered, with `inventory_id` filled in; shared with the usage records
     /// of the allocations that held it (a new spec is a new `Arc`).
     pub spec: Arc<ResourceSpec>,
+    /// The spec's static connection, at hand: placing a request reads it without reading
+    /// the spec.
+    pub connection: Option<Arc<Connection>>,
     pub online: bool,
     /// The allocation holding it (provisioning, ready, or being released).
     pub occupant: Option<Uuid>,
@@ -276,7 +279,7 @@ impl Inventory {
             if r.retiring {
                 return;
             }
-            if r.spec.connection.is_some() {
+            if r.connection.is_some() {
                 statics += 1;
             } else {
                 agents.insert(r.agent_id);
@@ -455,6 +458,7 @@ impl Inventory {
             id,
             agent_id,
             seq,
+            connection: spec.connection.clone(),
             spec: Arc::new(spec),
             online: false,
             occupant: None,
@@ -500,6 +504,7 @@ impl Inventory {
         }
         let r = self.get_mut(slot);
         r.retiring = false;
+        r.connection = spec.connection.clone();
         r.spec = Arc::new(spec);
         self.settle(slot);
     }

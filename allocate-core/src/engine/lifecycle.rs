@@ -105,7 +105,7 @@ impl Engine {
             let r = self.inventory.get_mut(slot);
             let Some(occupant) = r.occupant else { continue };
             // A resource with a static connection among several needs no answer of its agent.
-            let (inventory_id, provisioned) = (r.id, r.spec.connection.is_none());
+            let (inventory_id, provisioned) = (r.id, r.connection.is_none());
             if r.releasing {
                 // The release is resent, with a fresh deadline, when the agent is back.
                 if let Some(t) = r.release_deadline.take() {
@@ -272,7 +272,7 @@ impl Engine {
     fn assign(&mut self, id: Uuid, slot: Slot) {
         let r = self.inventory.get_mut(slot);
         r.occupant = Some(id);
-        let (inventory_id, agent_id, connection) = (r.id, r.agent_id, r.spec.connection.clone());
+        let (inventory_id, agent_id, connection) = (r.id, r.agent_id, r.connection.clone());
         self.inventory.settle(slot);
         let a = self
             .allocations
@@ -311,7 +311,7 @@ impl Engine {
         while taken.len() < count {
             let keep = |r: &Resource| {
                 unheld(r)
-                    && (r.spec.connection.is_some() || !busy.contains(&r.agent_id))
+                    && (r.connection.is_some() || !busy.contains(&r.agent_id))
                     && gpus_left.is_none_or(|left| gpus_of(r) <= left)
             };
             let policy = self.policy.as_deref();
@@ -322,7 +322,7 @@ impl Engine {
             // Taken at once, so that the next choice is among the others.
             let r = self.inventory.get_mut(slot);
             r.occupant = Some(id);
-            if r.spec.connection.is_none() {
+            if r.connection.is_none() {
                 busy.push(r.agent_id);
             }
             gpus_left = gpus_left.map(|left| left - gpus_of(r));
@@ -347,12 +347,12 @@ impl Engine {
             .iter()
             .map(|&slot| {
                 let r = self.inventory.get(slot);
-                if r.spec.connection.is_none() {
+                if r.connection.is_none() {
                     orders.push((r.agent_id, r.id));
                 }
                 HeldResource {
                     inventory_id: r.id,
-                    connection: r.spec.connection.clone(),
+                    connection: r.connection.clone(),
                 }
             })
             .collect();
@@ -609,7 +609,7 @@ impl Engine {
 
     fn begin_release(&mut self, slot: Slot, id: Uuid) {
         let r = self.inventory.get_mut(slot);
-        if r.spec.connection.is_some() {
+        if r.connection.is_some() {
             return self.free(slot);
         }
         r.releasing = true;
@@ -723,7 +723,7 @@ impl Engine {
             let Some(slot) = self.inventory.slot_of(&inventory_id) else {
                 continue;
             };
-            let provisioned = self.inventory.get(slot).spec.connection.is_none();
+            let provisioned = self.inventory.get(slot).connection.is_none();
             let failing = failed.map_or(connection.is_none(), |f| f == inventory_id);
             let error = failing.then(|| reason.clone()).flatten();
             let kept = self.let_go(id, slot, error, provisioned && (abandoned || !failing));
