@@ -36,7 +36,7 @@ use crate::view::{
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use timers::Timers;
+use timers::{Deadline, Timers};
 use uuid::Uuid;
 
 pub use session::{Registered, SessionId};
@@ -49,6 +49,20 @@ enum Timer {
     Allocation(Uuid),
     /// An unacknowledged release of this resource gives up.
     Release(Uuid),
+}
+
+/// Whether a deadline in [`Timers`] is still pending: its allocation, or the resource whose
+/// release it ends, still has it.
+fn pending<'a>(
+    allocations: &'a FxMap<Uuid, Box<Allocation>>,
+    inventory: &'a Inventory,
+) -> impl Fn(&Deadline) -> bool + 'a {
+    move |&(t, timer)| match timer {
+        Timer::Allocation(id) => allocations.get(&id).is_some_and(|a| a.deadline == Some(t)),
+        Timer::Release(id) => inventory
+            .slot_of(&id)
+            .is_some_and(|slot| inventory.get(slot).release_deadline == Some(t)),
+    }
 }
 
 /// A request or allocation and where it stands.
@@ -751,7 +765,8 @@ impl Engine {
             if t > self.now {
                 break;
             }
-            self.timers.pop_first();
+            self.timers
+                .pop_first(pending(&self.allocations, &self.inventory));
             fired = true;
             match timer {
                 Timer::Allocation(id) => {
@@ -828,10 +843,13 @@ impl Engine {
             .allocations
             .get_mut(&id)
             .expect("timer for a known allocation");
-        if let Some(old) = a.deadline.take() {
-            self.timers.remove(&(old, Timer::Allocation(id)));
+        if a.deadline == at {
+            return;
         }
-        a.deadline = at;
+        if std::mem::replace(&mut a.deadline, at).is_some() {
+            self.timers
+                .remove(pending(&self.allocations, &self.inventory));
+        }
         if let Some(at) = at {
             self.timers.insert((at, Timer::Allocation(id)));
         }

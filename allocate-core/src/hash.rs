@@ -1,6 +1,6 @@
 //! Deterministic hash maps: std's default hasher seeds itself from the OS, which the core must not do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A fast, unseeded hasher (the FxHash mix used by rustc); fine for ids we generate or validate.
@@ -50,6 +50,3 @@ impl Hasher for FxHasher {
 
 /// A `HashMap` with the deterministic [`FxHasher`].
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-/// A `HashSet` with the deterministic [`FxHasher`].
-pub type FxSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;

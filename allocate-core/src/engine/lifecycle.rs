@@ -2,7 +2,7 @@
 
 use super::order::{Front, Hold};
 use super::quotas::gpus_of;
-use super::{held_ids, Allocation, Engine};
+use super::{held_ids, pending, Allocation, Engine};
 use crate::config::Order;
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
@@ -108,9 +108,9 @@ impl Engine {
             let (inventory_id, provisioned) = (r.id, r.connection.is_none());
             if r.releasing {
                 // The release is resent, with a fresh deadline, when the agent is back.
-                if let Some(t) = r.release_deadline.take() {
-                    let id = r.id;
-                    self.timers.remove(&(t, super::Timer::Release(id)));
+                if r.release_deadline.take().is_some() {
+                    self.timers
+                        .remove(pending(&self.allocations, &self.inventory));
                 }
                 continue;
             }
@@ -628,7 +628,16 @@ impl Engine {
         inventory_id: Uuid,
     ) {
         let at = self.now.add_millis(self.config.release_timeout_ms);
-        self.inventory.get_mut(slot).release_deadline = Some(at);
+        if self
+            .inventory
+            .get_mut(slot)
+            .release_deadline
+            .replace(at)
+            .is_some()
+        {
+            self.timers
+                .remove(pending(&self.allocations, &self.inventory));
+        }
         self.timers
             .insert((at, super::Timer::Release(inventory_id)));
         self.outputs.push_back(Output::Release {
@@ -645,9 +654,9 @@ impl Engine {
             (std::mem::take(&mut r.abandoned), r.agent_id, r.id);
         let occupant = r.occupant.take();
         r.releasing = false;
-        if let Some(t) = r.release_deadline.take() {
-            let id = r.id;
-            self.timers.remove(&(t, super::Timer::Release(id)));
+        if r.release_deadline.take().is_some() {
+            self.timers
+                .remove(pending(&self.allocations, &self.inventory));
         }
         if let Some(id) = occupant.filter(|_| abandoned) {
             // Before the offer: the request that abandoned it may be first in line for it.

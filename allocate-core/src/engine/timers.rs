@@ -1,40 +1,41 @@
 //! The engine's pending deadlines, earliest first.
 
 use super::Timer;
-use crate::hash::FxSet;
 use crate::time::Timestamp;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// A deadline: when, and what for.
-type Deadline = (Timestamp, Timer);
+pub(super) type Deadline = (Timestamp, Timer);
 
-/// Pending deadlines, each at most once, in the order of `(instant, timer)`: a set with the
-/// earliest at hand.
+/// Pending deadlines, each at most once, in the order of `(instant, timer)`: the earliest at
+/// hand.
 ///
 /// A binary heap with lazy removal, so that adding a deadline (one per request) is a push onto
-/// an array, not an insert into a tree of every pending deadline: a removed deadline stays in
-/// the heap, no longer in `pending`, until it comes to the top and is dropped there. The top is
-/// always pending, and the heap is rebuilt once most of it is stale.
+/// an array, not an insert into a tree or a set of every pending deadline: a removed deadline
+/// stays in the heap until it comes to the top and is dropped there. Whether a deadline is
+/// still pending is asked of its owner (the allocation's or the resource's own deadline,
+/// through `pending`), so no second record of them is kept. The top is always pending, and
+/// the heap is rebuilt once most of it is stale.
 #[derive(Debug, Default)]
 pub(super) struct Timers {
     heap: BinaryHeap<Reverse<Deadline>>,
-    pending: FxSet<Deadline>,
+    /// How many deadlines in the heap are pending.
+    pending: usize,
 }
 
 impl Timers {
-    /// Adds a deadline (nothing if it is pending already).
+    /// Adds a deadline that is not pending.
     pub fn insert(&mut self, deadline: Deadline) {
-        if self.pending.insert(deadline) {
-            self.heap.push(Reverse(deadline));
-        }
+        self.heap.push(Reverse(deadline));
+        self.pending += 1;
     }
 
-    /// Takes a deadline out (nothing if it is not pending).
-    pub fn remove(&mut self, deadline: &Deadline) {
-        if self.pending.remove(deadline) {
-            self.drop_stale();
-        }
+    /// Takes out a deadline that its owner has just given up, so that `pending` no longer
+    /// holds it.
+    pub fn remove(&mut self, pending: impl Fn(&Deadline) -> bool) {
+        self.pending -= 1;
+        self.drop_stale(pending);
     }
 
     /// The earliest pending deadline.
@@ -42,21 +43,25 @@ impl Timers {
         self.heap.peek().map(|Reverse(deadline)| deadline)
     }
 
-    /// Takes out the earliest pending deadline.
-    pub fn pop_first(&mut self) -> Option<Deadline> {
+    /// Takes out the earliest pending deadline, and any stale copy of it (one removed, then
+    /// set again).
+    pub fn pop_first(&mut self, pending: impl Fn(&Deadline) -> bool) -> Option<Deadline> {
         let Reverse(first) = self.heap.pop()?;
-        self.pending.remove(&first);
-        self.drop_stale();
+        self.pending -= 1;
+        while self.heap.peek().is_some_and(|Reverse(top)| *top == first) {
+            self.heap.pop();
+        }
+        self.drop_stale(pending);
         Some(first)
     }
 
     /// Drops removed deadlines from the top, and rebuilds the heap once they are most of it.
-    fn drop_stale(&mut self) {
-        if self.heap.len() > 2 * self.pending.len() + 64 {
-            self.heap = self.pending.iter().copied().map(Reverse).collect();
+    fn drop_stale(&mut self, pending: impl Fn(&Deadline) -> bool) {
+        if self.heap.len() > 2 * self.pending + 64 {
+            self.heap.retain(|Reverse(deadline)| pending(deadline));
         }
         while let Some(Reverse(top)) = self.heap.peek() {
-            if self.pending.contains(top) {
+            if pending(top) {
                 break;
             }
             self.heap.pop();
@@ -70,7 +75,8 @@ mod tests {
     use std::collections::BTreeSet;
     use uuid::Uuid;
 
-    /// Random inserts, removals and pops agree with a `BTreeSet`, through rebuilds.
+    /// Random inserts, removals and pops agree with a `BTreeSet` (which is also what tells a
+    /// pending deadline), through rebuilds.
     #[test]
     fn timers_behave_as_an_ordered_set() {
         let (mut timers, mut set) = (Timers::default(), BTreeSet::new());
@@ -88,20 +94,25 @@ mod tests {
             };
             match (x >> 20) % 4 {
                 0 | 1 => {
-                    timers.insert((at, timer));
-                    set.insert((at, timer));
+                    if set.insert((at, timer)) {
+                        timers.insert((at, timer));
+                    }
                 }
                 2 => {
-                    timers.remove(&(at, timer));
-                    set.remove(&(at, timer));
+                    if set.remove(&(at, timer)) {
+                        timers.remove(|d| set.contains(d));
+                    }
                 }
-                _ => assert_eq!(timers.pop_first(), set.pop_first()),
+                _ => {
+                    let first = set.pop_first();
+                    assert_eq!(timers.pop_first(|d| set.contains(d)), first);
+                }
             }
             assert_eq!(timers.first(), set.first());
         }
         while let Some(first) = set.pop_first() {
-            assert_eq!(timers.pop_first(), Some(first));
+            assert_eq!(timers.pop_first(|d| set.contains(d)), Some(first));
         }
-        assert_eq!(timers.pop_first(), None);
+        assert_eq!(timers.pop_first(|_| false), None);
     }
 }
