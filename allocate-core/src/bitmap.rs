@@ -227,18 +227,6 @@ impl Bitmap {
         }
     }
 
-    /// Whether it holds `pos`.
-    pub fn contains(&self, pos: u32) -> bool {
-        if self.len == 0 {
-            return false;
-        }
-        let (high, low) = split(pos);
-        self.chunk(high).is_ok_and(|i| match &self.chunks[i].1 {
-            Chunk::Array(v) => v.binary_search(&low).is_ok(),
-            Chunk::Bits(bits, _) => bits.words[usize::from(low) / 64] & (1 << (low % 64)) != 0,
-        })
-    }
-
     /// Adds `pos`; `true` if it was not there.
     pub fn insert(&mut self, pos: u32) -> bool {
         let (high, low) = split(pos);

@@ -200,10 +200,9 @@ impl<'a> Cursors<'a> {
 /// Bitmaps of positions by label, type and GPU model, with the layout they refer to.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    /// The rank of each position (kept for dead positions, so the layout stays sorted).
-    ranks: Vec<Rank>,
-    /// The slot at each position, `NONE` once its resource left.
-    slots: Vec<Slot>,
+    /// What each position holds (its rank kept for dead positions, so the layout stays
+    /// sorted).
+    entries: Vec<Entry>,
     /// The position of each slot, `NONE` for a slot not in the index.
     positions: Vec<Pos>,
     /// Positions below this are in rank order.
@@ -215,8 +214,17 @@ pub(crate) struct Index {
     terms: Terms,
     live: Bitmap,
     free: Bitmap,
-    /// Positions of resources whose GPUs are not all alike.
-    mixed: Bitmap,
+}
+
+/// What the index keeps of the resource at a position, together, so that a candidate costs
+/// one read.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    rank: Rank,
+    /// Its slot, `NONE` once it left.
+    slot: Slot,
+    /// Whether its GPUs are not all alike.
+    mixed: bool,
 }
 
 /// The bitmaps of the terms a request can name.
@@ -330,28 +338,27 @@ impl Terms {
 impl Index {
     /// Indexes a resource (not yet free) at the end of the tail.
     pub fn add(&mut self, slot: Slot, spec: &ResourceSpec, seq: u64) {
-        let pos = self.ranks.len() as Pos;
-        self.ranks.push(Rank::of(spec, seq));
-        self.slots.push(slot);
+        let pos = self.entries.len() as Pos;
+        self.entries.push(Entry {
+            rank: Rank::of(spec, seq),
+            slot,
+            mixed: spec.gpu.windows(2).any(|pair| pair[0] != pair[1]),
+        });
         let i = slot as usize;
         if self.positions.len() <= i {
             self.positions.resize(i + 1, NONE);
         }
         self.positions[i] = pos;
         self.live.insert(pos);
-        if spec.gpu.windows(2).any(|pair| pair[0] != pair[1]) {
-            self.mixed.insert(pos);
-        }
         self.terms.mark(spec, pos, true);
     }
 
     /// Drops a resource, indexed with `spec`, from the index.
     pub fn remove(&mut self, slot: Slot, spec: &ResourceSpec) {
         let pos = std::mem::replace(&mut self.positions[slot as usize], NONE);
-        self.slots[pos as usize] = NONE;
+        self.entries[pos as usize].slot = NONE;
         self.live.remove(pos);
         self.free.remove(pos);
-        self.mixed.remove(pos);
         self.dead += 1;
         self.terms.mark(spec, pos, false);
         if self.dead > TAIL_MIN && self.dead > self.live.len() as usize {
@@ -377,13 +384,13 @@ impl Index {
         self.keep_tail_short();
         let gpus = self.gpus_known(c);
         let mut found: Vec<(Rank, Slot)> = Vec::new();
-        let (sorted, end) = (self.sorted as Pos, self.ranks.len() as Pos);
+        let (sorted, end) = (self.sorted as Pos, self.entries.len() as Pos);
         let mut in_order = 0;
         self.join(c, Scope::Free, self.floor_pos(c), end, |pos| {
-            let (rank, slot) = (&self.ranks[pos as usize], self.slots[pos as usize]);
+            let Entry { rank, slot, mixed } = self.entries[pos as usize];
             let checked = rank.check(c);
-            if checked.is_ok() && exact(slot, gpus(pos)) {
-                found.push((*rank, slot));
+            if checked.is_ok() && exact(slot, gpus && !mixed) {
+                found.push((rank, slot));
             }
             if pos >= sorted {
                 return Step::Next;
@@ -414,10 +421,10 @@ impl Index {
         mut visit: impl FnMut(Slot),
     ) {
         self.keep_tail_short();
-        let (end, gpus) = (self.ranks.len() as Pos, self.gpus_known(c));
+        let (end, gpus) = (self.entries.len() as Pos, self.gpus_known(c));
         self.join(c, scope, self.floor_pos(c), end, |pos| {
-            let slot = self.slots[pos as usize];
-            if self.ranks[pos as usize].check(c).is_ok() && exact(slot, gpus(pos)) {
+            let Entry { rank, slot, mixed } = self.entries[pos as usize];
+            if rank.check(c).is_ok() && exact(slot, gpus && !mixed) {
                 visit(slot);
             }
             Step::Next
@@ -434,10 +441,10 @@ impl Index {
     /// stops at the first.
     pub fn any(&mut self, c: &Criteria, scope: Scope, exact: impl Exact) -> bool {
         self.keep_tail_short();
-        let (end, mut found, gpus) = (self.ranks.len() as Pos, false, self.gpus_known(c));
+        let (end, mut found, gpus) = (self.entries.len() as Pos, false, self.gpus_known(c));
         self.join(c, scope, self.floor_pos(c), end, |pos| {
-            let slot = self.slots[pos as usize];
-            found = self.ranks[pos as usize].check(c).is_ok() && exact(slot, gpus(pos));
+            let Entry { rank, slot, mixed } = self.entries[pos as usize];
+            found = rank.check(c).is_ok() && exact(slot, gpus && !mixed);
             if found {
                 Step::SkipTo(end)
             } else {
@@ -447,16 +454,15 @@ impl Index {
         found
     }
 
-    /// Whether the join's terms and the rank check settle the per-GPU needs of `c` for the
-    /// resource at a position: when its GPUs are all alike, one that has the model asked for
-    /// and one that has the memory are the same, and so are all of them, which the rank
-    /// counts. Not when a term was left out as too large a union.
-    fn gpus_known(&self, c: &Criteria) -> impl Fn(Pos) -> bool + '_ {
-        let covered = c.gpu.as_ref().is_some_and(|g| {
+    /// Whether the join's terms and the rank check settle the per-GPU needs of `c` for a
+    /// resource whose GPUs are all alike (for one with mixed GPUs, never): one that has the
+    /// model asked for and one that has the memory are the same, and so are all of them,
+    /// which the rank counts. Not when a term was left out as too large a union.
+    fn gpus_known(&self, c: &Criteria) -> bool {
+        c.gpu.as_ref().is_some_and(|g| {
             (g.label_lower.is_none() || self.terms.gpu_models.len() <= UNION_MAX)
                 && (g.min_memory_gb == 0 || self.terms.gpu_memory.len() <= UNION_MAX)
-        });
-        move |pos| covered && !self.mixed.contains(pos)
+        })
     }
 
     /// The first position in the layout whose rank could match `c`.
@@ -474,7 +480,7 @@ impl Index {
         let block = self.fences.partition_point(|r| r < rank).saturating_sub(1);
         let start = block * FENCE_EVERY;
         let end = (start + FENCE_EVERY).min(self.sorted);
-        (start + self.ranks[start..end].partition_point(|r| r < rank)) as Pos
+        (start + self.entries[start..end].partition_point(|e| e.rank < *rank)) as Pos
     }
 
     /// [`Index::lower_bound`] for a `rank` above the rank at `pos` in the layout: a gallop
@@ -482,7 +488,7 @@ impl Index {
     /// near (a skip is often to the next CPU or memory size), and the fences once it is not.
     fn lower_bound_after(&self, pos: Pos, rank: &Rank) -> Pos {
         let (mut below, mut step) = (pos as usize, 1);
-        while below + step < self.sorted && self.ranks[below + step] < *rank {
+        while below + step < self.sorted && self.entries[below + step].rank < *rank {
             below += step;
             step *= 2;
             if step > FENCE_EVERY {
@@ -490,7 +496,7 @@ impl Index {
             }
         }
         let end = (below + step).min(self.sorted);
-        (below + 1 + self.ranks[below + 1..end].partition_point(|r| r < rank)) as Pos
+        (below + 1 + self.entries[below + 1..end].partition_point(|e| e.rank < *rank)) as Pos
     }
 
     /// Calls `on`, in position order, with each position in `from..to` in `scope` that carries
@@ -598,7 +604,7 @@ impl Index {
 
     /// Lays the index out again when its unsorted tail is more than a small part of it.
     fn keep_tail_short(&mut self) {
-        let tail = self.ranks.len() - self.sorted;
+        let tail = self.entries.len() - self.sorted;
         if tail > TAIL_MIN.max(self.sorted / 32) {
             self.relayout();
         }
@@ -609,7 +615,7 @@ impl Index {
         let mut order: Vec<(Rank, Pos)> = self
             .live
             .iter()
-            .map(|p| (self.ranks[p as usize], p))
+            .map(|p| (self.entries[p as usize].rank, p))
             .collect();
         // The positions come in order, the laid-out ones (in rank order already) first: only
         // the tail needs sorting, then a stable sort merges the two runs. Ranks differ
@@ -617,7 +623,7 @@ impl Index {
         let tail = order.partition_point(|&(_, p)| (p as usize) < self.sorted);
         order[tail..].sort_unstable_by_key(|&(rank, _)| rank);
         order.sort_by_key(|&(rank, _)| rank);
-        let mut moved = vec![NONE; self.ranks.len()];
+        let mut moved = vec![NONE; self.entries.len()];
         for (new, &(_, old)) in order.iter().enumerate() {
             moved[old as usize] = new as Pos;
         }
@@ -641,14 +647,20 @@ impl Index {
         self.terms.bitmaps_mut().for_each(&mut remap);
         remap(&mut self.live);
         remap(&mut self.free);
-        remap(&mut self.mixed);
-        self.ranks = order.iter().map(|&(rank, _)| rank).collect();
-        self.slots = order.iter().map(|&(_, p)| self.slots[p as usize]).collect();
-        for (new, &slot) in self.slots.iter().enumerate() {
-            self.positions[slot as usize] = new as Pos;
+        self.entries = order
+            .iter()
+            .map(|&(_, p)| self.entries[p as usize])
+            .collect();
+        for (new, e) in self.entries.iter().enumerate() {
+            self.positions[e.slot as usize] = new as Pos;
         }
-        self.sorted = self.ranks.len();
-        self.fences = self.ranks.iter().step_by(FENCE_EVERY).copied().collect();
+        self.sorted = self.entries.len();
+        self.fences = self
+            .entries
+            .iter()
+            .step_by(FENCE_EVERY)
+            .map(|e| e.rank)
+            .collect();
         self.dead = 0;
     }
 }
