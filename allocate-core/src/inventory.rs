@@ -2,7 +2,7 @@
 
 use crate::criteria::{shape_key, Criteria};
 use crate::error::{Error, Result};
-use crate::hash::FxMap;
+use crate::hash::{FxMap, IdMap};
 use crate::ids::derive_inventory_id;
 use crate::index::{Exact, Index, Scope};
 use crate::model::ResourceSpec;
@@ -122,10 +122,11 @@ impl SlotTable {
 pub(crate) struct Inventory {
     slots: SlotTable,
     vacant: Vec<Slot>,
-    by_id: FxMap<Uuid, Slot>,
+    by_id: IdMap<Uuid, Slot>,
     by_seq: BTreeMap<u64, Slot>,
     index: Index,
-    agents: FxMap<Uuid, Agent>,
+    /// By id, in an [`IdMap`]: agent ids are often sequential.
+    agents: IdMap<Uuid, Agent>,
     /// Grows whenever a resource is added, removed or matches differently.
     generation: u64,
 }
