@@ -1,6 +1,6 @@
 //! Registered resources, their agents, and the index that matches requests against them.
 
-use crate::criteria::{shape_key, Criteria};
+use crate::criteria::{Criteria, ShapeKeys};
 use crate::error::{Error, Result};
 use crate::hash::{FxMap, IdMap};
 use crate::ids::derive_inventory_id;
@@ -342,7 +342,10 @@ impl Inventory {
             .map(|a| a.slots.clone())
             .unwrap_or_default();
         let mut slots = Vec::with_capacity(specs.len());
-        let mut out = Registered::default();
+        let mut out = Registered {
+            ids: Vec::with_capacity(specs.len()),
+            retired: Vec::new(),
+        };
         for (mut spec, (id, existing)) in specs.into_iter().zip(plan) {
             spec.shrink_to_fit();
             let slot = match existing {
@@ -386,14 +389,11 @@ impl Inventory {
         agent_id: Uuid,
         specs: &[ResourceSpec],
     ) -> Result<Vec<(Uuid, Option<Slot>)>> {
-        let mine: Vec<Slot> = self
-            .agents
-            .get(&agent_id)
-            .map(|a| a.slots.clone())
-            .unwrap_or_default();
+        let mine: &[Slot] = self.agents.get(&agent_id).map_or(&[], |a| &a.slots);
         let mut claimed: BTreeSet<Slot> = BTreeSet::new();
         let mut taken: BTreeSet<Uuid> = BTreeSet::new();
-        let mut plan: Vec<Option<(Uuid, Option<Slot>)>> = vec![None; specs.len()];
+        // Filled in for the specs with an inventory id first, then for the others.
+        let mut plan: Vec<(Uuid, Option<Slot>)> = vec![(Uuid::nil(), None); specs.len()];
         for (i, spec) in specs.iter().enumerate() {
             let Some(id) = spec.inventory_id else {
                 continue;
@@ -412,29 +412,42 @@ impl Inventory {
                 }
                 claimed.insert(slot);
             }
-            plan[i] = Some((id, existing));
+            plan[i] = (id, existing);
         }
+        let mut shapes = ShapeKeys::default();
         // The agent's unclaimed resources by shape, in its list order: reused first come, first served.
         let mut reusable: FxMap<String, VecDeque<Slot>> = FxMap::default();
         for &slot in mine.iter().filter(|s| !claimed.contains(s)) {
-            reusable
-                .entry(shape_key(&self.get(slot).spec))
-                .or_default()
-                .push_back(slot);
+            let mut key = String::new();
+            shapes.push(&mut key, &self.get(slot).spec);
+            reusable.entry(key).or_default().push_back(slot);
         }
-        let mut occurrences: FxMap<String, u32> = FxMap::default();
+        // The keys of the specs without an id, one after another in one buffer (`ends[i]` is
+        // where spec i's ends), rather than a string each.
+        let room = specs.iter().map(ShapeKeys::len_estimate).sum();
+        let (mut keys, mut ends) = (String::with_capacity(room), Vec::with_capacity(specs.len()));
+        for spec in specs {
+            if spec.inventory_id.is_none() {
+                shapes.push(&mut keys, spec);
+            }
+            ends.push(keys.len());
+        }
+        let mut occurrences: FxMap<&str, u32> =
+            FxMap::with_capacity_and_hasher(specs.len(), Default::default());
+        let mut start = 0;
         for (i, spec) in specs.iter().enumerate() {
-            if plan[i].is_some() {
+            let key = &keys[start..ends[i]];
+            start = ends[i];
+            if spec.inventory_id.is_some() {
                 continue;
             }
-            let key = shape_key(spec);
-            let reuse = reusable.get_mut(key.as_str()).and_then(VecDeque::pop_front);
+            let reuse = reusable.get_mut(key).and_then(VecDeque::pop_front);
             let entry = match reuse {
                 Some(slot) => (self.get(slot).id, Some(slot)),
                 None => {
-                    let n = occurrences.entry(key.clone()).or_insert(0);
+                    let n = occurrences.entry(key).or_insert(0);
                     let id = loop {
-                        let id = derive_inventory_id(agent_id, &key, *n);
+                        let id = derive_inventory_id(agent_id, key, *n);
                         *n += 1;
                         if !taken.contains(&id) && !self.by_id.contains_key(&id) {
                             break id;
@@ -444,9 +457,9 @@ impl Inventory {
                 }
             };
             taken.insert(entry.0);
-            plan[i] = Some(entry);
+            plan[i] = entry;
         }
-        Ok(plan.into_iter().flatten().collect())
+        Ok(plan)
     }
 
     /// Adds a resource (not yet in any agent's list).
