@@ -535,3 +535,59 @@ impl Inventory {
         self.vacant.push(slot);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{test_spec as spec, Gpu};
+
+    /// The shape key as serde_json writes it, independent of [`ShapeKeys`].
+    fn json_key(s: &ResourceSpec) -> String {
+        let mut labels: Vec<&str> = s.labels.iter().map(String::as_str).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let mut gpus: Vec<&Gpu> = s.gpu.iter().collect();
+        gpus.sort_unstable();
+        serde_json::to_string(&(labels, &s.kind, s.cpu_count, s.memory_gb, gpus))
+            .expect("serialises")
+    }
+
+    #[test]
+    fn fresh_ids_are_derived_from_shape_and_occurrence_in_list_order() {
+        let agent = Uuid::from_u128(7);
+        let given = Uuid::from_u128(99);
+        let a = spec(&["b", "a", "b"], 4, 8, &[("T4", 16), ("A100", 80)], "VM");
+        let a_again = spec(&["a", "b"], 4, 8, &[("A100", 80), ("T4", 16)], "VM");
+        let mut with_id = a.clone();
+        with_id.inventory_id = Some(given);
+        let b = spec(
+            &["project-12", "project-1", "feature-3", "é"],
+            4,
+            8,
+            &[],
+            "bare\"metal",
+        );
+        let specs = vec![a.clone(), b.clone(), with_id, a_again, a.clone(), b.clone()];
+        let mut seq = 0;
+        let mut inv = Inventory::default();
+        let ids = inv.register(agent, specs, &mut seq).expect("registers").ids;
+        let derive = |s: &ResourceSpec, n| derive_inventory_id(agent, &json_key(s), n);
+        let want = [
+            derive(&a, 0),
+            derive(&b, 0),
+            given,
+            derive(&a, 1),
+            derive(&a, 2),
+            derive(&b, 1),
+        ];
+        assert_eq!(ids, want);
+
+        // Again: the unclaimed resources are reused by shape in list order (the one with an id
+        // included), and a shape with none left derives past the ids already taken.
+        let c = spec(&["c"], 1, 1, &[], "VM");
+        let again = vec![b.clone(), a.clone(), c.clone(), b.clone(), b.clone()];
+        let ids = inv.register(agent, again, &mut seq).expect("registers").ids;
+        let want = [want[1], want[0], derive(&c, 0), want[5], derive(&b, 2)];
+        assert_eq!(ids, want);
+    }
+}
