@@ -7,7 +7,8 @@ use crate::ids::derive_inventory_id;
 use crate::index::{Exact, Index, Scope};
 use crate::model::ResourceSpec;
 use crate::time::Timestamp;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
+use std::iter::Peekable;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -117,13 +118,95 @@ impl SlotTable {
     }
 }
 
+/// Slots in registration (`seq`) order. A registration's seqs only grow, so its resources are
+/// appended to a log (a push, where a B-tree insert cost a tenth of a registration); a
+/// resource added below the log's last seq (restoring a snapshot) waits in a side map.
+#[derive(Debug, Default)]
+struct SeqOrder {
+    /// By seq, ascending; `None` where the resource left since the log was last compacted.
+    log: Vec<(u64, Option<Slot>)>,
+    /// The `None` entries in `log`.
+    dead: usize,
+    /// Those added with a seq below the last in `log`.
+    stragglers: BTreeMap<u64, Slot>,
+}
+
+impl SeqOrder {
+    /// Adds the resource registered as `seq` (not already in).
+    fn insert(&mut self, seq: u64, slot: Slot) {
+        if self.log.last().is_none_or(|&(last, _)| last < seq) {
+            self.log.push((seq, Some(slot)));
+        } else {
+            self.stragglers.insert(seq, slot);
+        }
+    }
+
+    /// Removes the resource registered as `seq`.
+    fn remove(&mut self, seq: u64) {
+        if self.stragglers.remove(&seq).is_some() {
+            return;
+        }
+        if let Ok(i) = self.log.binary_search_by_key(&seq, |&(s, _)| s) {
+            if self.log[i].1.take().is_some() {
+                self.dead += 1;
+            }
+        }
+        // Compacted once half of it is gone, so a walk skips at most as many as it returns.
+        if self.dead > self.log.len() / 2 {
+            let log = self.iter().map(|(seq, slot)| (seq, Some(slot))).collect();
+            self.log = log;
+            self.stragglers.clear();
+            self.dead = 0;
+        }
+    }
+
+    /// Every (seq, slot), by seq.
+    fn iter(&self) -> InOrder<'_> {
+        InOrder {
+            log: self.log.iter().peekable(),
+            stragglers: self.stragglers.iter().peekable(),
+        }
+    }
+}
+
+/// The walk of a [`SeqOrder`]: its log and its stragglers, merged.
+#[derive(Clone)]
+struct InOrder<'a> {
+    log: Peekable<std::slice::Iter<'a, (u64, Option<Slot>)>>,
+    stragglers: Peekable<btree_map::Iter<'a, u64, Slot>>,
+}
+
+impl Iterator for InOrder<'_> {
+    type Item = (u64, Slot);
+
+    fn next(&mut self) -> Option<(u64, Slot)> {
+        while self.log.next_if(|(_, slot)| slot.is_none()).is_some() {}
+        let straggler = self.stragglers.peek().map(|(&seq, &slot)| (seq, slot));
+        match (self.log.peek(), straggler) {
+            (Some(&&(seq, Some(slot))), Some(s)) if seq < s.0 => {
+                self.log.next();
+                Some((seq, slot))
+            }
+            (_, Some(s)) => {
+                self.stragglers.next();
+                Some(s)
+            }
+            (Some(&&(seq, slot)), None) => {
+                self.log.next();
+                slot.map(|slot| (seq, slot))
+            }
+            (None, None) => None,
+        }
+    }
+}
+
 /// All resources and agents, with the indexes used by matching.
 #[derive(Debug, Default)]
 pub(crate) struct Inventory {
     slots: SlotTable,
     vacant: Vec<Slot>,
     by_id: IdMap<Uuid, Slot>,
-    by_seq: BTreeMap<u64, Slot>,
+    by_seq: SeqOrder,
     index: Index,
     /// By id, in an [`IdMap`]: agent ids are often sequential.
     agents: IdMap<Uuid, Agent>,
@@ -177,7 +260,7 @@ impl Inventory {
 
     /// Every resource's slot in registration order.
     pub fn slots_in_order(&self) -> impl Iterator<Item = Slot> + Clone + '_ {
-        self.by_seq.values().copied()
+        self.by_seq.iter().map(|(_, slot)| slot)
     }
 
     /// Number of registered resources.
@@ -526,7 +609,7 @@ impl Inventory {
         self.settle(slot);
         let r = self.slots.get_mut(slot).take().expect("live slot");
         self.by_id.remove(&r.id);
-        self.by_seq.remove(&r.seq);
+        self.by_seq.remove(r.seq);
         if let Some(agent) = self.agents.get_mut(&r.agent_id) {
             agent.slots.retain(|&s| s != slot);
         }
@@ -550,6 +633,47 @@ mod tests {
         gpus.sort_unstable();
         serde_json::to_string(&(labels, &s.kind, s.cpu_count, s.memory_gb, gpus))
             .expect("serialises")
+    }
+
+    #[test]
+    fn seq_order_walks_what_a_btree_map_would() {
+        let (mut order, mut model) = (SeqOrder::default(), BTreeMap::new());
+        let check = |order: &SeqOrder, model: &BTreeMap<u64, Slot>| {
+            let want: Vec<(u64, Slot)> = model.iter().map(|(&k, &v)| (k, v)).collect();
+            assert_eq!(order.iter().collect::<Vec<_>>(), want);
+        };
+        // A deterministic mix of appends, adds below the top and removals, then removals
+        // until nothing is left (which compacts the log along the way).
+        let mut x: u64 = 1;
+        let mut next = move |below: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % below
+        };
+        let mut top = 0;
+        for step in 0..6000u32 {
+            let removing = step >= 3000 || next(4) == 0;
+            if removing {
+                if let Some(&seq) = model.keys().nth(next(model.len() as u64 + 1) as usize) {
+                    order.remove(seq);
+                    model.remove(&seq);
+                }
+            } else {
+                let seq = if next(3) == 0 {
+                    next(top + 1)
+                } else {
+                    top += 1 + next(3);
+                    top
+                };
+                if let btree_map::Entry::Vacant(entry) = model.entry(seq) {
+                    entry.insert(step);
+                    order.insert(seq, step);
+                }
+            }
+            if step % 50 == 0 {
+                check(&order, &model);
+            }
+        }
+        check(&order, &model);
     }
 
     #[test]
