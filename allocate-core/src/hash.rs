@@ -50,3 +50,37 @@ impl Hasher for FxHasher {
 
 /// A `HashMap` with the deterministic [`FxHasher`].
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// [`FxHasher`] with a folded multiply at the end, for keys that may differ only in their high
+/// bytes, as sequential UUIDs (read little-endian) do: FxHash's last multiply leaves the low
+/// bits of such keys alike, and hashbrown picks the bucket by the low bits, so without the fold
+/// they all probe from one bucket and each lookup walks the whole run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(FxHasher);
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0.write_u64(n);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0.write_usize(n);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Both halves of the 128-bit product: the high half depends on every bit of the hash.
+        let full = u128::from(self.0.hash) * u128::from(SEED);
+        (full as u64) ^ ((full >> 64) as u64)
+    }
+}
+
+/// A `HashMap` keyed by ids, with the deterministic [`IdHasher`].
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;

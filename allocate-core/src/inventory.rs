@@ -1,13 +1,14 @@
 //! Registered resources, their agents, and the index that matches requests against them.
 
-use crate::criteria::{shape_key, Criteria};
+use crate::criteria::{Criteria, ShapeKeys};
 use crate::error::{Error, Result};
-use crate::hash::FxMap;
+use crate::hash::{FxMap, IdMap};
 use crate::ids::derive_inventory_id;
 use crate::index::{Exact, Index, Scope};
 use crate::model::{Connection, ResourceSpec};
 use crate::time::Timestamp;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
+use std::iter::Peekable;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -120,15 +121,98 @@ impl SlotTable {
     }
 }
 
+/// Slots in registration (`seq`) order. A registration's seqs only grow, so its resources are
+/// appended to a log (a push, where a B-tree insert cost a tenth of a registration); a
+/// resource added below the log's last seq (restoring a snapshot) waits in a side map.
+#[derive(Debug, Default)]
+struct SeqOrder {
+    /// By seq, ascending; `None` where the resource left since the log was last compacted.
+    log: Vec<(u64, Option<Slot>)>,
+    /// The `None` entries in `log`.
+    dead: usize,
+    /// Those added with a seq below the last in `log`.
+    stragglers: BTreeMap<u64, Slot>,
+}
+
+impl SeqOrder {
+    /// Adds the resource registered as `seq` (not already in).
+    fn insert(&mut self, seq: u64, slot: Slot) {
+        if self.log.last().is_none_or(|&(last, _)| last < seq) {
+            self.log.push((seq, Some(slot)));
+        } else {
+            self.stragglers.insert(seq, slot);
+        }
+    }
+
+    /// Removes the resource registered as `seq`.
+    fn remove(&mut self, seq: u64) {
+        if self.stragglers.remove(&seq).is_some() {
+            return;
+        }
+        if let Ok(i) = self.log.binary_search_by_key(&seq, |&(s, _)| s) {
+            if self.log[i].1.take().is_some() {
+                self.dead += 1;
+            }
+        }
+        // Compacted once half of it is gone, so a walk skips at most as many as it returns.
+        if self.dead > self.log.len() / 2 {
+            let log = self.iter().map(|(seq, slot)| (seq, Some(slot))).collect();
+            self.log = log;
+            self.stragglers.clear();
+            self.dead = 0;
+        }
+    }
+
+    /// Every (seq, slot), by seq.
+    fn iter(&self) -> InOrder<'_> {
+        InOrder {
+            log: self.log.iter().peekable(),
+            stragglers: self.stragglers.iter().peekable(),
+        }
+    }
+}
+
+/// The walk of a [`SeqOrder`]: its log and its stragglers, merged.
+#[derive(Clone)]
+struct InOrder<'a> {
+    log: Peekable<std::slice::Iter<'a, (u64, Option<Slot>)>>,
+    stragglers: Peekable<btree_map::Iter<'a, u64, Slot>>,
+}
+
+impl Iterator for InOrder<'_> {
+    type Item = (u64, Slot);
+
+    fn next(&mut self) -> Option<(u64, Slot)> {
+        while self.log.next_if(|(_, slot)| slot.is_none()).is_some() {}
+        let straggler = self.stragglers.peek().map(|(&seq, &slot)| (seq, slot));
+        match (self.log.peek(), straggler) {
+            (Some(&&(seq, Some(slot))), Some(s)) if seq < s.0 => {
+                self.log.next();
+                Some((seq, slot))
+            }
+            (_, Some(s)) => {
+                self.stragglers.next();
+                Some(s)
+            }
+            (Some(&&(seq, slot)), None) => {
+                self.log.next();
+                slot.map(|slot| (seq, slot))
+            }
+            (None, None) => None,
+        }
+    }
+}
+
 /// All resources and agents, with the indexes used by matching.
 #[derive(Debug, Default)]
 pub(crate) struct Inventory {
     slots: SlotTable,
     vacant: Vec<Slot>,
-    by_id: FxMap<Uuid, Slot>,
-    by_seq: BTreeMap<u64, Slot>,
+    by_id: IdMap<Uuid, Slot>,
+    by_seq: SeqOrder,
     index: Index,
-    agents: FxMap<Uuid, Agent>,
+    /// By id, in an [`IdMap`]: agent ids are often sequential.
+    agents: IdMap<Uuid, Agent>,
     /// Grows whenever a resource is added, removed or matches differently.
     generation: u64,
 }
@@ -179,7 +263,7 @@ impl Inventory {
 
     /// Every resource's slot in registration order.
     pub fn slots_in_order(&self) -> impl Iterator<Item = Slot> + Clone + '_ {
-        self.by_seq.values().copied()
+        self.by_seq.iter().map(|(_, slot)| slot)
     }
 
     /// Number of registered resources.
@@ -344,7 +428,10 @@ impl Inventory {
             .map(|a| a.slots.clone())
             .unwrap_or_default();
         let mut slots = Vec::with_capacity(specs.len());
-        let mut out = Registered::default();
+        let mut out = Registered {
+            ids: Vec::with_capacity(specs.len()),
+            retired: Vec::new(),
+        };
         for (mut spec, (id, existing)) in specs.into_iter().zip(plan) {
             spec.shrink_to_fit();
             let slot = match existing {
@@ -388,14 +475,11 @@ impl Inventory {
         agent_id: Uuid,
         specs: &[ResourceSpec],
     ) -> Result<Vec<(Uuid, Option<Slot>)>> {
-        let mine: Vec<Slot> = self
-            .agents
-            .get(&agent_id)
-            .map(|a| a.slots.clone())
-            .unwrap_or_default();
+        let mine: &[Slot] = self.agents.get(&agent_id).map_or(&[], |a| &a.slots);
         let mut claimed: BTreeSet<Slot> = BTreeSet::new();
         let mut taken: BTreeSet<Uuid> = BTreeSet::new();
-        let mut plan: Vec<Option<(Uuid, Option<Slot>)>> = vec![None; specs.len()];
+        // Filled in for the specs with an inventory id first, then for the others.
+        let mut plan: Vec<(Uuid, Option<Slot>)> = vec![(Uuid::nil(), None); specs.len()];
         for (i, spec) in specs.iter().enumerate() {
             let Some(id) = spec.inventory_id else {
                 continue;
@@ -414,29 +498,42 @@ impl Inventory {
                 }
                 claimed.insert(slot);
             }
-            plan[i] = Some((id, existing));
+            plan[i] = (id, existing);
         }
+        let mut shapes = ShapeKeys::default();
         // The agent's unclaimed resources by shape, in its list order: reused first come, first served.
         let mut reusable: FxMap<String, VecDeque<Slot>> = FxMap::default();
         for &slot in mine.iter().filter(|s| !claimed.contains(s)) {
-            reusable
-                .entry(shape_key(&self.get(slot).spec))
-                .or_default()
-                .push_back(slot);
+            let mut key = String::new();
+            shapes.push(&mut key, &self.get(slot).spec);
+            reusable.entry(key).or_default().push_back(slot);
         }
-        let mut occurrences: FxMap<String, u32> = FxMap::default();
+        // The keys of the specs without an id, one after another in one buffer (`ends[i]` is
+        // where spec i's ends), rather than a string each.
+        let room = specs.iter().map(ShapeKeys::len_estimate).sum();
+        let (mut keys, mut ends) = (String::with_capacity(room), Vec::with_capacity(specs.len()));
+        for spec in specs {
+            if spec.inventory_id.is_none() {
+                shapes.push(&mut keys, spec);
+            }
+            ends.push(keys.len());
+        }
+        let mut occurrences: FxMap<&str, u32> =
+            FxMap::with_capacity_and_hasher(specs.len(), Default::default());
+        let mut start = 0;
         for (i, spec) in specs.iter().enumerate() {
-            if plan[i].is_some() {
+            let key = &keys[start..ends[i]];
+            start = ends[i];
+            if spec.inventory_id.is_some() {
                 continue;
             }
-            let key = shape_key(spec);
-            let reuse = reusable.get_mut(key.as_str()).and_then(VecDeque::pop_front);
+            let reuse = reusable.get_mut(key).and_then(VecDeque::pop_front);
             let entry = match reuse {
                 Some(slot) => (self.get(slot).id, Some(slot)),
                 None => {
-                    let n = occurrences.entry(key.clone()).or_insert(0);
+                    let n = occurrences.entry(key).or_insert(0);
                     let id = loop {
-                        let id = derive_inventory_id(agent_id, &key, *n);
+                        let id = derive_inventory_id(agent_id, key, *n);
                         *n += 1;
                         if !taken.contains(&id) && !self.by_id.contains_key(&id) {
                             break id;
@@ -446,9 +543,9 @@ impl Inventory {
                 }
             };
             taken.insert(entry.0);
-            plan[i] = Some(entry);
+            plan[i] = entry;
         }
-        Ok(plan.into_iter().flatten().collect())
+        Ok(plan)
     }
 
     /// Adds a resource (not yet in any agent's list).
@@ -517,12 +614,109 @@ impl Inventory {
         self.settle(slot);
         let r = self.slots.get_mut(slot).take().expect("live slot");
         self.by_id.remove(&r.id);
-        self.by_seq.remove(&r.seq);
+        self.by_seq.remove(r.seq);
         if let Some(agent) = self.agents.get_mut(&r.agent_id) {
             agent.slots.retain(|&s| s != slot);
         }
         self.index.remove(slot, &r.spec);
         self.generation += 1;
         self.vacant.push(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{test_spec as spec, Gpu};
+
+    /// The shape key as serde_json writes it, independent of [`ShapeKeys`].
+    fn json_key(s: &ResourceSpec) -> String {
+        let mut labels: Vec<&str> = s.labels.iter().map(String::as_str).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let mut gpus: Vec<&Gpu> = s.gpu.iter().collect();
+        gpus.sort_unstable();
+        serde_json::to_string(&(labels, &s.kind, s.cpu_count, s.memory_gb, gpus))
+            .expect("serialises")
+    }
+
+    #[test]
+    fn seq_order_walks_what_a_btree_map_would() {
+        let (mut order, mut model) = (SeqOrder::default(), BTreeMap::new());
+        let check = |order: &SeqOrder, model: &BTreeMap<u64, Slot>| {
+            let want: Vec<(u64, Slot)> = model.iter().map(|(&k, &v)| (k, v)).collect();
+            assert_eq!(order.iter().collect::<Vec<_>>(), want);
+        };
+        // A deterministic mix of appends, adds below the top and removals, then removals
+        // until nothing is left (which compacts the log along the way).
+        let mut x: u64 = 1;
+        let mut next = move |below: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % below
+        };
+        let mut top = 0;
+        for step in 0..6000u32 {
+            let removing = step >= 3000 || next(4) == 0;
+            if removing {
+                if let Some(&seq) = model.keys().nth(next(model.len() as u64 + 1) as usize) {
+                    order.remove(seq);
+                    model.remove(&seq);
+                }
+            } else {
+                let seq = if next(3) == 0 {
+                    next(top + 1)
+                } else {
+                    top += 1 + next(3);
+                    top
+                };
+                if let btree_map::Entry::Vacant(entry) = model.entry(seq) {
+                    entry.insert(step);
+                    order.insert(seq, step);
+                }
+            }
+            if step % 50 == 0 {
+                check(&order, &model);
+            }
+        }
+        check(&order, &model);
+    }
+
+    #[test]
+    fn fresh_ids_are_derived_from_shape_and_occurrence_in_list_order() {
+        let agent = Uuid::from_u128(7);
+        let given = Uuid::from_u128(99);
+        let a = spec(&["b", "a", "b"], 4, 8, &[("T4", 16), ("A100", 80)], "VM");
+        let a_again = spec(&["a", "b"], 4, 8, &[("A100", 80), ("T4", 16)], "VM");
+        let mut with_id = a.clone();
+        with_id.inventory_id = Some(given);
+        let b = spec(
+            &["project-12", "project-1", "feature-3", "é"],
+            4,
+            8,
+            &[],
+            "bare\"metal",
+        );
+        let specs = vec![a.clone(), b.clone(), with_id, a_again, a.clone(), b.clone()];
+        let mut seq = 0;
+        let mut inv = Inventory::default();
+        let ids = inv.register(agent, specs, &mut seq).expect("registers").ids;
+        let derive = |s: &ResourceSpec, n| derive_inventory_id(agent, &json_key(s), n);
+        let want = [
+            derive(&a, 0),
+            derive(&b, 0),
+            given,
+            derive(&a, 1),
+            derive(&a, 2),
+            derive(&b, 1),
+        ];
+        assert_eq!(ids, want);
+
+        // Again: the unclaimed resources are reused by shape in list order (the one with an id
+        // included), and a shape with none left derives past the ids already taken.
+        let c = spec(&["c"], 1, 1, &[], "VM");
+        let again = vec![b.clone(), a.clone(), c.clone(), b.clone(), b.clone()];
+        let ids = inv.register(agent, again, &mut seq).expect("registers").ids;
+        let want = [want[1], want[0], derive(&c, 0), want[5], derive(&b, 2)];
+        assert_eq!(ids, want);
     }
 }
