@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// A fast, unseeded hasher (the FxHash mix used by rustc); fine for ids we generate or validate.
+/// A fast, unseeded hasher (the FxHash mix used by rustc, folded at the end); fine for ids we
+/// generate or validate.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FxHasher {
     hash: u64,
@@ -42,45 +43,35 @@ impl Hasher for FxHasher {
         self.add(n as u64);
     }
 
+    /// The hash, folded: both halves of its 128-bit product with the seed. FxHash's last
+    /// multiply leaves the low bits of keys that differ only in their high bytes alike (as
+    /// sequential UUIDs, read little-endian, do), and hashbrown picks the bucket by the low
+    /// bits, so without the fold such keys all probe from one bucket and each lookup walks
+    /// the whole run.
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        let full = u128::from(self.hash) * u128::from(SEED);
+        (full as u64) ^ ((full >> 64) as u64)
     }
 }
 
 /// A `HashMap` with the deterministic [`FxHasher`].
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-/// [`FxHasher`] with a folded multiply at the end, for keys that may differ only in their high
-/// bytes, as sequential UUIDs (read little-endian) do: FxHash's last multiply leaves the low
-/// bits of such keys alike, and hashbrown picks the bucket by the low bits, so without the fold
-/// they all probe from one bucket and each lookup walks the whole run.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IdHasher(FxHasher);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::hash::BuildHasher;
 
-impl Hasher for IdHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.0.write_u64(n);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.0.write_usize(n);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // Both halves of the 128-bit product: the high half depends on every bit of the hash.
-        let full = u128::from(self.0.hash) * u128::from(SEED);
-        (full as u64) ^ ((full >> 64) as u64)
+    /// Keys that differ only in their high bytes (sequential UUIDs, read little-endian) still
+    /// spread over the low bits, which pick a bucket: without the fold, all 1,024 share them.
+    #[test]
+    fn keys_differing_in_their_high_bytes_spread_over_the_low_bits() {
+        let build = BuildHasherDefault::<FxHasher>::default();
+        let low: BTreeSet<u64> = (0..1024u128)
+            .map(|i| build.hash_one(uuid::Uuid::from_u128(i)) & 1023)
+            .collect();
+        assert!(low.len() > 256, "{} of 1,024 low-bit patterns", low.len());
     }
 }
-
-/// A `HashMap` keyed by ids, with the deterministic [`IdHasher`].
-pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;

@@ -2,7 +2,7 @@
 
 use crate::criteria::{Criteria, ShapeKeys};
 use crate::error::{Error, Result};
-use crate::hash::{FxMap, IdMap};
+use crate::hash::FxMap;
 use crate::ids::derive_inventory_id;
 use crate::index::{Exact, Index, Scope};
 use crate::model::{Connection, ResourceSpec};
@@ -208,11 +208,11 @@ impl Iterator for InOrder<'_> {
 pub(crate) struct Inventory {
     slots: SlotTable,
     vacant: Vec<Slot>,
-    by_id: IdMap<Uuid, Slot>,
+    by_id: FxMap<Uuid, Slot>,
     by_seq: SeqOrder,
     index: Index,
-    /// By id, in an [`IdMap`]: agent ids are often sequential.
-    agents: IdMap<Uuid, Agent>,
+    /// By id.
+    agents: FxMap<Uuid, Agent>,
     /// Grows whenever a resource is added, removed or matches differently.
     generation: u64,
 }
