@@ -140,7 +140,9 @@ pub struct Engine {
     /// Usage of ended allocations, oldest end first, kept for `usage_retention_secs`.
     usage: usage::UsageLog,
     /// Allocation -> its resources whose release waits on an agent's acknowledgement (several
-    /// only for an allocation of several resources, each on a different agent).
+    /// only for an allocation of several resources, on one agent only after a re-registration
+    /// made static ones need releasing), in no order that may matter: a restored engine lists
+    /// them in its agents' order, not in the order the releases began.
     releases: FxMap<Uuid, Vec<Uuid>>,
     /// Allocation -> the agents still to acknowledge the release of a provision of it they
     /// abandoned: it is not placed on their resources until they do.

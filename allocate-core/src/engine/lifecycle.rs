@@ -945,13 +945,19 @@ impl Engine {
         (ended && on_agent) || avoided(&self.abandoned, id).contains(&agent_id)
     }
 
-    /// The resource of `agent_id` whose release of `id` waits on the agent's acknowledgement.
+    /// The resource of `agent_id` whose release of `id` waits on the agent's acknowledgement;
+    /// of several (a re-registration made static resources of one request need releasing),
+    /// the earliest registered.
     fn pending_release(&self, agent_id: Uuid, id: Uuid) -> Option<Slot> {
+        // Not the first listed: `releases` lists them in the order the releases began, which
+        // a restored engine does not know (it lists them in its agents' order), so a replay
+        // would free the other one.
         self.releases
             .get(&id)?
             .iter()
             .filter_map(|i| self.inventory.slot_of(i))
-            .find(|&slot| self.inventory.get(slot).agent_id == agent_id)
+            .filter(|&slot| self.inventory.get(slot).agent_id == agent_id)
+            .min_by_key(|&slot| self.inventory.get(slot).seq)
     }
 
     /// The resource of `agent_id` being cleaned up after its abandoned provision of `id`.
