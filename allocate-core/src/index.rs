@@ -155,8 +155,9 @@ struct Cursors<'a> {
 }
 
 impl<'a> Cursors<'a> {
-    /// Adds a term, the union of `bitmaps`, with its cursor at the first position from `from`.
-    fn add(&mut self, bitmaps: impl IntoIterator<Item = &'a Bitmap>, from: Pos) {
+    /// Adds a term, the union of `bitmaps`, with its cursor at the first position from `from`;
+    /// `false` if it has no bitmap (no position can match).
+    fn add(&mut self, bitmaps: impl IntoIterator<Item = &'a Bitmap>, from: Pos) -> bool {
         let start = self.members.len();
         let mut size = 0;
         for bitmap in bitmaps {
@@ -164,6 +165,7 @@ impl<'a> Cursors<'a> {
             self.members.push(Cursor::new(bitmap, from));
         }
         self.terms.push((size, start, self.members.len()));
+        self.members.len() > start
     }
 
     /// Puts the smallest term first, so that a join meets the most selective terms first.
@@ -284,14 +286,16 @@ fn next_set(w: &Window, offset: u32) -> Option<u32> {
     }
 }
 
-/// The union of the bitmaps in `map` whose key passes `keep`, unless the map is too large to
+/// The bitmaps in `map` whose key passes `keep` (a union), unless the map is too large to
 /// look through (`None`: no term).
-fn union_where<K>(map: &FxMap<K, Bitmap>, keep: impl Fn(&K) -> bool) -> Option<Vec<&Bitmap>> {
-    (map.len() <= UNION_MAX).then(|| {
+fn union_where<K>(
+    map: &FxMap<K, Bitmap>,
+    keep: impl Fn(&K) -> bool,
+) -> Option<impl Iterator<Item = &Bitmap>> {
+    (map.len() <= UNION_MAX).then(move || {
         map.iter()
-            .filter(|(k, _)| keep(k))
+            .filter(move |(k, _)| keep(k))
             .map(|(_, bitmap)| bitmap)
-            .collect()
     })
 }
 
@@ -383,14 +387,15 @@ impl Index {
     pub fn best(&mut self, c: &Criteria, limit: usize, exact: impl Exact) -> Vec<Slot> {
         self.keep_tail_short();
         let gpus = self.gpus_known(c);
-        let mut found: Vec<(Rank, Slot)> = Vec::new();
+        // Positions, which become the slots in place at the end (both `u32`).
+        let mut found: Vec<Pos> = Vec::new();
         let (sorted, end) = (self.sorted as Pos, self.entries.len() as Pos);
         let mut in_order = 0;
         self.join(c, Scope::Free, self.floor_pos(c), end, |pos| {
             let Entry { rank, slot, mixed } = self.entries[pos as usize];
             let checked = rank.check(c);
             if checked.is_ok() && exact(slot, gpus && !mixed) {
-                found.push((rank, slot));
+                found.push(pos);
             }
             if pos >= sorted {
                 return Step::Next;
@@ -405,10 +410,13 @@ impl Index {
             }
         });
         if found.len() > in_order {
-            found.sort_unstable();
+            found.sort_unstable_by_key(|&pos| self.entries[pos as usize].rank);
         }
         found.truncate(limit);
-        found.into_iter().map(|(_, slot)| slot).collect()
+        found
+            .into_iter()
+            .map(|pos| self.entries[pos as usize].slot)
+            .collect()
     }
 
     /// Calls `visit` with every resource in `scope` matching `c` (per the index and `exact`),
@@ -519,7 +527,12 @@ impl Index {
             Scope::Free => &self.free,
             Scope::All => &self.live,
         };
-        let mut cursors = Cursors::default();
+        // Sized once: a request names a few terms (the GPU unions, usually a few bitmaps).
+        let terms = 4 + c.tags.len();
+        let mut cursors = Cursors {
+            members: Vec::with_capacity(terms + 8),
+            terms: Vec::with_capacity(terms),
+        };
         cursors.add([base], from);
         for tag in &c.tags {
             let Some(bitmap) = self.terms.labels.get(tag.as_str()) else {
@@ -533,14 +546,15 @@ impl Index {
             };
             cursors.add([bitmap], from);
         }
-        for union in [self.gpu_models_of(c), self.gpu_memory_of(c)]
-            .into_iter()
-            .flatten()
-        {
-            if union.is_empty() {
+        if let Some(models) = self.gpu_models_of(c) {
+            if !cursors.add(models, from) {
                 return;
             }
-            cursors.add(union, from);
+        }
+        if let Some(sizes) = self.gpu_memory_of(c) {
+            if !cursors.add(sizes, from) {
+                return;
+            }
         }
         cursors.smallest_first();
         let mut excluded: Vec<Cursor> = c
@@ -589,16 +603,16 @@ impl Index {
     }
 
     /// The bitmaps of the GPU models whose name contains the one asked for, if any is.
-    fn gpu_models_of(&self, c: &Criteria) -> Option<Vec<&Bitmap>> {
+    fn gpu_models_of<'s>(&'s self, c: &'s Criteria) -> Option<impl Iterator<Item = &'s Bitmap>> {
         let want = c.gpu.as_ref()?.label_lower.as_deref()?;
-        union_where(&self.terms.gpu_models, |model| model.contains(want))
+        union_where(&self.terms.gpu_models, move |model| model.contains(want))
     }
 
     /// The bitmaps of the GPU memory sizes at or above the per-GPU floor, if there is one.
-    fn gpu_memory_of(&self, c: &Criteria) -> Option<Vec<&Bitmap>> {
+    fn gpu_memory_of(&self, c: &Criteria) -> Option<impl Iterator<Item = &Bitmap> + '_> {
         let floor = c.gpu.as_ref()?.min_memory_gb;
         (floor > 0)
-            .then(|| union_where(&self.terms.gpu_memory, |&gb| gb >= floor))
+            .then(move || union_where(&self.terms.gpu_memory, move |&gb| gb >= floor))
             .flatten()
     }
 
