@@ -52,10 +52,8 @@ ENTRYPOINT ["allocate-agent"]
 
 # ---- server: the default target -------------------------------------------------------------
 FROM runtime AS server
-# GLIBC_TUNABLES: glibc's malloc on transparent huge pages (BENCHMARKS.md, "Huge pages").
 ENV ALLOCATE_LISTEN=0.0.0.0:8080 \
-    ALLOCATE_DATA_DIR=/var/lib/allocate/data \
-    GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+    ALLOCATE_DATA_DIR=/var/lib/allocate/data
 EXPOSE 8080
 # GET /healthz over bash's /dev/tcp: no curl, so no extra package (and no version to pin).
 # The port is the one in ALLOCATE_LISTEN; a --listen flag does not change it.
