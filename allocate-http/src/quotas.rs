@@ -8,7 +8,7 @@
 //! it hands the engine ([`allocate_core::Policy::with_members`]) whenever either file is read, so the journal
 //! records the merged policy and a replay decides the same without the tokens file.
 
-use allocate_core::wire::parse_policy;
+use allocate_core::wire::{parse_policy, PolicyError};
 use allocate_core::Policy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,16 +27,12 @@ pub enum PolicyFileError {
         source: std::io::Error,
     },
     /// The file is not a valid policy.
-    #[error("policy file {path}, line {line}, field {field}: {message}")]
+    #[error("policy file {path}, {source}")]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// Where in the document, such as `users.ann.gpus_max` (`.` for the whole).
-        field: String,
-        /// What is wrong.
-        message: String,
+        /// Where, and what is wrong.
+        source: PolicyError,
     },
 }
 
@@ -85,10 +81,8 @@ fn read_file(path: &Path) -> Result<Policy, PolicyFileError> {
         path: path.to_owned(),
         source,
     })?;
-    parse_policy(&text).map_err(|e| PolicyFileError::Invalid {
+    parse_policy(&text).map_err(|source| PolicyFileError::Invalid {
         path: path.to_owned(),
-        line: e.line,
-        field: e.field,
-        message: e.message,
+        source,
     })
 }
