@@ -38,6 +38,19 @@ struct Bits {
 }
 
 impl Bits {
+    /// The bitset of a chunk's `words` (fewer than a chunk's at the end of a bitmap).
+    fn of_words(words: &[u64]) -> Box<Bits> {
+        let mut bits = Box::new(Bits {
+            words: [0; WORDS],
+            nonzero: [0; WORDS / 64],
+        });
+        bits.words[..words.len()].copy_from_slice(words);
+        for (w, word) in words.iter().enumerate() {
+            bits.nonzero[w / 64] |= u64::from(*word != 0) << (w % 64);
+        }
+        bits
+    }
+
     fn set(&mut self, low: u16) -> bool {
         let (w, bit) = (usize::from(low) / 64, 1u64 << (low % 64));
         let added = self.words[w] & bit == 0;
@@ -128,7 +141,7 @@ impl Chunk {
                 // Back to an array well below the limit, so that one member more or less at
                 // the edge does not convert it back and forth.
                 if removed && (*n as usize) < ARRAY_MAX / 2 {
-                    *self = Chunk::Array(Chunk::members(bits).collect());
+                    *self = Chunk::Array(Chunk::members(&bits.words).collect());
                 }
                 removed
             }
@@ -150,8 +163,9 @@ impl Chunk {
         Chunk::Bits(bits, sorted.len() as u32)
     }
 
-    fn members(bits: &Bits) -> impl Iterator<Item = u16> + '_ {
-        bits.words.iter().enumerate().flat_map(|(w, &word)| {
+    /// The positions of the bits set in `words` (a chunk's worth or less), ascending.
+    fn members(words: &[u64]) -> impl Iterator<Item = u16> + '_ {
+        words.iter().enumerate().flat_map(|(w, &word)| {
             let mut rest = word;
             std::iter::from_fn(move || {
                 (rest != 0).then(|| {
@@ -190,7 +204,7 @@ impl Chunk {
     fn iter(&self) -> Box<dyn Iterator<Item = u16> + '_> {
         match self {
             Chunk::Array(v) => Box::new(v.iter().copied()),
-            Chunk::Bits(bits, _) => Box::new(Chunk::members(bits)),
+            Chunk::Bits(bits, _) => Box::new(Chunk::members(&bits.words)),
         }
     }
 }
@@ -274,25 +288,9 @@ impl Bitmap {
                 continue;
             }
             let chunk = if count as usize > ARRAY_MAX {
-                let mut bits = Box::new(Bits {
-                    words: [0; WORDS],
-                    nonzero: [0; WORDS / 64],
-                });
-                for (w, word) in block.iter().enumerate() {
-                    bits.words[w] = *word;
-                    bits.nonzero[w / 64] |= u64::from(*word != 0) << (w % 64);
-                }
-                Chunk::Bits(bits, count)
+                Chunk::Bits(Bits::of_words(block), count)
             } else {
-                let mut lows = Vec::with_capacity(count as usize);
-                for (w, word) in block.iter().enumerate() {
-                    let mut rest = *word;
-                    while rest != 0 {
-                        lows.push((w * 64) as u16 + rest.trailing_zeros() as u16);
-                        rest &= rest - 1;
-                    }
-                }
-                Chunk::Array(lows)
+                Chunk::Array(Chunk::members(block).collect())
             };
             block.fill(0);
             bitmap.chunks.push((high as u16, chunk));
