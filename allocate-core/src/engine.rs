@@ -840,6 +840,13 @@ impl Engine {
         }
     }
 
+    /// An allocation or resource has just given up its pending deadline (cleared its own
+    /// field): the timers take it out.
+    fn deadline_given_up(&mut self) {
+        self.timers
+            .remove(pending(&self.allocations, &self.inventory));
+    }
+
     fn set_timer(&mut self, id: Uuid, at: Option<Timestamp>) {
         let a = self
             .allocations
@@ -849,8 +856,7 @@ impl Engine {
             return;
         }
         if std::mem::replace(&mut a.deadline, at).is_some() {
-            self.timers
-                .remove(pending(&self.allocations, &self.inventory));
+            self.deadline_given_up();
         }
         if let Some(at) = at {
             self.timers.insert((at, Timer::Allocation(id)));

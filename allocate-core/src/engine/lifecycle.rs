@@ -2,7 +2,7 @@
 
 use super::order::{Front, Hold};
 use super::quotas::gpus_of;
-use super::{held_ids, pending, Allocation, Engine};
+use super::{held_ids, Allocation, Engine};
 use crate::config::Order;
 use crate::criteria::Criteria;
 use crate::error::{Error, Result};
@@ -109,8 +109,7 @@ impl Engine {
             if r.releasing {
                 // The release is resent, with a fresh deadline, when the agent is back.
                 if r.release_deadline.take().is_some() {
-                    self.timers
-                        .remove(pending(&self.allocations, &self.inventory));
+                    self.deadline_given_up();
                 }
                 continue;
             }
@@ -635,8 +634,7 @@ impl Engine {
             .replace(at)
             .is_some()
         {
-            self.timers
-                .remove(pending(&self.allocations, &self.inventory));
+            self.deadline_given_up();
         }
         self.timers
             .insert((at, super::Timer::Release(inventory_id)));
@@ -655,8 +653,7 @@ impl Engine {
         let occupant = r.occupant.take();
         r.releasing = false;
         if r.release_deadline.take().is_some() {
-            self.timers
-                .remove(pending(&self.allocations, &self.inventory));
+            self.deadline_given_up();
         }
         if let Some(id) = occupant.filter(|_| abandoned) {
             // Before the offer: the request that abandoned it may be first in line for it.
