@@ -61,14 +61,8 @@ fn resource(
                     })
                     .collect(),
                 kind: kind.to_owned(),
-                connection: fixed.then(|| {
-                    Arc::new(Connection {
-                        host: format!("static-{cpu_count}-{memory_gb}"),
-                        username: "lab".into(),
-                        password: Some("pw".into()),
-                        port: None,
-                    })
-                }),
+                connection: fixed
+                    .then(|| static_connection(format!("static-{cpu_count}-{memory_gb}"))),
             },
         )
         .boxed()
@@ -354,6 +348,16 @@ fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The static connection of a lab resource at `host`.
+fn static_connection(host: String) -> Arc<Connection> {
+    Arc::new(Connection {
+        host,
+        username: "lab".into(),
+        password: Some("pw".into()),
+        port: None,
+    })
+}
+
 /// A resource of `cpu_count` CPUs that only the number tells apart, with a static connection
 /// if `fixed`.
 fn plain(cpu_count: u64, fixed: bool) -> ResourceSpec {
@@ -364,14 +368,7 @@ fn plain(cpu_count: u64, fixed: bool) -> ResourceSpec {
         memory_gb: 16,
         gpu: vec![],
         kind: "VM".into(),
-        connection: fixed.then(|| {
-            Arc::new(Connection {
-                host: format!("static-{cpu_count}"),
-                username: "lab".into(),
-                password: Some("pw".into()),
-                port: None,
-            })
-        }),
+        connection: fixed.then(|| static_connection(format!("static-{cpu_count}"))),
     }
 }
 
