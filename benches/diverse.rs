@@ -16,7 +16,9 @@
 //!   machine leaves alone).
 //!   `DIVERSE_EXHAUST_REQUESTS` cuts the stream to its first requests, for slow engines;
 //! - `register/N`: registering N diverse resources from N / 10 agents into a fresh engine
-//!   (throughput in resources; the resources per second of CPU time are printed too).
+//!   (throughput in resources; the resources per second of CPU time are printed too);
+//! - `first_request/N`: the first request after those N registrations, which lays the index
+//!   out (the median CPU time is printed too).
 //!
 //! A size's lab is built only when one of its benchmarks runs, so that a filter such as
 //! `'/1000$'` skips the set-up of the larger ones. Latency percentiles are in
@@ -45,6 +47,7 @@ fn bench_diverse(c: &mut Criterion) {
         best_fit(c, n);
         exhaust(c, n);
         register(c, n);
+        first_request(c, n);
     }
 }
 
@@ -146,6 +149,33 @@ fn register(c: &mut Criterion, n: usize) {
     group.finish();
     if !cpu.is_empty() {
         println!("register/{n}: resources: {}", per_cpu_second(n, &mut cpu));
+    }
+}
+
+/// `first_request/N`.
+fn first_request(c: &mut Criterion, n: usize) {
+    let mut cpu = Vec::new();
+    let request = DiverseRequests::new(n, TIMED).for_resource(0);
+    let mut group = c.benchmark_group("first_request");
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        b.iter_batched(
+            || diverse_engine(n),
+            |mut engine| {
+                cpu_timed(&mut cpu, || allocate(&mut engine, request.clone()));
+                engine
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+    cpu.sort_unstable();
+    if let Some(median) = cpu.get(cpu.len() / 2) {
+        println!(
+            "first_request/{n}: {:.2} ms of CPU time (median of {} runs)",
+            median.as_secs_f64() * 1e3,
+            cpu.len()
+        );
     }
 }
 

@@ -201,11 +201,17 @@ impl Chunk {
         }
     }
 
-    fn iter(&self) -> Box<dyn Iterator<Item = u16> + '_> {
-        match self {
-            Chunk::Array(v) => Box::new(v.iter().copied()),
-            Chunk::Bits(bits, _) => Box::new(Chunk::members(&bits.words)),
-        }
+    /// The low 16 bits of each member, ascending.
+    fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        // Not boxed, so that a whole walk (`for_each`, `collect`) runs as a plain loop.
+        let (array, bits) = match self {
+            Chunk::Array(v) => (Some(v.iter().copied()), None),
+            Chunk::Bits(bits, _) => (None, Some(Chunk::members(&bits.words))),
+        };
+        array
+            .into_iter()
+            .flatten()
+            .chain(bits.into_iter().flatten())
     }
 }
 

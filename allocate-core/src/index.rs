@@ -626,31 +626,33 @@ impl Index {
 
     /// Puts every live resource in rank order at positions `0..n` and remaps the bitmaps.
     fn relayout(&mut self) {
-        let mut order: Vec<(Rank, Pos)> = self
-            .live
+        // In place: the live entries keep their order, the laid-out ones (in rank order
+        // already) first, so only the tail needs sorting; then a stable sort merges the two
+        // runs. Ranks differ (registration order), so stability never decides.
+        let live_in_tail = self.entries[self.sorted..]
             .iter()
-            .map(|p| (self.entries[p as usize].rank, p))
-            .collect();
-        // The positions come in order, the laid-out ones (in rank order already) first: only
-        // the tail needs sorting, then a stable sort merges the two runs. Ranks differ
-        // (registration order), so the positions never decide.
-        let tail = order.partition_point(|&(_, p)| (p as usize) < self.sorted);
-        order[tail..].sort_unstable_by_key(|&(rank, _)| rank);
-        order.sort_by_key(|&(rank, _)| rank);
-        let mut moved = vec![NONE; self.entries.len()];
-        for (new, &(_, old)) in order.iter().enumerate() {
-            moved[old as usize] = new as Pos;
+            .filter(|e| e.slot != NONE)
+            .count();
+        let (before, sorted) = (self.entries.len(), self.live.len() as usize - live_in_tail);
+        self.entries.retain(|e| e.slot != NONE);
+        self.entries[sorted..].sort_unstable_by_key(|e| e.rank);
+        self.entries.sort_by_key(|e| e.rank);
+        let mut moved = vec![NONE; before];
+        for (new, e) in self.entries.iter().enumerate() {
+            let position = &mut self.positions[e.slot as usize];
+            moved[*position as usize] = new as Pos;
+            *position = new as Pos;
         }
         // A bitmap with at least a member per word of the new layout is rebuilt through a
         // bitset of its new positions, which come out of it in order; a smaller one by
         // sorting them.
-        let mut words = vec![0u64; order.len().div_ceil(64)];
+        let mut words = vec![0u64; self.entries.len().div_ceil(64)];
         let mut remap = |bitmap: &mut Bitmap| {
             if bitmap.len() as usize >= words.len() {
-                for p in bitmap.iter() {
+                bitmap.iter().for_each(|p| {
                     let q = moved[p as usize] as usize;
                     words[q / 64] |= 1 << (q % 64);
-                }
+                });
                 *bitmap = Bitmap::take_words(&mut words);
             } else {
                 let mut v: Vec<Pos> = bitmap.iter().map(|p| moved[p as usize]).collect();
@@ -661,13 +663,6 @@ impl Index {
         self.terms.bitmaps_mut().for_each(&mut remap);
         remap(&mut self.live);
         remap(&mut self.free);
-        self.entries = order
-            .iter()
-            .map(|&(_, p)| self.entries[p as usize])
-            .collect();
-        for (new, e) in self.entries.iter().enumerate() {
-            self.positions[e.slot as usize] = new as Pos;
-        }
         self.sorted = self.entries.len();
         self.fences = self
             .entries
