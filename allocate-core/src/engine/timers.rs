@@ -58,7 +58,7 @@ impl Timers {
     /// Drops removed deadlines from the top, and rebuilds the heap once they are most of it.
     fn drop_stale(&mut self, pending: impl Fn(&Deadline) -> bool) {
         if self.heap.len() > 2 * self.pending + 64 {
-            self.heap.retain(|Reverse(deadline)| pending(deadline));
+            self.rebuild(&pending);
         }
         while let Some(Reverse(top)) = self.heap.peek() {
             if pending(top) {
@@ -66,6 +66,17 @@ impl Timers {
             }
             self.heap.pop();
         }
+    }
+
+    /// Keeps only the pending deadlines, each once (a deadline removed and set again left a
+    /// copy behind that its owner also calls pending), and counts them again.
+    fn rebuild(&mut self, pending: impl Fn(&Deadline) -> bool) {
+        let mut kept = std::mem::take(&mut self.heap).into_vec();
+        kept.retain(|Reverse(deadline)| pending(deadline));
+        kept.sort_unstable();
+        kept.dedup();
+        self.pending = kept.len();
+        self.heap = BinaryHeap::from(kept);
     }
 }
 
@@ -113,6 +124,35 @@ mod tests {
         while let Some(first) = set.pop_first() {
             assert_eq!(timers.pop_first(|d| set.contains(d)), Some(first));
         }
+        assert_eq!(timers.pop_first(|_| false), None);
+    }
+
+    /// A deadline given up and set again many times leaves copies that its owner calls
+    /// pending; a rebuild keeps one of them and counts the pending ones again, so the heap
+    /// shrinks back to what is pending.
+    #[test]
+    fn a_rebuild_keeps_one_copy_of_each_pending_deadline() {
+        let mut timers = Timers::default();
+        let early = (
+            Timestamp::from_secs(1),
+            Timer::Allocation(Uuid::from_u128(1)),
+        );
+        let late = (
+            Timestamp::from_secs(9),
+            Timer::Allocation(Uuid::from_u128(2)),
+        );
+        timers.insert(early);
+        // `late` is never at the top, so each removal leaves its copy in the heap.
+        for _ in 0..500 {
+            timers.insert(late);
+            timers.remove(|d| *d == early);
+        }
+        timers.insert(late);
+        let pending = |d: &Deadline| *d == early || *d == late;
+        timers.rebuild(pending);
+        assert_eq!((timers.heap.len(), timers.pending), (2, 2));
+        assert_eq!(timers.pop_first(pending), Some(early));
+        assert_eq!(timers.pop_first(|d| *d == late), Some(late));
         assert_eq!(timers.pop_first(|_| false), None);
     }
 }
