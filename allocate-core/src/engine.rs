@@ -256,8 +256,13 @@ impl Engine {
     }
 
     /// Sets the quotas (API.md, "Quotas and order"; `None`: no quotas), a recorded input:
-    /// waiting requests that the new limits allow are placed at once.
+    /// waiting requests that the new limits allow are placed at once. The policy in force
+    /// already (a reload that changed nothing) records nothing; time still moves to `now`.
     pub fn set_quotas(&mut self, now: Timestamp, policy: Option<Policy>) -> Result<()> {
+        if self.quotas() == policy.as_ref() {
+            self.handle_timeout(now);
+            return Ok(());
+        }
         self.handle(now, Input::SetQuotas { policy }).map(drop)
     }
 

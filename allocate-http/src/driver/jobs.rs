@@ -147,15 +147,8 @@ impl DriverHandle {
 
     /// Sets the engine's quotas (the policy file's, at start and after each reload).
     pub async fn set_quotas(&self, policy: Option<Policy>) -> Result<(), DriverError> {
-        // The policy in force already (a reload that changed nothing): nothing to record.
-        self.try_call(move |d| {
-            if d.engine.quotas() == policy.as_ref() {
-                Ok(())
-            } else {
-                d.engine.set_quotas(clock::now(), policy)
-            }
-        })
-        .await
+        self.try_call(move |d| d.engine.set_quotas(clock::now(), policy))
+            .await
     }
 
     /// The allocations `caller` may see.

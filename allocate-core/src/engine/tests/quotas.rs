@@ -419,3 +419,38 @@ fn a_waiting_request_asking_a_lease_over_a_new_limit_is_refused_and_a_default_on
     assert_eq!(ready_after(&mut e, bob, 3, short), 900);
     assert_eq!(ready_after(&mut e, short, 4, default), 1000);
 }
+
+/// Setting the policy in force again records nothing (a reload of an unchanged file), but
+/// time still moves: a lease that ended meanwhile expires.
+#[test]
+fn the_same_policy_again_records_nothing_and_time_still_moves() {
+    let mut e = limited(1, 0, only(QuotaLimit::Allocations, 2));
+    let policy = e.quotas().cloned();
+    let id = e
+        .request(
+            at(1),
+            Requirements {
+                duration_seconds: Some(10),
+                ..ask("ann")
+            },
+        )
+        .unwrap();
+    drain(&mut e);
+    e.take_records();
+    e.set_quotas(at(20), policy.clone()).unwrap();
+    assert!(
+        !e.take_records()
+            .iter()
+            .any(|r| matches!(r.input, Input::SetQuotas { .. })),
+        "an unchanged policy is not recorded"
+    );
+    assert!(drain(&mut e)
+        .iter()
+        .any(|o| matches!(o, Output::Expired { allocation_id } if *allocation_id == id)));
+    assert_eq!(e.quotas(), policy.as_ref());
+    e.set_quotas(at(21), None).unwrap();
+    assert!(e
+        .take_records()
+        .iter()
+        .any(|r| matches!(r.input, Input::SetQuotas { policy: None })));
+}
