@@ -7,7 +7,8 @@
 //! until idle, its journal is replayed from a snapshot taken at a random step, and the whole
 //! run is repeated to check it is deterministic.
 //!
-//! The default is 128 cases per property, to keep `cargo test` quick. For a longer hunt:
+//! The default is 128 cases per property, to keep `cargo test` quick; `PROPTEST_CASES` sets
+//! another count and `PROPTEST_RNG_SEED` the seed. For a longer hunt:
 //! `PROPTEST_CASES=5000 cargo test --release -p allocate-core --test properties`.
 
 use allocate_core::{
@@ -304,7 +305,7 @@ fn contended_scenario() -> impl Strategy<Value = Scenario> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// Every invariant holds where requests contend for the same resources, reservations and
     /// backfill included.
@@ -334,6 +335,15 @@ proptest! {
         scenario in scenario(diverse_resource(), 24)
     ) {
         check(&scenario)?;
+    }
+}
+
+/// Cases per property: `PROPTEST_CASES` if set, else 128 (a config set in `proptest!`
+/// overrides the variable, so it is read here).
+fn cases() -> u32 {
+    match std::env::var("PROPTEST_CASES") {
+        Ok(n) => n.parse().expect("PROPTEST_CASES is a number of cases"),
+        Err(_) => 128,
     }
 }
 
