@@ -208,13 +208,21 @@ impl Sim {
                 .front
                 .map(|(id, could_start)| order::Front { id, could_start });
             if !view.late && op.lag_ms == 0 && lowers {
-                view.check_backfills(&placed, &self.reserved, order, (before, front));
+                let steady = view.front_steady(front, &placed, &self.held, &self.queued, order);
+                if steady {
+                    view.check_backfills(&placed, &self.reserved, order, (before, front));
+                }
             }
             if order == Order::Arrival {
                 self.check_arrival_order(&placed, &view, [before, front]);
             }
             self.check_allocations(&snap, ctx, &view, front.map(|f| f.id));
             self.front = front.map(|f| (f.id, f.could_start));
+            self.held = view
+                .held_by_user()
+                .into_iter()
+                .map(|(user, n)| (user.to_owned(), n))
+                .collect();
             self.reserved = view
                 .inventory
                 .iter()

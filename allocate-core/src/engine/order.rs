@@ -245,12 +245,16 @@ impl Engine {
     }
 
     /// The latest time occupied `r` is given back, as far as leases say: now while it is
-    /// being released, else the end of its holder's lease (for one being provisioned with a
-    /// lease counted from `ready`, that lease's latest end).
+    /// being released or its holder's deadline has come (a provision timing out at this very
+    /// instant whose timer is yet to fire), else the end of its holder's lease (for one being
+    /// provisioned with a lease counted from `ready`, that lease's latest end).
     fn lease_end_of(&self, r: &Resource, occupant: Uuid) -> Timestamp {
         let Some(a) = self.allocations.get(&occupant).filter(|_| !r.releasing) else {
             return self.now;
         };
+        if a.deadline.is_some_and(|d| d <= self.now) {
+            return self.now;
+        }
         match a.state {
             AllocationState::Provisioning if a.lease_secs.is_some() => {
                 a.expires.add_millis(self.config.provision_timeout_ms)

@@ -4,7 +4,9 @@
 
 use super::{holds, View};
 use crate::reference;
-use allocate_core::{AllocationSnapshot, AllocationState, Order, ResourceState, Timestamp};
+use allocate_core::{
+    AllocationSnapshot, AllocationState, Order, Requirements, ResourceState, Timestamp,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -49,7 +51,7 @@ impl View<'_> {
     }
 
     /// Resources held by each user's live allocations.
-    fn held_by_user(&self) -> BTreeMap<&str, u32> {
+    pub(crate) fn held_by_user(&self) -> BTreeMap<&str, u32> {
         let mut held = BTreeMap::new();
         for a in self.allocations.values() {
             if matches!(
@@ -185,6 +187,45 @@ impl View<'_> {
                 a.allocation_id
             );
         }
+    }
+
+    /// Whether `front`, the front after the step, was the front all through it: no other
+    /// request that waited before or after it (`queued`: those waiting before) could have
+    /// ranked before it at any moment of it. Only fair-share ranks move within a step: a
+    /// placement raises what its user holds, so the front may pass to another request and
+    /// back (README, "Order and starvation": it "may lose the front"), and what was held for
+    /// it goes on down the order meanwhile. What a user holds at any moment of the step lies
+    /// between what it holds after, less what it was given in the step (`placed`), and what
+    /// it held before (`held`), plus that (each placement gives `count`). Arrival ranks never
+    /// move.
+    pub(crate) fn front_steady(
+        &self,
+        front: Option<Front>,
+        placed: &BTreeMap<Uuid, Uuid>,
+        held: &BTreeMap<String, u32>,
+        queued: &BTreeMap<Uuid, (u64, Requirements)>,
+        order: Order,
+    ) -> bool {
+        let front = front.and_then(|f| self.allocations.get(&f.id));
+        let Some(f) = front.filter(|_| order == Order::FairShare) else {
+            return true;
+        };
+        let mut given: BTreeMap<&str, u32> = BTreeMap::new();
+        for a in placed.keys().filter_map(|id| self.allocations.get(id)) {
+            *given.entry(a.requirements.username.as_str()).or_default() += a.requirements.count;
+        }
+        let after = self.held_by_user();
+        let of = |m: &BTreeMap<&str, u32>, user: &str| m.get(user).copied().unwrap_or(0);
+        let least = |user: &str| of(&after, user).saturating_sub(of(&given, user));
+        let most = |user: &str| held.get(user).copied().unwrap_or(0) + of(&given, user);
+        let latest = (most(&f.requirements.username), f.seq);
+        let waiting = self.allocations.values().filter(|a| {
+            a.state == AllocationState::Queued || queued.contains_key(&a.allocation_id)
+        });
+        waiting
+            .filter(|a| a.allocation_id != f.allocation_id)
+            .filter(|a| give_up(a) > self.now && self.feasible(a))
+            .all(|a| (least(&a.requirements.username), a.seq) > latest)
     }
 
     /// A resource that was held for the front `before` the step went to that front, to a

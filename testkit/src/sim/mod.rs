@@ -347,6 +347,9 @@ pub struct Sim {
     pub(crate) front: Option<(Uuid, Option<Timestamp>)>,
     /// The resources shown `reserved` after the last step (strict scenarios only).
     pub(crate) reserved: BTreeSet<Uuid>,
+    /// The resources each user's live allocations held after the last step (strict
+    /// scenarios only).
+    pub(crate) held: BTreeMap<String, u32>,
     /// The (request, agent) pairs whose abandoned provision was being cleaned up after the
     /// last step.
     pub(crate) cleaning: BTreeSet<(Uuid, Uuid)>,
@@ -426,6 +429,7 @@ impl Sim {
             queued: BTreeMap::new(),
             front: None,
             reserved: BTreeSet::new(),
+            held: BTreeMap::new(),
             gpus_taken: BTreeMap::new(),
             cleaning: BTreeSet::new(),
             log: Vec::new(),

@@ -190,6 +190,42 @@ fn a_backfill_does_not_delay_the_front_past_its_bound() {
 }
 
 #[test]
+fn a_provision_timing_out_at_the_same_instant_is_no_lease_to_backfill_on() {
+    // Two provisions time out at 5 s; the front's fires first (ids ascend), and frees its two
+    // static resources, held for it again. The other holder's lease (to 200) is not one it
+    // waits on: its provision is due to fail at that very instant, so nothing backfills.
+    let mut e = Engine::new(engine().config().clone(), Box::new(Ascending(0)));
+    let statics = vec![
+        res(&["x"], 4, &[], Some("s1")),
+        res(&["x"], 4, &[], Some("s2")),
+    ];
+    let ids = e.register_agent(at(0), agent(1), statics).unwrap();
+    e.register_agent(at(0), agent(2), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    let big = e.request(at(0), several(3)).unwrap();
+    e.register_agent(at(0), agent(3), vec![res(&["x"], 4, &[], None)])
+        .unwrap();
+    let other = e.request(at(0), until("b", 200)).unwrap();
+    let waiter = e.request(at(0), until("c", 100)).unwrap();
+    drain(&mut e);
+    for id in [big, other] {
+        assert_eq!(
+            e.allocation(&id).unwrap().state,
+            AllocationState::Provisioning
+        );
+    }
+    e.handle_timeout(at(5));
+    assert!(ready_on(&drain(&mut e), waiter).is_none());
+    assert_eq!(
+        e.allocation(&waiter).unwrap().state,
+        AllocationState::Queued
+    );
+    for id in &ids {
+        assert_eq!(state(&e, id), ResourceState::Reserved);
+    }
+}
+
+#[test]
 fn fair_share_serves_the_user_holding_least_and_arrival_the_earliest() {
     for order in [Order::Arrival, Order::FairShare] {
         let (mut e, ids) = two_statics(order);
