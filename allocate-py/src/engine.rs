@@ -7,7 +7,7 @@ use crate::explain::{dry_run_requirements, Explanation};
 use crate::outputs;
 use crate::policy::PyPolicy;
 use crate::types::{AllocationInfo, Connection, InventoryEntry, Requirements, Resource};
-use allocate_core::wire::parse_policy;
+use allocate_core::wire::policy_from_value;
 use allocate_core::{Engine as CoreEngine, ProvisionResult, SeededIds, Timestamp};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
@@ -194,7 +194,7 @@ impl Engine {
         let policy = policy
             .map(|dict| {
                 let json = serde_json::Value::Object(dict_to_json(dict, "policy")?);
-                parse_policy(&json.to_string()).map_err(|e| errors::invalid(format!("policy: {e}")))
+                policy_from_value(json).map_err(|e| errors::invalid(format!("policy: {e}")))
             })
             .transpose()?;
         self.input(py, |e| e.set_quotas(now, policy))

@@ -63,7 +63,7 @@ def test_expiry_outputs_are_typed() -> None:
 def test_quotas_refuse_what_could_never_fit_and_a_bad_policy_names_its_field() -> None:
     e = engine(config={"order": "fair-share"})
     e.register_agent(AGENT, small_and_big()[:1])
-    with pytest.raises(allocate.InvalidRequest, match="policy: line 1, field default.gpu_max: unknown field"):
+    with pytest.raises(allocate.InvalidRequest, match="^policy: field default.gpu_max: unknown field"):
         e.set_quotas({"default": {"gpu_max": 1}})
     e.set_quotas({"default": {"resources_max": 1}})
     with pytest.raises(allocate.QuotaExceeded, match="resources held"):
@@ -82,6 +82,22 @@ def test_quotas_refuse_what_could_never_fit_and_a_bad_policy_names_its_field() -
     assert repr(refused).startswith("QuotaRefused(allocation_id=")
     assert [a.state for a in e.allocations()] == ["ready", "cancelled"]
     e.set_quotas(None)
+
+
+@pytest.mark.parametrize("order", ["fair-share", "arrival"])
+def test_the_order_decides_who_of_two_waiting_users_is_served_first(order: str) -> None:
+    e = engine(config={"order": order})
+    e.register_agent(AGENT, small_and_big())
+    e.request(username="ann", type="server-onsite")
+    held = e.request(username="carol", type="VM")
+    e.drain()
+    # Both wait for the VM, ann first; ann already holds a machine, bob none.
+    ann = e.request(username="ann", type="VM", now=T0 + 1)
+    bob = e.request(username="bob", type="VM", now=T0 + 2)
+    e.drain()
+    e.release(held, now=T0 + 3)
+    ready = [o.allocation_id for o in e.drain() if isinstance(o, allocate.Ready)]
+    assert ready == ([bob] if order == "fair-share" else [ann])
 
 
 def test_queue_and_release() -> None:

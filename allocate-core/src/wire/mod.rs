@@ -37,7 +37,7 @@ pub use agent::{AgentMessage, ProvisionOrder, ReleaseOrder, ServerMessage};
 pub use client::ClientEvent;
 pub use envelope::{Envelope, Refusal};
 pub use fields::{parse_json, parse_uuid};
-pub use policy::{parse_policy, policy_json, PolicyError};
+pub use policy::{parse_policy, policy_from_value, policy_json, PolicyError};
 
 use crate::config::Limits;
 use crate::error::ErrorCode;

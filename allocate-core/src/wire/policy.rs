@@ -10,12 +10,12 @@
 use crate::quota::Policy;
 use thiserror::Error;
 
-/// Why a text is not a policy: where, and what is wrong.
+/// Why a text (or a JSON value) is not a policy: where, and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("line {line}, field {field}: {message}")]
+#[error("{}field {field}: {message}", line.map_or(String::new(), |l| format!("line {l}, ")))]
 pub struct PolicyError {
-    /// 1-based line number.
-    pub line: usize,
+    /// 1-based line number in the text (`None` for a value, which has no lines).
+    pub line: Option<usize>,
     /// Where in the document, such as `users.ann.gpus_max` (`.` for the whole).
     pub field: String,
     /// What is wrong.
@@ -29,17 +29,27 @@ pub fn parse_policy(text: &str) -> Result<Policy, PolicyError> {
         let field = e.path().to_string();
         let inner = e.into_inner();
         PolicyError {
-            line: inner.line(),
+            line: Some(inner.line()),
             field,
             message: inner.to_string(),
         }
     })?;
     json.end().map_err(|e| PolicyError {
-        line: e.line(),
+        line: Some(e.line()),
         field: ".".to_owned(),
         message: e.to_string(),
     })?;
     Ok(policy)
+}
+
+/// Reads a policy from a JSON value already parsed (the Python binding's dict); an error names
+/// the field, and no line.
+pub fn policy_from_value(value: serde_json::Value) -> Result<Policy, PolicyError> {
+    serde_path_to_error::deserialize(value).map_err(|e| PolicyError {
+        line: None,
+        field: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
 }
 
 /// Writes a policy as the JSON text [`parse_policy`] reads.
@@ -79,12 +89,31 @@ mod tests {
     #[test]
     fn an_error_names_the_line_and_the_field() {
         let err = parse_policy("{\"users\": {\"bob\":\n {\"gpus_max\": -1}}}").unwrap_err();
-        assert_eq!((err.line, err.field.as_str()), (2, "users.bob.gpus_max"));
+        assert_eq!(
+            (err.line, err.field.as_str()),
+            (Some(2), "users.bob.gpus_max")
+        );
         assert!(err.message.contains("invalid value"), "{err}");
         let err = parse_policy("{\"default\": {\"gpu_max\": 1}}").unwrap_err();
         assert_eq!(err.field, "default.gpu_max");
         assert!(err.to_string().contains("unknown field `gpu_max`"), "{err}");
         let err = parse_policy("{} {}").unwrap_err();
         assert_eq!(err.field, ".");
+    }
+
+    #[test]
+    fn a_value_reads_as_its_text_does_and_an_error_names_the_field_alone() {
+        let text = "{\"default\": {\"gpus_max\": 2}, \"users\": {\"bob\": {}}}";
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(policy_from_value(value), parse_policy(text));
+        let value = serde_json::json!({"users": {"bob": {"gpus_max": -1}}});
+        let err = policy_from_value(value).unwrap_err();
+        assert_eq!((err.line, err.field.as_str()), (None, "users.bob.gpus_max"));
+        assert!(
+            err.to_string()
+                .starts_with("field users.bob.gpus_max: invalid value"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("line"), "{err}");
     }
 }
