@@ -635,6 +635,9 @@ impl Index {
             .count();
         let (before, sorted) = (self.entries.len(), self.live.len() as usize - live_in_tail);
         self.entries.retain(|e| e.slot != NONE);
+        // The room that registrations grew it to is given back (a large vector shrinks in
+        // place).
+        self.entries.shrink_to_fit();
         self.entries[sorted..].sort_unstable_by_key(|e| e.rank);
         self.entries.sort_by_key(|e| e.rank);
         let mut moved = vec![NONE; before];
