@@ -431,8 +431,7 @@ impl Index {
         self.keep_tail_short();
         let (end, gpus) = (self.entries.len() as Pos, self.gpus_known(c));
         self.join(c, scope, self.floor_pos(c), end, |pos| {
-            let Entry { rank, slot, mixed } = self.entries[pos as usize];
-            if rank.check(c).is_ok() && exact(slot, gpus && !mixed) {
+            if let Some(slot) = self.admits(pos, c, gpus, &exact) {
                 visit(slot);
             }
             Step::Next
@@ -451,8 +450,7 @@ impl Index {
         self.keep_tail_short();
         let (end, mut found, gpus) = (self.entries.len() as Pos, false, self.gpus_known(c));
         self.join(c, scope, self.floor_pos(c), end, |pos| {
-            let Entry { rank, slot, mixed } = self.entries[pos as usize];
-            found = rank.check(c).is_ok() && exact(slot, gpus && !mixed);
+            found = self.admits(pos, c, gpus, &exact).is_some();
             if found {
                 Step::SkipTo(end)
             } else {
@@ -460,6 +458,13 @@ impl Index {
             }
         });
         found
+    }
+
+    /// The slot at `pos`, a position the join let through, if its rank meets the numeric
+    /// needs of `c` and `exact` takes it (`gpus`: see [`Index::gpus_known`]).
+    fn admits(&self, pos: Pos, c: &Criteria, gpus: bool, exact: &impl Exact) -> Option<Slot> {
+        let Entry { rank, slot, mixed } = self.entries[pos as usize];
+        (rank.check(c).is_ok() && exact(slot, gpus && !mixed)).then_some(slot)
     }
 
     /// Whether the join's terms and the rank check settle the per-GPU needs of `c` for a
